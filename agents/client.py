@@ -1,0 +1,47 @@
+"""HTTP client an agent uses to talk to its regional orchestrator."""
+from __future__ import annotations
+
+import requests
+
+
+class RegionRefused(Exception):
+    """The region answered with a 4xx: retrying the same call will not help."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class RegionClient:
+    def __init__(self, base_url: str, timeout: float = 5.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def _post(self, path: str, token: str, body: dict) -> dict:
+        response = self.session.post(
+            f"{self.base_url}{path}", json=body, timeout=self.timeout,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if 400 <= response.status_code < 500:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise RegionRefused(response.status_code, detail)
+        response.raise_for_status()
+        return response.json()
+
+    def register(self, *, registration_token: str, agent_id: str, capabilities: list[str],
+                 version: str, hostname: str, concurrency: int, kind: str = "celery") -> dict:
+        return self._post("/api/v1/agents/register", registration_token, {
+            "agent_id": agent_id, "capabilities": capabilities, "version": version,
+            "hostname": hostname, "concurrency": concurrency, "kind": kind,
+        })
+
+    def heartbeat(self, *, agent_id: str, token: str, busy: int) -> dict:
+        return self._post(f"/api/v1/agents/{agent_id}/heartbeat", token, {"busy": busy})
+
+    def deregister(self, *, agent_id: str, token: str) -> dict:
+        return self._post(f"/api/v1/agents/{agent_id}/deregister", token, {})

@@ -1,0 +1,69 @@
+"""Start an agent: register with the region, then run a Celery worker on its queues."""
+import socket
+import sys
+import time
+import uuid
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+import agents
+from agents import runtime
+from agents.client import RegionClient, RegionRefused
+from agents.handlers import load_builtin
+from project.celery import app
+
+
+class Command(BaseCommand):
+    help = "Run an agent: a Celery worker consuming one queue per capability plus its own."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--capabilities", required=True, help="comma-separated, e.g. data_ingestion,echo")
+        parser.add_argument("--agent-id", default=None)
+        parser.add_argument("--concurrency", type=int, default=1)
+        parser.add_argument("--region-url", default=settings.REGION_URL)
+        parser.add_argument("--registration-token", default=settings.AGENT_REGISTRATION_TOKEN)
+        parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+        parser.add_argument("--loglevel", default="INFO")
+
+    def handle(self, *args, capabilities, agent_id, concurrency, region_url, registration_token,
+               pool, loglevel, **options):
+        caps = sorted({c.strip() for c in capabilities.split(",") if c.strip()})
+        known = load_builtin()
+        missing = [c for c in caps if c not in known]
+        if missing:
+            raise CommandError(f"no handler for {', '.join(missing)}; known: {', '.join(sorted(known))}")
+        if not registration_token:
+            raise CommandError("a registration token is needed (--registration-token or AGENT_REGISTRATION_TOKEN)")
+        host = socket.gethostname()
+        agent_id = agent_id or f"{host}-{uuid.uuid4().hex[:6]}".lower()
+        reg = self._register(RegionClient(region_url), registration_token, agent_id, caps, host, concurrency)
+        app.conf.broker_url = reg["broker_url"]
+        runtime.IDENTITY = runtime.Identity(
+            agent_id=agent_id, token=reg["token"], report_key=reg["report_key"],
+            region_url=reg["regional_orchestrator_url"], queues=reg["queues"],
+            interval=float(reg["heartbeat_interval"]),
+        )
+        self.stdout.write(f"agent {agent_id} joined region {reg['region_id']} consuming {', '.join(reg['queues'])}")
+        sys.stdout.flush()
+        worker = app.Worker(
+            hostname=f"{agent_id}@{host}", queues=reg["queues"], concurrency=concurrency, pool=pool,
+            loglevel=loglevel, without_mingle=True, without_gossip=True, without_heartbeat=True,
+            optimization="fair",
+        )
+        worker.start()
+        sys.exit(worker.exitcode or 0)
+
+    def _register(self, client, token, agent_id, caps, host, concurrency) -> dict:
+        delay = 0.5
+        for _ in range(20):
+            try:
+                return client.register(registration_token=token, agent_id=agent_id, capabilities=caps,
+                                       version=agents.__version__, hostname=host, concurrency=concurrency)
+            except RegionRefused as exc:
+                raise CommandError(f"region refused registration: {exc.detail}") from exc
+            except Exception as exc:
+                self.stderr.write(f"region unreachable ({exc}); retrying in {delay:.1f}s")
+                time.sleep(delay)
+                delay = min(delay * 2, 10)
+        raise CommandError("region unreachable; giving up")

@@ -1,0 +1,30 @@
+"""Bearer credentials: random, shown once, stored only as a SHA-256 digest.
+
+The tokens carry 256 bits of randomness, so a fast digest is enough (a slow
+password hash would only tax the hot path); lookups go by digest.
+"""
+import hashlib
+import hmac
+import secrets
+
+
+def token_generate(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def token_matches(raw: str, digest: str) -> bool:
+    return hmac.compare_digest(token_hash(raw), digest)
+
+
+def bearer_from_header(header: str | None) -> str | None:
+    """`Authorization: Bearer <token>` (or `Token <token>`) → token, else None."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not value.strip():
+        return None
+    return value.strip()

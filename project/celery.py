@@ -1,0 +1,42 @@
+"""The Celery app, shared by the region's orchestrator worker and its agents."""
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+app = Celery("meridian")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+CONTROL_QUEUE = "meridian.control"
+REPORTS_QUEUE = "meridian.reports"
+
+
+def capability_queue(capability: str) -> str:
+    return f"meridian.cap.{capability}"
+
+
+def agent_queue(agent_id: str) -> str:
+    return f"meridian.agent.{agent_id}"
+
+
+def _beat_schedule() -> dict:
+    from django.conf import settings
+
+    def every(task: str, seconds: float) -> dict:
+        # A tick nobody ran in time is dropped, not run late in a pile.
+        return {"task": task, "schedule": seconds, "options": {"expires": max(seconds, 1.0)}}
+
+    return {
+        "reap": every("regions.agent_reap", settings.REAPER_INTERVAL),
+        "flush": every("regions.liveness_flush", settings.LIVENESS_FLUSH_INTERVAL),
+        "sweep": every("regions.task_sweep", settings.SWEEPER_INTERVAL),
+    }
+
+
+@app.on_after_configure.connect
+def _configure(sender, **kwargs) -> None:
+    sender.conf.task_queues = (Queue(CONTROL_QUEUE), Queue(REPORTS_QUEUE))
+    sender.conf.beat_schedule = _beat_schedule()

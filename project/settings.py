@@ -1,0 +1,167 @@
+"""Settings for both roles, read from the environment (django-environ).
+
+ROLE=region runs a regional orchestrator (REGION_ID names it); ROLE=router runs
+the Global Task Router. Defaults are for local use only: SQLite and Redis on
+localhost. The real deployment sets DATABASE_URL to PostgreSQL.
+"""
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
+
+ROLE = env.str("ROLE", default="region")
+if ROLE not in ("region", "router"):
+    raise environ.ImproperlyConfigured(f"ROLE must be 'region' or 'router', not {ROLE!r}")
+REGION_ID = env.str("REGION_ID", default="local-1")
+# The URL agents and callers use to reach this orchestrator.
+REGION_URL = env.str("REGION_URL", default="http://127.0.0.1:8000")
+
+SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-change-me")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "project.accounts",
+    "regions",
+    "agents",
+    "router",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db(
+        "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / f'{ROLE}-{REGION_ID}.sqlite3'}"
+    )
+}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "project.accounts.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "project.exceptions.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Meridian API",
+    "DESCRIPTION": "Regional orchestrator and Global Task Router.",
+    "VERSION": "1.0.0",
+}
+
+# Redis holding liveness state (heartbeats never touch PostgreSQL).
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=2.0)
+
+# --- Celery -----------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# The URL handed to agents at registration (the one they can reach).
+AGENT_BROKER_URL = env.str("AGENT_BROKER_URL", default=CELERY_BROKER_URL)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Redis: lists per priority band; 0 is served first.
+    "priority_steps": list(range(10)),
+    "sep": ":",
+    "queue_order_strategy": "priority",
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "meridian.control"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BROKER_POOL_LIMIT = env.int("CELERY_BROKER_POOL_LIMIT", default=10)
+
+# --- Region behaviour (seconds) ---------------------------------------------
+HEARTBEAT_INTERVAL = env.float("HEARTBEAT_INTERVAL", default=5.0)
+HEARTBEAT_TTL = env.float("HEARTBEAT_TTL", default=15.0)
+REAPER_INTERVAL = env.float("REAPER_INTERVAL", default=5.0)
+LIVENESS_FLUSH_INTERVAL = env.float("LIVENESS_FLUSH_INTERVAL", default=10.0)
+SWEEPER_INTERVAL = env.float("SWEEPER_INTERVAL", default=2.0)
+# A dispatched task nobody has claimed for this long while agents serving it are
+# idle is presumed lost in flight and re-sent with attempt + 1.
+TASK_UNCLAIMED_RESEND_AFTER = env.float("TASK_UNCLAIMED_RESEND_AFTER", default=600.0)
+# Do not mass-evict: when more than this share of online agents (and at least
+# EVICTION_HOLD_MIN_AGENTS) miss their TTL together, hold and report instead.
+EVICTION_HOLD_RATIO = env.float("EVICTION_HOLD_RATIO", default=0.5)
+EVICTION_HOLD_MIN_AGENTS = env.int("EVICTION_HOLD_MIN_AGENTS", default=10)
+TASK_PAYLOAD_LIMIT_BYTES = env.int("TASK_PAYLOAD_LIMIT_BYTES", default=256 * 1024)
+TASK_DEFAULT_TIMEOUT = env.int("TASK_DEFAULT_TIMEOUT", default=300)
+TASK_DEFAULT_MAX_ATTEMPTS = env.int("TASK_DEFAULT_MAX_ATTEMPTS", default=3)
+TASK_RETRY_BACKOFF_BASE = env.float("TASK_RETRY_BACKOFF_BASE", default=2.0)
+TASK_RETRY_BACKOFF_MAX = env.float("TASK_RETRY_BACKOFF_MAX", default=300.0)
+# A registration token accepted in addition to those in the database (bootstrap/demo).
+AGENT_REGISTRATION_TOKEN = env.str("AGENT_REGISTRATION_TOKEN", default="")
+
+# --- Agent runtime -----------------------------------------------------------
+# Capability handlers may only read files below this directory.
+AGENT_DATA_ROOT = env.str("AGENT_DATA_ROOT", default=str(BASE_DIR / "var" / "data"))
+AGENT_MAX_INPUT_BYTES = env.int("AGENT_MAX_INPUT_BYTES", default=64 * 1024 * 1024)
+AGENT_MAX_RECORDS = env.int("AGENT_MAX_RECORDS", default=50_000)
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(TASK_PAYLOAD_LIMIT_BYTES * 4, 2_621_440)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.server": {"level": "WARNING"}},
+}

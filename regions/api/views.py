@@ -1,0 +1,260 @@
+"""Regional orchestrator API: thin views over regions.services."""
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from project.accounts.tokens import bearer_from_header
+from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
+from regions import selectors
+from regions.api.serializers import AGENT_ID_RE, CAPABILITY_RE, AgentOutputSerializer, TaskOutputSerializer
+from regions.models import Agent, Task
+from regions.services import agents as agent_services
+from regions.services import liveness
+from regions.services import tasks as task_services
+
+LIVENESS_DOWN = "liveness store (Redis) unavailable; retry shortly"
+
+
+def _bearer(request) -> str | None:
+    return bearer_from_header(request.META.get("HTTP_AUTHORIZATION"))
+
+
+def _agent_errors(exc: Exception):
+    if isinstance(exc, agent_services.AuthError):
+        return AuthenticationFailed(str(exc))
+    if isinstance(exc, agent_services.ForbiddenError):
+        return PermissionDenied(str(exc))
+    if isinstance(exc, agent_services.NotFound):
+        return NotFound(str(exc))
+    return exc
+
+
+# --- agents ------------------------------------------------------------------
+
+class AgentRegisterApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]  # the registration token is checked below
+
+    class InputSerializer(serializers.Serializer):
+        agent_id = serializers.RegexField(AGENT_ID_RE)
+        capabilities = serializers.ListField(child=serializers.RegexField(CAPABILITY_RE), min_length=1,
+                                             max_length=200)
+        version = serializers.CharField(max_length=50, required=False, default="")
+        hostname = serializers.CharField(max_length=255, required=False, default="")
+        kind = serializers.ChoiceField(choices=["celery", "http"], required=False, default="celery")
+        concurrency = serializers.IntegerField(min_value=1, max_value=1024, required=False, default=1)
+
+    @extend_schema(request=InputSerializer, responses={201: dict})
+    def post(self, request):
+        if not agent_services.registration_token_valid(_bearer(request)):
+            raise AuthenticationFailed("A valid registration token is required (Authorization: Bearer …).")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            reg = agent_services.agent_register(**data.validated_data)
+        except agent_services.ForbiddenError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except liveness.RedisError as exc:
+            raise ServiceUnavailable(LIVENESS_DOWN) from exc
+        return Response({
+            "agent_id": reg.agent.agent_id,
+            "token": reg.token,
+            "report_key": reg.report_key,
+            "region_id": settings.REGION_ID,
+            "regional_orchestrator_url": settings.REGION_URL,
+            "broker_url": settings.AGENT_BROKER_URL,
+            "queues": agent_services.agent_queues(reg.agent),
+            "heartbeat_interval": settings.HEARTBEAT_INTERVAL,
+            "heartbeat_ttl": settings.HEARTBEAT_TTL,
+        }, status=status.HTTP_201_CREATED)
+
+
+def _json_error(code: str, detail: str, status_code: int) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail}, status=status_code)
+
+
+@csrf_exempt
+@require_POST
+def agent_heartbeat_view(request, agent_id: str):
+    """The hot path: a plain Django view, one Redis round trip, no ORM."""
+    busy = 0
+    if request.body:
+        try:
+            body = json.loads(request.body)
+            busy = int(body.get("busy", 0)) if isinstance(body, dict) else -1
+        except (ValueError, TypeError):
+            return _json_error("parse_error", "Body must be a JSON object like {\"busy\": 0}.", 400)
+        if busy < 0:
+            return _json_error("invalid", "busy must be a non-negative integer.", 400)
+    try:
+        reply = agent_services.heartbeat_record(agent_id=agent_id, raw_token=_bearer(request), busy=busy)
+    except agent_services.AuthError as exc:
+        response = _json_error("not_authenticated", str(exc), 401)
+        response["WWW-Authenticate"] = 'Bearer realm="meridian"'
+        return response
+    except agent_services.ForbiddenError as exc:
+        return _json_error("permission_denied", str(exc), 403)
+    except agent_services.NotFound as exc:
+        return _json_error("not_found", str(exc), 404)
+    except liveness.RedisError:
+        response = _json_error("unavailable", LIVENESS_DOWN, 503)
+        response["Retry-After"] = "2"
+        return response
+    return JsonResponse(reply)
+
+
+class AgentDeregisterApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]  # the agent's own token is checked below
+
+    @extend_schema(request=None, responses={200: dict})
+    def post(self, request, agent_id: str):
+        try:
+            agent = agent_services.agent_authenticate(agent_id=agent_id, raw_token=_bearer(request))
+            agent_services.agent_deregister(agent=agent)
+        except (agent_services.AuthError, agent_services.ForbiddenError, agent_services.NotFound) as exc:
+            raise _agent_errors(exc) from exc
+        except liveness.RedisError as exc:
+            raise ServiceUnavailable(LIVENESS_DOWN) from exc
+        return Response({"agent_id": agent_id, "status": Agent.Status.STOPPED})
+
+
+class AgentListApi(APIView):
+    @extend_schema(responses=AgentOutputSerializer(many=True))
+    def get(self, request):
+        qs = selectors.agent_list(status=request.query_params.get("status"),
+                                  capability=request.query_params.get("capability"))
+        paginator = _Pages()
+        page = paginator.paginate_queryset(qs.order_by("agent_id"), request, view=self)
+        return paginator.get_paginated_response(AgentOutputSerializer(page, many=True).data)
+
+
+class AgentDetailApi(APIView):
+    @extend_schema(responses=AgentOutputSerializer)
+    def get(self, request, agent_id: str):
+        agent = Agent.objects.filter(agent_id=agent_id).first()
+        if agent is None:
+            raise NotFound(f"No agent {agent_id} in region {settings.REGION_ID}.")
+        data = AgentOutputSerializer(agent).data
+        data.update(selectors.agent_live_view(agent))
+        data["running_tasks"] = agent_services.agent_running_tasks(agent_id=agent_id)
+        return Response(data)
+
+
+def _desired_api(desired: str, name: str):
+    class AgentDesiredApi(APIView):
+        permission_classes = [IsAdminUser]
+
+        @extend_schema(request=None, responses=AgentOutputSerializer, operation_id=f"agent_{name}")
+        def post(self, request, agent_id: str):
+            try:
+                agent = agent_services.agent_set_desired(agent_id=agent_id, desired=desired)
+            except agent_services.NotFound as exc:
+                raise NotFound(str(exc)) from exc
+            except liveness.RedisError as exc:
+                raise ServiceUnavailable(LIVENESS_DOWN) from exc
+            return Response(AgentOutputSerializer(agent).data)
+
+    AgentDesiredApi.__name__ = f"Agent{name.capitalize()}Api"
+    return AgentDesiredApi
+
+
+AgentDrainApi = _desired_api(Agent.Desired.DRAINING, "drain")
+AgentCordonApi = _desired_api(Agent.Desired.CORDONED, "cordon")
+AgentUncordonApi = _desired_api(Agent.Desired.ACTIVE, "uncordon")
+AgentRevokeApi = _desired_api(Agent.Desired.STOPPED, "revoke")
+
+
+# --- tasks -------------------------------------------------------------------
+
+class _Pages(CursorPagination):
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 1000
+    ordering = "-created_at"
+
+
+class TaskListSubmitApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        capability = serializers.RegexField(CAPABILITY_RE, error_messages={
+            "invalid": "capability must be lower-case letters, digits and _ (at most 64), starting with a letter."
+        })
+        payload = serializers.JSONField(required=False, default=dict)
+        priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
+        timeout = serializers.IntegerField(min_value=1, max_value=86_400, required=False)
+        max_attempts = serializers.IntegerField(min_value=1, max_value=20, required=False)
+        idempotency_key = serializers.CharField(max_length=128, required=False)
+        target_agent = serializers.RegexField(AGENT_ID_RE, required=False, default="")
+
+        def validate_payload(self, value):
+            if not isinstance(value, dict):
+                raise serializers.ValidationError("payload must be a JSON object.")
+            return value
+
+    @extend_schema(request=InputSerializer, responses={201: TaskOutputSerializer, 200: TaskOutputSerializer})
+    def post(self, request):
+        limit = settings.TASK_PAYLOAD_LIMIT_BYTES
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
+            raise PayloadTooLarge(f"request body is larger than the payload limit of {limit} bytes")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            sub = task_services.task_submit(submitted_by=request.user, **data.validated_data)
+        except task_services.PayloadTooLargeError as exc:
+            raise PayloadTooLarge(str(exc)) from exc
+        body = TaskOutputSerializer(sub.task).data
+        body["created"] = sub.created
+        return Response(body, status=status.HTTP_201_CREATED if sub.created else status.HTTP_200_OK)
+
+    @extend_schema(responses=TaskOutputSerializer(many=True))
+    def get(self, request):
+        wanted = request.query_params.get("status")
+        if wanted and wanted not in Task.Status.values:
+            raise ValidationError({"status": f"one of {', '.join(Task.Status.values)}"})
+        qs = selectors.task_list(user=request.user, status=wanted,
+                                 capability=request.query_params.get("capability"))
+        paginator = _Pages()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(TaskOutputSerializer(page, many=True).data)
+
+
+def _task_or_404(request, task_id) -> Task:
+    task = selectors.task_get(user=request.user, task_id=task_id)
+    if task is None:
+        raise NotFound(f"No task {task_id} in region {settings.REGION_ID}.")
+    return task
+
+
+class TaskDetailApi(APIView):
+    @extend_schema(responses=TaskOutputSerializer)
+    def get(self, request, task_id):
+        return Response(TaskOutputSerializer(_task_or_404(request, task_id)).data)
+
+
+class TaskCancelApi(APIView):
+    @extend_schema(request=None, responses=TaskOutputSerializer)
+    def post(self, request, task_id):
+        task = _task_or_404(request, task_id)
+        try:
+            task = task_services.task_cancel(task=task)
+        except task_services.InvalidState as exc:
+            raise Conflict(f"cannot cancel: {exc}") from exc
+        return Response(TaskOutputSerializer(task).data)
+
+
+class RegionStatusApi(APIView):
+    @extend_schema(responses=dict)
+    def get(self, request):
+        return Response(selectors.region_status())

@@ -1,0 +1,27 @@
+"""The region's own Celery worker: task reports from agents, and (with --beat) the
+reaper, the liveness flush and the outbox sweeper."""
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from project.celery import CONTROL_QUEUE, REPORTS_QUEUE, app
+
+
+class Command(BaseCommand):
+    help = "Run the regional orchestrator's worker (reports, reaper, flush, sweeper)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--concurrency", type=int, default=2)
+        parser.add_argument("--beat", action="store_true", help="embed Celery beat (one per region)")
+        parser.add_argument("--loglevel", default="INFO")
+
+    def handle(self, *args, concurrency, beat, loglevel, **options):
+        worker = app.Worker(
+            hostname="orchestrator@%h", queues=[CONTROL_QUEUE, REPORTS_QUEUE], concurrency=concurrency,
+            beat=beat, loglevel=loglevel, without_mingle=True, without_gossip=True, without_heartbeat=True,
+            schedule_filename=str(Path(settings.BASE_DIR) / "var" / f"celerybeat-{settings.REGION_ID}"),
+        )
+        worker.start()
+        sys.exit(worker.exitcode or 0)

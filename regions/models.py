@@ -1,0 +1,117 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class RegistrationToken(models.Model):
+    """Traded by an agent for its own credential (Buildkite-style); stored hashed."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class Agent(models.Model):
+    class Status(models.TextChoices):
+        ONLINE = "online"
+        OFFLINE = "offline"
+        STOPPED = "stopped"  # deregistered cleanly
+
+    class Desired(models.TextChoices):
+        """What the region wants of the agent; told in every heartbeat reply."""
+
+        ACTIVE = "active"
+        CORDONED = "cordoned"  # take no new tasks, keep running
+        DRAINING = "draining"  # finish current work, then stop
+        STOPPED = "stopped"  # revoked: stop now
+
+    agent_id = models.SlugField(max_length=100, unique=True)
+    capabilities = models.JSONField(default=list)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ONLINE, db_index=True)
+    desired = models.CharField(max_length=16, choices=Desired.choices, default=Desired.ACTIVE)
+    busy = models.BooleanField(default=False)
+    version = models.CharField(max_length=50, blank=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    kind = models.CharField(max_length=16, default="celery", help_text="celery or http")
+    concurrency = models.PositiveIntegerField(default=1)
+    token_hash = models.CharField(max_length=64, db_index=True)
+    registered_at = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(null=True, blank=True, help_text="Flushed from Redis in bulk.")
+    offline_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["agent_id"]
+
+    def __str__(self) -> str:
+        return self.agent_id
+
+
+class Task(models.Model):
+    class Status(models.TextChoices):
+        WAITING = "waiting"  # accepted; no live agent serves the capability yet
+        QUEUED = "queued"
+        RUNNING = "running"
+        RETRYING = "retrying"  # failed an attempt; re-sent after backoff
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE = (Status.WAITING, Status.QUEUED, Status.RUNNING, Status.RETRYING)
+    PENDING = (Status.WAITING, Status.QUEUED, Status.RETRYING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    capability = models.SlugField(max_length=64, db_index=True)
+    payload = models.JSONField(default=dict)
+    priority = models.PositiveSmallIntegerField(default=5, help_text="0 (lowest) to 9 (highest)")
+    timeout = models.PositiveIntegerField(help_text="seconds one attempt may run")
+    max_attempts = models.PositiveSmallIntegerField()
+    attempt = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=Status.choices, db_index=True)
+    status_reason = models.CharField(max_length=255, blank=True)
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    target_agent = models.SlugField(max_length=100, blank=True)
+    agent = models.SlugField(max_length=100, blank=True, db_index=True, help_text="runs the current attempt")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Outbox: set when the current attempt was handed to the broker. NULL and
+    # not_before passed means the sweeper must (re)send it.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["submitted_by", "idempotency_key"],
+                name="task_idempotency_key_per_caller",
+                condition=models.Q(idempotency_key__isnull=False),
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "dispatched_at"], name="task_outbox_idx"),
+            models.Index(fields=["status", "capability"], name="task_status_cap_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.capability}:{self.id}"
+
+
+class IngestedRecord(models.Model):
+    """A record stored by the data_ingestion capability; it never leaves the region."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="records")
+    line = models.PositiveIntegerField()
+    data = models.JSONField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "line"], name="record_once_per_task_line")]

@@ -1,0 +1,268 @@
+"""Agent registry: registration, heartbeats, desired state, reaping and the bulk flush."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone as dt_timezone
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from project.accounts.tokens import token_generate, token_hash
+from project.celery import agent_queue, capability_queue
+from regions.models import Agent, RegistrationToken, Task
+from regions.services import liveness
+
+logger = logging.getLogger(__name__)
+
+
+class AuthError(Exception):
+    """Credential missing or wrong (401)."""
+
+
+class ForbiddenError(Exception):
+    """A valid credential used for someone else (403)."""
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Registration:
+    agent: Agent
+    token: str
+    report_key: str
+
+
+def report_key_for(*, agent_id: str, token_digest: str) -> str:
+    """The key an agent signs its task reports with; derived, never stored."""
+    msg = f"report:{agent_id}:{token_digest}".encode()
+    return hmac.new(settings.SECRET_KEY.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def registration_token_valid(raw: str | None) -> bool:
+    if not raw:
+        return False
+    if settings.AGENT_REGISTRATION_TOKEN and hmac.compare_digest(raw, settings.AGENT_REGISTRATION_TOKEN):
+        return True
+    return RegistrationToken.objects.filter(token_hash=token_hash(raw), revoked_at__isnull=True).exists()
+
+
+def registration_token_create(*, name: str) -> tuple[RegistrationToken, str]:
+    raw = token_generate("mrt")
+    tok = RegistrationToken.objects.create(name=name, prefix=raw[:10], token_hash=token_hash(raw))
+    return tok, raw
+
+
+def agent_register(
+    *, agent_id: str, capabilities: list[str], version: str = "", hostname: str = "",
+    kind: str = "celery", concurrency: int = 1,
+) -> Registration:
+    """Create or re-register an agent and issue it a fresh credential.
+
+    Re-registering the same id rotates its token: a stale process still holding
+    the old one gets 401 on its next heartbeat and stops.
+    """
+    raw = token_generate("mat")
+    digest = token_hash(raw)
+    now = timezone.now()
+    with transaction.atomic():
+        agent, _ = Agent.objects.select_for_update().get_or_create(
+            agent_id=agent_id, defaults={"token_hash": digest}
+        )
+        if agent.desired == Agent.Desired.STOPPED:
+            raise ForbiddenError(f"Agent {agent_id} is revoked; an operator must re-admit it.")
+        # A drained agent that is started again comes back active; a cordon stays.
+        desired = Agent.Desired.ACTIVE if agent.desired == Agent.Desired.DRAINING else agent.desired
+        agent.capabilities = sorted(set(capabilities))
+        agent.version, agent.hostname, agent.kind = version, hostname, kind
+        agent.concurrency = concurrency
+        agent.token_hash = digest
+        agent.status = Agent.Status.ONLINE
+        agent.desired = desired
+        agent.busy = False
+        agent.last_seen = now
+        agent.offline_since = None
+        agent.save()
+    liveness.agent_cache(agent_id=agent_id, token_digest=digest, desired=desired, seen_at=now.timestamp())
+    return Registration(agent=agent, token=raw, report_key=report_key_for(agent_id=agent_id, token_digest=digest))
+
+
+def agent_queues(agent: Agent) -> list[str]:
+    return [capability_queue(c) for c in agent.capabilities] + [agent_queue(agent.agent_id)]
+
+
+def agent_authenticate(*, agent_id: str, raw_token: str | None) -> Agent:
+    """Database path: for the rare calls (deregister) and heartbeat cache misses."""
+    if not raw_token:
+        raise AuthError("Missing agent token.")
+    digest = token_hash(raw_token)
+    agent = Agent.objects.filter(agent_id=agent_id).first()
+    if agent is not None and agent.token_hash and hmac.compare_digest(agent.token_hash, digest):
+        return agent
+    other = Agent.objects.filter(token_hash=digest).values_list("agent_id", flat=True).first()
+    if other is not None:
+        raise ForbiddenError(f"This token belongs to agent {other}; it cannot act as {agent_id}.")
+    if agent is None:
+        raise NotFound(f"No agent {agent_id} in region {settings.REGION_ID}.")
+    raise AuthError("Invalid agent token.")
+
+
+def heartbeat_record(*, agent_id: str, raw_token: str | None, busy: int) -> dict:
+    """One Redis round trip on the hot path; the database only on a cache miss."""
+    if not raw_token:
+        raise AuthError("Missing agent token.")
+    digest = token_hash(raw_token)
+    now = liveness.now()
+    code, desired = liveness.heartbeat_touch(agent_id=agent_id, token_digest=digest, busy=busy, now=now)
+    if code == 0:
+        agent_authenticate(agent_id=agent_id, raw_token=raw_token)  # raises 401/403
+        code = -1  # the cache was stale (token rotated): refill it below
+    if code == -1:
+        agent = agent_authenticate(agent_id=agent_id, raw_token=raw_token)
+        liveness.agent_cache(agent_id=agent_id, token_digest=digest, desired=agent.desired, seen_at=None)
+        code, desired = liveness.heartbeat_touch(agent_id=agent_id, token_digest=digest, busy=busy, now=now)
+    return {
+        "interval": settings.HEARTBEAT_INTERVAL,
+        "ttl": settings.HEARTBEAT_TTL,
+        "desired": desired,
+    }
+
+
+def agent_deregister(*, agent: Agent) -> None:
+    """Clean exit after a warm shutdown: nothing left to requeue but check anyway."""
+    Agent.objects.filter(pk=agent.pk).update(
+        status=Agent.Status.STOPPED, busy=False, offline_since=timezone.now(),
+        desired=Agent.Desired.ACTIVE if agent.desired == Agent.Desired.DRAINING else agent.desired,
+    )
+    liveness.agent_forget(agent_id=agent.agent_id)
+    from regions.services.tasks import tasks_requeue_for_agents
+
+    tasks_requeue_for_agents(agent_ids=[agent.agent_id], reason=f"agent {agent.agent_id} deregistered")
+
+
+def agent_set_desired(*, agent_id: str, desired: str) -> Agent:
+    agent = Agent.objects.filter(agent_id=agent_id).first()
+    if agent is None:
+        raise NotFound(f"No agent {agent_id} in region {settings.REGION_ID}.")
+    agent.desired = desired
+    agent.save(update_fields=["desired"])
+    liveness.agent_desired_set(agent_id=agent_id, desired=desired)
+    return agent
+
+
+def liveness_seed(*, now: float) -> int:
+    """Redis lost its data (restart): rebuild the cache from the database.
+
+    Online agents get a full TTL of grace from now: we cannot know when they last
+    beat, and evicting the whole fleet because the cache restarted is the mass
+    eviction we refuse elsewhere.
+    """
+    pipe = liveness.client().pipeline()
+    count = 0
+    for agent_id, digest, desired, status in Agent.objects.exclude(token_hash="").values_list(
+        "agent_id", "token_hash", "desired", "status"
+    ).iterator(chunk_size=5000):
+        pipe.hset(liveness.key("tok"), agent_id, digest)
+        if desired != Agent.Desired.ACTIVE:
+            pipe.hset(liveness.key("desired"), agent_id, desired)
+        if status == Agent.Status.ONLINE:
+            pipe.zadd(liveness.key("live"), {agent_id: now})
+            count += 1
+    pipe.execute()
+    liveness.seed_mark(now=now)
+    logger.warning("liveness cache seeded from the database: %d online agents given a fresh TTL", count)
+    return count
+
+
+def agent_reap(*, now: float) -> dict:
+    """Mark agents that missed their TTL offline and requeue their tasks.
+
+    When a large share of the fleet misses at once (network blip, orchestrator
+    restart), evict nobody: hold, log it and report it in the region status.
+    """
+    if not liveness.seeded():
+        liveness_seed(now=now)
+        return {"evicted": [], "held": False, "seeded": True}
+    cutoff = now - settings.HEARTBEAT_TTL
+    missing = liveness.expired(cutoff=cutoff)
+    total = liveness.live_count()
+    if (
+        len(missing) >= settings.EVICTION_HOLD_MIN_AGENTS
+        and total
+        and len(missing) / total > settings.EVICTION_HOLD_RATIO
+    ):
+        info = {"since": now, "missing": len(missing), "online": total,
+                "reason": f"{len(missing)} of {total} agents missed their heartbeat at once; "
+                          "evictions held (network partition or orchestrator restart?)"}
+        previous = liveness.hold_get()
+        if previous:
+            info["since"] = previous["since"]
+        liveness.hold_set(info)
+        logger.warning("eviction hold: %s", info["reason"])
+        return {"evicted": [], "held": True, "missing": len(missing)}
+    if liveness.hold_get():
+        logger.warning("eviction hold lifted")
+        liveness.hold_set(None)
+    evicted = liveness.evict(agent_ids=missing, cutoff=cutoff)
+    if evicted:
+        when = timezone.now()
+        Agent.objects.filter(agent_id__in=evicted, status=Agent.Status.ONLINE).update(
+            status=Agent.Status.OFFLINE, offline_since=when, busy=False
+        )
+        from regions.services.tasks import tasks_requeue_for_agents
+
+        requeued = tasks_requeue_for_agents(agent_ids=evicted, reason="agent missed its heartbeat TTL")
+        logger.warning("marked %d agents offline (%s); requeued %d tasks", len(evicted),
+                       ", ".join(evicted[:10]), requeued)
+    return {"evicted": evicted, "held": False}
+
+
+def liveness_flush() -> int:
+    """Copy Redis liveness into the database in bulk: a few UPDATEs, not one per agent.
+
+    last_seen is written to the second; agents seen again after being marked
+    offline are welcomed back as online.
+    """
+    seen, busy = liveness.live_snapshot()
+    if not seen:
+        return 0
+    by_second: dict[int, list[str]] = defaultdict(list)
+    for agent_id, ts in seen.items():
+        by_second[int(ts)].append(agent_id)
+    ids = list(seen)
+    with transaction.atomic():
+        for second, agent_ids in by_second.items():
+            when = datetime.fromtimestamp(second, tz=dt_timezone.utc)
+            Agent.objects.filter(agent_id__in=agent_ids).update(last_seen=when)
+        busy_ids = [a for a in ids if busy.get(a, 0) > 0]
+        Agent.objects.filter(agent_id__in=busy_ids, busy=False).update(busy=True)
+        Agent.objects.filter(agent_id__in=ids, busy=True).exclude(agent_id__in=busy_ids).update(busy=False)
+        back = Agent.objects.filter(agent_id__in=ids, status=Agent.Status.OFFLINE).update(
+            status=Agent.Status.ONLINE, offline_since=None
+        )
+    if back:
+        logger.info("%d agents back online", back)
+    return len(ids)
+
+
+def live_capabilities() -> set[str]:
+    """Capabilities served by at least one online agent that takes work."""
+    caps: set[str] = set()
+    rows = (
+        Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE)
+        .values_list("capabilities", flat=True).distinct()
+    )
+    for row in rows:
+        caps.update(row)
+    return caps
+
+
+def agent_running_tasks(*, agent_id: str) -> list[str]:
+    return [str(t) for t in Task.objects.filter(agent=agent_id, status=Task.Status.RUNNING)
+            .values_list("id", flat=True)]

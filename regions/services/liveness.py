@@ -1,0 +1,166 @@
+"""Liveness lives in Redis: a heartbeat is one script call, never a PostgreSQL write.
+
+Keys (all under ``m:<region>:``):
+  live     ZSET  agent_id -> unix time of its last heartbeat
+  tok      HASH  agent_id -> SHA-256 of its token (cache of the database column)
+  busy     HASH  agent_id -> number of tasks it is running
+  desired  HASH  agent_id -> what the region wants of it (absent = active)
+  epoch    STR   set when the keys were seeded from the database; its absence
+                 means Redis lost its data (restart) and must be re-seeded
+  hold     STR   JSON describing an eviction hold, while one is in force
+"""
+from __future__ import annotations
+
+import functools
+import json
+import time
+
+import redis
+from django.conf import settings
+
+RedisError = redis.RedisError
+
+_HEARTBEAT = """
+local h = redis.call('HGET', KEYS[1], ARGV[1])
+if not h then return {-1, ''} end
+if h ~= ARGV[2] then return {0, ''} end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+local d = redis.call('HGET', KEYS[4], ARGV[1])
+return {1, d or 'active'}
+"""
+
+# Remove only entries still older than the cutoff: a heartbeat that lands
+# between the reaper's read and this call must keep its agent alive.
+_EVICT = """
+local out = {}
+for i, a in ipairs(ARGV) do
+  if i > 1 then
+    local s = redis.call('ZSCORE', KEYS[1], a)
+    if s and tonumber(s) <= tonumber(ARGV[1]) then
+      redis.call('ZREM', KEYS[1], a)
+      redis.call('HDEL', KEYS[2], a)
+      table.insert(out, a)
+    end
+  end
+end
+return out
+"""
+
+
+@functools.cache
+def client() -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        decode_responses=True,
+        health_check_interval=30,
+    )
+
+
+def key(name: str) -> str:
+    return f"m:{settings.REGION_ID}:{name}"
+
+
+@functools.cache
+def _script(source: str):
+    return client().register_script(source)
+
+
+def heartbeat_touch(*, agent_id: str, token_digest: str, busy: int, now: float) -> tuple[int, str]:
+    """(1, desired) when recorded; (0, '') wrong token; (-1, '') agent not cached."""
+    code, desired = _script(_HEARTBEAT)(
+        keys=[key("tok"), key("live"), key("busy"), key("desired")],
+        args=[agent_id, token_digest, now, busy],
+    )
+    return int(code), desired
+
+
+def agent_cache(*, agent_id: str, token_digest: str, desired: str, seen_at: float | None) -> None:
+    pipe = client().pipeline()
+    pipe.hset(key("tok"), agent_id, token_digest)
+    if desired == "active":
+        pipe.hdel(key("desired"), agent_id)
+    else:
+        pipe.hset(key("desired"), agent_id, desired)
+    if seen_at is not None:
+        pipe.zadd(key("live"), {agent_id: seen_at})
+    pipe.execute()
+
+
+def agent_desired_set(*, agent_id: str, desired: str) -> None:
+    if desired == "active":
+        client().hdel(key("desired"), agent_id)
+    else:
+        client().hset(key("desired"), agent_id, desired)
+
+
+def agent_forget(*, agent_id: str) -> None:
+    pipe = client().pipeline()
+    for name in ("tok", "busy", "desired"):
+        pipe.hdel(key(name), agent_id)
+    pipe.zrem(key("live"), agent_id)
+    pipe.execute()
+
+
+def agent_last_seen(*, agent_id: str) -> tuple[float | None, int]:
+    pipe = client().pipeline()
+    pipe.zscore(key("live"), agent_id)
+    pipe.hget(key("busy"), agent_id)
+    score, busy = pipe.execute()
+    return score, int(busy or 0)
+
+
+def live_snapshot() -> tuple[dict[str, float], dict[str, int]]:
+    """Every live agent's last heartbeat and busy count (for the bulk flush)."""
+    pipe = client().pipeline()
+    pipe.zrange(key("live"), 0, -1, withscores=True)
+    pipe.hgetall(key("busy"))
+    seen, busy = pipe.execute()
+    return dict(seen), {a: int(n) for a, n in busy.items()}
+
+
+def live_count() -> int:
+    return client().zcard(key("live"))
+
+
+def expired(*, cutoff: float) -> list[str]:
+    return client().zrangebyscore(key("live"), "-inf", cutoff)
+
+
+def evict(*, agent_ids: list[str], cutoff: float) -> list[str]:
+    if not agent_ids:
+        return []
+    return list(_script(_EVICT)(keys=[key("live"), key("busy")], args=[cutoff, *agent_ids]))
+
+
+def seeded() -> bool:
+    return bool(client().exists(key("epoch")))
+
+
+def seed_mark(*, now: float) -> None:
+    client().set(key("epoch"), now)
+
+
+def hold_set(info: dict | None) -> None:
+    if info is None:
+        client().delete(key("hold"))
+    else:
+        client().set(key("hold"), json.dumps(info))
+
+
+def hold_get() -> dict | None:
+    raw = client().get(key("hold"))
+    return json.loads(raw) if raw else None
+
+
+def ping() -> bool:
+    try:
+        return bool(client().ping())
+    except RedisError:
+        return False
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,59 @@
+"""Task reports agents send over the broker (claim, success, failure).
+
+Each report is signed with the agent's report key (derived from its current
+token), so one agent cannot report for another, and a token rotated since is
+refused. Reports are idempotent: they go through the fenced task updates.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+
+from regions.models import Agent
+from regions.services import liveness, tasks
+from regions.services.agents import report_key_for
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("claim", "success", "failure")
+
+
+def report_signature(*, key: str, kind: str, task_id: str, attempt: int, body: dict) -> str:
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    msg = f"{kind}:{task_id}:{attempt}:{digest}".encode()
+    return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def _token_digest(agent_id: str) -> str | None:
+    try:
+        digest = liveness.client().hget(liveness.key("tok"), agent_id)
+    except liveness.RedisError:
+        digest = None
+    if digest:
+        return digest
+    return Agent.objects.filter(agent_id=agent_id).values_list("token_hash", flat=True).first()
+
+
+def report_ingest(*, agent_id: str, kind: str, task_id: str, attempt: int, body: dict, sig: str) -> bool:
+    if kind not in KINDS:
+        logger.warning("report of unknown kind %r from %s dropped", kind, agent_id)
+        return False
+    digest = _token_digest(agent_id)
+    if not digest:
+        logger.warning("report from unknown agent %s dropped", agent_id)
+        return False
+    key = report_key_for(agent_id=agent_id, token_digest=digest)
+    expected = report_signature(key=key, kind=kind, task_id=task_id, attempt=attempt, body=body)
+    if not hmac.compare_digest(expected, sig):
+        logger.warning("report for task %s with a bad signature (agent %s) dropped", task_id, agent_id)
+        return False
+    if kind == "claim":
+        return tasks.task_claim(task_id=task_id, attempt=attempt, agent_id=agent_id)
+    if kind == "success":
+        return tasks.task_succeed(task_id=task_id, attempt=attempt, agent_id=agent_id, result=body.get("result"))
+    return tasks.task_fail(
+        task_id=task_id, attempt=attempt, agent_id=agent_id,
+        error=str(body.get("error", ""))[:10_000], retryable=bool(body.get("retryable", True)),
+    )

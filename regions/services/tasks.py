@@ -1,0 +1,258 @@
+"""Task lifecycle in a region: submit → dispatch (outbox) → claim → result, with
+requeue, retry, cancel and the sweeper. State only moves forward: every write
+is a filtered UPDATE on (id, attempt, status) so a late or duplicate message
+changes nothing."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from project.celery import agent_queue, app, capability_queue
+from regions.models import Agent, IngestedRecord, Task
+from regions.services import agents as agent_services
+
+logger = logging.getLogger(__name__)
+
+EXECUTE_TASK = "agents.execute"
+NO_AGENT_REASON = "no live agent serves capability {cap}; the task runs when one checks in"
+
+
+class PayloadTooLargeError(Exception):
+    pass
+
+
+class InvalidState(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Submission:
+    task: Task
+    created: bool
+
+
+def payload_size(payload) -> int:
+    return len(json.dumps(payload, separators=(",", ":")).encode())
+
+
+def task_submit(
+    *, submitted_by, capability: str, payload: dict, priority: int = 5, timeout: int | None = None,
+    max_attempts: int | None = None, idempotency_key: str | None = None, target_agent: str = "",
+) -> Submission:
+    """Persist first, dispatch after commit: a failed send is retried by the sweeper."""
+    if payload_size(payload) > settings.TASK_PAYLOAD_LIMIT_BYTES:
+        raise PayloadTooLargeError(
+            f"payload is larger than the limit of {settings.TASK_PAYLOAD_LIMIT_BYTES} bytes"
+        )
+    if idempotency_key:
+        existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return Submission(task=existing, created=False)
+    status, reason = _initial_status(capability=capability, target_agent=target_agent)
+    try:
+        with transaction.atomic():
+            task = Task.objects.create(
+                capability=capability, payload=payload, priority=priority,
+                timeout=timeout or settings.TASK_DEFAULT_TIMEOUT,
+                max_attempts=max_attempts or settings.TASK_DEFAULT_MAX_ATTEMPTS,
+                status=status, status_reason=reason, idempotency_key=idempotency_key or None,
+                target_agent=target_agent, submitted_by=submitted_by,
+            )
+            transaction.on_commit(lambda: task_dispatch(task_id=task.id))
+    except IntegrityError:
+        # The same key raced us in another request: answer with the winner.
+        existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return Submission(task=existing, created=False)
+    return Submission(task=task, created=True)
+
+
+def _initial_status(*, capability: str, target_agent: str) -> tuple[str, str]:
+    if target_agent:
+        agent = Agent.objects.filter(agent_id=target_agent).only("status", "desired", "capabilities").first()
+        if agent is None or agent.status != Agent.Status.ONLINE:
+            return Task.Status.WAITING, f"target agent {target_agent} is not online"
+        if capability not in agent.capabilities:
+            return Task.Status.WAITING, f"target agent {target_agent} does not serve {capability}"
+        return Task.Status.QUEUED, ""
+    if capability in agent_services.live_capabilities():
+        return Task.Status.QUEUED, ""
+    return Task.Status.WAITING, NO_AGENT_REASON.format(cap=capability)
+
+
+def _message_id(task_id, attempt: int) -> str:
+    return f"{task_id}:{attempt}"
+
+
+def task_dispatch(*, task_id) -> bool:
+    """Hand the current attempt to the broker; on failure leave it for the sweeper."""
+    task = Task.objects.filter(id=task_id, status__in=Task.PENDING, dispatched_at__isnull=True).first()
+    if task is None or (task.not_before and task.not_before > timezone.now()):
+        return False
+    queue = agent_queue(task.target_agent) if task.target_agent else capability_queue(task.capability)
+    try:
+        app.send_task(
+            EXECUTE_TASK,
+            kwargs={"task_id": str(task.id), "attempt": task.attempt, "capability": task.capability,
+                    "payload": task.payload, "timeout": task.timeout},
+            task_id=_message_id(task.id, task.attempt),
+            queue=queue,
+            priority=9 - task.priority,  # Redis serves band 0 first
+            soft_time_limit=task.timeout,
+            time_limit=task.timeout + 10,
+            retry=False,
+        )
+    except Exception as exc:  # broker down: kombu raises several types
+        logger.warning("dispatch of task %s deferred, broker unavailable: %s", task.id, exc)
+        return False
+    Task.objects.filter(id=task.id, attempt=task.attempt, dispatched_at__isnull=True).update(
+        dispatched_at=timezone.now()
+    )
+    return True
+
+
+def task_claim(*, task_id: str, attempt: int, agent_id: str) -> bool:
+    """An agent started an attempt. Same attempt re-delivered (worker lost) moves it."""
+    now = timezone.now()
+    return bool(
+        Task.objects.filter(id=task_id, attempt=attempt, status__in=(*Task.PENDING, Task.Status.RUNNING))
+        .update(status=Task.Status.RUNNING, agent=agent_id, started_at=now, status_reason="")
+    )
+
+
+def _owned(task_id: str, attempt: int, agent_id: str):
+    # The claim travels on the same queue but may be processed after the result.
+    return Task.objects.filter(
+        Q(agent=agent_id) | Q(agent=""), id=task_id, attempt=attempt,
+        status__in=(Task.Status.QUEUED, Task.Status.WAITING, Task.Status.RUNNING),
+    )
+
+
+def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict) -> bool:
+    records = result.pop("records", None) if isinstance(result, dict) else None
+    with transaction.atomic():
+        done = _owned(task_id, attempt, agent_id).update(
+            status=Task.Status.SUCCEEDED, result=result, error="", agent=agent_id,
+            finished_at=timezone.now(), status_reason="",
+        )
+        if done and records:
+            IngestedRecord.objects.bulk_create(
+                [IngestedRecord(task_id=task_id, line=r["line"], data=r["data"]) for r in records],
+                batch_size=2000, ignore_conflicts=True,
+            )
+    if not done:
+        logger.info("late or fenced result for task %s attempt %s from %s ignored", task_id, attempt, agent_id)
+    return bool(done)
+
+
+def retry_delay(attempt: int) -> float:
+    return min(settings.TASK_RETRY_BACKOFF_BASE * (2 ** (attempt - 1)), settings.TASK_RETRY_BACKOFF_MAX)
+
+
+def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryable: bool = True) -> bool:
+    """A failed attempt: retry with backoff while attempts remain, else fail."""
+    task = _owned(task_id, attempt, agent_id).first()
+    if task is None:
+        return False
+    now = timezone.now()
+    if retryable and task.attempt < task.max_attempts:
+        changed = _owned(task_id, attempt, agent_id).update(
+            status=Task.Status.RETRYING, attempt=F("attempt") + 1, agent="", error=error,
+            dispatched_at=None, started_at=None,
+            not_before=now + timedelta(seconds=retry_delay(attempt)),
+            status_reason=f"attempt {attempt} failed; retrying",
+        )
+    else:
+        changed = _owned(task_id, attempt, agent_id).update(
+            status=Task.Status.FAILED, error=error, agent=agent_id, finished_at=now,
+            status_reason=f"failed after {attempt} attempt(s)",
+        )
+    return bool(changed)
+
+
+def tasks_requeue_for_agents(*, agent_ids: list[str], reason: str) -> int:
+    """Put the running attempts of lost agents back on the queue (attempt + 1),
+    or fail them when no attempt is left. The old attempt is fenced: its late
+    result matches no row."""
+    count = 0
+    now = timezone.now()
+    for task in Task.objects.filter(agent__in=agent_ids, status=Task.Status.RUNNING).only(
+        "id", "attempt", "max_attempts", "agent"
+    ):
+        base = Task.objects.filter(id=task.id, attempt=task.attempt, status=Task.Status.RUNNING)
+        if task.attempt >= task.max_attempts:
+            base.update(status=Task.Status.FAILED, finished_at=now,
+                        error=f"{reason} (agent {task.agent}) on attempt {task.attempt} of {task.max_attempts}",
+                        status_reason="no attempts left")
+            continue
+        with transaction.atomic():
+            if base.update(status=Task.Status.QUEUED, attempt=F("attempt") + 1, agent="",
+                           dispatched_at=None, started_at=None, not_before=None,
+                           status_reason=f"requeued: {reason} (agent {task.agent})"):
+                count += 1
+                transaction.on_commit(lambda tid=task.id: task_dispatch(task_id=tid))
+        _revoke(task.id, task.attempt)
+    return count
+
+
+def _revoke(task_id, attempt: int, terminate: bool = False) -> None:
+    try:
+        app.control.revoke(_message_id(task_id, attempt), terminate=terminate, signal="SIGTERM")
+    except Exception as exc:  # best effort: the fence still drops the attempt
+        logger.info("revoke of %s:%s not sent: %s", task_id, attempt, exc)
+
+
+def task_cancel(*, task: Task) -> Task:
+    if task.status not in Task.ACTIVE:
+        raise InvalidState(f"task is already {task.status}")
+    changed = Task.objects.filter(id=task.id, attempt=task.attempt, status__in=Task.ACTIVE).update(
+        status=Task.Status.CANCELLED, finished_at=timezone.now(), status_reason="cancelled by caller"
+    )
+    task.refresh_from_db()
+    if not changed:
+        raise InvalidState(f"task is already {task.status}")
+    _revoke(task.id, task.attempt, terminate=True)
+    return task
+
+
+def task_sweep(*, now=None, batch: int = 500) -> dict:
+    """Re-send what the broker never got, start due retries, keep 'waiting' honest,
+    and re-send attempts lost in flight (never claimed) with attempt + 1."""
+    now = now or timezone.now()
+    due = list(
+        Task.objects.filter(status__in=Task.PENDING, dispatched_at__isnull=True,
+                            created_at__lt=now - timedelta(seconds=1))
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .order_by("created_at").values_list("id", flat=True)[:batch]
+    )
+    sent = sum(1 for task_id in due if task_dispatch(task_id=task_id))
+
+    live = agent_services.live_capabilities()
+    woke = Task.objects.filter(status=Task.Status.WAITING, target_agent="", capability__in=live).update(
+        status=Task.Status.QUEUED, status_reason=""
+    )
+    stalled = (
+        Task.objects.filter(status=Task.Status.QUEUED, target_agent="").exclude(capability__in=live)
+        .update(status=Task.Status.WAITING, status_reason="no live agent serves this capability")
+    )
+    resent = 0
+    lost_before = now - timedelta(seconds=settings.TASK_UNCLAIMED_RESEND_AFTER)
+    idle_caps = live
+    for task in Task.objects.filter(status=Task.Status.QUEUED, dispatched_at__lt=lost_before,
+                                    capability__in=idle_caps)[:batch]:
+        with transaction.atomic():
+            if Task.objects.filter(id=task.id, attempt=task.attempt, status=Task.Status.QUEUED).update(
+                attempt=F("attempt") + 1, dispatched_at=None,
+                status_reason=f"attempt {task.attempt} was never claimed; re-sent",
+            ):
+                resent += 1
+                transaction.on_commit(lambda tid=task.id: task_dispatch(task_id=tid))
+    return {"sent": sent, "woke": woke, "stalled": stalled, "resent": resent}

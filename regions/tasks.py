@@ -1,0 +1,38 @@
+"""Celery tasks of the regional orchestrator: thin, ids and primitives in."""
+from celery import shared_task
+from django.db import OperationalError
+from django.utils import timezone
+
+from regions.services import agents as agent_services
+from regions.services import liveness, reports
+from regions.services import tasks as task_services
+
+
+@shared_task(name="regions.report", acks_late=True, autoretry_for=(OperationalError,),
+             retry_backoff=True, max_retries=10, queue="meridian.reports")
+def report_ingest_task(*, agent_id: str, kind: str, task_id: str, attempt: int, body: dict, sig: str) -> bool:
+    # Idempotent: every update is fenced on (task, attempt, status).
+    return reports.report_ingest(agent_id=agent_id, kind=kind, task_id=task_id, attempt=attempt,
+                                 body=body, sig=sig)
+
+
+@shared_task(name="regions.agent_reap", ignore_result=True, time_limit=60)
+def agent_reap_task() -> dict:
+    try:
+        return agent_services.agent_reap(now=liveness.now())
+    except liveness.RedisError as exc:
+        # Without Redis we cannot tell who is alive: evict nobody.
+        return {"skipped": f"liveness store unavailable: {exc}"}
+
+
+@shared_task(name="regions.liveness_flush", ignore_result=True, time_limit=60)
+def liveness_flush_task() -> int:
+    try:
+        return agent_services.liveness_flush()
+    except liveness.RedisError:
+        return 0
+
+
+@shared_task(name="regions.task_sweep", ignore_result=True, time_limit=60)
+def task_sweep_task() -> dict:
+    return task_services.task_sweep(now=timezone.now())
