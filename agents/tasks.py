@@ -1,4 +1,6 @@
 """The one Celery task every agent runs: execute a capability handler for one attempt."""
+import time
+
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -11,6 +13,7 @@ def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: 
     # acks_late is safe: the region fences every report on (task, attempt), so a
     # re-delivered message can at worst redo the work, never record it twice.
     ident = runtime.IDENTITY
+    started_at = time.time()
     runtime.report("claim", task_id=task_id, attempt=attempt, body={})
     ctx = Context(task_id=task_id, attempt=attempt, agent_id=ident.agent_id)
     try:
@@ -22,6 +25,6 @@ def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: 
     except Exception as exc:
         body = {"error": f"{type(exc).__name__}: {exc}", "retryable": True}
     else:
-        runtime.report("success", task_id=task_id, attempt=attempt, body={"result": result})
-        return
-    runtime.report("failure", task_id=task_id, attempt=attempt, body=body)
+        body = {"result": result}
+    body["started_at"] = started_at
+    runtime.report("success" if "result" in body else "failure", task_id=task_id, attempt=attempt, body=body)

@@ -52,8 +52,13 @@ def report_ingest(*, agent_id: str, kind: str, task_id: str, attempt: int, body:
     if kind == "claim":
         return tasks.task_claim(task_id=task_id, attempt=attempt, agent_id=agent_id)
     if kind == "success":
-        return tasks.task_succeed(task_id=task_id, attempt=attempt, agent_id=agent_id, result=body.get("result"))
+        return tasks.task_succeed(task_id=task_id, attempt=attempt, agent_id=agent_id,
+                                  result=body.get("result"), started_at=_float(body.get("started_at")))
     return tasks.task_fail(
-        task_id=task_id, attempt=attempt, agent_id=agent_id,
+        task_id=task_id, attempt=attempt, agent_id=agent_id, started_at=_float(body.get("started_at")),
         error=str(body.get("error", ""))[:10_000], retryable=bool(body.get("retryable", True)),
     )
+
+
+def _float(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from project.celery import agent_queue, app, capability_queue
@@ -114,7 +115,8 @@ def task_dispatch(*, task_id) -> bool:
         logger.warning("dispatch of task %s deferred, broker unavailable: %s", task.id, exc)
         return False
     Task.objects.filter(id=task.id, attempt=task.attempt, dispatched_at__isnull=True).update(
-        dispatched_at=timezone.now()
+        dispatched_at=timezone.now(),
+        status=Case(When(status=Task.Status.RETRYING, then=Value(Task.Status.QUEUED)), default=F("status")),
     )
     return True
 
@@ -132,16 +134,23 @@ def _owned(task_id: str, attempt: int, agent_id: str):
     # The claim travels on the same queue but may be processed after the result.
     return Task.objects.filter(
         Q(agent=agent_id) | Q(agent=""), id=task_id, attempt=attempt,
-        status__in=(Task.Status.QUEUED, Task.Status.WAITING, Task.Status.RUNNING),
+        status__in=(*Task.PENDING, Task.Status.RUNNING),
     )
 
 
-def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict) -> bool:
+def _started(started_at: float | None):
+    # The result may be processed before its claim: keep the agent's start time.
+    when = datetime.fromtimestamp(started_at, tz=dt_timezone.utc) if started_at else timezone.now()
+    return Coalesce(F("started_at"), Value(when))
+
+
+def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
+                 started_at: float | None = None) -> bool:
     records = result.pop("records", None) if isinstance(result, dict) else None
     with transaction.atomic():
         done = _owned(task_id, attempt, agent_id).update(
             status=Task.Status.SUCCEEDED, result=result, error="", agent=agent_id,
-            finished_at=timezone.now(), status_reason="",
+            started_at=_started(started_at), finished_at=timezone.now(), status_reason="",
         )
         if done and records:
             IngestedRecord.objects.bulk_create(
@@ -157,7 +166,8 @@ def retry_delay(attempt: int) -> float:
     return min(settings.TASK_RETRY_BACKOFF_BASE * (2 ** (attempt - 1)), settings.TASK_RETRY_BACKOFF_MAX)
 
 
-def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryable: bool = True) -> bool:
+def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryable: bool = True,
+              started_at: float | None = None) -> bool:
     """A failed attempt: retry with backoff while attempts remain, else fail."""
     task = _owned(task_id, attempt, agent_id).first()
     if task is None:
@@ -173,7 +183,7 @@ def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryabl
     else:
         changed = _owned(task_id, attempt, agent_id).update(
             status=Task.Status.FAILED, error=error, agent=agent_id, finished_at=now,
-            status_reason=f"failed after {attempt} attempt(s)",
+            started_at=_started(started_at), status_reason=f"failed after {attempt} attempt(s)",
         )
     return bool(changed)
 

@@ -1,0 +1,48 @@
+import pytest
+
+from tests import harness
+
+
+@pytest.fixture(scope="session")
+def region_template():
+    template = harness.Template()
+    yield template
+    template.drop()
+
+
+@pytest.fixture(scope="module")
+def region(region_template):
+    """A real region shared by the tests of one module (agents are per test)."""
+    r = harness.Region(region_template).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def fresh_region(region_template):
+    """A real region of its own, for tests that break things."""
+    regions = []
+
+    def make(**env) -> harness.Region:
+        r = harness.Region(region_template, **env).start()
+        regions.append(r)
+        return r
+
+    yield make
+    for r in regions:
+        r.stop()
+
+
+@pytest.fixture
+def agents(region):
+    """Agents started by a test are stopped at its end."""
+    started = []
+
+    def start(*args, **kwargs):
+        proc = region.agent(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

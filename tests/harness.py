@@ -1,0 +1,260 @@
+"""Start real regions for integration tests: a PostgreSQL database, a redis-server,
+gunicorn, the orchestrator worker (with beat) and agent processes, per region."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = dict(host=os.environ.get("PGHOST", "127.0.0.1"), port=int(os.environ.get("PGPORT", "5432")),
+          user=os.environ.get("PGUSER", "postgres"))
+REGISTRATION_TOKEN = "test-registration-token"
+FAST = {
+    "HEARTBEAT_INTERVAL": "0.5", "HEARTBEAT_TTL": "2", "REAPER_INTERVAL": "0.5",
+    "SWEEPER_INTERVAL": "0.5", "LIVENESS_FLUSH_INTERVAL": "1", "TASK_RETRY_BACKOFF_BASE": "0.5",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_admin(sql: str) -> None:
+    conn = psycopg2.connect(dbname="postgres", **PG)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def pg_url(name: str) -> str:
+    return f"postgres://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class Template:
+    """One migrated database per test session; regions are cloned from it."""
+
+    def __init__(self):
+        self.name = f"mt_tpl_{os.getpid()}"
+        pg_admin(f"DROP DATABASE IF EXISTS {self.name}")
+        pg_admin(f"CREATE DATABASE {self.name}")
+        env = {**os.environ, "DATABASE_URL": pg_url(self.name), "DJANGO_SETTINGS_MODULE": "project.settings"}
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+
+    def drop(self):
+        pg_admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+class RedisServer:
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=open(self.workdir / f"redis-{self.port}.log", "ab"), stderr=subprocess.STDOUT,
+        )
+        wait_for(self.ping, 10, what=f"redis on {self.port}")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], env: dict, log: Path):
+        self.name = name
+        self.log = log
+        self.popen = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def signal(self, sig: int, group: bool = True) -> None:
+        """To the whole process group (a machine dying), or to the main process
+        alone (what an init system or Kubernetes sends)."""
+        try:
+            os.killpg(self.popen.pid, sig) if group else os.kill(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15) -> None:
+        if not self.alive():
+            return
+        self.signal(signal.SIGTERM, group=False)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(5)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Region:
+    def __init__(self, template: Template, region_id: str | None = None, **env_overrides):
+        self.region_id = region_id or f"r{uuid.uuid4().hex[:6]}"
+        self.dir = Path(tempfile.mkdtemp(prefix=f"meridian-{self.region_id}-"))
+        self.db = f"mt_{self.region_id.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
+        pg_admin(f"CREATE DATABASE {self.db} TEMPLATE {template.name}")
+        self.redis = RedisServer(self.dir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (self.dir / "data").mkdir()
+        self.env = {
+            **os.environ, **FAST,
+            "DJANGO_SETTINGS_MODULE": "project.settings", "ROLE": "region", "REGION_ID": self.region_id,
+            "REGION_URL": self.url, "DATABASE_URL": pg_url(self.db), "REDIS_URL": self.redis.url,
+            "CELERY_BROKER_URL": self.redis.url, "AGENT_REGISTRATION_TOKEN": REGISTRATION_TOKEN,
+            "SECRET_KEY": f"secret-{self.region_id}", "AGENT_DATA_ROOT": str(self.dir / "data"),
+            "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in env_overrides.items()},
+        }
+        self.procs: list[Proc] = []
+        self.web = self.orchestrator = None
+        self.session = requests.Session()
+
+    # --- processes -----------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> Proc:
+        proc = Proc(name, args, self.env, self.dir / f"{name}.log")
+        self.procs.append(proc)
+        return proc
+
+    def manage(self, *args: str) -> str:
+        out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True,
+                             capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def start(self) -> "Region":
+        self.web = self._spawn("web", [sys.executable, "-m", "gunicorn", "project.wsgi", "-b",
+                                       f"127.0.0.1:{self.port}", "-w", "2", "--timeout", "30",
+                                       "--graceful-timeout", "5"])
+        self.orchestrator = self._spawn("orchestrator", [sys.executable, "manage.py", "run_region_worker",
+                                                         "--beat", "--concurrency", "2"])
+        wait_for(self._healthy, 30, what=f"region {self.region_id} web server")
+        self.api_key = self.manage("create_api_key", "operator", "--staff")
+        self.user_key = self.manage("create_api_key", "caller")
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return self.session.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def agent(self, capabilities: str, agent_id: str | None = None, concurrency: int = 1,
+              wait: bool = True) -> Proc:
+        agent_id = agent_id or f"ag-{uuid.uuid4().hex[:6]}"
+        proc = self._spawn(f"agent-{agent_id}", [
+            sys.executable, "manage.py", "run_agent", "--capabilities", capabilities, "--agent-id", agent_id,
+            "--concurrency", str(concurrency), "--region-url", self.url, "--loglevel", "INFO",
+        ])
+        proc.agent_id = agent_id
+        if wait:
+            wait_for(lambda: "ready." in proc.log.read_text(errors="replace") or not proc.alive(), 40,
+                     what=f"agent {agent_id} ready")
+            assert proc.alive(), proc.tail()
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.redis.stop()
+        pg_admin(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.tail()}" for p in self.procs)
+
+    # --- HTTP ------------------------------------------------------------------
+    def call(self, method: str, path: str, key: str | None = "", **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        key = self.api_key if key == "" else key
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return self.session.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
+
+    def submit(self, capability: str, payload: dict | None = None, key: str | None = "", **fields) -> dict:
+        r = self.call("POST", "/api/v1/tasks", key=key, json={"capability": capability,
+                                                              "payload": payload or {}, **fields})
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def task(self, task_id: str) -> dict:
+        r = self.call("GET", f"/api/v1/tasks/{task_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def agent_info(self, agent_id: str) -> dict:
+        r = self.call("GET", f"/api/v1/agents/{agent_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait_task(self, task_id: str, statuses=("succeeded",), timeout: float = 30) -> dict:
+        try:
+            return wait_for(lambda: (t := self.task(task_id))["status"] in statuses and t, timeout,
+                            what=f"task {task_id} in {statuses}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.task(task_id)}\n{self.logs()}") from None
+
+    def db_query(self, sql: str, params=()) -> list[tuple]:
+        conn = psycopg2.connect(dbname=self.db, **PG)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall()
+        finally:
+            conn.close()

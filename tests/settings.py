@@ -1,0 +1,9 @@
+"""Test settings: the real services (PostgreSQL, Redis), never SQLite."""
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/meridian")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("REGION_ID", "unit-1")
+os.environ.setdefault("SECRET_KEY", "test-secret")
+
+from project.settings import *  # noqa: E402,F401,F403
