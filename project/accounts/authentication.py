@@ -22,3 +22,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="meridian"'
+
+
+class BearerChallenge(authentication.BaseAuthentication):
+    """For views that check their own bearer credential (registration and agent
+    tokens): authenticates nobody, but makes a refusal a 401 with a challenge."""
+
+    def authenticate(self, request):
+        return None
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="meridian"'

@@ -15,6 +15,7 @@ from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
 from regions import selectors
@@ -44,7 +45,7 @@ def _agent_errors(exc: Exception):
 # --- agents ------------------------------------------------------------------
 
 class AgentRegisterApi(APIView):
-    authentication_classes: list = []
+    authentication_classes = [BearerChallenge]
     permission_classes = [AllowAny]  # the registration token is checked below
 
     class InputSerializer(serializers.Serializer):
@@ -116,7 +117,7 @@ def agent_heartbeat_view(request, agent_id: str):
 
 
 class AgentDeregisterApi(APIView):
-    authentication_classes: list = []
+    authentication_classes = [BearerChallenge]
     permission_classes = [AllowAny]  # the agent's own token is checked below
 
     @extend_schema(request=None, responses={200: dict})

@@ -1,0 +1,107 @@
+"""Fencing and the outbox: state only moves forward, nothing accepted is lost."""
+import pytest
+from django.utils import timezone
+
+from regions.models import Agent, Task
+from regions.services import reports, tasks
+from regions.services.agents import report_key_for
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def make_task(**fields) -> Task:
+    defaults = dict(capability="echo", timeout=10, max_attempts=3, status=Task.Status.QUEUED)
+    return Task.objects.create(**{**defaults, **fields})
+
+
+def test_result_of_a_stale_attempt_is_ignored():
+    task = make_task(attempt=2, status=Task.Status.RUNNING, agent="b")
+    assert tasks.task_succeed(task_id=task.id, attempt=1, agent_id="a", result={"x": 1}) is False
+    assert tasks.task_succeed(task_id=task.id, attempt=2, agent_id="b", result={"x": 2}) is True
+    task.refresh_from_db()
+    assert task.result == {"x": 2}
+    assert tasks.task_succeed(task_id=task.id, attempt=2, agent_id="b", result={"x": 3}) is False
+
+
+def test_another_agent_cannot_complete_a_claimed_attempt():
+    task = make_task(status=Task.Status.RUNNING, agent="a")
+    assert tasks.task_succeed(task_id=task.id, attempt=1, agent_id="mallory", result={}) is False
+
+
+def test_claim_of_a_cancelled_task_changes_nothing():
+    task = make_task(status=Task.Status.CANCELLED)
+    assert tasks.task_claim(task_id=task.id, attempt=1, agent_id="a") is False
+
+
+def test_failure_with_attempts_left_schedules_a_retry_with_backoff(settings):
+    settings.TASK_RETRY_BACKOFF_BASE = 4
+    task = make_task(status=Task.Status.RUNNING, agent="a")
+    assert tasks.task_fail(task_id=task.id, attempt=1, agent_id="a", error="boom")
+    task.refresh_from_db()
+    assert (task.status, task.attempt, task.dispatched_at) == (Task.Status.RETRYING, 2, None)
+    assert 3 < (task.not_before - timezone.now()).total_seconds() <= 4
+    assert tasks.retry_delay(3) == 16
+
+
+def test_non_retryable_failure_fails_at_once():
+    task = make_task(status=Task.Status.RUNNING, agent="a")
+    tasks.task_fail(task_id=task.id, attempt=1, agent_id="a", error="bad input", retryable=False)
+    task.refresh_from_db()
+    assert task.status == Task.Status.FAILED and task.attempt == 1
+
+
+def test_submit_when_the_broker_is_down_keeps_the_task_for_the_sweeper(redis_clean, settings, django_capture_on_commit_callbacks):
+    from project.celery import app
+
+    user, _ = factories.caller()
+    def reset_pool():
+        app.pool.force_close_all()
+        app._pool = None
+
+    old = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    reset_pool()
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            sub = tasks.task_submit(submitted_by=user, capability="echo", payload={})
+        sub.task.refresh_from_db()
+        assert sub.task.dispatched_at is None and sub.task.status == Task.Status.WAITING
+    finally:
+        app.conf.broker_url = old
+        reset_pool()
+    Task.objects.filter(id=sub.task.id).update(created_at=timezone.now() - timezone.timedelta(seconds=5))
+    assert tasks.task_sweep()["sent"] == 1
+    sub.task.refresh_from_db()
+    assert sub.task.dispatched_at is not None
+
+
+def test_report_with_a_forged_signature_is_dropped(redis_clean):
+    reg = factories.agent("a1")
+    task = make_task()
+    body = {"result": {"ok": True}}
+    forged = reports.report_signature(key="guess", kind="success", task_id=str(task.id), attempt=1, body=body)
+    assert reports.report_ingest(agent_id="a1", kind="success", task_id=str(task.id), attempt=1,
+                                 body=body, sig=forged) is False
+    key = report_key_for(agent_id="a1", token_digest=Agent.objects.get(agent_id="a1").token_hash)
+    assert reg.report_key == key
+    good = reports.report_signature(key=key, kind="success", task_id=str(task.id), attempt=1, body=body)
+    assert reports.report_ingest(agent_id="a1", kind="success", task_id=str(task.id), attempt=1,
+                                 body=body, sig=good) is True
+
+
+def test_one_agent_cannot_sign_for_another(redis_clean):
+    a = factories.agent("a1")
+    factories.agent("a2")
+    task = make_task()
+    sig = reports.report_signature(key=a.report_key, kind="claim", task_id=str(task.id), attempt=1, body={})
+    assert reports.report_ingest(agent_id="a2", kind="claim", task_id=str(task.id), attempt=1,
+                                 body={}, sig=sig) is False
+
+
+def test_waiting_tasks_wake_when_an_agent_serving_them_registers(redis_clean):
+    user, _ = factories.caller()
+    sub = tasks.task_submit(submitted_by=user, capability="file_processing", payload={})
+    assert sub.task.status == Task.Status.WAITING
+    factories.agent("fp", capabilities=["file_processing"])
+    assert tasks.task_sweep()["woke"] == 1
