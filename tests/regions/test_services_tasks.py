@@ -51,29 +51,27 @@ def test_non_retryable_failure_fails_at_once():
     assert task.status == Task.Status.FAILED and task.attempt == 1
 
 
-def test_submit_when_the_broker_is_down_keeps_the_task_for_the_sweeper(redis_clean, settings, django_capture_on_commit_callbacks):
-    from project.celery import app
+def test_a_failed_send_keeps_the_task_for_the_sweeper(redis_clean, monkeypatch, django_capture_on_commit_callbacks):
+    """The outbox logic; the real broker outage is in test_integration_faults."""
+    from kombu.exceptions import OperationalError
 
     user, _ = factories.caller()
-    def reset_pool():
-        app.pool.force_close_all()
-        app._pool = None
+    sent = []
 
-    old = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
-    reset_pool()
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            sub = tasks.task_submit(submitted_by=user, capability="echo", payload={})
-        sub.task.refresh_from_db()
-        assert sub.task.dispatched_at is None and sub.task.status == Task.Status.WAITING
-    finally:
-        app.conf.broker_url = old
-        reset_pool()
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.app, "send_task", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        sub = tasks.task_submit(submitted_by=user, capability="echo", payload={})
+    sub.task.refresh_from_db()
+    assert sub.task.dispatched_at is None
+    monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: sent.append(kw))
     Task.objects.filter(id=sub.task.id).update(created_at=timezone.now() - timezone.timedelta(seconds=5))
     assert tasks.task_sweep()["sent"] == 1
     sub.task.refresh_from_db()
-    assert sub.task.dispatched_at is not None
+    assert sub.task.dispatched_at is not None and sent[0]["task_id"] == f"{sub.task.id}:1"
+    assert tasks.task_sweep()["sent"] == 0  # sent once, not again
 
 
 def test_report_with_a_forged_signature_is_dropped(redis_clean):
