@@ -137,8 +137,8 @@ class AgentListApi(APIView):
     def get(self, request):
         qs = selectors.agent_list(status=request.query_params.get("status"),
                                   capability=request.query_params.get("capability"))
-        paginator = _Pages()
-        page = paginator.paginate_queryset(qs.order_by("agent_id"), request, view=self)
+        paginator = _AgentPages()
+        page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(AgentOutputSerializer(page, many=True).data)
 
 
@@ -185,6 +185,10 @@ class _Pages(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 1000
     ordering = "-created_at"
+
+
+class _AgentPages(_Pages):
+    ordering = "agent_id"
 
 
 class TaskListSubmitApi(APIView):

@@ -175,3 +175,11 @@ def test_deregister_needs_the_agents_own_token(redis_clean):
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {a.token}")
     assert client.post("/api/v1/agents/a2/deregister").status_code == 403
     assert client.post("/api/v1/agents/a1/deregister").json()["status"] == "stopped"
+
+
+def test_agent_list_filters_by_status_and_capability(api):
+    factories.agent("a1", capabilities=["echo"])
+    factories.agent("a2", capabilities=["sleep"])
+    r = api.get("/api/v1/agents?status=online&capability=sleep")
+    assert r.status_code == 200 and [a["agent_id"] for a in r.json()["results"]] == ["a2"]
+    assert api.get("/api/v1/agents/a1").json()["liveness"] == "ok"
