@@ -131,6 +131,8 @@ CELERY_BROKER_POOL_LIMIT = env.int("CELERY_BROKER_POOL_LIMIT", default=10)
 # --- Region behaviour (seconds) ---------------------------------------------
 HEARTBEAT_INTERVAL = env.float("HEARTBEAT_INTERVAL", default=5.0)
 HEARTBEAT_TTL = env.float("HEARTBEAT_TTL", default=15.0)
+# Web processes batch heartbeats into Redis this often; 0 writes each one through.
+HEARTBEAT_FLUSH_SECONDS = env.float("HEARTBEAT_FLUSH_SECONDS", default=0.2)
 REAPER_INTERVAL = env.float("REAPER_INTERVAL", default=5.0)
 LIVENESS_FLUSH_INTERVAL = env.float("LIVENESS_FLUSH_INTERVAL", default=10.0)
 SWEEPER_INTERVAL = env.float("SWEEPER_INTERVAL", default=2.0)
@@ -154,6 +156,9 @@ AGENT_REGISTRATION_TOKEN = env.str("AGENT_REGISTRATION_TOKEN", default="")
 AGENT_DATA_ROOT = env.str("AGENT_DATA_ROOT", default=str(BASE_DIR / "var" / "data"))
 AGENT_MAX_INPUT_BYTES = env.int("AGENT_MAX_INPUT_BYTES", default=64 * 1024 * 1024)
 AGENT_MAX_RECORDS = env.int("AGENT_MAX_RECORDS", default=50_000)
+
+# Mount the baseline views bench/heartbeat.py compares against (never in production).
+BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(TASK_PAYLOAD_LIMIT_BYTES * 4, 2_621_440)
 

@@ -17,3 +17,11 @@ urlpatterns = [
 
 if settings.ROLE == "region":
     urlpatterns.append(path("api/v1/", include("regions.api.urls")))
+
+if settings.BENCH_ENDPOINTS:
+    from regions import bench_views
+
+    urlpatterns += [
+        path("bench/bare/<slug:agent_id>", bench_views.bare_view),
+        path("bench/pg-heartbeat/<slug:agent_id>", bench_views.pg_heartbeat_view),
+    ]

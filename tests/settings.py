@@ -5,5 +5,8 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/meridi
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("REGION_ID", "unit-1")
 os.environ.setdefault("SECRET_KEY", "test-secret")
+# In-process tests write heartbeats through; the batching buffer has its own tests
+# and runs in every integration test's web server.
+os.environ.setdefault("HEARTBEAT_FLUSH_SECONDS", "0")
 
 from project.settings import *  # noqa: E402,F401,F403

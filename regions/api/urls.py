@@ -3,10 +3,11 @@ from django.urls import path
 from regions.api import views
 
 urlpatterns = [
+    # First: the hot path resolves without trying the others.
+    path("agents/<slug:agent_id>/heartbeat", views.agent_heartbeat_view, name="agent-heartbeat"),
     path("agents/register", views.AgentRegisterApi.as_view(), name="agent-register"),
     path("agents", views.AgentListApi.as_view(), name="agent-list"),
     path("agents/<slug:agent_id>", views.AgentDetailApi.as_view(), name="agent-detail"),
-    path("agents/<slug:agent_id>/heartbeat", views.agent_heartbeat_view, name="agent-heartbeat"),
     path("agents/<slug:agent_id>/deregister", views.AgentDeregisterApi.as_view(), name="agent-deregister"),
     path("agents/<slug:agent_id>/drain", views.AgentDrainApi.as_view(), name="agent-drain"),
     path("agents/<slug:agent_id>/cordon", views.AgentCordonApi.as_view(), name="agent-cordon"),

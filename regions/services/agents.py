@@ -16,6 +16,7 @@ from project.accounts.tokens import token_generate, token_hash
 from project.celery import agent_queue, capability_queue
 from regions.models import Agent, RegistrationToken, Task
 from regions.services import liveness
+from regions.services.heartbeat_buffer import get_buffer
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ def agent_register(
         agent.offline_since = None
         agent.save()
     liveness.agent_cache(agent_id=agent_id, token_digest=digest, desired=desired, seen_at=now.timestamp())
+    liveness.rotated_mark(agent_id=agent_id, now=now.timestamp())  # other web processes drop the old token
+    _forget_locally(agent_id)
     return Registration(agent=agent, token=raw, report_key=report_key_for(agent_id=agent_id, token_digest=digest))
 
 
@@ -114,24 +117,42 @@ def agent_authenticate(*, agent_id: str, raw_token: str | None) -> Agent:
 
 
 def heartbeat_record(*, agent_id: str, raw_token: str | None, busy: int) -> dict:
-    """One Redis round trip on the hot path; the database only on a cache miss."""
+    """The hot path. Batched: no I/O when this process has verified the token
+    recently. Write-through (HEARTBEAT_FLUSH_SECONDS=0): one Redis round trip.
+    The database is read only on a cache miss."""
     if not raw_token:
         raise AuthError("Missing agent token.")
     digest = token_hash(raw_token)
     now = liveness.now()
+    buffer = get_buffer()
+    if buffer is None:
+        desired = _heartbeat_write_through(agent_id=agent_id, raw_token=raw_token, digest=digest, busy=busy, now=now)
+    else:
+        if buffer.digest_for(agent_id) != digest:
+            _token_verify(agent_id=agent_id, raw_token=raw_token, digest=digest)
+            buffer.remember(agent_id, digest)
+        if not buffer.healthy():
+            raise liveness.RedisError(buffer.last_error or "liveness store unavailable")
+        desired = buffer.record(agent_id, now, busy)
+    return {"interval": settings.HEARTBEAT_INTERVAL, "ttl": settings.HEARTBEAT_TTL, "desired": desired}
+
+
+def _heartbeat_write_through(*, agent_id: str, raw_token: str, digest: str, busy: int, now: float) -> str:
     code, desired = liveness.heartbeat_touch(agent_id=agent_id, token_digest=digest, busy=busy, now=now)
-    if code == 0:
-        agent_authenticate(agent_id=agent_id, raw_token=raw_token)  # raises 401/403
-        code = -1  # the cache was stale (token rotated): refill it below
-    if code == -1:
-        agent = agent_authenticate(agent_id=agent_id, raw_token=raw_token)
-        liveness.agent_cache(agent_id=agent_id, token_digest=digest, desired=agent.desired, seen_at=None)
+    if code != 1:
+        _token_verify(agent_id=agent_id, raw_token=raw_token, digest=digest)
         code, desired = liveness.heartbeat_touch(agent_id=agent_id, token_digest=digest, busy=busy, now=now)
-    return {
-        "interval": settings.HEARTBEAT_INTERVAL,
-        "ttl": settings.HEARTBEAT_TTL,
-        "desired": desired,
-    }
+    return desired
+
+
+def _token_verify(*, agent_id: str, raw_token: str, digest: str) -> None:
+    """Redis's cached digest, else the database (which also refills Redis).
+    Raises AuthError (401), ForbiddenError (403) or NotFound (404)."""
+    cached = liveness.client().hget(liveness.key("tok"), agent_id)
+    if cached and hmac.compare_digest(cached, digest):
+        return
+    agent = agent_authenticate(agent_id=agent_id, raw_token=raw_token)
+    liveness.agent_cache(agent_id=agent_id, token_digest=digest, desired=agent.desired, seen_at=None)
 
 
 def agent_deregister(*, agent: Agent) -> None:
@@ -153,7 +174,14 @@ def agent_set_desired(*, agent_id: str, desired: str) -> Agent:
     agent.desired = desired
     agent.save(update_fields=["desired"])
     liveness.agent_desired_set(agent_id=agent_id, desired=desired)
+    _forget_locally(agent_id)
     return agent
+
+
+def _forget_locally(agent_id: str) -> None:
+    buffer = get_buffer()
+    if buffer is not None:
+        buffer.forget(agent_id)
 
 
 def liveness_seed(*, now: float) -> int:

@@ -8,6 +8,8 @@ Keys (all under ``m:<region>:``):
   epoch    STR   set when the keys were seeded from the database; its absence
                  means Redis lost its data (restart) and must be re-seeded
   hold     STR   JSON describing an eviction hold, while one is in force
+  rotated  ZSET  agent_id -> when its token was replaced or withdrawn; web
+                 processes drop their cached digest for it (heartbeat_buffer)
 """
 from __future__ import annotations
 
@@ -89,6 +91,16 @@ def agent_cache(*, agent_id: str, token_digest: str, desired: str, seen_at: floa
     pipe.execute()
 
 
+ROTATION_WINDOW = 10.0
+
+
+def rotated_mark(*, agent_id: str, now: float) -> None:
+    pipe = client().pipeline(transaction=False)
+    pipe.zadd(key("rotated"), {agent_id: now})
+    pipe.zremrangebyscore(key("rotated"), "-inf", now - 6 * ROTATION_WINDOW)
+    pipe.execute()
+
+
 def agent_desired_set(*, agent_id: str, desired: str) -> None:
     if desired == "active":
         client().hdel(key("desired"), agent_id)
@@ -98,6 +110,7 @@ def agent_desired_set(*, agent_id: str, desired: str) -> None:
 
 def agent_forget(*, agent_id: str) -> None:
     pipe = client().pipeline()
+    pipe.zadd(key("rotated"), {agent_id: time.time()})
     for name in ("tok", "busy", "desired"):
         pipe.hdel(key(name), agent_id)
     pipe.zrem(key("live"), agent_id)

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Heartbeat throughput, side by side in one run, same server (gunicorn) and load
+generator (wrk): a bare Django JsonResponse view, Meridian's heartbeat (Redis,
+no SQL), and the article's design (a PostgreSQL UPDATE per check-in).
+
+    .venv/bin/python bench/heartbeat.py [--agents 20000] [--seconds 10] [--workers 3]
+
+Needs wrk (apt-get install wrk), PostgreSQL and redis-server.
+"""
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.harness import Region, Template  # noqa: E402
+
+LUA = """
+local agents = {}
+local f = io.open("%(tokens)s")
+local raw = f:read("*a")
+f:close()
+for id, tok in raw:gmatch('%%["([^"]+)", "([^"]+)"%%]') do
+  table.insert(agents, {id, tok})
+end
+local n = #agents
+local i = 0
+request = function()
+  i = i + 1
+  local a = agents[(i %% n) + 1]
+  return wrk.format("POST", "%(path)s" .. a[1] .. "%(suffix)s",
+    {["Authorization"] = "Bearer " .. a[2], ["Content-Type"] = "application/json"}, '{"busy": 0}')
+end
+"""
+
+
+def run_wrk(url: str, lua: Path, seconds: int, connections: int) -> tuple[float, str, int]:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+(\S+)", out).group(1)
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    return rps, p99, non2xx
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--agents", type=int, default=20000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    template = Template()
+    region = Region(template, region_id="bench", BENCH_ENDPOINTS="1", DEBUG="0", LOG_LEVEL="WARNING")
+    try:
+        region.web = region._spawn("web", [sys.executable, "-m", "gunicorn", "project.wsgi", "-b",
+                                           f"127.0.0.1:{region.port}", "-w", str(args.workers)])
+        from tests.harness import wait_for
+        wait_for(region._healthy, 30, what="web")
+        tokens = region.dir / "tokens.json"
+        region.manage("fleet_seed", "--count", str(args.agents), "--tokens-out", str(tokens))
+        json.loads(tokens.read_text())  # sanity
+        rows = []
+        for name, path, suffix in [
+            ("bare Django JsonResponse", "/bench/bare/", ""),
+            ("Meridian heartbeat (Redis)", "/api/v1/agents/", "/heartbeat"),
+            ("PostgreSQL UPDATE per check-in", "/bench/pg-heartbeat/", ""),
+        ]:
+            lua = region.dir / f"{abs(hash(name))}.lua"
+            lua.write_text(LUA % {"tokens": tokens, "path": path, "suffix": suffix})
+            # Warm up until every web process has seen every agent (steady state:
+            # a fleet beats for hours; each process verifies a token once).
+            run_wrk(region.url, lua, max(3, round(args.agents * 8 / 2500)), args.connections)
+            rps, p99, non2xx = run_wrk(region.url, lua, args.seconds, args.connections)
+            rows.append((name, rps, p99, non2xx))
+            time.sleep(1)
+        base = rows[0][1]
+        print(f"\nheartbeat benchmark: {args.agents} agents, gunicorn -w {args.workers} (sync), "
+              f"wrk -t1 -c{args.connections} -d{args.seconds}s, one 2-core machine")
+        print(f"{'endpoint':34} {'req/s':>9} {'x bare':>7} {'p99':>9} {'non-2xx':>8}")
+        for name, rps, p99, non2xx in rows:
+            print(f"{name:34} {rps:9.0f} {rps / base:7.2f} {p99:>9} {non2xx:8d}")
+        beats_per_s = rows[1][1]
+        print(f"\n{args.agents} agents every 5 s need {args.agents / 5:.0f} beats/s; "
+              f"measured {beats_per_s:.0f} ({beats_per_s * 5:.0f} agents at a 5 s interval)")
+    finally:
+        region.stop()
+        template.drop()
+
+
+if __name__ == "__main__":
+    main()

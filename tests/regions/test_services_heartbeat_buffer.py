@@ -1,0 +1,91 @@
+"""The web process's heartbeat batching, on the real Redis."""
+import time
+
+import pytest
+import redis
+
+from regions.services import agents as agent_services
+from regions.services import liveness
+from regions.services.heartbeat_buffer import HeartbeatBuffer
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def buffer(redis_clean, monkeypatch):
+    buf = HeartbeatBuffer(flush_seconds=0.05, autostart=False)
+    monkeypatch.setattr(agent_services, "get_buffer", lambda: buf)
+    return buf
+
+
+def beat(reg, busy=0):
+    return agent_services.heartbeat_record(agent_id=reg.agent.agent_id, raw_token=reg.token, busy=busy)
+
+
+def test_beats_are_written_in_one_flush(buffer, django_assert_num_queries):
+    regs = [factories.agent(f"a{i}") for i in range(20)]
+    liveness.client().delete(liveness.key("live"))
+    for reg in regs:
+        beat(reg)  # first beat verifies against Redis and caches the digest
+    with django_assert_num_queries(0):
+        for reg in regs:
+            beat(reg, busy=1)
+    assert liveness.live_count() == 0  # nothing written yet
+    assert buffer.flush() == 20
+    assert liveness.live_count() == 20
+    assert liveness.agent_last_seen(agent_id="a3")[1] == 1
+
+
+def test_a_late_flush_never_rewinds_last_seen(buffer):
+    reg = factories.agent("a1")
+    beat(reg)
+    buffer.pending["a1"] = (1000.0, 0)  # an old beat held by a slow process
+    liveness.client().zadd(liveness.key("live"), {"a1": 5000.0})
+    buffer.flush()
+    assert liveness.agent_last_seen(agent_id="a1")[0] == 5000.0
+
+
+def test_wrong_or_foreign_tokens_are_refused_even_when_cached(buffer):
+    a, b = factories.agent("a1"), factories.agent("a2")
+    beat(a)
+    with pytest.raises(agent_services.ForbiddenError):
+        agent_services.heartbeat_record(agent_id="a1", raw_token=b.token, busy=0)
+    with pytest.raises(agent_services.AuthError):
+        agent_services.heartbeat_record(agent_id="a1", raw_token="mat_forged", busy=0)
+
+
+def test_desired_state_reaches_buffered_heartbeats_after_a_flush(buffer):
+    reg = factories.agent("a1")
+    assert beat(reg)["desired"] == "active"
+    liveness.agent_desired_set(agent_id="a1", desired="cordoned")  # set by another process
+    buffer.flush()
+    assert beat(reg)["desired"] == "cordoned"
+
+
+def test_redis_outage_turns_heartbeats_into_503_and_keeps_the_beats(buffer, monkeypatch):
+    reg = factories.agent("a1")
+    beat(reg)
+    dead = redis.Redis(port=1, socket_connect_timeout=0.2, decode_responses=True)
+    monkeypatch.setattr(liveness, "client", lambda: dead)
+    beat(reg)
+    assert buffer.flush() == 0 and "a1" in buffer.pending
+    time.sleep(1.1)
+    with pytest.raises(liveness.RedisError):
+        beat(reg)
+    monkeypatch.undo()
+    monkeypatch.setattr(agent_services, "get_buffer", lambda: buffer)
+    assert buffer.flush() == 1 and buffer.healthy()
+    assert liveness.agent_last_seen(agent_id="a1")[0] is not None
+
+
+def test_a_token_replaced_in_another_process_stops_working_after_one_flush(buffer, monkeypatch):
+    old = factories.agent("a1")
+    beat(old)
+    assert buffer.digest_for("a1")
+    monkeypatch.setattr(agent_services, "_forget_locally", lambda agent_id: None)  # as if elsewhere
+    new = factories.agent("a1")
+    buffer.flush()
+    with pytest.raises(agent_services.AuthError):
+        beat(old)
+    assert beat(new)["desired"] == "active"
