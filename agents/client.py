@@ -5,7 +5,7 @@ import requests
 
 
 class RegionRefused(Exception):
-    """The region answered with a 4xx: retrying the same call will not help."""
+    """The region (or router) answered 4xx, or 503 with a reason."""
 
     def __init__(self, status: int, detail: str):
         super().__init__(f"{status}: {detail}")
@@ -24,7 +24,7 @@ class RegionClient:
             f"{self.base_url}{path}", json=body, timeout=self.timeout,
             headers={"Authorization": f"Bearer {token}"},
         )
-        if 400 <= response.status_code < 500:
+        if 400 <= response.status_code < 500 or response.status_code == 503:
             try:
                 detail = response.json().get("detail", response.text)
             except ValueError:
@@ -45,3 +45,14 @@ class RegionClient:
 
     def deregister(self, *, agent_id: str, token: str) -> dict:
         return self._post(f"/api/v1/agents/{agent_id}/deregister", token, {})
+
+
+class RouterClient(RegionClient):
+    """Discovery through the Global Task Router (POST /register_agent)."""
+
+    def register_agent(self, *, registration_token: str, agent_id: str, capabilities: list[str],
+                       region: str | None = None) -> dict:
+        body = {"agent_id": agent_id, "capabilities": capabilities}
+        if region:
+            body["region"] = region
+        return self._post("/register_agent", registration_token, body)

@@ -89,10 +89,13 @@ def heartbeat_loop(ident: Identity) -> None:
         try:
             reply = client.heartbeat(agent_id=ident.agent_id, token=ident.token, busy=busy)
         except RegionRefused as exc:
-            logger.error("region refused heartbeat of %s (%s); shutting down", ident.agent_id, exc)
-            ident.stop.set()
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
+            if exc.status != 503:
+                logger.error("region refused heartbeat of %s (%s); shutting down", ident.agent_id, exc)
+                ident.stop.set()
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            logger.warning("region degraded, heartbeat not recorded: %s", exc.detail)
+            reply = None
         except requests.RequestException as exc:
             logger.warning("heartbeat failed, region unreachable: %s", exc)
             reply = None

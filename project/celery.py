@@ -29,11 +29,16 @@ def _beat_schedule() -> dict:
         # A tick nobody ran in time is dropped, not run late in a pile.
         return {"task": task, "schedule": seconds, "options": {"expires": max(seconds, 1.0)}}
 
-    return {
+    if settings.ROLE != "region":
+        return {}
+    schedule = {
         "reap": every("regions.agent_reap", settings.REAPER_INTERVAL),
         "flush": every("regions.liveness_flush", settings.LIVENESS_FLUSH_INTERVAL),
         "sweep": every("regions.task_sweep", settings.SWEEPER_INTERVAL),
     }
+    if settings.ROUTER_URL:
+        schedule["summary"] = every("regions.summary_push", settings.SUMMARY_INTERVAL)
+    return schedule
 
 
 @app.on_after_configure.connect

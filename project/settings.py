@@ -34,10 +34,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "project.accounts",
-    "regions",
-    "agents",
-    "router",
 ]
+# Each role installs only its own apps: the router's database has no task table.
+ROLE_APPS = {"region": ["regions", "agents"], "router": ["router"]}
+INSTALLED_APPS += env.list("EXTRA_APPS", default=ROLE_APPS[ROLE])
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -150,6 +150,16 @@ TASK_RETRY_BACKOFF_BASE = env.float("TASK_RETRY_BACKOFF_BASE", default=2.0)
 TASK_RETRY_BACKOFF_MAX = env.float("TASK_RETRY_BACKOFF_MAX", default=300.0)
 # A registration token accepted in addition to those in the database (bootstrap/demo).
 AGENT_REGISTRATION_TOKEN = env.str("AGENT_REGISTRATION_TOKEN", default="")
+
+# --- Region <-> router ------------------------------------------------------
+# Where this region pushes its summary (empty: no router, the region runs alone).
+ROUTER_URL = env.str("ROUTER_URL", default="")
+# This region's token at the router (Authorization: Bearer …).
+REGION_TOKEN = env.str("REGION_TOKEN", default="")
+SUMMARY_INTERVAL = env.float("SUMMARY_INTERVAL", default=60.0)
+# Router side.
+ROUTER_FORWARD_TIMEOUT = env.float("ROUTER_FORWARD_TIMEOUT", default=10.0)
+ROUTER_TRUST_FORWARDED_FOR = env.bool("ROUTER_TRUST_FORWARDED_FOR", default=False)
 
 # --- Agent runtime -----------------------------------------------------------
 # Capability handlers may only read files below this directory.

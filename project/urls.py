@@ -17,6 +17,8 @@ urlpatterns = [
 
 if settings.ROLE == "region":
     urlpatterns.append(path("api/v1/", include("regions.api.urls")))
+else:
+    urlpatterns.append(path("", include("router.urls")))
 
 if settings.BENCH_ENDPOINTS:
     from regions import bench_views

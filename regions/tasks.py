@@ -36,3 +36,10 @@ def liveness_flush_task() -> int:
 @shared_task(name="regions.task_sweep", ignore_result=True, time_limit=60)
 def task_sweep_task() -> dict:
     return task_services.task_sweep(now=timezone.now())
+
+
+@shared_task(name="regions.summary_push", ignore_result=True, time_limit=30)
+def summary_push_task() -> dict:
+    from regions.services.summary import summary_push
+
+    return summary_push()

@@ -8,5 +8,7 @@ os.environ.setdefault("SECRET_KEY", "test-secret")
 # In-process tests write heartbeats through; the batching buffer has its own tests
 # and runs in every integration test's web server.
 os.environ.setdefault("HEARTBEAT_FLUSH_SECONDS", "0")
+# Both roles' apps in one test database, so router services test in-process too.
+os.environ.setdefault("EXTRA_APPS", "regions,agents,router")
 
 from project.settings import *  # noqa: E402,F401,F403

@@ -2,9 +2,6 @@ from rest_framework import serializers
 
 from regions.models import Agent, Task
 
-CAPABILITY_RE = r"^[a-z][a-z0-9_]{0,63}$"
-AGENT_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
-
 
 class TaskOutputSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
@@ -19,7 +16,6 @@ class TaskOutputSerializer(serializers.ModelSerializer):
         from django.conf import settings
 
         return f"{settings.REGION_URL}/api/v1/tasks/{task.id}"
-
 
 class AgentOutputSerializer(serializers.ModelSerializer):
     class Meta:

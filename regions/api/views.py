@@ -19,7 +19,8 @@ from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
 from regions import selectors
-from regions.api.serializers import AGENT_ID_RE, CAPABILITY_RE, AgentOutputSerializer, TaskOutputSerializer
+from project.validation import AGENT_ID_RE, CAPABILITY_RE
+from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
 from regions.models import Agent, Task
 from regions.services import agents as agent_services
 from regions.services import liveness

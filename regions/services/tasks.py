@@ -109,7 +109,10 @@ def task_dispatch(*, task_id) -> bool:
             priority=9 - task.priority,  # Redis serves band 0 first
             soft_time_limit=task.timeout,
             time_limit=task.timeout + 10,
-            retry=False,
+            # One quick retry re-opens a pooled connection that went stale while
+            # the broker was away; a broker that is still down fails fast.
+            retry=True, retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                                      "interval_max": 0.2},
         )
     except Exception as exc:  # broker down: kombu raises several types
         logger.warning("dispatch of task %s deferred, broker unavailable: %s", task.id, exc)

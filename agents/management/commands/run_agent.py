@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 import agents
 from agents import runtime
-from agents.client import RegionClient, RegionRefused
+from agents.client import RegionClient, RegionRefused, RouterClient
 from agents.handlers import load_builtin
 from project.celery import app
 
@@ -21,13 +21,16 @@ class Command(BaseCommand):
         parser.add_argument("--capabilities", required=True, help="comma-separated, e.g. data_ingestion,echo")
         parser.add_argument("--agent-id", default=None)
         parser.add_argument("--concurrency", type=int, default=1)
-        parser.add_argument("--region-url", default=settings.REGION_URL)
+        parser.add_argument("--router-url", default=settings.ROUTER_URL or None,
+                            help="discover the region through the Global Task Router")
+        parser.add_argument("--region", default=None, help="region hint for the router")
+        parser.add_argument("--region-url", default=None, help="join this region directly (no router)")
         parser.add_argument("--registration-token", default=settings.AGENT_REGISTRATION_TOKEN)
         parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
         parser.add_argument("--loglevel", default="INFO")
 
-    def handle(self, *args, capabilities, agent_id, concurrency, region_url, registration_token,
-               pool, loglevel, **options):
+    def handle(self, *args, capabilities, agent_id, concurrency, router_url, region, region_url,
+               registration_token, pool, loglevel, **options):
         caps = sorted({c.strip() for c in capabilities.split(",") if c.strip()})
         known = load_builtin()
         missing = [c for c in caps if c not in known]
@@ -37,6 +40,9 @@ class Command(BaseCommand):
             raise CommandError("a registration token is needed (--registration-token or AGENT_REGISTRATION_TOKEN)")
         host = socket.gethostname()
         agent_id = agent_id or f"{host}-{uuid.uuid4().hex[:6]}".lower()
+        if not region_url and router_url:
+            region_url = self._discover(router_url, registration_token, agent_id, caps, region)
+        region_url = region_url or settings.REGION_URL
         reg = self._register(RegionClient(region_url), registration_token, agent_id, caps, host, concurrency)
         app.conf.broker_url = reg["broker_url"]
         runtime.IDENTITY = runtime.Identity(
@@ -54,16 +60,30 @@ class Command(BaseCommand):
         worker.start()
         sys.exit(worker.exitcode or 0)
 
+    def _discover(self, router_url, token, agent_id, caps, hint) -> str:
+        answer = self._retrying("router", lambda: RouterClient(router_url).register_agent(
+            registration_token=token, agent_id=agent_id, capabilities=caps, region=hint))
+        self.stdout.write(f"router sent agent {agent_id} to region {answer['region_id']} "
+                          f"at {answer['regional_orchestrator_url']}")
+        return answer["regional_orchestrator_url"]
+
     def _register(self, client, token, agent_id, caps, host, concurrency) -> dict:
+        return self._retrying("region", lambda: client.register(
+            registration_token=token, agent_id=agent_id, capabilities=caps, version=agents.__version__,
+            hostname=host, concurrency=concurrency))
+
+    def _retrying(self, what: str, call):
         delay = 0.5
         for _ in range(20):
             try:
-                return client.register(registration_token=token, agent_id=agent_id, capabilities=caps,
-                                       version=agents.__version__, hostname=host, concurrency=concurrency)
+                return call()
             except RegionRefused as exc:
-                raise CommandError(f"region refused registration: {exc.detail}") from exc
+                if exc.status != 503:
+                    raise CommandError(f"{what} refused registration: {exc.detail}") from exc
+                problem = exc.detail
             except Exception as exc:
-                self.stderr.write(f"region unreachable ({exc}); retrying in {delay:.1f}s")
-                time.sleep(delay)
-                delay = min(delay * 2, 10)
-        raise CommandError("region unreachable; giving up")
+                problem = f"unreachable ({exc})"
+            self.stderr.write(f"{what}: {problem}; retrying in {delay:.1f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+        raise CommandError(f"{what} unavailable; giving up")

@@ -1,0 +1,66 @@
+"""The region's summary for the router (the article's format), and its push."""
+from __future__ import annotations
+
+import logging
+import time
+
+import requests
+from django.conf import settings
+from django.db import connection
+
+from regions.models import Agent
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+# One aggregate query: capabilities of agents that are online and take work.
+_SQL = {
+    "postgresql": """
+        SELECT c.cap, COUNT(*), COUNT(*) FILTER (WHERE NOT a.busy)
+        FROM regions_agent a CROSS JOIN LATERAL jsonb_array_elements_text(a.capabilities) AS c(cap)
+        WHERE a.status = %s AND a.desired = %s GROUP BY c.cap""",
+    "sqlite": """
+        SELECT j.value, COUNT(*), SUM(CASE WHEN a.busy THEN 0 ELSE 1 END)
+        FROM regions_agent a, json_each(a.capabilities) j
+        WHERE a.status = %s AND a.desired = %s GROUP BY j.value""",
+}
+
+
+def region_summary_build(*, config_version: str = "") -> dict:
+    with connection.cursor() as cur:
+        cur.execute(_SQL[connection.vendor], [Agent.Status.ONLINE, Agent.Desired.ACTIVE])
+        caps = {cap: {"count": int(count), "idle": int(idle or 0)} for cap, count, idle in cur.fetchall()}
+    available = Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE, busy=False).count()
+    return {
+        "region_id": settings.REGION_ID,
+        "orchestrator_url": settings.REGION_URL,
+        "available_agents": available,
+        "agent_capabilities_summary": caps,
+        "last_updated": time.time(),
+        "config_version": config_version,
+        "schema_version": SCHEMA_VERSION,
+        "summary_interval": settings.SUMMARY_INTERVAL,
+    }
+
+
+def summary_push() -> dict:
+    """Send the summary; the router being down is logged and retried next tick.
+    The region keeps working without it."""
+    if not settings.ROUTER_URL:
+        return {"sent": False, "reason": "no ROUTER_URL"}
+    summary = region_summary_build(config_version=_config_version())
+    try:
+        response = requests.post(f"{settings.ROUTER_URL.rstrip('/')}/update_regional_status", json=summary,
+                                 headers={"Authorization": f"Bearer {settings.REGION_TOKEN}"}, timeout=5)
+    except requests.RequestException as exc:
+        logger.warning("router unreachable, summary not sent (next try in %ss): %s", settings.SUMMARY_INTERVAL, exc)
+        return {"sent": False, "reason": str(exc)}
+    if response.status_code != 200:
+        logger.warning("router refused the summary: %s %s", response.status_code, response.text[:300])
+        return {"sent": False, "status": response.status_code}
+    return {"sent": True, "available_agents": summary["available_agents"]}
+
+
+def _config_version() -> str:
+    return getattr(settings, "CONFIG_VERSION", "")

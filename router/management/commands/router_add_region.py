@@ -1,0 +1,23 @@
+from django.core.management.base import BaseCommand
+
+from router.services import region_create
+
+
+class Command(BaseCommand):
+    help = "Add or re-key a region at the router; prints its summary token once."
+
+    def add_arguments(self, parser):
+        parser.add_argument("region_id")
+        parser.add_argument("orchestrator_url")
+        parser.add_argument("--labels", default="", help="comma-separated, e.g. eu,gdpr")
+        parser.add_argument("--summary-interval", type=float, default=60.0)
+        parser.add_argument("--token", default=None, help="use this token instead of a random one")
+        parser.add_argument("--cidr", action="append", default=[], help="client addresses of this region")
+
+    def handle(self, *args, region_id, orchestrator_url, labels, summary_interval, token, cidr, **options):
+        region, raw = region_create(region_id=region_id, orchestrator_url=orchestrator_url,
+                                    labels=[l for l in labels.split(",") if l], summary_interval=summary_interval,
+                                    token=token)
+        for block in cidr:
+            region.address_rules.get_or_create(cidr=block)
+        self.stdout.write(raw)

@@ -1,0 +1,16 @@
+from django.core.management.base import BaseCommand
+
+from router.services import registration_token_create
+
+
+class Command(BaseCommand):
+    help = "Issue an agent registration token at the router (printed once), optionally limited to regions."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--name", default="default")
+        parser.add_argument("--regions", default="", help="comma-separated region ids; empty means all")
+        parser.add_argument("--token", default=None)
+
+    def handle(self, *args, name, regions, token, **options):
+        _, raw = registration_token_create(name=name, regions=[r for r in regions.split(",") if r], token=token)
+        self.stdout.write(raw)

@@ -1,0 +1,54 @@
+"""The router keeps region summaries and routing rules only: no agent records,
+no task payloads, no results."""
+from django.db import models
+
+
+class Region(models.Model):
+    region_id = models.SlugField(max_length=64, unique=True)
+    orchestrator_url = models.URLField()
+    labels = models.JSONField(default=list, blank=True, help_text='residency and other labels, e.g. ["eu"]')
+    token_hash = models.CharField(max_length=64, help_text="SHA-256 of the region's summary token")
+    enabled = models.BooleanField(default=True)
+    # The latest summary (article format), replaced as a whole on each push.
+    summary_interval = models.FloatField(default=60.0)
+    available_agents = models.PositiveIntegerField(default=0)
+    capabilities = models.JSONField(default=dict, blank=True, help_text="{capability: {count, idle}}")
+    last_updated = models.DateTimeField(null=True, blank=True, help_text="the region's clock")
+    received_at = models.DateTimeField(null=True, blank=True, help_text="the router's clock")
+    schema_version = models.PositiveSmallIntegerField(default=1)
+    config_version = models.CharField(max_length=64, blank=True)
+    config_since = models.DateTimeField(null=True, blank=True, help_text="first summary on this config")
+
+    class Meta:
+        ordering = ["region_id"]
+
+    def __str__(self) -> str:
+        return self.region_id
+
+
+class RegistrationToken(models.Model):
+    """Presented by agents to POST /register_agent; optionally limited to regions."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    token_hash = models.CharField(max_length=64, unique=True)
+    regions = models.JSONField(default=list, blank=True, help_text="region ids; empty means all")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class AddressRule(models.Model):
+    """Client addresses (CIDR) that belong to a region; lowest priority first."""
+
+    cidr = models.CharField(max_length=64)
+    region = models.ForeignKey(Region, on_delete=models.CASCADE, related_name="address_rules")
+    priority = models.PositiveIntegerField(default=100)
+
+    class Meta:
+        ordering = ["priority", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.cidr} → {self.region_id}"

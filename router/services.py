@@ -1,0 +1,252 @@
+"""Global Task Router: summaries in, routing answers out. Stateless about agents
+and tasks: it stores region summaries, tokens and address rules only."""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone as dt_timezone
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from project.accounts.tokens import token_generate, token_hash
+from router.models import AddressRule, Region, RegistrationToken
+
+logger = logging.getLogger(__name__)
+
+STALE_AFTER_INTERVALS = 3
+SCHEMA_VERSION = 1
+
+
+class RouterError(Exception):
+    status = 400
+
+    def __init__(self, detail: str, **extra):
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class Unauthenticated(RouterError):
+    status = 401
+
+
+class Forbidden(RouterError):
+    status = 403
+
+
+class Stale(RouterError):
+    status = 409
+
+
+class NoRegion(RouterError):
+    status = 503
+
+
+# --- regions and tokens ------------------------------------------------------
+
+def region_create(*, region_id: str, orchestrator_url: str, labels: list[str] | None = None,
+                  summary_interval: float = 60.0, token: str | None = None) -> tuple[Region, str]:
+    """Add (or re-key) a region; returns its summary token, shown once."""
+    raw = token or token_generate("mrg")
+    region, _ = Region.objects.update_or_create(
+        region_id=region_id,
+        defaults={"orchestrator_url": orchestrator_url.rstrip("/"), "labels": labels or [],
+                  "token_hash": token_hash(raw), "summary_interval": summary_interval},
+    )
+    return region, raw
+
+
+def registration_token_create(*, name: str, regions: list[str] | None = None,
+                              token: str | None = None) -> tuple[RegistrationToken, str]:
+    raw = token or token_generate("mrt")
+    tok, _ = RegistrationToken.objects.update_or_create(
+        token_hash=token_hash(raw), defaults={"name": name, "prefix": raw[:10], "regions": regions or []}
+    )
+    return tok, raw
+
+
+def region_authenticate(raw: str | None) -> Region:
+    if not raw:
+        raise Unauthenticated("A region token is required (Authorization: Bearer …).")
+    region = Region.objects.filter(token_hash=token_hash(raw), enabled=True).first()
+    if region is None:
+        raise Unauthenticated("Unknown or disabled region token.")
+    return region
+
+
+def registration_token_check(raw: str | None) -> RegistrationToken:
+    if not raw:
+        raise Unauthenticated("A registration token is required (Authorization: Bearer …).")
+    tok = RegistrationToken.objects.filter(token_hash=token_hash(raw), revoked_at__isnull=True).first()
+    if tok is None:
+        raise Unauthenticated("Invalid or revoked registration token.")
+    return tok
+
+
+# --- summaries -----------------------------------------------------------------
+
+def summary_ingest(*, region: Region, summary: dict) -> Region:
+    """Store a region's summary. A region updates only itself; an older (or
+    replayed) summary than the one stored is refused."""
+    if summary["region_id"] != region.region_id:
+        raise Forbidden(f"This token belongs to region {region.region_id}; it cannot update "
+                        f"{summary['region_id']}.")
+    last_updated = datetime.fromtimestamp(summary["last_updated"], tz=dt_timezone.utc)
+    now = timezone.now()
+    with transaction.atomic():
+        region = Region.objects.select_for_update().get(pk=region.pk)
+        if region.last_updated and last_updated <= region.last_updated:
+            raise Stale(f"Summary from {last_updated.isoformat()} is not newer than the stored one "
+                        f"({region.last_updated.isoformat()}).")
+        config = summary.get("config_version", "")
+        if config != region.config_version or region.config_since is None:
+            region.config_since = now
+        region.orchestrator_url = summary["orchestrator_url"].rstrip("/")
+        region.available_agents = summary["available_agents"]
+        region.capabilities = summary["agent_capabilities_summary"]
+        region.last_updated = last_updated
+        region.received_at = now
+        region.schema_version = summary.get("schema_version", SCHEMA_VERSION)
+        region.config_version = config
+        if summary.get("summary_interval"):
+            region.summary_interval = summary["summary_interval"]
+        region.save()
+    return region
+
+
+def region_is_stale(region: Region, now: datetime | None = None) -> bool:
+    """No summary for longer than 3 intervals (by the router's clock)."""
+    if region.received_at is None:
+        return True
+    now = now or timezone.now()
+    return now - region.received_at > timedelta(seconds=STALE_AFTER_INTERVALS * region.summary_interval)
+
+
+def region_health(region: Region, now: datetime | None = None) -> dict:
+    age = (now or timezone.now()) - region.received_at if region.received_at else None
+    return {"stale": region_is_stale(region, now), "summary_age_seconds": age.total_seconds() if age else None}
+
+
+# --- routing -------------------------------------------------------------------
+
+@dataclass
+class RouteAnswer:
+    regions: list[dict]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _healthy_regions(now: datetime) -> tuple[list[Region], dict[str, str]]:
+    from router.selectors import regions_directory
+
+    healthy, skipped = [], {}
+    for region in regions_directory():
+        if region_is_stale(region, now):
+            skipped[region.region_id] = "stale: no summary for more than 3 intervals"
+        else:
+            healthy.append(region)
+    return healthy, skipped
+
+
+def route(*, capability: str, residency: str | None = None, count: int = 3) -> RouteAnswer:
+    """Regions that serve the capability, ranked by idle agents for it, then by
+    freshness. Residency is a hard constraint."""
+    now = timezone.now()
+    healthy, skipped = _healthy_regions(now)
+    candidates = []
+    for region in healthy:
+        if residency and residency not in region.labels:
+            skipped[region.region_id] = f"residency: not labelled {residency}"
+            continue
+        cap = region.capabilities.get(capability)
+        if not cap or not cap.get("count"):
+            skipped[region.region_id] = f"no agent serves {capability}"
+            continue
+        candidates.append((cap.get("idle", 0), region.received_at, region, cap))
+    candidates.sort(key=lambda c: (c[0], c[1]), reverse=True)
+    if not candidates:
+        why = "; ".join(f"{r}: {reason}" for r, reason in sorted(skipped.items())) or "no regions registered"
+        raise NoRegion(f"No eligible region for capability {capability}"
+                       f"{f' with residency {residency}' if residency else ''} ({why}).", skipped=skipped)
+    return RouteAnswer(regions=[{
+        "region_id": region.region_id,
+        "orchestrator_url": region.orchestrator_url,
+        "idle": idle,
+        "count": cap.get("count", 0),
+        "labels": region.labels,
+        "summary_age_seconds": round((now - received).total_seconds(), 3),
+    } for idle, received, region, cap in candidates[:count]], skipped=skipped)
+
+
+def region_pick(*, capabilities: list[str], hint: str | None, client_ip: str | None,
+                allowed: list[str]) -> Region:
+    """For a registering agent: explicit hint, then address rules, then the
+    healthy region with the most spare capacity for its capabilities."""
+    now = timezone.now()
+    if hint:
+        region = Region.objects.filter(region_id=hint, enabled=True).first()
+        if region is None:
+            raise RouterError(f"Unknown region {hint}.")
+        if allowed and hint not in allowed:
+            raise Forbidden(f"This registration token is not valid for region {hint}.")
+        if region_is_stale(region, now):
+            raise NoRegion(f"Region {hint} is not healthy (no recent summary).")
+        return region
+    healthy, _ = _healthy_regions(now)
+    healthy = [r for r in healthy if not allowed or r.region_id in allowed]
+    if not healthy:
+        raise NoRegion("No healthy region can take this agent"
+                       f"{' (token limited to ' + ', '.join(allowed) + ')' if allowed else ''}.")
+    if client_ip:
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:
+            address = None
+        by_id = {r.pk: r for r in healthy}
+        for rule in AddressRule.objects.filter(region_id__in=by_id):
+            try:
+                if address is not None and address in ipaddress.ip_network(rule.cidr, strict=False):
+                    return by_id[rule.region_id]
+            except ValueError:
+                logger.warning("address rule %s has an invalid CIDR", rule.pk)
+
+    def spare(region: Region) -> tuple[int, int]:
+        caps = region.capabilities
+        idle = sum(caps.get(c, {}).get("idle", 0) for c in capabilities)
+        return (-idle, region.available_agents)  # most idle for these, then the least loaded
+
+    return min(healthy, key=spare)
+
+
+def task_forward(*, capability: str, residency: str | None, body: bytes, authorization: str) -> tuple[int, dict]:
+    """Send a submission to the best region, the next one if it cannot answer.
+    Nothing is stored here: the body passes through."""
+    answer = route(capability=capability, residency=residency, count=5)
+    errors = {}
+    for candidate in answer.regions:
+        url = f"{candidate['orchestrator_url']}/api/v1/tasks"
+        try:
+            response = requests.post(url, data=body, timeout=settings.ROUTER_FORWARD_TIMEOUT,
+                                     headers={"Authorization": authorization, "Content-Type": "application/json"})
+        except requests.RequestException as exc:
+            errors[candidate["region_id"]] = f"unreachable: {exc.__class__.__name__}"
+            continue
+        if response.status_code >= 500:
+            errors[candidate["region_id"]] = f"answered {response.status_code}"
+            continue
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"detail": response.text[:500]}
+        return response.status_code, {"region_id": candidate["region_id"],
+                                      "regional_orchestrator_url": candidate["orchestrator_url"],
+                                      "task": data}
+    raise NoRegion("No eligible region accepted the task.", errors=errors)
+
+
+def token_ok(raw: str | None, digest: str) -> bool:
+    return bool(raw) and hmac.compare_digest(token_hash(raw), digest)

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from router import views
+
+urlpatterns = [
+    path("register_agent", views.RegisterAgentApi.as_view(), name="register-agent"),
+    path("update_regional_status", views.UpdateRegionalStatusApi.as_view(), name="update-regional-status"),
+    path("api/v1/route", views.RouteApi.as_view(), name="route"),
+    path("api/v1/tasks", views.TaskForwardApi.as_view(), name="router-tasks"),
+    path("api/v1/regions", views.RegionListApi.as_view(), name="router-regions"),
+]

@@ -1,0 +1,178 @@
+"""Router API: the article's two endpoints, routing and forwarding. Thin views."""
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from project.accounts.authentication import BearerChallenge
+from project.accounts.tokens import bearer_from_header
+from project.validation import AGENT_ID_RE, CAPABILITY_RE, LABEL_RE
+from router import services
+from router.models import Region
+
+
+
+
+def _error(exc: services.RouterError) -> Response:
+    codes = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 409: "conflict",
+             503: "unavailable"}
+    response = Response({"error": codes.get(exc.status, "error"), "detail": exc.detail, **exc.extra},
+                        status=exc.status)
+    if exc.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="meridian"'
+    return response
+
+
+def _client_ip(request) -> str | None:
+    if settings.ROUTER_TRUST_FORWARDED_FOR and request.META.get("HTTP_X_FORWARDED_FOR"):
+        return request.META["HTTP_X_FORWARDED_FOR"].split(",")[0].strip()
+    return request.META.get("REMOTE_ADDR")
+
+
+class RegisterAgentApi(APIView):
+    """Discovery: which region should this agent join?"""
+
+    authentication_classes = [BearerChallenge]
+    permission_classes = [AllowAny]  # the registration token is checked below
+
+    class InputSerializer(serializers.Serializer):
+        agent_id = serializers.RegexField(AGENT_ID_RE)
+        capabilities = serializers.ListField(child=serializers.RegexField(CAPABILITY_RE), min_length=1,
+                                             max_length=200)
+        region = serializers.SlugField(required=False, help_text="explicit region hint")
+
+    @extend_schema(request=InputSerializer, responses={200: dict})
+    def post(self, request):
+        try:
+            token = services.registration_token_check(bearer_from_header(request.META.get("HTTP_AUTHORIZATION")))
+        except services.RouterError as exc:
+            return _error(exc)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            region = services.region_pick(capabilities=data.validated_data["capabilities"],
+                                          hint=data.validated_data.get("region"),
+                                          client_ip=_client_ip(request), allowed=token.regions)
+        except services.RouterError as exc:
+            return _error(exc)
+        return Response({
+            "message": f"Agent {data.validated_data['agent_id']} should join region {region.region_id}.",
+            "agent_id": data.validated_data["agent_id"],
+            "region_id": region.region_id,
+            "regional_orchestrator_url": region.orchestrator_url,
+            "register_url": f"{region.orchestrator_url}/api/v1/agents/register",
+        })
+
+
+class SummaryInputSerializer(serializers.Serializer):
+    class CapabilitySerializer(serializers.Serializer):
+        count = serializers.IntegerField(min_value=0)
+        idle = serializers.IntegerField(min_value=0)
+
+    region_id = serializers.SlugField(max_length=64)
+    orchestrator_url = serializers.URLField()
+    available_agents = serializers.IntegerField(min_value=0)
+    agent_capabilities_summary = serializers.DictField(child=CapabilitySerializer())
+    last_updated = serializers.FloatField(min_value=0)
+    config_version = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    schema_version = serializers.IntegerField(min_value=1, required=False, default=1)
+    summary_interval = serializers.FloatField(min_value=1, required=False)
+
+    def validate_agent_capabilities_summary(self, value):
+        import re
+
+        bad = [name for name in value if not re.match(CAPABILITY_RE, name)]
+        if bad:
+            raise serializers.ValidationError(f"invalid capability name {bad[0]!r}")
+        over = [name for name, c in value.items() if c["idle"] > c["count"]]
+        if over:
+            raise serializers.ValidationError(f"{over[0]}: idle is larger than count")
+        return value
+
+    def validate_schema_version(self, value):
+        if value > services.SCHEMA_VERSION:
+            raise serializers.ValidationError(f"this router understands schema version "
+                                              f"{services.SCHEMA_VERSION} at most")
+        return value
+
+
+class UpdateRegionalStatusApi(APIView):
+    authentication_classes = [BearerChallenge]
+    permission_classes = [AllowAny]  # the region token is checked below
+
+    @extend_schema(request=SummaryInputSerializer, responses={200: dict})
+    def post(self, request):
+        try:
+            region = services.region_authenticate(bearer_from_header(request.META.get("HTTP_AUTHORIZATION")))
+        except services.RouterError as exc:
+            return _error(exc)
+        data = SummaryInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            region = services.summary_ingest(region=region, summary=data.validated_data)
+        except services.RouterError as exc:
+            return _error(exc)
+        return Response({"region_id": region.region_id, "accepted": True,
+                         "received_at": region.received_at.isoformat()})
+
+
+class RouteApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    class QuerySerializer(serializers.Serializer):
+        capability = serializers.RegexField(CAPABILITY_RE)
+        residency = serializers.RegexField(LABEL_RE, required=False)
+        count = serializers.IntegerField(min_value=1, max_value=50, required=False, default=3)
+
+    @extend_schema(parameters=[QuerySerializer], responses={200: dict})
+    def get(self, request):
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            answer = services.route(**query.validated_data)
+        except services.RouterError as exc:
+            return _error(exc)
+        return Response({"capability": query.validated_data["capability"], "regions": answer.regions,
+                         "skipped": answer.skipped})
+
+
+class TaskForwardApi(APIView):
+    """Pick a region and submit there; the payload passes through, never stored."""
+
+    permission_classes = [IsAuthenticated]
+
+    class InputSerializer(serializers.Serializer):
+        capability = serializers.RegexField(CAPABILITY_RE)
+        residency = serializers.RegexField(LABEL_RE, required=False)
+
+    @extend_schema(request=InputSerializer, responses={201: dict})
+    def post(self, request):
+        head = self.InputSerializer(data={k: request.data.get(k) for k in ("capability", "residency")
+                                          if request.data.get(k) is not None})
+        head.is_valid(raise_exception=True)
+        try:
+            code, body = services.task_forward(
+                capability=head.validated_data["capability"], residency=head.validated_data.get("residency"),
+                body=request.body, authorization=request.META.get("HTTP_AUTHORIZATION", ""),
+            )
+        except services.RouterError as exc:
+            return _error(exc)
+        return Response(body, status=code)
+
+
+class RegionListApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request):
+        return Response({"regions": [{
+            "region_id": r.region_id, "orchestrator_url": r.orchestrator_url, "labels": r.labels,
+            "available_agents": r.available_agents, "capabilities": r.capabilities,
+            "last_updated": r.last_updated, "received_at": r.received_at,
+            "config_version": r.config_version, "config_since": r.config_since,
+            **services.region_health(r),
+        } for r in Region.objects.all()]}, status=status.HTTP_200_OK)
