@@ -46,3 +46,10 @@ def agents(region):
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def router_template():
+    template = harness.Template(role="router")
+    yield template
+    template.drop()

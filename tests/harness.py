@@ -58,13 +58,16 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
 
 
 class Template:
-    """One migrated database per test session; regions are cloned from it."""
+    """One migrated database per role and test session; each region (or router)
+    is cloned from it."""
 
-    def __init__(self):
-        self.name = f"mt_tpl_{os.getpid()}"
+    def __init__(self, role: str = "region"):
+        self.name = f"mt_tpl_{role}_{os.getpid()}"
         pg_admin(f"DROP DATABASE IF EXISTS {self.name}")
         pg_admin(f"CREATE DATABASE {self.name}")
-        env = {**os.environ, "DATABASE_URL": pg_url(self.name), "DJANGO_SETTINGS_MODULE": "project.settings"}
+        env = {**os.environ, "DATABASE_URL": pg_url(self.name), "DJANGO_SETTINGS_MODULE": "project.settings",
+               "ROLE": role}
+        env.pop("EXTRA_APPS", None)
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
 
     def drop(self):
@@ -156,7 +159,7 @@ class Region:
         self.url = f"http://127.0.0.1:{self.port}"
         (self.dir / "data").mkdir()
         self.env = {
-            **os.environ, **FAST,
+            **{k: v for k, v in os.environ.items() if k != "EXTRA_APPS"}, **FAST,
             "DJANGO_SETTINGS_MODULE": "project.settings", "ROLE": "region", "REGION_ID": self.region_id,
             "REGION_URL": self.url, "DATABASE_URL": pg_url(self.db), "REDIS_URL": self.redis.url,
             "CELERY_BROKER_URL": self.redis.url, "AGENT_REGISTRATION_TOKEN": REGISTRATION_TOKEN,
@@ -178,14 +181,22 @@ class Region:
                              capture_output=True, text=True)
         return out.stdout.strip()
 
-    def start(self) -> "Region":
+    def start_web(self) -> Proc:
         self.web = self._spawn("web", [sys.executable, "-m", "gunicorn", "project.wsgi", "-b",
                                        f"127.0.0.1:{self.port}", "-w", "2", "--timeout", "30",
                                        "--graceful-timeout", "5"])
+        wait_for(self._healthy, 30, what=f"{self.region_id} web server")
+        return self.web
+
+    def start_orchestrator(self) -> Proc:
         self.orchestrator = self._spawn("orchestrator", [sys.executable, "manage.py", "run_region_worker",
                                                          "--beat", "--concurrency", "2"])
-        wait_for(self._healthy, 30, what=f"region {self.region_id} web server")
-        self.api_key = self.manage("create_api_key", "operator", "--staff")
+        return self.orchestrator
+
+    def start(self, api_key: str | None = None) -> "Region":
+        self.start_web()
+        self.start_orchestrator()
+        self.api_key = self.manage("create_api_key", "operator", "--staff", *(["--key", api_key] if api_key else []))
         self.user_key = self.manage("create_api_key", "caller")
         return self
 
@@ -258,3 +269,31 @@ class Region:
                 return cur.fetchall()
         finally:
             conn.close()
+
+
+class Router(Region):
+    """The Global Task Router: gunicorn with ROLE=router on its own database."""
+
+    def __init__(self, template: Template):
+        super().__init__(template, region_id="router")
+        self.env["ROLE"] = "router"
+        self.redis.stop()  # the router needs no Redis
+
+    def start(self, api_key: str | None = None) -> "Router":
+        self.start_web()
+        self.api_key = self.manage("create_api_key", "operator", "--staff")
+        self.user_key = self.manage("create_api_key", "caller")
+        self.manage("router_add_registration_token", "--token", REGISTRATION_TOKEN)
+        return self
+
+    def add_region(self, region: Region, labels: str = "", interval: float = 1.0) -> str:
+        """Register a region and point its summaries at this router."""
+        token = self.manage("router_add_region", region.region_id, region.url, "--labels", labels,
+                            "--summary-interval", str(interval))
+        region.env.update(ROUTER_URL=self.url, REGION_TOKEN=token, SUMMARY_INTERVAL=str(interval))
+        return token
+
+    def regions(self) -> dict:
+        r = self.call("GET", "/api/v1/regions")
+        assert r.status_code == 200, r.text
+        return {x["region_id"]: x for x in r.json()["regions"]}

@@ -10,7 +10,8 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--name", default="default")
         parser.add_argument("--staff", action="store_true")
+        parser.add_argument("--key", default=None, help="import this key (mk_…) instead of a new one")
 
-    def handle(self, *args, username, name, staff, **options):
-        _, raw = api_key_create(username=username, name=name, staff=staff)
+    def handle(self, *args, username, name, staff, key, **options):
+        _, raw = api_key_create(username=username, name=name, staff=staff, raw=key)
         self.stdout.write(raw)

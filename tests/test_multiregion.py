@@ -1,0 +1,217 @@
+"""Several regions and the Global Task Router on one machine, all real processes:
+each region has its own PostgreSQL database, redis-server, beat and agents; the
+router has its own database."""
+import signal
+import sys
+import time
+
+import psycopg2
+import pytest
+import requests
+
+from tests import harness
+from tests.harness import REGISTRATION_TOKEN, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def fleet(region_template, router_template):
+    router = harness.Router(router_template).start()
+    us = harness.Region(region_template, region_id="us-east-1")
+    eu = harness.Region(region_template, region_id="eu-west-3")
+    router.add_region(us, labels="us")
+    router.add_region(eu, labels="eu,gdpr")
+    for region in (us, eu):
+        region.start(api_key=router.api_key)
+    # Agents find their region through the router, like the article's agents.
+    us.agents = [us.agent("echo,file_processing", agent_id="us-agent-1")]
+    eu.agents = [_router_agent(eu, router, "data_ingestion,echo", "eu-agent-1")]
+    wait_for(lambda: all(r["capabilities"] for r in router.regions().values()), 20, what="first summaries")
+    yield router, us, eu
+    for proc in (*us.agents, *eu.agents):
+        proc.stop()
+    for r in (us, eu, router):
+        r.stop()
+
+
+def _router_agent(region, router, caps, agent_id):
+    proc = region._spawn(f"agent-{agent_id}", [
+        sys.executable, "manage.py", "run_agent", "--capabilities", caps, "--agent-id", agent_id,
+        "--router-url", router.url, "--region", region.region_id,
+    ])
+    proc.agent_id = agent_id
+    wait_for(lambda: "ready." in proc.log.read_text(errors="replace"), 40, what=f"{agent_id} ready")
+    return proc
+
+
+def test_article_registration_snippet_works_against_the_router(fleet):
+    router, us, eu = fleet
+    # The article's register_agent(), unchanged but for the URL and the auth header.
+    import os
+
+    GLOBAL_REGISTRATION_ENDPOINT = f"{router.url}/register_agent"
+
+    def register_agent(agent_id, capabilities):
+        try:
+            response = requests.post(
+                GLOBAL_REGISTRATION_ENDPOINT,
+                json={"agent_id": agent_id, "capabilities": capabilities},
+                headers={"Authorization": f"Bearer {REGISTRATION_TOKEN}"},
+            )
+            response.raise_for_status()
+            registration_data = response.json()
+            if "regional_orchestrator_url" in registration_data:
+                os.environ["REGIONAL_ORCHESTRATOR_URL"] = registration_data["regional_orchestrator_url"]
+                return True
+            return False
+        except requests.exceptions.RequestException:
+            return False
+
+    assert register_agent("agent-xyz-123", ["data_ingestion", "file_processing"]) is True
+    assert os.environ.pop("REGIONAL_ORCHESTRATOR_URL") in (us.url, eu.url)
+
+
+def test_article_summary_sender_works_against_the_router(fleet, router_template):
+    router, us, eu = fleet
+    region = harness.Region.__new__(harness.Region)  # just a name and URL for a third region
+    region.region_id, region.url, region.env = "ap-southeast-1", "http://127.0.0.1:9", {}
+    token = router.add_region(region, labels="apac", interval=60)
+    # The article's send_status_to_gtr(), unchanged but for the URL and the auth header.
+    GTR_ENDPOINT = f"{router.url}/update_regional_status"
+    REGION_ID = "ap-southeast-1"
+    REGIONAL_ORCHESTRATOR_URL = "https://orchestrator-ap-southeast-1.mycompany.com"
+
+    def get_regional_agent_summary():
+        return {
+            "region_id": REGION_ID,
+            "orchestrator_url": REGIONAL_ORCHESTRATOR_URL,
+            "available_agents": 500,
+            "agent_capabilities_summary": {
+                "data_ingestion": {"count": 300, "idle": 200},
+                "file_processing": {"count": 200, "idle": 150},
+            },
+            "last_updated": time.time(),
+        }
+
+    def send_status_to_gtr():
+        summary = get_regional_agent_summary()
+        response = requests.post(GTR_ENDPOINT, json=summary, headers={"Authorization": f"Bearer {token}"})
+        response.raise_for_status()
+        return response
+
+    assert send_status_to_gtr().status_code == 200
+    stored = router.regions()["ap-southeast-1"]
+    assert stored["available_agents"] == 500 and stored["stale"] is False
+    # It answers route queries until it goes stale (3 x 60 s), then it is skipped.
+    r = router.call("GET", "/api/v1/route?capability=data_ingestion&residency=apac")
+    assert r.json()["regions"][0]["region_id"] == "ap-southeast-1"
+    router.manage("shell", "-c", "from router.models import Region; "
+                  "Region.objects.filter(region_id='ap-southeast-1').update(enabled=False)")
+
+
+def test_discovery_route_submit_completes_in_the_right_region(fleet):
+    router, us, eu = fleet
+    info = eu.agent_info("eu-agent-1")
+    assert info["status"] == "online"  # registered through the router, heartbeating in eu
+    r = router.call("GET", "/api/v1/route?capability=data_ingestion")
+    assert r.status_code == 200 and r.json()["regions"][0]["region_id"] == "eu-west-3"
+    (eu.dir / "data" / "sensor.jsonl").write_text('{"id": 1, "t": 20.5}\n{"id": 2, "t": "hot"}\n')
+    marker = "payload-marker-7f3a"
+    sub = router.call("POST", "/api/v1/tasks", json={
+        "capability": "data_ingestion", "residency": "eu",
+        "payload": {"source": "sensor.jsonl", "schema": {"id": "int", "t": "float"}, "note": marker}})
+    assert sub.status_code == 201, sub.text
+    body = sub.json()
+    assert body["region_id"] == "eu-west-3" and body["task"]["url"].startswith(eu.url)
+    done = eu.wait_task(body["task"]["id"])
+    assert done["result"]["records_valid"] == 1 and done["agent"] == "eu-agent-1"
+    # Task data stays in its region: nothing of it in the router's database.
+    assert marker not in _dump_database(router.db)
+    assert marker in _dump_database(eu.db)
+    assert marker not in _dump_database(us.db)
+
+
+def _dump_database(name: str) -> str:
+    conn = psycopg2.connect(dbname=name, **harness.PG)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            tables = [t for (t,) in cur.fetchall()]
+            out = []
+            for table in tables:
+                cur.execute(f'SELECT * FROM "{table}"')
+                out.append(repr(cur.fetchall()))
+            return "\n".join(out)
+    finally:
+        conn.close()
+
+
+def test_router_database_has_no_task_tables(fleet):
+    router, _, _ = fleet
+    tables = router.db_query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    assert not [t for (t,) in tables if t.startswith("regions_")]
+
+
+def test_residency_is_a_hard_constraint(fleet):
+    router, _, _ = fleet
+    r = router.call("GET", "/api/v1/route?capability=file_processing&residency=eu")
+    assert r.status_code == 503 and "eu-west-3" in r.json()["detail"]
+    r = router.call("GET", "/api/v1/route?capability=echo&residency=gdpr")
+    assert [x["region_id"] for x in r.json()["regions"]] == ["eu-west-3"]
+
+
+def test_router_input_errors(fleet):
+    router, _, _ = fleet
+    assert router.call("POST", "/api/v1/tasks", json={"capability": "Nope!"}).status_code == 400
+    assert router.call("POST", "/api/v1/tasks", key=None, json={"capability": "echo"}).status_code == 401
+    r = router.call("POST", "/api/v1/tasks", json={"capability": "no_such_cap"})
+    assert r.status_code == 503 and "no agent serves" in r.json()["detail"]
+    bad = router.call("POST", "/api/v1/tasks", json={"capability": "echo", "payload": {"x": "y" * 300_000}})
+    assert bad.status_code == 413  # the region's answer passes through
+
+
+def test_stale_region_is_skipped_and_traffic_moves_then_comes_back(fleet):
+    router, us, eu = fleet
+    assert {x["region_id"] for x in router.call("GET", "/api/v1/route?capability=echo&count=5")
+            .json()["regions"]} == {"us-east-1", "eu-west-3"}
+    eu.orchestrator.signal(signal.SIGKILL)  # eu's beat stops: no more summaries
+    eu.orchestrator.popen.wait(10)
+    wait_for(lambda: router.regions()["eu-west-3"]["stale"], 10, what="eu stale")
+    r = router.call("GET", "/api/v1/route?capability=echo&count=5").json()
+    assert [x["region_id"] for x in r["regions"]] == ["us-east-1"] and "stale" in r["skipped"]["eu-west-3"]
+    sub = router.call("POST", "/api/v1/tasks", json={"capability": "echo", "payload": {"moved": True}})
+    assert sub.json()["region_id"] == "us-east-1"
+    assert us.wait_task(sub.json()["task"]["id"])["result"]["echo"] == {"moved": True}
+    eu.start_orchestrator()
+    wait_for(lambda: not router.regions()["eu-west-3"]["stale"], 20, what="eu fresh again")
+
+
+def test_region_keeps_working_while_the_router_is_down_and_summaries_resume(fleet):
+    router, us, eu = fleet
+    before = router.regions()["us-east-1"]["received_at"]
+    router.web.stop()
+    try:
+        task = us.submit("echo", {"router": "down"})
+        assert us.wait_task(task["id"])["result"]["echo"] == {"router": "down"}
+        time.sleep(2.5)  # heartbeats keep the agent online through > TTL
+        assert us.agent_info("us-agent-1")["status"] == "online"
+        assert "router unreachable" in us.orchestrator.log.read_text()
+    finally:
+        router.start_web()
+    wait_for(lambda: router.regions()["us-east-1"]["received_at"] > before, 15, what="summaries resume")
+
+
+def test_one_regions_redis_down_does_not_touch_another(fleet):
+    router, us, eu = fleet
+    us.redis.stop()
+    try:
+        task = eu.submit("echo", {"isolated": True})
+        assert eu.wait_task(task["id"])["result"]["echo"] == {"isolated": True}
+        time.sleep(2.5)
+        assert eu.agent_info("eu-agent-1")["status"] == "online"
+        assert eu.call("GET", "/api/v1/region/status").json()["liveness"]["ok"] is True
+        assert us.call("GET", "/api/v1/region/status").json()["liveness"]["ok"] is False
+    finally:
+        us.redis.start()
+    wait_for(lambda: us.call("GET", "/api/v1/region/status").json()["liveness"]["ok"], 10, what="us Redis back")
