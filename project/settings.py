@@ -73,6 +73,13 @@ DATABASES = {
     )
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The embedded demo: several processes share each file. WAL lets readers and a
+    # writer overlap; IMMEDIATE takes the write lock up front (no upgrade deadlocks).
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30, "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -116,6 +123,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
 }
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # Embedded broker (demo only): one folder per region, shared by its processes.
+    _broker_dir = Path(env.str("FILESYSTEM_BROKER_DIR", default=str(BASE_DIR / "var" / "broker" / REGION_ID)))
+    for _sub in ("queue", "control", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"), "data_folder_out": str(_broker_dir / "queue"),
+        "control_folder": str(_broker_dir / "control"), "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False, "polling_interval": 0.1,
+    }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "meridian.control"
 CELERY_TASK_SERIALIZER = "json"

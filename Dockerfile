@@ -1,0 +1,11 @@
+# One image for every role: router, regional web server, orchestrator worker, agent.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=project.settings
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+RUN useradd --create-home meridian && mkdir -p /app/var /app/staticfiles && chown -R meridian /app/var /app/staticfiles
+USER meridian
+EXPOSE 8000
+CMD ["gunicorn", "project.wsgi", "-b", "0.0.0.0:8000", "-w", "4"]

@@ -1,0 +1,325 @@
+"""One command, the main job: a Global Task Router and three regions on this
+machine, each with its own database, broker, beat and agents, doing real work.
+
+Storage is the embedded default: SQLite per role and kombu's filesystem broker
+per region. Liveness needs Redis: the local one (127.0.0.1:6379, a database
+number per region) or, if none answers, a redis-server started for the demo.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+REGIONS = [
+    # region id, labels, agents: (agent id, capabilities)
+    ("us-east-1", "us", [("us-ingest-1", "data_ingestion,echo"), ("us-files-1", "file_processing,echo")]),
+    ("eu-west-3", "eu,gdpr", [("eu-ingest-1", "data_ingestion,echo"), ("eu-ingest-2", "data_ingestion")]),
+    ("ap-southeast-1", "apac", [("ap-files-1", "file_processing,sleep,echo")]),
+]
+REGISTRATION_TOKEN_BYTES = 24
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class Command(BaseCommand):
+    help = "Run the local multi-region fleet: router + us-east-1, eu-west-3, ap-southeast-1 with agents."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--base-port", type=int, default=8000)
+        parser.add_argument("--dir", default=str(Path(settings.BASE_DIR) / "var" / "demo"))
+        parser.add_argument("--tasks", type=int, default=12, help="tasks to submit through the router")
+        parser.add_argument("--exit-after-tasks", action="store_true",
+                            help="stop once the tasks are done (for tests and CI)")
+
+    def handle(self, *args, base_port, dir, tasks, exit_after_tasks, **options):
+        self.root = Path(dir)
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            self._run(base_port, tasks, exit_after_tasks)
+        except KeyboardInterrupt:
+            self.stdout.write("\nstopping…")
+        finally:
+            self._stop_all()
+
+    # --- set-up ---------------------------------------------------------------
+    def _run(self, base_port: int, tasks: int, exit_after: bool) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+        ports = self._ports(base_port, 1 + len(REGIONS))
+        redis_base = self._redis()
+        self.registration_token = secrets.token_urlsafe(REGISTRATION_TOKEN_BYTES)
+        self.password = secrets.token_urlsafe(9)
+        router_url = f"http://127.0.0.1:{ports[0]}"
+        self.router_env = self._env("router", ROLE="router", REGION_ID="router", REGION_URL=router_url)
+        self.say(f"router at {router_url}; regions on ports {', '.join(map(str, ports[1:]))}; data in {self.root}")
+        self._manage(self.router_env, "migrate", "-v0")
+        self._manage(self.router_env, "router_add_registration_token", "--name", "demo",
+                     "--token", self.registration_token)
+        self.api_key = self._manage(self.router_env, "create_api_key", "demo", "--staff")
+        self._superuser(self.router_env)
+        self.regions = {}
+        for (region_id, labels, agents), port, redis_db in zip(REGIONS, ports[1:], range(len(REGIONS))):
+            url = f"http://127.0.0.1:{port}"
+            token = self._manage(self.router_env, "router_add_region", region_id, url, "--labels", labels,
+                                 "--summary-interval", "3")
+            env = self._env(region_id, ROLE="region", REGION_ID=region_id, REGION_URL=url,
+                            REDIS_URL=f"{redis_base}/{redis_db + 1}", CELERY_BROKER_URL="filesystem://",
+                            FILESYSTEM_BROKER_DIR=str(self.root / region_id / "broker"),
+                            AGENT_DATA_ROOT=str(self.root / region_id / "data"), ROUTER_URL=router_url,
+                            REGION_TOKEN=token, SUMMARY_INTERVAL="3", HEARTBEAT_INTERVAL="2",
+                            HEARTBEAT_TTL="6", REAPER_INTERVAL="2", LIVENESS_FLUSH_INTERVAL="2",
+                            SWEEPER_INTERVAL="1", AGENT_REGISTRATION_TOKEN=self.registration_token)
+            self._sample_data(self.root / region_id / "data", region_id)
+            self._clear_liveness(env["REDIS_URL"], region_id)
+            self._manage(env, "migrate", "-v0")
+            self._manage(env, "create_api_key", "demo", "--staff", "--key", self.api_key)
+            self._superuser(env)
+            self.regions[region_id] = {"url": url, "env": env, "agents": agents}
+        self._start("router-web", self.router_env, "-m", "gunicorn", "project.wsgi", "-b",
+                    f"127.0.0.1:{ports[0]}", "-w", "2")
+        for region_id, region in self.regions.items():
+            port = region["url"].rsplit(":", 1)[1]
+            self._start(f"{region_id}-web", region["env"], "-m", "gunicorn", "project.wsgi", "-b",
+                        f"127.0.0.1:{port}", "-w", "2")
+            self._start(f"{region_id}-orchestrator", region["env"], "manage.py", "run_region_worker",
+                        "--beat", "--concurrency", "2")
+        for url in [router_url] + [r["url"] for r in self.regions.values()]:
+            self._wait(lambda u=url: self._get(f"{u}/healthz") is not None, 30, f"{url} to answer")
+        for region_id, region in self.regions.items():
+            for agent_id, caps in region["agents"]:
+                # Discovery through the router, like the article's agents.
+                self._start(f"agent-{agent_id}", region["env"], "manage.py", "run_agent", "--capabilities", caps,
+                            "--agent-id", agent_id, "--router-url", router_url, "--region", region_id,
+                            "--concurrency", "2", "--loglevel", "WARNING")
+        self.say("waiting for every region's first summary at the router…")
+        self._wait(self._fleet_ready, 60, "all agents to be summarised at the router")
+        self._show_regions(router_url)
+        self._submit_and_watch(router_url, tasks)
+        self._print_access(router_url)
+        if exit_after:
+            return
+        self.say("running; press Ctrl-C to stop everything")
+        while True:
+            for name, proc in self.procs:
+                if proc.poll() is not None:
+                    raise CommandError(f"{name} exited with {proc.returncode}; see {self.root / 'logs' / name}.log")
+            time.sleep(1)
+
+    def _ports(self, base: int, n: int) -> list[int]:
+        ports, port = [], base
+        while len(ports) < n:
+            if _port_free(port):
+                ports.append(port)
+            port += 1
+        return ports
+
+    def _redis(self) -> str:
+        if _redis_answers(6379):
+            return "redis://127.0.0.1:6379"
+        if not shutil.which("redis-server"):
+            raise CommandError("liveness needs Redis: none answers on 127.0.0.1:6379 and redis-server is not installed")
+        port = self._ports(6390, 1)[0]
+        (self.root / "redis").mkdir(parents=True, exist_ok=True)
+        self._start("redis", os.environ.copy(), exec_path="redis-server", args=[
+            "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(self.root / "redis")])
+        self._wait(lambda: _redis_answers(port), 10, "redis-server")
+        return f"redis://127.0.0.1:{port}"
+
+    def _clear_liveness(self, url: str, region_id: str) -> None:
+        """Forget a previous demo run's liveness keys (only this region's)."""
+        import redis
+
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(f"m:{region_id}:*"))
+        if keys:
+            client.delete(*keys)
+
+    def _env(self, name: str, **extra) -> dict:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "EXTRA_APPS")}
+        env.update(DJANGO_SETTINGS_MODULE="project.settings", PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING",
+                   DATABASE_URL=f"sqlite:///{self.root / name / 'db.sqlite3'}", SECRET_KEY=secrets.token_urlsafe(32),
+                   ALLOWED_HOSTS="127.0.0.1,localhost", **extra)
+        (self.root / name).mkdir(parents=True, exist_ok=True)
+        return env
+
+    def _manage(self, env: dict, *args: str) -> str:
+        out = subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env,
+                             capture_output=True, text=True)
+        if out.returncode:
+            raise CommandError(f"manage.py {' '.join(args)} failed:\n{out.stderr[-2000:]}")
+        return out.stdout.strip()
+
+    def _superuser(self, env: dict) -> None:
+        self._manage({**env, "DJANGO_SUPERUSER_PASSWORD": self.password}, "createsuperuser", "--noinput",
+                     "--username", "admin", "--email", "admin@example.com")
+
+    def _start(self, name: str, env: dict, *args: str, exec_path: str | None = None, args_list=None, **kw) -> None:
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        cmd = [exec_path, *kw.get("args", [])] if exec_path else [sys.executable, *args]
+        proc = subprocess.Popen(cmd, cwd=settings.BASE_DIR, env=env, stdout=open(logs / f"{name}.log", "ab"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc))
+
+    def _stop_all(self) -> None:
+        """Agents first (a warm shutdown finishes their work and deregisters while
+        the regions still answer), then the orchestrators and web servers."""
+        agents = [(n, p) for n, p in self.procs if n.startswith("agent-")]
+        others = [(n, p) for n, p in reversed(self.procs) if not n.startswith("agent-")]
+        for group in (agents, others):
+            for name, proc in group:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            for name, proc in group:
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        if self.procs:
+            self.say(f"stopped {len(self.procs)} processes; logs in {self.root / 'logs'}")
+
+    # --- the work ----------------------------------------------------------------
+    def _sample_data(self, data: Path, region_id: str) -> None:
+        data.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(region_id)
+        with open(data / "readings.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["sensor", "celsius", "ok"])
+            for i in range(2000):
+                celsius = "n/a" if i % 97 == 0 else f"{rng.uniform(-10, 40):.2f}"
+                writer.writerow([f"{region_id}-s{i % 50}", celsius, rng.choice(["true", "false"])])
+        (data / "archive.log").write_bytes(
+            b"".join(f"{i} {region_id} event={rng.random():.6f}\n".encode() for i in range(40_000)))
+
+    def _get(self, url: str, **kw):
+        try:
+            response = requests.get(url, timeout=3, **kw)
+        except requests.RequestException:
+            return None
+        return response if response.status_code == 200 else None
+
+    def _auth(self) -> dict:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def _fleet_ready(self) -> bool:
+        response = self._get(f"{self.router_env['REGION_URL']}/api/v1/regions", headers=self._auth())
+        if response is None:
+            return False
+        regions = {r["region_id"]: r for r in response.json()["regions"]}
+        wanted = {rid: len(r["agents"]) for rid, r in self.regions.items()}
+        return all(regions.get(rid) and not regions[rid]["stale"]
+                   and regions[rid]["available_agents"] >= n for rid, n in wanted.items())
+
+    def _show_regions(self, router_url: str) -> None:
+        regions = self._get(f"{router_url}/api/v1/regions", headers=self._auth()).json()["regions"]
+        self.say("\nregions at the router:")
+        for r in regions:
+            caps = ", ".join(f"{c} {v['idle']}/{v['count']} idle" for c, v in sorted(r["capabilities"].items()))
+            self.say(f"  {r['region_id']:15} labels={','.join(r['labels']):8} agents={r['available_agents']}  {caps}")
+
+    def _submit_and_watch(self, router_url: str, count: int) -> None:
+        plan = [
+            ("data_ingestion", "eu", {"source": "readings.csv",
+                                      "schema": {"sensor": "str", "celsius": "float", "ok": "bool"}}),
+            ("data_ingestion", "us", {"source": "readings.csv",
+                                      "schema": {"sensor": "str", "celsius": "float", "ok": "bool"}}),
+            ("file_processing", None, {"source": "archive.log", "hash": ["sha256"], "compress": "gzip"}),
+            ("echo", "apac", {"hello": "from the router"}),
+        ]
+        self.say(f"\nsubmitting {count} tasks through the router ({router_url}/api/v1/tasks):")
+        submitted = []
+        for i in range(count):
+            capability, residency, payload = plan[i % len(plan)]
+            body = {"capability": capability, "payload": payload, "idempotency_key": f"demo-{i}"}
+            if residency:
+                body["residency"] = residency
+            started = time.monotonic()
+            response = requests.post(f"{router_url}/api/v1/tasks", json=body, headers=self._auth(), timeout=15)
+            if response.status_code not in (200, 201):
+                self.say(f"  ! {capability}: {response.status_code} {response.text[:200]}")
+                continue
+            data = response.json()
+            submitted.append((data["region_id"], data["task"]["url"], capability, residency, started))
+        self.say(f"  {'region':15} {'capability':16} {'residency':9} {'status':10} {'attempt':7} {'agent':12} "
+                 f"{'seconds':>7}  result")
+        done = 0
+        deadline = time.monotonic() + 90
+        pending = list(submitted)
+        while pending and time.monotonic() < deadline:
+            for item in list(pending):
+                region_id, url, capability, residency, started = item
+                response = self._get(url, headers=self._auth())
+                if response is None:
+                    continue
+                task = response.json()
+                if task["status"] in ("succeeded", "failed", "cancelled"):
+                    pending.remove(item)
+                    done += task["status"] == "succeeded"
+                    self.say(f"  {region_id:15} {capability:16} {residency or '-':9} {task['status']:10} "
+                             f"{task['attempt']:<7} {task['agent']:12} {time.monotonic() - started:7.2f}  "
+                             f"{self._brief(task)}")
+            time.sleep(0.2)
+        self.say(f"\n{done} of {len(submitted)} tasks completed"
+                 f"{'' if not pending else f'; {len(pending)} still running'}")
+        if done != len(submitted):
+            raise CommandError("not every task completed; see the logs")
+
+    @staticmethod
+    def _brief(task: dict) -> str:
+        result = task.get("result") or {}
+        if "records_valid" in result:
+            return f"{result['records_valid']} records stored, {result['records_invalid']} rejected, {result['checksum'][:19]}…"
+        if "size_bytes" in result:
+            return f"{result['size_bytes']} bytes → gzip {result['compressed_bytes']} (sha256 {result['digests']['sha256'][:12]}…)"
+        return str(result)[:60] if result else task.get("error", "")[:60]
+
+    def _print_access(self, router_url: str) -> None:
+        self.say("\nadmin consoles (user admin, password " + self.password + "):")
+        self.say(f"  router          {router_url}/admin/")
+        for region_id, region in self.regions.items():
+            self.say(f"  {region_id:15} {region['url']}/admin/")
+        self.say(f"API key for every role: {self.api_key}")
+        self.say(f"  curl -H 'Authorization: Bearer {self.api_key}' '{router_url}/api/v1/route?capability=data_ingestion'")
+
+    def _wait(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            for name, proc in self.procs:
+                if proc.poll() is not None:
+                    raise CommandError(f"{name} exited with {proc.returncode}; see {self.root / 'logs' / name}.log")
+            time.sleep(0.3)
+        raise CommandError(f"timed out waiting for {what}; logs in {self.root / 'logs'}")
+
+    def say(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()

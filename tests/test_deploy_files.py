@@ -1,0 +1,59 @@
+"""No Docker engine runs here, so the deployment files are checked statically:
+they parse, and every command they run exists in the project."""
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import get_commands
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _commands(command: str) -> list[list[str]]:
+    if command.startswith("sh -c "):
+        command = shlex.split(command)[2]
+    return [shlex.split(part) for part in re.split(r"\s*&&\s*", command)]
+
+
+def test_compose_has_a_router_and_three_regions_each_with_its_own_database_and_redis(compose):
+    services = compose["services"]
+    assert "router" in services and "router-db" in services
+    for region in ("us-east-1", "eu-west-3", "ap-southeast-1"):
+        for suffix in ("", "-db", "-redis", "-orchestrator", "-agent"):
+            assert f"{region}{suffix}" in services
+        env = services[region]["environment"]
+        assert env["REGION_ID"] == region
+        assert f"{region}-db" in env["DATABASE_URL"] and f"{region}-redis" in env["REDIS_URL"]
+
+
+def test_every_compose_command_exists_in_the_project(compose):
+    known = set(get_commands())
+    checked = 0
+    for name, service in compose["services"].items():
+        if "command" not in service:
+            continue
+        for argv in _commands(service["command"]):
+            if argv[:2] == ["python", "manage.py"]:
+                assert argv[2] in known, f"{name}: manage.py {argv[2]} does not exist"
+                checked += 1
+            elif argv[0] == "gunicorn":
+                assert argv[1] == "project.wsgi" and (ROOT / "project" / "wsgi.py").exists()
+                checked += 1
+            else:
+                pytest.fail(f"{name}: unexpected command {argv}")
+    assert checked >= 13
+
+
+def test_dockerfile_installs_the_requirements_and_runs_the_wsgi_app():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11", text, re.M)
+    assert "pip install --no-cache-dir -r requirements.txt" in text
+    assert '"project.wsgi"' in text
+    assert "USER meridian" in text
