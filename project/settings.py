@@ -101,6 +101,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "project.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+# A web process re-checks a verified API key after this long (revocation delay).
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Meridian API",
     "DESCRIPTION": "Regional orchestrator and Global Task Router.",

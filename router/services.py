@@ -116,6 +116,9 @@ def summary_ingest(*, region: Region, summary: dict) -> Region:
         if summary.get("summary_interval"):
             region.summary_interval = summary["summary_interval"]
         region.save()
+    from router.selectors import regions_directory_reset
+
+    regions_directory_reset()  # this process sees it at once; the others within 0.5 s
     return region
 
 

@@ -53,3 +53,16 @@ def router_template():
     template = harness.Template(role="router")
     yield template
     template.drop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """In-process tests share one process: start each with empty caches."""
+    from project.accounts import authentication
+
+    authentication._verified.clear()
+    try:
+        from router.selectors import regions_directory_reset
+    except Exception:  # router app not importable in this role
+        return
+    regions_directory_reset()
