@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
-from project.validation import AGENT_ID_RE, CAPABILITY_RE, LABEL_RE
+from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer
 from router import services
 from router.models import Region
 
@@ -39,10 +39,7 @@ class RegisterAgentApi(APIView):
     authentication_classes = [BearerChallenge]
     permission_classes = [AllowAny]  # the registration token is checked below
 
-    class InputSerializer(serializers.Serializer):
-        agent_id = serializers.RegexField(AGENT_ID_RE)
-        capabilities = serializers.ListField(child=serializers.RegexField(CAPABILITY_RE), min_length=1,
-                                             max_length=200)
+    class InputSerializer(AgentIdentitySerializer):
         region = serializers.SlugField(required=False, help_text="explicit region hint")
 
     @extend_schema(request=InputSerializer, responses={200: dict})

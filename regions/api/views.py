@@ -19,7 +19,7 @@ from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
 from regions import selectors
-from project.validation import AGENT_ID_RE, CAPABILITY_RE
+from project.validation import AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer
 from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
 from regions.models import Agent, Task
 from regions.services import agents as agent_services
@@ -49,10 +49,7 @@ class AgentRegisterApi(APIView):
     authentication_classes = [BearerChallenge]
     permission_classes = [AllowAny]  # the registration token is checked below
 
-    class InputSerializer(serializers.Serializer):
-        agent_id = serializers.RegexField(AGENT_ID_RE)
-        capabilities = serializers.ListField(child=serializers.RegexField(CAPABILITY_RE), min_length=1,
-                                             max_length=200)
+    class InputSerializer(AgentIdentitySerializer):
         version = serializers.CharField(max_length=50, required=False, default="")
         hostname = serializers.CharField(max_length=255, required=False, default="")
         kind = serializers.ChoiceField(choices=["celery", "http"], required=False, default="celery")

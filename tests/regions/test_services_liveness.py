@@ -40,7 +40,7 @@ def test_heartbeat_refills_its_cache_after_redis_lost_its_data(redis_clean):
 
 @override_settings(HEARTBEAT_TTL=10)
 def test_reaper_marks_silent_agent_offline_and_requeues_its_running_task(redis_clean):
-    live, dead = factories.agent("live"), factories.agent("dead")
+    factories.agent("live"), factories.agent("dead")
     liveness.seed_mark(now=liveness.now())
     task = running_task("dead")
     now = liveness.now()
