@@ -20,6 +20,9 @@ REGION_ID = env.str("REGION_ID", default="local-1")
 # The URL agents and callers use to reach this orchestrator.
 REGION_URL = env.str("REGION_URL", default="http://127.0.0.1:8000")
 
+# Local state of this process: SQLite files (demo), beat schedule, config checkout.
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+
 SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-change-me")
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
@@ -69,11 +72,12 @@ TEMPLATES = [
 
 DATABASES = {
     "default": env.db(
-        "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / f'{ROLE}-{REGION_ID}.sqlite3'}"
+        "DATABASE_URL", default=f"sqlite:///{VAR_DIR / f'{ROLE}-{REGION_ID}.sqlite3'}"
     )
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The embedded demo: several processes share each file. WAL lets readers and a
     # writer overlap; IMMEDIATE takes the write lock up front (no upgrade deadlocks).
     DATABASES["default"]["OPTIONS"] = {
@@ -127,7 +131,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Embedded broker (demo only): one folder per region, shared by its processes.
-    _broker_dir = Path(env.str("FILESYSTEM_BROKER_DIR", default=str(BASE_DIR / "var" / "broker" / REGION_ID)))
+    _broker_dir = Path(env.str("FILESYSTEM_BROKER_DIR", default=str(VAR_DIR / "broker" / REGION_ID)))
     for _sub in ("queue", "control", "processed"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -182,7 +186,7 @@ ROUTER_TRUST_FORWARDED_FOR = env.bool("ROUTER_TRUST_FORWARDED_FOR", default=Fals
 
 # --- Agent runtime -----------------------------------------------------------
 # Capability handlers may only read files below this directory.
-AGENT_DATA_ROOT = env.str("AGENT_DATA_ROOT", default=str(BASE_DIR / "var" / "data"))
+AGENT_DATA_ROOT = env.str("AGENT_DATA_ROOT", default=str(VAR_DIR / "data"))
 AGENT_MAX_INPUT_BYTES = env.int("AGENT_MAX_INPUT_BYTES", default=64 * 1024 * 1024)
 AGENT_MAX_RECORDS = env.int("AGENT_MAX_RECORDS", default=50_000)
 

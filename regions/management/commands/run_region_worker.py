@@ -18,10 +18,12 @@ class Command(BaseCommand):
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args, concurrency, beat, loglevel, **options):
+        schedule = Path(settings.VAR_DIR) / f"celerybeat-{settings.REGION_ID}"
+        schedule.parent.mkdir(parents=True, exist_ok=True)
         worker = app.Worker(
             hostname="orchestrator@%h", queues=[CONTROL_QUEUE, REPORTS_QUEUE], concurrency=concurrency,
             beat=beat, loglevel=loglevel, without_mingle=True, without_gossip=True, without_heartbeat=True,
-            schedule_filename=str(Path(settings.BASE_DIR) / "var" / f"celerybeat-{settings.REGION_ID}"),
+            schedule_filename=str(schedule),
         )
         worker.start()
         sys.exit(worker.exitcode or 0)
