@@ -9,13 +9,14 @@ from agents.handlers import Context, HandlerError, handler_get
 
 
 @shared_task(name="agents.execute", bind=True, acks_late=True, reject_on_worker_lost=True)
-def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: dict, timeout: int) -> None:
+def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: dict, timeout: int,
+                 secrets: dict | None = None) -> None:
     # acks_late is safe: the region fences every report on (task, attempt), so a
     # re-delivered message can at worst redo the work, never record it twice.
     ident = runtime.IDENTITY
     started_at = time.time()
     runtime.report("claim", task_id=task_id, attempt=attempt, body={})
-    ctx = Context(task_id=task_id, attempt=attempt, agent_id=ident.agent_id)
+    ctx = Context(task_id=task_id, attempt=attempt, agent_id=ident.agent_id, secrets=secrets or {})
     try:
         result = handler_get(capability)(payload, ctx)
     except SoftTimeLimitExceeded:

@@ -37,7 +37,10 @@ def _beat_schedule() -> dict:
         "sweep": every("regions.task_sweep", settings.SWEEPER_INTERVAL),
     }
     if settings.ROUTER_URL:
-        schedule["summary"] = every("regions.summary_push", settings.SUMMARY_INTERVAL)
+        # Ticks often; the task pushes once per the configured (live) interval.
+        schedule["summary"] = every("regions.summary_push", min(settings.SUMMARY_INTERVAL, 5.0))
+    if settings.CONFIG_REPO:
+        schedule["config"] = every("regions.config_sync", settings.CONFIG_SYNC_INTERVAL)
     return schedule
 
 

@@ -184,6 +184,11 @@ SUMMARY_INTERVAL = env.float("SUMMARY_INTERVAL", default=60.0)
 ROUTER_FORWARD_TIMEOUT = env.float("ROUTER_FORWARD_TIMEOUT", default=10.0)
 ROUTER_TRUST_FORWARDED_FOR = env.bool("ROUTER_TRUST_FORWARDED_FOR", default=False)
 
+# --- GitOps configuration (sync_config) --------------------------------------
+CONFIG_REPO = env.str("CONFIG_REPO", default="")
+CONFIG_REF = env.str("CONFIG_REF", default="main")
+CONFIG_SYNC_INTERVAL = env.float("CONFIG_SYNC_INTERVAL", default=60.0)
+
 # --- Agent runtime -----------------------------------------------------------
 # Capability handlers may only read files below this directory.
 AGENT_DATA_ROOT = env.str("AGENT_DATA_ROOT", default=str(VAR_DIR / "data"))

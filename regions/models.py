@@ -115,3 +115,33 @@ class IngestedRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["task", "line"], name="record_once_per_task_line")]
+
+
+class ConfigVersion(models.Model):
+    """One attempt to apply a commit of the configuration repository.
+
+    Exactly one applied row is active; `content` is the merged configuration
+    (secrets only as references such as env:NAME, never their values)."""
+
+    class Result(models.TextChoices):
+        APPLIED = "applied"
+        REJECTED = "rejected"
+
+    sha = models.CharField(max_length=64, db_index=True)
+    ref = models.CharField(max_length=255, blank=True)
+    repo = models.CharField(max_length=500, blank=True)
+    result = models.CharField(max_length=16, choices=Result.choices)
+    error = models.TextField(blank=True)
+    content = models.JSONField(default=dict)
+    changes = models.JSONField(default=list, help_text="keys changed from the previous active config")
+    is_active = models.BooleanField(default=False)
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True),
+                                               name="one_active_config")]
+
+    def __str__(self) -> str:
+        return f"{self.sha[:12]} {self.result}"

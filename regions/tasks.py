@@ -43,3 +43,13 @@ def summary_push_task() -> dict:
     from regions.services.summary import summary_push
 
     return summary_push()
+
+
+@shared_task(name="regions.config_sync", ignore_result=True, time_limit=300)
+def config_sync_task() -> dict:
+    from django.conf import settings
+
+    from regions.services.config import config_sync
+
+    result = config_sync(repo=settings.CONFIG_REPO, ref=settings.CONFIG_REF)
+    return {"sha": result.sha, "applied": result.applied, "error": result.error}

@@ -253,3 +253,15 @@ def task_forward(*, capability: str, residency: str | None, body: bytes, authori
 
 def token_ok(raw: str | None, digest: str) -> bool:
     return bool(raw) and hmac.compare_digest(token_hash(raw), digest)
+
+
+def config_drift() -> dict:
+    """Group regions by the configuration commit their last summary reported."""
+    commits: dict[str, dict] = {}
+    for region in Region.objects.filter(enabled=True).order_by("region_id"):
+        entry = commits.setdefault(region.config_version or "(none)", {"regions": [], "since": None})
+        entry["regions"].append({"region_id": region.region_id, "since": region.config_since,
+                                 "stale": region_is_stale(region)})
+        if region.config_since and (entry["since"] is None or region.config_since < entry["since"]):
+            entry["since"] = region.config_since
+    return {"in_sync": len(commits) <= 1, "commits": commits}

@@ -8,4 +8,5 @@ urlpatterns = [
     path("api/v1/route", views.RouteApi.as_view(), name="route"),
     path("api/v1/tasks", views.TaskForwardApi.as_view(), name="router-tasks"),
     path("api/v1/regions", views.RegionListApi.as_view(), name="router-regions"),
+    path("api/v1/config/drift", views.ConfigDriftApi.as_view(), name="router-config-drift"),
 ]

@@ -173,3 +173,13 @@ class RegionListApi(APIView):
             "config_version": r.config_version, "config_since": r.config_since,
             **services.region_health(r),
         } for r in Region.objects.all()]}, status=status.HTTP_200_OK)
+
+
+class ConfigDriftApi(APIView):
+    """Which regions run which configuration commit, and since when."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request):
+        return Response(services.config_drift())

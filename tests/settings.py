@@ -12,3 +12,6 @@ os.environ.setdefault("HEARTBEAT_FLUSH_SECONDS", "0")
 os.environ.setdefault("EXTRA_APPS", "regions,agents,router")
 
 from project.settings import *  # noqa: E402,F401,F403
+
+# One test database per run, so two runs on one machine (a developer's and CI's) never collide.
+DATABASES["default"]["TEST"] = {"NAME": f"test_meridian_{os.getpid()}"}  # noqa: F405

@@ -7,7 +7,7 @@ fix (bad input); any other exception is retried while attempts remain.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 HANDLERS: dict[str, Callable] = {}
@@ -23,6 +23,12 @@ class Context:
     task_id: str
     attempt: int
     agent_id: str
+    # Secret values the region resolved for this attempt (payload "auth_secret").
+    secrets: dict = field(default_factory=dict, repr=False)
+
+    def bearer(self, payload: dict) -> dict:
+        name = payload.get("auth_secret")
+        return {"Authorization": f"Bearer {self.secrets[name]}"} if name in self.secrets else {}
 
 
 def handler(name: str):

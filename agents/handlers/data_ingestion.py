@@ -85,7 +85,7 @@ def data_ingestion(payload: dict, ctx: Context) -> dict:
     required = payload.get("required", list(schema))
     records, errors, total = [], [], 0
     digest = hashlib.sha256()
-    for line_no, row, problem in _rows(payload, read_text_lines(payload.get("source"))):
+    for line_no, row, problem in _rows(payload, read_text_lines(payload.get("source"), ctx.bearer(payload))):
         total += 1
         if problem is None:
             try:

@@ -34,7 +34,7 @@ def file_processing(payload: dict, ctx: Context) -> dict:
         out = gzip.open(out_path, "wb", compresslevel=int(payload.get("level", 6)))
     size = 0
     try:
-        for chunk in open_chunks(payload.get("source")):
+        for chunk in open_chunks(payload.get("source"), ctx.bearer(payload)):
             size += len(chunk)
             for h in hashers.values():
                 h.update(chunk)

@@ -23,7 +23,7 @@ def resolve_local(path: str) -> Path:
     return candidate
 
 
-def open_chunks(source: str) -> Iterator[bytes]:
+def open_chunks(source: str, headers: dict | None = None) -> Iterator[bytes]:
     """Yield the source's bytes in chunks, refusing more than AGENT_MAX_INPUT_BYTES."""
     if not isinstance(source, str) or not source:
         raise HandlerError("payload.source must be a file path or an http(s) URL")
@@ -31,7 +31,7 @@ def open_chunks(source: str) -> Iterator[bytes]:
     total = 0
     if source.startswith(("http://", "https://")):
         try:
-            response = requests.get(source, stream=True, timeout=(5, 30))
+            response = requests.get(source, stream=True, timeout=(5, 30), headers=headers or {})
         except requests.RequestException as exc:
             raise ConnectionError(f"cannot fetch {source}: {exc}") from exc  # transient: retried
         if response.status_code >= 500:
@@ -49,9 +49,9 @@ def open_chunks(source: str) -> Iterator[bytes]:
         yield chunk
 
 
-def read_text_lines(source: str) -> Iterator[str]:
+def read_text_lines(source: str, headers: dict | None = None) -> Iterator[str]:
     raw = io.BytesIO()
-    for chunk in open_chunks(source):
+    for chunk in open_chunks(source, headers):
         raw.write(chunk)
     try:
         text = raw.getvalue().decode("utf-8-sig")

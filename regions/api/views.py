@@ -9,7 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, Throttled, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
@@ -24,6 +24,7 @@ from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
 from regions.models import Agent, Task
 from regions.services import agents as agent_services
 from regions.services import liveness
+from regions.services.config import config_current
 from regions.services import tasks as task_services
 
 LIVENESS_DOWN = "liveness store (Redis) unavailable; retry shortly"
@@ -75,8 +76,8 @@ class AgentRegisterApi(APIView):
             "regional_orchestrator_url": settings.REGION_URL,
             "broker_url": settings.AGENT_BROKER_URL,
             "queues": agent_services.agent_queues(reg.agent),
-            "heartbeat_interval": settings.HEARTBEAT_INTERVAL,
-            "heartbeat_ttl": settings.HEARTBEAT_TTL,
+            "heartbeat_interval": config_current().heartbeat_interval,
+            "heartbeat_ttl": config_current().heartbeat_ttl,
         }, status=status.HTTP_201_CREATED)
 
 
@@ -217,6 +218,10 @@ class TaskListSubmitApi(APIView):
             sub = task_services.task_submit(submitted_by=request.user, **data.validated_data)
         except task_services.PayloadTooLargeError as exc:
             raise PayloadTooLarge(str(exc)) from exc
+        except task_services.CapabilityRefused as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except task_services.RateLimited as exc:
+            raise Throttled(wait=exc.retry_after, detail=str(exc)) from exc
         body = TaskOutputSerializer(sub.task).data
         body["created"] = sub.created
         return Response(body, status=status.HTTP_201_CREATED if sub.created else status.HTTP_200_OK)

@@ -16,6 +16,7 @@ from project.accounts.tokens import token_generate, token_hash
 from project.celery import agent_queue, capability_queue
 from regions.models import Agent, RegistrationToken, Task
 from regions.services import liveness
+from regions.services.config import config_current, version_tuple
 from regions.services.heartbeat_buffer import get_buffer
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,13 @@ def agent_register(
     Re-registering the same id rotates its token: a stale process still holding
     the old one gets 401 on its next heartbeat and stops.
     """
+    config = config_current()
+    if config.agent_blocked(agent_id):
+        raise ForbiddenError(f"Agent {agent_id} is blocklisted by configuration {config.sha[:12]}.")
+    floor = config.min_agent_version
+    if floor and version_tuple(version or "0") < version_tuple(floor):
+        raise ForbiddenError(f"Agent version {version or 'unknown'} is below the minimum {floor} required by "
+                             f"configuration {config.sha[:12]}; upgrade the agent.")
     raw = token_generate("mat")
     digest = token_hash(raw)
     now = timezone.now()
@@ -134,7 +142,10 @@ def heartbeat_record(*, agent_id: str, raw_token: str | None, busy: int) -> dict
         if not buffer.healthy():
             raise liveness.RedisError(buffer.last_error or "liveness store unavailable")
         desired = buffer.record(agent_id, now, busy)
-    return {"interval": settings.HEARTBEAT_INTERVAL, "ttl": settings.HEARTBEAT_TTL, "desired": desired}
+    config = config_current()
+    if config.agent_blocked(agent_id):
+        desired = Agent.Desired.STOPPED
+    return {"interval": config.heartbeat_interval, "ttl": config.heartbeat_ttl, "desired": desired}
 
 
 def _heartbeat_write_through(*, agent_id: str, raw_token: str, digest: str, busy: int, now: float) -> str:
@@ -217,7 +228,7 @@ def agent_reap(*, now: float) -> dict:
     if not liveness.seeded():
         liveness_seed(now=now)
         return {"evicted": [], "held": False, "seeded": True}
-    cutoff = now - settings.HEARTBEAT_TTL
+    cutoff = now - config_current().heartbeat_ttl
     missing = liveness.expired(cutoff=cutoff)
     total = liveness.live_count()
     if (

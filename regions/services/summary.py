@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import connection
 
 from regions.models import Agent
+from regions.services import liveness
+from regions.services.config import config_current
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +29,13 @@ _SQL = {
 }
 
 
-def region_summary_build(*, config_version: str = "") -> dict:
+def region_summary_build() -> dict:
+    config = config_current()
     with connection.cursor() as cur:
         cur.execute(_SQL[connection.vendor], [Agent.Status.ONLINE, Agent.Desired.ACTIVE])
-        caps = {cap: {"count": int(count), "idle": int(idle or 0)} for cap, count, idle in cur.fetchall()}
+        # A capability the configuration refuses here is not offered: the router skips it.
+        caps = {cap: {"count": int(count), "idle": int(idle or 0)} for cap, count, idle in cur.fetchall()
+                if not config.capability_refusal(cap)}
     available = Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE, busy=False).count()
     return {
         "region_id": settings.REGION_ID,
@@ -38,29 +43,37 @@ def region_summary_build(*, config_version: str = "") -> dict:
         "available_agents": available,
         "agent_capabilities_summary": caps,
         "last_updated": time.time(),
-        "config_version": config_version,
+        "config_version": config.sha,
         "schema_version": SCHEMA_VERSION,
-        "summary_interval": settings.SUMMARY_INTERVAL,
+        "summary_interval": config.summary_interval,
     }
 
 
-def summary_push() -> dict:
-    """Send the summary; the router being down is logged and retried next tick.
+def _due(interval: float) -> bool:
+    """Beat ticks often; push once per configured interval (changeable at run time)."""
+    try:
+        return bool(liveness.client().set(liveness.key("summary_due"), 1, nx=True, px=int(interval * 1000) - 50))
+    except liveness.RedisError:
+        return True
+
+
+def summary_push(*, force: bool = False) -> dict:
+    """Send the summary; the router being down is logged and retried next time.
     The region keeps working without it."""
     if not settings.ROUTER_URL:
         return {"sent": False, "reason": "no ROUTER_URL"}
-    summary = region_summary_build(config_version=_config_version())
+    interval = config_current().summary_interval
+    if not force and not _due(interval):
+        return {"sent": False, "reason": "not due"}
+    summary = region_summary_build()
     try:
         response = requests.post(f"{settings.ROUTER_URL.rstrip('/')}/update_regional_status", json=summary,
                                  headers={"Authorization": f"Bearer {settings.REGION_TOKEN}"}, timeout=5)
     except requests.RequestException as exc:
-        logger.warning("router unreachable, summary not sent (next try in %ss): %s", settings.SUMMARY_INTERVAL, exc)
+        logger.warning("router unreachable, summary not sent (next try in %ss): %s", interval, exc)
         return {"sent": False, "reason": str(exc)}
     if response.status_code != 200:
         logger.warning("router refused the summary: %s %s", response.status_code, response.text[:300])
         return {"sent": False, "status": response.status_code}
     return {"sent": True, "available_agents": summary["available_agents"]}
 
-
-def _config_version() -> str:
-    return getattr(settings, "CONFIG_VERSION", "")

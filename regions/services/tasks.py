@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
 
@@ -18,6 +19,8 @@ from django.utils import timezone
 from project.celery import agent_queue, app, capability_queue
 from regions.models import Agent, IngestedRecord, Task
 from regions.services import agents as agent_services
+from regions.services import liveness
+from regions.services.config import config_current
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,39 @@ class PayloadTooLargeError(Exception):
 
 class InvalidState(Exception):
     pass
+
+
+class CapabilityRefused(Exception):
+    """The active configuration does not let this region run the capability."""
+
+
+class RateLimited(Exception):
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+_WINDOWS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _rate_check(capability: str, limit: str | None) -> None:
+    """Fixed-window submission limit per capability, counted in Redis."""
+    if not limit:
+        return
+    count, unit = limit.split("/")
+    window = _WINDOWS[unit]
+    slot = int(time.time() // window)
+    key = liveness.key(f"rate:{capability}:{slot}")
+    try:
+        pipe = liveness.client().pipeline()
+        pipe.incr(key)
+        pipe.expire(key, window + 1)
+        used = pipe.execute()[0]
+    except liveness.RedisError:
+        return  # no counter, no limit: accepting beats refusing while Redis is away
+    if used > int(count):
+        raise RateLimited(f"rate limit {limit} for {capability} reached; retry later",
+                          retry_after=max(1, int(window - time.time() % window)))
 
 
 @dataclass(frozen=True)
@@ -52,17 +88,23 @@ def task_submit(
         raise PayloadTooLargeError(
             f"payload is larger than the limit of {settings.TASK_PAYLOAD_LIMIT_BYTES} bytes"
         )
+    config = config_current()
+    refusal = config.capability_refusal(capability)
+    if refusal:
+        raise CapabilityRefused(refusal)
+    definition = config.task_definition(capability)
     if idempotency_key:
         existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=idempotency_key).first()
         if existing is not None:
             return Submission(task=existing, created=False)
+    _rate_check(capability, definition.get("rate_limit"))
     status, reason = _initial_status(capability=capability, target_agent=target_agent)
     try:
         with transaction.atomic():
             task = Task.objects.create(
                 capability=capability, payload=payload, priority=priority,
-                timeout=timeout or settings.TASK_DEFAULT_TIMEOUT,
-                max_attempts=max_attempts or settings.TASK_DEFAULT_MAX_ATTEMPTS,
+                timeout=timeout or definition.get("timeout") or settings.TASK_DEFAULT_TIMEOUT,
+                max_attempts=max_attempts or definition.get("max_attempts") or settings.TASK_DEFAULT_MAX_ATTEMPTS,
                 status=status, status_reason=reason, idempotency_key=idempotency_key or None,
                 target_agent=target_agent, submitted_by=submitted_by,
             )
@@ -99,11 +141,21 @@ def task_dispatch(*, task_id) -> bool:
     if task is None or (task.not_before and task.not_before > timezone.now()):
         return False
     queue = agent_queue(task.target_agent) if task.target_agent else capability_queue(task.capability)
+    kwargs = {"task_id": str(task.id), "attempt": task.attempt, "capability": task.capability,
+              "payload": task.payload, "timeout": task.timeout}
+    secret_name = task.payload.get("auth_secret") if isinstance(task.payload, dict) else None
+    if secret_name:
+        # Resolved here, inside the region, into the message only: never stored.
+        try:
+            kwargs["secrets"] = {secret_name: config_current().secret(str(secret_name))}
+        except (KeyError, OSError) as exc:
+            Task.objects.filter(id=task.id, attempt=task.attempt, status__in=Task.PENDING).update(
+                status=Task.Status.FAILED, error=f"secret unavailable: {exc}", finished_at=timezone.now())
+            return False
     try:
         app.send_task(
             EXECUTE_TASK,
-            kwargs={"task_id": str(task.id), "attempt": task.attempt, "capability": task.capability,
-                    "payload": task.payload, "timeout": task.timeout},
+            kwargs=kwargs,
             task_id=_message_id(task.id, task.attempt),
             queue=queue,
             priority=9 - task.priority,  # Redis serves band 0 first
@@ -165,8 +217,9 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
     return bool(done)
 
 
-def retry_delay(attempt: int) -> float:
-    return min(settings.TASK_RETRY_BACKOFF_BASE * (2 ** (attempt - 1)), settings.TASK_RETRY_BACKOFF_MAX)
+def retry_delay(attempt: int, base: float | None = None) -> float:
+    base = settings.TASK_RETRY_BACKOFF_BASE if base is None else base
+    return min(base * (2 ** (attempt - 1)), settings.TASK_RETRY_BACKOFF_MAX)
 
 
 def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryable: bool = True,
@@ -180,7 +233,8 @@ def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryabl
         changed = _owned(task_id, attempt, agent_id).update(
             status=Task.Status.RETRYING, attempt=F("attempt") + 1, agent="", error=error,
             dispatched_at=None, started_at=None,
-            not_before=now + timedelta(seconds=retry_delay(attempt)),
+            not_before=now + timedelta(seconds=retry_delay(
+                attempt, config_current().task_definition(task.capability).get("retry_backoff"))),
             status_reason=f"attempt {attempt} failed; retrying",
         )
     else:

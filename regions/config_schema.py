@@ -1,0 +1,63 @@
+"""The schema of the configuration repository (global.yaml, regions/<id>.yaml).
+
+Every key is optional in a file; the merged result is checked again, with the
+rules that span keys (a TTL longer than two heartbeat intervals)."""
+from project.validation import CAPABILITY_RE
+
+SCHEMA_VERSION = 1
+SECRET_REF_RE = r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/[^\s]+)$"
+
+TASK_DEFINITION = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "timeout": {"type": "integer", "minimum": 1, "maximum": 86400},
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 20},
+        "retry_backoff": {"type": "number", "minimum": 0, "maximum": 3600},
+        "rate_limit": {"type": "string", "pattern": r"^[1-9][0-9]*/(s|m|h)$"},
+        "regions": {"type": "array", "items": {"type": "string", "pattern": r"^(\*|[a-z0-9-]+)$"}},
+    },
+}
+
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "agents": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "min_version": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+){0,2}$"},
+                "heartbeat_interval": {"type": "number", "minimum": 0.2, "maximum": 600},
+                "heartbeat_ttl": {"type": "number", "minimum": 0.5, "maximum": 3600},
+            },
+        },
+        "summary_interval": {"type": "number", "minimum": 1, "maximum": 3600},
+        "blocklist": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "agents": {"type": "array", "items": {"type": "string"}},
+                "capabilities": {"type": "array", "items": {"type": "string", "pattern": CAPABILITY_RE}},
+            },
+        },
+        "tasks": {
+            "type": "object",
+            "propertyNames": {"pattern": CAPABILITY_RE},
+            "additionalProperties": TASK_DEFINITION,
+        },
+        "secrets": {
+            "type": "object",
+            "propertyNames": {"pattern": r"^[a-z][a-z0-9_]{0,63}$"},
+            "additionalProperties": {"type": "string", "pattern": SECRET_REF_RE},
+        },
+    },
+}
+
+KEYS_SUPPORTED = [
+    "schema_version", "agents.min_version", "agents.heartbeat_interval", "agents.heartbeat_ttl",
+    "summary_interval", "blocklist.agents", "blocklist.capabilities", "tasks.<capability>.timeout",
+    "tasks.<capability>.max_attempts", "tasks.<capability>.retry_backoff", "tasks.<capability>.rate_limit",
+    "tasks.<capability>.regions", "secrets.<name> (env:NAME or file:/path)",
+]

@@ -1,0 +1,284 @@
+"""GitOps configuration: pull a commit with git, overlay the region's file on the
+global one, validate, apply atomically, and serve the active configuration to
+every process of the region (cached, re-checked every CONFIG_CHECK_SECONDS, so
+changes take effect without restarts).
+
+Secrets stay references (env:NAME, file:/run/secrets/NAME) everywhere: in the
+repository, the database and summaries. They are resolved only here, inside the
+region that owns them, at the moment they are used."""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from django.conf import settings
+from django.db import transaction
+from jsonschema import Draft202012Validator
+
+from regions.config_schema import SCHEMA
+from regions.models import Agent, ConfigVersion
+
+logger = logging.getLogger(__name__)
+
+CONFIG_CHECK_SECONDS = 2.0
+
+
+class ConfigError(Exception):
+    """The commit cannot be used; the message names the file, key and reason."""
+
+
+# --- fetching ----------------------------------------------------------------
+
+def _git(*args: str, cwd: Path | None = None) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    if out.returncode:
+        raise ConfigError(f"git {' '.join(args[:2])} failed: {out.stderr.strip()[:500]}")
+    return out.stdout
+
+
+def config_fetch(*, repo: str, ref: str) -> tuple[str, dict[str, str]]:
+    """Fetch `repo` into the region's cache and read the files of `ref` (a branch,
+    tag or sha) without checking anything out. Returns (sha, {path: text})."""
+    cache = Path(settings.VAR_DIR) / "config" / settings.REGION_ID / "repo.git"
+    if not (cache / "HEAD").exists():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        _git("clone", "--bare", "--quiet", repo, str(cache))
+    else:
+        _git("remote", "set-url", "origin", repo, cwd=cache)
+        _git("fetch", "--quiet", "--prune", "--tags", "origin", "+refs/heads/*:refs/heads/*", cwd=cache)
+    try:
+        sha = _git("rev-parse", "--verify", f"{ref}^{{commit}}", cwd=cache).strip()
+    except ConfigError:
+        raise ConfigError(f"ref {ref!r} not found in {repo}") from None
+    files = {}
+    for path in ("global.yaml", f"regions/{settings.REGION_ID}.yaml"):
+        try:
+            files[path] = _git("show", f"{sha}:{path}", cwd=cache)
+        except ConfigError:
+            if path == "global.yaml":
+                raise ConfigError(f"global.yaml: missing at {sha[:12]}") from None
+    return sha, files
+
+
+# --- validating and merging ------------------------------------------------------
+
+def _validate_file(path: str, data) -> None:
+    errors = sorted(Draft202012Validator(SCHEMA).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ConfigError(f"{path}: {key}: {e.message}")
+
+
+def config_parse(files: dict[str, str]) -> dict:
+    """Parse and validate each file, then overlay region on global key by key."""
+    merged: dict = {}
+    for path, text in files.items():
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        _validate_file(path, data)
+        merged = deep_merge(merged, data)
+    ttl = merged.get("agents", {}).get("heartbeat_ttl")
+    interval = merged.get("agents", {}).get("heartbeat_interval")
+    if ttl is not None and interval is not None and ttl < 2 * interval:
+        where = next(p for p in reversed(list(files)) if "heartbeat" in files[p])
+        raise ConfigError(f"{where}: agents.heartbeat_ttl: {ttl} is shorter than two heartbeat intervals "
+                          f"({2 * interval}); agents would be marked offline between beats")
+    return merged
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _flatten(data, prefix: str = "") -> dict:
+    if isinstance(data, dict) and data:
+        out = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def config_diff(old: dict, new: dict) -> list[dict]:
+    a, b = _flatten(old), _flatten(new)
+    return [{"key": k, "from": a.get(k), "to": b.get(k)} for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+# --- applying ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SyncResult:
+    sha: str
+    applied: bool
+    changes: list[dict]
+    error: str = ""
+    dry_run: bool = False
+    duration_ms: int = 0
+
+
+def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
+    """Pull, validate and apply one commit atomically. An invalid commit changes
+    nothing (and is recorded as rejected); the same commit again is a no-op."""
+    started = time.monotonic()
+    sha = ""
+    try:
+        sha, files = config_fetch(repo=repo, ref=ref)
+        content = config_parse(files)
+    except ConfigError as exc:
+        if not dry_run:
+            ConfigVersion.objects.create(sha=sha or "?", ref=ref, repo=repo, result=ConfigVersion.Result.REJECTED,
+                                         error=str(exc), duration_ms=_ms(started))
+        logger.warning("configuration %s@%s rejected: %s", repo, ref, exc)
+        return SyncResult(sha=sha, applied=False, changes=[], error=str(exc), dry_run=dry_run,
+                          duration_ms=_ms(started))
+    active = ConfigVersion.objects.filter(is_active=True).first()
+    changes = config_diff(active.content if active else {}, content)
+    if dry_run or (active is not None and active.sha == sha and not changes):
+        return SyncResult(sha=sha, applied=False, changes=changes, dry_run=dry_run, duration_ms=_ms(started))
+    with transaction.atomic():
+        ConfigVersion.objects.filter(is_active=True).update(is_active=False)
+        ConfigVersion.objects.create(sha=sha, ref=ref, repo=repo, result=ConfigVersion.Result.APPLIED,
+                                     content=content, changes=changes, is_active=True, duration_ms=_ms(started))
+        _enforce_blocklist(content)
+    config_current.cache_clear()
+    logger.info("configuration %s applied (%d changes)", sha[:12], len(changes))
+    return SyncResult(sha=sha, applied=True, changes=changes, duration_ms=_ms(started))
+
+
+def _enforce_blocklist(content: dict) -> None:
+    """Connected agents on the blocklist are told to stop in their next heartbeat reply."""
+    from regions.services import liveness
+
+    blocked = content.get("blocklist", {}).get("agents", [])
+    if not blocked:
+        return
+    ids = list(Agent.objects.filter(agent_id__in=blocked).exclude(desired=Agent.Desired.STOPPED)
+               .values_list("agent_id", flat=True))
+    Agent.objects.filter(agent_id__in=ids).update(desired=Agent.Desired.STOPPED)
+
+    def tell() -> None:
+        for agent_id in ids:
+            try:
+                liveness.agent_desired_set(agent_id=agent_id, desired=Agent.Desired.STOPPED)
+            except liveness.RedisError:  # the database already says so; the cache refills from it
+                pass
+
+    transaction.on_commit(tell)
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+# --- the active configuration, as every process reads it ---------------------------------
+
+@dataclass(frozen=True)
+class EffectiveConfig:
+    sha: str
+    content: dict
+
+    def _get(self, *path, default=None):
+        node = self.content
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return default
+            node = node[key]
+        return node
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return float(self._get("agents", "heartbeat_interval", default=settings.HEARTBEAT_INTERVAL))
+
+    @property
+    def heartbeat_ttl(self) -> float:
+        return float(self._get("agents", "heartbeat_ttl", default=settings.HEARTBEAT_TTL))
+
+    @property
+    def summary_interval(self) -> float:
+        return float(self._get("summary_interval", default=settings.SUMMARY_INTERVAL))
+
+    @property
+    def min_agent_version(self) -> str | None:
+        return self._get("agents", "min_version")
+
+    def agent_blocked(self, agent_id: str) -> bool:
+        return agent_id in self._get("blocklist", "agents", default=[])
+
+    def task_definition(self, capability: str) -> dict:
+        return self._get("tasks", capability, default={}) or {}
+
+    def capability_refusal(self, capability: str) -> str | None:
+        """Why this region may not run the capability, or None."""
+        if capability in self._get("blocklist", "capabilities", default=[]):
+            return f"capability {capability} is blocklisted by configuration {self.sha[:12]}"
+        allowed = self.task_definition(capability).get("regions")
+        if allowed and "*" not in allowed and settings.REGION_ID not in allowed:
+            return (f"capability {capability} is not allowed in region {settings.REGION_ID} "
+                    f"(configuration {self.sha[:12]} allows {', '.join(allowed)})")
+        return None
+
+    def secret(self, name: str) -> str:
+        """Resolve a secret reference; only ever called inside the owning region."""
+        ref = self._get("secrets", name)
+        if ref is None:
+            raise KeyError(f"no secret {name!r} in configuration {self.sha[:12]}")
+        kind, _, target = ref.partition(":")
+        if kind == "env":
+            if target not in os.environ:
+                raise KeyError(f"secret {name!r}: environment variable {target} is not set")
+            return os.environ[target]
+        return Path(target).read_text().strip()
+
+
+class _Current:
+    """Per-process cache of the active configuration, re-checked every few seconds."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.cache_clear()
+
+    def cache_clear(self) -> None:
+        self._value = EffectiveConfig(sha="", content={})
+        self._id = None
+        self._checked = 0.0
+
+    def __call__(self) -> EffectiveConfig:
+        now = time.monotonic()
+        if now - self._checked >= CONFIG_CHECK_SECONDS:
+            with self._lock:
+                row = ConfigVersion.objects.filter(is_active=True).values("id", "sha").first()
+                if row is None:
+                    self._value, self._id = EffectiveConfig(sha="", content={}), None
+                elif row["id"] != self._id:
+                    content = ConfigVersion.objects.values_list("content", flat=True).get(id=row["id"])
+                    self._value, self._id = EffectiveConfig(sha=row["sha"], content=content), row["id"]
+                self._checked = now
+        return self._value
+
+
+config_current = _Current()
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts + [0] * (3 - len(parts)))

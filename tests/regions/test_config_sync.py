@@ -1,0 +1,212 @@
+"""GitOps configuration against real git repositories made in the test."""
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import CommandError, call_command
+
+from regions.models import Agent, ConfigVersion, Task
+from regions.services import agents as agent_services
+from regions.services import summary, tasks
+from regions.services.config import config_current, config_sync
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+GLOBAL = {
+    "schema_version": 1,
+    "agents": {"min_version": "1.0.0", "heartbeat_interval": 5, "heartbeat_ttl": 15},
+    "summary_interval": 60,
+    "tasks": {"echo": {"timeout": 30, "max_attempts": 2, "retry_backoff": 1},
+              "data_ingestion": {"timeout": 300, "regions": ["eu-west-3"]}},
+    "secrets": {"ingest_api_token": "env:MERIDIAN_TEST_SECRET"},
+}
+
+
+class Repo:
+    def __init__(self, path: Path):
+        self.path = path
+        path.mkdir()
+        self.git("init", "-q", "-b", "main")
+        self.git("config", "user.email", "ops@example.com")
+        self.git("config", "user.name", "ops")
+
+    def git(self, *args) -> str:
+        return subprocess.run(["git", *args], cwd=self.path, check=True, capture_output=True, text=True).stdout
+
+    def commit(self, files: dict, message: str = "change") -> str:
+        for name, content in files.items():
+            target = self.path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD").strip()
+
+
+@pytest.fixture
+def repo(tmp_path, settings, redis_clean):
+    settings.VAR_DIR = tmp_path / "var"
+    settings.REGION_ID = "unit-1"
+    config_current.cache_clear()
+    yield Repo(tmp_path / "config")
+    config_current.cache_clear()
+
+
+def sync(repo, ref="main", **kw):
+    result = config_sync(repo=str(repo.path), ref=ref, **kw)
+    config_current.cache_clear()
+    return result
+
+
+def test_applies_a_commit_and_records_it(repo):
+    sha = repo.commit({"global.yaml": GLOBAL})
+    result = sync(repo)
+    assert result.applied and result.sha == sha and not result.error
+    active = ConfigVersion.objects.get(is_active=True)
+    assert active.sha == sha and active.result == "applied" and active.content["summary_interval"] == 60
+    assert config_current().sha == sha
+    assert sync(repo).applied is False  # same commit again: nothing to do
+
+
+def test_region_file_overrides_global_key_by_key(repo):
+    repo.commit({"global.yaml": GLOBAL,
+                 "regions/unit-1.yaml": {"agents": {"heartbeat_interval": 2, "heartbeat_ttl": 6},
+                                         "tasks": {"echo": {"timeout": 5}}},
+                 "regions/other-9.yaml": {"summary_interval": 7}})
+    sync(repo)
+    config = config_current()
+    assert (config.heartbeat_interval, config.heartbeat_ttl) == (2, 6)
+    assert config.task_definition("echo") == {"timeout": 5, "max_attempts": 2, "retry_backoff": 1}
+    assert config.min_agent_version == "1.0.0" and config.summary_interval == 60  # not other-9's
+
+
+@pytest.mark.parametrize("files,expected", [
+    ({"global.yaml": {**GLOBAL, "summary_interval": "often"}}, "global.yaml: summary_interval: 'often' is not of type"),
+    ({"global.yaml": {**GLOBAL, "tasks": {"echo": {"timeout": 0}}}}, "global.yaml: tasks.echo.timeout:"),
+    ({"global.yaml": GLOBAL, "regions/unit-1.yaml": {"agents": {"colour": "blue"}}},
+     "regions/unit-1.yaml: agents: Additional properties are not allowed ('colour'"),
+    ({"global.yaml": {**GLOBAL, "secrets": {"db_password": "hunter2"}}}, "global.yaml: secrets.db_password:"),
+    ({"global.yaml": "agents: [unclosed"}, "global.yaml: not valid YAML"),
+    ({"global.yaml": GLOBAL, "regions/unit-1.yaml": {"agents": {"heartbeat_ttl": 6}}},
+     "agents.heartbeat_ttl: 6 is shorter than two heartbeat intervals"),
+])
+def test_an_invalid_commit_changes_nothing_and_names_file_key_and_reason(repo, files, expected):
+    good = repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    repo.commit(files, "broken")
+    result = sync(repo)
+    assert not result.applied and expected in result.error, result.error
+    assert ConfigVersion.objects.get(is_active=True).sha == good
+    assert config_current().sha == good
+    assert ConfigVersion.objects.filter(result="rejected").count() == 1
+
+
+def test_rollback_to_an_earlier_commit(repo):
+    first = repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    repo.commit({"global.yaml": {**GLOBAL, "summary_interval": 10}})
+    sync(repo)
+    assert config_current().summary_interval == 10
+    result = sync(repo, ref=first)
+    assert result.applied and config_current().sha == first and config_current().summary_interval == 60
+    assert {"key": "summary_interval", "from": 10, "to": 60} in result.changes
+
+
+def test_dry_run_prints_changes_and_applies_nothing(repo, capsys):
+    repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    repo.commit({"global.yaml": {**GLOBAL, "summary_interval": 10}})
+    call_command("sync_config", "--repo", str(repo.path), "--dry-run")
+    out = capsys.readouterr().out
+    assert "would change (1 changes" in out and "summary_interval: 60 -> 10" in out
+    assert config_current().summary_interval == 60
+    with pytest.raises(CommandError, match="not found"):
+        call_command("sync_config", "--repo", str(repo.path), "--ref", "no-such-branch")
+
+
+def test_agent_below_min_version_or_blocklisted_is_refused_at_registration(repo):
+    repo.commit({"global.yaml": {**GLOBAL, "blocklist": {"agents": ["bad-1"]}}})
+    sync(repo)
+    with pytest.raises(agent_services.ForbiddenError, match="below the minimum 1.0.0"):
+        agent_services.agent_register(agent_id="old-1", capabilities=["echo"], version="0.9.3")
+    with pytest.raises(agent_services.ForbiddenError, match="blocklisted"):
+        agent_services.agent_register(agent_id="bad-1", capabilities=["echo"], version="1.2.0")
+    assert agent_services.agent_register(agent_id="ok-1", capabilities=["echo"], version="1.0.0")
+
+
+def test_a_connected_agent_added_to_the_blocklist_is_told_to_stop(repo):
+    reg = agent_services.agent_register(agent_id="a1", capabilities=["echo"], version="1.0.0")
+    repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    beat = lambda: agent_services.heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)  # noqa: E731
+    assert beat()["desired"] == "active" and beat()["interval"] == 5
+    repo.commit({"global.yaml": {**GLOBAL, "blocklist": {"agents": ["a1"]}}})
+    sync(repo)
+    assert beat()["desired"] == "stopped"
+    assert Agent.objects.get(agent_id="a1").desired == "stopped"
+
+
+def test_task_definitions_drive_timeouts_retries_and_where_a_capability_may_run(repo):
+    repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    user, _ = factories.caller()
+    task = tasks.task_submit(submitted_by=user, capability="echo", payload={}).task
+    assert (task.timeout, task.max_attempts) == (30, 2)
+    Task.objects.filter(id=task.id).update(status=Task.Status.RUNNING, agent="a")
+    tasks.task_fail(task_id=task.id, attempt=1, agent_id="a", error="x")
+    task.refresh_from_db()
+    assert 0 < (task.not_before - task.created_at).total_seconds() < 1.5  # retry_backoff 1 s
+    with pytest.raises(tasks.CapabilityRefused, match="not allowed in region unit-1"):
+        tasks.task_submit(submitted_by=user, capability="data_ingestion", payload={})
+
+
+def test_a_refused_capability_is_left_out_of_the_summary(repo):
+    factories.agent("a1", capabilities=["echo", "data_ingestion"])
+    repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    built = summary.region_summary_build()
+    assert set(built["agent_capabilities_summary"]) == {"echo"}
+    assert built["config_version"] == config_current().sha
+
+
+def test_rate_limit_from_the_task_definition(repo):
+    repo.commit({"global.yaml": {**GLOBAL, "tasks": {"echo": {"rate_limit": "3/m"}}}})
+    sync(repo)
+    user, _ = factories.caller()
+    for _ in range(3):
+        tasks.task_submit(submitted_by=user, capability="echo", payload={})
+    with pytest.raises(tasks.RateLimited) as exc:
+        tasks.task_submit(submitted_by=user, capability="echo", payload={})
+    assert exc.value.retry_after >= 1
+
+
+def test_secret_values_stay_references_in_the_database_summary_and_logs(repo, monkeypatch, caplog):
+    secret = "s3cr3t-value-9d2f"
+    monkeypatch.setenv("MERIDIAN_TEST_SECRET", secret)
+    caplog.set_level(logging.DEBUG)
+    repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    assert config_current().secret("ingest_api_token") == secret  # resolved here, on use
+    stored = repr(list(ConfigVersion.objects.values()))
+    assert "env:MERIDIAN_TEST_SECRET" in stored and secret not in stored
+    assert secret not in repr(summary.region_summary_build())
+    assert secret not in caplog.text
+
+
+def test_changed_intervals_reach_a_running_process_without_a_restart(repo):
+    from regions.services import config as config_module
+
+    repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    other_process = config_module._Current()  # a web or worker process that read the config earlier
+    assert other_process().heartbeat_interval == 5
+    repo.commit({"global.yaml": {**GLOBAL, "agents": {"heartbeat_interval": 1, "heartbeat_ttl": 3}}})
+    sync(repo)
+    deadline = time.monotonic() + config_module.CONFIG_CHECK_SECONDS + 1
+    while other_process().heartbeat_interval != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (other_process().heartbeat_interval, other_process().heartbeat_ttl) == (1, 3)
