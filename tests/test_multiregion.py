@@ -13,6 +13,7 @@ from tests import harness
 from tests.harness import REGISTRATION_TOKEN, wait_for
 
 pytestmark = pytest.mark.integration
+SECRET = "eu-only-s3cr3t-4b1d"
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,7 @@ def fleet(region_template, router_template):
     eu = harness.Region(region_template, region_id="eu-west-3")
     router.add_region(us, labels="us")
     router.add_region(eu, labels="eu,gdpr")
+    eu.env["INGEST_API_TOKEN"] = SECRET  # a secret only eu-west-3 holds
     for region in (us, eu):
         region.start(api_key=router.api_key)
     # Agents find their region through the router, like the article's agents.
@@ -108,6 +110,9 @@ def test_article_summary_sender_works_against_the_router(fleet, router_template)
     assert r.json()["regions"][0]["region_id"] == "ap-southeast-1"
     router.manage("shell", "-c", "from router.models import Region; "
                   "Region.objects.filter(region_id='ap-southeast-1').update(enabled=False)")
+    # Disabled regions leave every web process's directory within its 0.5 s check.
+    wait_for(lambda: all(x["region_id"] != "ap-southeast-1" for x in router.call(
+        "GET", "/api/v1/route?capability=data_ingestion&count=5").json()["regions"]), 5, what="ap disabled")
 
 
 def test_discovery_route_submit_completes_in_the_right_region(fleet):
@@ -215,3 +220,84 @@ def test_one_regions_redis_down_does_not_touch_another(fleet):
     finally:
         us.redis.start()
     wait_for(lambda: us.call("GET", "/api/v1/region/status").json()["liveness"]["ok"], 10, what="us Redis back")
+
+
+def _config_repo(path):
+    import subprocess
+
+    import yaml
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout.strip()
+
+    path.mkdir()
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "ops@example.com")
+    git("config", "user.name", "ops")
+
+    def commit(content: dict) -> str:
+        (path / "global.yaml").write_text(yaml.safe_dump(content))
+        git("add", "-A")
+        git("commit", "-q", "-m", "config")
+        return git("rev-parse", "HEAD")
+
+    return commit
+
+
+def test_config_drift_is_visible_at_the_router_and_secrets_never_leave_the_region(fleet, tmp_path):
+    router, us, eu = fleet
+    commit = _config_repo(tmp_path / "config")
+    base = {"schema_version": 1, "secrets": {"ingest_api_token": "env:INGEST_API_TOKEN"},
+            "tasks": {"data_ingestion": {"timeout": 60}}}
+    first = commit(base)
+    second = commit({**base, "tasks": {"data_ingestion": {"timeout": 120}}})
+    repo = str(tmp_path / "config")
+    assert "applied" in us.manage("sync_config", "--repo", repo, "--ref", first)
+    assert "applied" in eu.manage("sync_config", "--repo", repo, "--ref", second)
+
+    def drift():
+        return router.call("GET", "/api/v1/config/drift").json()
+
+    wait_for(lambda: set(drift()["commits"]) == {first, second}, 15, what="both commits reported")
+    report = drift()
+    assert report["in_sync"] is False
+    assert [r["region_id"] for r in report["commits"][first]["regions"]] == ["us-east-1"]
+    assert [r["region_id"] for r in report["commits"][second]["regions"]] == ["eu-west-3"]
+    assert router.regions()["eu-west-3"]["config_since"]
+
+    # A task in eu uses the secret (Bearer to an HTTP source); its value stays in eu's processes.
+    import http.server
+    import threading
+
+    seen = []
+
+    class Source(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            ok = self.headers.get("Authorization") == f"Bearer {SECRET}"
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+            self.wfile.write(b'{"id": 1}\n{"id": 2}\n' if ok else b"no")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Source)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sub = router.call("POST", "/api/v1/tasks", json={
+            "capability": "data_ingestion", "residency": "eu",
+            "payload": {"source": f"http://127.0.0.1:{server.server_port}/rows.jsonl",
+                        "auth_secret": "ingest_api_token", "schema": {"id": "int"}}})
+        assert sub.status_code == 201, sub.text
+        done = eu.wait_task(sub.json()["task"]["id"])
+        assert done["result"]["records_valid"] == 2 and done["timeout"] == 120
+    finally:
+        server.shutdown()
+    assert seen == [f"Bearer {SECRET}"]
+    eu.manage("sync_config", "--repo", repo, "--ref", first)
+    wait_for(lambda: drift()["in_sync"], 15, what="regions back in sync")
+    for name in (router.db, eu.db, us.db):
+        assert SECRET not in _dump_database(name), name
+    for proc in (*router.procs, *eu.procs, *us.procs):
+        assert SECRET not in proc.log.read_text(errors="replace"), proc.name

@@ -282,7 +282,14 @@ def liveness_flush() -> int:
         busy_ids = [a for a in ids if busy.get(a, 0) > 0]
         Agent.objects.filter(agent_id__in=busy_ids, busy=False).update(busy=True)
         Agent.objects.filter(agent_id__in=ids, busy=True).exclude(agent_id__in=busy_ids).update(busy=False)
-        back = Agent.objects.filter(agent_id__in=ids, status=Agent.Status.OFFLINE).update(
+        # Welcome back only agents that beat after they were marked offline: a beat
+        # buffered before the eviction and flushed after it must not revive a dead agent.
+        returned = [
+            agent_id for agent_id, since in Agent.objects.filter(agent_id__in=ids, status=Agent.Status.OFFLINE)
+            .values_list("agent_id", "offline_since")
+            if since is None or seen[agent_id] > since.timestamp()
+        ]
+        back = Agent.objects.filter(agent_id__in=returned, status=Agent.Status.OFFLINE).update(
             status=Agent.Status.ONLINE, offline_since=None
         )
     if back:

@@ -134,3 +134,16 @@ def test_revoked_agent_cannot_register_again(redis_clean):
     agent_services.agent_set_desired(agent_id="a1", desired="stopped")
     with pytest.raises(agent_services.ForbiddenError):
         factories.agent("a1")
+
+
+def test_a_beat_older_than_the_eviction_does_not_revive_the_agent(redis_clean):
+    factories.agent("a1")
+    evicted_at = timezone.now()
+    Agent.objects.filter(agent_id="a1").update(status=Agent.Status.OFFLINE, offline_since=evicted_at)
+    # A web process flushes a beat it buffered before the eviction.
+    liveness.client().zadd(liveness.key("live"), {"a1": evicted_at.timestamp() - 3})
+    agent_services.liveness_flush()
+    assert Agent.objects.get(agent_id="a1").status == Agent.Status.OFFLINE
+    liveness.client().zadd(liveness.key("live"), {"a1": evicted_at.timestamp() + 1})
+    agent_services.liveness_flush()
+    assert Agent.objects.get(agent_id="a1").status == Agent.Status.ONLINE

@@ -83,6 +83,7 @@ class Command(BaseCommand):
                      "--token", self.registration_token)
         self.api_key = self._manage(self.router_env, "create_api_key", "demo", "--staff")
         self._superuser(self.router_env)
+        config_repo, config_sha = self._config_repo()
         self.regions = {}
         for (region_id, labels, agents), port, redis_db in zip(REGIONS, ports[1:], range(len(REGIONS))):
             url = f"http://127.0.0.1:{port}"
@@ -94,10 +95,12 @@ class Command(BaseCommand):
                             AGENT_DATA_ROOT=str(self.root / region_id / "data"), ROUTER_URL=router_url,
                             REGION_TOKEN=token, SUMMARY_INTERVAL="3", HEARTBEAT_INTERVAL="2",
                             HEARTBEAT_TTL="6", REAPER_INTERVAL="2", LIVENESS_FLUSH_INTERVAL="2",
-                            SWEEPER_INTERVAL="1", AGENT_REGISTRATION_TOKEN=self.registration_token)
+                            SWEEPER_INTERVAL="1", AGENT_REGISTRATION_TOKEN=self.registration_token,
+                            CONFIG_REPO=str(config_repo), CONFIG_REF="main", CONFIG_SYNC_INTERVAL="10")
             self._sample_data(self.root / region_id / "data", region_id)
             self._clear_liveness(env["REDIS_URL"], region_id)
             self._manage(env, "migrate", "-v0")
+            self.say(f"{region_id}: {self._manage(env, 'sync_config').splitlines()[0]}")
             self._manage(env, "create_api_key", "demo", "--staff", "--key", self.api_key)
             self._superuser(env)
             self.regions[region_id] = {"url": url, "env": env, "agents": agents}
@@ -130,6 +133,29 @@ class Command(BaseCommand):
                 if proc.poll() is not None:
                     raise CommandError(f"{name} exited with {proc.returncode}; see {self.root / 'logs' / name}.log")
             time.sleep(1)
+
+    def _config_repo(self) -> tuple[Path, str]:
+        """The example configuration repository as a real git repository, plus a
+        demo commit on top (short intervals, so the demo is lively)."""
+        repo = self.root / "config-repo"
+        shutil.copytree(Path(settings.BASE_DIR) / "examples" / "config-repo", repo)
+
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-c", "user.email=demo@meridian.local", "-c", "user.name=demo", *args],
+                                  cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+        git("init", "-q", "-b", "main")
+        git("add", "-A")
+        git("commit", "-q", "-m", "Example configuration")
+        text = (repo / "global.yaml").read_text()
+        text = (text.replace("heartbeat_interval: 5 ", "heartbeat_interval: 2 ")
+                .replace("heartbeat_ttl: 15 ", "heartbeat_ttl: 6  ").replace("summary_interval: 60 ", "summary_interval: 3  "))
+        (repo / "global.yaml").write_text(text)
+        (repo / "regions" / "us-east-1.yaml").write_text("summary_interval: 3\n")
+        git("commit", "-q", "-am", "Demo: short heartbeat and summary intervals")
+        sha = git("rev-parse", "HEAD")
+        self.say(f"configuration repository {repo} at {sha[:12]}")
+        return repo, sha
 
     def _ports(self, base: int, n: int) -> list[int]:
         ports, port = [], base
