@@ -23,13 +23,14 @@ import requests
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from project.accounts.tokens import token_generate
+
 REGIONS = [
     # region id, labels, agents: (agent id, capabilities)
     ("us-east-1", "us", [("us-ingest-1", "data_ingestion,echo"), ("us-files-1", "file_processing,echo")]),
     ("eu-west-3", "eu,gdpr", [("eu-ingest-1", "data_ingestion,echo"), ("eu-ingest-2", "data_ingestion")]),
     ("ap-southeast-1", "apac", [("ap-files-1", "file_processing,sleep,echo")]),
 ]
-REGISTRATION_TOKEN_BYTES = 24
 
 
 def _port_free(port: int) -> bool:
@@ -73,14 +74,14 @@ class Command(BaseCommand):
         self.root.mkdir(parents=True)
         ports = self._ports(base_port, 1 + len(REGIONS))
         redis_base = self._redis()
-        self.registration_token = secrets.token_urlsafe(REGISTRATION_TOKEN_BYTES)
+        self.registration_token = token_generate("mrt")
         self.password = secrets.token_urlsafe(9)
         router_url = f"http://127.0.0.1:{ports[0]}"
         self.router_env = self._env("router", ROLE="router", REGION_ID="router", REGION_URL=router_url)
         self.say(f"router at {router_url}; regions on ports {', '.join(map(str, ports[1:]))}; data in {self.root}")
         self._manage(self.router_env, "migrate", "-v0")
         self._manage(self.router_env, "router_add_registration_token", "--name", "demo",
-                     "--token", self.registration_token)
+                     f"--token={self.registration_token}")
         self.api_key = self._manage(self.router_env, "create_api_key", "demo", "--staff")
         self._superuser(self.router_env)
         config_repo, config_sha = self._config_repo()
@@ -101,7 +102,7 @@ class Command(BaseCommand):
             self._clear_liveness(env["REDIS_URL"], region_id)
             self._manage(env, "migrate", "-v0")
             self.say(f"{region_id}: {self._manage(env, 'sync_config').splitlines()[0]}")
-            self._manage(env, "create_api_key", "demo", "--staff", "--key", self.api_key)
+            self._manage(env, "create_api_key", "demo", "--staff", f"--key={self.api_key}")
             self._superuser(env)
             self.regions[region_id] = {"url": url, "env": env, "agents": agents}
         self._start("router-web", self.router_env, "-m", "gunicorn", "project.wsgi", "-b",
