@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""How long sync_config takes: first sync (git clone), a sync with changes
+(fetch + validate + apply), a no-op sync, and a rejected commit.
+
+    .venv/bin/python bench/config_sync.py [--commits 200] [--capabilities 200]
+
+The repository is local (a path): this measures Meridian's work plus git's, not
+a network. Times are the command's own measurement (no Python start-up).
+"""
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.harness import ROOT, Region, Template  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--commits", type=int, default=200)
+    parser.add_argument("--capabilities", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    template = Template()
+    region = Region(template, region_id="bench-config")
+    repo = region.dir / "config"
+    repo.mkdir()
+
+    def git(*a):
+        return subprocess.run(["git", "-c", "user.email=b@b", "-c", "user.name=b", *a], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def commit(interval: int, valid: bool = True) -> str:
+        content = {"schema_version": 1, "summary_interval": interval if valid else "often",
+                   "tasks": {f"cap_{i:03d}": {"timeout": 60 + i, "max_attempts": 3, "rate_limit": "100/s"}
+                             for i in range(args.capabilities)}}
+        (repo / "global.yaml").write_text(yaml.safe_dump(content))
+        (repo / "regions").mkdir(exist_ok=True)
+        (repo / "regions" / "bench-config.yaml").write_text(yaml.safe_dump({"summary_interval": interval + 1}))
+        git("add", "-A")
+        git("commit", "-q", "-m", f"interval {interval}")
+        return git("rev-parse", "HEAD")
+
+    def sync(ref: str = "main") -> int:
+        out = subprocess.run([sys.executable, "manage.py", "sync_config", "--repo", str(repo), "--ref", ref],
+                             cwd=ROOT,
+                             env=region.env, capture_output=True, text=True)
+        text = out.stdout + out.stderr
+        m = re.search(r"(\d+) ms", text)
+        return int(m.group(1)) if m else -1
+
+    try:
+        git("init", "-q", "-b", "main")
+        for i in range(args.commits):
+            commit(10 + i)
+        first = sync()
+        changed, noop = [], []
+        for i in range(args.rounds):
+            commit(1000 + i)
+            changed.append(sync())
+            noop.append(sync())
+        print(f"\nsync_config, {args.capabilities} task definitions, repository of {args.commits + args.rounds} "
+              f"commits (local path)")
+        print(f"  first sync (clone + validate + apply): {first} ms")
+        print(f"  sync with a change (fetch + validate + apply): median {statistics.median(changed)} ms "
+              f"(of {changed})")
+        print(f"  sync, nothing new: median {statistics.median(noop)} ms")
+    finally:
+        region.stop()
+        template.drop()
+
+
+if __name__ == "__main__":
+    main()
