@@ -3,18 +3,11 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from project.accounts.models import HashedToken
 
-class RegistrationToken(models.Model):
+
+class RegistrationToken(HashedToken):
     """Traded by an agent for its own credential (Buildkite-style); stored hashed."""
-
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16)
-    token_hash = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.prefix}…)"
 
 
 class Agent(models.Model):

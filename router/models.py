@@ -2,6 +2,8 @@
 no task payloads, no results."""
 from django.db import models
 
+from project.accounts.models import HashedToken
+
 
 class Region(models.Model):
     region_id = models.SlugField(max_length=64, unique=True)
@@ -26,18 +28,10 @@ class Region(models.Model):
         return self.region_id
 
 
-class RegistrationToken(models.Model):
+class RegistrationToken(HashedToken):
     """Presented by agents to POST /register_agent; optionally limited to regions."""
 
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16)
-    token_hash = models.CharField(max_length=64, unique=True)
     regions = models.JSONField(default=list, blank=True, help_text="region ids; empty means all")
-    created_at = models.DateTimeField(auto_now_add=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.prefix}…)"
 
 
 class AddressRule(models.Model):
