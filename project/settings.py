@@ -105,6 +105,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "project.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+# Bearer token a Prometheus scraper presents at /metrics (a staff API key works too).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # A web process re-checks a verified API key after this long (revocation delay).
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 SPECTACULAR_SETTINGS = {

@@ -4,6 +4,8 @@ from django.http import JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from project.metrics import metrics_view
+
 
 def healthz(request):
     return JsonResponse({"ok": True, "role": settings.ROLE, "region_id": settings.REGION_ID})
@@ -13,6 +15,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 if settings.ROLE == "region":

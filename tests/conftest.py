@@ -3,6 +3,16 @@ import pytest
 from tests import harness
 
 
+@pytest.fixture
+def redis_clean():
+    """The real Redis (test database 15), emptied around each test."""
+    from regions.services import liveness
+
+    liveness.client().flushdb()
+    yield liveness.client()
+    liveness.client().flushdb()
+
+
 @pytest.fixture(scope="session")
 def region_template():
     template = harness.Template()

@@ -1,4 +1,6 @@
 """The router's URLs, for in-process tests (the test settings run as a region)."""
 from django.urls import include, path
 
-urlpatterns = [path("", include("router.urls"))]
+from project.metrics import metrics_view
+
+urlpatterns = [path("metrics", metrics_view), path("", include("router.urls"))]

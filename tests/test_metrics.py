@@ -1,0 +1,52 @@
+"""Prometheus /metrics on both roles: authenticated, and saying what operators need."""
+import time
+
+import pytest
+from rest_framework.test import APIClient
+
+from router import services as router_services
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def scrape(path="/metrics", token=None):
+    client = APIClient()
+    if token:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.get(path)
+
+
+def test_region_metrics_need_a_staff_key_or_the_metrics_token(redis_clean, settings):
+    settings.METRICS_TOKEN = "scrape-me"
+    _, caller_key = factories.caller("plain")
+    assert scrape().status_code == 401
+    assert scrape(token=caller_key).status_code == 401
+    assert scrape(token="scrape-me").status_code == 200
+    _, staff_key = factories.caller("ops", staff=True)
+    assert scrape(token=staff_key).status_code == 200
+
+
+def test_region_metrics_count_agents_tasks_and_liveness(redis_clean, settings):
+    settings.METRICS_TOKEN = "scrape-me"
+    factories.agent("a1")
+    body = scrape(token="scrape-me").content.decode()
+    assert 'meridian_agents{region="unit-1",status="online"} 1.0' in body
+    assert 'meridian_liveness_up{region="unit-1"} 1.0' in body
+    assert 'meridian_agents_live{region="unit-1"} 1.0' in body
+    assert "meridian_config_info" in body
+
+
+@pytest.mark.urls("tests.router_urls")
+def test_router_metrics_show_staleness_and_drift(settings):
+    settings.METRICS_TOKEN = "scrape-me"
+    settings.ROLE = "router"
+    for region_id, sha in [("us-east-1", "aaa"), ("eu-west-3", "bbb")]:
+        region, _ = router_services.region_create(region_id=region_id, orchestrator_url="http://x:1")
+        router_services.summary_ingest(region=region, summary={
+            "region_id": region_id, "orchestrator_url": "http://x:1", "available_agents": 3,
+            "agent_capabilities_summary": {}, "last_updated": time.time(), "config_version": sha})
+    body = scrape(token="scrape-me").content.decode()
+    assert 'meridian_router_region_stale{region="eu-west-3"} 0.0' in body
+    assert 'meridian_router_region_available_agents{region="us-east-1"} 3.0' in body
+    assert "meridian_router_config_commits 2.0" in body
