@@ -50,7 +50,18 @@ SCHEMA = {
         "secrets": {
             "type": "object",
             "propertyNames": {"pattern": r"^[a-z][a-z0-9_]{0,63}$"},
-            "additionalProperties": {"type": "string", "pattern": SECRET_REF_RE},
+            # A secret is sent only to the hosts it is bound to (a payload names the
+            # secret, but cannot send it anywhere else).
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["ref", "hosts"],
+                "properties": {
+                    "ref": {"type": "string", "pattern": SECRET_REF_RE},
+                    "hosts": {"type": "array", "minItems": 1,
+                              "items": {"type": "string", "pattern": r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$"}},
+                },
+            },
         },
     },
 }
@@ -59,5 +70,5 @@ KEYS_SUPPORTED = [
     "schema_version", "agents.min_version", "agents.heartbeat_interval", "agents.heartbeat_ttl",
     "summary_interval", "blocklist.agents", "blocklist.capabilities", "tasks.<capability>.timeout",
     "tasks.<capability>.max_attempts", "tasks.<capability>.retry_backoff", "tasks.<capability>.rate_limit",
-    "tasks.<capability>.regions", "secrets.<name> (env:NAME or file:/path)",
+    "tasks.<capability>.regions", "secrets.<name>.ref (env:NAME or file:/path)", "secrets.<name>.hosts",
 ]

@@ -47,6 +47,10 @@ class NoRegion(RouterError):
     status = 503
 
 
+class ForwardUncertain(RouterError):
+    status = 504
+
+
 # --- regions and tokens ------------------------------------------------------
 
 def region_create(*, region_id: str, orchestrator_url: str, labels: list[str] | None = None,
@@ -96,6 +100,10 @@ def summary_ingest(*, region: Region, summary: dict) -> Region:
     if summary["region_id"] != region.region_id:
         raise Forbidden(f"This token belongs to region {region.region_id}; it cannot update "
                         f"{summary['region_id']}.")
+    if summary["orchestrator_url"].rstrip("/") != region.orchestrator_url:
+        # The directory's URL is the operator's (router_add_region), not the token holder's.
+        raise Forbidden(f"orchestrator_url {summary['orchestrator_url']} differs from the one registered for "
+                        f"{region.region_id} ({region.orchestrator_url}); re-register the region to move it.")
     last_updated = datetime.fromtimestamp(summary["last_updated"], tz=dt_timezone.utc)
     now = timezone.now()
     with transaction.atomic():
@@ -106,7 +114,6 @@ def summary_ingest(*, region: Region, summary: dict) -> Region:
         config = summary.get("config_version", "")
         if config != region.config_version or region.config_since is None:
             region.config_since = now
-        region.orchestrator_url = summary["orchestrator_url"].rstrip("/")
         region.available_agents = summary["available_agents"]
         region.capabilities = summary["agent_capabilities_summary"]
         region.last_updated = last_updated
@@ -220,7 +227,7 @@ def region_pick(*, capabilities: list[str], hint: str | None, client_ip: str | N
     def spare(region: Region) -> tuple[int, int]:
         caps = region.capabilities
         idle = sum(caps.get(c, {}).get("idle", 0) for c in capabilities)
-        return (-idle, region.available_agents)  # most idle for these, then the least loaded
+        return (-idle, -region.available_agents)  # most idle for these, then the most idle overall
 
     return min(healthy, key=spare)
 
@@ -235,12 +242,16 @@ def task_forward(*, capability: str, residency: str | None, body: bytes, authori
         try:
             response = requests.post(url, data=body, timeout=settings.ROUTER_FORWARD_TIMEOUT,
                                      headers={"Authorization": authorization, "Content-Type": "application/json"})
-        except requests.RequestException as exc:
+        except requests.ConnectionError as exc:
+            # Not connected: the region never saw the task, the next one may take it.
             errors[candidate["region_id"]] = f"unreachable: {exc.__class__.__name__}"
             continue
-        if response.status_code >= 500:
-            errors[candidate["region_id"]] = f"answered {response.status_code}"
-            continue
+        except requests.RequestException as exc:
+            # Sent but unanswered: it may have been accepted there. Trying another
+            # region could run it twice, so say so and stop.
+            raise ForwardUncertain(f"Region {candidate['region_id']} did not answer in time ({exc.__class__.__name__}); "
+                                   "the task may have been accepted there: check it or retry with the same "
+                                   "idempotency_key.", region_id=candidate["region_id"]) from exc
         try:
             data = response.json()
         except ValueError:

@@ -19,7 +19,7 @@ from router.models import Region
 
 def _error(exc: services.RouterError) -> Response:
     codes = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 409: "conflict",
-             503: "unavailable"}
+             503: "unavailable", 504: "timeout"}
     response = Response({"error": codes.get(exc.status, "error"), "detail": exc.detail, **exc.extra},
                         status=exc.status)
     if exc.status == 401:

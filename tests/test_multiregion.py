@@ -77,7 +77,8 @@ def test_article_registration_snippet_works_against_the_router(fleet):
 def test_article_summary_sender_works_against_the_router(fleet, router_template):
     router, us, eu = fleet
     region = harness.Region.__new__(harness.Region)  # just a name and URL for a third region
-    region.region_id, region.url, region.env = "ap-southeast-1", "http://127.0.0.1:9", {}
+    region.region_id, region.env = "ap-southeast-1", {}
+    region.url = "https://orchestrator-ap-southeast-1.mycompany.com"
     token = router.add_region(region, labels="apac", interval=60)
     # The article's send_status_to_gtr(), unchanged but for the URL and the auth header.
     GTR_ENDPOINT = f"{router.url}/update_regional_status"
@@ -249,7 +250,8 @@ def _config_repo(path):
 def test_config_drift_is_visible_at_the_router_and_secrets_never_leave_the_region(fleet, tmp_path):
     router, us, eu = fleet
     commit = _config_repo(tmp_path / "config")
-    base = {"schema_version": 1, "secrets": {"ingest_api_token": "env:INGEST_API_TOKEN"},
+    base = {"schema_version": 1, "secrets": {"ingest_api_token": {"ref": "env:INGEST_API_TOKEN",
+                                                                  "hosts": ["127.0.0.1"]}},
             "tasks": {"data_ingestion": {"timeout": 60}}}
     first = commit(base)
     second = commit({**base, "tasks": {"data_ingestion": {"timeout": 120}}})

@@ -157,11 +157,10 @@ def _heartbeat_write_through(*, agent_id: str, raw_token: str, digest: str, busy
 
 
 def _token_verify(*, agent_id: str, raw_token: str, digest: str) -> None:
-    """Redis's cached digest, else the database (which also refills Redis).
-    Raises AuthError (401), ForbiddenError (403) or NotFound (404)."""
-    cached = liveness.client().hget(liveness.key("tok"), agent_id)
-    if cached and hmac.compare_digest(cached, digest):
-        return
+    """The database decides (once per agent and web process, then cached in the
+    process): the Redis copy sits where agents' broker traffic goes and is only a
+    cache for the write-through path. Raises AuthError (401), ForbiddenError
+    (403) or NotFound (404)."""
     agent = agent_authenticate(agent_id=agent_id, raw_token=raw_token)
     liveness.agent_cache(agent_id=agent_id, token_digest=digest, desired=agent.desired, seen_at=None)
 
@@ -183,7 +182,16 @@ def agent_set_desired(*, agent_id: str, desired: str) -> Agent:
     if agent is None:
         raise NotFound(f"No agent {agent_id} in region {settings.REGION_ID}.")
     agent.desired = desired
-    agent.save(update_fields=["desired"])
+    fields = ["desired"]
+    if desired == Agent.Desired.STOPPED:
+        # Revoked: the credential goes too, so its heartbeats get 401 (the agent
+        # stops) and its reports no longer verify.
+        agent.token_hash = ""
+        fields.append("token_hash")
+    agent.save(update_fields=fields)
+    if desired == Agent.Desired.STOPPED:
+        liveness.agent_forget(agent_id=agent_id)
+        liveness.rotated_mark(agent_id=agent_id, now=liveness.now())
     liveness.agent_desired_set(agent_id=agent_id, desired=desired)
     _forget_locally(agent_id)
     return agent

@@ -88,10 +88,10 @@ def config_parse(files: dict[str, str]) -> dict:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         _validate_file(path, data)
         merged = deep_merge(merged, data)
-    ttl = merged.get("agents", {}).get("heartbeat_ttl")
-    interval = merged.get("agents", {}).get("heartbeat_interval")
-    if ttl is not None and interval is not None and ttl < 2 * interval:
-        where = next(p for p in reversed(list(files)) if "heartbeat" in files[p])
+    ttl = merged.get("agents", {}).get("heartbeat_ttl", settings.HEARTBEAT_TTL)
+    interval = merged.get("agents", {}).get("heartbeat_interval", settings.HEARTBEAT_INTERVAL)
+    if ttl < 2 * interval:
+        where = next((p for p in reversed(list(files)) if "heartbeat" in files[p]), "global.yaml")
         raise ConfigError(f"{where}: agents.heartbeat_ttl: {ttl} is shorter than two heartbeat intervals "
                           f"({2 * interval}); agents would be marked offline between beats")
     return merged
@@ -234,12 +234,27 @@ class EffectiveConfig:
                     f"(configuration {self.sha[:12]} allows {', '.join(allowed)})")
         return None
 
+    def secret_refusal(self, name: str, url: str) -> str | None:
+        """Why the secret may not be sent to this URL, or None."""
+        from urllib.parse import urlsplit
+
+        entry = self._get("secrets", name)
+        if entry is None:
+            return f"no secret {name!r} in configuration {self.sha[:12] or '(none)'}"
+        parts = urlsplit(url or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"secret {name!r} is only sent to an http(s) source"
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        if host not in entry["hosts"] and parts.hostname not in entry["hosts"]:
+            return f"secret {name!r} may not be sent to {host} (allowed: {', '.join(entry['hosts'])})"
+        return None
+
     def secret(self, name: str) -> str:
         """Resolve a secret reference; only ever called inside the owning region."""
-        ref = self._get("secrets", name)
-        if ref is None:
+        entry = self._get("secrets", name)
+        if entry is None:
             raise KeyError(f"no secret {name!r} in configuration {self.sha[:12]}")
-        kind, _, target = ref.partition(":")
+        kind, _, target = entry["ref"].partition(":")
         if kind == "env":
             if target not in os.environ:
                 raise KeyError(f"secret {name!r}: environment variable {target} is not set")

@@ -12,7 +12,7 @@ import json
 import logging
 
 from regions.models import Agent
-from regions.services import liveness, tasks
+from regions.services import tasks
 from regions.services.agents import report_key_for
 
 logger = logging.getLogger(__name__)
@@ -26,36 +26,34 @@ def report_signature(*, key: str, kind: str, task_id: str, attempt: int, body: d
     return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
 
 
-def _token_digest(agent_id: str) -> str | None:
-    try:
-        digest = liveness.client().hget(liveness.key("tok"), agent_id)
-    except liveness.RedisError:
-        digest = None
-    if digest:
-        return digest
-    return Agent.objects.filter(agent_id=agent_id).values_list("token_hash", flat=True).first()
+def _agent_identity(agent_id: str) -> tuple[str, list[str]] | None:
+    """(token digest, capabilities) from the database: the source of truth."""
+    row = Agent.objects.filter(agent_id=agent_id).values_list("token_hash", "capabilities").first()
+    return row if row and row[0] else None
 
 
 def report_ingest(*, agent_id: str, kind: str, task_id: str, attempt: int, body: dict, sig: str) -> bool:
     if kind not in KINDS:
         logger.warning("report of unknown kind %r from %s dropped", kind, agent_id)
         return False
-    digest = _token_digest(agent_id)
-    if not digest:
-        logger.warning("report from unknown agent %s dropped", agent_id)
+    identity = _agent_identity(agent_id)
+    if identity is None:
+        logger.warning("report from unknown or revoked agent %s dropped", agent_id)
         return False
+    digest, capabilities = identity
     key = report_key_for(agent_id=agent_id, token_digest=digest)
     expected = report_signature(key=key, kind=kind, task_id=task_id, attempt=attempt, body=body)
     if not hmac.compare_digest(expected, sig):
         logger.warning("report for task %s with a bad signature (agent %s) dropped", task_id, agent_id)
         return False
     if kind == "claim":
-        return tasks.task_claim(task_id=task_id, attempt=attempt, agent_id=agent_id)
+        return tasks.task_claim(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities)
     if kind == "success":
-        return tasks.task_succeed(task_id=task_id, attempt=attempt, agent_id=agent_id,
+        return tasks.task_succeed(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities,
                                   result=body.get("result"), started_at=_float(body.get("started_at")))
     return tasks.task_fail(
-        task_id=task_id, attempt=attempt, agent_id=agent_id, started_at=_float(body.get("started_at")),
+        task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities,
+        started_at=_float(body.get("started_at")),
         error=str(body.get("error", ""))[:10_000], retryable=bool(body.get("retryable", True)),
     )
 

@@ -93,6 +93,10 @@ def task_submit(
     if refusal:
         raise CapabilityRefused(refusal)
     definition = config.task_definition(capability)
+    if isinstance(payload, dict) and payload.get("auth_secret"):
+        refusal = config.secret_refusal(str(payload["auth_secret"]), str(payload.get("source", "")))
+        if refusal:
+            raise CapabilityRefused(refusal)
     if idempotency_key:
         existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -146,8 +150,13 @@ def task_dispatch(*, task_id) -> bool:
     secret_name = task.payload.get("auth_secret") if isinstance(task.payload, dict) else None
     if secret_name:
         # Resolved here, inside the region, into the message only: never stored.
+        # Checked again: the configuration may have changed since submission.
+        config = config_current()
         try:
-            kwargs["secrets"] = {secret_name: config_current().secret(str(secret_name))}
+            refusal = config.secret_refusal(str(secret_name), str(task.payload.get("source", "")))
+            if refusal:
+                raise KeyError(refusal)
+            kwargs["secrets"] = {secret_name: config.secret(str(secret_name))}
         except (KeyError, OSError) as exc:
             Task.objects.filter(id=task.id, attempt=task.attempt, status__in=Task.PENDING).update(
                 status=Task.Status.FAILED, error=f"secret unavailable: {exc}", finished_at=timezone.now())
@@ -176,19 +185,29 @@ def task_dispatch(*, task_id) -> bool:
     return True
 
 
-def task_claim(*, task_id: str, attempt: int, agent_id: str) -> bool:
+def _servable(agent_id: str, capabilities: list[str] | None) -> Q:
+    """Tasks this agent could have been sent: its capabilities' queues or its own.
+    None means the caller is trusted region code (no restriction)."""
+    if capabilities is None:
+        return Q()
+    return Q(target_agent=agent_id) | Q(target_agent="", capability__in=capabilities)
+
+
+def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[str] | None = None) -> bool:
     """An agent started an attempt. Same attempt re-delivered (worker lost) moves it."""
     now = timezone.now()
     return bool(
-        Task.objects.filter(id=task_id, attempt=attempt, status__in=(*Task.PENDING, Task.Status.RUNNING))
+        Task.objects.filter(_servable(agent_id, capabilities), id=task_id, attempt=attempt,
+                            status__in=(*Task.PENDING, Task.Status.RUNNING))
         .update(status=Task.Status.RUNNING, agent=agent_id, started_at=now, status_reason="")
     )
 
 
-def _owned(task_id: str, attempt: int, agent_id: str):
-    # The claim travels on the same queue but may be processed after the result.
+def _owned(task_id: str, attempt: int, agent_id: str, capabilities: list[str] | None = None):
+    # The claim travels on the same queue but may be processed after the result,
+    # hence agent="" too; but only an agent that could have received the task.
     return Task.objects.filter(
-        Q(agent=agent_id) | Q(agent=""), id=task_id, attempt=attempt,
+        Q(agent=agent_id) | Q(agent=""), _servable(agent_id, capabilities), id=task_id, attempt=attempt,
         status__in=(*Task.PENDING, Task.Status.RUNNING),
     )
 
@@ -200,10 +219,10 @@ def _started(started_at: float | None):
 
 
 def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
-                 started_at: float | None = None) -> bool:
+                 started_at: float | None = None, capabilities: list[str] | None = None) -> bool:
     records = result.pop("records", None) if isinstance(result, dict) else None
     with transaction.atomic():
-        done = _owned(task_id, attempt, agent_id).update(
+        done = _owned(task_id, attempt, agent_id, capabilities).update(
             status=Task.Status.SUCCEEDED, result=result, error="", agent=agent_id,
             started_at=_started(started_at), finished_at=timezone.now(), status_reason="",
         )
@@ -223,14 +242,14 @@ def retry_delay(attempt: int, base: float | None = None) -> float:
 
 
 def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryable: bool = True,
-              started_at: float | None = None) -> bool:
+              started_at: float | None = None, capabilities: list[str] | None = None) -> bool:
     """A failed attempt: retry with backoff while attempts remain, else fail."""
-    task = _owned(task_id, attempt, agent_id).first()
+    task = _owned(task_id, attempt, agent_id, capabilities).first()
     if task is None:
         return False
     now = timezone.now()
     if retryable and task.attempt < task.max_attempts:
-        changed = _owned(task_id, attempt, agent_id).update(
+        changed = _owned(task_id, attempt, agent_id, capabilities).update(
             status=Task.Status.RETRYING, attempt=F("attempt") + 1, agent="", error=error,
             dispatched_at=None, started_at=None,
             not_before=now + timedelta(seconds=retry_delay(
@@ -238,7 +257,7 @@ def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryabl
             status_reason=f"attempt {attempt} failed; retrying",
         )
     else:
-        changed = _owned(task_id, attempt, agent_id).update(
+        changed = _owned(task_id, attempt, agent_id, capabilities).update(
             status=Task.Status.FAILED, error=error, agent=agent_id, finished_at=now,
             started_at=_started(started_at), status_reason=f"failed after {attempt} attempt(s)",
         )

@@ -22,7 +22,7 @@ GLOBAL = {
     "summary_interval": 60,
     "tasks": {"echo": {"timeout": 30, "max_attempts": 2, "retry_backoff": 1},
               "data_ingestion": {"timeout": 300, "regions": ["eu-west-3"]}},
-    "secrets": {"ingest_api_token": "env:MERIDIAN_TEST_SECRET"},
+    "secrets": {"ingest_api_token": {"ref": "env:MERIDIAN_TEST_SECRET", "hosts": ["ingest.example.com"]}},
 }
 
 
@@ -89,10 +89,13 @@ def test_region_file_overrides_global_key_by_key(repo):
     ({"global.yaml": {**GLOBAL, "tasks": {"echo": {"timeout": 0}}}}, "global.yaml: tasks.echo.timeout:"),
     ({"global.yaml": GLOBAL, "regions/unit-1.yaml": {"agents": {"colour": "blue"}}},
      "regions/unit-1.yaml: agents: Additional properties are not allowed ('colour'"),
-    ({"global.yaml": {**GLOBAL, "secrets": {"db_password": "hunter2"}}}, "global.yaml: secrets.db_password:"),
+    ({"global.yaml": {**GLOBAL, "secrets": {"db_password": {"ref": "hunter2", "hosts": ["x"]}}}},
+     "global.yaml: secrets.db_password.ref:"),
     ({"global.yaml": "agents: [unclosed"}, "global.yaml: not valid YAML"),
     ({"global.yaml": GLOBAL, "regions/unit-1.yaml": {"agents": {"heartbeat_ttl": 6}}},
      "agents.heartbeat_ttl: 6 is shorter than two heartbeat intervals"),
+    ({"global.yaml": {"schema_version": 1, "agents": {"heartbeat_interval": 30}}},
+     "agents.heartbeat_ttl: 15.0 is shorter than two heartbeat intervals"),
 ])
 def test_an_invalid_commit_changes_nothing_and_names_file_key_and_reason(repo, files, expected):
     good = repo.commit({"global.yaml": GLOBAL})
@@ -210,3 +213,19 @@ def test_changed_intervals_reach_a_running_process_without_a_restart(repo):
     while other_process().heartbeat_interval != 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert (other_process().heartbeat_interval, other_process().heartbeat_ttl) == (1, 3)
+
+
+def test_a_secret_is_only_sent_to_the_hosts_it_is_bound_to(repo, monkeypatch):
+    monkeypatch.setenv("MERIDIAN_TEST_SECRET", "s3cr3t")
+    repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    user, _ = factories.caller()
+    with pytest.raises(tasks.CapabilityRefused, match="may not be sent to evil.example.net"):
+        tasks.task_submit(submitted_by=user, capability="echo",
+                          payload={"source": "https://evil.example.net/x", "auth_secret": "ingest_api_token"})
+    with pytest.raises(tasks.CapabilityRefused, match="no secret 'nope'"):
+        tasks.task_submit(submitted_by=user, capability="echo",
+                          payload={"source": "https://ingest.example.com/x", "auth_secret": "nope"})
+    ok = tasks.task_submit(submitted_by=user, capability="echo",
+                           payload={"source": "https://ingest.example.com/x", "auth_secret": "ingest_api_token"})
+    assert ok.created

@@ -103,3 +103,28 @@ def test_waiting_tasks_wake_when_an_agent_serving_them_registers(redis_clean):
     assert sub.task.status == Task.Status.WAITING
     factories.agent("fp", capabilities=["file_processing"])
     assert tasks.task_sweep()["woke"] == 1
+
+
+def test_an_agent_cannot_report_for_a_task_it_could_not_have_received(redis_clean):
+    mallory = factories.agent("mallory", capabilities=["echo"])
+    task = make_task(capability="data_ingestion")
+    body = {"result": {"forged": True}}
+    for kind, data in (("claim", {}), ("success", body)):
+        sig = reports.report_signature(key=mallory.report_key, kind=kind, task_id=str(task.id), attempt=1, body=data)
+        assert reports.report_ingest(agent_id="mallory", kind=kind, task_id=str(task.id), attempt=1,
+                                     body=data, sig=sig) is False
+    task.refresh_from_db()
+    assert task.status == Task.Status.QUEUED and task.result is None
+
+
+def test_a_revoked_agent_loses_its_credential(redis_clean):
+    from regions.services import agents as agent_services
+
+    reg = factories.agent("a1")
+    agent_services.agent_set_desired(agent_id="a1", desired="stopped")
+    with pytest.raises(agent_services.AuthError):
+        agent_services.heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)
+    task = make_task()
+    sig = reports.report_signature(key=reg.report_key, kind="claim", task_id=str(task.id), attempt=1, body={})
+    assert reports.report_ingest(agent_id="a1", kind="claim", task_id=str(task.id), attempt=1, body={},
+                                 sig=sig) is False

@@ -49,6 +49,11 @@ def test_a_region_updates_its_own_summary(regions):
     assert region.config_version == "abc123" and region.config_since is not None
 
 
+def test_a_summary_cannot_move_the_regions_registered_url(regions):
+    r = push(regions["eu-west-3"], summary(url="http://attacker.example:8000"))
+    assert r.status_code == 403 and "differs from the one registered" in r.json()["detail"]
+
+
 def test_a_region_cannot_update_another(regions):
     r = push(regions["us-east-1"], summary("eu-west-3"))
     assert r.status_code == 403 and "us-east-1" in r.json()["detail"]
