@@ -168,6 +168,8 @@ TASK_UNCLAIMED_RESEND_AFTER = env.float("TASK_UNCLAIMED_RESEND_AFTER", default=6
 # EVICTION_HOLD_MIN_AGENTS) miss their TTL together, hold and report instead.
 EVICTION_HOLD_RATIO = env.float("EVICTION_HOLD_RATIO", default=0.5)
 EVICTION_HOLD_MIN_AGENTS = env.int("EVICTION_HOLD_MIN_AGENTS", default=10)
+# A hold lasts at most this long: a real mass failure is evicted after it.
+EVICTION_HOLD_MAX_SECONDS = env.float("EVICTION_HOLD_MAX_SECONDS", default=300.0)
 TASK_PAYLOAD_LIMIT_BYTES = env.int("TASK_PAYLOAD_LIMIT_BYTES", default=256 * 1024)
 TASK_DEFAULT_TIMEOUT = env.int("TASK_DEFAULT_TIMEOUT", default=300)
 TASK_DEFAULT_MAX_ATTEMPTS = env.int("TASK_DEFAULT_MAX_ATTEMPTS", default=3)

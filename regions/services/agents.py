@@ -81,9 +81,16 @@ def agent_register(
     digest = token_hash(raw)
     now = timezone.now()
     with transaction.atomic():
-        agent, _ = Agent.objects.select_for_update().get_or_create(
+        agent, created = Agent.objects.select_for_update().get_or_create(
             agent_id=agent_id, defaults={"token_hash": digest}
         )
+        if not created:
+            # A restart under the same id: whatever the old process ran is gone
+            # (its reports, signed with the old token, no longer verify).
+            from regions.services.tasks import tasks_requeue_for_agents
+
+            transaction.on_commit(lambda: tasks_requeue_for_agents(
+                agent_ids=[agent_id], reason="agent re-registered (restarted)"))
         if agent.desired == Agent.Desired.STOPPED:
             raise ForbiddenError(f"Agent {agent_id} is revoked; an operator must re-admit it.")
         # A drained agent that is started again comes back active; a cordon stays.
@@ -166,15 +173,14 @@ def _token_verify(*, agent_id: str, raw_token: str, digest: str) -> None:
 
 
 def agent_deregister(*, agent: Agent) -> None:
-    """Clean exit after a warm shutdown: nothing left to requeue but check anyway."""
+    """Clean exit after a warm shutdown."""
     Agent.objects.filter(pk=agent.pk).update(
         status=Agent.Status.STOPPED, busy=False, offline_since=timezone.now(),
         desired=Agent.Desired.ACTIVE if agent.desired == Agent.Desired.DRAINING else agent.desired,
     )
     liveness.agent_forget(agent_id=agent.agent_id)
-    from regions.services.tasks import tasks_requeue_for_agents
-
-    tasks_requeue_for_agents(agent_ids=[agent.agent_id], reason=f"agent {agent.agent_id} deregistered")
+    # No requeue here: the results of the work it finished may still be queued
+    # behind this call. The sweeper requeues what is still running after a grace.
 
 
 def agent_set_desired(*, agent_id: str, desired: str) -> Agent:
@@ -239,21 +245,24 @@ def agent_reap(*, now: float) -> dict:
     cutoff = now - config_current().heartbeat_ttl
     missing = liveness.expired(cutoff=cutoff)
     total = liveness.live_count()
+    previous = liveness.hold_get()
     if (
         len(missing) >= settings.EVICTION_HOLD_MIN_AGENTS
         and total
         and len(missing) / total > settings.EVICTION_HOLD_RATIO
     ):
-        info = {"since": now, "missing": len(missing), "online": total,
-                "reason": f"{len(missing)} of {total} agents missed their heartbeat at once; "
-                          "evictions held (network partition or orchestrator restart?)"}
-        previous = liveness.hold_get()
-        if previous:
-            info["since"] = previous["since"]
-        liveness.hold_set(info)
-        logger.warning("eviction hold: %s", info["reason"])
-        return {"evicted": [], "held": True, "missing": len(missing)}
-    if liveness.hold_get():
+        since = previous["since"] if previous else now
+        if now - since < settings.EVICTION_HOLD_MAX_SECONDS:
+            info = {"since": since, "missing": len(missing), "online": total,
+                    "reason": f"{len(missing)} of {total} agents missed their heartbeat at once; evictions "
+                              f"held for up to {settings.EVICTION_HOLD_MAX_SECONDS:g}s (network partition or "
+                              "orchestrator restart?)"}
+            liveness.hold_set(info)
+            logger.warning("eviction hold: %s", info["reason"])
+            return {"evicted": [], "held": True, "missing": len(missing)}
+        logger.error("eviction hold expired after %ss with %d of %d agents still silent: evicting them",
+                     settings.EVICTION_HOLD_MAX_SECONDS, len(missing), total)
+    if previous:
         logger.warning("eviction hold lifted")
         liveness.hold_set(None)
     evicted = liveness.evict(agent_ids=missing, cutoff=cutoff)
@@ -267,7 +276,28 @@ def agent_reap(*, now: float) -> dict:
         requeued = tasks_requeue_for_agents(agent_ids=evicted, reason="agent missed its heartbeat TTL")
         logger.warning("marked %d agents offline (%s); requeued %d tasks", len(evicted),
                        ", ".join(evicted[:10]), requeued)
-    return {"evicted": evicted, "held": False}
+    orphans = _reap_orphans(now=now, cutoff=cutoff)
+    return {"evicted": evicted + orphans, "held": False}
+
+
+def _reap_orphans(*, now: float, cutoff: float) -> list[str]:
+    """Agents online in the database but absent from Redis's live set: a reap that
+    evicted them in Redis and then failed before the database was updated."""
+    stale_before = datetime.fromtimestamp(cutoff - 2 * settings.LIVENESS_FLUSH_INTERVAL, tz=dt_timezone.utc)
+    candidates = list(Agent.objects.filter(status=Agent.Status.ONLINE, last_seen__lt=stale_before)
+                      .values_list("agent_id", flat=True)[:1000])
+    if not candidates:
+        return []
+    scores = liveness.client().zmscore(liveness.key("live"), candidates)
+    orphans = [a for a, score in zip(candidates, scores) if score is None]
+    if orphans:
+        Agent.objects.filter(agent_id__in=orphans, status=Agent.Status.ONLINE).update(
+            status=Agent.Status.OFFLINE, offline_since=timezone.now(), busy=False)
+        from regions.services.tasks import tasks_requeue_for_agents
+
+        tasks_requeue_for_agents(agent_ids=orphans, reason="agent missed its heartbeat TTL")
+        logger.warning("marked %d agents offline that the live set no longer had", len(orphans))
+    return orphans
 
 
 def liveness_flush() -> int:

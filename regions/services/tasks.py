@@ -140,9 +140,20 @@ def _message_id(task_id, attempt: int) -> str:
 
 
 def task_dispatch(*, task_id) -> bool:
-    """Hand the current attempt to the broker; on failure leave it for the sweeper."""
-    task = Task.objects.filter(id=task_id, status__in=Task.PENDING, dispatched_at__isnull=True).first()
-    if task is None or (task.not_before and task.not_before > timezone.now()):
+    """Hand the current attempt to the broker, exactly once per attempt: the send
+    is claimed by a conditional UPDATE first (the sweeper and an on-commit
+    dispatch may race), and released again if the broker refuses it."""
+    now = timezone.now()
+    task = (Task.objects.filter(id=task_id, status__in=Task.PENDING, dispatched_at__isnull=True)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now)).first())
+    if task is None:
+        return False
+    claimed = Task.objects.filter(id=task.id, attempt=task.attempt, status__in=Task.PENDING,
+                                  dispatched_at__isnull=True).update(
+        dispatched_at=now,
+        status=Case(When(status=Task.Status.RETRYING, then=Value(Task.Status.QUEUED)), default=F("status")),
+    )
+    if not claimed:
         return False
     queue = agent_queue(task.target_agent) if task.target_agent else capability_queue(task.capability)
     kwargs = {"task_id": str(task.id), "attempt": task.attempt, "capability": task.capability,
@@ -176,12 +187,9 @@ def task_dispatch(*, task_id) -> bool:
                                       "interval_max": 0.2},
         )
     except Exception as exc:  # broker down: kombu raises several types
+        Task.objects.filter(id=task.id, attempt=task.attempt, dispatched_at=now).update(dispatched_at=None)
         logger.warning("dispatch of task %s deferred, broker unavailable: %s", task.id, exc)
         return False
-    Task.objects.filter(id=task.id, attempt=task.attempt, dispatched_at__isnull=True).update(
-        dispatched_at=timezone.now(),
-        status=Case(When(status=Task.Status.RETRYING, then=Value(Task.Status.QUEUED)), default=F("status")),
-    )
     return True
 
 
@@ -329,16 +337,72 @@ def task_sweep(*, now=None, batch: int = 500) -> dict:
         Task.objects.filter(status=Task.Status.QUEUED, target_agent="").exclude(capability__in=live)
         .update(status=Task.Status.WAITING, status_reason="no live agent serves this capability")
     )
-    resent = 0
+    resent = _resend_lost_in_flight(now, batch)
+    overdue = _fail_overdue_running(now, batch)
+    orphaned = _requeue_tasks_of_stopped_agents(now)
+    return {"sent": sent, "woke": woke, "stalled": stalled, "resent": resent, "overdue": overdue,
+            "orphaned": orphaned}
+
+
+def _idle_capabilities() -> set[str]:
+    caps: set[str] = set()
+    for row in (Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE, busy=False)
+                .values_list("capabilities", flat=True).distinct()):
+        caps.update(row)
+    return caps
+
+
+def _resend_lost_in_flight(now, batch: int) -> int:
+    """An attempt dispatched long ago and never claimed, while an idle agent serves
+    its capability, was lost in flight (a worker died holding it unstarted).
+    Re-send it as attempt + 1 (the old message, if it ever runs, is fenced), or
+    fail it when no attempt is left. A mere backlog has no idle agent: untouched."""
     lost_before = now - timedelta(seconds=settings.TASK_UNCLAIMED_RESEND_AFTER)
-    idle_caps = live
-    for task in Task.objects.filter(status=Task.Status.QUEUED, dispatched_at__lt=lost_before,
-                                    capability__in=idle_caps)[:batch]:
+    idle = _idle_capabilities()
+    resent = 0
+    for task in Task.objects.filter(status=Task.Status.QUEUED, dispatched_at__lt=lost_before, target_agent="",
+                                    capability__in=idle)[:batch]:
+        base = Task.objects.filter(id=task.id, attempt=task.attempt, status=Task.Status.QUEUED)
+        if task.attempt >= task.max_attempts:
+            base.update(status=Task.Status.FAILED, finished_at=now,
+                        error=f"attempt {task.attempt} was never claimed and no attempt is left")
+            continue
         with transaction.atomic():
-            if Task.objects.filter(id=task.id, attempt=task.attempt, status=Task.Status.QUEUED).update(
-                attempt=F("attempt") + 1, dispatched_at=None,
-                status_reason=f"attempt {task.attempt} was never claimed; re-sent",
-            ):
+            if base.update(attempt=F("attempt") + 1, dispatched_at=None,
+                           status_reason=f"attempt {task.attempt} was never claimed; re-sent"):
                 resent += 1
                 transaction.on_commit(lambda tid=task.id: task_dispatch(task_id=tid))
-    return {"sent": sent, "woke": woke, "stalled": stalled, "resent": resent}
+        _revoke(task.id, task.attempt)
+    return resent
+
+
+OVERDUE_GRACE_SECONDS = 30
+
+
+def _fail_overdue_running(now, batch: int) -> int:
+    """A running attempt with no report long after its hard time limit (the
+    worker killed it, or its report was lost) counts as a failed attempt."""
+    count = 0
+    for task in Task.objects.filter(status=Task.Status.RUNNING,
+                                    started_at__lt=now - timedelta(seconds=OVERDUE_GRACE_SECONDS))[:batch]:
+        if task.started_at + timedelta(seconds=task.timeout + 10 + OVERDUE_GRACE_SECONDS) > now:
+            continue
+        if task_fail(task_id=task.id, attempt=task.attempt, agent_id=task.agent,
+                     error=f"no result within {task.timeout}s + grace (attempt killed or its report lost)"):
+            count += 1
+    return count
+
+
+DEREGISTER_GRACE_SECONDS = 10
+
+
+def _requeue_tasks_of_stopped_agents(now) -> int:
+    """Running tasks of agents that deregistered a while ago: their last reports
+    had time to arrive, so what is still running was lost with the agent."""
+    stopped = Agent.objects.filter(status=Agent.Status.STOPPED,
+                                   offline_since__lt=now - timedelta(seconds=DEREGISTER_GRACE_SECONDS),
+                                   agent_id__in=Task.objects.filter(status=Task.Status.RUNNING).values("agent"))
+    agent_ids = list(stopped.values_list("agent_id", flat=True)[:500])
+    if not agent_ids:
+        return 0
+    return tasks_requeue_for_agents(agent_ids=agent_ids, reason="agent stopped while running it")

@@ -147,3 +147,29 @@ def test_a_beat_older_than_the_eviction_does_not_revive_the_agent(redis_clean):
     liveness.client().zadd(liveness.key("live"), {"a1": evicted_at.timestamp() + 1})
     agent_services.liveness_flush()
     assert Agent.objects.get(agent_id="a1").status == Agent.Status.ONLINE
+
+
+@override_settings(HEARTBEAT_TTL=10, EVICTION_HOLD_RATIO=0.5, EVICTION_HOLD_MIN_AGENTS=3, EVICTION_HOLD_MAX_SECONDS=60)
+def test_an_eviction_hold_expires_so_a_real_mass_failure_is_evicted(redis_clean):
+    for i in range(4):
+        factories.agent(f"a{i}")
+    liveness.seed_mark(now=liveness.now())
+    now = liveness.now()
+    liveness.client().zadd(liveness.key("live"), {f"a{i}": now - 30 for i in range(4)})
+    assert agent_services.agent_reap(now=now)["held"] is True
+    assert agent_services.agent_reap(now=now + 30)["held"] is True
+    result = agent_services.agent_reap(now=now + 61)
+    assert result["held"] is False and len(result["evicted"]) == 4
+
+
+@override_settings(HEARTBEAT_TTL=10, LIVENESS_FLUSH_INTERVAL=5)
+def test_an_agent_online_in_the_database_but_gone_from_redis_is_reaped(redis_clean):
+    factories.agent("lost")
+    liveness.seed_mark(now=liveness.now())
+    liveness.client().zrem(liveness.key("live"), "lost")  # a reap that died half-way
+    Agent.objects.filter(agent_id="lost").update(last_seen=timezone.now() - timezone.timedelta(seconds=60))
+    task = running_task("lost")
+    assert agent_services.agent_reap(now=liveness.now())["evicted"] == ["lost"]
+    assert Agent.objects.get(agent_id="lost").status == Agent.Status.OFFLINE
+    task.refresh_from_db()
+    assert task.attempt == 2

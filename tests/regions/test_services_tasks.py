@@ -128,3 +128,58 @@ def test_a_revoked_agent_loses_its_credential(redis_clean):
     sig = reports.report_signature(key=reg.report_key, kind="claim", task_id=str(task.id), attempt=1, body={})
     assert reports.report_ingest(agent_id="a1", kind="claim", task_id=str(task.id), attempt=1, body={},
                                  sig=sig) is False
+
+
+def test_an_attempt_is_sent_once_even_when_dispatch_races(redis_clean, monkeypatch):
+    sent = []
+    monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: sent.append(kw["task_id"]))
+    task = make_task()
+    assert tasks.task_dispatch(task_id=task.id) is True
+    assert tasks.task_dispatch(task_id=task.id) is False  # the sweeper's late copy
+    assert sent == [f"{task.id}:1"]
+
+
+def test_a_backlog_is_not_mistaken_for_lost_messages(redis_clean, monkeypatch, settings):
+    monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: None)
+    settings.TASK_UNCLAIMED_RESEND_AFTER = 60
+    factories.agent("busy-1")
+    Agent.objects.filter(agent_id="busy-1").update(busy=True)
+    old = timezone.now() - timezone.timedelta(seconds=120)
+    task = make_task(dispatched_at=old)
+    assert tasks.task_sweep()["resent"] == 0  # every agent is busy: a queue, not a loss
+    Agent.objects.filter(agent_id="busy-1").update(busy=False)
+    assert tasks.task_sweep()["resent"] == 1  # an idle agent never took it: lost in flight
+    task.refresh_from_db()
+    assert task.attempt == 2
+
+
+def test_a_running_attempt_without_any_report_past_its_time_limit_is_retried(redis_clean, monkeypatch):
+    monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: None)
+    started = timezone.now() - timezone.timedelta(seconds=10 + 10 + 31)
+    task = make_task(status=Task.Status.RUNNING, agent="a", timeout=10, started_at=started)
+    assert tasks.task_sweep()["overdue"] == 1
+    task.refresh_from_db()
+    assert task.status == Task.Status.RETRYING and task.attempt == 2 and "no result" in task.error
+
+
+def test_tasks_of_an_agent_that_deregistered_are_requeued_after_a_grace(redis_clean, monkeypatch):
+    from regions.services import agents as agent_services
+
+    monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: None)
+    factories.agent("a1")
+    task = make_task(status=Task.Status.RUNNING, agent="a1")
+    agent_services.agent_deregister(agent=Agent.objects.get(agent_id="a1"))
+    assert tasks.task_sweep()["orphaned"] == 0  # its last reports may still be on the way
+    Agent.objects.filter(agent_id="a1").update(offline_since=timezone.now() - timezone.timedelta(seconds=11))
+    assert tasks.task_sweep()["orphaned"] == 1
+    task.refresh_from_db()
+    assert (task.status, task.attempt) == (Task.Status.QUEUED, 2)
+
+
+def test_re_registering_an_agent_requeues_what_its_previous_process_ran(redis_clean, django_capture_on_commit_callbacks):
+    factories.agent("a1")
+    task = make_task(status=Task.Status.RUNNING, agent="a1")
+    with django_capture_on_commit_callbacks(execute=True):
+        factories.agent("a1")
+    task.refresh_from_db()
+    assert task.attempt == 2 and "re-registered" in task.status_reason
