@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -202,15 +203,16 @@ class EffectiveConfig:
             node = node[key]
         return node
 
-    @property
+    # Computed once per configuration: the heartbeat path reads these every beat.
+    @cached_property
     def heartbeat_interval(self) -> float:
         return float(self._get("agents", "heartbeat_interval", default=settings.HEARTBEAT_INTERVAL))
 
-    @property
+    @cached_property
     def heartbeat_ttl(self) -> float:
         return float(self._get("agents", "heartbeat_ttl", default=settings.HEARTBEAT_TTL))
 
-    @property
+    @cached_property
     def summary_interval(self) -> float:
         return float(self._get("summary_interval", default=settings.SUMMARY_INTERVAL))
 
@@ -218,8 +220,12 @@ class EffectiveConfig:
     def min_agent_version(self) -> str | None:
         return self._get("agents", "min_version")
 
+    @cached_property
+    def _blocked_agents(self) -> frozenset:
+        return frozenset(self._get("blocklist", "agents", default=[]))
+
     def agent_blocked(self, agent_id: str) -> bool:
-        return agent_id in self._get("blocklist", "agents", default=[])
+        return agent_id in self._blocked_agents
 
     def task_definition(self, capability: str) -> dict:
         return self._get("tasks", capability, default={}) or {}

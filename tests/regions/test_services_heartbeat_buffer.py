@@ -89,3 +89,11 @@ def test_a_token_replaced_in_another_process_stops_working_after_one_flush(buffe
     with pytest.raises(agent_services.AuthError):
         beat(old)
     assert beat(new)["desired"] == "active"
+
+
+def test_a_new_process_preloads_every_digest_in_one_query(buffer, django_assert_num_queries):
+    regs = [factories.agent(f"a{i}") for i in range(30)]
+    fresh = HeartbeatBuffer(flush_seconds=0.05, autostart=False)
+    with django_assert_num_queries(1):
+        assert fresh.preload() == 30
+    assert all(fresh.digest_for(r.agent.agent_id) for r in regs)
