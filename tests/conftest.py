@@ -69,8 +69,10 @@ def router_template():
 def _fresh_process_caches():
     """In-process tests share one process: start each with empty caches."""
     from project.accounts import authentication
+    from regions.services.config import config_current
 
     authentication._verified.clear()
+    config_current.cache_clear()
     try:
         from router.selectors import regions_directory_reset
     except Exception:  # router app not importable in this role
