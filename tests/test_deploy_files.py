@@ -22,15 +22,18 @@ def _commands(command: str) -> list[list[str]]:
     return [shlex.split(part) for part in re.split(r"\s*&&\s*", command)]
 
 
-def test_compose_has_a_router_and_three_regions_each_with_its_own_database_and_redis(compose):
+def test_compose_has_a_router_and_three_regions_each_with_its_own_database_redis_and_broker(compose):
     services = compose["services"]
     assert "router" in services and "router-db" in services
     for region in ("us-east-1", "eu-west-3", "ap-southeast-1"):
-        for suffix in ("", "-db", "-redis", "-orchestrator", "-agent"):
+        for suffix in ("", "-db", "-redis", "-broker", "-orchestrator", "-agent"):
             assert f"{region}{suffix}" in services
         env = services[region]["environment"]
         assert env["REGION_ID"] == region
         assert f"{region}-db" in env["DATABASE_URL"] and f"{region}-redis" in env["REDIS_URL"]
+        # Agents get the broker only; the liveness Redis is the orchestrator's alone.
+        assert f"{region}-broker" in env["CELERY_BROKER_URL"]
+        assert services[f"{region}-agent"]["environment"]["CELERY_BROKER_URL"] == env["CELERY_BROKER_URL"]
 
 
 def test_every_compose_command_exists_in_the_project(compose):
