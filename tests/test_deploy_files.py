@@ -33,7 +33,9 @@ def test_compose_has_a_router_and_three_regions_each_with_its_own_database_redis
         assert f"{region}-db" in env["DATABASE_URL"] and f"{region}-redis" in env["REDIS_URL"]
         # Agents get the broker only; the liveness Redis is the orchestrator's alone.
         assert f"{region}-broker" in env["CELERY_BROKER_URL"]
-        assert services[f"{region}-agent"]["environment"]["CELERY_BROKER_URL"] == env["CELERY_BROKER_URL"]
+        agent_env = services[f"{region}-agent"]["environment"]
+        assert not {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"} & set(agent_env)  # the broker comes at registration
+        assert f"--region {region}" in services[f"{region}-agent"]["command"]
 
 
 def test_every_compose_command_exists_in_the_project(compose):
