@@ -29,3 +29,11 @@ def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: 
         body = {"result": result}
     body["started_at"] = started_at
     runtime.report("success" if "result" in body else "failure", task_id=task_id, attempt=attempt, body=body)
+
+
+@shared_task(name="agents.noop", ignore_result=True)
+def noop_task(counter_url: str, key: str) -> None:
+    """Raw Celery baseline for bench/tasks.py: does nothing but count itself."""
+    import redis
+
+    redis.Redis.from_url(counter_url).incr(key)
