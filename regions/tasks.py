@@ -1,4 +1,9 @@
-"""Celery tasks of the regional orchestrator: thin, ids and primitives in."""
+"""Celery tasks of the regional orchestrator: thin, ids and primitives in.
+
+The periodic ones (reap, flush, sweep, summary, config) are acked on receipt:
+a lost tick is harmless (the next one comes), and a late ack after the broker
+restarted can fail inside kombu in a way that stalls the worker's pool.
+Reports stay acks_late: they must not be lost."""
 from celery import shared_task
 from django.db import OperationalError
 from django.utils import timezone
@@ -16,7 +21,7 @@ def report_ingest_task(*, agent_id: str, kind: str, task_id: str, attempt: int, 
                                  body=body, sig=sig)
 
 
-@shared_task(name="regions.agent_reap", ignore_result=True, time_limit=60)
+@shared_task(name="regions.agent_reap", ignore_result=True, acks_late=False, time_limit=60)
 def agent_reap_task() -> dict:
     try:
         return agent_services.agent_reap(now=liveness.now())
@@ -25,7 +30,7 @@ def agent_reap_task() -> dict:
         return {"skipped": f"liveness store unavailable: {exc}"}
 
 
-@shared_task(name="regions.liveness_flush", ignore_result=True, time_limit=60)
+@shared_task(name="regions.liveness_flush", ignore_result=True, acks_late=False, time_limit=60)
 def liveness_flush_task() -> int:
     try:
         return agent_services.liveness_flush()
@@ -33,19 +38,19 @@ def liveness_flush_task() -> int:
         return 0
 
 
-@shared_task(name="regions.task_sweep", ignore_result=True, time_limit=60)
+@shared_task(name="regions.task_sweep", ignore_result=True, acks_late=False, time_limit=60)
 def task_sweep_task() -> dict:
     return task_services.task_sweep(now=timezone.now())
 
 
-@shared_task(name="regions.summary_push", ignore_result=True, time_limit=30)
+@shared_task(name="regions.summary_push", ignore_result=True, acks_late=False, time_limit=30)
 def summary_push_task() -> dict:
     from regions.services.summary import summary_push
 
     return summary_push()
 
 
-@shared_task(name="regions.config_sync", ignore_result=True, time_limit=300)
+@shared_task(name="regions.config_sync", ignore_result=True, acks_late=False, time_limit=300)
 def config_sync_task() -> dict:
     from django.conf import settings
 
