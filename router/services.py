@@ -2,7 +2,6 @@
 and tasks: it stores region summaries, tokens and address rules only."""
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import logging
 from dataclasses import dataclass, field
@@ -261,9 +260,6 @@ def task_forward(*, capability: str, residency: str | None, body: bytes, authori
                                       "task": data}
     raise NoRegion("No eligible region accepted the task.", errors=errors)
 
-
-def token_ok(raw: str | None, digest: str) -> bool:
-    return bool(raw) and hmac.compare_digest(token_hash(raw), digest)
 
 
 def config_drift() -> dict:

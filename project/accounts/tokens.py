@@ -4,7 +4,6 @@ The tokens carry 256 bits of randomness, so a fast digest is enough (a slow
 password hash would only tax the hot path); lookups go by digest.
 """
 import hashlib
-import hmac
 import secrets
 
 
@@ -14,10 +13,6 @@ def token_generate(prefix: str) -> str:
 
 def token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def token_matches(raw: str, digest: str) -> bool:
-    return hmac.compare_digest(token_hash(raw), digest)
 
 
 def bearer_from_header(header: str | None) -> str | None:

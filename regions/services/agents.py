@@ -335,13 +335,14 @@ def liveness_flush() -> int:
     return len(ids)
 
 
-def live_capabilities() -> set[str]:
-    """Capabilities served by at least one online agent that takes work."""
+def live_capabilities(*, idle_only: bool = False) -> set[str]:
+    """Capabilities served by at least one online agent that takes work (and, with
+    idle_only, is not busy)."""
     caps: set[str] = set()
-    rows = (
-        Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE)
-        .values_list("capabilities", flat=True).distinct()
-    )
+    agents = Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE)
+    if idle_only:
+        agents = agents.filter(busy=False)
+    rows = agents.values_list("capabilities", flat=True).distinct()
     for row in rows:
         caps.update(row)
     return caps

@@ -344,21 +344,13 @@ def task_sweep(*, now=None, batch: int = 500) -> dict:
             "orphaned": orphaned}
 
 
-def _idle_capabilities() -> set[str]:
-    caps: set[str] = set()
-    for row in (Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE, busy=False)
-                .values_list("capabilities", flat=True).distinct()):
-        caps.update(row)
-    return caps
-
-
 def _resend_lost_in_flight(now, batch: int) -> int:
     """An attempt dispatched long ago and never claimed, while an idle agent serves
     its capability, was lost in flight (a worker died holding it unstarted).
     Re-send it as attempt + 1 (the old message, if it ever runs, is fenced), or
     fail it when no attempt is left. A mere backlog has no idle agent: untouched."""
     lost_before = now - timedelta(seconds=settings.TASK_UNCLAIMED_RESEND_AFTER)
-    idle = _idle_capabilities()
+    idle = agent_services.live_capabilities(idle_only=True)
     resent = 0
     for task in Task.objects.filter(status=Task.Status.QUEUED, dispatched_at__lt=lost_before, target_agent="",
                                     capability__in=idle)[:batch]:
