@@ -8,6 +8,8 @@ from pathlib import Path
 
 import environ
 
+from project.broker import celery_options as broker_celery_options
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -120,28 +122,18 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=2.0)
 
 # --- Celery -----------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# RabbitMQ by default (a vhost per region isolates regions); redis:// also works.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
 # The URL handed to agents at registration (the one they can reach).
 AGENT_BROKER_URL = env.str("AGENT_BROKER_URL", default=CELERY_BROKER_URL)
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # Redis: lists per priority band; 0 is served first.
-    "priority_steps": list(range(10)),
-    "sep": ":",
-    "queue_order_strategy": "priority",
-    "socket_connect_timeout": 2,
-    "socket_timeout": 5,
-}
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    # Embedded broker (demo only): one folder per region, shared by its processes.
-    _broker_dir = Path(env.str("FILESYSTEM_BROKER_DIR", default=str(VAR_DIR / "broker" / REGION_ID)))
-    for _sub in ("queue", "control", "processed"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"), "data_folder_out": str(_broker_dir / "queue"),
-        "control_folder": str(_broker_dir / "control"), "processed_folder": str(_broker_dir / "processed"),
-        "store_processed": False, "polling_interval": 0.1,
-    }
+_broker = broker_celery_options(CELERY_BROKER_URL)
+CELERY_BROKER_TRANSPORT_OPTIONS = _broker["broker_transport_options"]
+CELERY_TASK_QUEUE_MAX_PRIORITY = _broker["task_queue_max_priority"]
+CELERY_TASK_DEFAULT_PRIORITY = _broker["task_default_priority"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers never give up on their broker: they wait for it to come back.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CONNECTION_TIMEOUT = 4
 CELERY_TASK_DEFAULT_QUEUE = "meridian.control"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -150,7 +142,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A message whose worker process died is acked, not requeued: a message that
+# kills its consumer must not loop. The agent reports the lost attempt to its
+# region (agents.runtime), which retries it as a new attempt.
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_BROKER_POOL_LIMIT = env.int("CELERY_BROKER_POOL_LIMIT", default=10)
 
 # --- Region behaviour (seconds) ---------------------------------------------

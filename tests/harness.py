@@ -107,6 +107,41 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
 
+def rabbitmqctl(*args: str) -> str:
+    out = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    if out.returncode:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout
+
+
+class RabbitVhost:
+    """A vhost of its own on the machine's RabbitMQ: a region's private broker."""
+
+    HOST = os.environ.get("RABBITMQ_HOST", "127.0.0.1")
+    PORT = int(os.environ.get("RABBITMQ_PORT", "5672"))
+
+    def __init__(self, name: str):
+        self.name = name
+        self.create()
+
+    def create(self) -> None:
+        rabbitmqctl("add_vhost", self.name)
+        rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+
+    def delete(self) -> None:
+        try:
+            rabbitmqctl("delete_vhost", self.name)
+        except RuntimeError:
+            pass
+
+    def url(self, port: int | None = None) -> str:
+        return f"amqp://guest:guest@{self.HOST}:{port or self.PORT}/{self.name}"
+
+    def queue_depths(self) -> dict[str, int]:
+        out = rabbitmqctl("list_queues", "-p", self.name, "name", "messages", "--no-table-headers")
+        return {name: int(n) for name, n in (line.split() for line in out.splitlines() if line.strip())}
+
+
 class Proc:
     def __init__(self, name: str, args: list[str], env: dict, log: Path):
         self.name = name
@@ -149,12 +184,17 @@ class Proc:
 
 
 class Region:
-    def __init__(self, template: Template, region_id: str | None = None, **env_overrides):
+    def __init__(self, template: Template, region_id: str | None = None, broker: str = "amqp",
+                 **env_overrides):
+        """broker: "amqp" (a RabbitMQ vhost of its own, the default) or "redis"
+        (the region's own redis-server serves as broker too)."""
         self.region_id = region_id or f"r{uuid.uuid4().hex[:6]}"
         self.dir = Path(tempfile.mkdtemp(prefix=f"meridian-{self.region_id}-"))
         self.db = f"mt_{self.region_id.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
         pg_admin(f"CREATE DATABASE {self.db} TEMPLATE {template.name}")
         self.redis = RedisServer(self.dir)
+        self.vhost = RabbitVhost(f"meridian-test-{self.db}") if broker == "amqp" else None
+        broker_url = self.vhost.url() if self.vhost else self.redis.url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (self.dir / "data").mkdir()
@@ -162,7 +202,7 @@ class Region:
             **{k: v for k, v in os.environ.items() if k != "EXTRA_APPS"}, **FAST,
             "DJANGO_SETTINGS_MODULE": "project.settings", "ROLE": "region", "REGION_ID": self.region_id,
             "REGION_URL": self.url, "DATABASE_URL": pg_url(self.db), "REDIS_URL": self.redis.url,
-            "CELERY_BROKER_URL": self.redis.url, "AGENT_REGISTRATION_TOKEN": REGISTRATION_TOKEN,
+            "CELERY_BROKER_URL": broker_url, "AGENT_REGISTRATION_TOKEN": REGISTRATION_TOKEN,
             "SECRET_KEY": f"secret-{self.region_id}", "AGENT_DATA_ROOT": str(self.dir / "data"),
             "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in env_overrides.items()},
         }
@@ -224,6 +264,8 @@ class Region:
         for proc in reversed(self.procs):
             proc.stop()
         self.redis.stop()
+        if self.vhost:
+            self.vhost.delete()
         pg_admin(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -275,7 +317,7 @@ class Router(Region):
     """The Global Task Router: gunicorn with ROLE=router on its own database."""
 
     def __init__(self, template: Template):
-        super().__init__(template, region_id="router")
+        super().__init__(template, region_id="router", broker="none")
         self.env["ROLE"] = "router"
         self.redis.stop()  # the router needs no Redis
 

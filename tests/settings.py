@@ -4,6 +4,8 @@ import os
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/meridian")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("REGION_ID", "unit-1")
+# A vhost of its own on the real RabbitMQ (bin/ensure-services creates it).
+os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/meridian-unit")
 os.environ.setdefault("SECRET_KEY", "test-secret")
 # In-process tests write heartbeats through; the batching buffer has its own tests
 # and runs in every integration test's web server.

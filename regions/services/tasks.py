@@ -16,6 +16,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from project.broker import message_priority
 from project.celery import agent_queue, app, capability_queue
 from regions.models import Agent, IngestedRecord, Task
 from regions.services import agents as agent_services
@@ -178,7 +179,7 @@ def task_dispatch(*, task_id) -> bool:
             kwargs=kwargs,
             task_id=_message_id(task.id, task.attempt),
             queue=queue,
-            priority=9 - task.priority,  # Redis serves band 0 first
+            priority=message_priority(settings.CELERY_BROKER_URL, task.priority),
             soft_time_limit=task.timeout,
             time_limit=task.timeout + 10,
             # One quick retry re-opens a pooled connection that went stale while

@@ -1,4 +1,5 @@
 """Start an agent: register with the region, then run a Celery worker on its queues."""
+import os
 import socket
 import sys
 import time
@@ -11,6 +12,7 @@ import agents
 from agents import runtime
 from agents.client import RegionClient, RegionRefused, RouterClient
 from agents.handlers import load_builtin
+from project.broker import BROKER_ENV_OVERRIDES, celery_options
 from project.celery import app
 
 
@@ -44,7 +46,7 @@ class Command(BaseCommand):
             region_url = self._discover(router_url, registration_token, agent_id, caps, region)
         region_url = region_url or settings.REGION_URL
         reg = self._register(RegionClient(region_url), registration_token, agent_id, caps, host, concurrency)
-        app.conf.broker_url = reg["broker_url"]
+        self._use_broker(reg["broker_url"])
         runtime.IDENTITY = runtime.Identity(
             agent_id=agent_id, token=reg["token"], report_key=reg["report_key"],
             region_url=reg["regional_orchestrator_url"], queues=reg["queues"],
@@ -59,6 +61,14 @@ class Command(BaseCommand):
         )
         worker.start()
         sys.exit(worker.exitcode or 0)
+
+    @staticmethod
+    def _use_broker(url: str) -> None:
+        """Consume the broker of the region this agent joined, whatever the
+        environment says: Celery reads CELERY_BROKER_URL before its configuration."""
+        for name in BROKER_ENV_OVERRIDES:
+            os.environ.pop(name, None)
+        app.conf.update(celery_options(url))
 
     def _discover(self, router_url, token, agent_id, caps, hint) -> str:
         answer = self._retrying("router", lambda: RouterClient(router_url).register_agent(
