@@ -185,13 +185,18 @@ class Proc:
 
 class Region:
     def __init__(self, template: Template, region_id: str | None = None, broker: str = "amqp",
-                 **env_overrides):
+                 database_url: str | None = None, **env_overrides):
         """broker: "amqp" (a RabbitMQ vhost of its own, the default) or "redis"
-        (the region's own redis-server serves as broker too)."""
+        (the region's own redis-server serves as broker too). database_url: a
+        migrated database elsewhere (e.g. tests.faults.PrivatePostgres) instead of
+        a clone of the template on the shared server; the caller owns it."""
         self.region_id = region_id or f"r{uuid.uuid4().hex[:6]}"
         self.dir = Path(tempfile.mkdtemp(prefix=f"meridian-{self.region_id}-"))
         self.db = f"mt_{self.region_id.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
-        pg_admin(f"CREATE DATABASE {self.db} TEMPLATE {template.name}")
+        self.own_db = database_url is None
+        self.database_url = database_url or pg_url(self.db)
+        if self.own_db:
+            pg_admin(f"CREATE DATABASE {self.db} TEMPLATE {template.name}")
         self.redis = RedisServer(self.dir)
         self.vhost = RabbitVhost(f"meridian-test-{self.db}") if broker == "amqp" else None
         broker_url = self.vhost.url() if self.vhost else self.redis.url
@@ -201,7 +206,7 @@ class Region:
         self.env = {
             **{k: v for k, v in os.environ.items() if k != "EXTRA_APPS"}, **FAST,
             "DJANGO_SETTINGS_MODULE": "project.settings", "ROLE": "region", "REGION_ID": self.region_id,
-            "REGION_URL": self.url, "DATABASE_URL": pg_url(self.db), "REDIS_URL": self.redis.url,
+            "REGION_URL": self.url, "DATABASE_URL": self.database_url, "REDIS_URL": self.redis.url,
             "CELERY_BROKER_URL": broker_url, "AGENT_REGISTRATION_TOKEN": REGISTRATION_TOKEN,
             "SECRET_KEY": f"secret-{self.region_id}", "AGENT_DATA_ROOT": str(self.dir / "data"),
             "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in env_overrides.items()},
@@ -266,7 +271,8 @@ class Region:
         self.redis.stop()
         if self.vhost:
             self.vhost.delete()
-        pg_admin(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
+        if self.own_db:
+            pg_admin(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def logs(self) -> str:
@@ -304,7 +310,7 @@ class Region:
             raise AssertionError(f"{exc}\n{self.task(task_id)}\n{self.logs()}") from None
 
     def db_query(self, sql: str, params=()) -> list[tuple]:
-        conn = psycopg2.connect(dbname=self.db, **PG)
+        conn = psycopg2.connect(self.database_url)
         try:
             with conn.cursor() as cur:
                 cur.execute(sql, params)
