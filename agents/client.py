@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import requests
 
+from project.protocol import claim_path, report_path
+
 
 class RegionRefused(Exception):
     """The region (or router) answered 4xx, or 503 with a reason."""
@@ -42,6 +44,14 @@ class RegionClient:
 
     def heartbeat(self, *, agent_id: str, token: str, busy: int) -> dict:
         return self._post(f"/api/v1/agents/{agent_id}/heartbeat", token, {"busy": busy})
+
+    def claim(self, *, agent_id: str, token: str, task_id: str, attempt: int) -> dict:
+        """{"run": True, "secrets": {...}}; RegionRefused(409) when the attempt is not current."""
+        return self._post(claim_path(agent_id), token, {"task_id": task_id, "attempt": attempt})
+
+    def report(self, *, agent_id: str, token: str, kind: str, task_id: str, attempt: int, body: dict) -> dict:
+        return self._post(report_path(agent_id), token,
+                          {"task_id": task_id, "attempt": attempt, "kind": kind, "body": body})
 
     def deregister(self, *, agent_id: str, token: str) -> dict:
         return self._post(f"/api/v1/agents/{agent_id}/deregister", token, {})

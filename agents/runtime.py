@@ -7,19 +7,25 @@ and deregisters only once the pool is empty.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
+from django.conf import settings
+from billiard.exceptions import WorkerLostError
 from celery import signals
+from celery.exceptions import TimeLimitExceeded
 from celery.worker import state as worker_state
 
 from agents.client import RegionClient, RegionRefused
-from project.celery import REPORTS_QUEUE, app
-from regions.services.reports import report_signature
+from project.celery import app
+from project.protocol import EXECUTE_TASK, REPORT_TASK, REPORTS_QUEUE, report_signature
 
 logger = logging.getLogger("meridian.agent")
 
@@ -41,14 +47,149 @@ class Identity:
 IDENTITY: Identity | None = None
 
 
+def identity() -> Identity:
+    if IDENTITY is None:
+        raise RuntimeError("agent identity not set: start agents with manage.py run_agent")
+    return IDENTITY
+
+
+class ClaimUnanswered(Exception):
+    """The region could not be asked whether the attempt is current."""
+
+
+def _retrying(call, patience: float, what: str):
+    """Call the region until it answers (4xx other than 429 are answers too)."""
+    deadline = time.monotonic() + patience
+    delay = 0.2
+    while True:
+        try:
+            return call()
+        except RegionRefused as exc:
+            if exc.status not in (429, 503):
+                raise
+            problem = f"{exc.status} {exc.detail}"
+        except requests.RequestException as exc:
+            problem = f"unreachable ({exc.__class__.__name__})"
+        if time.monotonic() + delay > deadline:
+            raise ClaimUnanswered(f"{what}: region did not answer within {patience:g}s (last: {problem})")
+        logger.warning("%s: %s; retrying in %.1fs", what, problem, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def claim(*, task_id: str, attempt: int) -> dict | None:
+    """Ask the region, synchronously, whether this attempt may run here. Returns
+    the grant (with any secrets), or None when the attempt is not current
+    (superseded, already running elsewhere, finished, cancelled) or this agent's
+    credential no longer holds. Raises ClaimUnanswered when the region is
+    unreachable for AGENT_CLAIM_PATIENCE_SECONDS."""
+    ident = identity()
+    client = RegionClient(ident.region_url)
+    try:
+        return _retrying(lambda: client.claim(agent_id=ident.agent_id, token=ident.token, task_id=task_id,
+                                              attempt=attempt),
+                         settings.AGENT_CLAIM_PATIENCE_SECONDS, f"claim {task_id}:{attempt}")
+    except RegionRefused as exc:
+        logger.warning("skipping task %s attempt %s: %s (%s)", task_id, attempt, exc.detail, exc.status)
+        return None
+
+
+def report_outcome(kind: str, *, task_id: str, attempt: int, body: dict) -> None:
+    """Tell the region how the attempt ended: over HTTP, or over the broker when
+    the region's web does not answer (the orchestrator's collector takes it).
+
+    The outcome is written to the agent's local outbox first and removed once
+    delivered: an agent killed between its handler's end and the region's answer
+    delivers it when it starts again, before it re-registers (a finished
+    attempt is not run a second time because a report was lost with a process)."""
+    ident = identity()
+    spooled = outbox_put(ident.agent_id, kind=kind, task_id=task_id, attempt=attempt, body=body)
+    if _deliver(RegionClient(ident.region_url), ident.agent_id, ident.token, kind, task_id, attempt, body,
+                settings.AGENT_REPORT_PATIENCE_SECONDS):
+        spooled.unlink(missing_ok=True)
+        return
+    report(kind, task_id=task_id, attempt=attempt, body=body)
+    spooled.unlink(missing_ok=True)
+
+
+def _deliver(client: RegionClient, agent_id: str, token: str, kind: str, task_id: str, attempt: int, body: dict,
+             patience: float) -> bool:
+    """True once the region answered (recorded or not); False if unreachable."""
+    try:
+        answer = _retrying(lambda: client.report(agent_id=agent_id, token=token, kind=kind, task_id=task_id,
+                                                 attempt=attempt, body=body),
+                           patience, f"report {task_id}:{attempt}")
+    except RegionRefused as exc:
+        logger.warning("region refused %s of task %s attempt %s: %s", kind, task_id, attempt, exc.detail)
+        return True
+    except ClaimUnanswered as exc:
+        logger.warning("%s; sending it over the broker", exc)
+        return False
+    if not answer.get("recorded"):
+        logger.warning("region did not record %s of task %s attempt %s (superseded)", kind, task_id, attempt)
+    return True
+
+
+# --- the local outbox and credential of an agent (its own state directory) -----------
+
+def state_dir(agent_id: str) -> Path:
+    path = Path(settings.AGENT_STATE_DIR) / agent_id
+    (path / "outbox").mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def outbox_put(agent_id: str, *, kind: str, task_id: str, attempt: int, body: dict) -> Path:
+    path = state_dir(agent_id) / "outbox" / f"{task_id}.{attempt}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"kind": kind, "task_id": task_id, "attempt": attempt, "body": body}))
+    tmp.replace(path)  # a reader sees the whole report or none
+    return path
+
+
+def credential_save(agent_id: str, *, region_url: str, token: str) -> None:
+    """Kept so that a restarted agent can deliver what it finished before it died."""
+    path = state_dir(agent_id) / "credential.json"
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"region_url": region_url, "token": token}, fh)
+    path.with_suffix(".tmp").replace(path)
+
+
+def outbox_flush(agent_id: str, *, region_url: str | None = None, token: str | None = None) -> int:
+    """Deliver outcomes a previous run of this agent left undelivered, with the
+    credential it had (before re-registering rotates it) or the one given."""
+    directory = state_dir(agent_id)
+    pending = sorted((directory / "outbox").glob("*.json"))
+    if not pending:
+        return 0
+    if token is None:
+        try:
+            saved = json.loads((directory / "credential.json").read_text())
+            region_url, token = saved["region_url"], saved["token"]
+        except (OSError, ValueError, KeyError):
+            return 0
+    client = RegionClient(region_url)
+    delivered = 0
+    for path in pending:
+        try:
+            item = json.loads(path.read_text())
+            done = _deliver(client, agent_id, token, item["kind"], item["task_id"], int(item["attempt"]),
+                            item["body"], patience=5.0)
+        except (OSError, ValueError, KeyError, TypeError):
+            done = True  # unreadable: nothing to deliver
+        if done:
+            path.unlink(missing_ok=True)
+            delivered += 1
+    logger.warning("agent %s delivered %d outcome(s) left by its previous run", agent_id, delivered)
+    return delivered
+
+
 def report(kind: str, *, task_id: str, attempt: int, body: dict) -> None:
     """Send a signed report to the region's collector over the broker."""
-    ident = IDENTITY
-    if ident is None:
-        raise RuntimeError("agent identity not set: start agents with manage.py run_agent")
+    ident = identity()
     sig = report_signature(key=ident.report_key, kind=kind, task_id=task_id, attempt=attempt, body=body)
     app.send_task(
-        "regions.report", queue=REPORTS_QUEUE,
+        REPORT_TASK, queue=REPORTS_QUEUE,
         kwargs={"agent_id": ident.agent_id, "kind": kind, "task_id": task_id, "attempt": attempt,
                 "body": body, "sig": sig},
         retry=True, retry_policy={"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5,
@@ -106,6 +247,37 @@ def heartbeat_loop(ident: Identity) -> None:
             except Exception:  # a broker hiccup must not kill the heartbeat
                 logger.exception("could not apply desired state")
         ident.stop.wait(ident.interval)
+
+
+@signals.task_failure.connect
+def _report_lost_attempt(sender=None, task_id=None, exception=None, kwargs=None, **_) -> None:
+    """In the worker's main process: the pool process running an attempt died
+    (killed, out of memory, a message that crashes the interpreter) or hit its
+    hard time limit. The message is acked, not requeued (a message that kills
+    its consumer must not loop); the region hears of it and retries the task as
+    a new attempt while attempts remain."""
+    if getattr(sender, "name", None) != EXECUTE_TASK or not isinstance(exception, (WorkerLostError,
+                                                                                  TimeLimitExceeded)):
+        return
+    kwargs = kwargs or {}
+    try:
+        tid, attempt = str(kwargs["task_id"]), int(kwargs["attempt"])
+    except (KeyError, TypeError, ValueError):
+        logger.error("lost an execution of unreadable message %s: %r", task_id, exception)
+        return
+    what = "hit its hard time limit" if isinstance(exception, TimeLimitExceeded) else "died"
+    body = {"error": f"the agent's worker process {what} while running it ({exception})", "retryable": True}
+    logger.error("task %s attempt %s: worker process %s (%s); reporting the attempt failed", tid, attempt, what,
+                 exception)
+    threading.Thread(target=_report_safely, args=("failure", tid, attempt, body), daemon=True,
+                     name="meridian-lost-report").start()
+
+
+def _report_safely(kind: str, task_id: str, attempt: int, body: dict) -> None:
+    try:
+        report_outcome(kind, task_id=task_id, attempt=attempt, body=body)
+    except Exception:
+        logger.exception("could not report %s of task %s attempt %s", kind, task_id, attempt)
 
 
 @signals.worker_ready.connect

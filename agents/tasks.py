@@ -1,22 +1,36 @@
-"""The one Celery task every agent runs: execute a capability handler for one attempt."""
+"""The one Celery task every agent runs: claim one attempt, run its handler, report."""
+import logging
 import time
 
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from agents import runtime
 from agents.handlers import Context, HandlerError, handler_get
+from project.protocol import EXECUTE_TASK
+
+logger = logging.getLogger("meridian.handler")
 
 
-@shared_task(name="agents.execute", bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=False)
 def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: dict, timeout: int,
-                 secrets: dict | None = None) -> None:
-    # acks_late is safe: the region fences every report on (task, attempt), so a
-    # re-delivered message can at worst redo the work, never record it twice.
-    ident = runtime.IDENTITY
+                 **_unused) -> None:
+    # acks_late: a message is acked only once its attempt has been claimed and
+    # run (or skipped), so a consumer that dies before claiming gives it back.
+    # A redelivered message never runs twice: the claim says whether the attempt
+    # is still current and free.
+    ident = runtime.identity()
+    try:
+        grant = runtime.claim(task_id=task_id, attempt=attempt)
+    except runtime.ClaimUnanswered as exc:
+        logger.warning("%s; giving task %s attempt %s back to the broker", exc, task_id, attempt)
+        raise Reject(str(exc), requeue=True) from exc
+    if grant is None:
+        return
     started_at = time.time()
-    runtime.report("claim", task_id=task_id, attempt=attempt, body={})
-    ctx = Context(task_id=task_id, attempt=attempt, agent_id=ident.agent_id, secrets=secrets or {})
+    logger.info("handler start task=%s attempt=%s agent=%s capability=%s", task_id, attempt, ident.agent_id,
+                capability)
+    ctx = Context(task_id=task_id, attempt=attempt, agent_id=ident.agent_id, secrets=grant.get("secrets") or {})
     try:
         result = handler_get(capability)(payload, ctx)
     except SoftTimeLimitExceeded:
@@ -27,8 +41,11 @@ def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: 
         body = {"error": f"{type(exc).__name__}: {exc}", "retryable": True}
     else:
         body = {"result": result}
+    kind = "success" if "result" in body else "failure"
+    logger.info("handler finish task=%s attempt=%s agent=%s outcome=%s seconds=%.3f", task_id, attempt,
+                ident.agent_id, kind, time.time() - started_at)
     body["started_at"] = started_at
-    runtime.report("success" if "result" in body else "failure", task_id=task_id, attempt=attempt, body=body)
+    runtime.report_outcome(kind, task_id=task_id, attempt=attempt, body=body)
 
 
 @shared_task(name="agents.noop", ignore_result=True)

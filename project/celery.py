@@ -10,16 +10,8 @@ app = Celery("meridian")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-CONTROL_QUEUE = "meridian.control"
-REPORTS_QUEUE = "meridian.reports"
-
-
-def capability_queue(capability: str) -> str:
-    return f"meridian.cap.{capability}"
-
-
-def agent_queue(agent_id: str) -> str:
-    return f"meridian.agent.{agent_id}"
+# The wire contract lives in project.protocol; re-exported for the region's code.
+from project.protocol import CONTROL_QUEUE, REPORTS_QUEUE, agent_queue, capability_queue  # noqa: E402,F401
 
 
 def _beat_schedule() -> dict:

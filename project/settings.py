@@ -45,6 +45,7 @@ ROLE_APPS = {"region": ["regions", "agents"], "router": ["router"]}
 INSTALLED_APPS += env.list("EXTRA_APPS", default=ROLE_APPS[ROLE])
 
 MIDDLEWARE = [
+    "project.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -158,13 +159,20 @@ LIVENESS_FLUSH_INTERVAL = env.float("LIVENESS_FLUSH_INTERVAL", default=10.0)
 SWEEPER_INTERVAL = env.float("SWEEPER_INTERVAL", default=2.0)
 # A dispatched task nobody has claimed for this long while agents serving it are
 # idle is presumed lost in flight and re-sent with attempt + 1.
-TASK_UNCLAIMED_RESEND_AFTER = env.float("TASK_UNCLAIMED_RESEND_AFTER", default=600.0)
-# Do not mass-evict: when more than this share of online agents (and at least
-# EVICTION_HOLD_MIN_AGENTS) miss their TTL together, hold and report instead.
+TASK_UNCLAIMED_RESEND_AFTER = env.float("TASK_UNCLAIMED_RESEND_AFTER", default=60.0)
+# Do not mass-evict (the rule of Kubernetes' node lifecycle controller; see
+# regions/services/agents.py): when more than this share of the fleet, and at
+# least 2 agents, go silent together, a fleet of at most EVICTION_LARGE_FLEET
+# agents evicts nobody; a larger one evicts at most EVICTION_SECONDARY_RATE of
+# the fleet per reaper tick (oldest silence first), and nobody if all are silent.
 EVICTION_HOLD_RATIO = env.float("EVICTION_HOLD_RATIO", default=0.5)
-EVICTION_HOLD_MIN_AGENTS = env.int("EVICTION_HOLD_MIN_AGENTS", default=10)
+EVICTION_LARGE_FLEET = env.int("EVICTION_LARGE_FLEET", default=50)
+EVICTION_SECONDARY_RATE = env.float("EVICTION_SECONDARY_RATE", default=0.01)
 # A hold lasts at most this long: a real mass failure is evicted after it.
 EVICTION_HOLD_MAX_SECONDS = env.float("EVICTION_HOLD_MAX_SECONDS", default=300.0)
+# No successful reaper tick for this many reaper intervals (liveness Redis or the
+# reaper away): every agent gets a full TTL of grace before anyone is evicted.
+EVICTION_GRACE_AFTER_TICKS = env.float("EVICTION_GRACE_AFTER_TICKS", default=3.0)
 TASK_PAYLOAD_LIMIT_BYTES = env.int("TASK_PAYLOAD_LIMIT_BYTES", default=256 * 1024)
 TASK_DEFAULT_TIMEOUT = env.int("TASK_DEFAULT_TIMEOUT", default=300)
 TASK_DEFAULT_MAX_ATTEMPTS = env.int("TASK_DEFAULT_MAX_ATTEMPTS", default=3)
@@ -193,6 +201,12 @@ CONFIG_SYNC_INTERVAL = env.float("CONFIG_SYNC_INTERVAL", default=60.0)
 AGENT_DATA_ROOT = env.str("AGENT_DATA_ROOT", default=str(VAR_DIR / "data"))
 AGENT_MAX_INPUT_BYTES = env.int("AGENT_MAX_INPUT_BYTES", default=64 * 1024 * 1024)
 AGENT_MAX_RECORDS = env.int("AGENT_MAX_RECORDS", default=50_000)
+# How long an agent keeps asking an unreachable region before it gives a message
+# back to the broker (claim) or sends the outcome over the broker (report).
+AGENT_CLAIM_PATIENCE_SECONDS = env.float("AGENT_CLAIM_PATIENCE_SECONDS", default=60.0)
+AGENT_REPORT_PATIENCE_SECONDS = env.float("AGENT_REPORT_PATIENCE_SECONDS", default=15.0)
+# An agent's own state (its credential, outcomes not yet delivered), per agent id.
+AGENT_STATE_DIR = env.str("AGENT_STATE_DIR", default=str(VAR_DIR / "agents"))
 
 # Mount the baseline views bench/heartbeat.py compares against (never in production).
 BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)

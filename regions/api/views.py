@@ -25,6 +25,7 @@ from regions.models import Agent, Task
 from regions.services import agents as agent_services
 from regions.services import liveness
 from regions.services.config import config_current
+from regions.services.reports import report_apply
 from regions.services import tasks as task_services
 
 LIVENESS_DOWN = "liveness store (Redis) unavailable; retry shortly"
@@ -67,7 +68,9 @@ class AgentRegisterApi(APIView):
         except agent_services.ForbiddenError as exc:
             raise PermissionDenied(str(exc)) from exc
         except liveness.RedisError as exc:
-            raise ServiceUnavailable(LIVENESS_DOWN) from exc
+            unavailable = ServiceUnavailable(LIVENESS_DOWN)
+            unavailable.wait = 2  # Retry-After, as heartbeats answer (DRF's handler sends `wait`)
+            raise unavailable from exc
         return Response({
             "agent_id": reg.agent.agent_id,
             "token": reg.token,
@@ -266,3 +269,55 @@ class RegionStatusApi(APIView):
     @extend_schema(responses=dict)
     def get(self, request):
         return Response(selectors.region_status())
+
+
+# --- the agent's side of an attempt: claim, then report -----------------------------
+
+class _AgentAttemptApi(APIView):
+    """Called by an agent with its own token, for an attempt it received."""
+
+    authentication_classes = [BearerChallenge]
+    permission_classes = [AllowAny]  # the agent's own token is checked below
+
+    def _agent(self, request, agent_id: str) -> Agent:
+        try:
+            return agent_services.agent_authenticate(agent_id=agent_id, raw_token=_bearer(request))
+        except (agent_services.AuthError, agent_services.ForbiddenError, agent_services.NotFound) as exc:
+            raise _agent_errors(exc) from exc
+
+
+class TaskClaimApi(_AgentAttemptApi):
+    class InputSerializer(serializers.Serializer):
+        task_id = serializers.UUIDField()
+        attempt = serializers.IntegerField(min_value=1, max_value=1000)
+
+    @extend_schema(request=InputSerializer, responses={200: dict, 409: dict})
+    def post(self, request, agent_id: str):
+        agent = self._agent(request, agent_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        claim = task_services.task_claim(task_id=str(data.validated_data["task_id"]),
+                                         attempt=data.validated_data["attempt"], agent_id=agent.agent_id,
+                                         capabilities=agent.capabilities)
+        if not claim.run:
+            return Response({"error": "not_current", "detail": claim.reason, "run": False},
+                            status=status.HTTP_409_CONFLICT)
+        return Response({"run": True, "secrets": claim.secrets})
+
+
+class TaskReportApi(_AgentAttemptApi):
+    class InputSerializer(serializers.Serializer):
+        task_id = serializers.UUIDField()
+        attempt = serializers.IntegerField(min_value=1, max_value=1000)
+        kind = serializers.ChoiceField(choices=["success", "failure"])
+        body = serializers.DictField()
+
+    @extend_schema(request=InputSerializer, responses={200: dict})
+    def post(self, request, agent_id: str):
+        agent = self._agent(request, agent_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        recorded = report_apply(agent_id=agent.agent_id, capabilities=agent.capabilities,
+                                task_id=str(data.validated_data["task_id"]), attempt=data.validated_data["attempt"],
+                                kind=data.validated_data["kind"], body=data.validated_data["body"])
+        return Response({"recorded": recorded})

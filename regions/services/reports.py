@@ -1,29 +1,23 @@
-"""Task reports agents send over the broker (claim, success, failure).
+"""Task outcomes from agents: over HTTP with the agent's token (report_apply),
+or, when the region's web is unreachable, over the broker (report_ingest).
 
-Each report is signed with the agent's report key (derived from its current
+Each broker report is signed with the agent's report key (derived from its current
 token), so one agent cannot report for another, and a token rotated since is
 refused. Reports are idempotent: they go through the fenced task updates.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import logging
 
+from project.protocol import OUTCOME_KINDS, REPORT_KINDS, report_signature
 from regions.models import Agent
 from regions.services import tasks
 from regions.services.agents import report_key_for
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("claim", "success", "failure")
-
-
-def report_signature(*, key: str, kind: str, task_id: str, attempt: int, body: dict) -> str:
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    msg = f"{kind}:{task_id}:{attempt}:{digest}".encode()
-    return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
+__all__ = ["report_apply", "report_ingest", "report_signature"]
 
 
 def _agent_identity(agent_id: str) -> tuple[str, list[str]] | None:
@@ -33,7 +27,7 @@ def _agent_identity(agent_id: str) -> tuple[str, list[str]] | None:
 
 
 def report_ingest(*, agent_id: str, kind: str, task_id: str, attempt: int, body: dict, sig: str) -> bool:
-    if kind not in KINDS:
+    if kind not in REPORT_KINDS:
         logger.warning("report of unknown kind %r from %s dropped", kind, agent_id)
         return False
     identity = _agent_identity(agent_id)
@@ -47,7 +41,17 @@ def report_ingest(*, agent_id: str, kind: str, task_id: str, attempt: int, body:
         logger.warning("report for task %s with a bad signature (agent %s) dropped", task_id, agent_id)
         return False
     if kind == "claim":
-        return tasks.task_claim(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities)
+        return tasks.task_claim(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities).run
+    return report_apply(agent_id=agent_id, capabilities=capabilities, kind=kind, task_id=task_id,
+                        attempt=attempt, body=body)
+
+
+def report_apply(*, agent_id: str, capabilities: list[str], kind: str, task_id: str, attempt: int,
+                 body: dict) -> bool:
+    """An authenticated agent's outcome for one attempt (fenced: a superseded or
+    repeated report changes nothing and returns False)."""
+    if kind not in OUTCOME_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(OUTCOME_KINDS)}")
     if kind == "success":
         return tasks.task_succeed(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities,
                                   result=body.get("result"), started_at=_float(body.get("started_at")))

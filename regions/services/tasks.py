@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
@@ -17,7 +17,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from project.broker import message_priority
-from project.celery import agent_queue, app, capability_queue
+from project.celery import app
+from project.protocol import EXECUTE_TASK, agent_queue, capability_queue, execute_kwargs, message_id
 from regions.models import Agent, IngestedRecord, Task
 from regions.services import agents as agent_services
 from regions.services import liveness
@@ -25,7 +26,6 @@ from regions.services.config import config_current
 
 logger = logging.getLogger(__name__)
 
-EXECUTE_TASK = "agents.execute"
 NO_AGENT_REASON = "no live agent serves capability {cap}; the task runs when one checks in"
 
 
@@ -136,10 +136,6 @@ def _initial_status(*, capability: str, target_agent: str) -> tuple[str, str]:
     return Task.Status.WAITING, NO_AGENT_REASON.format(cap=capability)
 
 
-def _message_id(task_id, attempt: int) -> str:
-    return f"{task_id}:{attempt}"
-
-
 def task_dispatch(*, task_id) -> bool:
     """Hand the current attempt to the broker, exactly once per attempt: the send
     is claimed by a conditional UPDATE first (the sweeper and an on-commit
@@ -157,27 +153,13 @@ def task_dispatch(*, task_id) -> bool:
     if not claimed:
         return False
     queue = agent_queue(task.target_agent) if task.target_agent else capability_queue(task.capability)
-    kwargs = {"task_id": str(task.id), "attempt": task.attempt, "capability": task.capability,
-              "payload": task.payload, "timeout": task.timeout}
-    secret_name = task.payload.get("auth_secret") if isinstance(task.payload, dict) else None
-    if secret_name:
-        # Resolved here, inside the region, into the message only: never stored.
-        # Checked again: the configuration may have changed since submission.
-        config = config_current()
-        try:
-            refusal = config.secret_refusal(str(secret_name), str(task.payload.get("source", "")))
-            if refusal:
-                raise KeyError(refusal)
-            kwargs["secrets"] = {secret_name: config.secret(str(secret_name))}
-        except (KeyError, OSError) as exc:
-            Task.objects.filter(id=task.id, attempt=task.attempt, status__in=Task.PENDING).update(
-                status=Task.Status.FAILED, error=f"secret unavailable: {exc}", finished_at=timezone.now())
-            return False
+    kwargs = execute_kwargs(task_id=task.id, attempt=task.attempt, capability=task.capability,
+                            payload=task.payload, timeout=task.timeout)
     try:
         app.send_task(
             EXECUTE_TASK,
             kwargs=kwargs,
-            task_id=_message_id(task.id, task.attempt),
+            task_id=message_id(task.id, task.attempt),
             queue=queue,
             priority=message_priority(settings.CELERY_BROKER_URL, task.priority),
             soft_time_limit=task.timeout,
@@ -202,23 +184,66 @@ def _servable(agent_id: str, capabilities: list[str] | None) -> Q:
     return Q(target_agent=agent_id) | Q(target_agent="", capability__in=capabilities)
 
 
-def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[str] | None = None) -> bool:
-    """An agent started an attempt. Same attempt re-delivered (worker lost) moves it."""
+@dataclass(frozen=True)
+class Claim:
+    """The region's answer to an agent about to run an attempt."""
+
+    run: bool
+    reason: str = ""
+    secrets: dict = field(default_factory=dict, repr=False)
+
+
+def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[str] | None = None) -> Claim:
+    """An agent is about to run this attempt: it may only if the attempt is still
+    the current one and nobody runs it yet. The answer is synchronous, so a
+    handler never starts for a superseded attempt, whatever the broker
+    redelivers (a dead consumer's messages, a visibility timeout, a revoke
+    nobody heard). A message for an attempt already running elsewhere is
+    skipped: if that agent is dead the reaper moves the task to a new attempt."""
     now = timezone.now()
-    return bool(
-        Task.objects.filter(_servable(agent_id, capabilities), id=task_id, attempt=attempt,
-                            status__in=(*Task.PENDING, Task.Status.RUNNING))
-        .update(status=Task.Status.RUNNING, agent=agent_id, started_at=now, status_reason="")
-    )
+    claimed = (Task.objects.filter(_servable(agent_id, capabilities), id=task_id, attempt=attempt,
+                                   status__in=Task.PENDING)
+               .update(status=Task.Status.RUNNING, agent=agent_id, started_at=now, status_reason=""))
+    if not claimed:
+        return Claim(run=False, reason=_claim_refusal(task_id=task_id, attempt=attempt, agent_id=agent_id))
+    task = Task.objects.only("payload", "attempt").get(id=task_id)
+    secret_name = task.payload.get("auth_secret") if isinstance(task.payload, dict) else None
+    if not secret_name:
+        return Claim(run=True)
+    # Resolved here, inside the region, for the agent that claimed the attempt:
+    # never stored, never in a queued message. Checked again: the configuration
+    # may have changed since submission.
+    config = config_current()
+    try:
+        refusal = config.secret_refusal(str(secret_name), str(task.payload.get("source", "")))
+        if refusal:
+            raise KeyError(refusal)
+        return Claim(run=True, secrets={secret_name: config.secret(str(secret_name))})
+    except (KeyError, OSError) as exc:
+        error = f"secret unavailable: {exc.args[0] if exc.args else exc}"
+        Task.objects.filter(id=task_id, attempt=attempt, status=Task.Status.RUNNING, agent=agent_id).update(
+            status=Task.Status.FAILED, error=error, finished_at=timezone.now(), status_reason=error[:255])
+        return Claim(run=False, reason=error)
+
+
+def _claim_refusal(*, task_id: str, attempt: int, agent_id: str) -> str:
+    row = Task.objects.filter(id=task_id).values("attempt", "status", "agent").first()
+    if row is None:
+        return f"no task {task_id} in region {settings.REGION_ID}"
+    if row["attempt"] != attempt:
+        return f"attempt {attempt} is superseded: the task is at attempt {row['attempt']} ({row['status']})"
+    if row["status"] == Task.Status.RUNNING:
+        return f"attempt {attempt} is already running on agent {row['agent']}"
+    if row["status"] not in Task.PENDING:
+        return f"the task is already {row['status']}"
+    return f"agent {agent_id} does not serve this task"
 
 
 def _owned(task_id: str, attempt: int, agent_id: str, capabilities: list[str] | None = None):
-    # The claim travels on the same queue but may be processed after the result,
-    # hence agent="" too; but only an agent that could have received the task.
-    return Task.objects.filter(
-        Q(agent=agent_id) | Q(agent=""), _servable(agent_id, capabilities), id=task_id, attempt=attempt,
-        status__in=(*Task.PENDING, Task.Status.RUNNING),
-    )
+    # Only the agent that claimed the attempt (synchronously, before its handler
+    # started) may report its outcome, and only while it is the current attempt.
+    return Task.objects.filter(_servable(agent_id, capabilities), id=task_id, attempt=attempt,
+                               status=Task.Status.RUNNING, agent=agent_id)
 
 
 def _started(started_at: float | None):
@@ -300,7 +325,7 @@ def tasks_requeue_for_agents(*, agent_ids: list[str], reason: str) -> int:
 
 def _revoke(task_id, attempt: int, terminate: bool = False) -> None:
     try:
-        app.control.revoke(_message_id(task_id, attempt), terminate=terminate, signal="SIGTERM")
+        app.control.revoke(message_id(task_id, attempt), terminate=terminate, signal="SIGTERM")
     except Exception as exc:  # best effort: the fence still drops the attempt
         logger.info("revoke of %s:%s not sent: %s", task_id, attempt, exc)
 

@@ -31,7 +31,51 @@ def test_another_agent_cannot_complete_a_claimed_attempt():
 
 def test_claim_of_a_cancelled_task_changes_nothing():
     task = make_task(status=Task.Status.CANCELLED)
-    assert tasks.task_claim(task_id=task.id, attempt=1, agent_id="a") is False
+    claim = tasks.task_claim(task_id=task.id, attempt=1, agent_id="a")
+    assert claim.run is False and "already cancelled" in claim.reason
+
+
+def test_a_superseded_attempt_is_never_granted():
+    task = make_task(attempt=2)
+    claim = tasks.task_claim(task_id=task.id, attempt=1, agent_id="a")
+    assert claim.run is False and "superseded" in claim.reason
+    assert tasks.task_claim(task_id=task.id, attempt=2, agent_id="a").run is True
+
+
+def test_an_attempt_is_granted_to_one_agent_only():
+    """A broker redelivery (dead consumer, visibility timeout) reaches a second
+    agent while the first still runs the attempt: the second must skip it."""
+    task = make_task()
+    assert tasks.task_claim(task_id=task.id, attempt=1, agent_id="a").run is True
+    again = tasks.task_claim(task_id=task.id, attempt=1, agent_id="b")
+    assert again.run is False and "already running on agent a" in again.reason
+    assert tasks.task_claim(task_id=task.id, attempt=1, agent_id="a").run is False  # nor twice on the same one
+    task.refresh_from_db()
+    assert (task.status, task.agent) == (Task.Status.RUNNING, "a")
+
+
+def test_only_the_claiming_agent_reports_the_outcome():
+    task = make_task()
+    assert tasks.task_succeed(task_id=task.id, attempt=1, agent_id="a", result={}) is False  # never claimed
+    tasks.task_claim(task_id=task.id, attempt=1, agent_id="a")
+    assert tasks.task_succeed(task_id=task.id, attempt=1, agent_id="b", result={}) is False
+    assert tasks.task_succeed(task_id=task.id, attempt=1, agent_id="a", result={"ok": 1}) is True
+
+
+def test_a_secret_is_resolved_for_the_claimed_attempt_only(monkeypatch):
+    """The queued message carries no secret: the claim answer does."""
+    from regions.services import config as config_services
+
+    monkeypatch.setenv("INGEST_TOKEN", "s3cret-value")
+    cfg = config_services.EffectiveConfig(sha="abc", content={"secrets": {"ingest": {
+        "ref": "env:INGEST_TOKEN", "hosts": ["data.example.com"]}}})
+    monkeypatch.setattr(tasks, "config_current", lambda: cfg)
+    task = make_task(payload={"auth_secret": "ingest", "source": "https://data.example.com/x.csv"})
+    sent = []
+    monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: sent.append(kw))
+    assert tasks.task_dispatch(task_id=task.id)
+    assert "s3cret-value" not in repr(sent)
+    assert tasks.task_claim(task_id=task.id, attempt=1, agent_id="a").secrets == {"ingest": "s3cret-value"}
 
 
 def test_failure_with_attempts_left_schedules_a_retry_with_backoff(settings):
@@ -76,7 +120,7 @@ def test_a_failed_send_keeps_the_task_for_the_sweeper(redis_clean, monkeypatch, 
 
 def test_report_with_a_forged_signature_is_dropped(redis_clean):
     reg = factories.agent("a1")
-    task = make_task()
+    task = make_task(status=Task.Status.RUNNING, agent="a1")
     body = {"result": {"ok": True}}
     forged = reports.report_signature(key="guess", kind="success", task_id=str(task.id), attempt=1, body=body)
     assert reports.report_ingest(agent_id="a1", kind="success", task_id=str(task.id), attempt=1,

@@ -45,7 +45,13 @@ class Command(BaseCommand):
         if not region_url and router_url:
             region_url = self._discover(router_url, registration_token, agent_id, caps, region)
         region_url = region_url or settings.REGION_URL
+        # What a previous run of this agent finished but could not report goes
+        # first, with its old credential: re-registering rotates it and puts
+        # whatever is still recorded as running here back on the queue.
+        runtime.outbox_flush(agent_id)
         reg = self._register(RegionClient(region_url), registration_token, agent_id, caps, host, concurrency)
+        runtime.credential_save(agent_id, region_url=reg["regional_orchestrator_url"], token=reg["token"])
+        runtime.outbox_flush(agent_id, region_url=reg["regional_orchestrator_url"], token=reg["token"])
         self._use_broker(reg["broker_url"])
         runtime.IDENTITY = runtime.Identity(
             agent_id=agent_id, token=reg["token"], report_key=reg["report_key"],
@@ -88,8 +94,11 @@ class Command(BaseCommand):
             try:
                 return call()
             except RegionRefused as exc:
-                if exc.status != 503:
-                    raise CommandError(f"{what} refused registration: {exc.detail}") from exc
+                if exc.status not in (503, 429):
+                    # Refused for good (revoked, blocklisted, bad token, too old):
+                    # a distinct exit code, so a supervisor does not restart it in a loop.
+                    raise CommandError(f"{what} refused registration ({exc.status}): {exc.detail}",
+                                       returncode=os.EX_CONFIG) from exc
                 problem = exc.detail
             except Exception as exc:
                 problem = f"unreachable ({exc})"

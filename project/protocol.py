@@ -1,0 +1,59 @@
+"""The agent <-> region wire contract, in one home both sides import.
+
+Over the broker the region sends one message per task attempt
+(``EXECUTE_TASK`` on ``capability_queue(cap)`` or ``agent_queue(id)``) with the
+kwargs of ``execute_kwargs``. Over HTTP, with its own bearer token, the agent
+then *claims* the attempt (``claim_path``): the region answers whether that
+attempt is still the current one, and only then does a handler run. The
+outcome goes back over HTTP (``report_path``); when the region's web is
+unreachable the agent falls back to a signed report on ``REPORTS_QUEUE``
+(``REPORT_TASK``), which the orchestrator's collector verifies with
+``report_signature``.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+EXECUTE_TASK = "agents.execute"
+REPORT_TASK = "regions.report"
+CONTROL_QUEUE = "meridian.control"
+REPORTS_QUEUE = "meridian.reports"
+# "claim" over the broker is still accepted from older agents.
+REPORT_KINDS = ("claim", "success", "failure")
+OUTCOME_KINDS = ("success", "failure")
+
+
+def capability_queue(capability: str) -> str:
+    return f"meridian.cap.{capability}"
+
+
+def agent_queue(agent_id: str) -> str:
+    return f"meridian.agent.{agent_id}"
+
+
+def message_id(task_id, attempt: int) -> str:
+    """One broker message per attempt: the id names both."""
+    return f"{task_id}:{attempt}"
+
+
+def execute_kwargs(*, task_id, attempt: int, capability: str, payload, timeout: int) -> dict:
+    # Never a secret: the agent receives those in the claim answer, for an
+    # attempt it has claimed, so a queued message carries none.
+    return {"task_id": str(task_id), "attempt": attempt, "capability": capability, "payload": payload,
+            "timeout": timeout}
+
+
+def claim_path(agent_id: str) -> str:
+    return f"/api/v1/agents/{agent_id}/claim"
+
+
+def report_path(agent_id: str) -> str:
+    return f"/api/v1/agents/{agent_id}/report"
+
+
+def report_signature(*, key: str, kind: str, task_id: str, attempt: int, body: dict) -> str:
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    msg = f"{kind}:{task_id}:{attempt}:{digest}".encode()
+    return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
