@@ -1,14 +1,30 @@
 """One error shape for every API answer: {"error": code, "detail": message, ...}."""
+import logging
+
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import JsonResponse
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 2
+DATABASE_DOWN = "database unavailable; retry shortly"
+
+
 class ServiceUnavailable(APIException):
+    """A 503 that always says when to come back (Retry-After, default 2 s)."""
+
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "Service temporarily unavailable."
     default_code = "unavailable"
+
+    def __init__(self, detail=None, code=None, retry_after: int = RETRY_AFTER_SECONDS):
+        super().__init__(detail, code)
+        self.wait = retry_after  # DRF's handler turns `wait` into Retry-After
 
 
 class PayloadTooLarge(APIException):
@@ -23,10 +39,37 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
+def database_unavailable(exc: DatabaseError) -> bool:
+    """The database cannot be reached or dropped the connection (a restart, a
+    failover, a network cut), as opposed to a bug in a query. psycopg2 reports
+    both a refused connection and a server shutting down as OperationalError;
+    Django raises InterfaceError for a connection already closed."""
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def database_unavailable_log(exc: Exception, where: str) -> None:
+    """One line, not a traceback per request for the length of an outage."""
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    logger.warning("database unavailable, answering 503 to %s: %s", where, first_line)
+
+
+def database_unavailable_response() -> JsonResponse:
+    """For plain Django views (see project.middleware)."""
+    response = JsonResponse({"error": "unavailable", "detail": DATABASE_DOWN}, status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def api_exception_handler(exc, context):
+    if database_unavailable(exc):
+        request = context.get("request")
+        database_unavailable_log(exc, f"{request.method} {request.path}" if request is not None else "an API call")
+        exc = ServiceUnavailable(DATABASE_DOWN)
     response = exception_handler(exc, context)
     if response is None:
         return None
+    if response.status_code == status.HTTP_503_SERVICE_UNAVAILABLE and "Retry-After" not in response:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     data = response.data
     if isinstance(data, dict) and set(data) == {"detail"}:
         code = getattr(data["detail"], "code", None) or getattr(exc, "default_code", "error")

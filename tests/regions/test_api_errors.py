@@ -183,3 +183,86 @@ def test_agent_list_filters_by_status_and_capability(api):
     r = api.get("/api/v1/agents?status=online&capability=sleep")
     assert r.status_code == 200 and [a["agent_id"] for a in r.json()["results"]] == ["a2"]
     assert api.get("/api/v1/agents/a1").json()["liveness"] == "ok"
+
+
+# --- the database unavailable (restart, failover, network cut) ----------------
+
+def assert_database_503(r):
+    assert r.status_code == 503, r.content
+    assert r["Content-Type"] == "application/json"
+    assert r.json()["error"] == "unavailable" and "database" in r.json()["detail"]
+    assert int(r["Retry-After"]) > 0
+
+
+def _raise(exc):
+    def fail(*args, **kwargs):
+        raise exc
+    return fail
+
+
+def test_task_list_while_the_database_is_down_is_503_json_with_retry_after(api, monkeypatch):
+    from django.db import OperationalError
+    from regions import selectors
+
+    monkeypatch.setattr(selectors, "task_list", _raise(OperationalError(
+        'connection to server at "127.0.0.1", port 5432 failed: Connection refused')))
+    r = api.get("/api/v1/tasks")
+    assert_database_503(r)
+    assert "5432" not in r.json()["detail"]  # the server's address is not the caller's business
+
+
+def test_task_submit_on_a_closed_database_connection_is_503_and_stores_nothing(api, monkeypatch):
+    from django.db import InterfaceError
+    from regions.services import tasks as task_services
+
+    monkeypatch.setattr(task_services, "task_submit", _raise(InterfaceError("connection already closed")))
+    assert_database_503(api.post("/api/v1/tasks", {"capability": "echo"}, format="json"))
+    assert Task.objects.count() == 0
+
+
+def test_api_key_check_while_the_database_is_down_is_503_not_401(redis_clean, monkeypatch):
+    from django.db import OperationalError
+    from project.accounts import authentication
+
+    class DeadKeys:
+        def select_related(self, *args):
+            raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(authentication.ApiKey, "objects", DeadKeys())
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer mk_not_cached")
+    assert_database_503(client.get("/api/v1/tasks"))
+
+
+def test_heartbeat_view_while_the_database_is_down_is_503_json_with_retry_after(redis_clean, monkeypatch):
+    """A plain Django view: the middleware answers, not DRF."""
+    from django.db import OperationalError
+    from regions.services import agents as agent_services
+
+    reg = factories.agent("a1")
+    monkeypatch.setattr(agent_services, "heartbeat_record", _raise(OperationalError("the database system is shutting down")))
+    assert_database_503(heartbeat("a1", reg.token))
+
+
+def test_every_service_unavailable_answer_says_when_to_retry(redis_clean, settings, monkeypatch):
+    from regions.services import agents as agent_services
+    from regions.services import liveness
+
+    settings.AGENT_REGISTRATION_TOKEN = "reg-secret"
+    monkeypatch.setattr(agent_services, "agent_register", _raise(liveness.RedisError("down")))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer reg-secret")
+    r = client.post("/api/v1/agents/register", {"agent_id": "a9", "capabilities": ["echo"]}, format="json")
+    assert r.status_code == 503 and r.json()["error"] == "unavailable" and r["Retry-After"] == "2"
+
+
+@pytest.mark.parametrize("exc", [ValueError("a bug"), "ProgrammingError"])
+def test_a_bug_is_still_a_500_not_a_503(api, monkeypatch, exc):
+    """Only an unreachable database is "retry later"; a broken query is not."""
+    from django.db import ProgrammingError
+    from regions import selectors
+
+    exc = ProgrammingError('relation "nope" does not exist') if exc == "ProgrammingError" else exc
+    monkeypatch.setattr(selectors, "task_list", _raise(exc))
+    with pytest.raises(type(exc)):  # the test client re-raises what became a 500
+        api.get("/api/v1/tasks")
