@@ -1,4 +1,36 @@
-"""Agent registry: registration, heartbeats, desired state, reaping and the bulk flush."""
+"""Agent registry: registration, heartbeats, desired state, reaping and the bulk flush.
+
+Reaping. An agent whose last heartbeat is older than the TTL is marked offline
+and its running tasks are requeued, unless the silence looks like a fault of the
+region rather than of the agents. The rule follows Kubernetes' node lifecycle
+controller (--unhealthy-zone-threshold, --large-cluster-size-threshold,
+--secondary-node-eviction-rate):
+
+- An agent is *silent* once it has missed a beat (no beat for TTL - interval),
+  *expired* once it has missed its TTL. Counting the silent, not only the
+  expired, sees a fleet that stopped at once as one event: agents frozen
+  together expire up to one interval apart, and the first must not be evicted
+  alone before the others cross the TTL.
+- When more than EVICTION_HOLD_RATIO of the fleet is silent and at least 2
+  agents are: a fleet of at most EVICTION_LARGE_FLEET agents (50) evicts nobody
+  (a hold); a larger one evicts at most EVICTION_SECONDARY_RATE of the fleet per
+  tick, oldest silence first, and nobody when the whole fleet is silent (in a
+  large fleet, a share that size going silent together is the network or the
+  region, not the agents; a small fleet has too few agents to tell the two apart,
+  so it waits). A hold ends after EVICTION_HOLD_MAX_SECONDS: a real mass failure
+  is then evicted.
+- A lone agent (a fleet of 1) that goes silent is evicted normally: there is no
+  mass to tell a fault of the region from the death of the agent, and holding
+  would leave its tasks stuck for the whole hold. (Its silence during an outage
+  of the region is covered by the grace below.)
+- Grace: after any period in which the reaper could not run or the liveness store
+  was unavailable (no successful reaper tick for more than
+  EVICTION_GRACE_AFTER_TICKS reaper intervals), and when a hold lifts, nobody is
+  evicted for a full TTL: the agents' beats could not be heard, and they need one
+  TTL to be heard again (Kubernetes resets every node's probe time when a zone
+  leaves full disruption). An empty Redis is re-seeded from the database with a
+  fresh TTL (liveness_seed), which is the same grace.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +48,7 @@ from project.accounts.tokens import token_generate, token_hash
 from project.celery import agent_queue, capability_queue
 from regions.models import Agent, RegistrationToken, Task
 from regions.services import liveness
-from regions.services.config import config_current, version_tuple
+from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current, version_tuple
 from regions.services.heartbeat_buffer import get_buffer
 
 logger = logging.getLogger(__name__)
@@ -105,8 +137,13 @@ def agent_register(
         agent.last_seen = now
         agent.offline_since = None
         agent.save()
-    liveness.agent_cache(agent_id=agent_id, token_digest=digest, desired=desired, seen_at=now.timestamp())
-    liveness.rotated_mark(agent_id=agent_id, now=now.timestamp())  # other web processes drop the old token
+        # Redis before the commit: when the liveness store is down the RedisError rolls
+        # the row back, so no agent is left online with a token nobody was given.
+        # (A commit failing after this leaves Redis a digest of a token nobody holds
+        # and a live entry the reaper evicts: harmless.) `rotated` makes the other
+        # web processes drop the old token.
+        liveness.agent_cache(agent_id=agent_id, token_digest=digest, desired=desired, seen_at=now.timestamp(),
+                             rotated_at=now.timestamp())
     _forget_locally(agent_id)
     return Registration(agent=agent, token=raw, report_key=report_key_for(agent_id=agent_id, token_digest=digest))
 
@@ -149,7 +186,7 @@ def heartbeat_record(*, agent_id: str, raw_token: str | None, busy: int) -> dict
         if not buffer.healthy():
             raise liveness.RedisError(buffer.last_error or "liveness store unavailable")
         desired = buffer.record(agent_id, now, busy)
-    config = config_current()
+    config = config_current(max_age=HOT_PATH_CHECK_SECONDS)
     if config.agent_blocked(agent_id):
         desired = Agent.Desired.STOPPED
     return {"interval": config.heartbeat_interval, "ttl": config.heartbeat_ttl, "desired": desired}
@@ -233,38 +270,76 @@ def liveness_seed(*, now: float) -> int:
     return count
 
 
-def agent_reap(*, now: float) -> dict:
-    """Mark agents that missed their TTL offline and requeue their tasks.
+@dataclass(frozen=True)
+class EvictionRule:
+    mode: str  # "normal": evict every expired agent; "hold": nobody; "limited": at most `limit`
+    limit: int | None = None
+    reason: str = ""
 
-    When a large share of the fleet misses at once (network blip, orchestrator
-    restart), evict nobody: hold, log it and report it in the region status.
-    """
+
+def eviction_rule(*, silent: int, fleet: int) -> EvictionRule:
+    """How many expired agents to evict when `silent` of `fleet` live agents are
+    silent (see the module docstring). Pure: no I/O."""
+    if silent < 2 or fleet <= 0 or silent / fleet <= settings.EVICTION_HOLD_RATIO:
+        return EvictionRule("normal")
+    what = f"{silent} of {fleet} agents went silent at once"
+    held = (f"evictions held for up to {settings.EVICTION_HOLD_MAX_SECONDS:g}s (network partition, "
+            "frozen hosts or orchestrator restart?)")
+    if fleet <= settings.EVICTION_LARGE_FLEET:
+        return EvictionRule("hold", 0, f"{what} in a fleet of at most {settings.EVICTION_LARGE_FLEET}; {held}")
+    if silent >= fleet:
+        return EvictionRule("hold", 0, f"{what}, the whole fleet; {held}")
+    limit = max(1, int(fleet * settings.EVICTION_SECONDARY_RATE))
+    return EvictionRule("limited", limit, f"{what}; evicting at most {limit} per tick, oldest silence first, "
+                                          f"for up to {settings.EVICTION_HOLD_MAX_SECONDS:g}s")
+
+
+def agent_reap(*, now: float) -> dict:
+    """Mark agents that missed their TTL offline and requeue their tasks, within
+    the eviction rule and the grace of the module docstring."""
     if not liveness.seeded():
         liveness_seed(now=now)
+        liveness.reaped_set(now=now)
         return {"evicted": [], "held": False, "seeded": True}
-    cutoff = now - config_current().heartbeat_ttl
-    missing = liveness.expired(cutoff=cutoff)
+    config = config_current()
+    ttl, interval = config.heartbeat_ttl, config.heartbeat_interval
+    grace = _grace_check(now=now, ttl=ttl, interval=interval)
+    if grace is not None:
+        liveness.reaped_set(now=now)
+        return {"evicted": [], "held": False, "grace": grace["reason"]}
+    cutoff = now - ttl
+    missing = liveness.expired(cutoff=cutoff)  # oldest silence first
     total = liveness.live_count()
+    silent = max(liveness.silent_count(cutoff=now - (ttl - interval)), len(missing))
+    rule = eviction_rule(silent=silent, fleet=total)
     previous = liveness.hold_get()
-    if (
-        len(missing) >= settings.EVICTION_HOLD_MIN_AGENTS
-        and total
-        and len(missing) / total > settings.EVICTION_HOLD_RATIO
-    ):
+    if rule.mode == "normal":
+        if previous:
+            # The fleet is heard again: the agents still silent get a full TTL to be heard
+            # too, instead of being evicted by the tick that sees the others back first.
+            liveness.hold_set(None)
+            logger.warning("eviction hold lifted (%d of %d agents still silent)", silent, total)
+            grace = _grace_grant(now=now, ttl=ttl, reason=f"eviction hold lifted with {silent} of {total} "
+                                                           "agents still silent")
+            liveness.reaped_set(now=now)
+            return {"evicted": [], "held": False, "grace": grace["reason"]}
+    else:
         since = previous["since"] if previous else now
         if now - since < settings.EVICTION_HOLD_MAX_SECONDS:
-            info = {"since": since, "missing": len(missing), "online": total,
-                    "reason": f"{len(missing)} of {total} agents missed their heartbeat at once; evictions "
-                              f"held for up to {settings.EVICTION_HOLD_MAX_SECONDS:g}s (network partition or "
-                              "orchestrator restart?)"}
+            info = {"since": since, "missing": len(missing), "silent": silent, "online": total,
+                    "mode": rule.mode, "reason": rule.reason}
+            if previous is None or (previous.get("silent"), previous.get("mode")) != (silent, rule.mode):
+                logger.warning("eviction hold: %s", rule.reason)
             liveness.hold_set(info)
-            logger.warning("eviction hold: %s", info["reason"])
-            return {"evicted": [], "held": True, "missing": len(missing)}
-        logger.error("eviction hold expired after %ss with %d of %d agents still silent: evicting them",
-                     settings.EVICTION_HOLD_MAX_SECONDS, len(missing), total)
-    if previous:
-        logger.warning("eviction hold lifted")
-        liveness.hold_set(None)
+            missing = missing[:rule.limit]
+            if not missing:
+                liveness.reaped_set(now=now)
+                return {"evicted": [], "held": True, "missing": info["missing"], "silent": silent}
+        else:
+            logger.error("eviction hold expired after %gs with %d of %d agents still silent: evicting them",
+                         settings.EVICTION_HOLD_MAX_SECONDS, silent, total)
+            liveness.hold_set(None)
+            rule = EvictionRule("normal")
     evicted = liveness.evict(agent_ids=missing, cutoff=cutoff)
     if evicted:
         when = timezone.now()
@@ -276,8 +351,40 @@ def agent_reap(*, now: float) -> dict:
         requeued = tasks_requeue_for_agents(agent_ids=evicted, reason="agent missed its heartbeat TTL")
         logger.warning("marked %d agents offline (%s); requeued %d tasks", len(evicted),
                        ", ".join(evicted[:10]), requeued)
-    orphans = _reap_orphans(now=now, cutoff=cutoff)
-    return {"evicted": evicted + orphans, "held": False}
+    orphans = _reap_orphans(now=now, cutoff=cutoff) if rule.mode == "normal" else []
+    liveness.reaped_set(now=now)
+    return {"evicted": evicted + orphans, "held": rule.mode == "hold", "limited": rule.mode == "limited"}
+
+
+def _grace_check(*, now: float, ttl: float, interval: float) -> dict | None:
+    """The grace in force, if any; grants one when the reaper has not ticked for a while.
+
+    The gap that calls for grace: more than EVICTION_GRACE_AFTER_TICKS reaper
+    intervals, but never more than TTL - interval (a longer silence of the store
+    can already have pushed every agent past its TTL), nor less than two intervals
+    (one late tick is not an outage)."""
+    last = liveness.reaped_get()
+    reaper = settings.REAPER_INTERVAL
+    gap_limit = max(2 * reaper, min(settings.EVICTION_GRACE_AFTER_TICKS * reaper, ttl - interval))
+    if last is not None and now - last > gap_limit:
+        return _grace_grant(now=now, ttl=ttl, reason=(
+            f"no reaper tick for {now - last:.1f}s (liveness store or reaper unavailable): agents could "
+            "not be heard"))
+    current = liveness.grace_get()
+    if current is None:
+        return None
+    if now < current["until"]:
+        return current
+    liveness.grace_set(None)
+    logger.info("eviction grace over")
+    return None
+
+
+def _grace_grant(*, now: float, ttl: float, reason: str) -> dict:
+    info = {"since": now, "until": now + ttl, "reason": f"{reason}; nobody evicted for {ttl:g}s (one TTL)"}
+    liveness.grace_set(info)
+    logger.warning("eviction grace: %s", info["reason"])
+    return info
 
 
 def _reap_orphans(*, now: float, cutoff: float) -> list[str]:

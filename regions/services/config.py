@@ -1,7 +1,14 @@
 """GitOps configuration: pull a commit with git, overlay the region's file on the
 global one, validate, apply atomically, and serve the active configuration to
-every process of the region (cached, re-checked every CONFIG_CHECK_SECONDS, so
-changes take effect without restarts).
+every process of the region without restarts.
+
+Every process caches the active configuration. An apply publishes the new
+ConfigVersion id in the region's Redis (`m:<region>:config`) after its commit;
+config_current() compares it with one Redis GET (the heartbeat path at most once
+every HOT_PATH_CHECK_SECONDS per process), so a configuration is in force in every
+process of the region as soon as sync_config returns. The database is re-checked
+every CONFIG_CHECK_SECONDS regardless: the only check while Redis is down, and a
+safety net for a publish that Redis missed.
 
 Secrets stay references (env:NAME, file:/run/secrets/NAME) everywhere: in the
 repository, the database and summaries. They are resolved only here, inside the
@@ -29,6 +36,7 @@ from regions.models import Agent, ConfigVersion
 logger = logging.getLogger(__name__)
 
 CONFIG_CHECK_SECONDS = 2.0
+HOT_PATH_CHECK_SECONDS = 0.1
 
 
 class ConfigError(Exception):
@@ -152,15 +160,31 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
     active = ConfigVersion.objects.filter(is_active=True).first()
     changes = config_diff(active.content if active else {}, content)
     if dry_run or (active is not None and active.sha == sha and not changes):
+        if not dry_run:
+            config_publish(version_id=active.id)  # re-publish: Redis may have restarted without it
         return SyncResult(sha=sha, applied=False, changes=changes, dry_run=dry_run, duration_ms=_ms(started))
     with transaction.atomic():
         ConfigVersion.objects.filter(is_active=True).update(is_active=False)
-        ConfigVersion.objects.create(sha=sha, ref=ref, repo=repo, result=ConfigVersion.Result.APPLIED,
-                                     content=content, changes=changes, is_active=True, duration_ms=_ms(started))
+        version = ConfigVersion.objects.create(sha=sha, ref=ref, repo=repo, result=ConfigVersion.Result.APPLIED,
+                                               content=content, changes=changes, is_active=True,
+                                               duration_ms=_ms(started))
         _enforce_blocklist(content)
+        # After the commit, never before: a process that sees the new id must find its row.
+        transaction.on_commit(lambda: config_publish(version_id=version.id))
     config_current.cache_clear()
     logger.info("configuration %s applied (%d changes)", sha[:12], len(changes))
     return SyncResult(sha=sha, applied=True, changes=changes, duration_ms=_ms(started))
+
+
+def config_publish(*, version_id: int) -> None:
+    """Tell every process of the region that `version_id` is now active."""
+    from regions.services import liveness
+
+    try:
+        liveness.config_publish(version_id=version_id)
+    except liveness.RedisError as exc:  # processes find it in the database within CONFIG_CHECK_SECONDS
+        logger.warning("configuration %s applied but not published (Redis unavailable: %s); processes pick it "
+                       "up from the database within %gs", version_id, exc, CONFIG_CHECK_SECONDS)
 
 
 def _enforce_blocklist(content: dict) -> None:
@@ -269,7 +293,7 @@ class EffectiveConfig:
 
 
 class _Current:
-    """Per-process cache of the active configuration, re-checked every few seconds."""
+    """Per-process cache of the active configuration (see the module docstring)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -278,20 +302,50 @@ class _Current:
     def cache_clear(self) -> None:
         self._value = EffectiveConfig(sha="", content={})
         self._id = None
-        self._checked = 0.0
+        self._checked = 0.0            # last database check (monotonic)
+        self._peeked = 0.0             # last look at the published id
+        self._redis_retry_at = 0.0     # Redis failed: do not try again before this
+        self._ignored: int | None = None  # a published id the database contradicted
 
-    def __call__(self) -> EffectiveConfig:
+    def __call__(self, *, max_age: float = 0.0) -> EffectiveConfig:
+        """The active configuration. max_age: how old this process's look at the
+        published id may be (0: look now; the heartbeat path passes
+        HOT_PATH_CHECK_SECONDS)."""
         now = time.monotonic()
-        if now - self._checked >= CONFIG_CHECK_SECONDS:
+        stale = now - self._checked >= CONFIG_CHECK_SECONDS
+        published = None
+        if not stale and now - self._peeked >= max_age and now >= self._redis_retry_at:
+            self._peeked = now
+            published = self._published(now)
+            stale = published is not None and published != self._id and published != self._ignored
+        if stale:
             with self._lock:
-                row = ConfigVersion.objects.filter(is_active=True).values("id", "sha").first()
-                if row is None:
-                    self._value, self._id = EffectiveConfig(sha="", content={}), None
-                elif row["id"] != self._id:
-                    content = ConfigVersion.objects.values_list("content", flat=True).get(id=row["id"])
-                    self._value, self._id = EffectiveConfig(sha=row["sha"], content=content), row["id"]
-                self._checked = now
+                self._reload(now, published)
         return self._value
+
+    def _published(self, now: float) -> int | None:
+        from regions.services import liveness
+
+        try:
+            return liveness.config_published()
+        except (liveness.RedisError, ValueError):
+            self._redis_retry_at = now + CONFIG_CHECK_SECONDS  # the database check covers it meanwhile
+            return None
+
+    def _reload(self, now: float, published: int | None) -> None:
+        row = ConfigVersion.objects.filter(is_active=True).values("id", "sha").first()
+        if row is None:
+            self._value, self._id = EffectiveConfig(sha="", content={}), None
+        elif row["id"] != self._id:
+            content = ConfigVersion.objects.values_list("content", flat=True).get(id=row["id"])
+            self._value, self._id = EffectiveConfig(sha=row["sha"], content=content), row["id"]
+        self._checked = now
+        if published is not None and published != self._id:
+            # Redis holds an id the database does not (a publish lost while Redis was
+            # away): do not re-read the database for it on every call, and repair it.
+            self._ignored = published
+            if self._id is not None:
+                config_publish(version_id=self._id)
 
 
 config_current = _Current()

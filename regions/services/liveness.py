@@ -8,6 +8,11 @@ Keys (all under ``m:<region>:``):
   epoch    STR   set when the keys were seeded from the database; its absence
                  means Redis lost its data (restart) and must be re-seeded
   hold     STR   JSON describing an eviction hold, while one is in force
+  reaped   STR   unix time of the reaper's last successful tick: a gap longer
+                 than a few ticks means Redis (or the reaper) was away
+  grace    STR   JSON {"until", "reason"}: nobody is evicted before `until`
+  config   STR   id of the active ConfigVersion, published on apply so every
+                 process of the region sees a new configuration at once
   rotated  ZSET  agent_id -> when its token was replaced or withdrawn; web
                  processes drop their cached digest for it (heartbeat_buffer)
 """
@@ -79,7 +84,12 @@ def heartbeat_touch(*, agent_id: str, token_digest: str, busy: int, now: float) 
     return int(code), desired
 
 
-def agent_cache(*, agent_id: str, token_digest: str, desired: str, seen_at: float | None) -> None:
+ROTATION_WINDOW = 10.0
+
+
+def agent_cache(*, agent_id: str, token_digest: str, desired: str, seen_at: float | None,
+                rotated_at: float | None = None) -> None:
+    """One round trip. rotated_at: the agent's token was just replaced (see rotated_mark)."""
     pipe = client().pipeline()
     pipe.hset(key("tok"), agent_id, token_digest)
     if desired == "active":
@@ -88,10 +98,10 @@ def agent_cache(*, agent_id: str, token_digest: str, desired: str, seen_at: floa
         pipe.hset(key("desired"), agent_id, desired)
     if seen_at is not None:
         pipe.zadd(key("live"), {agent_id: seen_at})
+    if rotated_at is not None:
+        pipe.zadd(key("rotated"), {agent_id: rotated_at})
+        pipe.zremrangebyscore(key("rotated"), "-inf", rotated_at - 6 * ROTATION_WINDOW)
     pipe.execute()
-
-
-ROTATION_WINDOW = 10.0
 
 
 def rotated_mark(*, agent_id: str, now: float) -> None:
@@ -142,6 +152,10 @@ def expired(*, cutoff: float) -> list[str]:
     return client().zrangebyscore(key("live"), "-inf", cutoff)
 
 
+def silent_count(*, cutoff: float) -> int:
+    return client().zcount(key("live"), "-inf", cutoff)
+
+
 def evict(*, agent_ids: list[str], cutoff: float) -> list[str]:
     if not agent_ids:
         return []
@@ -166,6 +180,36 @@ def hold_set(info: dict | None) -> None:
 def hold_get() -> dict | None:
     raw = client().get(key("hold"))
     return json.loads(raw) if raw else None
+
+
+def reaped_get() -> float | None:
+    raw = client().get(key("reaped"))
+    return float(raw) if raw else None
+
+
+def reaped_set(*, now: float) -> None:
+    client().set(key("reaped"), now)
+
+
+def grace_set(info: dict | None) -> None:
+    if info is None:
+        client().delete(key("grace"))
+    else:
+        client().set(key("grace"), json.dumps(info))
+
+
+def grace_get() -> dict | None:
+    raw = client().get(key("grace"))
+    return json.loads(raw) if raw else None
+
+
+def config_publish(*, version_id: int) -> None:
+    client().set(key("config"), version_id)
+
+
+def config_published() -> int | None:
+    raw = client().get(key("config"))
+    return int(raw) if raw else None
 
 
 def ping() -> bool:

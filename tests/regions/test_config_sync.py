@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from django.core.management import CommandError, call_command
+from django.test import TestCase
 
 from regions.models import Agent, ConfigVersion, Task
 from regions.services import agents as agent_services
@@ -57,7 +58,9 @@ def repo(tmp_path, settings, redis_clean):
 
 
 def sync(repo, ref="main", **kw):
-    result = config_sync(repo=str(repo.path), ref=ref, **kw)
+    """As `manage.py sync_config` does it: its transaction commits (and publishes)."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        result = config_sync(repo=str(repo.path), ref=ref, **kw)
     config_current.cache_clear()
     return result
 
@@ -200,19 +203,76 @@ def test_secret_values_stay_references_in_the_database_summary_and_logs(repo, mo
     assert secret not in caplog.text
 
 
-def test_changed_intervals_reach_a_running_process_without_a_restart(repo):
+def test_a_new_configuration_is_in_force_in_every_process_as_soon_as_it_is_applied(repo):
     from regions.services import config as config_module
 
     repo.commit({"global.yaml": GLOBAL})
     sync(repo)
     other_process = config_module._Current()  # a web or worker process that read the config earlier
     assert other_process().heartbeat_interval == 5
-    repo.commit({"global.yaml": {**GLOBAL, "agents": {"heartbeat_interval": 1, "heartbeat_ttl": 3}}})
+    second = repo.commit({"global.yaml": {**GLOBAL, "agents": {"heartbeat_interval": 1, "heartbeat_ttl": 3}}})
     sync(repo)
+    # No waiting: the apply published the new version in Redis; the next call reads it.
+    assert (other_process().sha, other_process().heartbeat_interval, other_process().heartbeat_ttl) == (second, 1, 3)
+    assert other_process(max_age=config_module.HOT_PATH_CHECK_SECONDS).heartbeat_ttl == 3
+
+
+def test_the_heartbeat_path_looks_at_the_published_version_at_most_every_100_ms(
+        repo, monkeypatch, django_assert_num_queries):
+    from regions.services import config as config_module
+    from regions.services import liveness
+
+    repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    process = config_module._Current()
+    process()
+    looks = []
+    real = liveness.config_published
+    monkeypatch.setattr(liveness, "config_published", lambda: looks.append(1) or real())
+    started = time.monotonic()
+    with django_assert_num_queries(0):
+        for _ in range(2000):
+            process(max_age=config_module.HOT_PATH_CHECK_SECONDS)
+    elapsed = time.monotonic() - started
+    assert 1 <= len(looks) <= elapsed / config_module.HOT_PATH_CHECK_SECONDS + 1
+
+
+def test_with_redis_down_a_new_configuration_comes_from_the_database_within_the_check_interval(repo, monkeypatch):
+    from regions.services import config as config_module
+    from regions.services import liveness
+
+    repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    process = config_module._Current()
+    assert process().heartbeat_interval == 5
+
+    def down():
+        raise liveness.RedisError("Connection refused")
+
+    monkeypatch.setattr(liveness, "config_published", down)
+    monkeypatch.setattr(liveness, "config_publish", lambda **kw: down())
+    repo.commit({"global.yaml": {**GLOBAL, "agents": {"heartbeat_interval": 1, "heartbeat_ttl": 3}}})
+    assert sync(repo).applied  # applied even though it could not be published
     deadline = time.monotonic() + config_module.CONFIG_CHECK_SECONDS + 1
-    while other_process().heartbeat_interval != 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert (other_process().heartbeat_interval, other_process().heartbeat_ttl) == (1, 3)
+    while process().heartbeat_interval != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process().heartbeat_interval == 1
+
+
+def test_a_stale_published_version_is_repaired_not_re_read_on_every_call(repo, django_assert_max_num_queries):
+    """Redis came back with an id from before an apply it missed."""
+    from regions.services import config as config_module
+    from regions.services import liveness
+
+    repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    active = ConfigVersion.objects.get(is_active=True)
+    liveness.config_publish(version_id=active.id - 1000)
+    process = config_module._Current()
+    with django_assert_max_num_queries(3):
+        for _ in range(50):
+            assert process().sha == active.sha
+    assert liveness.config_published() == active.id
 
 
 def test_a_secret_is_only_sent_to_the_hosts_it_is_bound_to(repo, monkeypatch):

@@ -16,6 +16,12 @@ def beat(reg, busy=0):
     return agent_services.heartbeat_record(agent_id=reg.agent.agent_id, raw_token=reg.token, busy=busy)
 
 
+def reap(now: float) -> dict:
+    """A reap by a reaper that has been ticking all along (no outage, so no grace)."""
+    liveness.reaped_set(now=now - 1)
+    return agent_services.agent_reap(now=now)
+
+
 def running_task(agent_id: str, attempt: int = 1, max_attempts: int = 3) -> Task:
     return Task.objects.create(capability="echo", timeout=10, max_attempts=max_attempts, attempt=attempt,
                                status=Task.Status.RUNNING, agent=agent_id, dispatched_at=timezone.now())
@@ -65,21 +71,26 @@ def test_reaper_fails_the_task_of_a_lost_agent_on_its_last_attempt(redis_clean):
     assert task.status == Task.Status.FAILED and "3 of 3" in task.error
 
 
-@override_settings(HEARTBEAT_TTL=10, EVICTION_HOLD_RATIO=0.5, EVICTION_HOLD_MIN_AGENTS=3)
-def test_reaper_holds_instead_of_mass_evicting_and_lifts_the_hold_when_beats_resume(redis_clean):
+@override_settings(HEARTBEAT_TTL=10, EVICTION_HOLD_RATIO=0.5)
+def test_reaper_holds_instead_of_mass_evicting_and_gives_a_ttl_of_grace_when_beats_resume(redis_clean):
     regs = [factories.agent(f"a{i}") for i in range(5)]
     liveness.seed_mark(now=liveness.now())
     now = liveness.now()
     liveness.client().zadd(liveness.key("live"), {f"a{i}": now - 30 for i in range(4)})
-    result = agent_services.agent_reap(now=now)
+    result = reap(now)
     assert result["held"] is True
     assert Agent.objects.filter(status=Agent.Status.OFFLINE).count() == 0
     assert "evictions held" in liveness.hold_get()["reason"]
     for reg in regs[:3]:
         beat(reg)
-    result = agent_services.agent_reap(now=liveness.now())
-    assert result["held"] is False and result["evicted"] == ["a3"]
+    # The tick that hears most of the fleet again must not evict those it has not heard yet.
+    now = liveness.now()
+    result = reap(now)
+    assert result["held"] is False and result["evicted"] == [] and "hold lifted" in result["grace"]
     assert liveness.hold_get() is None
+    live = {f"a{i}": now + 10 for i in (0, 1, 2, 4)}  # the others kept beating through the grace
+    liveness.client().zadd(liveness.key("live"), live)
+    assert reap(now + 10.5)["evicted"] == ["a3"]
 
 
 @override_settings(HEARTBEAT_TTL=10)
@@ -149,16 +160,16 @@ def test_a_beat_older_than_the_eviction_does_not_revive_the_agent(redis_clean):
     assert Agent.objects.get(agent_id="a1").status == Agent.Status.ONLINE
 
 
-@override_settings(HEARTBEAT_TTL=10, EVICTION_HOLD_RATIO=0.5, EVICTION_HOLD_MIN_AGENTS=3, EVICTION_HOLD_MAX_SECONDS=60)
+@override_settings(HEARTBEAT_TTL=10, EVICTION_HOLD_RATIO=0.5, EVICTION_HOLD_MAX_SECONDS=60)
 def test_an_eviction_hold_expires_so_a_real_mass_failure_is_evicted(redis_clean):
     for i in range(4):
         factories.agent(f"a{i}")
     liveness.seed_mark(now=liveness.now())
     now = liveness.now()
     liveness.client().zadd(liveness.key("live"), {f"a{i}": now - 30 for i in range(4)})
-    assert agent_services.agent_reap(now=now)["held"] is True
-    assert agent_services.agent_reap(now=now + 30)["held"] is True
-    result = agent_services.agent_reap(now=now + 61)
+    assert reap(now)["held"] is True
+    assert reap(now + 30)["held"] is True
+    result = reap(now + 61)
     assert result["held"] is False and len(result["evicted"]) == 4
 
 
@@ -173,3 +184,180 @@ def test_an_agent_online_in_the_database_but_gone_from_redis_is_reaped(redis_cle
     assert Agent.objects.get(agent_id="lost").status == Agent.Status.OFFLINE
     task.refresh_from_db()
     assert task.attempt == 2
+
+
+# --- the eviction rule (Kubernetes' node lifecycle controller) ---------------------------
+
+@pytest.mark.parametrize("silent,fleet,mode,limit", [
+    (1, 1, "normal", None),      # a lone agent: no mass to tell a fault of the region from its death
+    (1, 3, "normal", None),
+    (2, 3, "hold", 0),           # small fleet, partial disruption
+    (3, 3, "hold", 0),
+    (6, 12, "normal", None),     # half is not more than half
+    (7, 12, "hold", 0),
+    (12, 12, "hold", 0),
+    (40, 60, "limited", 1),      # large fleet, partial disruption: the secondary rate
+    (60, 60, "hold", 0),         # large fleet, full disruption
+    (40, 1000, "normal", None),
+    (600, 1000, "limited", 10),
+])
+@override_settings(EVICTION_HOLD_RATIO=0.5, EVICTION_LARGE_FLEET=50, EVICTION_SECONDARY_RATE=0.01)
+def test_eviction_rule_holds_small_fleets_and_slows_large_ones(silent, fleet, mode, limit):
+    rule = agent_services.eviction_rule(silent=silent, fleet=fleet)
+    assert (rule.mode, rule.limit) == (mode, limit)
+
+
+def make_fleet(size: int, now: float, silent: range | list = (), silent_for: float = 30) -> list[str]:
+    """`size` registered agents; those in `silent` last beat `silent_for` s ago or
+    more (the higher the index, the older), the others just now."""
+    ids = [f"f{i:02d}" for i in range(size)]
+    for agent_id in ids:
+        factories.agent(agent_id)
+    liveness.seed_mark(now=now)
+    liveness.client().zadd(liveness.key("live"), {
+        a: now - silent_for - i if i in silent else now for i, a in enumerate(ids)})
+    return ids
+
+
+def offline() -> set[str]:
+    return set(Agent.objects.filter(status=Agent.Status.OFFLINE).values_list("agent_id", flat=True))
+
+
+@override_settings(HEARTBEAT_TTL=10)
+def test_three_agents_silent_together_are_held_and_their_tasks_stay_put(redis_clean):
+    now = liveness.now()
+    ids = make_fleet(3, now, silent=range(3))
+    tasks = [running_task(a) for a in ids]
+    result = reap(now)
+    assert result["held"] is True and result["evicted"] == [] and offline() == set()
+    for task in tasks:
+        task.refresh_from_db()
+        assert (task.status, task.attempt) == (Task.Status.RUNNING, 1)
+    assert liveness.hold_get()["mode"] == "hold"
+
+
+@override_settings(HEARTBEAT_TTL=10)
+def test_twelve_agents_mostly_silent_are_held(redis_clean):
+    now = liveness.now()
+    make_fleet(12, now, silent=range(9))
+    assert reap(now)["held"] is True and offline() == set()
+
+
+@override_settings(HEARTBEAT_TTL=10, EVICTION_SECONDARY_RATE=0.05)
+def test_sixty_agents_partly_silent_are_evicted_slowly_oldest_silence_first(redis_clean):
+    now = liveness.now()
+    ids = make_fleet(60, now, silent=range(40))
+    result = reap(now)
+    assert result["limited"] is True and result["held"] is False
+    assert result["evicted"] == ["f39", "f38", "f37"]  # 5% of 60 per tick, the longest silent first
+    assert liveness.hold_get()["mode"] == "limited"
+    assert reap(now + 0.5)["evicted"] == ["f36", "f35"]  # 5% of the 57 left
+    assert offline() == set(ids[35:40])
+
+
+@override_settings(HEARTBEAT_TTL=10)
+def test_sixty_agents_all_silent_are_held(redis_clean):
+    now = liveness.now()
+    make_fleet(60, now, silent=range(60))
+    result = reap(now)
+    assert result["held"] is True and result["evicted"] == [] and offline() == set()
+
+
+@override_settings(HEARTBEAT_TTL=10)
+def test_a_lone_agent_that_goes_silent_is_evicted(redis_clean):
+    now = liveness.now()
+    make_fleet(1, now, silent=[0])
+    assert reap(now)["evicted"] == ["f00"]
+
+
+@override_settings(HEARTBEAT_TTL=10, HEARTBEAT_INTERVAL=5)
+def test_agents_frozen_together_are_held_before_the_last_of_them_crosses_the_ttl(redis_clean):
+    """Their last beats are up to an interval apart: the first to expire must not be
+    evicted alone while the others are still within their TTL."""
+    now = liveness.now()
+    ids = make_fleet(3, now)
+    frozen_at = now - 10.2
+    liveness.client().zadd(liveness.key("live"), {ids[0]: frozen_at - 0.3, ids[1]: frozen_at + 0.4,
+                                                  ids[2]: frozen_at + 0.9})
+    assert liveness.expired(cutoff=now - 10) == [ids[0]]
+    result = reap(now)
+    assert result["held"] is True and offline() == set()
+
+
+@override_settings(HEARTBEAT_TTL=10, HEARTBEAT_INTERVAL=5, REAPER_INTERVAL=5)
+def test_after_a_liveness_outage_every_agent_gets_a_full_ttl_of_grace(redis_clean):
+    """Redis kept its data through a 20 s outage: every last beat is older than the
+    TTL when it returns, and nobody could beat meanwhile."""
+    now = liveness.now()
+    make_fleet(2, now - 20)  # both beat last just before the outage
+    liveness.reaped_set(now=now - 20)  # and so did the reaper
+    result = agent_services.agent_reap(now=now)
+    assert result["evicted"] == [] and "no reaper tick for 20.0s" in result["grace"]
+    assert liveness.grace_get()["until"] == now + 10
+    liveness.client().zadd(liveness.key("live"), {"f00": now + 1})  # f00 is heard again, f01 not
+    assert agent_services.agent_reap(now=now + 5)["grace"]  # still within the grace
+    assert agent_services.agent_reap(now=now + 9.9)["grace"]
+    liveness.client().zadd(liveness.key("live"), {"f00": now + 9.9})
+    assert agent_services.agent_reap(now=now + 10.5)["evicted"] == ["f01"]  # the grace is one TTL
+    assert offline() == {"f01"} and liveness.grace_get() is None
+
+
+@override_settings(HEARTBEAT_TTL=10, HEARTBEAT_INTERVAL=5, REAPER_INTERVAL=5)
+def test_a_late_reaper_tick_is_not_an_outage(redis_clean):
+    now = liveness.now()
+    make_fleet(1, now, silent=[0])
+    liveness.reaped_set(now=now - 9)  # one tick missed
+    assert agent_services.agent_reap(now=now)["evicted"] == ["f00"]
+
+
+# --- registration while the liveness store is down ------------------------------------
+
+def _dead_redis():
+    import redis
+
+    from tests.harness import free_port
+
+    return redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5,
+                       decode_responses=True)
+
+
+@pytest.fixture
+def redis_down(redis_clean):
+    """The liveness store refuses connections (undone before redis_clean empties it)."""
+    from unittest import mock
+
+    dead = _dead_redis()
+    with mock.patch.object(liveness, "client", lambda: dead):
+        yield
+
+
+def test_registering_while_redis_is_down_leaves_no_agent_behind(redis_clean, redis_down):
+    with pytest.raises(liveness.RedisError):
+        factories.agent("ghost")
+    assert not Agent.objects.filter(agent_id="ghost").exists()
+
+
+def test_re_registering_while_redis_is_down_keeps_the_current_token(redis_clean):
+    old = factories.agent("a1")
+    Agent.objects.filter(agent_id="a1").update(status=Agent.Status.OFFLINE)
+    before = Agent.objects.get(agent_id="a1")
+    from unittest import mock
+
+    dead = _dead_redis()
+    with mock.patch.object(liveness, "client", lambda: dead), pytest.raises(liveness.RedisError):
+        factories.agent("a1")
+    after = Agent.objects.get(agent_id="a1")
+    assert (after.token_hash, after.status) == (before.token_hash, Agent.Status.OFFLINE)
+    assert beat(old)["desired"] == "active"  # the token the agent holds still works
+
+
+def test_register_api_while_redis_is_down_is_503_with_retry_after_and_stores_nothing(redis_clean, redis_down,
+                                                                                      settings):
+    from rest_framework.test import APIClient
+
+    settings.AGENT_REGISTRATION_TOKEN = "reg-secret"
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer reg-secret")
+    r = client.post("/api/v1/agents/register", {"agent_id": "ghost", "capabilities": ["echo"]}, format="json")
+    assert r.status_code == 503 and "Redis" in r.json()["detail"] and r["Retry-After"] == "2"
+    assert not Agent.objects.filter(agent_id="ghost").exists()
