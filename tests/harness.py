@@ -57,6 +57,15 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
+def holds_for(predicate, seconds: float, interval: float = 0.1, what: str = "condition") -> None:
+    """Assert that a condition stays true for a whole period (the scenario's
+    length, not a wait for luck)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), f"{what} stopped holding"
+        time.sleep(interval)
+
+
 class Template:
     """One migrated database per role and test session; each region (or router)
     is cloned from it."""
@@ -75,16 +84,20 @@ class Template:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, persist: bool = False):
+        """persist: keep the data across stop() and start() (an append-only file,
+        fsync'd on every write), as a production Redis with `appendonly yes` does."""
         self.port = free_port()
         self.workdir = workdir
+        self.persist = persist
         self.proc = None
         self.start()
 
     def start(self):
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
+             "--dir", str(self.workdir)],
             stdout=open(self.workdir / f"redis-{self.port}.log", "ab"), stderr=subprocess.STDOUT,
         )
         wait_for(self.ping, 10, what=f"redis on {self.port}")
@@ -101,6 +114,36 @@ class RedisServer:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+    def persist_on(self) -> None:
+        """Turn persistence on in the running server (see persist): a region's Redis
+        starts without it; a test that restarts it with its data calls this first."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port)
+        client.config_set("appendfsync", "always")
+        client.config_set("appendonly", "yes")
+        self.persist = True
+
+        def written() -> bool:
+            info = client.info("persistence")
+            return info["aof_enabled"] == 1 and not info["aof_rewrite_in_progress"] \
+                and not info["aof_rewrite_scheduled"]
+
+        wait_for(written, 10, what=f"redis on {self.port} writing its append-only file")
+        client.close()
+
+    def wipe(self) -> None:
+        """Delete the data files of a stopped server: its next start() is empty."""
+        shutil.rmtree(self.workdir / "appendonlydir", ignore_errors=True)
+        (self.workdir / "dump.rdb").unlink(missing_ok=True)
+
+    def restart(self, keep_data: bool = True) -> None:
+        """keep_data needs persist (or persist_on()); without it the data is lost anyway."""
+        self.stop()
+        if not keep_data:
+            self.wipe()
+        self.start()
 
     @property
     def url(self) -> str:
