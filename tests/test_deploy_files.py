@@ -32,7 +32,8 @@ def test_compose_has_a_router_and_three_regions_each_with_its_own_database_redis
         assert env["REGION_ID"] == region
         assert f"{region}-db" in env["DATABASE_URL"] and f"{region}-redis" in env["REDIS_URL"]
         # Agents get the broker only; the liveness Redis is the orchestrator's alone.
-        assert f"{region}-broker" in env["CELERY_BROKER_URL"]
+        assert env["CELERY_BROKER_URL"].startswith(f"amqp://") and f"@{region}-broker:" in env["CELERY_BROKER_URL"]
+        assert services[f"{region}-broker"]["image"].startswith("rabbitmq:")
         agent_env = services[f"{region}-agent"]["environment"]
         assert not {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"} & set(agent_env)  # the broker comes at registration
         assert f"--region {region}" in services[f"{region}-agent"]["command"]
@@ -62,3 +63,31 @@ def test_dockerfile_installs_the_requirements_and_runs_the_wsgi_app():
     assert "pip install --no-cache-dir -r requirements.txt" in text
     assert '"project.wsgi"' in text
     assert "USER meridian" in text
+
+
+def test_every_long_running_compose_service_is_restarted_when_it_dies(compose):
+    for name, service in compose["services"].items():
+        expected = "on-failure" if name.endswith("-agent") else "unless-stopped"
+        assert service.get("restart") == expected, name
+
+
+def test_the_broker_lets_a_task_run_as_long_as_the_api_allows():
+    conf = (ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf").read_text()
+    timeout_ms = int(re.search(r"^consumer_timeout\s*=\s*(\d+)", conf, re.M).group(1))
+    assert timeout_ms > 86_400 * 1000
+
+
+def test_systemd_units_supervise_every_process_and_run_existing_commands():
+    known = set(get_commands())
+    units = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
+    assert {u.name for u in units} >= {"meridian-region-web@.service", "meridian-orchestrator@.service",
+                                       "meridian-agent@.service"}
+    for unit in units:
+        text = unit.read_text()
+        assert re.search(r"^Restart=(always|on-failure)$", text, re.M), unit.name
+        argv = shlex.split(re.search(r"^ExecStart=(.*)$", text, re.M).group(1))
+        if "manage.py" in argv:
+            assert argv[argv.index("manage.py") + 1] in known, unit.name
+        else:
+            assert argv[0].endswith("gunicorn") and argv[1] == "project.wsgi"
+    assert "RestartPreventExitStatus=78" in (ROOT / "deploy" / "systemd" / "meridian-agent@.service").read_text()
