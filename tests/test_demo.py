@@ -1,30 +1,59 @@
-"""The README's run command works: the demo starts a router and three regions,
-runs tasks through the router on real agents, and stops cleanly."""
+"""The README's run command works and keeps working: the demo starts a router and
+three regions on RabbitMQ, runs tasks through the router on real agents,
+restarts what crashes, leaves alone what was told to stop, and stops cleanly on
+SIGINT even as a background job of a script."""
+import http.server
+import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
-from tests.harness import ROOT, free_port
+from regions.management.supervisor import EX_CONFIG, Restart, Supervisor
+from tests.harness import ROOT, RedisServer, free_port, rabbitmqctl, wait_for
 
 pytestmark = pytest.mark.integration
 
+VHOST_PREFIX = f"meridian-demo-t{os.getpid()}"
+REGIONS = ("us-east-1", "eu-west-3", "ap-southeast-1")
 
-def test_demo_runs_tasks_across_three_regions_and_stops_cleanly(tmp_path):
+
+def demo_env() -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "EXTRA_APPS", "REDIS_URL", "CELERY_BROKER_URL", "REGION_ID")}
     env["DJANGO_SETTINGS_MODULE"] = "project.settings"
-    out = subprocess.run(
-        [sys.executable, "manage.py", "demo", "--exit-after-tasks", "--tasks", "8",
-         "--base-port", str(free_port()), "--dir", str(tmp_path / "demo")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
-    )
+    return env
+
+
+def drop_vhosts(prefix: str) -> None:
+    for region in REGIONS:
+        try:
+            rabbitmqctl("delete_vhost", f"{prefix}-{region}")
+        except RuntimeError:
+            pass
+
+
+def test_demo_runs_tasks_across_three_regions_and_stops_cleanly(tmp_path):
+    prefix = f"{VHOST_PREFIX}-a"
+    try:
+        out = subprocess.run(
+            [sys.executable, "manage.py", "demo", "--exit-after-tasks", "--tasks", "8",
+             "--base-port", str(free_port()), "--dir", str(tmp_path / "demo"), "--vhost-prefix", prefix],
+            cwd=ROOT, env=demo_env(), capture_output=True, text=True, timeout=240,
+        )
+    finally:
+        drop_vhosts(prefix)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
+    assert f"broker: RabbitMQ on 127.0.0.1:5672, vhosts {prefix}-us-east-1" in text
     assert "8 of 8 tasks completed" in text
-    for region in ("us-east-1", "eu-west-3", "ap-southeast-1"):
+    for region in REGIONS:
         assert f"{region}" in text and "/admin/" in text
     assert "records stored" in text and "gzip" in text
     # Residency held: eu tasks ran in eu-west-3 only.
@@ -32,3 +61,274 @@ def test_demo_runs_tasks_across_three_regions_and_stops_cleanly(tmp_path):
     assert eu_rows and all(line.strip().startswith("eu-west-3") for line in eu_rows)
     logs = Path(tmp_path / "demo" / "logs")
     assert "deregistered" in "".join(p.read_text() for p in logs.glob("agent-*.log"))
+
+
+# --- pieces, without the whole fleet -------------------------------------------------------
+
+def test_supervisor_restarts_crashes_with_backoff_and_leaves_requested_stops_alone(tmp_path):
+    said = []
+    sup = Supervisor(cwd=ROOT, log_dir=tmp_path / "logs", status_file=tmp_path / "status.json", say=said.append,
+                     backoff_min=0.05, backoff_max=0.2, poll_interval=0.02)
+    exit_with = lambda code: [sys.executable, "-c", f"import sys; sys.exit({code})"]  # noqa: E731
+    try:
+        sup.start("crashes", exit_with(3), os.environ.copy(), restart=Restart.ON_FAILURE)
+        sup.start("done", exit_with(0), os.environ.copy(), restart=Restart.ON_FAILURE)
+        sup.start("refused", exit_with(EX_CONFIG), os.environ.copy(), restart=Restart.ON_FAILURE)
+        sup.start("server", exit_with(0), os.environ.copy(), restart=Restart.ALWAYS)
+        sup.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], os.environ.copy())
+
+        def status():
+            return json.loads((tmp_path / "status.json").read_text())["processes"]
+
+        wait_for(lambda: status()["crashes"]["restarts"] >= 4 and status()["server"]["restarts"] >= 2, 20,
+                 what="crashed processes to be restarted")
+        procs = status()
+        assert procs["done"]["state"] == "stopped" and procs["done"]["restarts"] == 0
+        assert procs["refused"]["state"] == "refused" and procs["refused"]["restarts"] == 0
+        assert procs["crashes"]["last_exit"] == 3 and procs["sleeper"]["state"] == "running"
+        # Exponential backoff, capped.
+        delays = [float(line.rsplit(" in ", 1)[1].split("s ")[0]) for line in said
+                  if line.startswith("supervisor: crashes exited")]
+        assert delays[:4] == [0.05, 0.1, 0.2, 0.2]
+        assert any("exit code 3" in line and "restart #1" in line for line in said)
+        assert any("done stopped on request" in line for line in said)
+    finally:
+        sup.stop_all(timeout=5)
+    assert status()["sleeper"]["state"] == "terminated"
+
+
+def test_supervisor_reports_a_child_killed_by_a_signal_and_restarts_it(tmp_path):
+    said = []
+    sup = Supervisor(cwd=ROOT, log_dir=tmp_path, status_file=None, say=said.append, backoff_min=0.05,
+                     poll_interval=0.02)
+    try:
+        child = sup.start("victim", [sys.executable, "-c", "import time; time.sleep(60)"], os.environ.copy(),
+                          restart=Restart.ON_FAILURE)
+        first = child.pid
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: child.restarts == 1 and child.state.value == "running", 10, what="restart")
+        assert child.pid != first
+        assert any("killed by SIGKILL" in line for line in said)
+    finally:
+        sup.stop_all(timeout=5)
+
+
+def test_demo_falls_back_to_a_redis_broker_with_a_warning_without_rabbitmq(tmp_path, monkeypatch):
+    from regions.management.commands import demo
+
+    monkeypatch.setattr(demo.shutil, "which", lambda name: None if name == "rabbitmqctl" else "/bin/true")
+    redis_server = RedisServer(tmp_path)
+    try:
+        command = demo.Command()
+        command.broker_mode, command.vhost_prefix = "auto", "unused"
+        said = []
+        command.say = said.append
+        urls = command._brokers(f"redis://127.0.0.1:{redis_server.port}")
+    finally:
+        redis_server.stop()
+    assert sorted(urls) == sorted(REGIONS)
+    assert len(set(urls.values())) == 3 and all(u.startswith("redis://") for u in urls.values())
+    assert any("WARNING" in line and "weaker broker" in line for line in said)
+
+
+def test_run_agent_exits_78_when_registration_is_refused_for_good(tmp_path):
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.dumps({"error": "forbidden", "detail": "Agent x is revoked."}).encode()
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = subprocess.run(
+            [sys.executable, "manage.py", "run_agent", "--capabilities", "echo", "--agent-id", "x",
+             "--router-url", f"http://127.0.0.1:{server.server_port}", "--registration-token", "mrt_x"],
+            cwd=ROOT, env={**demo_env(), "VAR_DIR": str(tmp_path)}, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+    assert out.returncode == EX_CONFIG, out.stderr[-2000:]
+    assert "refused registration (403)" in out.stderr
+
+
+# --- one running demo, started like a script would -----------------------------------------
+
+class Demo:
+    def __init__(self, root: Path):
+        self.root = root
+        self.status_file = root / "status.json"
+        self.out = root / "demo.out"
+        self.prefix = f"{VHOST_PREFIX}-bg"
+        cmd = (f'"{sys.executable}" manage.py demo --tasks 4 --base-port {free_port()} --dir "{root / "demo"}" '
+               f'--status-file "{self.status_file}" --vhost-prefix {self.prefix} > "{self.out}" 2>&1 & wait $!')
+        # A background job of a non-interactive shell: it starts with SIGINT ignored.
+        self.shell = subprocess.Popen(["bash", "-c", cmd], cwd=ROOT, env=demo_env())
+
+    def status(self) -> dict:
+        try:
+            return json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def process(self, name: str) -> dict:
+        return self.status()["processes"][name]
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace") if self.out.exists() else ""
+
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.status()['api_key']}"}
+
+    def submit(self, capability: str, payload: dict, residency: str | None = None) -> str:
+        body = {"capability": capability, "payload": payload}
+        if residency:
+            body["residency"] = residency
+
+        def post():
+            response = requests.post(f"{self.status()['router_url']}/api/v1/tasks", json=body,
+                                     headers=self.headers(), timeout=15)
+            return response.json()["task"]["url"] if response.status_code in (200, 201) else None
+
+        return wait_for(post, 60, interval=0.5, what=f"the router to accept a {capability} task")
+
+    def wait_succeeded(self, url: str, timeout: float = 60) -> dict:
+        def done():
+            task = requests.get(url, headers=self.headers(), timeout=10).json()
+            return task if task["status"] in ("succeeded", "failed", "cancelled") else None
+
+        task = wait_for(done, timeout, interval=0.3, what=f"task {url}")
+        assert task["status"] == "succeeded", task
+        return task
+
+    def descendants(self) -> dict[int, str]:
+        """Every process under the shell, by pid, with its command line."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = {}, [self.shell.pid]
+        while todo:
+            pid = todo.pop()
+            for child in children.get(pid, []):
+                found[child] = _cmdline(child)
+                todo.append(child)
+        return found
+
+    def stop(self) -> None:
+        pid = self.status().get("pid")
+        if self.shell.poll() is None and pid:
+            os.kill(pid, signal.SIGINT)
+            try:
+                self.shell.wait(90)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.shell.poll() is None:  # it did not stop: leave nothing behind anyway
+            for proc in self.status().get("processes", {}).values():
+                if proc["pid"]:
+                    try:
+                        os.killpg(proc["pid"], signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+            os.kill(self.status()["pid"], signal.SIGKILL)
+            self.shell.kill()
+        drop_vhosts(self.prefix)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int, cmdline: str) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and _cmdline(pid) == cmdline
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    running = Demo(tmp_path_factory.mktemp("demo-bg"))
+    try:
+        wait_for(lambda: running.status().get("phase") == "running" or running.shell.poll() is not None, 240,
+                 interval=0.5, what="the demo to be running")
+        assert running.status().get("phase") == "running", running.text()[-3000:]
+        yield running
+    finally:
+        running.stop()
+
+
+def test_soak_keeps_every_process_up_and_completes_every_task(demo):
+    out = subprocess.run([sys.executable, "bench/soak.py", "--attach", str(demo.status_file), "--seconds", "60",
+                          "--rate", "4", "--drain", "60"],
+                         cwd=ROOT, env=demo_env(), capture_output=True, text=True, timeout=240)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH soak ")), "")
+    assert out.returncode == 0 and line.endswith(" ok restarts=0 crashes=0"), out.stdout[-3000:] + out.stderr[-2000:]
+    completed, submitted = int(line.split()[2]), int(line.split("ref=")[1].split()[0])
+    assert completed == submitted >= 200
+
+
+def test_killed_agent_and_orchestrator_are_restarted_and_work_resumes(demo):
+    agent, orchestrator = demo.process("agent-us-files-1"), demo.process("us-east-1-orchestrator")
+    os.kill(agent["pid"], signal.SIGKILL)
+    os.kill(orchestrator["pid"], signal.SIGKILL)
+
+    def restarted(name, old):
+        proc = demo.process(name)
+        return proc["state"] == "running" and proc["pid"] != old["pid"] and proc["restarts"] == old["restarts"] + 1
+
+    wait_for(lambda: restarted("agent-us-files-1", agent) and restarted("us-east-1-orchestrator", orchestrator),
+             30, interval=0.2, what="both to be restarted")
+    text = demo.text()
+    assert "agent-us-files-1 exited unexpectedly (killed by SIGKILL)" in text
+    assert "us-east-1-orchestrator exited unexpectedly (killed by SIGKILL)" in text
+    # file_processing in the us is served by the restarted agent only.
+    url = demo.submit("file_processing", {"source": "archive.log", "hash": ["sha256"], "compress": "gzip"},
+                      residency="us")
+    task = demo.wait_succeeded(url)
+    assert task["agent"] == "us-files-1"
+
+
+def test_revoked_agent_stays_stopped_and_the_demo_keeps_running(demo):
+    region_url = demo.status()["regions"]["eu-west-3"]
+    response = requests.post(f"{region_url}/api/v1/agents/eu-ingest-2/revoke", headers=demo.headers(), timeout=10)
+    assert response.status_code == 200, response.text
+    wait_for(lambda: demo.process("agent-eu-ingest-2")["state"] == "stopped", 30, interval=0.2,
+             what="the revoked agent to stop")
+    assert "agent-eu-ingest-2 stopped on request (exit code 0); not restarted" in demo.text()
+    # The rest keeps working: eu ingestion on the other eu agent.
+    url = demo.submit("data_ingestion", {"source": "readings.csv",
+                                         "schema": {"sensor": "str", "celsius": "float", "ok": "bool"}},
+                      residency="eu")
+    assert demo.wait_succeeded(url)["agent"] == "eu-ingest-1"
+    proc = demo.process("agent-eu-ingest-2")
+    assert proc["state"] == "stopped" and proc["restarts"] == 0
+    assert demo.status()["phase"] == "running" and demo.shell.poll() is None
+
+
+def test_sigint_stops_a_background_demo_and_every_process_it_started(demo):
+    processes = demo.descendants()
+    assert len(processes) > 12  # the demo, its children and their workers
+    os.kill(demo.status()["pid"], signal.SIGINT)
+    assert demo.shell.wait(90) == 0, demo.text()[-3000:]
+    text = demo.text()
+    assert "stopping…" in text and "stopped 12 processes" in text
+    wait_for(lambda: not [pid for pid, cmd in processes.items() if _alive(pid, cmd)], 10,
+             what="every process the demo started to be gone")
+    # Agents first: they deregistered while their regions still answered.
+    logs = demo.root / "demo" / "logs"
+    assert "deregistered" in (logs / "agent-us-ingest-1.log").read_text()
+    assert demo.status()["phase"] == "stopped"

@@ -1,9 +1,19 @@
 """One command, the main job: a Global Task Router and three regions on this
 machine, each with its own database, broker, beat and agents, doing real work.
 
-Storage is the embedded default: SQLite per role and kombu's filesystem broker
-per region. Liveness needs Redis: the local one (127.0.0.1:6379, a database
-number per region) or, if none answers, a redis-server started for the demo.
+Storage: SQLite per role. Broker: a RabbitMQ vhost per region on the local
+RabbitMQ (``meridian-demo-<region>``, deleted and re-created at start so a
+previous run's messages are gone, as guest); if RabbitMQ is not installed or
+does not answer, a Redis database per region on the liveness Redis, with a
+warning (Redis emulates acknowledgements: the weaker broker). Liveness needs
+Redis: the local one (127.0.0.1:6379, a database number per region) or, if none
+answers, a redis-server started for the demo.
+
+Every process runs under a supervisor (``regions/management/supervisor.py``): a
+crash is restarted with backoff; an agent that exits 0 (revoked, drained) or 78
+(refused for good) stays stopped. The demo runs until SIGINT (Ctrl-C) or
+SIGTERM, then stops agents first and the rest after. ``--status-file`` writes
+each process's state as JSON, for scripts such as ``bench/soak.py``.
 """
 from __future__ import annotations
 
@@ -17,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -24,6 +35,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from project.accounts.tokens import token_generate
+from regions.management.supervisor import Restart, Supervisor
 
 REGIONS = [
     # region id, labels, agents: (agent id, capabilities)
@@ -36,6 +48,31 @@ REGIONS = [
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _tcp_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _rabbitmqctl(*args: str) -> None:
+    out = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    if out.returncode:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {(out.stderr or out.stdout).strip()[:300]}")
+
+
+def _rabbit_vhost_fresh(vhost: str) -> None:
+    """Delete and re-create: a previous run's queues and messages are gone."""
+    try:
+        _rabbitmqctl("delete_vhost", vhost)
+    except RuntimeError as exc:
+        if "does not exist" not in str(exc) and "not_found" not in str(exc).lower():
+            raise
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
 
 
 def _redis_answers(port: int) -> bool:
@@ -56,55 +93,72 @@ class Command(BaseCommand):
         parser.add_argument("--tasks", type=int, default=12, help="tasks to submit through the router")
         parser.add_argument("--exit-after-tasks", action="store_true",
                             help="stop once the tasks are done (for tests and CI)")
+        parser.add_argument("--broker", choices=["auto", "rabbitmq", "redis"], default="auto",
+                            help="auto: RabbitMQ if it answers, else Redis (with a warning)")
+        parser.add_argument("--vhost-prefix", default="meridian-demo",
+                            help="RabbitMQ vhosts are <prefix>-<region>")
+        parser.add_argument("--status-file", default=None,
+                            help="write every process's state (pid, state, restarts, crashes) here as JSON")
 
-    def handle(self, *args, base_port, dir, tasks, exit_after_tasks, **options):
+    def handle(self, *args, base_port, dir, tasks, exit_after_tasks, broker, vhost_prefix, status_file,
+               **options):
         self.root = Path(dir)
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        self.broker_mode, self.vhost_prefix = broker, vhost_prefix
+        self.sup: Supervisor | None = None
+        self.status_file = Path(status_file).resolve() if status_file else None
+        self.stopping = False
+        # Explicit handlers for both: a background job of a non-interactive shell
+        # starts with SIGINT ignored, and Python then leaves it ignored.
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
         try:
             self._run(base_port, tasks, exit_after_tasks)
         except KeyboardInterrupt:
-            self.stdout.write("\nstopping…")
+            self.say("\nstopping…")
         finally:
+            self.stopping = True
             self._stop_all()
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.stopping:
+            return  # already stopping: a second Ctrl-C must not abandon the children
+        self.stopping = True
+        raise KeyboardInterrupt
 
     # --- set-up ---------------------------------------------------------------
     def _run(self, base_port: int, tasks: int, exit_after: bool) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
+        self.sup = Supervisor(cwd=Path(settings.BASE_DIR), log_dir=self.root / "logs",
+                              status_file=self.status_file, say=self.say)
+        self.sup.publish(phase="starting", pid=os.getpid(), dir=str(self.root))
         ports = self._ports(base_port, 1 + len(REGIONS))
         redis_base = self._redis()
+        brokers = self._brokers(redis_base)
         self.registration_token = token_generate("mrt")
         self.password = secrets.token_urlsafe(9)
         router_url = f"http://127.0.0.1:{ports[0]}"
         self.router_env = self._env("router", ROLE="router", REGION_ID="router", REGION_URL=router_url)
         self.say(f"router at {router_url}; regions on ports {', '.join(map(str, ports[1:]))}; data in {self.root}")
-        self._manage(self.router_env, "migrate", "-v0")
-        self._manage(self.router_env, "router_add_registration_token", "--name", "demo",
-                     f"--token={self.registration_token}")
-        self.api_key = self._manage(self.router_env, "create_api_key", "demo", "--staff")
-        self._superuser(self.router_env)
+        self.api_key = token_generate("mk")  # the same caller known to the router and every region
         config_repo, config_sha = self._config_repo()
         self.regions = {}
         for (region_id, labels, agents), port, redis_db in zip(REGIONS, ports[1:], range(len(REGIONS))):
             url = f"http://127.0.0.1:{port}"
-            token = self._manage(self.router_env, "router_add_region", region_id, url, "--labels", labels,
-                                 "--summary-interval", "3")
             env = self._env(region_id, ROLE="region", REGION_ID=region_id, REGION_URL=url,
-                            REDIS_URL=f"{redis_base}/{redis_db + 1}", CELERY_BROKER_URL="filesystem://",
-                            FILESYSTEM_BROKER_DIR=str(self.root / region_id / "broker"),
+                            REDIS_URL=f"{redis_base}/{redis_db + 1}", CELERY_BROKER_URL=brokers[region_id],
                             AGENT_DATA_ROOT=str(self.root / region_id / "data"), ROUTER_URL=router_url,
-                            REGION_TOKEN=token, SUMMARY_INTERVAL="3", HEARTBEAT_INTERVAL="2",
+                            SUMMARY_INTERVAL="3", HEARTBEAT_INTERVAL="2",
                             HEARTBEAT_TTL="6", REAPER_INTERVAL="2", LIVENESS_FLUSH_INTERVAL="2",
                             SWEEPER_INTERVAL="1", AGENT_REGISTRATION_TOKEN=self.registration_token,
                             CONFIG_REPO=str(config_repo), CONFIG_REF="main", CONFIG_SYNC_INTERVAL="10")
-            self._sample_data(self.root / region_id / "data", region_id)
-            self._clear_liveness(env["REDIS_URL"], region_id)
-            self._manage(env, "migrate", "-v0")
-            self.say(f"{region_id}: {self._manage(env, 'sync_config').splitlines()[0]}")
-            self._manage(env, "create_api_key", "demo", "--staff", f"--key={self.api_key}")
-            self._superuser(env)
-            self.regions[region_id] = {"url": url, "env": env, "agents": agents}
+            self.regions[region_id] = {"url": url, "env": env, "agents": agents, "labels": labels}
+        # Each role has a database of its own: set them up side by side.
+        with ThreadPoolExecutor(1 + len(self.regions)) as pool:
+            jobs = [pool.submit(self._setup_router)]
+            jobs += [pool.submit(self._setup_region, rid) for rid in self.regions]
+            for job in jobs:
+                job.result()
         self._start("router-web", self.router_env, "-m", "gunicorn", "project.wsgi", "-b",
                     f"127.0.0.1:{ports[0]}", "-w", "2")
         for region_id, region in self.regions.items():
@@ -120,20 +174,41 @@ class Command(BaseCommand):
                 # Discovery through the router, like the article's agents.
                 self._start(f"agent-{agent_id}", region["env"], "manage.py", "run_agent", "--capabilities", caps,
                             "--agent-id", agent_id, "--router-url", router_url, "--region", region_id,
-                            "--concurrency", "2", "--loglevel", "WARNING")
+                            "--concurrency", "2", "--loglevel", "WARNING", restart=Restart.ON_FAILURE, tier=1)
         self.say("waiting for every region's first summary at the router…")
         self._wait(self._fleet_ready, 60, "all agents to be summarised at the router")
         self._show_regions(router_url)
+        self.sup.publish(router_url=router_url, api_key=self.api_key,
+                         regions={rid: r["url"] for rid, r in self.regions.items()})
         self._submit_and_watch(router_url, tasks)
         self._print_access(router_url)
         if exit_after:
             return
+        self.sup.publish(phase="running")
         self.say("running; press Ctrl-C to stop everything")
         while True:
-            for name, proc in self.procs:
-                if proc.poll() is not None:
-                    raise CommandError(f"{name} exited with {proc.returncode}; see {self.root / 'logs' / name}.log")
-            time.sleep(1)
+            time.sleep(1)  # the supervisor's thread watches the children
+
+    def _setup_router(self) -> None:
+        self._manage(self.router_env, "migrate", "-v0")
+        self._manage(self.router_env, "router_add_registration_token", "--name", "demo",
+                     f"--token={self.registration_token}")
+        self._manage(self.router_env, "create_api_key", "demo", "--staff", f"--key={self.api_key}")
+        self._superuser(self.router_env)
+        for region_id, region in self.regions.items():
+            # Read by the region's processes only once they start, after this.
+            region["env"]["REGION_TOKEN"] = self._manage(
+                self.router_env, "router_add_region", region_id, region["url"], "--labels", region["labels"],
+                "--summary-interval", "3")
+
+    def _setup_region(self, region_id: str) -> None:
+        env = self.regions[region_id]["env"]
+        self._sample_data(self.root / region_id / "data", region_id)
+        self._clear_liveness(env["REDIS_URL"], region_id)
+        self._manage(env, "migrate", "-v0")
+        self.say(f"{region_id}: {self._manage(env, 'sync_config').splitlines()[0]}")
+        self._manage(env, "create_api_key", "demo", "--staff", f"--key={self.api_key}")
+        self._superuser(env)
 
     def _config_repo(self) -> tuple[Path, str]:
         """The example configuration repository as a real git repository, plus a
@@ -166,6 +241,40 @@ class Command(BaseCommand):
             port += 1
         return ports
 
+    def _brokers(self, redis_base: str) -> dict[str, str]:
+        """A broker per region: a fresh RabbitMQ vhost each, or a Redis database each."""
+        problem = None
+        if self.broker_mode in ("auto", "rabbitmq"):
+            if not shutil.which("rabbitmqctl"):
+                problem = "rabbitmqctl is not installed"
+            elif not _tcp_answers(5672):
+                problem = "nothing answers on 127.0.0.1:5672"
+            else:
+                vhosts = {rid: f"{self.vhost_prefix}-{rid}" for rid, _, _ in REGIONS}
+                try:
+                    with ThreadPoolExecutor(len(vhosts)) as pool:
+                        list(pool.map(_rabbit_vhost_fresh, vhosts.values()))
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                    problem = str(exc)
+                else:
+                    self.say(f"broker: RabbitMQ on 127.0.0.1:5672, vhosts {', '.join(vhosts.values())}")
+                    return {rid: f"amqp://guest:guest@127.0.0.1:5672/{vhost}" for rid, vhost in vhosts.items()}
+            if self.broker_mode == "rabbitmq":
+                raise CommandError(f"RabbitMQ is not usable: {problem}")
+        import redis
+
+        urls = {}
+        for n, (region_id, _, _) in enumerate(REGIONS):
+            urls[region_id] = f"{redis_base}/{len(REGIONS) + 1 + n}"  # after the liveness databases
+            redis.Redis.from_url(urls[region_id]).flushdb()  # a previous run's messages
+        if problem:
+            self.say(f"WARNING: RabbitMQ is not usable ({problem}); falling back to a Redis broker "
+                     f"({', '.join(urls.values())}). Redis is the weaker broker: acknowledgements are "
+                     f"emulated, and a message can wait out the visibility timeout after a crash.")
+        else:
+            self.say(f"broker: Redis ({', '.join(urls.values())})")
+        return urls
+
     def _redis(self) -> str:
         if _redis_answers(6379):
             return "redis://127.0.0.1:6379"
@@ -173,9 +282,8 @@ class Command(BaseCommand):
             raise CommandError("liveness needs Redis: none answers on 127.0.0.1:6379 and redis-server is not installed")
         port = self._ports(6390, 1)[0]
         (self.root / "redis").mkdir(parents=True, exist_ok=True)
-        self._start("redis", os.environ.copy(), exec_path="redis-server", args=[
-            "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(self.root / "redis")])
+        self.sup.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(self.root / "redis")], os.environ.copy())
         self._wait(lambda: _redis_answers(port), 10, "redis-server")
         return f"redis://127.0.0.1:{port}"
 
@@ -192,7 +300,7 @@ class Command(BaseCommand):
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "EXTRA_APPS")}
         env.update(DJANGO_SETTINGS_MODULE="project.settings", PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING",
                    DATABASE_URL=f"sqlite:///{self.root / name / 'db.sqlite3'}", SECRET_KEY=secrets.token_urlsafe(32),
-                   ALLOWED_HOSTS="127.0.0.1,localhost", **extra)
+                   ALLOWED_HOSTS="127.0.0.1,localhost", VAR_DIR=str(self.root / name / "var"), **extra)
         (self.root / name).mkdir(parents=True, exist_ok=True)
         return env
 
@@ -207,31 +315,21 @@ class Command(BaseCommand):
         self._manage({**env, "DJANGO_SUPERUSER_PASSWORD": self.password}, "createsuperuser", "--noinput",
                      "--username", "admin", "--email", "admin@example.com")
 
-    def _start(self, name: str, env: dict, *args: str, exec_path: str | None = None, args_list=None, **kw) -> None:
-        logs = self.root / "logs"
-        logs.mkdir(exist_ok=True)
-        cmd = [exec_path, *kw.get("args", [])] if exec_path else [sys.executable, *args]
-        proc = subprocess.Popen(cmd, cwd=settings.BASE_DIR, env=env, stdout=open(logs / f"{name}.log", "ab"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append((name, proc))
+    def _start(self, name: str, env: dict, *args: str, restart: Restart = Restart.ALWAYS, tier: int = 0) -> None:
+        self.sup.start(name, [sys.executable, *args], env, restart=restart, tier=tier)
 
     def _stop_all(self) -> None:
         """Agents first (a warm shutdown finishes their work and deregisters while
         the regions still answer), then the orchestrators and web servers."""
-        agents = [(n, p) for n, p in self.procs if n.startswith("agent-")]
-        others = [(n, p) for n, p in reversed(self.procs) if not n.startswith("agent-")]
-        for group in (agents, others):
-            for name, proc in group:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            for name, proc in group:
-                try:
-                    proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-        if self.procs:
-            self.say(f"stopped {len(self.procs)} processes; logs in {self.root / 'logs'}")
+        if self.sup is None:
+            return
+        self.sup.publish(phase="stopping")
+        count = self.sup.stop_all()
+        self.sup.publish(phase="stopped")
+        status = self.sup.status()
+        if count:
+            self.say(f"stopped {count} processes ({status['restarts']} restarts, {status['crashes']} crashes "
+                     f"while running); logs in {self.root / 'logs'}")
 
     # --- the work ----------------------------------------------------------------
     def _sample_data(self, data: Path, region_id: str) -> None:
@@ -341,10 +439,7 @@ class Command(BaseCommand):
         while time.monotonic() < deadline:
             if predicate():
                 return
-            for name, proc in self.procs:
-                if proc.poll() is not None:
-                    raise CommandError(f"{name} exited with {proc.returncode}; see {self.root / 'logs' / name}.log")
-            time.sleep(0.3)
+            time.sleep(0.3)  # a crash meanwhile is restarted (and reported) by the supervisor
         raise CommandError(f"timed out waiting for {what}; logs in {self.root / 'logs'}")
 
     def say(self, text: str) -> None:
