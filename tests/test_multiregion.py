@@ -259,6 +259,19 @@ def _config_repo(path):
     return commit
 
 
+def _served_commits(region, calls: int) -> set[str]:
+    """The configuration commits the region's web processes answer with (each call
+    lands on one of its gunicorn workers)."""
+    import re
+
+    found = set()
+    for _ in range(calls):
+        r = region.call("GET", "/metrics")
+        assert r.status_code == 200, r.text
+        found.update(re.findall(r'meridian_config_info\{[^}]*sha="([^"]+)"', r.text))
+    return found
+
+
 def test_config_drift_is_visible_at_the_router_and_secrets_never_leave_the_region(fleet, tmp_path):
     router, us, eu = fleet
     commit = _config_repo(tmp_path / "config")
@@ -270,6 +283,9 @@ def test_config_drift_is_visible_at_the_router_and_secrets_never_leave_the_regio
     repo = str(tmp_path / "config")
     assert "applied" in us.manage("sync_config", "--repo", repo, "--ref", first)
     assert "applied" in eu.manage("sync_config", "--repo", repo, "--ref", second)
+    # In force in every process of the region as soon as sync_config returns: no
+    # web process may still serve the previous configuration (no waiting here).
+    assert _served_commits(us, 6) == {first} and _served_commits(eu, 6) == {second}
 
     def drift():
         return router.call("GET", "/api/v1/config/drift").json()
@@ -312,6 +328,7 @@ def test_config_drift_is_visible_at_the_router_and_secrets_never_leave_the_regio
         server.shutdown()
     assert seen == [f"Bearer {SECRET}"]
     eu.manage("sync_config", "--repo", repo, "--ref", first)
+    assert _served_commits(eu, 6) == {first}
     wait_for(lambda: drift()["in_sync"], 15, what="regions back in sync")
     for name in (router.db, eu.db, us.db):
         assert SECRET not in _dump_database(name), name

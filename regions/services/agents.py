@@ -297,12 +297,14 @@ def eviction_rule(*, silent: int, fleet: int) -> EvictionRule:
 def agent_reap(*, now: float) -> dict:
     """Mark agents that missed their TTL offline and requeue their tasks, within
     the eviction rule and the grace of the module docstring."""
-    if not liveness.seeded():
-        liveness_seed(now=now)
-        liveness.reaped_set(now=now)
-        return {"evicted": [], "held": False, "seeded": True}
     config = config_current()
     ttl, interval = config.heartbeat_ttl, config.heartbeat_interval
+    if not liveness.seeded():
+        count = liveness_seed(now=now)  # every online agent's clock restarts now: the same grace
+        grace = _grace_grant(now=now, ttl=ttl, reason=f"liveness store lost its data; {count} online agents "
+                                                       "re-seeded from the database")
+        liveness.reaped_set(now=now)
+        return {"evicted": [], "held": False, "seeded": True, "grace": grace["reason"]}
     grace = _grace_check(now=now, ttl=ttl, interval=interval)
     if grace is not None:
         liveness.reaped_set(now=now)
@@ -326,7 +328,7 @@ def agent_reap(*, now: float) -> dict:
     else:
         since = previous["since"] if previous else now
         if now - since < settings.EVICTION_HOLD_MAX_SECONDS:
-            info = {"since": since, "missing": len(missing), "silent": silent, "online": total,
+            info = {"since": since, "checked": now, "missing": len(missing), "silent": silent, "online": total,
                     "mode": rule.mode, "reason": rule.reason}
             if previous is None or (previous.get("silent"), previous.get("mode")) != (silent, rule.mode):
                 logger.warning("eviction hold: %s", rule.reason)
