@@ -5,7 +5,9 @@ SIGINT even as a background job of a script."""
 import http.server
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +18,7 @@ import pytest
 import requests
 
 from regions.management.supervisor import EX_CONFIG, Restart, Supervisor
-from tests.harness import ROOT, RedisServer, free_port, rabbitmqctl, wait_for
+from tests.harness import ROOT, RedisServer, rabbitmqctl, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +31,27 @@ def demo_env() -> dict:
            if k not in ("DATABASE_URL", "EXTRA_APPS", "REDIS_URL", "CELERY_BROKER_URL", "REGION_ID")}
     env["DJANGO_SETTINGS_MODULE"] = "project.settings"
     return env
+
+
+def demo_base_port() -> int:
+    """Four free ports in a row below the kernel's ephemeral range (32768+): the
+    demo binds them only after its set-up, and an ephemeral port (another test's
+    free_port(), any outgoing connection) could be taken by then."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000, 4)
+        if all(_port_bindable(base + i) for i in range(4)):
+            return base
+    raise AssertionError("no four free ports in a row between 20000 and 32000")
+
+
+def _port_bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def drop_vhosts(prefix: str) -> None:
@@ -44,7 +67,7 @@ def test_demo_runs_tasks_across_three_regions_and_stops_cleanly(tmp_path):
     try:
         out = subprocess.run(
             [sys.executable, "manage.py", "demo", "--exit-after-tasks", "--tasks", "8",
-             "--base-port", str(free_port()), "--dir", str(tmp_path / "demo"), "--vhost-prefix", prefix],
+             "--base-port", str(demo_base_port()), "--dir", str(tmp_path / "demo"), "--vhost-prefix", prefix],
             cwd=ROOT, env=demo_env(), capture_output=True, text=True, timeout=240,
         )
     finally:
@@ -165,7 +188,7 @@ class Demo:
         self.status_file = root / "status.json"
         self.out = root / "demo.out"
         self.prefix = f"{VHOST_PREFIX}-bg"
-        cmd = (f'"{sys.executable}" manage.py demo --tasks 4 --base-port {free_port()} --dir "{root / "demo"}" '
+        cmd = (f'"{sys.executable}" manage.py demo --tasks 4 --base-port {demo_base_port()} --dir "{root / "demo"}" '
                f'--status-file "{self.status_file}" --vhost-prefix {self.prefix} > "{self.out}" 2>&1 & wait $!')
         # A background job of a non-interactive shell: it starts with SIGINT ignored.
         self.shell = subprocess.Popen(["bash", "-c", cmd], cwd=ROOT, env=demo_env())
