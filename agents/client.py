@@ -28,9 +28,10 @@ class RegionClient:
         )
         if 400 <= response.status_code < 500 or response.status_code == 503:
             try:
-                detail = response.json().get("detail", response.text)
+                detail = response.json().get("detail") or response.text
             except ValueError:
                 detail = response.text
+            detail = detail or response.reason or f"HTTP {response.status_code}"
             raise RegionRefused(response.status_code, detail)
         response.raise_for_status()
         return response.json()
@@ -45,9 +46,11 @@ class RegionClient:
     def heartbeat(self, *, agent_id: str, token: str, busy: int) -> dict:
         return self._post(f"/api/v1/agents/{agent_id}/heartbeat", token, {"busy": busy})
 
-    def claim(self, *, agent_id: str, token: str, task_id: str, attempt: int) -> dict:
-        """{"run": True, "secrets": {...}}; RegionRefused(409) when the attempt is not current."""
-        return self._post(claim_path(agent_id), token, {"task_id": task_id, "attempt": attempt})
+    def claim(self, *, agent_id: str, token: str, task_id: str, attempt: int, claim_id: str = "") -> dict:
+        """{"run": True, "capability", "payload", "timeout", "secrets"}; RegionRefused(409)
+        when the attempt is not current."""
+        return self._post(claim_path(agent_id), token,
+                          {"task_id": task_id, "attempt": attempt, "claim_id": claim_id})
 
     def report(self, *, agent_id: str, token: str, kind: str, task_id: str, attempt: int, body: dict) -> dict:
         return self._post(report_path(agent_id), token,

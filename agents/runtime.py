@@ -20,7 +20,7 @@ import requests
 from django.conf import settings
 from billiard.exceptions import WorkerLostError
 from celery import signals
-from celery.exceptions import TimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker import state as worker_state
 
 from agents.client import RegionClient, RegionRefused
@@ -58,7 +58,9 @@ class ClaimUnanswered(Exception):
 
 
 def _retrying(call, patience: float, what: str):
-    """Call the region until it answers (4xx other than 429 are answers too)."""
+    """Call the region until it answers (4xx other than 429 are answers too).
+    A soft time limit firing meanwhile does not abandon the call: the hard
+    limit leaves REPORT_ALLOWANCE_SECONDS for exactly this."""
     deadline = time.monotonic() + patience
     delay = 0.2
     while True:
@@ -70,14 +72,19 @@ def _retrying(call, patience: float, what: str):
             problem = f"{exc.status} {exc.detail}"
         except requests.RequestException as exc:
             problem = f"unreachable ({exc.__class__.__name__})"
+        except SoftTimeLimitExceeded:
+            problem = "the task's time limit passed while asking"
         if time.monotonic() + delay > deadline:
             raise ClaimUnanswered(f"{what}: region did not answer within {patience:g}s (last: {problem})")
         logger.warning("%s: %s; retrying in %.1fs", what, problem, delay)
-        time.sleep(delay)
+        try:
+            time.sleep(delay)
+        except SoftTimeLimitExceeded:
+            pass
         delay = min(delay * 2, 5.0)
 
 
-def claim(*, task_id: str, attempt: int) -> dict | None:
+def claim(*, task_id: str, attempt: int, claim_id: str) -> dict | None:
     """Ask the region, synchronously, whether this attempt may run here. Returns
     the grant (with any secrets), or None when the attempt is not current
     (superseded, already running elsewhere, finished, cancelled) or this agent's
@@ -87,7 +94,7 @@ def claim(*, task_id: str, attempt: int) -> dict | None:
     client = RegionClient(ident.region_url)
     try:
         return _retrying(lambda: client.claim(agent_id=ident.agent_id, token=ident.token, task_id=task_id,
-                                              attempt=attempt),
+                                              attempt=attempt, claim_id=claim_id),
                          settings.AGENT_CLAIM_PATIENCE_SECONDS, f"claim {task_id}:{attempt}")
     except RegionRefused as exc:
         logger.warning("skipping task %s attempt %s: %s (%s)", task_id, attempt, exc.detail, exc.status)
@@ -108,22 +115,40 @@ def report_outcome(kind: str, *, task_id: str, attempt: int, body: dict) -> None
                 settings.AGENT_REPORT_PATIENCE_SECONDS):
         spooled.unlink(missing_ok=True)
         return
-    report(kind, task_id=task_id, attempt=attempt, body=body)
+    logger.warning("sending the %s of task %s attempt %s over the broker", kind, task_id, attempt)
+    try:
+        report(kind, task_id=task_id, attempt=attempt, body=body)
+    except Exception as exc:  # the broker is away too: the outbox keeps it, the heartbeat thread retries
+        logger.error("could not send %s of task %s attempt %s over the broker either (%s); kept in the outbox",
+                     kind, task_id, attempt, exc)
+        return
     spooled.unlink(missing_ok=True)
+
+
+# Answers after which an outcome is settled: the attempt is not this agent's (any
+# more), or the credential is gone. Anything else (400, 413, 5xx, no answer)
+# keeps it: it goes over the broker and stays in the outbox until delivered.
+FINAL_REFUSALS = (401, 403, 404, 409)
 
 
 def _deliver(client: RegionClient, agent_id: str, token: str, kind: str, task_id: str, attempt: int, body: dict,
              patience: float) -> bool:
-    """True once the region answered (recorded or not); False if unreachable."""
+    """True once the region settled it (recorded, or refused for good); False if
+    it could not take it (unreachable, or refused the request itself)."""
     try:
         answer = _retrying(lambda: client.report(agent_id=agent_id, token=token, kind=kind, task_id=task_id,
                                                  attempt=attempt, body=body),
                            patience, f"report {task_id}:{attempt}")
     except RegionRefused as exc:
-        logger.warning("region refused %s of task %s attempt %s: %s", kind, task_id, attempt, exc.detail)
-        return True
+        if exc.status in FINAL_REFUSALS:
+            logger.warning("region refused %s of task %s attempt %s: %s %s", kind, task_id, attempt, exc.status,
+                           exc.detail)
+            return True
+        logger.error("region could not take %s of task %s attempt %s: %s %s", kind, task_id, attempt, exc.status,
+                     exc.detail)
+        return False
     except ClaimUnanswered as exc:
-        logger.warning("%s; sending it over the broker", exc)
+        logger.warning("%s", exc)
         return False
     if not answer.get("recorded"):
         logger.warning("region did not record %s of task %s attempt %s (superseded)", kind, task_id, attempt)
@@ -155,11 +180,22 @@ def credential_save(agent_id: str, *, region_url: str, token: str) -> None:
     path.with_suffix(".tmp").replace(path)
 
 
-def outbox_flush(agent_id: str, *, region_url: str | None = None, token: str | None = None) -> int:
-    """Deliver outcomes a previous run of this agent left undelivered, with the
-    credential it had (before re-registering rotates it) or the one given."""
+def outbox_get(agent_id: str, *, task_id: str, attempt: int) -> dict | None:
+    try:
+        return json.loads((state_dir(agent_id) / "outbox" / f"{task_id}.{attempt}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def outbox_flush(agent_id: str, *, region_url: str | None = None, token: str | None = None,
+                 min_age: float = 0.0) -> int:
+    """Deliver outcomes left undelivered (by a previous run of this agent, or by a
+    report that found neither the region nor the broker), with the credential
+    saved (before re-registering rotates it) or the one given. Entries younger
+    than min_age may still be in the hands of the process that wrote them."""
     directory = state_dir(agent_id)
-    pending = sorted((directory / "outbox").glob("*.json"))
+    cutoff = time.time() - min_age
+    pending = sorted(p for p in (directory / "outbox").glob("*.json") if p.stat().st_mtime <= cutoff)
     if not pending:
         return 0
     if token is None:
@@ -180,7 +216,7 @@ def outbox_flush(agent_id: str, *, region_url: str | None = None, token: str | N
         if done:
             path.unlink(missing_ok=True)
             delivered += 1
-    logger.warning("agent %s delivered %d outcome(s) left by its previous run", agent_id, delivered)
+    logger.warning("agent %s delivered %d of %d outcome(s) left undelivered", agent_id, delivered, len(pending))
     return delivered
 
 
@@ -242,6 +278,7 @@ def heartbeat_loop(ident: Identity) -> None:
             reply = None
         if reply is not None:
             ident.interval = float(reply.get("interval", ident.interval))
+            _drain_outbox(ident)
             try:
                 apply_desired(ident, reply.get("desired", "active"), busy)
             except Exception:  # a broker hiccup must not kill the heartbeat
@@ -266,10 +303,13 @@ def _report_lost_attempt(sender=None, task_id=None, exception=None, kwargs=None,
         logger.error("lost an execution of unreadable message %s: %r", task_id, exception)
         return
     what = "hit its hard time limit" if isinstance(exception, TimeLimitExceeded) else "died"
-    body = {"error": f"the agent's worker process {what} while running it ({exception})", "retryable": True}
-    logger.error("task %s attempt %s: worker process %s (%s); reporting the attempt failed", tid, attempt, what,
-                 exception)
-    threading.Thread(target=_report_safely, args=("failure", tid, attempt, body), daemon=True,
+    kind, body = "failure", {"error": f"the agent's worker process {what} while running it ({exception})",
+                             "retryable": True}
+    spooled = outbox_get(identity().agent_id, task_id=tid, attempt=attempt)
+    if spooled is not None:  # it finished and died reporting: the real outcome goes
+        kind, body = spooled["kind"], spooled["body"]
+    logger.error("task %s attempt %s: worker process %s (%s); reporting %s", tid, attempt, what, exception, kind)
+    threading.Thread(target=_report_safely, args=(kind, tid, attempt, body), daemon=True,
                      name="meridian-lost-report").start()
 
 
@@ -278,6 +318,14 @@ def _report_safely(kind: str, task_id: str, attempt: int, body: dict) -> None:
         report_outcome(kind, task_id=task_id, attempt=attempt, body=body)
     except Exception:
         logger.exception("could not report %s of task %s attempt %s", kind, task_id, attempt)
+
+
+def _drain_outbox(ident: Identity) -> None:
+    try:
+        outbox_flush(ident.agent_id, region_url=ident.region_url, token=ident.token,
+                     min_age=2 * settings.AGENT_REPORT_PATIENCE_SECONDS + 10)
+    except Exception:  # never let the outbox stop the heartbeats
+        logger.exception("could not drain the outbox")
 
 
 @signals.worker_ready.connect

@@ -1,9 +1,12 @@
 """The one Celery task every agent runs: claim one attempt, run its handler, report."""
+import json
 import logging
 import time
+import uuid
 
 from celery import shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
+from django.conf import settings
 
 from agents import runtime
 from agents.handlers import Context, HandlerError, handler_get
@@ -21,12 +24,17 @@ def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: 
     # is still current and free.
     ident = runtime.identity()
     try:
-        grant = runtime.claim(task_id=task_id, attempt=attempt)
+        # One id per delivery: if the grant is lost on the way, asking again gets
+        # it again; a second delivery of the same message gets a refusal.
+        grant = runtime.claim(task_id=task_id, attempt=attempt, claim_id=uuid.uuid4().hex)
     except runtime.ClaimUnanswered as exc:
         logger.warning("%s; giving task %s attempt %s back to the broker", exc, task_id, attempt)
         raise Reject(str(exc), requeue=True) from exc
     if grant is None:
         return
+    # What to run comes from the region's answer, not from the message: a forged
+    # or stale message cannot change the work, nor where a secret is sent.
+    capability, payload, timeout = grant["capability"], grant["payload"], grant["timeout"]
     started_at = time.time()
     logger.info("handler start task=%s attempt=%s agent=%s capability=%s", task_id, attempt, ident.agent_id,
                 capability)
@@ -41,11 +49,22 @@ def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: 
         body = {"error": f"{type(exc).__name__}: {exc}", "retryable": True}
     else:
         body = {"result": result}
+        size = _json_size(result)
+        if size > settings.AGENT_MAX_RESULT_BYTES:
+            body = {"error": f"result of {size} bytes is over the limit of {settings.AGENT_MAX_RESULT_BYTES} bytes",
+                    "retryable": False}
     kind = "success" if "result" in body else "failure"
     logger.info("handler finish task=%s attempt=%s agent=%s outcome=%s seconds=%.3f", task_id, attempt,
                 ident.agent_id, kind, time.time() - started_at)
     body["started_at"] = started_at
     runtime.report_outcome(kind, task_id=task_id, attempt=attempt, body=body)
+
+
+def _json_size(value) -> int:
+    try:
+        return len(json.dumps(value, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        return 0  # not JSON: the report itself will say so
 
 
 @shared_task(name="agents.noop", ignore_result=True)

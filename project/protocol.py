@@ -45,6 +45,16 @@ def execute_kwargs(*, task_id, attempt: int, capability: str, payload, timeout: 
             "timeout": timeout}
 
 
+# The hard time limit leaves an attempt this long after its soft limit (the
+# task's timeout) to report its outcome; the region presumes an attempt lost
+# only after that, plus a grace.
+REPORT_ALLOWANCE_SECONDS = 60
+
+
+def hard_time_limit(timeout: int) -> int:
+    return timeout + REPORT_ALLOWANCE_SECONDS
+
+
 def claim_path(agent_id: str) -> str:
     return f"/api/v1/agents/{agent_id}/claim"
 

@@ -104,6 +104,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["project.parsers.SafeJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "project.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -155,6 +156,9 @@ HEARTBEAT_TTL = env.float("HEARTBEAT_TTL", default=15.0)
 # Web processes batch heartbeats into Redis this often; 0 writes each one through.
 HEARTBEAT_FLUSH_SECONDS = env.float("HEARTBEAT_FLUSH_SECONDS", default=0.2)
 REAPER_INTERVAL = env.float("REAPER_INTERVAL", default=5.0)
+# The reaper evicts only while the region's web (where heartbeats arrive) answers
+# here; empty disables the check.
+REAPER_WEB_CHECK_URL = env.str("REAPER_WEB_CHECK_URL", default=f"{REGION_URL}/healthz")
 LIVENESS_FLUSH_INTERVAL = env.float("LIVENESS_FLUSH_INTERVAL", default=10.0)
 SWEEPER_INTERVAL = env.float("SWEEPER_INTERVAL", default=2.0)
 # A dispatched task nobody has claimed for this long while agents serving it are
@@ -211,7 +215,9 @@ AGENT_STATE_DIR = env.str("AGENT_STATE_DIR", default=str(VAR_DIR / "agents"))
 # Mount the baseline views bench/heartbeat.py compares against (never in production).
 BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)
 
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(TASK_PAYLOAD_LIMIT_BYTES * 4, 2_621_440)
+# The largest outcome an agent may report (data_ingestion's records included).
+AGENT_MAX_RESULT_BYTES = env.int("AGENT_MAX_RESULT_BYTES", default=8 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(TASK_PAYLOAD_LIMIT_BYTES * 4, AGENT_MAX_RESULT_BYTES + 1024 * 1024)
 
 LOGGING = {
     "version": 1,

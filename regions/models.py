@@ -70,6 +70,9 @@ class Task(models.Model):
     idempotency_key = models.CharField(max_length=128, null=True, blank=True)
     target_agent = models.SlugField(max_length=100, blank=True)
     agent = models.SlugField(max_length=100, blank=True, db_index=True, help_text="runs the current attempt")
+    # The delivery that claimed the current attempt: the same delivery asking again
+    # (its answer was lost) gets the same grant; any other is refused.
+    claim_id = models.CharField(max_length=64, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)

@@ -23,6 +23,12 @@ def report_ingest_task(*, agent_id: str, kind: str, task_id: str, attempt: int, 
 
 @shared_task(name="regions.agent_reap", ignore_result=True, acks_late=False, time_limit=60)
 def agent_reap_task() -> dict:
+    # Agents beat through the region's web: while it does not answer, silence
+    # says nothing about them. Evict nobody; the tick is not counted, so the
+    # reaper grants a TTL of grace once the web is back.
+    problem = agent_services.web_unreachable()
+    if problem:
+        return {"skipped": problem}
     try:
         return agent_services.agent_reap(now=liveness.now())
     except liveness.RedisError as exc:

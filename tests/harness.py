@@ -252,6 +252,7 @@ class Region:
             "REGION_URL": self.url, "DATABASE_URL": self.database_url, "REDIS_URL": self.redis.url,
             "CELERY_BROKER_URL": broker_url, "AGENT_REGISTRATION_TOKEN": REGISTRATION_TOKEN,
             "SECRET_KEY": f"secret-{self.region_id}", "AGENT_DATA_ROOT": str(self.dir / "data"),
+            "AGENT_STATE_DIR": str(self.dir / "agents"),
             "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in env_overrides.items()},
         }
         self.procs: list[Proc] = []

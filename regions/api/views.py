@@ -25,7 +25,7 @@ from regions.models import Agent, Task
 from regions.services import agents as agent_services
 from regions.services import liveness
 from regions.services.config import config_current
-from regions.services.reports import report_apply
+from regions.services.reports import OutcomeInvalid, outcome_clean, report_apply
 from regions.services import tasks as task_services
 
 LIVENESS_DOWN = "liveness store (Redis) unavailable; retry shortly"
@@ -281,15 +281,20 @@ class _AgentAttemptApi(APIView):
 
     def _agent(self, request, agent_id: str) -> Agent:
         try:
-            return agent_services.agent_authenticate(agent_id=agent_id, raw_token=_bearer(request))
+            agent = agent_services.agent_authenticate(agent_id=agent_id, raw_token=_bearer(request))
         except (agent_services.AuthError, agent_services.ForbiddenError, agent_services.NotFound) as exc:
             raise _agent_errors(exc) from exc
+        config = config_current()
+        if config.agent_blocked(agent.agent_id):
+            raise PermissionDenied(f"Agent {agent.agent_id} is blocklisted by configuration {config.sha[:12]}.")
+        return agent
 
 
 class TaskClaimApi(_AgentAttemptApi):
     class InputSerializer(serializers.Serializer):
         task_id = serializers.UUIDField()
         attempt = serializers.IntegerField(min_value=1, max_value=1000)
+        claim_id = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,64}$", required=False, default="")
 
     @extend_schema(request=InputSerializer, responses={200: dict, 409: dict})
     def post(self, request, agent_id: str):
@@ -298,11 +303,12 @@ class TaskClaimApi(_AgentAttemptApi):
         data.is_valid(raise_exception=True)
         claim = task_services.task_claim(task_id=str(data.validated_data["task_id"]),
                                          attempt=data.validated_data["attempt"], agent_id=agent.agent_id,
-                                         capabilities=agent.capabilities)
+                                         capabilities=agent.capabilities, claim_id=data.validated_data["claim_id"])
         if not claim.run:
             return Response({"error": "not_current", "detail": claim.reason, "run": False},
                             status=status.HTTP_409_CONFLICT)
-        return Response({"run": True, "secrets": claim.secrets})
+        return Response({"run": True, "capability": claim.capability, "payload": claim.payload,
+                         "timeout": claim.timeout, "secrets": claim.secrets})
 
 
 class TaskReportApi(_AgentAttemptApi):
@@ -311,6 +317,13 @@ class TaskReportApi(_AgentAttemptApi):
         attempt = serializers.IntegerField(min_value=1, max_value=1000)
         kind = serializers.ChoiceField(choices=["success", "failure"])
         body = serializers.DictField()
+
+        def validate(self, attrs):
+            try:
+                attrs["body"] = outcome_clean(kind=attrs["kind"], body=attrs["body"])
+            except OutcomeInvalid as exc:
+                raise ValidationError({"body": str(exc)}) from exc
+            return attrs
 
     @extend_schema(request=InputSerializer, responses={200: dict})
     def post(self, request, agent_id: str):

@@ -460,3 +460,23 @@ def live_capabilities(*, idle_only: bool = False) -> set[str]:
 def agent_running_tasks(*, agent_id: str) -> list[str]:
     return [str(t) for t in Task.objects.filter(agent=agent_id, status=Task.Status.RUNNING)
             .values_list("id", flat=True)]
+
+
+def web_unreachable() -> str | None:
+    """Why the region's own web (the door heartbeats come through) does not
+    answer, or None when it does (or when no check is configured)."""
+    import requests
+
+    url = settings.REAPER_WEB_CHECK_URL
+    if not url:
+        return None
+    try:
+        response = requests.get(url, timeout=2)
+    except requests.RequestException as exc:
+        reason = f"region web unreachable at {url} ({exc.__class__.__name__}): heartbeats cannot arrive"
+    else:
+        if response.status_code == 200:
+            return None
+        reason = f"region web answers {response.status_code} at {url}: heartbeats cannot arrive"
+    logger.warning("reaper skipped: %s", reason)
+    return reason

@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from project.broker import message_priority
 from project.celery import app
-from project.protocol import EXECUTE_TASK, agent_queue, capability_queue, execute_kwargs, message_id
+from project.protocol import (EXECUTE_TASK, agent_queue, capability_queue, execute_kwargs, hard_time_limit,
+                              message_id)
 from regions.models import Agent, IngestedRecord, Task
 from regions.services import agents as agent_services
 from regions.services import liveness
@@ -163,7 +164,7 @@ def task_dispatch(*, task_id) -> bool:
             queue=queue,
             priority=message_priority(settings.CELERY_BROKER_URL, task.priority),
             soft_time_limit=task.timeout,
-            time_limit=task.timeout + 10,
+            time_limit=hard_time_limit(task.timeout),
             # One quick retry re-opens a pooled connection that went stale while
             # the broker was away; a broker that is still down fails fast.
             retry=True, retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
@@ -186,30 +187,44 @@ def _servable(agent_id: str, capabilities: list[str] | None) -> Q:
 
 @dataclass(frozen=True)
 class Claim:
-    """The region's answer to an agent about to run an attempt."""
+    """The region's answer to an agent about to run an attempt. A grant carries
+    what to run, from the database: the broker message only points at the
+    attempt (a forged or stale message cannot change the work or its secret's
+    destination)."""
 
     run: bool
     reason: str = ""
+    capability: str = ""
+    payload: dict | None = None
+    timeout: int = 0
     secrets: dict = field(default_factory=dict, repr=False)
 
 
-def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[str] | None = None) -> Claim:
+def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[str] | None = None,
+               claim_id: str = "") -> Claim:
     """An agent is about to run this attempt: it may only if the attempt is still
     the current one and nobody runs it yet. The answer is synchronous, so a
     handler never starts for a superseded attempt, whatever the broker
     redelivers (a dead consumer's messages, a visibility timeout, a revoke
     nobody heard). A message for an attempt already running elsewhere is
-    skipped: if that agent is dead the reaper moves the task to a new attempt."""
+    skipped: if that agent is dead the reaper moves the task to a new attempt.
+    The same delivery asking again (claim_id; its first answer was lost) gets
+    the same grant."""
     now = timezone.now()
     claimed = (Task.objects.filter(_servable(agent_id, capabilities), id=task_id, attempt=attempt,
                                    status__in=Task.PENDING)
-               .update(status=Task.Status.RUNNING, agent=agent_id, started_at=now, status_reason=""))
-    if not claimed:
-        return Claim(run=False, reason=_claim_refusal(task_id=task_id, attempt=attempt, agent_id=agent_id))
-    task = Task.objects.only("payload", "attempt").get(id=task_id)
+               .update(status=Task.Status.RUNNING, agent=agent_id, started_at=now, status_reason="",
+                       claim_id=claim_id))
+    if not claimed and not (claim_id and Task.objects.filter(
+            id=task_id, attempt=attempt, status=Task.Status.RUNNING, agent=agent_id, claim_id=claim_id).exists()):
+        reason = _claim_refusal(task_id=task_id, attempt=attempt, agent_id=agent_id)
+        logger.info("claim of task %s attempt %s by %s refused: %s", task_id, attempt, agent_id, reason)
+        return Claim(run=False, reason=reason)
+    task = Task.objects.only("capability", "payload", "timeout").get(id=task_id)
+    grant = {"run": True, "capability": task.capability, "payload": task.payload, "timeout": task.timeout}
     secret_name = task.payload.get("auth_secret") if isinstance(task.payload, dict) else None
     if not secret_name:
-        return Claim(run=True)
+        return Claim(**grant)
     # Resolved here, inside the region, for the agent that claimed the attempt:
     # never stored, never in a queued message. Checked again: the configuration
     # may have changed since submission.
@@ -218,7 +233,7 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
         refusal = config.secret_refusal(str(secret_name), str(task.payload.get("source", "")))
         if refusal:
             raise KeyError(refusal)
-        return Claim(run=True, secrets={secret_name: config.secret(str(secret_name))})
+        return Claim(**grant, secrets={secret_name: config.secret(str(secret_name))})
     except (KeyError, OSError) as exc:
         error = f"secret unavailable: {exc.args[0] if exc.args else exc}"
         Task.objects.filter(id=task_id, attempt=attempt, status=Task.Status.RUNNING, agent=agent_id).update(
@@ -371,26 +386,28 @@ def task_sweep(*, now=None, batch: int = 500) -> dict:
 
 
 def _resend_lost_in_flight(now, batch: int) -> int:
-    """An attempt dispatched long ago and never claimed, while an idle agent serves
-    its capability, was lost in flight (a worker died holding it unstarted).
-    Re-send it as attempt + 1 (the old message, if it ever runs, is fenced), or
-    fail it when no attempt is left. A mere backlog has no idle agent: untouched."""
+    """An attempt dispatched long ago and never claimed, while an idle agent could
+    take it, was lost in flight (a broker that lost its data, a message acked by
+    a consumer that died before claiming it). Send the same attempt again: the
+    claim grants an attempt once, so if the first message still exists one of
+    the two is skipped, and no attempt is spent on a loss that was not the
+    task's fault. A mere backlog has no idle agent: untouched."""
     lost_before = now - timedelta(seconds=settings.TASK_UNCLAIMED_RESEND_AFTER)
     idle = agent_services.live_capabilities(idle_only=True)
+    online = Agent.objects.filter(status=Agent.Status.ONLINE).values("agent_id")
+    lost = (Task.objects.filter(status=Task.Status.QUEUED, dispatched_at__lt=lost_before)
+            .filter(Q(target_agent="", capability__in=idle) | Q(target_agent__in=online))
+            .values_list("id", "attempt")[:batch])
     resent = 0
-    for task in Task.objects.filter(status=Task.Status.QUEUED, dispatched_at__lt=lost_before, target_agent="",
-                                    capability__in=idle)[:batch]:
-        base = Task.objects.filter(id=task.id, attempt=task.attempt, status=Task.Status.QUEUED)
-        if task.attempt >= task.max_attempts:
-            base.update(status=Task.Status.FAILED, finished_at=now,
-                        error=f"attempt {task.attempt} was never claimed and no attempt is left")
-            continue
+    for task_id, attempt in lost:
         with transaction.atomic():
-            if base.update(attempt=F("attempt") + 1, dispatched_at=None,
-                           status_reason=f"attempt {task.attempt} was never claimed; re-sent"):
+            if Task.objects.filter(id=task_id, attempt=attempt, status=Task.Status.QUEUED,
+                                   dispatched_at__lt=lost_before).update(
+                    dispatched_at=None, status_reason=f"attempt {attempt} was not claimed in time; sent again"):
                 resent += 1
-                transaction.on_commit(lambda tid=task.id: task_dispatch(task_id=tid))
-        _revoke(task.id, task.attempt)
+                transaction.on_commit(lambda tid=task_id: task_dispatch(task_id=tid))
+    if resent:
+        logger.warning("re-sent %d attempts nobody claimed within %ss", resent, settings.TASK_UNCLAIMED_RESEND_AFTER)
     return resent
 
 
@@ -403,7 +420,7 @@ def _fail_overdue_running(now, batch: int) -> int:
     count = 0
     for task in Task.objects.filter(status=Task.Status.RUNNING,
                                     started_at__lt=now - timedelta(seconds=OVERDUE_GRACE_SECONDS))[:batch]:
-        if task.started_at + timedelta(seconds=task.timeout + 10 + OVERDUE_GRACE_SECONDS) > now:
+        if task.started_at + timedelta(seconds=hard_time_limit(task.timeout) + OVERDUE_GRACE_SECONDS) > now:
             continue
         if task_fail(task_id=task.id, attempt=task.attempt, agent_id=task.agent,
                      error=f"no result within {task.timeout}s + grace (attempt killed or its report lost)"):

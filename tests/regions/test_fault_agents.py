@@ -100,7 +100,7 @@ def test_orchestrator_kill_9_mid_load_its_reports_are_processed_after_restart(fr
     region.web.stop()  # outcomes now fall back to the broker
     region.orchestrator.signal(signal.SIGKILL)
     region.orchestrator.popen.wait(10)
-    wait_for(lambda: agent.log.read_text(errors="replace").count("sending it over the broker") >= 2, 30,
+    wait_for(lambda: agent.log.read_text(errors="replace").count("over the broker") >= 2, 30,
              what="both outcomes sent over the broker")
     restarted = time.monotonic()
     region.orchestrator = region._spawn("orchestrator2", [sys.executable, "manage.py", "run_region_worker",

@@ -183,7 +183,8 @@ def test_an_attempt_is_sent_once_even_when_dispatch_races(redis_clean, monkeypat
     assert sent == [f"{task.id}:1"]
 
 
-def test_a_backlog_is_not_mistaken_for_lost_messages(redis_clean, monkeypatch, settings):
+def test_a_backlog_is_not_mistaken_for_lost_messages(redis_clean, monkeypatch, settings,
+                                                      django_capture_on_commit_callbacks):
     monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: None)
     settings.TASK_UNCLAIMED_RESEND_AFTER = 60
     factories.agent("busy-1")
@@ -192,14 +193,20 @@ def test_a_backlog_is_not_mistaken_for_lost_messages(redis_clean, monkeypatch, s
     task = make_task(dispatched_at=old)
     assert tasks.task_sweep()["resent"] == 0  # every agent is busy: a queue, not a loss
     Agent.objects.filter(agent_id="busy-1").update(busy=False)
-    assert tasks.task_sweep()["resent"] == 1  # an idle agent never took it: lost in flight
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.task_sweep()["resent"] == 1  # an idle agent never took it: lost in flight
     task.refresh_from_db()
-    assert task.attempt == 2
+    # The same attempt again: a loss in flight spends no attempt, and the claim
+    # grants the attempt once even if the first message turns up after all.
+    assert task.attempt == 1 and task.dispatched_at is not None
+    assert tasks.task_sweep()["resent"] == 0  # just sent: not lost again yet
 
 
 def test_a_running_attempt_without_any_report_past_its_time_limit_is_retried(redis_clean, monkeypatch):
     monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: None)
-    started = timezone.now() - timezone.timedelta(seconds=10 + 10 + 31)
+    from project.protocol import hard_time_limit
+
+    started = timezone.now() - timezone.timedelta(seconds=hard_time_limit(10) + 31)
     task = make_task(status=Task.Status.RUNNING, agent="a", timeout=10, started_at=started)
     assert tasks.task_sweep()["overdue"] == 1
     task.refresh_from_db()
@@ -227,3 +234,38 @@ def test_re_registering_an_agent_requeues_what_its_previous_process_ran(redis_cl
         factories.agent("a1")
     task.refresh_from_db()
     assert task.attempt == 2 and "re-registered" in task.status_reason
+
+
+def test_a_grant_lost_on_the_way_is_given_again_to_the_same_delivery_only():
+    task = make_task(payload={"n": 1})
+    first = tasks.task_claim(task_id=task.id, attempt=1, agent_id="a", claim_id="d1")
+    again = tasks.task_claim(task_id=task.id, attempt=1, agent_id="a", claim_id="d1")
+    assert first.run and again.run and again.payload == {"n": 1} and again.capability == "echo"
+    assert not tasks.task_claim(task_id=task.id, attempt=1, agent_id="a", claim_id="d2").run  # a redelivery
+    assert not tasks.task_claim(task_id=task.id, attempt=1, agent_id="b", claim_id="d1").run
+
+
+def test_the_grant_names_the_work_from_the_database_not_the_message():
+    task = make_task(capability="echo", payload={"source": "https://data.example.com/x.csv"}, timeout=7)
+    grant = tasks.task_claim(task_id=task.id, attempt=1, agent_id="a", claim_id="d1")
+    assert (grant.capability, grant.payload, grant.timeout) == ("echo", {"source": "https://data.example.com/x.csv"}, 7)
+
+
+@pytest.mark.parametrize("body", [
+    {"started_at": 1e20, "result": {}},
+    {"started_at": "yesterday", "result": {}},
+    {"result": {"records": [1, 2]}},
+    {"result": {"records": [{"line": 1}]}},
+    {"result": {"records": 5}},
+    {"result": [1]},
+])
+def test_malformed_outcomes_are_refused_before_they_reach_the_task(body, redis_clean):
+    reg = factories.agent("a1")
+    task = make_task(status=Task.Status.RUNNING, agent="a1")
+    with pytest.raises(reports.OutcomeInvalid):
+        reports.outcome_clean(kind="success", body=body)
+    sig = reports.report_signature(key=reg.report_key, kind="success", task_id=str(task.id), attempt=1, body=body)
+    assert reports.report_ingest(agent_id="a1", kind="success", task_id=str(task.id), attempt=1, body=body,
+                                 sig=sig) is False  # dropped with a log line, never an exception
+    task.refresh_from_db()
+    assert task.status == Task.Status.RUNNING

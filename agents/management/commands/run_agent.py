@@ -1,9 +1,10 @@
 """Start an agent: register with the region, then run a Celery worker on its queues."""
+import hashlib
 import os
+import re
 import socket
 import sys
 import time
-import uuid
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -14,6 +15,12 @@ from agents.client import RegionClient, RegionRefused, RouterClient
 from agents.handlers import load_builtin
 from project.broker import BROKER_ENV_OVERRIDES, celery_options
 from project.celery import app
+
+
+def default_agent_id(host: str, capabilities: list[str]) -> str:
+    digest = hashlib.sha256(",".join(capabilities).encode()).hexdigest()[:6]
+    name = re.sub(r"[^a-z0-9_-]+", "-", host.lower().split(".")[0]).strip("-") or "agent"
+    return f"{name[:80]}-{digest}"
 
 
 class Command(BaseCommand):
@@ -41,7 +48,9 @@ class Command(BaseCommand):
         if not registration_token:
             raise CommandError("a registration token is needed (--registration-token or AGENT_REGISTRATION_TOKEN)")
         host = socket.gethostname()
-        agent_id = agent_id or f"{host}-{uuid.uuid4().hex[:6]}".lower()
+        # Stable across restarts (its outbox and identity survive a crash); give
+        # --agent-id to run several agents of the same capabilities on one host.
+        agent_id = agent_id or default_agent_id(host, caps)
         if not region_url and router_url:
             region_url = self._discover(router_url, registration_token, agent_id, caps, region)
         region_url = region_url or settings.REGION_URL
@@ -51,7 +60,6 @@ class Command(BaseCommand):
         runtime.outbox_flush(agent_id)
         reg = self._register(RegionClient(region_url), registration_token, agent_id, caps, host, concurrency)
         runtime.credential_save(agent_id, region_url=reg["regional_orchestrator_url"], token=reg["token"])
-        runtime.outbox_flush(agent_id, region_url=reg["regional_orchestrator_url"], token=reg["token"])
         self._use_broker(reg["broker_url"])
         runtime.IDENTITY = runtime.Identity(
             agent_id=agent_id, token=reg["token"], report_key=reg["report_key"],
