@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from jsonschema import Draft202012Validator
 
 from regions.config_schema import SCHEMA
@@ -333,7 +333,15 @@ class _Current:
             return None
 
     def _reload(self, now: float, published: int | None) -> None:
-        row = ConfigVersion.objects.filter(is_active=True).values("id", "sha").first()
+        try:
+            row = ConfigVersion.objects.filter(is_active=True).values("id", "sha").first()
+        except DatabaseError:
+            if self._checked == 0.0:
+                raise  # nothing known yet
+            # The database is away (a restart, a failover): keep what this process
+            # has and look again in CONFIG_CHECK_SECONDS, not on every heartbeat.
+            self._checked = now
+            return
         if row is None:
             self._value, self._id = EffectiveConfig(sha="", content={}), None
         elif row["id"] != self._id:

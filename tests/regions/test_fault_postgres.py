@@ -212,13 +212,6 @@ def test_region_rides_out_a_postgres_restart_with_503s_and_loses_no_task(private
     assert not exited and not unrecoverable, region.logs()
     assert worker.alive()
     assert lost == 0, f"{lost} accepted tasks did not succeed: {dict(final)}\n{region.logs()}"
-    if refused_heartbeats and all(a.status == 503 for a in refused_heartbeats):
-        # Known, outside this test's files: regions.services.config.config_current()
-        # re-reads PostgreSQL on the heartbeat path every CONFIG_CHECK_SECONDS and
-        # raises while it is away, instead of keeping the configuration it has.
-        # Everything else above held; delete this branch once that is fixed.
-        pytest.xfail(f"{len(refused_heartbeats)} of {len(outage_heartbeats)} heartbeats answered 503 while "
-                     f"PostgreSQL was down: config_current() needs the database on the heartbeat path")
     assert not refused_heartbeats, (
         f"{len(refused_heartbeats)} of {len(outage_heartbeats)} heartbeats refused while PostgreSQL was down "
         f"(they need no database): {refused_heartbeats[:3]}")
