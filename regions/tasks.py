@@ -4,13 +4,33 @@ The periodic ones (reap, flush, sweep, summary, config) are acked on receipt:
 a lost tick is harmless (the next one comes), and a late ack after the broker
 restarted can fail inside kombu in a way that stalls the worker's pool.
 Reports stay acks_late: they must not be lost."""
+import functools
+import logging
+
 from celery import shared_task
-from django.db import OperationalError
+from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
 from regions.services import agents as agent_services
 from regions.services import liveness, reports
 from regions.services import tasks as task_services
+
+logger = logging.getLogger(__name__)
+
+
+def clock_job(fn):
+    """A periodic tick: while the region's database is away it skips, with one
+    line in the log, instead of a traceback per tick (the next tick retries)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseError as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            logger.warning("%s skipped: database unavailable (%s)", fn.__name__, first_line)
+            return {"skipped": "database unavailable"}
+
+    return run
 
 
 @shared_task(name="regions.report", acks_late=True, autoretry_for=(OperationalError,),
@@ -22,6 +42,7 @@ def report_ingest_task(*, agent_id: str, kind: str, task_id: str, attempt: int, 
 
 
 @shared_task(name="regions.agent_reap", ignore_result=True, acks_late=False, time_limit=60)
+@clock_job
 def agent_reap_task() -> dict:
     # Agents beat through the region's web: while it does not answer, silence
     # says nothing about them. Evict nobody; the tick is not counted, so the
@@ -37,6 +58,7 @@ def agent_reap_task() -> dict:
 
 
 @shared_task(name="regions.liveness_flush", ignore_result=True, acks_late=False, time_limit=60)
+@clock_job
 def liveness_flush_task() -> int:
     try:
         return agent_services.liveness_flush()
@@ -45,11 +67,13 @@ def liveness_flush_task() -> int:
 
 
 @shared_task(name="regions.task_sweep", ignore_result=True, acks_late=False, time_limit=60)
+@clock_job
 def task_sweep_task() -> dict:
     return task_services.task_sweep(now=timezone.now())
 
 
 @shared_task(name="regions.summary_push", ignore_result=True, acks_late=False, time_limit=30)
+@clock_job
 def summary_push_task() -> dict:
     from regions.services.summary import summary_push
 
@@ -57,6 +81,7 @@ def summary_push_task() -> dict:
 
 
 @shared_task(name="regions.config_sync", ignore_result=True, acks_late=False, time_limit=300)
+@clock_job
 def config_sync_task() -> dict:
     from django.conf import settings
 
