@@ -44,6 +44,18 @@ class Ledger:
         return bad
 
 
+# Every fault scenario's figures, shown together at the end of the test run
+# (conftest's terminal summary), so a CI log carries the whole matrix.
+RECORDED: list[str] = []
+
+
+def record(line: str) -> str:
+    line = line.strip()
+    RECORDED.append(line)
+    print(line)
+    return line
+
+
 def figures(*, scenario: str, submitted: int, succeeded: int, completed_twice: int, stale: int,
             recovery: float | None = None, crashes: int = 0) -> str:
     lost = submitted - succeeded
@@ -51,5 +63,4 @@ def figures(*, scenario: str, submitted: int, succeeded: int, completed_twice: i
             f"completed_twice={completed_twice} stale_starts={stale} crashes={crashes}")
     if recovery is not None:
         line += f" recovery_s={recovery:.1f}"
-    print(line)
-    return line
+    return record(line)

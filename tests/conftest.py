@@ -78,3 +78,13 @@ def _fresh_process_caches():
     except Exception:  # router app not importable in this role
         return
     regions_directory_reset()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault matrix's figures, together, whatever -q or -s said."""
+    from tests.accounting import RECORDED
+
+    if RECORDED:
+        terminalreporter.section("fault matrix figures")
+        for line in RECORDED:
+            terminalreporter.write_line(line)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.accounting import Ledger, figures
+from tests.accounting import Ledger, figures, record
 from tests.faults import TcpProxy
 from tests.harness import RabbitVhost, wait_for
 
@@ -69,7 +69,7 @@ def test_broker_down_under_load_with_and_without_its_data(fresh_region):
                 before = list(ids)
                 wait_for(lambda: all(s in TERMINAL for s, _ in _statuses(region, before).values()), 120,
                          interval=0.5, what=f"tasks accepted before restore #{rep + 1} to finish")
-                print(f"broker outage #{rep + 1} ({'with' if keep_data else 'without'} its data): "
+                record(f"FAULT broker outage #{rep + 1} ({'with' if keep_data else 'without'} its data): "
                       f"{restored - cut_at:.0f}s down, all {len(before)} earlier tasks done "
                       f"{time.monotonic() - restored:.1f}s after it returned")
         finally:

@@ -13,7 +13,7 @@ import pytest
 import redis
 import requests
 
-from tests.accounting import Ledger
+from tests.accounting import Ledger, record
 from tests.harness import FAST, REGISTRATION_TOKEN, holds_for, wait_for
 
 pytestmark = pytest.mark.integration
@@ -191,7 +191,7 @@ def test_liveness_redis_away_20s_evicts_no_healthy_agent(fresh_region, watch_off
     fleet.stop()
     assert not watcher.errors, watcher.errors[:3]
 
-    print(f"FAULT liveness-redis-away {'with-data' if keep_data else 'empty'}: outage_s={outage:.1f} "
+    record(f"FAULT liveness-redis-away {'with-data' if keep_data else 'empty'}: outage_s={outage:.1f} "
           f"heartbeats_refused={len(refused)} (503 + Retry-After) evicted={len(offline)} "
           f"recovery_s={heard - up_at:.1f} task_after_s={task_s:.1f}")
     assert ("no reaper tick for" if keep_data else "lost its data") in log, log[-3000:]
@@ -245,7 +245,7 @@ def test_a_small_fleet_frozen_past_its_ttl_is_held_and_runs_each_task_once(fresh
     log = _log_since(region.orchestrator, log_offset)
     ledger = Ledger.from_logs([w.log for w in workers])
 
-    print(f"FAULT frozen-fleet size={size}: silent={silent} frozen_s={frozen_s:.1f} evicted={len(offline)} "
+    record(f"FAULT frozen-fleet size={size}: silent={silent} frozen_s={frozen_s:.1f} evicted={len(offline)} "
           f"attempts={sorted(r['attempt'] for r in rows.values())} "
           f"completed_twice={len(ledger.completed_twice())}")
     assert offline == {} and "agents offline" not in log, (offline, log[-3000:])

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.faults import PrivatePostgres
+from tests.accounting import record
 from tests.harness import REGISTRATION_TOKEN, wait_for
 
 pytestmark = pytest.mark.integration
@@ -194,7 +195,7 @@ def test_region_rides_out_a_postgres_restart_with_503s_and_loses_no_task(private
     tracebacks = {name: text.count("Traceback") for name, text in logs.items() if "Traceback" in text}
     failed_tasks = Counter(m for text in logs.values() for m in re.findall(r"Task ([\w.]+)\[[^\]]*\] raised", text))
 
-    print(f"\nPostgreSQL restart: outage {up_at - down_at:.1f} s (stop took {stopped_at - down_at:.1f} s); "
+    record(f"FAULT PostgreSQL restart: outage {up_at - down_at:.1f} s (stop took {stopped_at - down_at:.1f} s); "
           f"submitted {sum(by_kind['submit'].values())}, accepted {len(accepted)}, succeeded {succeeded}, "
           f"lost {lost} (final statuses {dict(final)}); 503s seen {len(outage_503)} "
           f"(submit {sum(1 for a in outage_503 if a.what == 'submit')}, "
