@@ -1,8 +1,39 @@
 """Test settings: the real services (PostgreSQL, Redis), never SQLite."""
+import atexit
 import os
+import socket
+import subprocess
+import tempfile
+import time
+
+
+def _private_redis() -> str:
+    """A redis-server of this test run's own: in-process tests empty their Redis
+    around each test, which must never touch another run's (a developer's and
+    CI's on one machine) nor the machine's shared Redis."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="meridian-unit-redis-")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", workdir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(proc.terminate)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            time.sleep(0.05)
+    return f"redis://127.0.0.1:{port}/15"
+
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/meridian")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+if "REDIS_URL" not in os.environ:
+    os.environ["REDIS_URL"] = _private_redis()
 os.environ.setdefault("REGION_ID", "unit-1")
 # A vhost of its own on the real RabbitMQ (bin/ensure-services creates it).
 os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/meridian-unit")

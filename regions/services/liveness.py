@@ -170,16 +170,25 @@ def seed_mark(*, now: float) -> None:
     client().set(key("epoch"), now)
 
 
-def hold_set(info: dict | None) -> None:
+def _record_set(name: str, info: dict | None) -> None:
+    """A JSON record under one key while it is in force (None removes it)."""
     if info is None:
-        client().delete(key("hold"))
+        client().delete(key(name))
     else:
-        client().set(key("hold"), json.dumps(info))
+        client().set(key(name), json.dumps(info))
+
+
+def _record_get(name: str) -> dict | None:
+    raw = client().get(key(name))
+    return json.loads(raw) if raw else None
+
+
+def hold_set(info: dict | None) -> None:
+    _record_set("hold", info)
 
 
 def hold_get() -> dict | None:
-    raw = client().get(key("hold"))
-    return json.loads(raw) if raw else None
+    return _record_get("hold")
 
 
 def reaped_get() -> float | None:
@@ -192,15 +201,11 @@ def reaped_set(*, now: float) -> None:
 
 
 def grace_set(info: dict | None) -> None:
-    if info is None:
-        client().delete(key("grace"))
-    else:
-        client().set(key("grace"), json.dumps(info))
+    _record_set("grace", info)
 
 
 def grace_get() -> dict | None:
-    raw = client().get(key("grace"))
-    return json.loads(raw) if raw else None
+    return _record_get("grace")
 
 
 def config_publish(*, version_id: int) -> None:
