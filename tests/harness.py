@@ -210,14 +210,19 @@ class Proc:
         return self.popen.poll() is None
 
     def stop(self, timeout: float = 15) -> None:
-        if not self.alive():
-            return
-        self.signal(signal.SIGTERM, group=False)
+        if self.alive():
+            self.signal(signal.SIGTERM, group=False)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left of its process group (a pool or beat process orphaned
+        # by a main process that died first) goes too: no test leaves a process.
+        self.signal(signal.SIGKILL)
         try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
             self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
 
     def tail(self, lines: int = 40) -> str:
         try:
