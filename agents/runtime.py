@@ -53,8 +53,8 @@ def identity() -> Identity:
     return IDENTITY
 
 
-class ClaimUnanswered(Exception):
-    """The region could not be asked whether the attempt is current."""
+class RegionUnanswered(Exception):
+    """The region did not answer (a claim or a report) within the patience given."""
 
 
 def _retrying(call, patience: float, what: str):
@@ -75,7 +75,7 @@ def _retrying(call, patience: float, what: str):
         except SoftTimeLimitExceeded:
             problem = "the task's time limit passed while asking"
         if time.monotonic() + delay > deadline:
-            raise ClaimUnanswered(f"{what}: region did not answer within {patience:g}s (last: {problem})")
+            raise RegionUnanswered(f"{what}: region did not answer within {patience:g}s (last: {problem})")
         logger.warning("%s: %s; retrying in %.1fs", what, problem, delay)
         try:
             time.sleep(delay)
@@ -88,7 +88,7 @@ def claim(*, task_id: str, attempt: int, claim_id: str) -> dict | None:
     """Ask the region, synchronously, whether this attempt may run here. Returns
     the grant (with any secrets), or None when the attempt is not current
     (superseded, already running elsewhere, finished, cancelled) or this agent's
-    credential no longer holds. Raises ClaimUnanswered when the region is
+    credential no longer holds. Raises RegionUnanswered when the region is
     unreachable for AGENT_CLAIM_PATIENCE_SECONDS."""
     ident = identity()
     client = RegionClient(ident.region_url)
@@ -147,7 +147,7 @@ def _deliver(client: RegionClient, agent_id: str, token: str, kind: str, task_id
         logger.error("region could not take %s of task %s attempt %s: %s %s", kind, task_id, attempt, exc.status,
                      exc.detail)
         return False
-    except ClaimUnanswered as exc:
+    except RegionUnanswered as exc:
         logger.warning("%s", exc)
         return False
     if not answer.get("recorded"):
@@ -163,26 +163,33 @@ def state_dir(agent_id: str) -> Path:
     return path
 
 
-def outbox_put(agent_id: str, *, kind: str, task_id: str, attempt: int, body: dict) -> Path:
-    path = state_dir(agent_id) / "outbox" / f"{task_id}.{attempt}.json"
+def _outbox_path(agent_id: str, task_id: str, attempt: int) -> Path:
+    return state_dir(agent_id) / "outbox" / f"{task_id}.{attempt}.json"
+
+
+def _write_private(path: Path, data: dict) -> None:
+    """Owner-only, and whole or not at all: a reader never sees half a file."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"kind": kind, "task_id": task_id, "attempt": attempt, "body": body}))
-    tmp.replace(path)  # a reader sees the whole report or none
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    tmp.replace(path)
+
+
+def outbox_put(agent_id: str, *, kind: str, task_id: str, attempt: int, body: dict) -> Path:
+    path = _outbox_path(agent_id, task_id, attempt)
+    _write_private(path, {"kind": kind, "task_id": task_id, "attempt": attempt, "body": body})
     return path
 
 
 def credential_save(agent_id: str, *, region_url: str, token: str) -> None:
     """Kept so that a restarted agent can deliver what it finished before it died."""
-    path = state_dir(agent_id) / "credential.json"
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"region_url": region_url, "token": token}, fh)
-    path.with_suffix(".tmp").replace(path)
+    _write_private(state_dir(agent_id) / "credential.json", {"region_url": region_url, "token": token})
 
 
 def outbox_get(agent_id: str, *, task_id: str, attempt: int) -> dict | None:
     try:
-        return json.loads((state_dir(agent_id) / "outbox" / f"{task_id}.{attempt}.json").read_text())
+        return json.loads(_outbox_path(agent_id, task_id, attempt).read_text())
     except (OSError, ValueError):
         return None
 

@@ -27,7 +27,7 @@ def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: 
         # One id per delivery: if the grant is lost on the way, asking again gets
         # it again; a second delivery of the same message gets a refusal.
         grant = runtime.claim(task_id=task_id, attempt=attempt, claim_id=uuid.uuid4().hex)
-    except runtime.ClaimUnanswered as exc:
+    except runtime.RegionUnanswered as exc:
         logger.warning("%s; giving task %s attempt %s back to the broker", exc, task_id, attempt)
         raise Reject(str(exc), requeue=True) from exc
     if grant is None:

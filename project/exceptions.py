@@ -47,10 +47,14 @@ def database_unavailable(exc: DatabaseError) -> bool:
     return isinstance(exc, (OperationalError, InterfaceError))
 
 
+def database_error_line(exc: Exception) -> str:
+    """The first line of a driver error: enough for a log line, no traceback."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 def database_unavailable_log(exc: Exception, where: str) -> None:
     """One line, not a traceback per request for the length of an outage."""
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    logger.warning("database unavailable, answering 503 to %s: %s", where, first_line)
+    logger.warning("database unavailable, answering 503 to %s: %s", where, database_error_line(exc))
 
 
 def database_unavailable_response() -> JsonResponse:

@@ -11,6 +11,7 @@ from celery import shared_task
 from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
+from project.exceptions import database_error_line, database_unavailable
 from regions.services import agents as agent_services
 from regions.services import liveness, reports
 from regions.services import tasks as task_services
@@ -19,15 +20,17 @@ logger = logging.getLogger(__name__)
 
 
 def clock_job(fn):
-    """A periodic tick: while the region's database is away it skips, with one
-    line in the log, instead of a traceback per tick (the next tick retries)."""
+    """A periodic tick: while the region's database is away (the same test the
+    API's 503 uses) it skips, with one line in the log, instead of a traceback
+    per tick (the next tick retries). Any other database error is a bug: raised."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except DatabaseError as exc:
-            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-            logger.warning("%s skipped: database unavailable (%s)", fn.__name__, first_line)
+            if not database_unavailable(exc):
+                raise
+            logger.warning("%s skipped: database unavailable (%s)", fn.__name__, database_error_line(exc))
             return {"skipped": "database unavailable"}
 
     return run

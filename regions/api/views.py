@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
+from project.protocol import OUTCOME_KINDS
 from regions import selectors
 from project.validation import AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer
 from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
@@ -68,9 +69,7 @@ class AgentRegisterApi(APIView):
         except agent_services.ForbiddenError as exc:
             raise PermissionDenied(str(exc)) from exc
         except liveness.RedisError as exc:
-            unavailable = ServiceUnavailable(LIVENESS_DOWN)
-            unavailable.wait = 2  # Retry-After, as heartbeats answer (DRF's handler sends `wait`)
-            raise unavailable from exc
+            raise ServiceUnavailable(LIVENESS_DOWN) from exc  # with Retry-After, as every 503
         return Response({
             "agent_id": reg.agent.agent_id,
             "token": reg.token,
@@ -315,7 +314,7 @@ class TaskReportApi(_AgentAttemptApi):
     class InputSerializer(serializers.Serializer):
         task_id = serializers.UUIDField()
         attempt = serializers.IntegerField(min_value=1, max_value=1000)
-        kind = serializers.ChoiceField(choices=["success", "failure"])
+        kind = serializers.ChoiceField(choices=OUTCOME_KINDS)
         body = serializers.DictField()
 
         def validate(self, attrs):

@@ -269,3 +269,17 @@ def test_malformed_outcomes_are_refused_before_they_reach_the_task(body, redis_c
                                  sig=sig) is False  # dropped with a log line, never an exception
     task.refresh_from_db()
     assert task.status == Task.Status.RUNNING
+
+
+def test_a_clock_job_skips_while_the_database_is_away_but_a_query_bug_still_raises():
+    from django.db import OperationalError, ProgrammingError
+
+    from regions.tasks import clock_job
+
+    @clock_job
+    def tick(exc):
+        raise exc
+
+    assert tick(OperationalError("server closed the connection unexpectedly")) == {"skipped": "database unavailable"}
+    with pytest.raises(ProgrammingError):
+        tick(ProgrammingError('relation "regions_task" does not exist'))
