@@ -10,14 +10,27 @@ from django.conf import settings
 
 from agents import runtime
 from agents.handlers import Context, HandlerError, handler_get
-from project.protocol import EXECUTE_TASK
+from project import deadletter
+from project.jsonsafe import json_problem
+from project.protocol import EXECUTE_TASK, MessageInvalid, attempt_parse
 
 logger = logging.getLogger("meridian.handler")
 
 
 @shared_task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=False)
-def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: dict, timeout: int,
-                 **_unused) -> None:
+def execute_task(self, *args, task_id=None, attempt=None, **_unused) -> None:
+    # Any message on our queues arrives here: one that does not name an attempt
+    # is a dead letter, acked, and the worker goes on. (A message from an older
+    # region also carries capability, payload and timeout: the claim answer is
+    # what counts.)
+    try:
+        if args:
+            raise MessageInvalid("positional arguments")
+        task_id, attempt = attempt_parse(task_id, attempt)
+    except MessageInvalid as exc:
+        deadletter.record(queue=_queue(self.request), reason=f"not an attempt: {exc}", task_name=EXECUTE_TASK,
+                          task_id=str(self.request.id or ""), body=repr(_unused)[:2000])
+        return
     # acks_late: a message is acked only once its attempt has been claimed and
     # run (or skipped), so a consumer that dies before claiming gives it back.
     # A redelivered message never runs twice: the claim says whether the attempt
@@ -48,11 +61,8 @@ def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: 
     except Exception as exc:
         body = {"error": f"{type(exc).__name__}: {exc}", "retryable": True}
     else:
-        body = {"result": result}
-        size = _json_size(result)
-        if size > settings.AGENT_MAX_RESULT_BYTES:
-            body = {"error": f"result of {size} bytes is over the limit of {settings.AGENT_MAX_RESULT_BYTES} bytes",
-                    "retryable": False}
+        problem = _result_problem(result)
+        body = {"error": f"result refused: {problem}", "retryable": False} if problem else {"result": result}
     kind = "success" if "result" in body else "failure"
     logger.info("handler finish task=%s attempt=%s agent=%s outcome=%s seconds=%.3f", task_id, attempt,
                 ident.agent_id, kind, time.time() - started_at)
@@ -60,11 +70,23 @@ def execute_task(self, *, task_id: str, attempt: int, capability: str, payload: 
     runtime.report_outcome(kind, task_id=task_id, attempt=attempt, body=body)
 
 
-def _json_size(value) -> int:
-    try:
-        return len(json.dumps(value, separators=(",", ":")).encode())
-    except (TypeError, ValueError):
-        return 0  # not JSON: the report itself will say so
+def _result_problem(result) -> str | None:
+    """What the region could not store or the broker could not carry: the
+    attempt then fails with this reason instead of poisoning a consumer."""
+    if result is not None and not isinstance(result, dict):
+        return f"a handler must return a JSON object, not {type(result).__name__}"
+    problem = json_problem(result, root="result")
+    if problem:
+        return problem
+    size = len(json.dumps(result, separators=(",", ":")).encode())
+    if size > settings.AGENT_MAX_RESULT_BYTES:
+        return f"result of {size} bytes is over the limit of {settings.AGENT_MAX_RESULT_BYTES} bytes"
+    return None
+
+
+def _queue(request) -> str:
+    info = getattr(request, "delivery_info", None) or {}
+    return str(info.get("routing_key") or "?")
 
 
 @shared_task(name="agents.noop", ignore_result=True)

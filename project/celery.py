@@ -6,6 +6,11 @@ from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
+from project.consumer import install_bounded_json  # noqa: E402
+
+# Before any message is decoded: too big, too deep or non-finite is a dead letter.
+install_bounded_json()
+
 app = Celery("meridian")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

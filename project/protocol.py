@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 
 EXECUTE_TASK = "agents.execute"
 REPORT_TASK = "regions.report"
@@ -38,11 +39,27 @@ def message_id(task_id, attempt: int) -> str:
     return f"{task_id}:{attempt}"
 
 
-def execute_kwargs(*, task_id, attempt: int, capability: str, payload, timeout: int) -> dict:
-    # Never a secret: the agent receives those in the claim answer, for an
-    # attempt it has claimed, so a queued message carries none.
-    return {"task_id": str(task_id), "attempt": attempt, "capability": capability, "payload": payload,
-            "timeout": timeout}
+def execute_kwargs(*, task_id, attempt: int, capability: str, timeout: int) -> dict:
+    # The message only points at the attempt. What to run (payload, secrets)
+    # comes in the claim answer, for an attempt the agent has claimed: a queued
+    # message carries no secret and no client data a worker has to decode.
+    return {"task_id": str(task_id), "attempt": attempt, "capability": capability, "timeout": timeout}
+
+
+class MessageInvalid(ValueError):
+    """A message on a Meridian queue that cannot be ours (a dead letter)."""
+
+
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+def attempt_parse(task_id, attempt) -> tuple[str, int]:
+    """The (task id, attempt) a message names, or MessageInvalid."""
+    if not isinstance(task_id, str) or not _UUID_RE.match(task_id):
+        raise MessageInvalid("task_id must be a task's UUID")
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt <= 1000:
+        raise MessageInvalid("attempt must be an integer from 1 to 1000")
+    return task_id, attempt
 
 
 # The hard time limit leaves an attempt this long after its soft limit (the
@@ -61,6 +78,10 @@ def claim_path(agent_id: str) -> str:
 
 def report_path(agent_id: str) -> str:
     return f"/api/v1/agents/{agent_id}/report"
+
+
+def dead_letter_path(agent_id: str) -> str:
+    return f"/api/v1/agents/{agent_id}/dead-letters"
 
 
 def report_signature(*, key: str, kind: str, task_id: str, attempt: int, body: dict) -> str:

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from regions.models import Agent, IngestedRecord, RegistrationToken, Task
+from regions.models import Agent, DeadLetter, IngestedRecord, RegistrationToken, Task
 from regions.services import agents as agent_services
 from regions.services import tasks as task_services
 
@@ -56,3 +56,19 @@ class RegistrationTokenAdmin(admin.ModelAdmin):
 class IngestedRecordAdmin(admin.ModelAdmin):
     list_display = ("task", "line")
     raw_id_fields = ("task",)
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    """Read-only: what the region's consumers dropped, and why."""
+
+    list_display = ("received_at", "source", "queue", "task_name", "task_id", "reason")
+    list_filter = ("source", "queue", "task_name")
+    search_fields = ("task_id", "reason", "source")
+    date_hierarchy = "received_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -68,6 +68,9 @@ class Task(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, db_index=True)
     status_reason = models.CharField(max_length=255, blank=True)
     idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    # sha256 of the submission that used the key: the same key with another
+    # request is refused (409), not answered with the first task.
+    request_digest = models.CharField(max_length=64, blank=True)
     target_agent = models.SlugField(max_length=100, blank=True)
     agent = models.SlugField(max_length=100, blank=True, db_index=True, help_text="runs the current attempt")
     # The delivery that claimed the current attempt: the same delivery asking again
@@ -141,3 +144,23 @@ class ConfigVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sha[:12]} {self.result}"
+
+
+class DeadLetter(models.Model):
+    """A message a consumer of this region dropped because it could not decode,
+    verify or use it (the orchestrator's own, or reported by an agent). The
+    consumer acked it and kept consuming; this row is what is left to look at."""
+
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    source = models.CharField(max_length=120, help_text="orchestrator, or agent:<id> that dropped it")
+    queue = models.CharField(max_length=200, blank=True)
+    task_name = models.CharField(max_length=200, blank=True)
+    task_id = models.CharField(max_length=64, blank=True, db_index=True)
+    reason = models.CharField(max_length=500)
+    excerpt = models.TextField(blank=True, help_text="the start of the message body, as text")
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.queue} {self.reason[:60]}"

@@ -11,7 +11,9 @@ from celery import shared_task
 from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
+from project import deadletter
 from project.exceptions import database_error_line, database_unavailable
+from project.protocol import CONTROL_QUEUE, REPORT_TASK, REPORTS_QUEUE
 from regions.services import agents as agent_services
 from regions.services import liveness, reports
 from regions.services import tasks as task_services
@@ -22,11 +24,17 @@ logger = logging.getLogger(__name__)
 def clock_job(fn):
     """A periodic tick: while the region's database is away (the same test the
     API's 503 uses) it skips, with one line in the log, instead of a traceback
-    per tick (the next tick retries). Any other database error is a bug: raised."""
+    per tick (the next tick retries). Any other database error is a bug: raised.
+    A tick takes no arguments: a message that brings some is not beat's (a
+    dead letter)."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
+        if args or kwargs:
+            deadletter.record(queue=CONTROL_QUEUE, reason=f"{fn.__name__} takes no arguments",
+                              task_name=fn.__name__, body=repr((args, kwargs))[:2000])
+            return {"skipped": "dead letter"}
         try:
-            return fn(*args, **kwargs)
+            return fn()
         except DatabaseError as exc:
             if not database_unavailable(exc):
                 raise
@@ -36,12 +44,13 @@ def clock_job(fn):
     return run
 
 
-@shared_task(name="regions.report", acks_late=True, autoretry_for=(OperationalError,),
-             retry_backoff=True, max_retries=10, queue="meridian.reports")
-def report_ingest_task(*, agent_id: str, kind: str, task_id: str, attempt: int, body: dict, sig: str) -> bool:
-    # Idempotent: every update is fenced on (task, attempt, status).
-    return reports.report_ingest(agent_id=agent_id, kind=kind, task_id=task_id, attempt=attempt,
-                                 body=body, sig=sig)
+@shared_task(name=REPORT_TASK, bind=True, acks_late=True, autoretry_for=(OperationalError,),
+             retry_backoff=True, max_retries=10, queue=REPORTS_QUEUE)
+def report_ingest_task(self, *args, **kwargs) -> bool:
+    # Idempotent: every update is fenced on (task, attempt, status). Whatever
+    # arrives on the reports queue comes here; what is not a signed report of an
+    # agent of this region is a dead letter (report_ingest records it).
+    return reports.report_ingest_message(args=args, kwargs=kwargs, message_id=str(self.request.id or ""))
 
 
 @shared_task(name="regions.agent_reap", ignore_result=True, acks_late=False, time_limit=60)

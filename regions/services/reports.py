@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 
-from project.protocol import OUTCOME_KINDS, REPORT_KINDS, report_signature
+from project import deadletter
+from project.jsonsafe import json_problem
+from project.validation import AGENT_ID_RE
+from project.protocol import (OUTCOME_KINDS, REPORT_KINDS, REPORT_TASK, REPORTS_QUEUE, MessageInvalid,
+                              attempt_parse, report_signature)
 from regions.models import Agent
 from regions.services import tasks
 from regions.services.agents import report_key_for
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OutcomeInvalid", "outcome_clean", "report_apply", "report_ingest", "report_signature"]
+__all__ = ["OutcomeInvalid", "outcome_clean", "report_apply", "report_ingest", "report_ingest_message",
+           "report_signature"]
 
 
 def _agent_identity(agent_id: str) -> tuple[str, list[str]] | None:
@@ -41,6 +47,9 @@ def outcome_clean(*, kind: str, body) -> dict:
         raise OutcomeInvalid(f"kind must be one of {', '.join(OUTCOME_KINDS)}")
     if not isinstance(body, dict):
         raise OutcomeInvalid("body must be a JSON object")
+    problem = json_problem(body, root="body")
+    if problem:
+        raise OutcomeInvalid(problem)
     clean: dict = {}
     started = body.get("started_at")
     if started is not None:
@@ -63,26 +72,52 @@ def outcome_clean(*, kind: str, body) -> dict:
     return clean
 
 
-def report_ingest(*, agent_id: str, kind: str, task_id: str, attempt: int, body: dict, sig: str) -> bool:
-    if kind not in REPORT_KINDS:
-        logger.warning("report of unknown kind %r from %s dropped", kind, agent_id)
+def report_ingest_message(*, args: tuple, kwargs: dict, message_id: str = "") -> bool:
+    """A message from the reports queue, whatever it holds: a signed report of
+    one of this region's agents is applied; anything else is a dead letter."""
+    try:
+        if args:
+            raise MessageInvalid("positional arguments")
+        fields = {name: kwargs.get(name) for name in ("agent_id", "kind", "task_id", "attempt", "body", "sig")}
+        if not isinstance(fields["agent_id"], str) or not re.match(AGENT_ID_RE, fields["agent_id"]):
+            raise MessageInvalid("agent_id must be an agent's id")
+        if fields["kind"] not in REPORT_KINDS:
+            raise MessageInvalid(f"kind must be one of {', '.join(REPORT_KINDS)}")
+        attempt_parse(fields["task_id"], fields["attempt"])
+        if not isinstance(fields["body"], dict):
+            raise MessageInvalid("body must be an object")
+        if not isinstance(fields["sig"], str) or len(fields["sig"]) != 64:
+            raise MessageInvalid("sig must be a report signature")
+    except MessageInvalid as exc:
+        _dead(reason=f"not a report: {exc}", task_id=str(kwargs.get("task_id", message_id))[:64],
+              body=repr(kwargs)[:2000])
         return False
+    return report_ingest(**fields)
+
+
+def _dead(*, reason: str, task_id: str, body) -> None:
+    deadletter.record(queue=REPORTS_QUEUE, reason=reason, task_name=REPORT_TASK, task_id=task_id, body=body)
+
+
+def report_ingest(*, agent_id: str, kind: str, task_id: str, attempt: int, body: dict, sig: str) -> bool:
     identity = _agent_identity(agent_id)
     if identity is None:
-        logger.warning("report from unknown or revoked agent %s dropped", agent_id)
+        _dead(reason=f"report from unknown or revoked agent {agent_id}", task_id=task_id, body=body)
         return False
     digest, capabilities = identity
     key = report_key_for(agent_id=agent_id, token_digest=digest)
     expected = report_signature(key=key, kind=kind, task_id=task_id, attempt=attempt, body=body)
     if not hmac.compare_digest(expected, sig):
-        logger.warning("report for task %s with a bad signature (agent %s) dropped", task_id, agent_id)
+        # Forged, or signed with a credential rotated since: the task is not
+        # touched (a forger must not be able to fail it).
+        _dead(reason=f"report signature does not verify for agent {agent_id}", task_id=task_id, body=body)
         return False
     if kind == "claim":
         return tasks.task_claim(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities).run
     try:
         body = outcome_clean(kind=kind, body=body)
     except OutcomeInvalid as exc:
-        logger.warning("report for task %s from %s dropped: %s", task_id, agent_id, exc)
+        _dead(reason=f"report from {agent_id} refused: {exc}", task_id=task_id, body=body)
         return False
     return report_apply(agent_id=agent_id, capabilities=capabilities, kind=kind, task_id=task_id,
                         attempt=attempt, body=body)

@@ -4,6 +4,7 @@ is a filtered UPDATE on (id, attempt, status) so a late or duplicate message
 changes nothing."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -40,6 +41,10 @@ class InvalidState(Exception):
 
 class CapabilityRefused(Exception):
     """The active configuration does not let this region run the capability."""
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before for a different request (409)."""
 
 
 class RateLimited(Exception):
@@ -99,10 +104,12 @@ def task_submit(
         refusal = config.secret_refusal(str(payload["auth_secret"]), str(payload.get("source", "")))
         if refusal:
             raise CapabilityRefused(refusal)
+    digest = request_digest(capability=capability, payload=payload, priority=priority, timeout=timeout,
+                            max_attempts=max_attempts, target_agent=target_agent) if idempotency_key else ""
     if idempotency_key:
         existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=idempotency_key).first()
         if existing is not None:
-            return Submission(task=existing, created=False)
+            return _replayed(existing, idempotency_key=idempotency_key, digest=digest)
     _rate_check(capability, definition.get("rate_limit"))
     status, reason = _initial_status(capability=capability, target_agent=target_agent)
     try:
@@ -112,7 +119,7 @@ def task_submit(
                 timeout=timeout or definition.get("timeout") or settings.TASK_DEFAULT_TIMEOUT,
                 max_attempts=max_attempts or definition.get("max_attempts") or settings.TASK_DEFAULT_MAX_ATTEMPTS,
                 status=status, status_reason=reason, idempotency_key=idempotency_key or None,
-                target_agent=target_agent, submitted_by=submitted_by,
+                request_digest=digest, target_agent=target_agent, submitted_by=submitted_by,
             )
             transaction.on_commit(lambda: task_dispatch(task_id=task.id))
     except IntegrityError:
@@ -120,8 +127,28 @@ def task_submit(
         existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=idempotency_key).first()
         if existing is None:
             raise
-        return Submission(task=existing, created=False)
+        return _replayed(existing, idempotency_key=idempotency_key, digest=digest)
     return Submission(task=task, created=True)
+
+
+def request_digest(*, capability: str, payload: dict, priority: int, timeout: int | None,
+                   max_attempts: int | None, target_agent: str) -> str:
+    """What a submission asked for, canonically (key order does not matter)."""
+    canonical = json.dumps({"capability": capability, "payload": payload, "priority": priority, "timeout": timeout,
+                            "max_attempts": max_attempts, "target_agent": target_agent},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replayed(existing: Task, *, idempotency_key: str, digest: str) -> Submission:
+    """The Stripe rule: the same key with the same request answers the first
+    task; with a different request it is the client's mistake. (Tasks stored
+    before digests were kept have none and are answered as before.)"""
+    if existing.request_digest and existing.request_digest != digest:
+        raise IdempotencyConflict(
+            f"idempotency key {idempotency_key!r} was already used for a different request (task {existing.id}); "
+            "use a new key for a new task")
+    return Submission(task=existing, created=False)
 
 
 def _initial_status(*, capability: str, target_agent: str) -> tuple[str, str]:
@@ -155,7 +182,7 @@ def task_dispatch(*, task_id) -> bool:
         return False
     queue = agent_queue(task.target_agent) if task.target_agent else capability_queue(task.capability)
     kwargs = execute_kwargs(task_id=task.id, attempt=task.attempt, capability=task.capability,
-                            payload=task.payload, timeout=task.timeout)
+                            timeout=task.timeout)
     try:
         app.send_task(
             EXECUTE_TASK,

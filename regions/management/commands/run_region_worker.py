@@ -18,6 +18,12 @@ class Command(BaseCommand):
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args, concurrency, beat, loglevel, **options):
+        from project import deadletter
+        from regions.services.deadletters import dead_letter_store
+
+        # What this worker's consumers drop is kept in the region's database
+        # (the DeadLetter admin page); pool processes inherit the sink.
+        deadletter.set_sink(dead_letter_store)
         schedule = Path(settings.VAR_DIR) / f"celerybeat-{settings.REGION_ID}"
         schedule.parent.mkdir(parents=True, exist_ok=True)
         worker = app.Worker(
