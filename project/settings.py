@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, vendored (project.schema.DocsAssetView)
     "project.accounts",
 ]
 # Each role installs only its own apps: the router's database has no task table.
@@ -115,8 +116,18 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Meridian API",
-    "DESCRIPTION": "Regional orchestrator and Global Task Router.",
+    "DESCRIPTION": "Regional orchestrator and Global Task Router. Every operation but /healthz needs a "
+                   "credential; the security of each operation names which one.",
     "VERSION": "1.0.0",
+    # The schema and the docs need a credential like every other API (an API key, or
+    # an admin session in a browser): in a multi-tenant deployment an anonymous
+    # caller learns nothing but /healthz. See project/schema.py.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "project.schema.postprocess"],
+    # Swagger UI's files come from this process (project.schema.DocsAssetView), never a CDN.
+    "SWAGGER_UI_DIST": "/api/docs/assets",
+    "SWAGGER_UI_FAVICON_HREF": "/api/docs/assets/favicon-32x32.png",
 }
 
 # Redis holding liveness state (heartbeats never touch PostgreSQL).

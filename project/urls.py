@@ -2,9 +2,9 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
 
 from project.metrics import metrics_view
+from project.schema import DocsAssetView, DocsView, SchemaApi
 
 
 def healthz(request):
@@ -14,7 +14,9 @@ def healthz(request):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
-    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema", SchemaApi.as_view(), name="schema"),
+    path("api/docs", DocsView.as_view(), name="docs"),
+    path("api/docs/assets/<str:name>", DocsAssetView.as_view(), name="docs-asset"),
     path("metrics", metrics_view, name="metrics"),
 ]
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
+from project.schema import FORWARDED, errors
 from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer
 from router import services
 from router.models import Region
@@ -39,10 +40,11 @@ class RegisterAgentApi(APIView):
     authentication_classes = [BearerChallenge]
     permission_classes = [AllowAny]  # the registration token is checked below
 
+    @extend_schema_serializer(component_name="AgentPlacement")
     class InputSerializer(AgentIdentitySerializer):
         region = serializers.SlugField(required=False, help_text="explicit region hint")
 
-    @extend_schema(request=InputSerializer, responses={200: dict})
+    @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 503)})
     def post(self, request):
         try:
             token = services.registration_token_check(bearer_from_header(request.META.get("HTTP_AUTHORIZATION")))
@@ -101,7 +103,7 @@ class UpdateRegionalStatusApi(APIView):
     authentication_classes = [BearerChallenge]
     permission_classes = [AllowAny]  # the region token is checked below
 
-    @extend_schema(request=SummaryInputSerializer, responses={200: dict})
+    @extend_schema(request=SummaryInputSerializer, responses={200: dict, **errors(400, 401, 403, 409, 503)})
     def post(self, request):
         try:
             region = services.region_authenticate(bearer_from_header(request.META.get("HTTP_AUTHORIZATION")))
@@ -120,12 +122,13 @@ class UpdateRegionalStatusApi(APIView):
 class RouteApi(APIView):
     permission_classes = [IsAuthenticated]
 
+    @extend_schema_serializer(component_name="RouteQuery")
     class QuerySerializer(serializers.Serializer):
         capability = serializers.RegexField(CAPABILITY_RE)
         residency = serializers.RegexField(LABEL_RE, required=False)
         count = serializers.IntegerField(min_value=1, max_value=50, required=False, default=3)
 
-    @extend_schema(parameters=[QuerySerializer], responses={200: dict})
+    @extend_schema(parameters=[QuerySerializer], responses={200: dict, **errors(400, 401, 503)})
     def get(self, request):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -142,11 +145,12 @@ class TaskForwardApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
+    @extend_schema_serializer(component_name="TaskForward")
     class InputSerializer(serializers.Serializer):
         capability = serializers.RegexField(CAPABILITY_RE)
         residency = serializers.RegexField(LABEL_RE, required=False)
 
-    @extend_schema(request=InputSerializer, responses={201: dict})
+    @extend_schema(request=InputSerializer, responses=FORWARDED)
     def post(self, request):
         head = self.InputSerializer(data={k: request.data.get(k) for k in ("capability", "residency")
                                           if request.data.get(k) is not None})
@@ -164,7 +168,7 @@ class TaskForwardApi(APIView):
 class RegionListApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: dict, **errors(401, 503)})
     def get(self, request):
         return Response({"regions": [{
             "region_id": r.region_id, "orchestrator_url": r.orchestrator_url, "labels": r.labels,
@@ -180,6 +184,6 @@ class ConfigDriftApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: dict, **errors(401, 503)})
     def get(self, request):
         return Response(services.config_drift())

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, Throttled, ValidationError
 from rest_framework.pagination import CursorPagination
@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
+from project.schema import PAGE_PARAMETERS, errors, list_filters, paginated
 from project.protocol import OUTCOME_KINDS
 from regions import selectors
 from project.validation import AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer
@@ -52,13 +53,14 @@ class AgentRegisterApi(APIView):
     authentication_classes = [BearerChallenge]
     permission_classes = [AllowAny]  # the registration token is checked below
 
+    @extend_schema_serializer(component_name="AgentRegistration")
     class InputSerializer(AgentIdentitySerializer):
         version = serializers.CharField(max_length=50, required=False, default="")
         hostname = serializers.CharField(max_length=255, required=False, default="")
         kind = serializers.ChoiceField(choices=["celery", "http"], required=False, default="celery")
         concurrency = serializers.IntegerField(min_value=1, max_value=1024, required=False, default=1)
 
-    @extend_schema(request=InputSerializer, responses={201: dict})
+    @extend_schema(request=InputSerializer, responses={201: dict, **errors(400, 401, 403, 503)})
     def post(self, request):
         if not agent_services.registration_token_valid(_bearer(request)):
             raise AuthenticationFailed("A valid registration token is required (Authorization: Bearer …).")
@@ -121,7 +123,7 @@ class AgentDeregisterApi(APIView):
     authentication_classes = [BearerChallenge]
     permission_classes = [AllowAny]  # the agent's own token is checked below
 
-    @extend_schema(request=None, responses={200: dict})
+    @extend_schema(request=None, responses={200: dict, **errors(401, 403, 404, 503)})
     def post(self, request, agent_id: str):
         try:
             agent = agent_services.agent_authenticate(agent_id=agent_id, raw_token=_bearer(request))
@@ -134,7 +136,8 @@ class AgentDeregisterApi(APIView):
 
 
 class AgentListApi(APIView):
-    @extend_schema(responses=AgentOutputSerializer(many=True))
+    @extend_schema(operation_id="agents_list", parameters=[*list_filters(Agent.Status.values), *PAGE_PARAMETERS],
+                   responses={200: paginated("PaginatedAgentList", AgentOutputSerializer), **errors(400, 401, 503)})
     def get(self, request):
         qs = selectors.agent_list(status=request.query_params.get("status"),
                                   capability=request.query_params.get("capability"))
@@ -144,7 +147,7 @@ class AgentListApi(APIView):
 
 
 class AgentDetailApi(APIView):
-    @extend_schema(responses=AgentOutputSerializer)
+    @extend_schema(responses={200: AgentOutputSerializer, **errors(401, 404, 503)})
     def get(self, request, agent_id: str):
         agent = Agent.objects.filter(agent_id=agent_id).first()
         if agent is None:
@@ -159,7 +162,8 @@ def _desired_api(desired: str, name: str):
     class AgentDesiredApi(APIView):
         permission_classes = [IsAdminUser]
 
-        @extend_schema(request=None, responses=AgentOutputSerializer, operation_id=f"agent_{name}")
+        @extend_schema(request=None, responses={200: AgentOutputSerializer, **errors(401, 403, 404, 503)},
+                       operation_id=f"agent_{name}")
         def post(self, request, agent_id: str):
             try:
                 agent = agent_services.agent_set_desired(agent_id=agent_id, desired=desired)
@@ -193,6 +197,7 @@ class _AgentPages(_Pages):
 
 
 class TaskListSubmitApi(APIView):
+    @extend_schema_serializer(component_name="TaskSubmit")
     class InputSerializer(serializers.Serializer):
         capability = serializers.RegexField(CAPABILITY_RE, error_messages={
             "invalid": "capability must be lower-case letters, digits and _ (at most 64), starting with a letter."
@@ -209,7 +214,8 @@ class TaskListSubmitApi(APIView):
                 raise serializers.ValidationError("payload must be a JSON object.")
             return value
 
-    @extend_schema(request=InputSerializer, responses={201: TaskOutputSerializer, 200: TaskOutputSerializer})
+    @extend_schema(request=InputSerializer, responses={201: TaskOutputSerializer, 200: TaskOutputSerializer,
+                                                       **errors(400, 401, 403, 409, 413, 429, 503)})
     def post(self, request):
         limit = settings.TASK_PAYLOAD_LIMIT_BYTES
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
@@ -228,7 +234,8 @@ class TaskListSubmitApi(APIView):
         body["created"] = sub.created
         return Response(body, status=status.HTTP_201_CREATED if sub.created else status.HTTP_200_OK)
 
-    @extend_schema(responses=TaskOutputSerializer(many=True))
+    @extend_schema(operation_id="tasks_list", parameters=[*list_filters(Task.Status.values), *PAGE_PARAMETERS],
+                   responses={200: paginated("PaginatedTaskList", TaskOutputSerializer), **errors(400, 401, 503)})
     def get(self, request):
         wanted = request.query_params.get("status")
         if wanted and wanted not in Task.Status.values:
@@ -248,13 +255,13 @@ def _task_or_404(request, task_id) -> Task:
 
 
 class TaskDetailApi(APIView):
-    @extend_schema(responses=TaskOutputSerializer)
+    @extend_schema(responses={200: TaskOutputSerializer, **errors(401, 404, 503)})
     def get(self, request, task_id):
         return Response(TaskOutputSerializer(_task_or_404(request, task_id)).data)
 
 
 class TaskCancelApi(APIView):
-    @extend_schema(request=None, responses=TaskOutputSerializer)
+    @extend_schema(request=None, responses={200: TaskOutputSerializer, **errors(401, 404, 409, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id)
         try:
@@ -265,7 +272,7 @@ class TaskCancelApi(APIView):
 
 
 class RegionStatusApi(APIView):
-    @extend_schema(responses=dict)
+    @extend_schema(responses={200: dict, **errors(401, 503)})
     def get(self, request):
         return Response(selectors.region_status())
 
@@ -290,12 +297,13 @@ class _AgentAttemptApi(APIView):
 
 
 class TaskClaimApi(_AgentAttemptApi):
+    @extend_schema_serializer(component_name="TaskClaim")
     class InputSerializer(serializers.Serializer):
         task_id = serializers.UUIDField()
         attempt = serializers.IntegerField(min_value=1, max_value=1000)
         claim_id = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,64}$", required=False, default="")
 
-    @extend_schema(request=InputSerializer, responses={200: dict, 409: dict})
+    @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 404, 409, 503)})
     def post(self, request, agent_id: str):
         agent = self._agent(request, agent_id)
         data = self.InputSerializer(data=request.data)
@@ -311,6 +319,7 @@ class TaskClaimApi(_AgentAttemptApi):
 
 
 class TaskReportApi(_AgentAttemptApi):
+    @extend_schema_serializer(component_name="TaskReport")
     class InputSerializer(serializers.Serializer):
         task_id = serializers.UUIDField()
         attempt = serializers.IntegerField(min_value=1, max_value=1000)
@@ -324,7 +333,7 @@ class TaskReportApi(_AgentAttemptApi):
                 raise ValidationError({"body": str(exc)}) from exc
             return attrs
 
-    @extend_schema(request=InputSerializer, responses={200: dict})
+    @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 404, 413, 503)})
     def post(self, request, agent_id: str):
         agent = self._agent(request, agent_id)
         data = self.InputSerializer(data=request.data)
