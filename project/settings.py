@@ -150,6 +150,8 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 4
 CELERY_TASK_DEFAULT_QUEUE = "meridian.control"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Records what it cannot take as a dead letter and never ends on one message.
+CELERY_WORKER_CONSUMER = "project.consumer:Consumer"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -205,6 +207,9 @@ SUMMARY_INTERVAL = env.float("SUMMARY_INTERVAL", default=60.0)
 # Router side.
 ROUTER_FORWARD_TIMEOUT = env.float("ROUTER_FORWARD_TIMEOUT", default=10.0)
 ROUTER_TRUST_FORWARDED_FOR = env.bool("ROUTER_TRUST_FORWARDED_FOR", default=False)
+# How far ahead of the router's clock a summary may be dated (replays are refused
+# by date, so one dated far ahead would refuse the region's genuine ones).
+ROUTER_SUMMARY_MAX_SKEW_SECONDS = env.float("ROUTER_SUMMARY_MAX_SKEW_SECONDS", default=300.0)
 
 # --- GitOps configuration (sync_config) --------------------------------------
 CONFIG_REPO = env.str("CONFIG_REPO", default="")
@@ -228,6 +233,9 @@ BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)
 
 # The largest outcome an agent may report (data_ingestion's records included).
 AGENT_MAX_RESULT_BYTES = env.int("AGENT_MAX_RESULT_BYTES", default=8 * 1024 * 1024)
+# Largest message a worker decodes (a report carries a result; escaping can
+# double it); anything bigger is a dead letter.
+BROKER_MESSAGE_MAX_BYTES = env.int("BROKER_MESSAGE_MAX_BYTES", default=2 * AGENT_MAX_RESULT_BYTES + 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(TASK_PAYLOAD_LIMIT_BYTES * 4, AGENT_MAX_RESULT_BYTES + 1024 * 1024)
 
 LOGGING = {

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from router.models import AddressRule, Region, RegistrationToken
-from router.services import region_is_stale
+from router.services import region_is_stale, region_watermark_reset
 
 
 class AddressRuleInline(admin.TabularInline):
@@ -17,10 +17,18 @@ class RegionAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "config_version")
     readonly_fields = ("token_hash", "capabilities", "last_updated", "received_at", "config_since")
     inlines = [AddressRuleInline]
+    actions = ["reset_replay_watermark"]
 
     @admin.display(description="health")
     def health(self, region):
         return "stale" if region_is_stale(region, timezone.now()) else "fresh"
+
+    @admin.action(description="Reset replay watermark (accept the next summary whatever its date)")
+    def reset_replay_watermark(self, request, queryset):
+        region_ids = list(queryset.values_list("region_id", flat=True))
+        for region_id in region_ids:
+            region_watermark_reset(region_id=region_id)
+        self.message_user(request, f"Replay watermark cleared for {len(region_ids)} region(s): {', '.join(region_ids)}.")
 
 
 @admin.register(RegistrationToken)

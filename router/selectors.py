@@ -7,12 +7,15 @@ minute per region, so routing answers lag the newest summary by at most that.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 from django.db.models import Count, Max, Q
 
+from router import inputs
 from router.models import Region
 
 DIRECTORY_CHECK_SECONDS = 0.5
@@ -35,14 +38,81 @@ def _refresh(now: float) -> None:
                                      last=Max("received_at"))
     shape = (stats["n"], stats["ids"], stats["on"])
     if shape != _cache["shape"]:
-        _cache["regions"] = {r.pk: r for r in Region.objects.filter(enabled=True)}
+        _cache["regions"] = {r.pk: region_clean(r) for r in Region.objects.filter(enabled=True)}
     elif stats["last"] != _cache["last"] and stats["last"] is not None:
         since = (_cache["last"] or stats["last"]) - _LOOKBACK
         for region in Region.objects.filter(enabled=True, received_at__gte=since):
-            _cache["regions"][region.pk] = region
+            _cache["regions"][region.pk] = region_clean(region)
     _cache.update(shape=shape, last=stats["last"], checked=now)
 
 
 def regions_directory_reset() -> None:
     with _lock:
         _cache.update(shape=None, last=None, regions={}, checked=0.0)
+
+
+def region_list() -> list[Region]:
+    return [region_clean(r) for r in Region.objects.all()]
+
+
+# --- rows as readers may trust them ---------------------------------------------
+# Summaries are bounded on the way in (router/inputs.py), but a row may predate
+# the bounds or come from the admin or SQL: readers hold it to the same bounds,
+# so no stored value can fail a routing answer, a listing or /metrics.
+
+def region_clean(region: Region) -> Region:
+    """The region with its summary fields held to the bounds (in place, for reading only)."""
+    region.capabilities = region_capabilities(region.capabilities)
+    region.labels = region_labels(region.labels)
+    region.summary_interval = region_interval(region.summary_interval)
+    return region
+
+
+def region_interval(value: Any) -> float:
+    try:
+        interval = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return inputs.DEFAULT_SUMMARY_INTERVAL
+    if math.isnan(interval):
+        return inputs.DEFAULT_SUMMARY_INTERVAL
+    return min(max(interval, inputs.MIN_SUMMARY_INTERVAL), inputs.MAX_SUMMARY_INTERVAL)
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return min(max(value, 0), inputs.MAX_AGENTS)
+
+
+def region_capabilities(value: Any) -> dict[str, dict[str, int]]:
+    """{capability: {"count", "idle"}} with malformed entries left out and counts clamped."""
+    if not isinstance(value, dict):
+        return {}
+    caps = {}
+    for name, entry in value.items():
+        if len(caps) >= inputs.MAX_CAPABILITIES:
+            break
+        if not isinstance(name, str) or not inputs.capability_name(name) or not isinstance(entry, dict):
+            continue
+        count, idle = _count(entry.get("count")), _count(entry.get("idle", 0))
+        if count is None or idle is None:
+            continue
+        caps[name] = {"count": count, "idle": min(idle, count)}
+    return caps
+
+
+def region_labels(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    return [label for label in value if isinstance(label, str) and inputs.label_name(label)][:inputs.MAX_LABELS]
+
+
+def region_allowed(value: Any) -> list[str] | None:
+    """The region ids a registration token is limited to, None for all (an empty
+    list). Operator data: anything but a list of ids limits it to what it names,
+    so a malformed limit never opens the token to every region."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        return []
+    return [name for name in value if isinstance(name, str)] if value else None

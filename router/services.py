@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
+from typing import Any
 
 import requests
 from django.conf import settings
@@ -13,12 +15,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from project.accounts.tokens import token_generate, token_hash
+from router import inputs
 from router.models import AddressRule, Region, RegistrationToken
+from router.selectors import regions_directory, regions_directory_reset, region_interval
 
 logger = logging.getLogger(__name__)
 
 STALE_AFTER_INTERVALS = 3
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = inputs.SCHEMA_VERSION
 
 
 class RouterError(Exception):
@@ -38,6 +42,10 @@ class Forbidden(RouterError):
     status = 403
 
 
+class NotFound(RouterError):
+    status = 404
+
+
 class Stale(RouterError):
     status = 409
 
@@ -55,6 +63,8 @@ class ForwardUncertain(RouterError):
 def region_create(*, region_id: str, orchestrator_url: str, labels: list[str] | None = None,
                   summary_interval: float = 60.0, token: str | None = None) -> tuple[Region, str]:
     """Add (or re-key) a region; returns its summary token, shown once."""
+    _region_check(region_id=region_id, orchestrator_url=orchestrator_url, labels=labels or [],
+                  summary_interval=summary_interval)
     raw = token or token_generate("mrg")
     region, _ = Region.objects.update_or_create(
         region_id=region_id,
@@ -62,6 +72,42 @@ def region_create(*, region_id: str, orchestrator_url: str, labels: list[str] | 
                   "token_hash": token_hash(raw), "summary_interval": summary_interval},
     )
     return region, raw
+
+
+def _region_check(*, region_id: str, orchestrator_url: str, labels: list[str], summary_interval: float) -> None:
+    """The operator's side of a region held to the bounds summaries are."""
+    if not isinstance(region_id, str) or not re.fullmatch(r"[-a-zA-Z0-9_]{1,64}", region_id):
+        raise RouterError(f"region_id: {ascii(region_id)[:80]} is not a slug of at most 64 characters.")
+    url = orchestrator_url.rstrip("/") if isinstance(orchestrator_url, str) else ""
+    if not inputs.orchestrator_url(url) or "\x00" in url or len(url) > inputs.MAX_URL_LENGTH:
+        raise RouterError(f"orchestrator_url: an http(s) URL of at most {inputs.MAX_URL_LENGTH} characters.")
+    if not isinstance(labels, list) or len(labels) > inputs.MAX_LABELS:
+        raise RouterError(f"labels: a list of at most {inputs.MAX_LABELS} labels.")
+    bad = next((label for label in labels if not isinstance(label, str) or not inputs.label_name(label)), None)
+    if bad is not None:
+        raise RouterError(f"labels: invalid label {ascii(bad)[:80]} (lower-case letters, digits, - and _).")
+    if not (inputs.MIN_SUMMARY_INTERVAL <= summary_interval <= inputs.MAX_SUMMARY_INTERVAL):
+        raise RouterError(f"summary_interval: between {inputs.MIN_SUMMARY_INTERVAL:g} and "
+                          f"{inputs.MAX_SUMMARY_INTERVAL:g} seconds.")
+
+
+def region_watermark_reset(*, region_id: str) -> Region:
+    """Forget the date of the newest summary, so the region's next one is
+    accepted however it is dated (within the skew allowance). Replays are
+    refused by that date: a summary dated in the future (stored before the
+    allowance existed, or while it was wider) refuses every genuine one until
+    the date passes; this is the way out."""
+    with transaction.atomic():
+        region = Region.objects.select_for_update().filter(region_id=region_id).first()
+        if region is None:
+            raise NotFound(f"Unknown region {region_id}.")
+        was = region.last_updated
+        region.last_updated = None
+        region.save(update_fields=["last_updated"])
+    logger.warning("region %s: replay watermark %s cleared by an operator", region_id,
+                   was.isoformat() if was else "(none)")
+    regions_directory_reset()
+    return region
 
 
 def registration_token_create(*, name: str, regions: list[str] | None = None,
@@ -93,9 +139,11 @@ def registration_token_check(raw: str | None) -> RegistrationToken:
 
 # --- summaries -----------------------------------------------------------------
 
-def summary_ingest(*, region: Region, summary: dict) -> Region:
-    """Store a region's summary. A region updates only itself; an older (or
-    replayed) summary than the one stored is refused."""
+def summary_ingest(*, region: Region, summary: Any) -> Region:
+    """Store a region's summary (any JSON value: validated here, see
+    router/inputs.py). A region updates only itself; an older (or replayed)
+    summary than the one stored is refused."""
+    summary = inputs.summary_parse(summary)
     if summary["region_id"] != region.region_id:
         raise Forbidden(f"This token belongs to region {region.region_id}; it cannot update "
                         f"{summary['region_id']}.")
@@ -109,21 +157,20 @@ def summary_ingest(*, region: Region, summary: dict) -> Region:
         region = Region.objects.select_for_update().get(pk=region.pk)
         if region.last_updated and last_updated <= region.last_updated:
             raise Stale(f"Summary from {last_updated.isoformat()} is not newer than the stored one "
-                        f"({region.last_updated.isoformat()}).")
-        config = summary.get("config_version", "")
+                        f"({region.last_updated.isoformat()}); if that one is dated in the future, an operator "
+                        f"can clear it: manage.py router_reset_region {region.region_id}.")
+        config = summary["config_version"]
         if config != region.config_version or region.config_since is None:
             region.config_since = now
         region.available_agents = summary["available_agents"]
         region.capabilities = summary["agent_capabilities_summary"]
         region.last_updated = last_updated
         region.received_at = now
-        region.schema_version = summary.get("schema_version", SCHEMA_VERSION)
+        region.schema_version = summary["schema_version"]
         region.config_version = config
         if summary.get("summary_interval"):
             region.summary_interval = summary["summary_interval"]
         region.save()
-    from router.selectors import regions_directory_reset
-
     regions_directory_reset()  # this process sees it at once; the others within 0.5 s
     return region
 
@@ -133,7 +180,8 @@ def region_is_stale(region: Region, now: datetime | None = None) -> bool:
     if region.received_at is None:
         return True
     now = now or timezone.now()
-    return now - region.received_at > timedelta(seconds=STALE_AFTER_INTERVALS * region.summary_interval)
+    # The interval as readers may trust it: a stored one may predate the bounds.
+    return now - region.received_at > timedelta(seconds=STALE_AFTER_INTERVALS * region_interval(region.summary_interval))
 
 
 def region_health(region: Region, now: datetime | None = None) -> dict:
@@ -150,8 +198,6 @@ class RouteAnswer:
 
 
 def _healthy_regions(now: datetime) -> tuple[list[Region], dict[str, str]]:
-    from router.selectors import regions_directory
-
     healthy, skipped = [], {}
     for region in regions_directory():
         if region_is_stale(region, now):
@@ -192,24 +238,25 @@ def route(*, capability: str, residency: str | None = None, count: int = 3) -> R
 
 
 def region_pick(*, capabilities: list[str], hint: str | None, client_ip: str | None,
-                allowed: list[str]) -> Region:
+                allowed: list[str] | None) -> Region:
     """For a registering agent: explicit hint, then address rules, then the
-    healthy region with the most spare capacity for its capabilities."""
+    healthy region with the most spare capacity for its capabilities. `allowed`
+    limits the regions (the registration token's), None means all."""
     now = timezone.now()
     if hint:
         region = Region.objects.filter(region_id=hint, enabled=True).first()
         if region is None:
             raise RouterError(f"Unknown region {hint}.")
-        if allowed and hint not in allowed:
+        if allowed is not None and hint not in allowed:
             raise Forbidden(f"This registration token is not valid for region {hint}.")
         if region_is_stale(region, now):
             raise NoRegion(f"Region {hint} is not healthy (no recent summary).")
         return region
     healthy, _ = _healthy_regions(now)
-    healthy = [r for r in healthy if not allowed or r.region_id in allowed]
+    healthy = [r for r in healthy if allowed is None or r.region_id in allowed]
     if not healthy:
         raise NoRegion("No healthy region can take this agent"
-                       f"{' (token limited to ' + ', '.join(allowed) + ')' if allowed else ''}.")
+                       f"{' (token limited to ' + ', '.join(allowed) + ')' if allowed is not None else ''}.")
     if client_ip:
         try:
             address = ipaddress.ip_address(client_ip)
@@ -253,7 +300,7 @@ def task_forward(*, capability: str, residency: str | None, body: bytes, authori
                                    "idempotency_key.", region_id=candidate["region_id"]) from exc
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
             data = {"detail": response.text[:500]}
         return response.status_code, {"region_id": candidate["region_id"],
                                       "regional_orchestrator_url": candidate["orchestrator_url"],

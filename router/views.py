@@ -12,14 +12,13 @@ from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.schema import FORWARDED, errors
 from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer
-from router import services
-from router.models import Region
+from router import inputs, selectors, services
 
 
 
 
 def _error(exc: services.RouterError) -> Response:
-    codes = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 409: "conflict",
+    codes = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 404: "not_found", 409: "conflict",
              503: "unavailable", 504: "timeout"}
     response = Response({"error": codes.get(exc.status, "error"), "detail": exc.detail, **exc.extra},
                         status=exc.status)
@@ -42,7 +41,7 @@ class RegisterAgentApi(APIView):
 
     @extend_schema_serializer(component_name="AgentPlacement")
     class InputSerializer(AgentIdentitySerializer):
-        region = serializers.SlugField(required=False, help_text="explicit region hint")
+        region = serializers.SlugField(max_length=64, required=False, help_text="explicit region hint")
 
     @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 503)})
     def post(self, request):
@@ -55,7 +54,8 @@ class RegisterAgentApi(APIView):
         try:
             region = services.region_pick(capabilities=data.validated_data["capabilities"],
                                           hint=data.validated_data.get("region"),
-                                          client_ip=_client_ip(request), allowed=token.regions)
+                                          client_ip=_client_ip(request),
+                                          allowed=selectors.region_allowed(token.regions))
         except services.RouterError as exc:
             return _error(exc)
         return Response({
@@ -67,52 +67,18 @@ class RegisterAgentApi(APIView):
         })
 
 
-class SummaryInputSerializer(serializers.Serializer):
-    class CapabilitySerializer(serializers.Serializer):
-        count = serializers.IntegerField(min_value=0)
-        idle = serializers.IntegerField(min_value=0)
-
-    region_id = serializers.SlugField(max_length=64)
-    orchestrator_url = serializers.URLField()
-    available_agents = serializers.IntegerField(min_value=0)
-    agent_capabilities_summary = serializers.DictField(child=CapabilitySerializer())
-    last_updated = serializers.FloatField(min_value=0)
-    config_version = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
-    schema_version = serializers.IntegerField(min_value=1, required=False, default=1)
-    summary_interval = serializers.FloatField(min_value=1, required=False)
-
-    def validate_agent_capabilities_summary(self, value):
-        import re
-
-        bad = [name for name in value if not re.match(CAPABILITY_RE, name)]
-        if bad:
-            raise serializers.ValidationError(f"invalid capability name {bad[0]!r}")
-        over = [name for name, c in value.items() if c["idle"] > c["count"]]
-        if over:
-            raise serializers.ValidationError(f"{over[0]}: idle is larger than count")
-        return value
-
-    def validate_schema_version(self, value):
-        if value > services.SCHEMA_VERSION:
-            raise serializers.ValidationError(f"this router understands schema version "
-                                              f"{services.SCHEMA_VERSION} at most")
-        return value
-
-
 class UpdateRegionalStatusApi(APIView):
     authentication_classes = [BearerChallenge]
     permission_classes = [AllowAny]  # the region token is checked below
 
-    @extend_schema(request=SummaryInputSerializer, responses={200: dict, **errors(400, 401, 403, 409, 503)})
+    @extend_schema(request=inputs.SummaryInputSerializer, responses={200: dict, **errors(400, 401, 403, 409, 503)})
     def post(self, request):
         try:
             region = services.region_authenticate(bearer_from_header(request.META.get("HTTP_AUTHORIZATION")))
         except services.RouterError as exc:
             return _error(exc)
-        data = SummaryInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
         try:
-            region = services.summary_ingest(region=region, summary=data.validated_data)
+            region = services.summary_ingest(region=region, summary=request.data)
         except services.RouterError as exc:
             return _error(exc)
         return Response({"region_id": region.region_id, "accepted": True,
@@ -146,20 +112,15 @@ class TaskForwardApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema_serializer(component_name="TaskForward")
-    class InputSerializer(serializers.Serializer):
-        capability = serializers.RegexField(CAPABILITY_RE)
-        residency = serializers.RegexField(LABEL_RE, required=False)
+    class InputSerializer(inputs.TaskHeadSerializer):
+        """What the router reads of the body (inputs.task_forward_parse); the rest passes through."""
 
     @extend_schema(request=InputSerializer, responses=FORWARDED)
     def post(self, request):
-        head = self.InputSerializer(data={k: request.data.get(k) for k in ("capability", "residency")
-                                          if request.data.get(k) is not None})
-        head.is_valid(raise_exception=True)
+        head = inputs.task_forward_parse(request.data)  # any JSON: a 400 naming the problem, or the head
         try:
-            code, body = services.task_forward(
-                capability=head.validated_data["capability"], residency=head.validated_data.get("residency"),
-                body=request.body, authorization=request.META.get("HTTP_AUTHORIZATION", ""),
-            )
+            code, body = services.task_forward(**head, body=request.body,
+                                               authorization=request.META.get("HTTP_AUTHORIZATION", ""))
         except services.RouterError as exc:
             return _error(exc)
         return Response(body, status=code)
@@ -176,7 +137,7 @@ class RegionListApi(APIView):
             "last_updated": r.last_updated, "received_at": r.received_at,
             "config_version": r.config_version, "config_since": r.config_since,
             **services.region_health(r),
-        } for r in Region.objects.all()]}, status=status.HTTP_200_OK)
+        } for r in selectors.region_list()]}, status=status.HTTP_200_OK)
 
 
 class ConfigDriftApi(APIView):

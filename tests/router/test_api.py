@@ -54,6 +54,13 @@ def test_a_summary_cannot_move_the_regions_registered_url(regions):
     assert r.status_code == 403 and "differs from the one registered" in r.json()["detail"]
 
 
+def test_a_summary_from_a_single_label_host_is_accepted(regions):
+    """docker-compose's regions are http://us-east-1:8000: no dot, no TLD."""
+    services.region_create(region_id="us-east-1", orchestrator_url="http://us-east-1:8000", token=regions["us-east-1"])
+    r = push(regions["us-east-1"], summary("us-east-1", url="http://us-east-1:8000"))
+    assert r.status_code == 200, r.content
+
+
 def test_a_region_cannot_update_another(regions):
     r = push(regions["us-east-1"], summary("eu-west-3"))
     assert r.status_code == 403 and "us-east-1" in r.json()["detail"]

@@ -1,6 +1,6 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from router.services import region_create
+from router.services import RouterError, region_create
 
 
 class Command(BaseCommand):
@@ -15,9 +15,12 @@ class Command(BaseCommand):
         parser.add_argument("--cidr", action="append", default=[], help="client addresses of this region")
 
     def handle(self, *args, region_id, orchestrator_url, labels, summary_interval, token, cidr, **options):
-        region, raw = region_create(region_id=region_id, orchestrator_url=orchestrator_url,
-                                    labels=[l for l in labels.split(",") if l], summary_interval=summary_interval,
-                                    token=token)
+        try:
+            region, raw = region_create(region_id=region_id, orchestrator_url=orchestrator_url,
+                                        labels=[l for l in labels.split(",") if l],
+                                        summary_interval=summary_interval, token=token)
+        except RouterError as exc:
+            raise CommandError(exc.detail) from None
         for block in cidr:
             region.address_rules.get_or_create(cidr=block)
         self.stdout.write(raw)

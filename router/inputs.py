@@ -1,0 +1,148 @@
+"""What the router accepts from regions and callers, every field bounded.
+
+The parsers here are pure (no database): any JSON value gives either data
+within these bounds or a ValidationError naming the field. The readers in
+router/selectors.py hold rows already stored to the same bounds.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from datetime import datetime, timezone as dt_timezone
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from project.validation import CAPABILITY_RE, LABEL_RE
+
+SCHEMA_VERSION = 1
+# Per region: agents in all, and agents serving one capability.
+MAX_AGENTS = 1_000_000
+MAX_CAPABILITIES = 1_000
+MIN_SUMMARY_INTERVAL = 1.0
+MAX_SUMMARY_INTERVAL = 86_400.0
+DEFAULT_SUMMARY_INTERVAL = 60.0
+MAX_LABELS = 32
+MAX_URL_LENGTH = 200  # Region.orchestrator_url
+MAX_CONFIG_VERSION_LENGTH = 64  # a git commit id, SHA-1 or SHA-256
+DEFAULT_MAX_SKEW_SECONDS = 300.0
+
+capability_name = re.compile(CAPABILITY_RE).fullmatch  # whole: "$" alone lets a trailing newline in
+label_name = re.compile(LABEL_RE).fullmatch
+# Not Django's URLValidator: it refuses single-label hosts (http://us-east-1:8000,
+# a compose service). A summary's URL must equal the registered one anyway.
+orchestrator_url = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?").fullmatch
+
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def max_skew_seconds() -> float:
+    """How far ahead of the router's clock a summary may be dated."""
+    value = float(getattr(settings, "ROUTER_SUMMARY_MAX_SKEW_SECONDS", DEFAULT_MAX_SKEW_SECONDS))
+    return value if math.isfinite(value) and value >= 0 else DEFAULT_MAX_SKEW_SECONDS
+
+
+def _require_object(body: Any, what: str) -> None:
+    if not isinstance(body, dict):
+        kind = _JSON_TYPES.get(type(body), type(body).__name__)
+        raise serializers.ValidationError({"non_field_errors": [f"{what} must be a JSON object, not {kind}."]})
+
+
+class StrictFloatField(serializers.FloatField):
+    """A finite number; DRF would read true as 1.0."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class CapabilityCountsSerializer(serializers.Serializer):
+    count = serializers.IntegerField(min_value=0, max_value=MAX_AGENTS)
+    idle = serializers.IntegerField(min_value=0, max_value=MAX_AGENTS)
+
+    def validate(self, attrs):
+        if attrs["idle"] > attrs["count"]:
+            raise serializers.ValidationError({"idle": ["idle is larger than count"]})
+        return attrs
+
+
+class CapabilitiesField(serializers.DictField):
+    """{capability: {count, idle}}: at most MAX_CAPABILITIES names, each a whole capability name."""
+
+    child = CapabilityCountsSerializer()
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            if len(data) > MAX_CAPABILITIES:
+                raise serializers.ValidationError(f"at most {MAX_CAPABILITIES} capabilities, not {len(data)}")
+            bad = next((name for name in data if not capability_name(name)), None)
+            if bad is not None:
+                raise serializers.ValidationError(f"invalid capability name {ascii(bad)[:80]}")
+        return {name: dict(counts) for name, counts in super().to_internal_value(data).items()}
+
+
+class SummaryInputSerializer(serializers.Serializer):
+    region_id = serializers.SlugField(max_length=64)
+    orchestrator_url = serializers.CharField(max_length=MAX_URL_LENGTH)
+    available_agents = serializers.IntegerField(min_value=0, max_value=MAX_AGENTS)
+    agent_capabilities_summary = CapabilitiesField()
+    last_updated = StrictFloatField(min_value=0, help_text="Unix time, the region's clock")
+    config_version = serializers.CharField(max_length=MAX_CONFIG_VERSION_LENGTH, required=False,
+                                           allow_blank=True, allow_null=True, default="")
+    schema_version = serializers.IntegerField(min_value=1, required=False, default=SCHEMA_VERSION)
+    summary_interval = StrictFloatField(min_value=MIN_SUMMARY_INTERVAL, max_value=MAX_SUMMARY_INTERVAL,
+                                        required=False)
+
+    def validate_last_updated(self, value: float) -> float:
+        # A summary dated in the future would refuse every genuine one after it
+        # (replays are refused by date) until that date passed.
+        skew = max_skew_seconds()
+        now = self.context.get("now") or time.time()
+        if value > now + skew:
+            raise serializers.ValidationError(
+                f"{datetime.fromtimestamp(min(value, 253402300799), tz=dt_timezone.utc).isoformat()} is more than "
+                f"{skew:g} s ahead of the router's clock (ROUTER_SUMMARY_MAX_SKEW_SECONDS); check the region's clock")
+        return value
+
+    def validate_orchestrator_url(self, value: str) -> str:
+        if not orchestrator_url(value):
+            raise serializers.ValidationError("an http:// or https:// URL")
+        return value
+
+    def validate_config_version(self, value: str | None) -> str:
+        if value and not value.isprintable():
+            raise serializers.ValidationError("only printable characters")
+        return value or ""
+
+    def validate_schema_version(self, value: int) -> int:
+        if value > SCHEMA_VERSION:
+            raise serializers.ValidationError(f"this router understands schema version {SCHEMA_VERSION} at most")
+        return value
+
+
+def summary_parse(body: Any, *, now: float | None = None) -> dict:
+    """A region's summary, validated: any JSON value gives either a summary
+    within the bounds above or a ValidationError naming the field."""
+    _require_object(body, "A summary")
+    data = SummaryInputSerializer(data=body, context={"now": now})
+    data.is_valid(raise_exception=True)
+    return dict(data.validated_data)
+
+
+class TaskHeadSerializer(serializers.Serializer):
+    """What the router reads of a task it forwards; the rest passes through unread."""
+
+    capability = serializers.RegexField(CAPABILITY_RE)
+    residency = serializers.RegexField(LABEL_RE, required=False, allow_null=True)
+
+
+def task_forward_parse(body: Any) -> dict:
+    """{"capability", "residency"} of a task submission, or a ValidationError."""
+    _require_object(body, "A task")
+    data = TaskHeadSerializer(data=body)
+    data.is_valid(raise_exception=True)
+    return {"capability": data.validated_data["capability"], "residency": data.validated_data.get("residency")}

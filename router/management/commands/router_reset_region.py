@@ -1,0 +1,18 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from router.services import RouterError, region_watermark_reset
+
+
+class Command(BaseCommand):
+    help = ("Clear a region's replay watermark (the date of its newest summary), so its next summary is "
+            "accepted: the way out for a region locked out by a summary dated in the future.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("region_id")
+
+    def handle(self, *args, region_id, **options):
+        try:
+            region_watermark_reset(region_id=region_id)
+        except RouterError as exc:
+            raise CommandError(exc.detail) from None
+        self.stdout.write(f"{region_id}: replay watermark cleared; its next summary is accepted.")
