@@ -103,9 +103,13 @@ class SummaryInputSerializer(serializers.Serializer):
         skew = max_skew_seconds()
         now = self.context.get("now") or time.time()
         if value > now + skew:
+            try:
+                when = datetime.fromtimestamp(value, tz=dt_timezone.utc).isoformat()
+            except (OverflowError, ValueError, OSError):
+                when = f"{value:g} (Unix time)"
             raise serializers.ValidationError(
-                f"{datetime.fromtimestamp(min(value, 253402300799), tz=dt_timezone.utc).isoformat()} is more than "
-                f"{skew:g} s ahead of the router's clock (ROUTER_SUMMARY_MAX_SKEW_SECONDS); check the region's clock")
+                f"{when} is more than {skew:g} s ahead of the router's clock (ROUTER_SUMMARY_MAX_SKEW_SECONDS); "
+                "check the region's clock")
         return value
 
     def validate_orchestrator_url(self, value: str) -> str:
