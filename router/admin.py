@@ -28,7 +28,8 @@ class RegionAdmin(admin.ModelAdmin):
         region_ids = list(queryset.values_list("region_id", flat=True))
         for region_id in region_ids:
             region_watermark_reset(region_id=region_id)
-        self.message_user(request, f"Replay watermark cleared for {len(region_ids)} region(s): {', '.join(region_ids)}.")
+        self.message_user(request, f"Replay watermark cleared for {len(region_ids)} region(s): "
+                                   f"{', '.join(region_ids)}.")
 
 
 @admin.register(RegistrationToken)

@@ -180,8 +180,8 @@ def region_is_stale(region: Region, now: datetime | None = None) -> bool:
     if region.received_at is None:
         return True
     now = now or timezone.now()
-    # The interval as readers may trust it: a stored one may predate the bounds.
-    return now - region.received_at > timedelta(seconds=STALE_AFTER_INTERVALS * region_interval(region.summary_interval))
+    interval = region_interval(region.summary_interval)  # a stored one may predate the bounds
+    return now - region.received_at > timedelta(seconds=STALE_AFTER_INTERVALS * interval)
 
 
 def region_health(region: Region, now: datetime | None = None) -> dict:
