@@ -8,4 +8,5 @@ COPY . .
 RUN useradd --create-home meridian && mkdir -p /app/var /app/staticfiles && chown -R meridian /app/var /app/staticfiles
 USER meridian
 EXPOSE 8000
-CMD ["gunicorn", "project.wsgi", "-b", "0.0.0.0:8000", "-w", "4"]
+# The web server (both roles); its settings are in project/gunicorn_conf.py.
+CMD ["gunicorn", "-c", "project/gunicorn_conf.py", "-b", "0.0.0.0:8000", "-w", "4"]

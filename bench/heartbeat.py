@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Heartbeat throughput, side by side in one run, same server (gunicorn) and load
+"""Heartbeat throughput, side by side in one run, same server (gunicorn with the
+project's uvicorn workers, project/gunicorn_conf.py) and load
 generator (wrk): a bare Django JsonResponse view, Meridian's heartbeat (Redis,
 no SQL), and the article's design (a PostgreSQL UPDATE per check-in).
 
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import Region, Template  # noqa: E402
+from tests.harness import Region, Template, wait_for, web_command  # noqa: E402
 
 LUA = """
 local agents = {}
@@ -59,9 +60,7 @@ def main() -> None:
     template = Template()
     region = Region(template, region_id="bench", BENCH_ENDPOINTS="1", DEBUG="0", LOG_LEVEL="WARNING")
     try:
-        region.web = region._spawn("web", [sys.executable, "-m", "gunicorn", "project.wsgi", "-b",
-                                           f"127.0.0.1:{region.port}", "-w", str(args.workers)])
-        from tests.harness import wait_for
+        region.web = region._spawn("web", web_command(region.port, args.workers))
         wait_for(region._healthy, 30, what="web")
         tokens = region.dir / "tokens.json"
         region.manage("fleet_seed", "--count", str(args.agents), "--tokens-out", str(tokens))
@@ -79,7 +78,7 @@ def main() -> None:
             rows.append((name, rps, p99, non2xx))
             time.sleep(1)
         base = rows[0][1]
-        print(f"\nheartbeat benchmark: {args.agents} agents, gunicorn -w {args.workers} (sync), "
+        print(f"\nheartbeat benchmark: {args.agents} agents, gunicorn -w {args.workers} (uvicorn workers), "
               f"wrk -t1 -c{args.connections} -d{args.seconds}s, one 2-core machine")
         print(f"{'endpoint':34} {'req/s':>9} {'x bare':>7} {'p99':>9} {'non-2xx':>8}")
         for name, rps, p99, non2xx in rows:

@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/route.py [--regions 50] [--capabilities 200] [--queries 3000]
 
-Starts a real router (gunicorn, its own PostgreSQL database), fills it with
+Starts a real router (gunicorn as deployed, project/gunicorn_conf.py, its own PostgreSQL database), fills it with
 summaries, then times GET /api/v1/route from a keep-alive client, one query at
 a time, with and without a residency constraint, and while summaries arrive.
 """
@@ -95,7 +95,7 @@ def main() -> None:
         stop.set()
         thread.join()
         print(f"\nroute latency, {args.regions} regions x {args.capabilities} capabilities, "
-              f"{args.queries} sequential keep-alive queries each (client-side, gunicorn -w 2)")
+              f"{args.queries} sequential keep-alive queries each (client-side, gunicorn -w 2, uvicorn workers)")
         print(f"{'query':30} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
         for name, values in rows:
             print(f"{name:30} {statistics.median(values):8.2f} {percentile(values, 0.99):8.2f} {max(values):8.2f}")

@@ -32,6 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def web_command(port: int, workers: int = 2) -> list[str]:
+    """The web server exactly as deployed (project/gunicorn_conf.py), on a local port."""
+    return [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "project" / "gunicorn_conf.py"),
+            "-b", f"127.0.0.1:{port}", "-w", str(workers), "--graceful-timeout", "5"]
+
+
 def pg_admin(sql: str) -> None:
     conn = psycopg2.connect(dbname="postgres", **PG)
     conn.autocommit = True
@@ -275,10 +281,8 @@ class Region:
                              capture_output=True, text=True)
         return out.stdout.strip()
 
-    def start_web(self) -> Proc:
-        self.web = self._spawn("web", [sys.executable, "-m", "gunicorn", "project.wsgi", "-b",
-                                       f"127.0.0.1:{self.port}", "-w", "2", "--timeout", "30",
-                                       "--graceful-timeout", "5"])
+    def start_web(self, workers: int = 2) -> Proc:
+        self.web = self._spawn("web", web_command(self.port, workers))
         wait_for(self._healthy, 30, what=f"{self.region_id} web server")
         return self.web
 
@@ -394,3 +398,24 @@ class Router(Region):
         r = self.call("GET", "/api/v1/regions")
         assert r.status_code == 200, r.text
         return {x["region_id"]: x for x in r.json()["regions"]}
+
+
+def config_repo(path: Path):
+    """A git repository of configuration at `path`; returns commit(content) -> sha."""
+    import yaml
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout.strip()
+
+    path.mkdir()
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "ops@example.com")
+    git("config", "user.name", "ops")
+
+    def commit(content: dict) -> str:
+        (path / "global.yaml").write_text(yaml.safe_dump(content))
+        git("add", "-A")
+        git("commit", "-q", "-m", "config")
+        return git("rev-parse", "HEAD")
+
+    return commit

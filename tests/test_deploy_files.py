@@ -1,5 +1,6 @@
 """No Docker engine runs here, so the deployment files are checked statically:
 they parse, and every command they run exists in the project."""
+import json
 import re
 import shlex
 from pathlib import Path
@@ -14,6 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def compose():
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _serves_the_project_web(argv: list[str]) -> bool:
+    """gunicorn with the one server configuration (ASGI workers, read timeouts)."""
+    return (argv[0].endswith("gunicorn") and argv[1:3] == ["-c", "project/gunicorn_conf.py"]
+            and (ROOT / "project" / "gunicorn_conf.py").exists())
 
 
 def _commands(command: str) -> list[list[str]]:
@@ -50,18 +57,18 @@ def test_every_compose_command_exists_in_the_project(compose):
                 assert argv[2] in known, f"{name}: manage.py {argv[2]} does not exist"
                 checked += 1
             elif argv[0] == "gunicorn":
-                assert argv[1] == "project.wsgi" and (ROOT / "project" / "wsgi.py").exists()
+                assert _serves_the_project_web(argv), f"{name}: {argv}"
                 checked += 1
             else:
                 pytest.fail(f"{name}: unexpected command {argv}")
     assert checked >= 13
 
 
-def test_dockerfile_installs_the_requirements_and_runs_the_wsgi_app():
+def test_dockerfile_installs_the_requirements_and_serves_the_web_with_the_project_server_config():
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11", text, re.M)
     assert "pip install --no-cache-dir -r requirements.txt" in text
-    assert '"project.wsgi"' in text
+    assert _serves_the_project_web(json.loads(re.search(r"^CMD (.*)$", text, re.M).group(1)))
     assert "USER meridian" in text
 
 
@@ -89,5 +96,13 @@ def test_systemd_units_supervise_every_process_and_run_existing_commands():
         if "manage.py" in argv:
             assert argv[argv.index("manage.py") + 1] in known, unit.name
         else:
-            assert argv[0].endswith("gunicorn") and argv[1] == "project.wsgi"
+            assert _serves_the_project_web(argv), unit.name
     assert "RestartPreventExitStatus=78" in (ROOT / "deploy" / "systemd" / "meridian-agent@.service").read_text()
+
+
+def test_the_server_config_serves_the_asgi_app_with_read_timeouts():
+    from project import gunicorn_conf
+
+    assert gunicorn_conf.wsgi_app == "project.asgi:application"
+    assert gunicorn_conf.worker_class == "project.gunicorn_conf.MeridianWorker"
+    assert 0 < gunicorn_conf.HEADER_TIMEOUT <= 60 and 0 < gunicorn_conf.BODY_TIMEOUT <= 60

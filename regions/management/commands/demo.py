@@ -159,12 +159,11 @@ class Command(BaseCommand):
             jobs += [pool.submit(self._setup_region, rid) for rid in self.regions]
             for job in jobs:
                 job.result()
-        self._start("router-web", self.router_env, "-m", "gunicorn", "project.wsgi", "-b",
-                    f"127.0.0.1:{ports[0]}", "-w", "2")
+        web = ("-m", "gunicorn", "-c", str(Path(settings.BASE_DIR) / "project" / "gunicorn_conf.py"), "-w", "2", "-b")
+        self._start("router-web", self.router_env, *web, f"127.0.0.1:{ports[0]}")
         for region_id, region in self.regions.items():
             port = region["url"].rsplit(":", 1)[1]
-            self._start(f"{region_id}-web", region["env"], "-m", "gunicorn", "project.wsgi", "-b",
-                        f"127.0.0.1:{port}", "-w", "2")
+            self._start(f"{region_id}-web", region["env"], *web, f"127.0.0.1:{port}")
             self._start(f"{region_id}-orchestrator", region["env"], "manage.py", "run_region_worker",
                         "--beat", "--concurrency", "2")
         for url in [router_url] + [r["url"] for r in self.regions.values()]:

@@ -1,0 +1,139 @@
+"""How the web is served (project/gunicorn_conf.py): clients that stall while
+sending a request hold no worker, so health checks and heartbeats keep answering
+and no agent is marked offline; stalled clients are dropped; an oversized body is
+refused before it is read. Against a real region: gunicorn, worker, agent."""
+import socket
+import time
+import uuid
+
+import pytest
+import requests
+
+from tests import harness
+from tests.harness import REGISTRATION_TOKEN, holds_for, wait_for
+
+pytestmark = pytest.mark.integration
+HEADER_TIMEOUT = 2
+BODY_TIMEOUT = 3
+
+
+@pytest.fixture(scope="module")
+def served(region_template):
+    region = harness.Region(region_template, WEB_HEADER_TIMEOUT=HEADER_TIMEOUT, WEB_BODY_TIMEOUT=BODY_TIMEOUT)
+    region.start()
+    agent = region.agent("echo")
+    agent_id = f"probe-{uuid.uuid4().hex[:6]}"
+    r = region.call("POST", "/api/v1/agents/register", key=REGISTRATION_TOKEN,
+                    json={"agent_id": agent_id, "capabilities": ["echo"]})
+    assert r.status_code == 201, r.text
+    region.probe = (agent_id, r.json()["token"])
+    yield region, agent
+    agent.stop()
+    region.stop()
+
+
+def _stalled_upload(port: int) -> socket.socket:
+    """Headers promising 100 bytes of body, one byte of it, then nothing."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"POST /api/v1/agents/x/heartbeat HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+    return s
+
+
+def _closed_by_server(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(4096) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+
+
+def _timed(call) -> float:
+    start = time.monotonic()
+    r = call()
+    assert r.status_code == 200, r.text
+    return time.monotonic() - start
+
+
+def test_a_hundred_stalled_uploads_delay_neither_health_checks_nor_heartbeats(served):
+    region, agent = served
+    probe_id, probe_token = region.probe
+    fresh = requests.Session()  # a new connection per check: the accept path is measured too
+    checks = {
+        "healthz": lambda: fresh.get(f"{region.url}/healthz", timeout=5, headers={"Connection": "close"}),
+        "heartbeat": lambda: fresh.post(f"{region.url}/api/v1/agents/{probe_id}/heartbeat", json={"busy": 0},
+                                        headers={"Authorization": f"Bearer {probe_token}"}, timeout=5),
+    }
+    slow = [_stalled_upload(region.port) for _ in range(100)]
+    worst = dict.fromkeys(checks, 0.0)
+    try:
+        def all_answer_within_a_second() -> bool:
+            for name, call in checks.items():
+                worst[name] = max(worst[name], _timed(call))
+            return max(worst.values()) < 1.0 and region.agent_info(agent.agent_id)["status"] == "online"
+
+        # Longer than the agents' TTL (2 s here) and the stalled clients' own
+        # body timeout: every reaper tick in between sees the agent alive.
+        holds_for(all_answer_within_a_second, seconds=BODY_TIMEOUT + 1, what=f"fast answers (worst: {worst})")
+        assert region.db_query("SELECT count(*) FROM regions_agent WHERE status = 'offline'") == [(0,)]
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_a_stalled_upload_is_dropped_after_the_body_timeout(served):
+    region, _ = served
+    slow = [_stalled_upload(region.port) for _ in range(5)]
+    started = time.monotonic()
+    wait_for(lambda: all(_closed_by_server(s) for s in slow), BODY_TIMEOUT + 5, what="stalled uploads dropped")
+    assert time.monotonic() - started >= BODY_TIMEOUT - 0.5
+    for s in slow:
+        s.close()
+
+
+def test_a_client_that_never_finishes_its_headers_is_dropped(served):
+    region, _ = served
+    silent = socket.create_connection(("127.0.0.1", region.port))
+    partial = socket.create_connection(("127.0.0.1", region.port))
+    partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    wait_for(lambda: _closed_by_server(silent) and _closed_by_server(partial), HEADER_TIMEOUT + 5,
+             what="connections without complete headers dropped")
+    silent.close()
+    partial.close()
+
+
+def test_a_body_over_the_upload_limit_is_413_json_before_it_is_read(served):
+    region, _ = served
+    s = socket.create_connection(("127.0.0.1", region.port), timeout=5)
+    # A gigabyte announced, none of it sent: the answer comes at once.
+    s.sendall(b"POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 1000000000\r\n\r\n")
+    answer = s.recv(4096).decode()
+    s.close()
+    assert answer.startswith("HTTP/1.1 413 ") and '"error": "payload_too_large"' in answer
+
+
+def test_a_chunked_body_over_the_upload_limit_is_413_json(served):
+    region, _ = served
+
+    def chunks():
+        for _ in range(20):
+            yield b"x" * (1024 * 1024)
+
+    r = region.call("POST", "/api/v1/tasks", data=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+
+
+def test_database_connections_are_reused_not_piled_up_request_after_request(served):
+    """A request runs in one of a worker's long-lived threads, which keeps its
+    connection (DB_CONN_MAX_AGE): a burst of requests opens none beyond them."""
+    region, _ = served
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    for _ in range(40):  # warm up: the threads serving this client hold their connections
+        assert region.call("GET", "/api/v1/agents").status_code == 200
+    before = region.db_query(sql)[0][0]
+    for _ in range(100):
+        assert region.call("GET", "/api/v1/agents").status_code == 200
+    assert region.db_query(sql)[0][0] <= before
