@@ -131,10 +131,14 @@ def list_filters(statuses) -> list[OpenApiParameter]:
     ]
 
 
-PAGE_PARAMETERS = [
-    OpenApiParameter("cursor", str, description="opaque cursor from `next` or `previous`"),
-    OpenApiParameter("limit", int, description="page size, 1–1000 (default 100)"),
-]
+class PageQuerySerializer(serializers.Serializer):
+    """The query of a paginated list (project.pagination.StrictCursorPagination)."""
+
+    cursor = serializers.CharField(required=False, allow_blank=True, help_text="opaque: `next` or `previous` of the last page")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, help_text="page size (default 100)")
+
+
+PAGE_PARAMETERS = [PageQuerySerializer]
 
 
 _FORWARD = {"type": "object", "required": ["region_id", "regional_orchestrator_url", "task"], "properties": {
@@ -257,6 +261,7 @@ class SchemaApi(_JsonErrors, SpectacularAPIView):
             (200, "application/json"): OpenApiResponse({"type": "object"}, description="OpenAPI 3 document"),
             (200, "application/vnd.oai.openapi"): OpenApiResponse({"type": "string"}, description="YAML"),
             (200, "application/yaml"): OpenApiResponse({"type": "string"}, description="YAML"),
+            (404, "application/json"): OpenApiResponse(ErrorSerializer, description="No such ?format (json, yaml)."),
             **{(code, "application/json"): r for code, r in errors(401, 503).items()}},
     )
     def get(self, request, *args, **kwargs):

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, Throttled, ValidationError
-from rest_framework.pagination import CursorPagination
+from project.pagination import StrictCursorPagination
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -185,7 +185,7 @@ AgentRevokeApi = _desired_api(Agent.Desired.STOPPED, "revoke")
 
 # --- tasks -------------------------------------------------------------------
 
-class _Pages(CursorPagination):
+class _Pages(StrictCursorPagination):
     page_size = 100
     page_size_query_param = "limit"
     max_page_size = 1000
