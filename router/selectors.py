@@ -38,11 +38,11 @@ def _refresh(now: float) -> None:
                                      last=Max("received_at"))
     shape = (stats["n"], stats["ids"], stats["on"])
     if shape != _cache["shape"]:
-        _cache["regions"] = {r.pk: region_clean(r) for r in Region.objects.filter(enabled=True)}
+        _cache["regions"] = {r.pk: region_clean(r, capabilities=False) for r in Region.objects.filter(enabled=True)}
     elif stats["last"] != _cache["last"] and stats["last"] is not None:
         since = (_cache["last"] or stats["last"]) - _LOOKBACK
         for region in Region.objects.filter(enabled=True, received_at__gte=since):
-            _cache["regions"][region.pk] = region_clean(region)
+            _cache["regions"][region.pk] = region_clean(region, capabilities=False)
     _cache.update(shape=shape, last=stats["last"], checked=now)
 
 
@@ -60,9 +60,13 @@ def region_list() -> list[Region]:
 # the bounds or come from the admin or SQL: readers hold it to the same bounds,
 # so no stored value can fail a routing answer, a listing or /metrics.
 
-def region_clean(region: Region) -> Region:
-    """The region with its summary fields held to the bounds (in place, for reading only)."""
-    region.capabilities = region_capabilities(region.capabilities)
+def region_clean(region: Region, *, capabilities: bool = True) -> Region:
+    """The region with its summary fields held to the bounds (in place, for
+    reading only). The routing directory leaves the capabilities as stored and
+    reads one entry at a time (capability_counts): cleaning 500 regions × 200
+    capabilities on every reload would cost more than the reload itself."""
+    if capabilities:
+        region.capabilities = region_capabilities(region.capabilities)
     region.labels = region_labels(region.labels)
     region.summary_interval = region_interval(region.summary_interval)
     return region
@@ -84,6 +88,20 @@ def _count(value: Any) -> int | None:
     return min(max(value, 0), inputs.MAX_AGENTS)
 
 
+def _counts(entry: Any) -> dict[str, int] | None:
+    if not isinstance(entry, dict):
+        return None
+    count, idle = _count(entry.get("count")), _count(entry.get("idle", 0))
+    if count is None or idle is None:
+        return None
+    return {"count": count, "idle": min(idle, count)}
+
+
+def capability_counts(capabilities: Any, name: str) -> dict[str, int] | None:
+    """{"count", "idle"} of one capability in a stored summary, clamped; None if absent or malformed."""
+    return _counts(capabilities.get(name)) if isinstance(capabilities, dict) else None
+
+
 def region_capabilities(value: Any) -> dict[str, dict[str, int]]:
     """{capability: {"count", "idle"}} with malformed entries left out and counts clamped."""
     if not isinstance(value, dict):
@@ -92,12 +110,9 @@ def region_capabilities(value: Any) -> dict[str, dict[str, int]]:
     for name, entry in value.items():
         if len(caps) >= inputs.MAX_CAPABILITIES:
             break
-        if not isinstance(name, str) or not inputs.capability_name(name) or not isinstance(entry, dict):
-            continue
-        count, idle = _count(entry.get("count")), _count(entry.get("idle", 0))
-        if count is None or idle is None:
-            continue
-        caps[name] = {"count": count, "idle": min(idle, count)}
+        counts = _counts(entry) if isinstance(name, str) and inputs.capability_name(name) else None
+        if counts is not None:
+            caps[name] = counts
     return caps
 
 

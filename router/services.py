@@ -17,7 +17,7 @@ from django.utils import timezone
 from project.accounts.tokens import token_generate, token_hash
 from router import inputs
 from router.models import AddressRule, Region, RegistrationToken
-from router.selectors import regions_directory, regions_directory_reset, region_interval
+from router.selectors import capability_counts, region_interval, regions_directory, regions_directory_reset
 
 logger = logging.getLogger(__name__)
 
@@ -217,11 +217,11 @@ def route(*, capability: str, residency: str | None = None, count: int = 3) -> R
         if residency and residency not in region.labels:
             skipped[region.region_id] = f"residency: not labelled {residency}"
             continue
-        cap = region.capabilities.get(capability)
-        if not cap or not cap.get("count"):
+        cap = capability_counts(region.capabilities, capability)
+        if not cap or not cap["count"]:
             skipped[region.region_id] = f"no agent serves {capability}"
             continue
-        candidates.append((cap.get("idle", 0), region.received_at, region, cap))
+        candidates.append((cap["idle"], region.received_at, region, cap))
     candidates.sort(key=lambda c: (c[0], c[1]), reverse=True)
     if not candidates:
         why = "; ".join(f"{r}: {reason}" for r, reason in sorted(skipped.items())) or "no regions registered"
@@ -231,7 +231,7 @@ def route(*, capability: str, residency: str | None = None, count: int = 3) -> R
         "region_id": region.region_id,
         "orchestrator_url": region.orchestrator_url,
         "idle": idle,
-        "count": cap.get("count", 0),
+        "count": cap["count"],
         "labels": region.labels,
         "summary_age_seconds": round((now - received).total_seconds(), 3),
     } for idle, received, region, cap in candidates[:count]], skipped=skipped)
@@ -271,8 +271,7 @@ def region_pick(*, capabilities: list[str], hint: str | None, client_ip: str | N
                 logger.warning("address rule %s has an invalid CIDR", rule.pk)
 
     def spare(region: Region) -> tuple[int, int]:
-        caps = region.capabilities
-        idle = sum(caps.get(c, {}).get("idle", 0) for c in capabilities)
+        idle = sum((capability_counts(region.capabilities, c) or {"idle": 0})["idle"] for c in capabilities)
         return (-idle, -region.available_agents)  # most idle for these, then the most idle overall
 
     return min(healthy, key=spare)
