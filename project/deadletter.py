@@ -20,7 +20,7 @@ from typing import Callable
 
 logger = logging.getLogger("meridian.deadletter")
 
-RATE_PER_SECOND = 20
+RATE_PER_SECOND = 50
 EXCERPT_CHARS = 2000
 REASON_CHARS = 500
 

@@ -237,28 +237,6 @@ def test_one_regions_redis_down_does_not_touch_another(fleet):
     wait_for(lambda: us.call("GET", "/api/v1/region/status").json()["liveness"]["ok"], 10, what="us Redis back")
 
 
-def _config_repo(path):
-    import subprocess
-
-    import yaml
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout.strip()
-
-    path.mkdir()
-    git("init", "-q", "-b", "main")
-    git("config", "user.email", "ops@example.com")
-    git("config", "user.name", "ops")
-
-    def commit(content: dict) -> str:
-        (path / "global.yaml").write_text(yaml.safe_dump(content))
-        git("add", "-A")
-        git("commit", "-q", "-m", "config")
-        return git("rev-parse", "HEAD")
-
-    return commit
-
-
 def _served_commits(region, calls: int) -> set[str]:
     """The configuration commits the region's web processes answer with (each call
     lands on one of its gunicorn workers)."""
@@ -274,7 +252,7 @@ def _served_commits(region, calls: int) -> set[str]:
 
 def test_config_drift_is_visible_at_the_router_and_secrets_never_leave_the_region(fleet, tmp_path):
     router, us, eu = fleet
-    commit = _config_repo(tmp_path / "config")
+    commit = harness.config_repo(tmp_path / "config")
     base = {"schema_version": 1, "secrets": {"ingest_api_token": {"ref": "env:INGEST_API_TOKEN",
                                                                   "hosts": ["127.0.0.1"]}},
             "tasks": {"data_ingestion": {"timeout": 60}}}
