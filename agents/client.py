@@ -5,6 +5,9 @@ import requests
 
 from project.protocol import claim_path, report_path
 
+# Sent with a re-registration: the agent's current token (see RegionClient.register).
+AGENT_TOKEN_HEADER = "X-Agent-Token"
+
 
 class RegionRefused(Exception):
     """The region (or router) answered 4xx, or 503 with a reason."""
@@ -21,10 +24,10 @@ class RegionClient:
         self.timeout = timeout
         self.session = requests.Session()
 
-    def _post(self, path: str, token: str, body: dict) -> dict:
+    def _post(self, path: str, token: str, body: dict, headers: dict | None = None) -> dict:
         response = self.session.post(
             f"{self.base_url}{path}", json=body, timeout=self.timeout,
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}", **(headers or {})},
         )
         if 400 <= response.status_code < 500 or response.status_code == 503:
             try:
@@ -37,11 +40,15 @@ class RegionClient:
         return response.json()
 
     def register(self, *, registration_token: str, agent_id: str, capabilities: list[str],
-                 version: str, hostname: str, concurrency: int, kind: str = "celery") -> dict:
+                 version: str, hostname: str, concurrency: int, kind: str = "celery",
+                 current_token: str | None = None) -> dict:
+        """current_token: the agent's saved credential, which proves it is the agent
+        already registered (and perhaps still online) under this id; without it,
+        re-registering an online id is refused with 409."""
         return self._post("/api/v1/agents/register", registration_token, {
             "agent_id": agent_id, "capabilities": capabilities, "version": version,
             "hostname": hostname, "concurrency": concurrency, "kind": kind,
-        })
+        }, headers={AGENT_TOKEN_HEADER: current_token} if current_token else None)
 
     def heartbeat(self, *, agent_id: str, token: str, busy: int) -> dict:
         return self._post(f"/api/v1/agents/{agent_id}/heartbeat", token, {"busy": busy})

@@ -187,6 +187,19 @@ def credential_save(agent_id: str, *, region_url: str, token: str) -> None:
     _write_private(state_dir(agent_id) / "credential.json", {"region_url": region_url, "token": token})
 
 
+def credential_load(agent_id: str, *, region_url: str) -> str | None:
+    """The token this agent saved for that region, if any: sent when it registers
+    again, to prove it is the agent holding the id (never sent to another region)."""
+    try:
+        saved = json.loads((state_dir(agent_id) / "credential.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or str(saved.get("region_url", "")).rstrip("/") != region_url.rstrip("/"):
+        return None
+    token = saved.get("token")
+    return token if isinstance(token, str) and token else None
+
+
 def outbox_get(agent_id: str, *, task_id: str, attempt: int) -> dict | None:
     try:
         return json.loads(_outbox_path(agent_id, task_id, attempt).read_text())

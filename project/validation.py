@@ -1,13 +1,35 @@
 """Name formats and input shapes shared by both roles."""
+from django.urls import register_converter
 from rest_framework import serializers
 
 CAPABILITY_RE = r"^[a-z][a-z0-9_]{0,63}$"
-AGENT_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+# One grammar for an agent id, wherever one is read: the validators below and
+# the `<agent_id:...>` URL converter. Dots are allowed: the default id of an
+# agent may come from a fully qualified host name (host.example.com).
+AGENT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+AGENT_ID_RE = rf"\A{AGENT_ID_PATTERN}\Z"  # \Z, not $: "a1\n" is not an id
 LABEL_RE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class AgentIdConverter:
+    """`<agent_id:agent_id>` in a URL pattern: exactly the ids AGENT_ID_RE accepts."""
+
+    regex = AGENT_ID_PATTERN
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(AgentIdConverter, "agent_id")
 
 
 class AgentIdentitySerializer(serializers.Serializer):
     """What both roles take from a registering agent: its id and capabilities."""
 
-    agent_id = serializers.RegexField(AGENT_ID_RE)
+    agent_id = serializers.RegexField(AGENT_ID_RE, trim_whitespace=False, error_messages={
+        "invalid": "agent_id must be 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit."
+    })
     capabilities = serializers.ListField(child=serializers.RegexField(CAPABILITY_RE), min_length=1, max_length=200)

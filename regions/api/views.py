@@ -67,9 +67,12 @@ class AgentRegisterApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            reg = agent_services.agent_register(**data.validated_data)
+            reg = agent_services.agent_register(**data.validated_data,
+                                                current_token=request.META.get("HTTP_X_AGENT_TOKEN"))
         except agent_services.ForbiddenError as exc:
             raise PermissionDenied(str(exc)) from exc
+        except agent_services.AgentIdInUse as exc:
+            raise Conflict(str(exc), code="agent_id_in_use") from exc
         except liveness.RedisError as exc:
             raise ServiceUnavailable(LIVENESS_DOWN) from exc  # with Retry-After, as every 503
         return Response({

@@ -66,6 +66,13 @@ class NotFound(Exception):
     pass
 
 
+class AgentIdInUse(Exception):
+    """Re-registering an online agent's id without proving to be that agent (409)."""
+
+
+AGENT_TOKEN_HEADER = "X-Agent-Token"
+
+
 @dataclass(frozen=True)
 class Registration:
     agent: Agent
@@ -95,12 +102,17 @@ def registration_token_create(*, name: str) -> tuple[RegistrationToken, str]:
 
 def agent_register(
     *, agent_id: str, capabilities: list[str], version: str = "", hostname: str = "",
-    kind: str = "celery", concurrency: int = 1,
+    kind: str = "celery", concurrency: int = 1, current_token: str | None = None,
 ) -> Registration:
     """Create or re-register an agent and issue it a fresh credential.
 
     Re-registering the same id rotates its token: a stale process still holding
-    the old one gets 401 on its next heartbeat and stops.
+    the old one gets 401 on its next heartbeat and stops. While the agent is
+    online, only that agent may do so: current_token (sent as X-Agent-Token)
+    must be its current token, or AgentIdInUse is raised. An id whose agent is
+    offline or stopped may be taken over with the registration token alone. (An
+    agent restarting after kill -9, its entry still online, sends the token it
+    saved.)
     """
     config = config_current()
     if config.agent_blocked(agent_id):
@@ -116,6 +128,12 @@ def agent_register(
         agent, created = Agent.objects.select_for_update().get_or_create(
             agent_id=agent_id, defaults={"token_hash": digest}
         )
+        if not created and agent.status == Agent.Status.ONLINE and agent.token_hash and not (
+                current_token and hmac.compare_digest(agent.token_hash, token_hash(current_token))):
+            raise AgentIdInUse(
+                f"Agent id {agent_id} is registered to an agent that is online; re-registering it needs that "
+                f"agent's current token in the {AGENT_TOKEN_HEADER} header, or wait until it is offline "
+                "(it missed its heartbeat TTL) or deregistered.")
         if not created:
             # A restart under the same id: whatever the old process ran is gone
             # (its reports, signed with the old token, no longer verify).
@@ -143,9 +161,19 @@ def agent_register(
         # and a live entry the reaper evicts: harmless.) `rotated` makes the other
         # web processes drop the old token.
         liveness.agent_cache(agent_id=agent_id, token_digest=digest, desired=desired, seen_at=now.timestamp(),
-                             rotated_at=now.timestamp())
+                             rotated=True)
+        # Again once committed: a web process that read the old digest from the
+        # database between the first mark and the commit drops it too.
+        transaction.on_commit(lambda: _rotation_mark_committed(agent_id))
     _forget_locally(agent_id)
     return Registration(agent=agent, token=raw, report_key=report_key_for(agent_id=agent_id, token_digest=digest))
+
+
+def _rotation_mark_committed(agent_id: str) -> None:
+    try:
+        liveness.rotation_mark(agent_ids=[agent_id])
+    except liveness.RedisError as exc:  # the mark made before the commit stands
+        logger.warning("could not mark the token change of %s after commit: %s", agent_id, exc)
 
 
 def agent_queues(agent: Agent) -> list[str]:
@@ -181,8 +209,9 @@ def heartbeat_record(*, agent_id: str, raw_token: str | None, busy: int) -> dict
         desired = _heartbeat_write_through(agent_id=agent_id, raw_token=raw_token, digest=digest, busy=busy, now=now)
     else:
         if buffer.digest_for(agent_id) != digest:
+            seq = buffer.seq  # before the database read: a change after it drops this digest
             _token_verify(agent_id=agent_id, raw_token=raw_token, digest=digest)
-            buffer.remember(agent_id, digest)
+            buffer.remember(agent_id, digest, seq)
         if not buffer.healthy():
             raise liveness.RedisError(buffer.last_error or "liveness store unavailable")
         desired = buffer.record(agent_id, now, busy)
@@ -233,8 +262,8 @@ def agent_set_desired(*, agent_id: str, desired: str) -> Agent:
         fields.append("token_hash")
     agent.save(update_fields=fields)
     if desired == Agent.Desired.STOPPED:
-        liveness.agent_forget(agent_id=agent_id)
-        liveness.rotated_mark(agent_id=agent_id, now=liveness.now())
+        liveness.agent_forget(agent_id=agent_id)  # marks the token change for every web process
+        transaction.on_commit(lambda: _rotation_mark_committed(agent_id))  # when in a transaction
     liveness.agent_desired_set(agent_id=agent_id, desired=desired)
     _forget_locally(agent_id)
     return agent

@@ -5,13 +5,22 @@ those round trips (syscalls on both sides plus Redis's own CPU on the same
 cores) cost more than the Django view itself. So each web process:
 
 - keeps the token digests it has verified (a mismatch always falls through to
-  Redis/the database, so a new token works at once; a replaced or withdrawn
-  one is dropped within one flush, through the `rotated` set),
-- keeps the region's `desired` map (small: only non-active agents), refreshed on
-  every flush,
+  Redis/the database, so a new token works at once),
+- keeps the region's `desired` map (small: only non-active agents),
 - buffers (agent, time, busy) and writes them every FLUSH_SECONDS in one
   pipeline: ZADD GT (a late flush from another process never rewinds an
   agent's last beat) and one HSET.
+
+Revocation bound. A replaced or withdrawn token is numbered by the region's
+revocation sequence in Redis (liveness.rotation_mark), never timestamped: web
+hosts' clocks may disagree. Every flush (and so every FLUSH_SECONDS while the
+process serves heartbeats) reads the changes numbered after the last it saw
+and drops the digests cached before them. A cached digest is trusted only
+while the last such sync started at most REVOCATION_BOUND_SECONDS ago (this
+process's monotonic clock); otherwise the request syncs first, one round trip,
+whether or not the flush thread ever started. So a token changed more than
+REVOCATION_BOUND_SECONDS ago is refused by every process; when Redis cannot be
+read, a cached token is not trusted and the heartbeat gets 503.
 
 A crashed process loses at most FLUSH_SECONDS of beats, which the TTL absorbs.
 If Redis stops answering, the next heartbeats get 503 (see healthy()).
@@ -28,46 +37,73 @@ from regions.services import liveness
 logger = logging.getLogger(__name__)
 
 DIGEST_TTL = 3600.0
+REVOCATION_BOUND_SECONDS = 1.0
+# After a failed sync, requests answer 503 for this long without asking Redis
+# again (a Redis that does not answer would otherwise cost each one a timeout).
+SYNC_RETRY_SECONDS = 0.25
 
 
 class HeartbeatBuffer:
-    def __init__(self, flush_seconds: float, autostart: bool = True):
+    def __init__(self, flush_seconds: float, autostart: bool = True,
+                 sync_seconds: float = REVOCATION_BOUND_SECONDS):
         self.flush_seconds = flush_seconds
         self.autostart = autostart
+        self.sync_seconds = sync_seconds
         self.pending: dict[str, tuple[float, int]] = {}
-        self.digests: dict[str, tuple[str, float, float]] = {}  # agent -> (digest, expires, verified at)
+        # agent -> (digest, expires (monotonic), the revocation sequence seen before it was read)
+        self.digests: dict[str, tuple[str, float, int]] = {}
         self.desired: dict[str, str] = {}
         self.last_error: str | None = None
         self.failing_since: float | None = None
+        self.seq: int | None = None            # token changes applied up to this number
+        self.incarnation: str | None = None    # of the Redis data those numbers belong to
+        self.synced_at = float("-inf")         # monotonic start of the last successful sync
+        self.rotations: dict[str, int] = {}   # agent -> number of its latest change seen
+        self._sync_failed_at: float | None = None
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._sync_lock = threading.Lock()
         self._pid: int | None = None
 
-    # --- request side (no I/O) -------------------------------------------------
+    # --- request side (no I/O while synced) -----------------------------------------
     def digest_for(self, agent_id: str) -> str | None:
+        """The digest this process may trust for the agent, or None. Syncs first
+        (one round trip; RedisError when it cannot) if the last sync is older
+        than the bound."""
+        if time.monotonic() - self.synced_at > self.sync_seconds:
+            self.sync()
         entry = self.digests.get(agent_id)
         if entry is None or entry[1] < time.monotonic():
             return None
         return entry[0]
 
-    def remember(self, agent_id: str, digest: str) -> None:
-        self.digests[agent_id] = (digest, time.monotonic() + DIGEST_TTL, time.time())
+    def remember(self, agent_id: str, digest: str, seq: int | None) -> None:
+        """Cache a digest read from the database; seq: self.seq taken before that
+        read. A change numbered after it, already seen, means the read may be stale."""
+        if seq is None:
+            return
+        with self._lock:
+            if self.rotations.get(agent_id, 0) > seq:
+                return
+            self.digests[agent_id] = (digest, time.monotonic() + DIGEST_TTL, seq)
 
     def preload(self, limit: int = 500_000) -> int:
         """Load every agent's digest in one query, so a process that just started
-        does not verify each agent separately (20,000 agents: one query, ~2 MB)."""
+        does not verify each agent separately (20,000 agents: one query, ~2 MB).
+        Only once synced: each digest is tagged with the sequence seen before the
+        query."""
         from regions.models import Agent
 
-        verified_at = time.time()
+        seq = self.seq
+        if seq is None:
+            return 0
+        rows = list(Agent.objects.exclude(token_hash="").values_list("agent_id", "token_hash")
+                    .iterator(chunk_size=5000))[:limit]
         expires = time.monotonic() + DIGEST_TTL
-        count = 0
-        for agent_id, digest in (Agent.objects.exclude(token_hash="").values_list("agent_id", "token_hash")
-                                 .iterator(chunk_size=5000)):
-            self.digests[agent_id] = (digest, expires, verified_at)
-            count += 1
-            if count >= limit:
-                break
-        return count
+        with self._lock:
+            for agent_id, digest in rows:
+                if self.rotations.get(agent_id, 0) <= seq:
+                    self.digests[agent_id] = (digest, expires, seq)
+        return len(rows)
 
     def forget(self, agent_id: str) -> None:
         self.digests.pop(agent_id, None)
@@ -84,19 +120,18 @@ class HeartbeatBuffer:
         grace = max(2 * self.flush_seconds, 1.0)
         return self.failing_since is None or time.monotonic() - self.failing_since < grace
 
-    # --- flusher -----------------------------------------------------------------
+    # --- sync and flush ------------------------------------------------------------
+    def sync(self) -> None:
+        """Learn of token changes (and desired states) now. Raises RedisError."""
+        if self._sync_failed_at is not None and time.monotonic() - self._sync_failed_at < SYNC_RETRY_SECONDS:
+            raise liveness.RedisError(self.last_error or "liveness store unavailable")
+        self._exchange({})
+
     def flush(self) -> int:
         with self._lock:
             batch, self.pending = self.pending, {}
-        pipe = liveness.client().pipeline(transaction=False)
-        if batch:
-            pipe.zadd(liveness.key("live"), {a: ts for a, (ts, _) in batch.items()}, gt=True)
-            pipe.hset(liveness.key("busy"), mapping={a: busy for a, (_, busy) in batch.items()})
-        pipe.hgetall(liveness.key("desired"))
-        pipe.zrangebyscore(liveness.key("rotated"), time.time() - liveness.ROTATION_WINDOW, "+inf",
-                           withscores=True)
         try:
-            results = pipe.execute()
+            self._exchange(batch)
         except liveness.RedisError as exc:
             with self._lock:  # keep the beats: newer ones win
                 for agent_id, entry in batch.items():
@@ -104,16 +139,58 @@ class HeartbeatBuffer:
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
                 logger.warning("heartbeat flush failed, Redis unavailable: %s", exc)
-            self.last_error = str(exc)
             return 0
-        self.desired = results[-2]
-        for agent_id, rotated_at in results[-1]:
-            entry = self.digests.get(agent_id)
-            if entry is not None and entry[2] <= rotated_at:  # verified before the rotation
-                self.digests.pop(agent_id, None)
         self.failing_since = None
-        self.last_error = None
         return len(batch)
+
+    def _exchange(self, batch: dict[str, tuple[float, int]]) -> None:
+        """Write the beats and read what changed since the last sync, in one pipeline."""
+        reset = False
+        with self._sync_lock:  # one at a time: the sequence only moves forward
+            started = time.monotonic()
+            pipe = liveness.client().pipeline(transaction=False)
+            if batch:
+                pipe.zadd(liveness.key("live"), {a: ts for a, (ts, _) in batch.items()}, gt=True)
+                pipe.hset(liveness.key("busy"), mapping={a: busy for a, (_, busy) in batch.items()})
+            pipe.hgetall(liveness.key("desired"))
+            liveness.rotation_sync_queue(pipe, after=self.seq)
+            try:
+                results = pipe.execute()
+            except liveness.RedisError as exc:
+                self._sync_failed_at = time.monotonic()
+                self.last_error = str(exc)
+                raise
+            desired, _, incarnation, seq, changes = results[-5:]
+            reset = self._apply(incarnation, int(seq or 0), changes)
+            self.desired = desired
+            self.synced_at = started
+            self._sync_failed_at = None
+            self.last_error = None
+        if reset:
+            self.preload()
+
+    def _apply(self, incarnation: str, seq: int, changes: list[tuple[str, float]]) -> bool:
+        """Drop the digests cached before a change to their agent's token. True
+        when nothing cached can be trusted any more (cleared: reload)."""
+        with self._lock:
+            if self.seq is not None and (incarnation != self.incarnation or seq < self.seq
+                                         or seq - self.seq > liveness.ROTATION_KEEP):
+                # Redis lost its data, or more changed than it keeps a record of.
+                logger.warning("token changes since sequence %s unknown; dropping every cached token", self.seq)
+                self.digests.clear()
+                self.rotations.clear()
+                self.seq, self.incarnation = seq, incarnation
+                return True
+            for agent_id, number in changes:
+                number = int(number)
+                if number > self.rotations.get(agent_id, 0):
+                    self.rotations[agent_id] = number
+                entry = self.digests.get(agent_id)
+                if entry is not None and entry[2] < number:  # read before that change
+                    self.digests.pop(agent_id, None)
+            self.seq = seq if self.seq is None else max(self.seq, seq)
+            self.incarnation = incarnation
+            return False
 
     def _ensure_thread(self) -> None:
         if self._pid == os.getpid():
@@ -145,6 +222,11 @@ def get_buffer() -> HeartbeatBuffer | None:
         return None
     if _buffer is None:
         buffer = HeartbeatBuffer(settings.HEARTBEAT_FLUSH_SECONDS)
-        buffer.preload()
+        try:
+            buffer.sync()  # preloads once it knows the sequence; else digests fill lazily
+        except liveness.RedisError:
+            pass
+        else:
+            buffer.preload()
         _buffer = buffer
     return _buffer

@@ -13,14 +13,21 @@ Keys (all under ``m:<region>:``):
   grace    STR   JSON {"until", "reason"}: nobody is evicted before `until`
   config   STR   id of the active ConfigVersion, published on apply so every
                  process of the region sees a new configuration at once
-  rotated  ZSET  agent_id -> when its token was replaced or withdrawn; web
-                 processes drop their cached digest for it (heartbeat_buffer)
+  rotseq   STR   the region's revocation sequence: INCR'd each time a token is
+                 replaced or withdrawn (a counter, never a clock: web hosts'
+                 clocks may disagree)
+  rotated  ZSET  agent_id -> the rotseq of its latest token change; web
+                 processes drop their cached digest for it (heartbeat_buffer),
+                 keeping the last ROTATION_KEEP changes
+  rotinc   STR   a random id set by the first reader: a different value means
+                 Redis lost its data and every cached digest is suspect
 """
 from __future__ import annotations
 
 import functools
 import json
 import time
+import uuid
 
 import redis
 from django.conf import settings
@@ -84,12 +91,25 @@ def heartbeat_touch(*, agent_id: str, token_digest: str, busy: int, now: float) 
     return int(code), desired
 
 
-ROTATION_WINDOW = 10.0
+# A token change is one INCR and one ZADD, in one script: a reader that sees the
+# counter at n has seen every change numbered up to n in `rotated`.
+_ROTATE = """
+local n = redis.call('INCR', KEYS[1])
+for i, a in ipairs(ARGV) do
+  if i > 1 then redis.call('ZADD', KEYS[2], n, a) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', n - tonumber(ARGV[1]))
+return n
+"""
+
+# Token changes kept in `rotated`; a web process further behind than this trusts
+# none of its cached digests (it reloads them from the database).
+ROTATION_KEEP = 100_000
 
 
 def agent_cache(*, agent_id: str, token_digest: str, desired: str, seen_at: float | None,
-                rotated_at: float | None = None) -> None:
-    """One round trip. rotated_at: the agent's token was just replaced (see rotated_mark)."""
+                rotated: bool = False) -> None:
+    """One round trip. rotated: the agent's token was just replaced (see rotation_mark)."""
     pipe = client().pipeline()
     pipe.hset(key("tok"), agent_id, token_digest)
     if desired == "active":
@@ -98,17 +118,28 @@ def agent_cache(*, agent_id: str, token_digest: str, desired: str, seen_at: floa
         pipe.hset(key("desired"), agent_id, desired)
     if seen_at is not None:
         pipe.zadd(key("live"), {agent_id: seen_at})
-    if rotated_at is not None:
-        pipe.zadd(key("rotated"), {agent_id: rotated_at})
-        pipe.zremrangebyscore(key("rotated"), "-inf", rotated_at - 6 * ROTATION_WINDOW)
+    if rotated:
+        rotation_mark(agent_ids=[agent_id], pipe=pipe)
     pipe.execute()
 
 
-def rotated_mark(*, agent_id: str, now: float) -> None:
-    pipe = client().pipeline(transaction=False)
-    pipe.zadd(key("rotated"), {agent_id: now})
-    pipe.zremrangebyscore(key("rotated"), "-inf", now - 6 * ROTATION_WINDOW)
-    pipe.execute()
+def rotation_mark(*, agent_ids: list[str], pipe=None) -> int | None:
+    """These agents' tokens were replaced or withdrawn: every web process drops
+    its cached digest for them at its next sync (heartbeat_buffer). Returns the
+    new revocation sequence number (None when queued on a pipeline)."""
+    result = _script(_ROTATE)(keys=[key("rotseq"), key("rotated")], args=[ROTATION_KEEP, *agent_ids],
+                              client=pipe or client())
+    return None if pipe is not None else int(result)
+
+
+def rotation_sync_queue(pipe, *, after: int | None) -> None:
+    """Queue, on a pipeline, what a web process reads to learn of token changes
+    since `after`: [set-if-absent, incarnation, sequence, [(agent, seq)]]. The
+    sequence is read before the changes, so none numbered up to it is missed."""
+    pipe.set(key("rotinc"), uuid.uuid4().hex, nx=True)
+    pipe.get(key("rotinc"))
+    pipe.get(key("rotseq"))
+    pipe.zrangebyscore(key("rotated"), "-inf" if after is None else f"({after}", "+inf", withscores=True)
 
 
 def agent_desired_set(*, agent_id: str, desired: str) -> None:
@@ -120,7 +151,7 @@ def agent_desired_set(*, agent_id: str, desired: str) -> None:
 
 def agent_forget(*, agent_id: str) -> None:
     pipe = client().pipeline()
-    pipe.zadd(key("rotated"), {agent_id: time.time()})
+    rotation_mark(agent_ids=[agent_id], pipe=pipe)
     for name in ("tok", "busy", "desired"):
         pipe.hdel(key(name), agent_id)
     pipe.zrem(key("live"), agent_id)

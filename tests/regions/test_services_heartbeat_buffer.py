@@ -1,12 +1,14 @@
 """The web process's heartbeat batching, on the real Redis."""
 import time
+import types
 
 import pytest
 import redis
 
 from regions.services import agents as agent_services
 from regions.services import liveness
-from regions.services.heartbeat_buffer import HeartbeatBuffer
+from regions.services import heartbeat_buffer
+from regions.services.heartbeat_buffer import REVOCATION_BOUND_SECONDS, HeartbeatBuffer
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -79,12 +81,18 @@ def test_redis_outage_turns_heartbeats_into_503_and_keeps_the_beats(buffer, monk
     assert liveness.agent_last_seen(agent_id="a1")[0] is not None
 
 
+def reregister(reg):
+    """The agent registers again under its id, proving itself with its token."""
+    return agent_services.agent_register(agent_id=reg.agent.agent_id, capabilities=["echo"],
+                                         current_token=reg.token)
+
+
 def test_a_token_replaced_in_another_process_stops_working_after_one_flush(buffer, monkeypatch):
     old = factories.agent("a1")
     beat(old)
     assert buffer.digest_for("a1")
     monkeypatch.setattr(agent_services, "_forget_locally", lambda agent_id: None)  # as if elsewhere
-    new = factories.agent("a1")
+    new = reregister(old)
     buffer.flush()
     with pytest.raises(agent_services.AuthError):
         beat(old)
@@ -94,6 +102,104 @@ def test_a_token_replaced_in_another_process_stops_working_after_one_flush(buffe
 def test_a_new_process_preloads_every_digest_in_one_query(buffer, django_assert_num_queries):
     regs = [factories.agent(f"a{i}") for i in range(30)]
     fresh = HeartbeatBuffer(flush_seconds=0.05, autostart=False)
+    fresh.sync()
     with django_assert_num_queries(1):
         assert fresh.preload() == 30
     assert all(fresh.digest_for(r.agent.agent_id) for r in regs)
+
+
+# --- revocation and rotation reach every process within the bound -------------------------
+
+class Clock:
+    """This process's clocks: wall time skewed by `skew`, monotonic time advanced by hand."""
+
+    def __init__(self, skew: float = 0.0):
+        self.skew = skew
+        self.offset = 0.0
+
+    def install(self, monkeypatch) -> "Clock":
+        monkeypatch.setattr(heartbeat_buffer, "time", types.SimpleNamespace(
+            time=lambda: time.time() + self.skew, monotonic=lambda: time.monotonic() + self.offset,
+            sleep=time.sleep))
+        return self
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def elsewhere(monkeypatch):
+    """What follows happens in another web process: this one's cache is not told."""
+    monkeypatch.setattr(agent_services, "_forget_locally", lambda agent_id: None)
+
+
+def preloaded(monkeypatch) -> HeartbeatBuffer:
+    """A web process that loaded the digests (get_buffer) and never served a beat: no flush thread."""
+    buf = HeartbeatBuffer(flush_seconds=0.05, autostart=False)
+    buf.sync()
+    buf.preload()
+    monkeypatch.setattr(agent_services, "get_buffer", lambda: buf)
+    return buf
+
+
+def test_a_revoked_token_is_refused_by_a_process_that_preloaded_and_never_flushed(redis_clean, monkeypatch):
+    reg = factories.agent("a1")
+    clock = Clock().install(monkeypatch)
+    buf = preloaded(monkeypatch)
+    assert buf.digest_for("a1")
+    elsewhere(monkeypatch)
+    agent_services.agent_set_desired(agent_id="a1", desired="stopped")
+    clock.advance(REVOCATION_BOUND_SECONDS + 0.01)  # 12 s later or 1 s later: the same
+    with pytest.raises(agent_services.AuthError):
+        beat(reg)
+
+
+def test_a_replaced_token_is_refused_by_a_process_that_preloaded_and_never_flushed(redis_clean, monkeypatch):
+    old = factories.agent("a1")
+    clock = Clock().install(monkeypatch)
+    preloaded(monkeypatch)
+    elsewhere(monkeypatch)
+    new = reregister(old)
+    assert beat(new)["desired"] == "active"  # the new token works at once
+    clock.advance(REVOCATION_BOUND_SECONDS + 0.01)
+    with pytest.raises(agent_services.AuthError):
+        beat(old)
+    assert beat(new)["desired"] == "active"
+
+
+@pytest.mark.parametrize("skew", [-3600.0, 3600.0])
+def test_revocation_reaches_a_process_whose_wall_clock_is_an_hour_off(redis_clean, monkeypatch, skew):
+    reg = factories.agent("a1")
+    Clock(skew=skew).install(monkeypatch)
+    buf = HeartbeatBuffer(flush_seconds=0.05, autostart=False)
+    monkeypatch.setattr(agent_services, "get_buffer", lambda: buf)
+    beat(reg)
+    assert buf.digest_for("a1")
+    elsewhere(monkeypatch)
+    agent_services.agent_set_desired(agent_id="a1", desired="stopped")
+    buf.flush()
+    with pytest.raises(agent_services.AuthError):
+        beat(reg)
+
+
+def test_a_digest_read_before_a_change_the_process_already_saw_is_not_cached(buffer, monkeypatch):
+    old = factories.agent("a1")
+    buffer.sync()
+    seq = buffer.seq  # a heartbeat starts verifying against the database...
+    elsewhere(monkeypatch)
+    reregister(old)  # ...the token changes meanwhile, and the flush thread sees it...
+    buffer.flush()
+    buffer.remember("a1", old.agent.token_hash, seq)  # ...before the heartbeat caches what it read
+    assert buffer.digest_for("a1") is None
+
+
+def test_a_process_trusts_no_cached_token_after_redis_lost_its_data(buffer, redis_clean, monkeypatch):
+    old = factories.agent("a1")
+    beat(old)
+    assert buffer.digest_for("a1")
+    elsewhere(monkeypatch)
+    redis_clean.flushdb()  # the record of token changes is gone with it
+    new = reregister(old)
+    buffer.flush()
+    assert buffer.digest_for("a1") == new.agent.token_hash  # reloaded from the database
+    with pytest.raises(agent_services.AuthError):
+        beat(old)

@@ -134,7 +134,7 @@ def test_desired_state_reaches_the_agent_in_its_heartbeat_reply(redis_clean):
 
 def test_re_registration_rotates_the_token(redis_clean):
     old = factories.agent("a1")
-    new = factories.agent("a1")
+    new = agent_services.agent_register(agent_id="a1", capabilities=["echo"], current_token=old.token)
     with pytest.raises(agent_services.AuthError):
         beat(old)
     assert beat(new)["desired"] == "active"

@@ -3,6 +3,7 @@ import pytest
 from django.utils import timezone
 
 from regions.models import Agent, Task
+from regions.services import agents as agent_services
 from regions.services import reports, tasks
 from regions.services.agents import report_key_for
 from tests import factories
@@ -228,10 +229,10 @@ def test_tasks_of_an_agent_that_deregistered_are_requeued_after_a_grace(redis_cl
 
 
 def test_re_registering_an_agent_requeues_what_its_previous_process_ran(redis_clean, django_capture_on_commit_callbacks):
-    factories.agent("a1")
+    first = factories.agent("a1")
     task = make_task(status=Task.Status.RUNNING, agent="a1")
     with django_capture_on_commit_callbacks(execute=True):
-        factories.agent("a1")
+        agent_services.agent_register(agent_id="a1", capabilities=["echo"], current_token=first.token)
     task.refresh_from_db()
     assert task.attempt == 2 and "re-registered" in task.status_reason
 

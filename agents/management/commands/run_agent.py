@@ -92,9 +92,12 @@ class Command(BaseCommand):
         return answer["regional_orchestrator_url"]
 
     def _register(self, client, token, agent_id, caps, host, concurrency) -> dict:
+        # The credential a previous run saved proves this is the agent that holds
+        # the id, even while its old entry is still online (after kill -9).
+        current = runtime.credential_load(agent_id, region_url=client.base_url)
         return self._retrying("region", lambda: client.register(
             registration_token=token, agent_id=agent_id, capabilities=caps, version=agents.__version__,
-            hostname=host, concurrency=concurrency))
+            hostname=host, concurrency=concurrency, current_token=current))
 
     def _retrying(self, what: str, call):
         delay = 0.5
@@ -102,7 +105,11 @@ class Command(BaseCommand):
             try:
                 return call()
             except RegionRefused as exc:
-                if exc.status not in (503, 429):
+                # 409: the id is held by an agent still online, and this one has no
+                # credential to prove it is that agent (lost with its state, or from a
+                # run killed mid-registration). If that agent is dead, the reaper marks
+                # it offline within its TTL and the id is free: wait for that.
+                if exc.status not in (503, 429, 409):
                     # Refused for good (revoked, blocklisted, bad token, too old):
                     # a distinct exit code, so a supervisor does not restart it in a loop.
                     raise CommandError(f"{what} refused registration ({exc.status}): {exc.detail}",
