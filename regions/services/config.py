@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from jsonschema import Draft202012Validator
 
+from project.jsonsafe import json_problem
 from regions.config_schema import SCHEMA
 from regions.models import Agent, ConfigVersion
 
@@ -87,14 +88,42 @@ def _validate_file(path: str, data) -> None:
         raise ConfigError(f"{path}: {key}: {e.message}")
 
 
+CONFIG_FILE_MAX_BYTES = 1024 * 1024
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without aliases: `*ref` can make a small file expand without bound
+    when it is copied, validated or stored (the "billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _yaml_load(path: str, text: str):
+    if len(text.encode("utf-8", errors="replace")) > CONFIG_FILE_MAX_BYTES:
+        raise ConfigError(f"{path}: larger than {CONFIG_FILE_MAX_BYTES} bytes")
+    try:
+        data = yaml.load(text, Loader=_PlainLoader) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
+    problem = json_problem(data, max_depth=16)
+    if problem:
+        # Dates, binary, non-string keys, NUL...: nothing the schema allows is any of these.
+        raise ConfigError(f"{path}: {problem}")
+    return data
+
+
 def config_parse(files: dict[str, str]) -> dict:
     """Parse and validate each file, then overlay region on global key by key."""
     merged: dict = {}
     for path, text in files.items():
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        data = _yaml_load(path, text)
         _validate_file(path, data)
         merged = deep_merge(merged, data)
     ttl = merged.get("agents", {}).get("heartbeat_ttl", settings.HEARTBEAT_TTL)
