@@ -46,6 +46,7 @@ ROLE_APPS = {"region": ["regions", "agents"], "router": ["router"]}
 INSTALLED_APPS += env.list("EXTRA_APPS", default=ROLE_APPS[ROLE])
 
 MIDDLEWARE = [
+    "project.middleware.ApiErrorMiddleware",
     "project.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

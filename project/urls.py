@@ -11,6 +11,12 @@ def healthz(request):
     return JsonResponse({"ok": True, "role": settings.ROLE, "region_id": settings.REGION_ID})
 
 
+# JSON on API paths, Django's pages on the admin (project/middleware.py).
+handler400 = "project.middleware.bad_request"
+handler403 = "project.middleware.permission_denied"
+handler404 = "project.middleware.page_not_found"
+handler500 = "project.middleware.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
