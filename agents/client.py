@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import requests
 
-from project.protocol import claim_path, report_path
+from project.protocol import claim_path, dead_letter_path, report_path
 
 # Sent with a re-registration: the agent's current token (see RegionClient.register).
 AGENT_TOKEN_HEADER = "X-Agent-Token"
@@ -62,6 +62,9 @@ class RegionClient:
     def report(self, *, agent_id: str, token: str, kind: str, task_id: str, attempt: int, body: dict) -> dict:
         return self._post(report_path(agent_id), token,
                           {"task_id": task_id, "attempt": attempt, "kind": kind, "body": body})
+
+    def dead_letter(self, *, agent_id: str, token: str, letter: dict) -> dict:
+        return self._post(dead_letter_path(agent_id), token, letter)
 
     def deregister(self, *, agent_id: str, token: str) -> dict:
         return self._post(f"/api/v1/agents/{agent_id}/deregister", token, {})

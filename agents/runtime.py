@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -24,6 +25,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker import state as worker_state
 
 from agents.client import RegionClient, RegionRefused
+from project import deadletter
 from project.celery import app
 from project.protocol import EXECUTE_TASK, REPORT_TASK, REPORTS_QUEUE, report_signature
 
@@ -367,3 +369,41 @@ def _deregister(sender=None, **kwargs) -> None:
         logger.warning("agent %s deregistered", ident.agent_id)
     except Exception as exc:
         logger.warning("could not deregister %s (the reaper will mark it offline): %s", ident.agent_id, exc)
+
+
+# --- dead letters: a message this agent dropped is reported to its region -----
+
+_DEAD_LETTERS: "queue.Queue | None" = None
+_DEAD_LETTER_PID = 0
+
+
+def _dead_letter_to_region(letter) -> None:
+    """Queued for one sender thread per process, so the consumer that dropped the
+    message is not held by the region's answer; beyond 256 waiting, only logged."""
+    global _DEAD_LETTERS, _DEAD_LETTER_PID
+    if IDENTITY is None:
+        return
+    if _DEAD_LETTER_PID != os.getpid():  # first use in this (perhaps forked) process
+        _DEAD_LETTERS, _DEAD_LETTER_PID = queue.Queue(maxsize=256), os.getpid()
+        threading.Thread(target=_dead_letter_sender, args=(_DEAD_LETTERS,), name="meridian-dead-letters",
+                         daemon=True).start()
+    try:
+        _DEAD_LETTERS.put_nowait(letter)
+    except queue.Full:
+        logger.warning("dead letter not reported to the region: 256 already waiting")
+
+
+def _dead_letter_sender(pending: "queue.Queue") -> None:
+    while True:
+        letter = pending.get()
+        ident = IDENTITY
+        try:
+            RegionClient(ident.region_url, timeout=3.0).dead_letter(agent_id=ident.agent_id, token=ident.token,
+                                                                   letter=letter.as_dict())
+        except Exception as exc:  # noqa: BLE001 - the log line is already written
+            logger.warning("could not report a dead letter to the region: %s", exc)
+
+
+def dead_letters_to_region() -> None:
+    """run_agent: what this agent's consumers drop is reported to its region."""
+    deadletter.set_sink(_dead_letter_to_region)

@@ -10,6 +10,7 @@ urlpatterns = [
     path("agents", views.AgentListApi.as_view(), name="agent-list"),
     path("agents/<agent_id:agent_id>", views.AgentDetailApi.as_view(), name="agent-detail"),
     path("agents/<agent_id:agent_id>/claim", views.TaskClaimApi.as_view(), name="agent-claim"),
+    path("agents/<agent_id:agent_id>/dead-letters", views.AgentDeadLetterApi.as_view(), name="agent-dead-letters"),
     path("agents/<agent_id:agent_id>/report", views.TaskReportApi.as_view(), name="agent-report"),
     path("agents/<agent_id:agent_id>/deregister", views.AgentDeregisterApi.as_view(), name="agent-deregister"),
     path("agents/<agent_id:agent_id>/drain", views.AgentDrainApi.as_view(), name="agent-drain"),

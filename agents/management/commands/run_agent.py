@@ -66,6 +66,7 @@ class Command(BaseCommand):
             region_url=reg["regional_orchestrator_url"], queues=reg["queues"],
             interval=float(reg["heartbeat_interval"]),
         )
+        runtime.dead_letters_to_region()
         self.stdout.write(f"agent {agent_id} joined region {reg['region_id']} consuming {', '.join(reg['queues'])}")
         sys.stdout.flush()
         worker = app.Worker(
