@@ -123,6 +123,12 @@ def paginated(name: str, item: type[serializers.Serializer]) -> serializers.Seri
     })
 
 
+# Re-registering an id whose agent is online takes that agent's current token too.
+AGENT_TOKEN_HEADER = OpenApiParameter(
+    "X-Agent-Token", str, OpenApiParameter.HEADER,
+    description="to re-register an id whose agent is online: that agent's current token (else 409 agent_id_in_use)")
+
+
 def list_filters(statuses) -> list[OpenApiParameter]:
     """The filters of a list: a status out of `statuses`, a capability name."""
     return [
@@ -194,14 +200,18 @@ def _metrics() -> dict:
 
 
 def _heartbeat(agent_id: dict) -> dict:
+    from regions.api import views
+
+    busy = {"type": "integer", "minimum": 0, "description": "tasks running now"}
+    if hasattr(views, "MAX_BUSY"):
+        busy["maximum"] = views.MAX_BUSY  # the view's own bound
     return {"post": {
         "operationId": "agent_heartbeat", "tags": ["agents"], "security": [{AGENT_TOKEN: []}],
         "description": "The hot path: an agent says it is alive (one Redis round trip, no database write). "
                        "The answer tells it how often to beat and what it should be doing.",
         "parameters": [agent_id],
         "requestBody": {"required": False, "content": _json({
-            "type": "object", "properties": {"busy": {"type": "integer", "minimum": 0,
-                                                      "description": "tasks running now"}}})},
+            "type": "object", "properties": {"busy": busy}})},
         "responses": {"200": {"description": "Recorded.", "content": _json({
             "type": "object", "required": ["interval", "ttl", "desired"],
             "properties": {"interval": {"type": "number"}, "ttl": {"type": "number"},

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
-from project.schema import PAGE_PARAMETERS, errors, list_filters, paginated
+from project.schema import AGENT_TOKEN_HEADER, PAGE_PARAMETERS, errors, list_filters, paginated
 from project.protocol import OUTCOME_KINDS
 from regions import selectors
 from project.validation import AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer
@@ -60,7 +60,8 @@ class AgentRegisterApi(APIView):
         kind = serializers.ChoiceField(choices=["celery", "http"], required=False, default="celery")
         concurrency = serializers.IntegerField(min_value=1, max_value=1024, required=False, default=1)
 
-    @extend_schema(request=InputSerializer, responses={201: dict, **errors(400, 401, 403, 503)})
+    @extend_schema(request=InputSerializer, parameters=[AGENT_TOKEN_HEADER],
+                   responses={201: dict, **errors(400, 401, 403, 409, 503)})
     def post(self, request):
         if not agent_services.registration_token_valid(_bearer(request)):
             raise AuthenticationFailed("A valid registration token is required (Authorization: Bearer …).")
