@@ -137,3 +137,15 @@ def test_database_connections_are_reused_not_piled_up_request_after_request(serv
     for _ in range(100):
         assert region.call("GET", "/api/v1/agents").status_code == 200
     assert region.db_query(sql)[0][0] <= before
+
+
+def test_the_served_app_answers_json_errors_html_admin_and_metrics(served):
+    region, _ = served
+    r = region.call("GET", "/api/v1/nope")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = region.call("GET", "/api/v1/agents/x/heartbeat")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed" and r.headers["Allow"] == "POST"
+    r = region.call("GET", "/admin/login/", key=None)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+    r = region.call("GET", "/metrics")
+    assert r.status_code == 200 and "meridian_agents{" in r.text
