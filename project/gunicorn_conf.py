@@ -52,6 +52,7 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
     request: Django sees a disconnect and drops it without running the view."""
 
     _read_deadline = None
+    _reading = False  # between a request's first byte and its last
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -63,6 +64,7 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._reading = True
         self._read_within(HEADER_TIMEOUT)
 
     def on_headers_complete(self) -> None:
@@ -75,10 +77,18 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._reading = False
         self._read_done()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._reading:  # a pipelined request, whose reading the server held, goes on
+            self._read_within(BODY_TIMEOUT)
 
     def _read_within(self, seconds: float) -> None:
         self._read_done()
+        if self.flow.read_paused:
+            return  # the server is holding the read (a pipelined request waits), not the client
         self._read_deadline = self.loop.call_later(seconds, self._read_expired)
 
     def _read_done(self) -> None:
