@@ -158,8 +158,8 @@ def agent_register(
         # Redis before the commit: when the liveness store is down the RedisError rolls
         # the row back, so no agent is left online with a token nobody was given.
         # (A commit failing after this leaves Redis a digest of a token nobody holds
-        # and a live entry the reaper evicts: harmless.) `rotated` makes the other
-        # web processes drop the old token.
+        # and a live entry the reaper evicts: harmless.) rotated=True numbers the
+        # token change, so every web process drops the old token (heartbeat_buffer).
         liveness.agent_cache(agent_id=agent_id, token_digest=digest, desired=desired, seen_at=now.timestamp(),
                              rotated=True)
         # Again once committed: a web process that read the old digest from the

@@ -16,9 +16,10 @@ Keys (all under ``m:<region>:``):
   rotseq   STR   the region's revocation sequence: INCR'd each time a token is
                  replaced or withdrawn (a counter, never a clock: web hosts'
                  clocks may disagree)
-  rotated  ZSET  agent_id -> the rotseq of its latest token change; web
+  rotations ZSET agent_id -> the rotseq of its latest token change; web
                  processes drop their cached digest for it (heartbeat_buffer),
-                 keeping the last ROTATION_KEEP changes
+                 keeping the last ROTATION_KEEP changes. (The older `rotated`,
+                 scored by wall-clock time, is no longer read.)
   rotinc   STR   a random id set by the first reader: a different value means
                  Redis lost its data and every cached digest is suspect
 """
@@ -92,7 +93,7 @@ def heartbeat_touch(*, agent_id: str, token_digest: str, busy: int, now: float) 
 
 
 # A token change is one INCR and one ZADD, in one script: a reader that sees the
-# counter at n has seen every change numbered up to n in `rotated`.
+# counter at n has seen every change numbered up to n in `rotations`.
 _ROTATE = """
 local n = redis.call('INCR', KEYS[1])
 for i, a in ipairs(ARGV) do
@@ -102,7 +103,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', n - tonumber(ARGV[1]))
 return n
 """
 
-# Token changes kept in `rotated`; a web process further behind than this trusts
+# Token changes kept in `rotations`; a web process further behind than this trusts
 # none of its cached digests (it reloads them from the database).
 ROTATION_KEEP = 100_000
 
@@ -127,7 +128,7 @@ def rotation_mark(*, agent_ids: list[str], pipe=None) -> int | None:
     """These agents' tokens were replaced or withdrawn: every web process drops
     its cached digest for them at its next sync (heartbeat_buffer). Returns the
     new revocation sequence number (None when queued on a pipeline)."""
-    result = _script(_ROTATE)(keys=[key("rotseq"), key("rotated")], args=[ROTATION_KEEP, *agent_ids],
+    result = _script(_ROTATE)(keys=[key("rotseq"), key("rotations")], args=[ROTATION_KEEP, *agent_ids],
                               client=pipe or client())
     return None if pipe is not None else int(result)
 
@@ -139,7 +140,7 @@ def rotation_sync_queue(pipe, *, after: int | None) -> None:
     pipe.set(key("rotinc"), uuid.uuid4().hex, nx=True)
     pipe.get(key("rotinc"))
     pipe.get(key("rotseq"))
-    pipe.zrangebyscore(key("rotated"), "-inf" if after is None else f"({after}", "+inf", withscores=True)
+    pipe.zrangebyscore(key("rotations"), "-inf" if after is None else f"({after}", "+inf", withscores=True)
 
 
 def agent_desired_set(*, agent_id: str, desired: str) -> None:

@@ -203,3 +203,11 @@ def test_a_process_trusts_no_cached_token_after_redis_lost_its_data(buffer, redi
     assert buffer.digest_for("a1") == new.agent.token_hash  # reloaded from the database
     with pytest.raises(agent_services.AuthError):
         beat(old)
+
+
+def test_tokens_are_still_cached_next_to_a_time_scored_record_left_by_an_older_release(buffer, redis_clean):
+    reg = factories.agent("a1")
+    redis_clean.zadd(liveness.key("rotated"), {"a1": time.time() + 60})
+    beat(reg)
+    buffer.flush()
+    assert buffer.digest_for("a1") == reg.agent.token_hash
