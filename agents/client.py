@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import requests
 
-from project.protocol import claim_path, dead_letter_path, report_path
-
-# Sent with a re-registration: the agent's current token (see RegionClient.register).
-AGENT_TOKEN_HEADER = "X-Agent-Token"
+from project.protocol import AGENT_TOKEN_HEADER, claim_path, dead_letter_path, report_path
 
 
 class RegionRefused(Exception):

@@ -21,6 +21,10 @@ EXECUTE_TASK = "agents.execute"
 REPORT_TASK = "regions.report"
 CONTROL_QUEUE = "meridian.control"
 REPORTS_QUEUE = "meridian.reports"
+# Sent with a registration, next to the registration token: the agent's current
+# token, which proves it is the agent holding the id (re-registering an online
+# agent's id without it is refused with 409).
+AGENT_TOKEN_HEADER = "X-Agent-Token"
 # "claim" over the broker is still accepted from older agents.
 REPORT_KINDS = ("claim", "success", "failure")
 OUTCOME_KINDS = ("success", "failure")

@@ -46,6 +46,7 @@ from django.utils import timezone
 
 from project.accounts.tokens import token_generate, token_hash
 from project.celery import agent_queue, capability_queue
+from project.protocol import AGENT_TOKEN_HEADER
 from regions.models import Agent, RegistrationToken, Task
 from regions.services import liveness
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current, version_tuple
@@ -69,8 +70,6 @@ class NotFound(Exception):
 class AgentIdInUse(Exception):
     """Re-registering an online agent's id without proving to be that agent (409)."""
 
-
-AGENT_TOKEN_HEADER = "X-Agent-Token"
 
 
 @dataclass(frozen=True)

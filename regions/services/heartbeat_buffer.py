@@ -32,6 +32,8 @@ import os
 import threading
 import time
 
+from django.db import DatabaseError
+
 from regions.services import liveness
 
 logger = logging.getLogger(__name__)
@@ -167,7 +169,10 @@ class HeartbeatBuffer:
             self._sync_failed_at = None
             self.last_error = None
         if reset:
-            self.preload()
+            try:
+                self.preload()
+            except DatabaseError as exc:  # each agent is then verified on its next heartbeat
+                logger.warning("could not reload the token digests: %s", exc)
 
     def _apply(self, incarnation: str, seq: int, changes: list[tuple[str, float]]) -> bool:
         """Drop the digests cached before a change to their agent's token. True

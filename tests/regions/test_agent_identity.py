@@ -19,7 +19,7 @@ from project.validation import AGENT_ID_RE, AgentIdentitySerializer
 from regions.models import Agent
 from regions.services import agents as agent_services
 from regions.services.heartbeat_buffer import REVOCATION_BOUND_SECONDS
-from tests import factories, harness
+from tests import harness
 from tests.accounting import record
 from tests.harness import wait_for
 

@@ -211,3 +211,21 @@ def test_tokens_are_still_cached_next_to_a_time_scored_record_left_by_an_older_r
     beat(reg)
     buffer.flush()
     assert buffer.digest_for("a1") == reg.agent.token_hash
+
+
+def test_a_failed_reload_after_redis_lost_its_data_leaves_the_tokens_to_be_verified_one_by_one(buffer, redis_clean,
+                                                                                                monkeypatch):
+    from django.db import OperationalError
+
+    reg = factories.agent("a1")
+    beat(reg)
+    redis_clean.flushdb()
+
+    def down(*args, **kwargs):
+        raise OperationalError("the database is away")
+
+    monkeypatch.setattr(buffer, "preload", down)
+    buffer.flush()  # does not raise: the flush thread goes on
+    assert buffer.digest_for("a1") is None
+    assert beat(reg)["desired"] == "active"  # verified again, then cached
+    assert buffer.digest_for("a1") == reg.agent.token_hash
