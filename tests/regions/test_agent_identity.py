@@ -207,11 +207,17 @@ def test_nobody_takes_over_a_live_agent_and_one_restarted_after_kill_9_rejoins_a
 @pytest.mark.integration
 def test_an_agent_that_lost_its_credential_waits_for_its_old_entry_to_go_offline(region, agents):
     agent = agents("echo", agent_id="lost.example.com")
-    agent.signal(signal.SIGKILL)
-    agent.popen.wait(10)
-    (region.dir / "agents" / "lost.example.com" / "credential.json").unlink()
-    again = restart(agents, agent)
-    joined(again, 60)  # once its old entry is offline
+    region.orchestrator.signal(signal.SIGSTOP)  # no reaper until the new process has been refused
+    try:
+        agent.signal(signal.SIGKILL)
+        agent.popen.wait(10)
+        (region.dir / "agents" / "lost.example.com" / "credential.json").unlink()
+        again = restart(agents, agent)
+        wait_for(lambda: TAKEN in again.since(), 40, what="a 409 for the id still online")
+        assert again.alive(), again.tail()
+    finally:
+        region.orchestrator.signal(signal.SIGCONT)
+    joined(again, 60)  # the reaper marks the old entry offline; the id is free
     assert again.alive(), again.tail()
     done = region.wait_task(region.submit("echo", {"n": 3}, target_agent="lost.example.com")["id"])
     assert done["agent"] == "lost.example.com"
