@@ -140,7 +140,8 @@ def list_filters(statuses) -> list[OpenApiParameter]:
 class PageQuerySerializer(serializers.Serializer):
     """The query of a paginated list (project.pagination.StrictCursorPagination)."""
 
-    cursor = serializers.CharField(required=False, allow_blank=True, help_text="opaque: `next` or `previous` of the last page")
+    cursor = serializers.CharField(required=False, allow_blank=True,
+                                   help_text="opaque: `next` or `previous` of the last page")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, help_text="page size (default 100)")
 
 

@@ -110,6 +110,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "project.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # No OPTIONS answers: DRF's would describe a view (its fields, to anyone where
+    # the view checks its own token). The schema, behind a credential, does that.
+    "DEFAULT_METADATA_CLASS": None,
 }
 # Bearer token a Prometheus scraper presents at /metrics (a staff API key works too).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

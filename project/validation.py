@@ -26,10 +26,35 @@ class AgentIdConverter:
 register_converter(AgentIdConverter, "agent_id")
 
 
+class _StringOnly:
+    """Only a JSON string: DRF's CharField quietly turns a number into one (so
+    `"agent_id": 0` registered an agent named "0", and `"task_id": false` read
+    as the nil UUID)."""
+
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(_StringOnly, serializers.CharField):
+    pass
+
+
+class StrictRegexField(_StringOnly, serializers.RegexField):
+    pass
+
+
+class StrictUUIDField(_StringOnly, serializers.UUIDField):
+    pass
+
+
 class AgentIdentitySerializer(serializers.Serializer):
     """What both roles take from a registering agent: its id and capabilities."""
 
-    agent_id = serializers.RegexField(AGENT_ID_RE, trim_whitespace=False, error_messages={
+    agent_id = StrictRegexField(AGENT_ID_RE, trim_whitespace=False, error_messages={
         "invalid": "agent_id must be 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit."
     })
     capabilities = serializers.ListField(child=serializers.RegexField(CAPABILITY_RE), min_length=1, max_length=200)

@@ -58,7 +58,8 @@ def test_every_credential_kind_is_a_bearer_scheme_of_its_own(region_schema, rout
 @pytest.mark.parametrize("role", ["region", "router"])
 def test_no_operation_but_healthz_is_documented_as_open(role, region_schema, router_schema):
     schema = region_schema if role == "region" else router_schema
-    open_ = {(path, method) for path, method, op in _operations(schema) if not op.get("security") or {} in op["security"]}
+    open_ = {(path, method) for path, method, op in _operations(schema)
+             if not op.get("security") or {} in op["security"]}
     assert open_ == {("/healthz", "get")}
 
 

@@ -119,7 +119,7 @@ def _refusal(server, url: dict) -> list[str]:
     """What is wrong with the anonymous answers at one URL (empty: it refused)."""
     problems, served = [], 0
     admin = url["path"].startswith("/admin/")
-    for method in ("GET", "POST"):
+    for method in ("GET", "POST", "OPTIONS"):
         r = server.session.request(method, server.url + url["path"], json={}, allow_redirects=admin, timeout=10)
         if r.status_code == 405:
             continue

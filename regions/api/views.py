@@ -21,7 +21,8 @@ from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
 from project.schema import AGENT_TOKEN_HEADER, PAGE_PARAMETERS, errors, list_filters, paginated
 from project.protocol import OUTCOME_KINDS
 from regions import selectors
-from project.validation import AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer
+from project.validation import (AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer, StrictCharField,
+                                StrictRegexField, StrictUUIDField)
 from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
 from regions.models import Agent, Task
 from regions.services import agents as agent_services
@@ -55,8 +56,8 @@ class AgentRegisterApi(APIView):
 
     @extend_schema_serializer(component_name="AgentRegistration")
     class InputSerializer(AgentIdentitySerializer):
-        version = serializers.CharField(max_length=50, required=False, default="")
-        hostname = serializers.CharField(max_length=255, required=False, default="")
+        version = StrictCharField(max_length=50, required=False, default="")
+        hostname = StrictCharField(max_length=255, required=False, default="")
         kind = serializers.ChoiceField(choices=["celery", "http"], required=False, default="celery")
         concurrency = serializers.IntegerField(min_value=1, max_value=1024, required=False, default=1)
 
@@ -210,8 +211,8 @@ class TaskListSubmitApi(APIView):
         priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
         timeout = serializers.IntegerField(min_value=1, max_value=86_400, required=False)
         max_attempts = serializers.IntegerField(min_value=1, max_value=20, required=False)
-        idempotency_key = serializers.CharField(max_length=128, required=False)
-        target_agent = serializers.RegexField(AGENT_ID_RE, required=False, default="")
+        idempotency_key = StrictCharField(max_length=128, required=False)
+        target_agent = StrictRegexField(AGENT_ID_RE, required=False, default="")
 
         def validate_payload(self, value):
             if not isinstance(value, dict):
@@ -303,9 +304,9 @@ class _AgentAttemptApi(APIView):
 class TaskClaimApi(_AgentAttemptApi):
     @extend_schema_serializer(component_name="TaskClaim")
     class InputSerializer(serializers.Serializer):
-        task_id = serializers.UUIDField()
+        task_id = StrictUUIDField()
         attempt = serializers.IntegerField(min_value=1, max_value=1000)
-        claim_id = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,64}$", required=False, default="")
+        claim_id = StrictRegexField(r"^[A-Za-z0-9_.:-]{1,64}$", required=False, default="")
 
     @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 404, 409, 503)})
     def post(self, request, agent_id: str):
@@ -325,7 +326,7 @@ class TaskClaimApi(_AgentAttemptApi):
 class TaskReportApi(_AgentAttemptApi):
     @extend_schema_serializer(component_name="TaskReport")
     class InputSerializer(serializers.Serializer):
-        task_id = serializers.UUIDField()
+        task_id = StrictUUIDField()
         attempt = serializers.IntegerField(min_value=1, max_value=1000)
         kind = serializers.ChoiceField(choices=OUTCOME_KINDS)
         body = serializers.DictField()
