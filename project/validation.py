@@ -1,5 +1,6 @@
 """Name formats and input shapes shared by both roles."""
 from django.urls import register_converter
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 CAPABILITY_RE = r"^[a-z][a-z0-9_]{0,63}$"
@@ -49,6 +50,18 @@ class StrictRegexField(_StringOnly, serializers.RegexField):
 
 class StrictUUIDField(_StringOnly, serializers.UUIDField):
     pass
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {}})
+class JsonObjectField(serializers.JSONField):
+    """A JSON object (a task's payload): documented as one, and nothing else taken."""
+
+    default_error_messages = {"not_an_object": "Must be a JSON object."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("not_an_object")
+        return super().to_internal_value(data)
 
 
 class AgentIdentitySerializer(serializers.Serializer):

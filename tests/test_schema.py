@@ -81,6 +81,7 @@ def test_task_submission_body_is_the_task_not_an_agent_registration(region_schem
     fields = _resolve(region_schema, body)["properties"]
     assert {"capability", "payload", "priority", "idempotency_key"} <= set(fields)
     assert "agent_id" not in fields
+    assert fields["payload"]["type"] == "object"  # the only payload the region takes
     register = region_schema["paths"]["/api/v1/agents/register"]["post"]["requestBody"]["content"]
     assert "agent_id" in _resolve(region_schema, register["application/json"]["schema"])["properties"]
 

@@ -21,8 +21,8 @@ from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
 from project.schema import AGENT_TOKEN_HEADER, PAGE_PARAMETERS, errors, list_filters, paginated
 from project.protocol import OUTCOME_KINDS
 from regions import selectors
-from project.validation import (AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer, StrictCharField,
-                                StrictRegexField, StrictUUIDField)
+from project.validation import (AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer, JsonObjectField,
+                                StrictCharField, StrictRegexField, StrictUUIDField)
 from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
 from regions.models import Agent, Task
 from regions.services import agents as agent_services
@@ -207,7 +207,7 @@ class TaskListSubmitApi(APIView):
         capability = serializers.RegexField(CAPABILITY_RE, error_messages={
             "invalid": "capability must be lower-case letters, digits and _ (at most 64), starting with a letter."
         })
-        payload = serializers.JSONField(required=False, default=dict)
+        payload = JsonObjectField(required=False, default=dict)
         priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
         timeout = serializers.IntegerField(min_value=1, max_value=86_400, required=False)
         max_attempts = serializers.IntegerField(min_value=1, max_value=20, required=False)
