@@ -46,18 +46,20 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def region(region_template):
-    """The agent registered below stays online for the whole run (a 2 s TTL would
-    let schemathesis, which learns its id from GET /api/v1/agents, re-register it
-    and rotate its token mid-run; online, that needs its token: a 409)."""
-    r = harness.Region(region_template, HEARTBEAT_TTL="600").start()
+def router(router_template):
+    r = harness.Router(router_template).start()
     yield r
     r.stop()
 
 
 @pytest.fixture(scope="module")
-def router(router_template):
-    r = harness.Router(router_template).start()
+def region(region_template, router):
+    """A region that takes the router's API key, so a task the router forwards
+    is accepted there. The agent registered below stays online for the whole run
+    (a 2 s TTL would let schemathesis, which learns its id from GET
+    /api/v1/agents, re-register it and rotate its token mid-run; online, that
+    needs its token: a 409)."""
+    r = harness.Region(region_template, HEARTBEAT_TTL="600").start(api_key=router.api_key)
     yield r
     r.stop()
 
@@ -183,9 +185,19 @@ def region_credentials(region) -> Credentials:
 
 @pytest.fixture(scope="module")
 def router_credentials(router, region) -> Credentials:
+    """The router knows the region and has a fresh summary from it: routes are
+    answered and tasks forwarded (and the region's answers passed back)."""
+    region_token = router.add_region(region, labels="eu", interval=600)
+    summary = router.call("POST", "/update_regional_status", key=region_token, json={
+        "region_id": region.region_id, "orchestrator_url": region.url, "available_agents": 1,
+        # "a": the capability schemathesis tries first (the shortest the pattern takes).
+        "agent_capabilities_summary": {"a": {"count": 1, "idle": 1}, "echo": {"count": 1, "idle": 1}},
+        "last_updated": time.time(),
+        "summary_interval": 600})
+    assert summary.status_code == 200, summary.text
     return Credentials(api_key=router.api_key, by_path={
         r"^/register_agent$": harness.REGISTRATION_TOKEN,
-        r"^/update_regional_status$": router.add_region(region, labels="eu"),
+        r"^/update_regional_status$": region_token,
     })
 
 
@@ -209,9 +221,8 @@ def test_region_answers_as_its_schema_says(region, region_credentials, with_cred
 
 @pytest.mark.parametrize("with_credentials", [True, False], ids=["with-credentials", "without-credentials"])
 def test_router_answers_as_its_schema_says(router, router_credentials, with_credentials):
-    # The router knows one region but has no summary from it: routing and
-    # forwarding answer 503 (no region can take it), as documented; any other
-    # 5xx is a failure.
+    # A capability no region serves is a 503 (no region can take it), as
+    # documented; any other 5xx is a failure.
     run = conformance_run(router, "router", router_credentials if with_credentials else None,
                           unavailable_expected=True)
     assert {"POST /update_regional_status", "GET /api/schema"} <= run.operations
@@ -219,6 +230,9 @@ def test_router_answers_as_its_schema_says(router, router_credentials, with_cred
     if with_credentials:
         for operation in ("POST /update_regional_status", "POST /register_agent", "GET /api/v1/regions"):
             assert set(run.statuses[operation]) - {401}, (operation, run.statuses[operation])
+        # Routed, and forwarded to the region, which took the task.
+        assert run.statuses["GET /api/v1/route"][200], run.statuses["GET /api/v1/route"]
+        assert run.statuses["POST /api/v1/tasks"][201], run.statuses["POST /api/v1/tasks"]
 
 
 @pytest.mark.django_db
