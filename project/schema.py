@@ -222,7 +222,8 @@ def _heartbeat(agent_id: dict) -> dict:
 
 
 def postprocess(result: dict, generator, request, public) -> dict:
-    """Add the plain views and leave no operation marked anonymous but /healthz."""
+    """Add the plain views, leave no operation marked anonymous but /healthz, and
+    document the 413 any POST can get."""
     paths = result.setdefault("paths", {})
     for item in paths.values():
         for operation in item.values():
@@ -238,6 +239,10 @@ def postprocess(result: dict, generator, request, public) -> dict:
                          .get("parameters", []) if p.get("name") == "agent_id"),
                         {"in": "path", "name": "agent_id", "required": True, "schema": {"type": "string"}})
         paths["/api/v1/agents/{agent_id}/heartbeat"] = _heartbeat(agent_id)
+    for item in paths.values():
+        if isinstance(item.get("post"), dict):
+            # Any body over the server's limit is refused before a view sees it.
+            item["post"]["responses"].setdefault("413", _error_answers(413)["413"])
     components = result.setdefault("components", {})
     components.setdefault("schemas", {}).setdefault("Error", {
         "type": "object", "required": ["error", "detail"],

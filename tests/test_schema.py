@@ -114,6 +114,8 @@ def test_refusals_are_documented_with_the_error_shape(region_schema, router_sche
             for code, answer in operation["responses"].items():
                 if code.startswith(("4", "5")):
                     assert "application/json" in answer.get("content", {}), (method, path, code)
+            if method == "post":
+                assert "413" in operation["responses"], path  # the server's body limit
     submit = region_schema["paths"]["/api/v1/tasks"]["post"]["responses"]
     assert {"400", "401", "403", "409", "413", "429", "503"} <= set(submit)
 
