@@ -1,8 +1,6 @@
 """Regional orchestrator API: thin views over regions.services."""
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -19,6 +17,7 @@ from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
 from project.schema import AGENT_TOKEN_HEADER, PAGE_PARAMETERS, errors, list_filters, paginated
+from project.jsonsafe import JsonRejected, json_loads_bounded, json_problem
 from project.protocol import OUTCOME_KINDS
 from regions import selectors
 from project.validation import (AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer, JsonObjectField,
@@ -28,6 +27,7 @@ from regions.models import Agent, Task
 from regions.services import agents as agent_services
 from regions.services import liveness
 from regions.services.config import config_current
+from regions.services.deadletters import dead_letter_report
 from regions.services.reports import OutcomeInvalid, outcome_clean, report_apply
 from regions.services import tasks as task_services
 
@@ -94,19 +94,40 @@ def _json_error(code: str, detail: str, status_code: int) -> JsonResponse:
     return JsonResponse({"error": code, "detail": detail}, status=status_code)
 
 
+MAX_BUSY = 100_000
+HEARTBEAT_BODY_MAX_BYTES = 4096
+
+
+class HeartbeatBodyInvalid(ValueError):
+    pass
+
+
+def heartbeat_busy(raw: bytes) -> int:
+    """The slots in use an agent reports: an empty body is 0; otherwise a JSON
+    object whose optional `busy` is an integer from 0 to MAX_BUSY. Anything else
+    (1e400, Infinity, true, "3", deep nesting, a huge body) is HeartbeatBodyInvalid."""
+    if not raw:
+        return 0
+    try:
+        body = json_loads_bounded(raw, max_bytes=HEARTBEAT_BODY_MAX_BYTES, max_depth=4)
+    except JsonRejected as exc:
+        raise HeartbeatBodyInvalid(f'Body must be a JSON object like {{"busy": 0}}: {exc}') from None
+    if not isinstance(body, dict):
+        raise HeartbeatBodyInvalid('Body must be a JSON object like {"busy": 0}.')
+    busy = body.get("busy", 0)
+    if not isinstance(busy, int) or isinstance(busy, bool) or not 0 <= busy <= MAX_BUSY:
+        raise HeartbeatBodyInvalid(f"busy must be an integer from 0 to {MAX_BUSY}.")
+    return busy
+
+
 @csrf_exempt
 @require_POST
 def agent_heartbeat_view(request, agent_id: str):
     """The hot path: a plain Django view, one Redis round trip, no ORM."""
-    busy = 0
-    if request.body:
-        try:
-            body = json.loads(request.body)
-            busy = int(body.get("busy", 0)) if isinstance(body, dict) else -1
-        except (ValueError, TypeError):
-            return _json_error("parse_error", "Body must be a JSON object like {\"busy\": 0}.", 400)
-        if busy < 0:
-            return _json_error("invalid", "busy must be a non-negative integer.", 400)
+    try:
+        busy = heartbeat_busy(request.body)
+    except HeartbeatBodyInvalid as exc:
+        return _json_error("invalid", str(exc), 400)
     try:
         reply = agent_services.heartbeat_record(agent_id=agent_id, raw_token=_bearer(request), busy=busy)
     except agent_services.AuthError as exc:
@@ -140,12 +161,36 @@ class AgentDeregisterApi(APIView):
         return Response({"agent_id": agent_id, "status": Agent.Status.STOPPED})
 
 
+class _ListFilters(serializers.Serializer):
+    """Query parameters of the list endpoints: checked before they reach a query
+    (a NUL in a filter is a 400, not a database error)."""
+
+    capability = serializers.RegexField(CAPABILITY_RE, required=False, error_messages={
+        "invalid": "capability must be lower-case letters, digits and _ (at most 64), starting with a letter."})
+    status = serializers.CharField(required=False, max_length=16)
+
+    def __init__(self, *args, statuses, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.statuses = statuses
+
+    def validate_status(self, value):
+        if value not in self.statuses:
+            raise serializers.ValidationError(f"one of {', '.join(self.statuses)}")
+        return value
+
+
+def _list_filters(request, statuses) -> dict:
+    data = _ListFilters(data={k: request.query_params[k] for k in ("capability", "status")
+                              if k in request.query_params}, statuses=statuses)
+    data.is_valid(raise_exception=True)
+    return {"status": data.validated_data.get("status"), "capability": data.validated_data.get("capability")}
+
+
 class AgentListApi(APIView):
     @extend_schema(operation_id="agents_list", parameters=[*list_filters(Agent.Status.values), *PAGE_PARAMETERS],
                    responses={200: paginated("PaginatedAgentList", AgentOutputSerializer), **errors(400, 401, 503)})
     def get(self, request):
-        qs = selectors.agent_list(status=request.query_params.get("status"),
-                                  capability=request.query_params.get("capability"))
+        qs = selectors.agent_list(**_list_filters(request, Agent.Status.values))
         paginator = _AgentPages()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(AgentOutputSerializer(page, many=True).data)
@@ -217,6 +262,9 @@ class TaskListSubmitApi(APIView):
         def validate_payload(self, value):
             if not isinstance(value, dict):
                 raise serializers.ValidationError("payload must be a JSON object.")
+            problem = json_problem(value, root="payload")
+            if problem:
+                raise serializers.ValidationError(problem)
             return value
 
     @extend_schema(request=InputSerializer, responses={201: TaskOutputSerializer, 200: TaskOutputSerializer,
@@ -233,6 +281,8 @@ class TaskListSubmitApi(APIView):
             raise PayloadTooLarge(str(exc)) from exc
         except task_services.CapabilityRefused as exc:
             raise PermissionDenied(str(exc)) from exc
+        except task_services.IdempotencyConflict as exc:
+            raise Conflict(str(exc), code="idempotency_key_reused") from exc
         except task_services.RateLimited as exc:
             raise Throttled(wait=exc.retry_after, detail=str(exc)) from exc
         body = TaskOutputSerializer(sub.task).data
@@ -242,11 +292,7 @@ class TaskListSubmitApi(APIView):
     @extend_schema(operation_id="tasks_list", parameters=[*list_filters(Task.Status.values), *PAGE_PARAMETERS],
                    responses={200: paginated("PaginatedTaskList", TaskOutputSerializer), **errors(400, 401, 503)})
     def get(self, request):
-        wanted = request.query_params.get("status")
-        if wanted and wanted not in Task.Status.values:
-            raise ValidationError({"status": f"one of {', '.join(Task.Status.values)}"})
-        qs = selectors.task_list(user=request.user, status=wanted,
-                                 capability=request.query_params.get("capability"))
+        qs = selectors.task_list(user=request.user, **_list_filters(request, Task.Status.values))
         paginator = _Pages()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(TaskOutputSerializer(page, many=True).data)
@@ -347,3 +393,25 @@ class TaskReportApi(_AgentAttemptApi):
                                 task_id=str(data.validated_data["task_id"]), attempt=data.validated_data["attempt"],
                                 kind=data.validated_data["kind"], body=data.validated_data["body"])
         return Response({"recorded": recorded})
+
+
+class AgentDeadLetterApi(_AgentAttemptApi):
+    """An agent reports a message it dropped (it cannot touch any task: the
+    record is only kept, bounded, for the operator)."""
+
+    @extend_schema_serializer(component_name="DeadLetterReport")
+    class InputSerializer(serializers.Serializer):
+        queue = StrictCharField(max_length=200, allow_blank=True, required=False, default="")
+        reason = StrictCharField(max_length=500)
+        task_name = StrictCharField(max_length=200, allow_blank=True, required=False, default="")
+        task_id = StrictCharField(max_length=64, allow_blank=True, required=False, default="")
+        excerpt = StrictCharField(max_length=4000, allow_blank=True, required=False, default="",
+                                        trim_whitespace=False)
+
+    @extend_schema(request=InputSerializer, responses={201: dict, **errors(400, 401, 403, 404, 503)})
+    def post(self, request, agent_id: str):
+        agent = self._agent(request, agent_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        letter = dead_letter_report(agent_id=agent.agent_id, **data.validated_data)
+        return Response({"recorded": letter is not None}, status=status.HTTP_201_CREATED)
