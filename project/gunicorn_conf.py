@@ -4,12 +4,11 @@ the demo, the tests, the benchmarks):
     gunicorn -c project/gunicorn_conf.py -b 0.0.0.0:8000 -w 4
 
 gunicorn supervises the worker processes (restarts, graceful reloads, the
-timeout on a hung worker); each worker is uvicorn, which reads a request's whole
-body asynchronously before Django runs it in one of THREADS threads
-(project/asgi.py). So a client that sends its headers and then stalls holds a
-coroutine and a socket, not a worker: a sync worker (or a gthread worker's
-thread) would sit in the body read while heartbeats queue behind it and the
-reaper marks healthy agents offline. A client is dropped when its headers take longer than
+timeout on a hung worker); each worker is uvicorn, which reads a request's
+whole body asynchronously before Django runs it (project/asgi.py). So a client
+that sends its headers and then stalls holds a coroutine and a socket, not a
+worker: a sync worker (or a gthread worker's thread) would sit in the body read
+while heartbeats queue behind it and the reaper marks healthy agents offline. A client is dropped when its headers take longer than
 WEB_HEADER_TIMEOUT seconds or its body stops arriving for WEB_BODY_TIMEOUT
 seconds (nginx's client_header_timeout and client_body_timeout, which uvicorn
 lacks). Command-line options (-b, -w) override the values below.
@@ -35,9 +34,6 @@ keepalive = 5
 # host would share it. Nothing here uses it.
 control_socket_disable = True
 
-# Requests a worker runs at once, each in a thread of its own (project/asgi.py);
-# each thread keeps its database connection (DB_CONN_MAX_AGE).
-THREADS = int(os.environ.get("WEB_THREADS", "4"))
 HEADER_TIMEOUT = float(os.environ.get("WEB_HEADER_TIMEOUT", "10"))
 BODY_TIMEOUT = float(os.environ.get("WEB_BODY_TIMEOUT", "15"))
 
