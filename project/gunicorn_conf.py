@@ -8,10 +8,13 @@ timeout on a hung worker); each worker is uvicorn, which reads a request's
 whole body asynchronously before Django runs it (project/asgi.py). So a client
 that sends its headers and then stalls holds a coroutine and a socket, not a
 worker: a sync worker (or a gthread worker's thread) would sit in the body read
-while heartbeats queue behind it and the reaper marks healthy agents offline. A client is dropped when its headers take longer than
-WEB_HEADER_TIMEOUT seconds or its body stops arriving for WEB_BODY_TIMEOUT
-seconds (nginx's client_header_timeout and client_body_timeout, which uvicorn
-lacks). Command-line options (-b, -w) override the values below.
+while heartbeats queue behind it and the reaper marks healthy agents offline.
+A client is dropped when its headers take longer than WEB_HEADER_TIMEOUT
+seconds or its body stops arriving for WEB_BODY_TIMEOUT seconds (nginx's
+client_header_timeout and client_body_timeout, which uvicorn lacks).
+Connections are not capped here: each stalled one costs a socket (the worker's
+open-file limit) until its timeout. Command-line options (-b, -w) override the
+values below.
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
     headers must arrive within HEADER_TIMEOUT of the connection opening (or of
     the next request's first byte on a keep-alive connection), and the body may
     not pause for longer than BODY_TIMEOUT. Closing the transport ends the
-    request: Django sees a disconnect and drops it without running the view."""
+    request: project/asgi.py sees a disconnect and never runs Django for it."""
 
     _read_deadline = None
     _reading = False  # between a request's first byte and its last
