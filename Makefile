@@ -15,6 +15,7 @@ venv: $(BIN)/.installed
 
 test: venv
 	bin/ensure-services
+	bin/ensure-browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: venv
