@@ -1,9 +1,15 @@
 import uuid
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 
 from project.accounts.models import HashedToken
+from project.validation import AGENT_ID_RE
+
+# Agent ids may contain dots (host.example.com): not a slug.
+agent_id_validator = RegexValidator(AGENT_ID_RE, "Letters, digits, '_', '.' and '-' (at most 100), starting with a "
+                                                 "letter or digit.")
 
 
 class RegistrationToken(HashedToken):
@@ -24,7 +30,7 @@ class Agent(models.Model):
         DRAINING = "draining"  # finish current work, then stop
         STOPPED = "stopped"  # revoked: stop now
 
-    agent_id = models.SlugField(max_length=100, unique=True)
+    agent_id = models.CharField(max_length=100, unique=True, validators=[agent_id_validator])
     capabilities = models.JSONField(default=list)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ONLINE, db_index=True)
     desired = models.CharField(max_length=16, choices=Desired.choices, default=Desired.ACTIVE)
@@ -71,8 +77,9 @@ class Task(models.Model):
     # sha256 of the submission that used the key: the same key with another
     # request is refused (409), not answered with the first task.
     request_digest = models.CharField(max_length=64, blank=True)
-    target_agent = models.SlugField(max_length=100, blank=True)
-    agent = models.SlugField(max_length=100, blank=True, db_index=True, help_text="runs the current attempt")
+    target_agent = models.CharField(max_length=100, blank=True, validators=[agent_id_validator])
+    agent = models.CharField(max_length=100, blank=True, db_index=True, validators=[agent_id_validator],
+                             help_text="runs the current attempt")
     # The delivery that claimed the current attempt: the same delivery asking again
     # (its answer was lost) gets the same grant; any other is refused.
     claim_id = models.CharField(max_length=64, blank=True)
@@ -105,6 +112,34 @@ class Task(models.Model):
         return f"{self.capability}:{self.id}"
 
 
+class TaskAttempt(models.Model):
+    """One attempt of a task, kept after the task moved on: a retried task tells
+    its story. Written by the task services at the transitions that start and
+    end an attempt, fenced like the Task row (a superseded attempt changes nothing)."""
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        REQUEUED = "requeued"  # its agent was lost; the task went on to a new attempt
+        CANCELLED = "cancelled"
+        TIMED_OUT = "timed_out"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    agent = models.CharField(max_length=100, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True, help_text="empty while running")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["task", "number"]
+        constraints = [models.UniqueConstraint(fields=["task", "number"], name="one_row_per_task_attempt")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} attempt {self.number}"
+
+
 class IngestedRecord(models.Model):
     """A record stored by the data_ingestion capability; it never leaves the region."""
 
@@ -127,6 +162,7 @@ class ConfigVersion(models.Model):
         REJECTED = "rejected"
 
     sha = models.CharField(max_length=64, db_index=True)
+    subject = models.CharField(max_length=255, blank=True, help_text="the commit's subject line")
     ref = models.CharField(max_length=255, blank=True)
     repo = models.CharField(max_length=500, blank=True)
     result = models.CharField(max_length=16, choices=Result.choices)

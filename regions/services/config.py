@@ -54,10 +54,23 @@ def _git(*args: str, cwd: Path | None = None) -> str:
     return out.stdout
 
 
+def _cache_dir() -> Path:
+    return Path(settings.VAR_DIR) / "config" / settings.REGION_ID / "repo.git"
+
+
+def config_subject(*, sha: str) -> str:
+    """The subject line of a fetched commit ("" when it cannot be read): what the
+    operator wrote about the change, shown next to its sha."""
+    try:
+        return _git("log", "-1", "--format=%s", sha, cwd=_cache_dir()).strip()[:255]
+    except (ConfigError, OSError, subprocess.SubprocessError):
+        return ""
+
+
 def config_fetch(*, repo: str, ref: str) -> tuple[str, dict[str, str]]:
     """Fetch `repo` into the region's cache and read the files of `ref` (a branch,
     tag or sha) without checking anything out. Returns (sha, {path: text})."""
-    cache = Path(settings.VAR_DIR) / "config" / settings.REGION_ID / "repo.git"
+    cache = _cache_dir()
     if not (cache / "HEAD").exists():
         cache.parent.mkdir(parents=True, exist_ok=True)
         _git("clone", "--bare", "--quiet", repo, str(cache))
@@ -181,8 +194,9 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
         content = config_parse(files)
     except ConfigError as exc:
         if not dry_run:
-            ConfigVersion.objects.create(sha=sha or "?", ref=ref, repo=repo, result=ConfigVersion.Result.REJECTED,
-                                         error=str(exc), duration_ms=_ms(started))
+            ConfigVersion.objects.create(sha=sha or "?", subject=config_subject(sha=sha) if sha else "", ref=ref,
+                                         repo=repo, result=ConfigVersion.Result.REJECTED, error=str(exc),
+                                         duration_ms=_ms(started))
         logger.warning("configuration %s@%s rejected: %s", repo, ref, exc)
         return SyncResult(sha=sha, applied=False, changes=[], error=str(exc), dry_run=dry_run,
                           duration_ms=_ms(started))
@@ -194,7 +208,8 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
         return SyncResult(sha=sha, applied=False, changes=changes, dry_run=dry_run, duration_ms=_ms(started))
     with transaction.atomic():
         ConfigVersion.objects.filter(is_active=True).update(is_active=False)
-        version = ConfigVersion.objects.create(sha=sha, ref=ref, repo=repo, result=ConfigVersion.Result.APPLIED,
+        version = ConfigVersion.objects.create(sha=sha, subject=config_subject(sha=sha), ref=ref, repo=repo,
+                                               result=ConfigVersion.Result.APPLIED,
                                                content=content, changes=changes, is_active=True,
                                                duration_ms=_ms(started))
         _enforce_blocklist(content)

@@ -14,14 +14,14 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from project.broker import message_priority
 from project.celery import app
 from project.protocol import (EXECUTE_TASK, agent_queue, capability_queue, execute_kwargs, hard_time_limit,
                               message_id)
-from regions.models import Agent, IngestedRecord, Task
+from regions.models import Agent, IngestedRecord, Task, TaskAttempt
 from regions.services import agents as agent_services
 from regions.services import liveness
 from regions.services.config import config_current
@@ -29,6 +29,8 @@ from regions.services.config import config_current
 logger = logging.getLogger(__name__)
 
 NO_AGENT_REASON = "no live agent serves capability {cap}; the task runs when one checks in"
+HELD_REASON = ("the agents serving capability {cap} are cordoned or draining ({agents}); the task runs when one is "
+               "uncordoned or another checks in")
 
 
 class PayloadTooLargeError(Exception):
@@ -161,7 +163,25 @@ def _initial_status(*, capability: str, target_agent: str) -> tuple[str, str]:
         return Task.Status.QUEUED, ""
     if capability in agent_services.live_capabilities():
         return Task.Status.QUEUED, ""
-    return Task.Status.WAITING, NO_AGENT_REASON.format(cap=capability)
+    return Task.Status.WAITING, waiting_reason(capability)
+
+
+def waiting_reason(capability: str) -> str:
+    """Why nobody takes a task of `capability`: no agent online serves it, or
+    those online are held by the operator (cordoned or draining)."""
+    held = list(Agent.objects.filter(status=Agent.Status.ONLINE, capabilities__contains=[capability])
+                .exclude(desired=Agent.Desired.ACTIVE).values_list("agent_id", flat=True)[:4]) \
+        if _json_contains() else []
+    if held:
+        names = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
+        return HELD_REASON.format(cap=capability, agents=names)[:255]
+    return NO_AGENT_REASON.format(cap=capability)[:255]
+
+
+def _json_contains() -> bool:
+    from django.db import connection
+
+    return connection.vendor == "postgresql"
 
 
 def task_dispatch(*, task_id) -> bool:
@@ -238,10 +258,14 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
     The same delivery asking again (claim_id; its first answer was lost) gets
     the same grant."""
     now = timezone.now()
-    claimed = (Task.objects.filter(_servable(agent_id, capabilities), id=task_id, attempt=attempt,
-                                   status__in=Task.PENDING)
-               .update(status=Task.Status.RUNNING, agent=agent_id, started_at=now, status_reason="",
-                       claim_id=claim_id))
+    with transaction.atomic():
+        # A new attempt starts clean: the previous attempt's error stays in its TaskAttempt row.
+        claimed = (Task.objects.filter(_servable(agent_id, capabilities), id=task_id, attempt=attempt,
+                                       status__in=Task.PENDING)
+                   .update(status=Task.Status.RUNNING, agent=agent_id, started_at=now, status_reason="",
+                           claim_id=claim_id, error=""))
+        if claimed:
+            _attempt_start(task_id=task_id, number=attempt, agent_id=agent_id, when=now)
     if not claimed and not (claim_id and Task.objects.filter(
             id=task_id, attempt=attempt, status=Task.Status.RUNNING, agent=agent_id, claim_id=claim_id).exists()):
         reason = _claim_refusal(task_id=task_id, attempt=attempt, agent_id=agent_id)
@@ -263,9 +287,32 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
         return Claim(**grant, secrets={secret_name: config.secret(str(secret_name))})
     except (KeyError, OSError) as exc:
         error = f"secret unavailable: {exc.args[0] if exc.args else exc}"
-        Task.objects.filter(id=task_id, attempt=attempt, status=Task.Status.RUNNING, agent=agent_id).update(
-            status=Task.Status.FAILED, error=error, finished_at=timezone.now(), status_reason=error[:255])
+        with transaction.atomic():
+            if Task.objects.filter(id=task_id, attempt=attempt, status=Task.Status.RUNNING, agent=agent_id).update(
+                    status=Task.Status.FAILED, error=error, finished_at=timezone.now(), status_reason=error[:255]):
+                _attempt_close(task_id=task_id, number=attempt, outcome=TaskAttempt.Outcome.FAILED, error=error,
+                               agent_id=agent_id)
         return Claim(run=False, reason=error)
+
+
+def _attempt_start(*, task_id, number: int, agent_id: str, when) -> None:
+    """The attempt's history row, written with the claim that granted it (the
+    same delivery asking again finds it there)."""
+    TaskAttempt.objects.get_or_create(task_id=task_id, number=number,
+                                      defaults={"agent": agent_id, "started_at": when})
+
+
+def _attempt_close(*, task_id, number: int, outcome: str, error: str = "", agent_id: str = "",
+                   started_at=None) -> None:
+    """Close the attempt's row. Called only after the fenced Task update changed
+    the row, in the same transaction: a superseded attempt never gets here. An
+    attempt without a row (claimed before attempts were kept) gets one now."""
+    now = timezone.now()
+    closed = TaskAttempt.objects.filter(task_id=task_id, number=number, outcome="").update(
+        outcome=outcome, error=error, finished_at=now)
+    if not closed and not TaskAttempt.objects.filter(task_id=task_id, number=number).exists():
+        TaskAttempt.objects.create(task_id=task_id, number=number, agent=agent_id, outcome=outcome, error=error,
+                                   started_at=started_at or now, finished_at=now)
 
 
 def _claim_refusal(*, task_id: str, attempt: int, agent_id: str) -> str:
@@ -302,6 +349,8 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
             status=Task.Status.SUCCEEDED, result=result, error="", agent=agent_id,
             started_at=_started(started_at), finished_at=timezone.now(), status_reason="",
         )
+        if done:
+            _attempt_close(task_id=task_id, number=attempt, outcome=TaskAttempt.Outcome.SUCCEEDED, agent_id=agent_id)
         if done and records:
             IngestedRecord.objects.bulk_create(
                 [IngestedRecord(task_id=task_id, line=r["line"], data=r["data"]) for r in records],
@@ -318,11 +367,22 @@ def retry_delay(attempt: int, base: float | None = None) -> float:
 
 
 def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryable: bool = True,
-              started_at: float | None = None, capabilities: list[str] | None = None) -> bool:
+              started_at: float | None = None, capabilities: list[str] | None = None,
+              outcome: str = TaskAttempt.Outcome.FAILED) -> bool:
     """A failed attempt: retry with backoff while attempts remain, else fail."""
     task = _owned(task_id, attempt, agent_id, capabilities).first()
     if task is None:
         return False
+    with transaction.atomic():
+        changed = _fail_owned(task, task_id=task_id, attempt=attempt, agent_id=agent_id, error=error,
+                              retryable=retryable, started_at=started_at, capabilities=capabilities)
+        if changed:
+            _attempt_close(task_id=task_id, number=attempt, outcome=outcome, error=error, agent_id=agent_id)
+    return bool(changed)
+
+
+def _fail_owned(task: Task, *, task_id: str, attempt: int, agent_id: str, error: str, retryable: bool,
+                started_at: float | None, capabilities: list[str] | None) -> int:
     now = timezone.now()
     if retryable and task.attempt < task.max_attempts:
         changed = _owned(task_id, attempt, agent_id, capabilities).update(
@@ -337,7 +397,7 @@ def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryabl
             status=Task.Status.FAILED, error=error, agent=agent_id, finished_at=now,
             started_at=_started(started_at), status_reason=f"failed after {attempt} attempt(s)",
         )
-    return bool(changed)
+    return changed
 
 
 def tasks_requeue_for_agents(*, agent_ids: list[str], reason: str) -> int:
@@ -350,15 +410,21 @@ def tasks_requeue_for_agents(*, agent_ids: list[str], reason: str) -> int:
         "id", "attempt", "max_attempts", "agent"
     ):
         base = Task.objects.filter(id=task.id, attempt=task.attempt, status=Task.Status.RUNNING)
+        lost = f"{reason} (agent {task.agent})"
         if task.attempt >= task.max_attempts:
-            base.update(status=Task.Status.FAILED, finished_at=now,
-                        error=f"{reason} (agent {task.agent}) on attempt {task.attempt} of {task.max_attempts}",
-                        status_reason="no attempts left")
+            error = f"{lost} on attempt {task.attempt} of {task.max_attempts}"
+            with transaction.atomic():
+                if base.update(status=Task.Status.FAILED, finished_at=now, error=error,
+                               status_reason="no attempts left"):
+                    _attempt_close(task_id=task.id, number=task.attempt, outcome=TaskAttempt.Outcome.FAILED,
+                                   error=error, agent_id=task.agent)
             continue
         with transaction.atomic():
             if base.update(status=Task.Status.QUEUED, attempt=F("attempt") + 1, agent="",
                            dispatched_at=None, started_at=None, not_before=None,
-                           status_reason=f"requeued: {reason} (agent {task.agent})"):
+                           status_reason=f"requeued: {lost}"[:255]):
+                _attempt_close(task_id=task.id, number=task.attempt, outcome=TaskAttempt.Outcome.REQUEUED,
+                               error=lost, agent_id=task.agent)
                 count += 1
                 transaction.on_commit(lambda tid=task.id: task_dispatch(task_id=tid))
         _revoke(task.id, task.attempt)
@@ -375,13 +441,42 @@ def _revoke(task_id, attempt: int, terminate: bool = False) -> None:
 def task_cancel(*, task: Task) -> Task:
     if task.status not in Task.ACTIVE:
         raise InvalidState(f"task is already {task.status}")
-    changed = Task.objects.filter(id=task.id, attempt=task.attempt, status__in=Task.ACTIVE).update(
-        status=Task.Status.CANCELLED, finished_at=timezone.now(), status_reason="cancelled by caller"
-    )
+    with transaction.atomic():
+        changed = Task.objects.filter(id=task.id, attempt=task.attempt, status__in=Task.ACTIVE).update(
+            status=Task.Status.CANCELLED, finished_at=timezone.now(), status_reason="cancelled by caller"
+        )
+        if changed:  # a running attempt ends here; a queued one never started (no row)
+            TaskAttempt.objects.filter(task_id=task.id, number=task.attempt, outcome="").update(
+                outcome=TaskAttempt.Outcome.CANCELLED, finished_at=timezone.now())
     task.refresh_from_db()
     if not changed:
         raise InvalidState(f"task is already {task.status}")
     _revoke(task.id, task.attempt, terminate=True)
+    return task
+
+
+RETRYABLE = (Task.Status.FAILED, Task.Status.CANCELLED)
+
+
+def task_retry(*, task: Task) -> Task:
+    """Run a failed or cancelled task again, as a new attempt (one more than it
+    had: a manual retry is granted even when its attempts were spent). The
+    previous attempts' errors stay in their TaskAttempt rows."""
+    if task.status not in RETRYABLE:
+        raise InvalidState(f"only a failed or cancelled task can be retried; this one is {task.status}")
+    status, reason = _initial_status(capability=task.capability, target_agent=task.target_agent)
+    with transaction.atomic():
+        changed = Task.objects.filter(id=task.id, status__in=RETRYABLE, attempt=task.attempt).update(
+            status=status, status_reason=reason or f"retried after attempt {task.attempt}",
+            attempt=F("attempt") + 1, max_attempts=Greatest(F("max_attempts"), F("attempt") + 1),
+            agent="", claim_id="", error="", result=None, dispatched_at=None, not_before=None,
+            started_at=None, finished_at=None,
+        )
+        if changed:
+            transaction.on_commit(lambda: task_dispatch(task_id=task.id))
+    task.refresh_from_db()
+    if not changed:
+        raise InvalidState(f"only a failed or cancelled task can be retried; this one is {task.status}")
     return task
 
 
@@ -401,10 +496,11 @@ def task_sweep(*, now=None, batch: int = 500) -> dict:
     woke = Task.objects.filter(status=Task.Status.WAITING, target_agent="", capability__in=live).update(
         status=Task.Status.QUEUED, status_reason=""
     )
-    stalled = (
-        Task.objects.filter(status=Task.Status.QUEUED, target_agent="").exclude(capability__in=live)
-        .update(status=Task.Status.WAITING, status_reason="no live agent serves this capability")
-    )
+    stalled = 0
+    for capability in (Task.objects.filter(status=Task.Status.QUEUED, target_agent="").exclude(capability__in=live)
+                       .order_by().values_list("capability", flat=True).distinct()[:batch]):
+        stalled += Task.objects.filter(status=Task.Status.QUEUED, target_agent="", capability=capability).update(
+            status=Task.Status.WAITING, status_reason=waiting_reason(capability))
     resent = _resend_lost_in_flight(now, batch)
     overdue = _fail_overdue_running(now, batch)
     orphaned = _requeue_tasks_of_stopped_agents(now)
@@ -450,7 +546,8 @@ def _fail_overdue_running(now, batch: int) -> int:
         if task.started_at + timedelta(seconds=hard_time_limit(task.timeout) + OVERDUE_GRACE_SECONDS) > now:
             continue
         if task_fail(task_id=task.id, attempt=task.attempt, agent_id=task.agent,
-                     error=f"no result within {task.timeout}s + grace (attempt killed or its report lost)"):
+                     error=f"no result within {task.timeout}s + grace (attempt killed or its report lost)",
+                     outcome=TaskAttempt.Outcome.TIMED_OUT):
             count += 1
     return count
 
