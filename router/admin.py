@@ -1,8 +1,143 @@
-from django.contrib import admin
-from django.utils import timezone
+"""The router's admin: the region directory as an operator reads it.
 
+Summary fields belong to the regions (read-only here); tokens are made by the
+services and shown once, on the page right after (never stored, never put in a
+message cookie); only their digests are kept.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from django import forms
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from router import inputs, selectors, services
 from router.models import AddressRule, Region, RegistrationToken
-from router.services import region_is_stale, region_watermark_reset
+
+CAPACITY_IN_LIST = 6
+
+
+# --- presentation helpers ----------------------------------------------------------
+
+def age_text(seconds: float | None) -> str:
+    """'4 s ago', '3 min ago', '2 h ago', '5 d ago'."""
+    if seconds is None:
+        return "never"
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def exact_time(value: datetime | None) -> str:
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z") if value else "—"
+
+
+def timestamp(value: datetime | None, now: datetime | None = None):
+    """Age with the exact time (to the second) in the title."""
+    if value is None:
+        return "—"
+    seconds = ((now or timezone.now()) - value).total_seconds()
+    return format_html('<span title="{}">{}</span>', exact_time(value), age_text(seconds))
+
+
+_BADGE = ('<span class="mrd-badge" style="display:inline-block;padding:1px 7px;border-radius:9px;'
+          'font-weight:600;font-size:11px;color:#fff;background:{}" title="{}">{}</span>')
+
+
+def freshness_badge(region: Region, now: datetime | None = None):
+    now = now or timezone.now()
+    if region.received_at is None:
+        return format_html(_BADGE, "#ba2121", "no summary received yet", "stale")
+    stale = services.region_is_stale(region, now)
+    limit = services.STALE_AFTER_INTERVALS * selectors.region_interval(region.summary_interval)
+    title = f"last summary {exact_time(region.received_at)}; stale after {limit:g} s without one"
+    return format_html(_BADGE + " {}", "#ba2121" if stale else "#2e7d32", title, "stale" if stale else "fresh",
+                       timestamp(region.received_at, now))
+
+
+def label_chips(labels) -> str:
+    return format_html_join(
+        " ", '<span class="mrd-chip" style="display:inline-block;padding:0 6px;border:1px solid #999;'
+        'border-radius:9px;font-size:11px">{}</span>', ((label,) for label in selectors.region_labels(labels))
+    ) or "—"
+
+
+def orchestrator_link(url: str):
+    """The region's own admin, in a new tab; plain text if the stored URL is not http(s)."""
+    url = (url or "").rstrip("/")
+    if not inputs.orchestrator_url(url):
+        return url or "—"
+    return format_html('<a href="{}/admin/" target="_blank" rel="noopener noreferrer">{}</a>', url, url)
+
+
+class LabelsField(forms.CharField):
+    """Labels as an operator types them: comma-separated."""
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return ", ".join(str(v) for v in value)
+        return value
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return [label.strip() for label in value.split(",") if label.strip()]
+
+
+# --- regions -----------------------------------------------------------------------
+
+class RegionAddForm(forms.ModelForm):
+    orchestrator_url = forms.CharField(max_length=inputs.MAX_URL_LENGTH,
+                                       help_text="where agents and callers reach the region, e.g. "
+                                                 "https://eu-west-3.example.com")
+    labels = LabelsField(required=False, help_text="comma-separated, e.g. eu, gdpr")
+    summary_interval = forms.FloatField(initial=60.0, help_text="seconds between the region's summaries")
+
+    class Meta:
+        model = Region
+        fields = ["region_id", "orchestrator_url", "labels", "summary_interval"]
+
+    def _get_validation_exclusions(self):
+        # The model's URLValidator refuses single-label hosts (http://us-east-1:8000);
+        # the service holds the URL to the bounds summaries are held to.
+        return super()._get_validation_exclusions() | {"orchestrator_url"}
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors:
+            try:
+                services.region_validate(region_id=data["region_id"], orchestrator_url=data["orchestrator_url"],
+                                         labels=data["labels"], summary_interval=data["summary_interval"])
+            except services.RouterError as exc:
+                raise forms.ValidationError(exc.detail) from None
+        return data
+
+
+class RegionChangeForm(RegionAddForm):
+    class Meta:
+        model = Region
+        fields = ["orchestrator_url", "labels", "enabled"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields.pop("summary_interval", None)
+
+    def clean(self):
+        data = forms.ModelForm.clean(self)
+        if not self.errors:
+            try:
+                services.region_validate(region_id=self.instance.region_id,
+                                         orchestrator_url=data["orchestrator_url"], labels=data["labels"],
+                                         summary_interval=selectors.region_interval(self.instance.summary_interval))
+            except services.RouterError as exc:
+                raise forms.ValidationError(exc.detail) from None
+        return data
 
 
 class AddressRuleInline(admin.TabularInline):
@@ -10,29 +145,244 @@ class AddressRuleInline(admin.TabularInline):
     extra = 0
 
 
+SUMMARY_FIELDS = ("available_agents", "capacity_table", "last_updated_exact", "received_at_exact",
+                  "freshness", "config_version", "config_subject_text", "config_since_exact", "schema_version",
+                  "summary_interval")
+
+
 @admin.register(Region)
 class RegionAdmin(admin.ModelAdmin):
-    list_display = ("region_id", "orchestrator_url", "labels", "available_agents", "health", "received_at",
-                    "config_version", "config_since")
+    list_display = ("region_id", "orchestrator", "label_list", "freshness", "available_agents", "capacity",
+                    "config", "enabled")
     list_filter = ("enabled", "config_version")
-    readonly_fields = ("token_hash", "capabilities", "last_updated", "received_at", "config_since")
+    search_fields = ("region_id", "orchestrator_url")
     inlines = [AddressRuleInline]
-    actions = ["reset_replay_watermark"]
+    actions = ["reset_replay_watermark", "rotate_token"]
+    change_list_template = "admin/router/region/change_list.html"
 
-    @admin.display(description="health")
-    def health(self, region):
-        return "stale" if region_is_stale(region, timezone.now()) else "fresh"
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["form"] = RegionChangeForm if obj is not None else RegionAddForm
+        kwargs["fields"] = None
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": ["region_id", "orchestrator_url", "labels", "summary_interval"],
+                            "description": "The region's summary token is shown once, on the next page."})]
+        return [
+            (None, {"fields": ["region_id_text", "orchestrator_url", "labels", "enabled", "orchestrator_admin"]}),
+            ("Latest summary (sent by the region, read-only)", {"fields": list(SUMMARY_FIELDS)}),
+            ("Token", {"fields": ["token_fingerprint"],
+                       "description": "Only the token's digest is stored. Rotate it with the "
+                                      "“Rotate summary token” action of the region list."}),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("region_id_text", "orchestrator_admin", "token_fingerprint") + SUMMARY_FIELDS
+
+    # -- saving goes through the services
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        if change:
+            services.region_update(region_id=obj.region_id, orchestrator_url=data["orchestrator_url"],
+                                   labels=data["labels"], enabled=data["enabled"])
+            return
+        region, raw = services.region_create(region_id=data["region_id"], orchestrator_url=data["orchestrator_url"],
+                                             labels=data["labels"], summary_interval=data["summary_interval"])
+        obj.pk, obj.token_hash, obj.orchestrator_url = region.pk, region.token_hash, region.orchestrator_url
+        obj._state.adding, obj._state.db = False, region._state.db
+        request._meridian_tokens = [(region.region_id, raw)]
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._tokens_page(request, title=f"Region {obj.region_id} added",
+                                 what="region summary token",
+                                 hint="Set it as REGION_TOKEN in the region's environment; the region pushes "
+                                      "its summaries with it.",
+                                 back=reverse("admin:router_region_change", args=[obj.pk]))
+
+    def _tokens_page(self, request, *, title: str, what: str, hint: str, back: str):
+        response = TemplateResponse(request, "admin/router/token_once.html", {
+            **self.admin_site.each_context(request), "title": title, "what": what, "hint": hint,
+            "tokens": getattr(request, "_meridian_tokens", []), "back": back, "opts": self.model._meta,
+        })
+        response["Cache-Control"] = "no-store"
+        return response
+
+    # -- actions, through the services
 
     @admin.action(description="Reset replay watermark (accept the next summary whatever its date)")
     def reset_replay_watermark(self, request, queryset):
         region_ids = list(queryset.values_list("region_id", flat=True))
         for region_id in region_ids:
-            region_watermark_reset(region_id=region_id)
+            services.region_watermark_reset(region_id=region_id)
         self.message_user(request, f"Replay watermark cleared for {len(region_ids)} region(s): "
                                    f"{', '.join(region_ids)}.")
+
+    @admin.action(description="Rotate summary token (the old one stops working at once)")
+    def rotate_token(self, request, queryset):
+        region_ids = list(queryset.values_list("region_id", flat=True))
+        if request.POST.get("post") != "yes":
+            return TemplateResponse(request, "admin/router/region/rotate_confirm.html", {
+                **self.admin_site.each_context(request), "title": "Rotate summary tokens?",
+                "region_ids": region_ids, "queryset": queryset, "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            })
+        request._meridian_tokens = [(region_id, services.region_token_rotate(region_id=region_id)[1])
+                                    for region_id in region_ids]
+        return self._tokens_page(request, title=f"New summary token for {len(region_ids)} region(s)",
+                                 what="region summary token",
+                                 hint="The old token no longer works: set the new one as REGION_TOKEN in each "
+                                      "region's environment; its summaries are refused until then.",
+                                 back=reverse("admin:router_region_changelist"))
+
+    # -- columns and read-only fields
+
+    @admin.display(description="region", ordering="region_id")
+    def region_id_text(self, region):
+        return region.region_id
+
+    @admin.display(description="orchestrator", ordering="orchestrator_url")
+    def orchestrator(self, region):
+        return orchestrator_link(region.orchestrator_url)
+
+    @admin.display(description="region's admin")
+    def orchestrator_admin(self, region):
+        return orchestrator_link(region.orchestrator_url)
+
+    @admin.display(description="labels")
+    def label_list(self, region):
+        return label_chips(region.labels)
+
+    @admin.display(description="summary", ordering="received_at")
+    def freshness(self, region):
+        return freshness_badge(region)
+
+    @admin.display(description="idle / total per capability")
+    def capacity(self, region):
+        caps = selectors.region_capacity(region)
+        text = " · ".join(f"{c['capability']} {c['idle']}/{c['count']}" for c in caps[:CAPACITY_IN_LIST])
+        if len(caps) > CAPACITY_IN_LIST:
+            text += f" · +{len(caps) - CAPACITY_IN_LIST} more"
+        return text or "—"
+
+    @admin.display(description="capacity")
+    def capacity_table(self, region):
+        caps = selectors.region_capacity(region)
+        if not caps:
+            return "no capability reported"
+        rows = format_html_join("", "<tr><td>{}</td><td>{}/{}</td></tr>",
+                                ((c["capability"], c["idle"], c["count"]) for c in caps))
+        return format_html('<table class="mrd-capacity"><thead><tr><th>capability</th><th>idle/total</th></tr>'
+                           "</thead><tbody>{}</tbody></table>", rows)
+
+    @admin.display(description="config", ordering="config_version")
+    def config(self, region):
+        if not region.config_version:
+            return "—"
+        return format_html('<code title="{}">{}</code>', region.config_version, region.config_version[:12])
+
+    @admin.display(description="config subject")
+    def config_subject_text(self, region):
+        return getattr(region, "config_subject", "") or "—"
+
+    @admin.display(description="last updated (region's clock; the replay watermark)")
+    def last_updated_exact(self, region):
+        return exact_time(region.last_updated)
+
+    @admin.display(description="received at (router's clock)")
+    def received_at_exact(self, region):
+        return exact_time(region.received_at)
+
+    @admin.display(description="on this config since")
+    def config_since_exact(self, region):
+        if region.config_since is None:
+            return "—"
+        return format_html("{} ({})", exact_time(region.config_since),
+                           age_text((timezone.now() - region.config_since).total_seconds()))
+
+    @admin.display(description="token")
+    def token_fingerprint(self, region):
+        if not region.token_hash:
+            return "none"
+        return format_html("set; digest <code>sha256:{}…</code> (not the token)", region.token_hash[:8])
+
+    # -- the drift page
+
+    def get_urls(self):
+        return [path("drift/", self.admin_site.admin_view(self.drift_view), name="router_region_drift"),
+                *super().get_urls()]
+
+    def drift_view(self, request):
+        drift = selectors.config_drift_groups()
+        for group in drift["groups"]:
+            for region in group["regions"]:
+                region["age"] = age_text(region["seconds"]) if region["seconds"] is not None else "—"
+                region["since_exact"] = exact_time(region["since"])
+        return TemplateResponse(request, "admin/router/region/drift.html", {
+            **self.admin_site.each_context(request), "title": "Configuration drift", "drift": drift,
+            "opts": self.model._meta,
+        })
+
+
+# --- registration tokens ------------------------------------------------------------
+
+class RegistrationTokenForm(forms.ModelForm):
+    regions = LabelsField(required=False, help_text="comma-separated region ids; empty means every region")
+
+    class Meta:
+        model = RegistrationToken
+        fields = ["name", "regions"]
 
 
 @admin.register(RegistrationToken)
 class RegistrationTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "regions", "created_at", "revoked_at")
-    readonly_fields = ("prefix", "token_hash", "created_at")
+    form = RegistrationTokenForm
+    list_display = ("name", "prefix_text", "regions", "created_exact", "revoked_exact")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    readonly_fields = ("prefix_text", "created_exact", "revoked_exact")
+    actions = ["revoke"]
+
+    def get_fields(self, request, obj=None):
+        return ["name", "regions"] if obj is None else ["name", "regions", "prefix_text", "created_exact",
+                                                        "revoked_exact"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save(update_fields=["name", "regions"])
+            return
+        token, raw = services.registration_token_create(name=form.cleaned_data["name"],
+                                                        regions=form.cleaned_data["regions"])
+        obj.pk, obj.prefix, obj.token_hash = token.pk, token.prefix, token.token_hash
+        obj._state.adding, obj._state.db = False, token._state.db
+        request._meridian_tokens = [(token.name, raw)]
+
+    def response_add(self, request, obj, post_url_continue=None):
+        response = TemplateResponse(request, "admin/router/token_once.html", {
+            **self.admin_site.each_context(request), "title": f"Registration token {obj.name} created",
+            "what": "agent registration token", "tokens": getattr(request, "_meridian_tokens", []),
+            "hint": "Agents present it to POST /register_agent (run_agent --registration-token or "
+                    "AGENT_REGISTRATION_TOKEN in the agent's environment).",
+            "back": reverse("admin:router_registrationtoken_changelist"), "opts": self.model._meta,
+        })
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected registration tokens")
+    def revoke(self, request, queryset):
+        revoked = sum(services.registration_token_revoke(token_id=pk) for pk in queryset.values_list("pk", flat=True))
+        self.message_user(request, f"{revoked} registration token(s) revoked.", messages.SUCCESS)
+
+    @admin.display(description="token", ordering="prefix")
+    def prefix_text(self, token):
+        return format_html("<code>{}…</code>", token.prefix)
+
+    @admin.display(description="created", ordering="created_at")
+    def created_exact(self, token):
+        return exact_time(token.created_at)
+
+    @admin.display(description="revoked", ordering="revoked_at")
+    def revoked_exact(self, token):
+        return exact_time(token.revoked_at) if token.revoked_at else "—"

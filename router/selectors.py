@@ -131,3 +131,48 @@ def region_allowed(value: Any) -> list[str] | None:
     if not isinstance(value, list):
         return []
     return [name for name in value if isinstance(name, str)] if value else None
+
+
+# --- the admin's views ------------------------------------------------------------
+
+def region_capacity(region: Region) -> list[dict]:
+    """[{"capability", "idle", "count"}] of a region's latest summary, by name."""
+    caps = region_capabilities(region.capabilities)
+    return [{"capability": name, **caps[name]} for name in sorted(caps)]
+
+
+def config_drift_groups(*, now=None) -> dict:
+    """The drift page: the enabled regions grouped by the configuration commit
+    their latest summary reported (services.config_drift, the API's view), the
+    group most regions run first and marked as the majority (none on a tie),
+    with each region's time on its commit and the commit's subject where
+    summaries carry one."""
+    from django.utils import timezone
+
+    from router.services import config_drift, region_is_stale
+
+    now = now or timezone.now()
+    drift = config_drift()
+    regions = {r.region_id: r for r in Region.objects.filter(enabled=True)}
+    groups = []
+    for sha, entry in drift["commits"].items():
+        members = []
+        subject = ""
+        for row in entry["regions"]:
+            region = regions.get(row["region_id"])
+            subject = subject or getattr(region, "config_subject", "") or ""
+            since = row["since"]
+            members.append({"region_id": row["region_id"], "since": since, "pk": region.pk if region else None,
+                            "seconds": (now - since).total_seconds() if since else None,
+                            "stale": region_is_stale(region, now) if region else row["stale"],
+                            "orchestrator_url": region.orchestrator_url if region else ""})
+        groups.append({"sha": sha if sha != "(none)" else "", "short": sha[:12] if sha != "(none)" else "",
+                       "subject": subject, "regions": members, "since": entry["since"]})
+    groups.sort(key=lambda g: (-len(g["regions"]), g["sha"] == "", g["sha"]))
+    majority = None
+    if groups and groups[0]["sha"] and (len(groups) == 1 or len(groups[0]["regions"]) > len(groups[1]["regions"])):
+        majority = groups[0]["sha"]
+    for group in groups:
+        group["majority"] = group["sha"] == majority if majority else False
+    return {"groups": groups, "majority": majority, "in_sync": drift["in_sync"],
+            "regions": sum(len(g["regions"]) for g in groups)}

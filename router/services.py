@@ -318,3 +318,47 @@ def config_drift() -> dict:
         if region.config_since and (entry["since"] is None or region.config_since < entry["since"]):
             entry["since"] = region.config_since
     return {"in_sync": len(commits) <= 1, "commits": commits}
+
+
+def region_validate(*, region_id: str, orchestrator_url: str, labels: list[str], summary_interval: float) -> None:
+    """Raise RouterError if the operator's side of a region is out of bounds
+    (for forms, before region_create or region_update is called)."""
+    _region_check(region_id=region_id, orchestrator_url=orchestrator_url, labels=labels,
+                  summary_interval=summary_interval)
+
+
+def region_update(*, region_id: str, orchestrator_url: str, labels: list[str], enabled: bool) -> Region:
+    """The operator's fields of a region (the admin's change form); the summary
+    fields belong to the region and its token to region_token_rotate."""
+    with transaction.atomic():
+        region = Region.objects.select_for_update().filter(region_id=region_id).first()
+        if region is None:
+            raise NotFound(f"Unknown region {region_id}.")
+        _region_check(region_id=region_id, orchestrator_url=orchestrator_url, labels=labels,
+                      summary_interval=region_interval(region.summary_interval))
+        region.orchestrator_url = orchestrator_url.rstrip("/")
+        region.labels = labels
+        region.enabled = enabled
+        region.save(update_fields=["orchestrator_url", "labels", "enabled"])
+    regions_directory_reset()
+    return region
+
+
+def region_token_rotate(*, region_id: str) -> tuple[Region, str]:
+    """A new summary token for the region, returned once; the old one stops
+    working at once (the region's REGION_TOKEN must be changed to the new one)."""
+    raw = token_generate("mrg")
+    with transaction.atomic():
+        region = Region.objects.select_for_update().filter(region_id=region_id).first()
+        if region is None:
+            raise NotFound(f"Unknown region {region_id}.")
+        region.token_hash = token_hash(raw)
+        region.save(update_fields=["token_hash"])
+    logger.warning("region %s: summary token rotated by an operator", region_id, extra={"region": region_id})
+    return region, raw
+
+
+def registration_token_revoke(*, token_id: int) -> bool:
+    """Revoke a registration token; False if it was already revoked."""
+    return bool(RegistrationToken.objects.filter(pk=token_id, revoked_at__isnull=True)
+                .update(revoked_at=timezone.now()))
