@@ -5,6 +5,8 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
+# The admin's static files, hashed and compressed, served by the web process (WhiteNoise).
+RUN python manage.py collectstatic --noinput -v0
 RUN useradd --create-home meridian && mkdir -p /app/var /app/staticfiles && chown -R meridian /app/var /app/staticfiles
 USER meridian
 EXPOSE 8000

@@ -49,6 +49,8 @@ MIDDLEWARE = [
     "project.middleware.ApiErrorMiddleware",
     "project.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the web process itself, compressed and hashed (collectstatic).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -97,7 +99,15 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
+# Filled by `manage.py collectstatic` wherever the web is served (Dockerfile, compose,
+# systemd, the demo, the test harness); WhiteNoise serves it with hashed names
+# (cached for a year) and gzip/brotli variants made at collect time.
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+STATICFILES_FINDERS = ["django.contrib.staticfiles.finders.FileSystemFinder", "project.staticfiles.AppDirectoriesFinder"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

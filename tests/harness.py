@@ -83,10 +83,19 @@ class Template:
         env = {**os.environ, "DATABASE_URL": pg_url(self.name), "DJANGO_SETTINGS_MODULE": "project.settings",
                "ROLE": role}
         env.pop("EXTRA_APPS", None)
+        # The servers started from this template serve static files as deployed:
+        # hashed and compressed by collectstatic, here once per session and role
+        # (side by side with the migration), into a directory of this run's own.
+        self.static_root = tempfile.mkdtemp(prefix=f"meridian-static-{role}-")
+        static = subprocess.Popen([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT,
+                                  env={**env, "STATIC_ROOT": self.static_root})
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        if static.wait(120):
+            raise RuntimeError(f"collectstatic failed ({static.returncode})")
 
     def drop(self):
         pg_admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        shutil.rmtree(self.static_root, ignore_errors=True)
 
 
 class RedisServer:
@@ -263,7 +272,7 @@ class Region:
             "REGION_URL": self.url, "DATABASE_URL": self.database_url, "REDIS_URL": self.redis.url,
             "CELERY_BROKER_URL": broker_url, "AGENT_REGISTRATION_TOKEN": REGISTRATION_TOKEN,
             "SECRET_KEY": f"secret-{self.region_id}", "AGENT_DATA_ROOT": str(self.dir / "data"),
-            "AGENT_STATE_DIR": str(self.dir / "agents"),
+            "AGENT_STATE_DIR": str(self.dir / "agents"), "STATIC_ROOT": template.static_root,
             "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in env_overrides.items()},
         }
         self.procs: list[Proc] = []

@@ -48,3 +48,7 @@ from project.settings import *  # noqa: E402,F401,F403
 
 # One test database per run, so two runs on one machine (a developer's and CI's) never collide.
 DATABASES["default"]["TEST"] = {"NAME": f"test_meridian_{os.getpid()}"}  # noqa: F405
+
+# In-process tests render pages without running collectstatic (the harness's real
+# servers serve the hashed, compressed files: tests/test_static_files.py).
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405

@@ -153,6 +153,8 @@ class Command(BaseCommand):
                             SWEEPER_INTERVAL="1", AGENT_REGISTRATION_TOKEN=self.registration_token,
                             CONFIG_REPO=str(config_repo), CONFIG_REF="main", CONFIG_SYNC_INTERVAL="10")
             self.regions[region_id] = {"url": url, "env": env, "agents": agents, "labels": labels}
+        # Static files, hashed and compressed, one copy that every web process serves.
+        self._manage(self.router_env, "collectstatic", "--noinput", "-v0")
         # Each role has a database of its own: set them up side by side.
         with ThreadPoolExecutor(1 + len(self.regions)) as pool:
             jobs = [pool.submit(self._setup_router)]
@@ -299,7 +301,8 @@ class Command(BaseCommand):
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "EXTRA_APPS")}
         env.update(DJANGO_SETTINGS_MODULE="project.settings", PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING",
                    DATABASE_URL=f"sqlite:///{self.root / name / 'db.sqlite3'}", SECRET_KEY=secrets.token_urlsafe(32),
-                   ALLOWED_HOSTS="127.0.0.1,localhost", VAR_DIR=str(self.root / name / "var"), **extra)
+                   ALLOWED_HOSTS="127.0.0.1,localhost", VAR_DIR=str(self.root / name / "var"),
+                   STATIC_ROOT=str(self.root / "static"), **extra)
         (self.root / name).mkdir(parents=True, exist_ok=True)
         return env
 

@@ -1,0 +1,60 @@
+"""The admin's styling, served by the web server as deployed (gunicorn, uvicorn
+workers, DEBUG off): collectstatic's hashed names from the manifest, compressed
+variants, cached for good. Was: /static/admin/css/base.css a 404, a bare page."""
+import re
+
+import pytest
+
+from tests import harness
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def web(router_template):
+    router = harness.Router(router_template)
+    router.start_web(workers=1)
+    yield router
+    router.stop()
+
+
+def _stylesheet(web) -> str:
+    page = web.session.get(f"{web.url}/admin/login/", timeout=10)
+    assert page.status_code == 200
+    found = re.search(r'<link rel="stylesheet" href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', page.text)
+    assert found, page.text[:2000]
+    return found.group(1)
+
+
+def test_admin_stylesheet_is_linked_by_its_hashed_name_and_served_as_css_cached_for_a_year(web):
+    path = _stylesheet(web)
+    r = web.session.get(f"{web.url}{path}", headers={"Accept-Encoding": "identity"}, timeout=10)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/css")
+    assert "max-age=315360000" in r.headers["Cache-Control"] and "immutable" in r.headers["Cache-Control"]
+    assert "Content-Encoding" not in r.headers
+    assert "--body-bg" in r.text  # the admin's own stylesheet, not an error page
+
+
+@pytest.mark.parametrize("encoding", ["br", "gzip"])
+def test_admin_stylesheet_comes_compressed_when_the_browser_asks(web, encoding):
+    path = _stylesheet(web)
+    r = web.session.get(f"{web.url}{path}", headers={"Accept-Encoding": encoding}, timeout=10, stream=True)
+    assert r.status_code == 200
+    assert r.headers["Content-Encoding"] == encoding
+    assert "Accept-Encoding" in r.headers["Vary"]
+    plain = web.session.get(f"{web.url}{path}", headers={"Accept-Encoding": "identity"}, timeout=10)
+    assert int(r.headers["Content-Length"]) < int(plain.headers["Content-Length"]) / 2
+    r.close()
+
+
+def test_unhashed_name_is_served_too_but_cached_only_briefly(web):
+    r = web.session.get(f"{web.url}/static/admin/css/base.css", headers={"Accept-Encoding": "identity"}, timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/css")
+    assert "immutable" not in r.headers.get("Cache-Control", "")
+
+
+def test_admin_icons_are_served_as_svg(web):
+    """Were black squares: the admin's icons are files under /static/ too."""
+    r = web.session.get(f"{web.url}/static/admin/img/icon-yes.svg", timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("image/svg+xml")
