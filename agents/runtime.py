@@ -99,7 +99,8 @@ def claim(*, task_id: str, attempt: int, claim_id: str) -> dict | None:
                                               attempt=attempt, claim_id=claim_id),
                          settings.AGENT_CLAIM_PATIENCE_SECONDS, f"claim {task_id}:{attempt}")
     except RegionRefused as exc:
-        logger.warning("skipping task %s attempt %s: %s (%s)", task_id, attempt, exc.detail, exc.status)
+        logger.warning("skipping task %s attempt %s: %s (%s)", task_id, attempt, exc.detail, exc.status,
+                       extra={"agent": ident.agent_id, "task": str(task_id)})
         return None
 
 

@@ -50,7 +50,7 @@ def execute_task(self, *args, task_id=None, attempt=None, **_unused) -> None:
     capability, payload, timeout = grant["capability"], grant["payload"], grant["timeout"]
     started_at = time.time()
     logger.info("handler start task=%s attempt=%s agent=%s capability=%s", task_id, attempt, ident.agent_id,
-                capability)
+                capability, extra={"agent": ident.agent_id, "task": str(task_id)})
     ctx = Context(task_id=task_id, attempt=attempt, agent_id=ident.agent_id, secrets=grant.get("secrets") or {})
     try:
         result = handler_get(capability)(payload, ctx)
@@ -65,7 +65,7 @@ def execute_task(self, *args, task_id=None, attempt=None, **_unused) -> None:
         body = {"error": f"result refused: {problem}", "retryable": False} if problem else {"result": result}
     kind = "success" if "result" in body else "failure"
     logger.info("handler finish task=%s attempt=%s agent=%s outcome=%s seconds=%.3f", task_id, attempt,
-                ident.agent_id, kind, time.time() - started_at)
+                ident.agent_id, kind, time.time() - started_at, extra={"agent": ident.agent_id, "task": str(task_id)})
     body["started_at"] = started_at
     runtime.report_outcome(kind, task_id=task_id, attempt=attempt, body=body)
 

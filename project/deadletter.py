@@ -86,7 +86,7 @@ def record(*, queue: str, reason: str, task_name: str = "", task_id: str = "", b
     try:
         letter = make(queue=queue, reason=reason, task_name=task_name, task_id=task_id, body=body)
         logger.warning("dead letter queue=%s task=%s id=%s: %s", letter.queue, letter.task_name or "-",
-                       letter.task_id or "-", letter.reason)
+                       letter.task_id or "-", letter.reason, extra={"task": letter.task_id or None})
         if _sink is not None and _admit():
             _sink(letter)
     except Exception:  # noqa: BLE001 - a record must never take its consumer down

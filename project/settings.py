@@ -9,6 +9,7 @@ from pathlib import Path
 import environ
 
 from project.broker import celery_options as broker_celery_options
+from project.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -252,11 +253,10 @@ AGENT_MAX_RESULT_BYTES = env.int("AGENT_MAX_RESULT_BYTES", default=8 * 1024 * 10
 BROKER_MESSAGE_MAX_BYTES = env.int("BROKER_MESSAGE_MAX_BYTES", default=2 * AGENT_MAX_RESULT_BYTES + 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(TASK_PAYLOAD_LIMIT_BYTES * 4, AGENT_MAX_RESULT_BYTES + 1024 * 1024)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
-}
+# One line per event, with its region, agent and task (project/logging.py):
+# LOG_FORMAT=json writes each as one JSON object for a log pipeline.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=env.str("LOG_LEVEL", default="INFO"),
+                         region=REGION_ID if ROLE == "region" else None)
+# Celery workers (agents) keep this configuration in JSON mode instead of Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"

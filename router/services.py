@@ -145,6 +145,8 @@ def summary_ingest(*, region: Region, summary: Any) -> Region:
     summary than the one stored is refused."""
     summary = inputs.summary_parse(summary)
     if summary["region_id"] != region.region_id:
+        logger.warning("summary refused: region %s sent one for %s", region.region_id, summary["region_id"],
+                       extra={"region": region.region_id})
         raise Forbidden(f"This token belongs to region {region.region_id}; it cannot update "
                         f"{summary['region_id']}.")
     if summary["orchestrator_url"].rstrip("/") != region.orchestrator_url:
@@ -156,6 +158,8 @@ def summary_ingest(*, region: Region, summary: Any) -> Region:
     with transaction.atomic():
         region = Region.objects.select_for_update().get(pk=region.pk)
         if region.last_updated and last_updated <= region.last_updated:
+            logger.warning("summary refused: region %s sent one dated %s, not newer than the stored one",
+                           region.region_id, last_updated.isoformat(), extra={"region": region.region_id})
             raise Stale(f"Summary from {last_updated.isoformat()} is not newer than the stored one "
                         f"({region.last_updated.isoformat()}); if that one is dated in the future, an operator "
                         f"can clear it: manage.py router_reset_region {region.region_id}.")
@@ -172,6 +176,8 @@ def summary_ingest(*, region: Region, summary: Any) -> Region:
             region.summary_interval = summary["summary_interval"]
         region.save()
     regions_directory_reset()  # this process sees it at once; the others within 0.5 s
+    logger.info("summary from %s accepted (%d agents available, config %s)", region.region_id,
+                region.available_agents, region.config_version[:12] or "-", extra={"region": region.region_id})
     return region
 
 

@@ -165,6 +165,7 @@ def agent_register(
         # database between the first mark and the commit drops it too.
         transaction.on_commit(lambda: _rotation_mark_committed(agent_id))
     _forget_locally(agent_id)
+    logger.info("agent %s registered (%s)", agent_id, ", ".join(agent.capabilities), extra={"agent": agent_id})
     return Registration(agent=agent, token=raw, report_key=report_key_for(agent_id=agent_id, token_digest=digest))
 
 
@@ -244,6 +245,7 @@ def agent_deregister(*, agent: Agent) -> None:
         desired=Agent.Desired.ACTIVE if agent.desired == Agent.Desired.DRAINING else agent.desired,
     )
     liveness.agent_forget(agent_id=agent.agent_id)
+    logger.info("agent %s deregistered", agent.agent_id, extra={"agent": agent.agent_id})
     # No requeue here: the results of the work it finished may still be queued
     # behind this call. The sweeper requeues what is still running after a grace.
 
@@ -265,6 +267,8 @@ def agent_set_desired(*, agent_id: str, desired: str) -> Agent:
         transaction.on_commit(lambda: _rotation_mark_committed(agent_id))  # when in a transaction
     liveness.agent_desired_set(agent_id=agent_id, desired=desired)
     _forget_locally(agent_id)
+    logger.warning("agent %s %s by an operator", agent_id, "revoked" if desired == Agent.Desired.STOPPED else
+                   f"set to {desired}", extra={"agent": agent_id})
     return agent
 
 
@@ -381,6 +385,8 @@ def agent_reap(*, now: float) -> dict:
         requeued = tasks_requeue_for_agents(agent_ids=evicted, reason="agent missed its heartbeat TTL")
         logger.warning("marked %d agents offline (%s); requeued %d tasks", len(evicted),
                        ", ".join(evicted[:10]), requeued)
+        for agent_id in evicted:
+            logger.info("agent %s offline: missed its heartbeat TTL", agent_id, extra={"agent": agent_id})
     orphans = _reap_orphans(now=now, cutoff=cutoff) if rule.mode == "normal" else []
     liveness.reaped_set(now=now)
     return {"evicted": evicted + orphans, "held": rule.mode == "hold", "limited": rule.mode == "limited"}
@@ -434,6 +440,8 @@ def _reap_orphans(*, now: float, cutoff: float) -> list[str]:
 
         tasks_requeue_for_agents(agent_ids=orphans, reason="agent missed its heartbeat TTL")
         logger.warning("marked %d agents offline that the live set no longer had", len(orphans))
+        for agent_id in orphans:
+            logger.info("agent %s offline: missed its heartbeat TTL", agent_id, extra={"agent": agent_id})
     return orphans
 
 

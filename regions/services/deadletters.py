@@ -28,4 +28,6 @@ def dead_letter_report(*, agent_id: str, queue: str, reason: str, task_name: str
                        excerpt: str = "") -> DeadLetter | None:
     """An agent's report of a message it dropped, bounded and cleaned like our own."""
     letter = make(queue=queue, reason=reason, task_name=task_name, task_id=task_id, body=excerpt)
+    logger.warning("dead letter from agent %s queue=%s id=%s: %s", agent_id, letter.queue, letter.task_id or "-",
+                   letter.reason, extra={"agent": agent_id, "task": letter.task_id or None})
     return dead_letter_store(letter, source=f"agent:{agent_id}")

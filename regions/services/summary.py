@@ -75,5 +75,6 @@ def summary_push(*, force: bool = False) -> dict:
     if response.status_code != 200:
         logger.warning("router refused the summary: %s %s", response.status_code, response.text[:300])
         return {"sent": False, "status": response.status_code}
+    logger.info("summary pushed to the router (%d agents available)", summary["available_agents"])
     return {"sent": True, "available_agents": summary["available_agents"]}
 

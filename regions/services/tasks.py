@@ -130,6 +130,7 @@ def task_submit(
         if existing is None:
             raise
         return _replayed(existing, idempotency_key=idempotency_key, digest=digest)
+    logger.info("task %s submitted (%s, %s)", task.id, capability, status, extra={"task": str(task.id)})
     return Submission(task=task, created=True)
 
 
@@ -219,7 +220,8 @@ def task_dispatch(*, task_id) -> bool:
         )
     except Exception as exc:  # broker down: kombu raises several types
         Task.objects.filter(id=task.id, attempt=task.attempt, dispatched_at=now).update(dispatched_at=None)
-        logger.warning("dispatch of task %s deferred, broker unavailable: %s", task.id, exc)
+        logger.warning("dispatch of task %s deferred, broker unavailable: %s", task.id, exc,
+                       extra={"task": str(task.id)})
         return False
     return True
 
@@ -269,9 +271,12 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
     if not claimed and not (claim_id and Task.objects.filter(
             id=task_id, attempt=attempt, status=Task.Status.RUNNING, agent=agent_id, claim_id=claim_id).exists()):
         reason = _claim_refusal(task_id=task_id, attempt=attempt, agent_id=agent_id)
-        logger.info("claim of task %s attempt %s by %s refused: %s", task_id, attempt, agent_id, reason)
+        logger.info("claim of task %s attempt %s by %s refused: %s", task_id, attempt, agent_id, reason,
+                    extra={"agent": agent_id, "task": str(task_id)})
         return Claim(run=False, reason=reason)
     task = Task.objects.only("capability", "payload", "timeout").get(id=task_id)
+    logger.info("task %s attempt %s claimed by %s", task_id, attempt, agent_id,
+                extra={"agent": agent_id, "task": str(task_id)})
     grant = {"run": True, "capability": task.capability, "payload": task.payload, "timeout": task.timeout}
     secret_name = task.payload.get("auth_secret") if isinstance(task.payload, dict) else None
     if not secret_name:
@@ -357,7 +362,11 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
                 batch_size=2000, ignore_conflicts=True,
             )
     if not done:
-        logger.info("late or fenced result for task %s attempt %s from %s ignored", task_id, attempt, agent_id)
+        logger.info("late or fenced result for task %s attempt %s from %s ignored", task_id, attempt, agent_id,
+                    extra={"agent": agent_id, "task": str(task_id)})
+    else:
+        logger.info("task %s attempt %s succeeded on %s", task_id, attempt, agent_id,
+                    extra={"agent": agent_id, "task": str(task_id)})
     return bool(done)
 
 
@@ -378,6 +387,10 @@ def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryabl
                               retryable=retryable, started_at=started_at, capabilities=capabilities)
         if changed:
             _attempt_close(task_id=task_id, number=attempt, outcome=outcome, error=error, agent_id=agent_id)
+    if changed:
+        logger.warning("task %s attempt %s failed on %s (%s): %s", task_id, attempt, agent_id,
+                       "retrying" if retryable and task.attempt < task.max_attempts else "final", error[:300],
+                       extra={"agent": agent_id, "task": str(task_id)})
     return bool(changed)
 
 
@@ -418,6 +431,8 @@ def tasks_requeue_for_agents(*, agent_ids: list[str], reason: str) -> int:
                                status_reason="no attempts left"):
                     _attempt_close(task_id=task.id, number=task.attempt, outcome=TaskAttempt.Outcome.FAILED,
                                    error=error, agent_id=task.agent)
+                    logger.warning("task %s failed: %s, no attempts left", task.id, lost,
+                                   extra={"agent": task.agent, "task": str(task.id)})
             continue
         with transaction.atomic():
             if base.update(status=Task.Status.QUEUED, attempt=F("attempt") + 1, agent="",
@@ -426,6 +441,8 @@ def tasks_requeue_for_agents(*, agent_ids: list[str], reason: str) -> int:
                 _attempt_close(task_id=task.id, number=task.attempt, outcome=TaskAttempt.Outcome.REQUEUED,
                                error=lost, agent_id=task.agent)
                 count += 1
+                logger.warning("task %s requeued after attempt %s: %s (agent %s)", task.id, task.attempt, reason,
+                               task.agent, extra={"agent": task.agent, "task": str(task.id)})
                 transaction.on_commit(lambda tid=task.id: task_dispatch(task_id=tid))
         _revoke(task.id, task.attempt)
     return count

@@ -1,0 +1,83 @@
+"""Log lines: one per event, naming its region, agent and task; JSON with LOG_FORMAT=json."""
+import io
+import json
+import logging
+import logging.config
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from project.logging import logging_config
+from regions.services import tasks as task_services
+from tests import factories
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENT_LOGGERS = ("regions.services.tasks", "regions.services.agents")
+
+
+@pytest.fixture
+def json_lines(monkeypatch):
+    """The project's json configuration on the region's event loggers (root and
+    pytest's own capture left alone); yields a function returning the lines."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)  # the handler's ext://sys.stderr
+    config = logging_config(log_format="json", region="eu-west-3")
+    del config["root"]
+    config["loggers"] = {name: {"handlers": ["console"], "level": "INFO", "propagate": False}
+                         for name in EVENT_LOGGERS}
+    logging.config.dictConfig(config)
+    yield lambda: stream.getvalue().splitlines()
+    for name in EVENT_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+
+
+@pytest.mark.django_db
+def test_json_logs_write_one_parseable_line_per_event_with_region_agent_and_task(json_lines, redis_clean):
+    factories.agent("a1", capabilities=["echo"])
+    task = task_services.task_submit(submitted_by=factories.caller()[0], capability="echo", payload={}).task
+    assert task_services.task_claim(task_id=str(task.id), attempt=task.attempt, agent_id="a1").run
+
+    events = [json.loads(line) for line in json_lines()]  # every line is one JSON object
+    registered = next(e for e in events if e["msg"].startswith("agent a1 registered"))
+    submitted = next(e for e in events if e["msg"].startswith(f"task {task.id} submitted"))
+    claimed = next(e for e in events if e["msg"].startswith(f"task {task.id} attempt 1 claimed by a1"))
+    assert set(claimed) >= {"ts", "level", "logger", "msg", "region", "agent", "task"}
+    assert (claimed["region"], claimed["agent"], claimed["task"]) == ("eu-west-3", "a1", str(task.id))
+    assert claimed["level"] == "INFO" and claimed["logger"] == "regions.services.tasks"
+    assert claimed["ts"].endswith("+00:00") and "T" in claimed["ts"]
+    assert (submitted["agent"], submitted["task"]) == (None, str(task.id))
+    assert (registered["agent"], registered["task"], registered["region"]) == ("a1", None, "eu-west-3")
+
+
+def test_log_format_json_in_the_environment_makes_every_line_json_with_the_regions_id():
+    code = ("import django, logging; django.setup(); "
+            "logging.getLogger('regions.services.tasks').warning('task t1 requeued\\nafter attempt 1', "
+            "extra={'agent': 'a1', 'task': 't1', 'attempt': 1})")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "ROLE": "region", "REGION_ID": "ap-test-9",
+           "LOG_FORMAT": "json", "EXTRA_APPS": "regions,agents"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr  # the newline in the message stays inside the JSON string
+    event = json.loads(lines[0])
+    assert event["msg"] == "task t1 requeued\nafter attempt 1" and event["level"] == "WARNING"
+    assert (event["region"], event["agent"], event["task"], event["attempt"]) == ("ap-test-9", "a1", "t1", 1)
+
+
+def test_log_format_text_stays_the_plain_line():
+    code = ("import django, logging; django.setup(); "
+            "logging.getLogger('regions.services.tasks').warning('task t1 requeued', extra={'task': 't1'})")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "ROLE": "region", "EXTRA_APPS": "regions,agents"}
+    env.pop("LOG_FORMAT", None)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().endswith("WARNING regions.services.tasks task t1 requeued")
