@@ -54,12 +54,12 @@ _BADGE = ('<span class="mrd-badge" style="display:inline-block;padding:1px 7px;b
 def freshness_badge(region: Region, now: datetime | None = None):
     now = now or timezone.now()
     if region.received_at is None:
-        return format_html(_BADGE, "#ba2121", "no summary received yet", "stale")
+        return format_html(_BADGE + " never", "#ba2121", "no summary received yet", "stale")
     stale = services.region_is_stale(region, now)
     limit = services.STALE_AFTER_INTERVALS * selectors.region_interval(region.summary_interval)
     title = f"last summary {exact_time(region.received_at)}; stale after {limit:g} s without one"
-    return format_html(_BADGE + " {}", "#ba2121" if stale else "#2e7d32", title, "stale" if stale else "fresh",
-                       timestamp(region.received_at, now))
+    return format_html('<span style="white-space:nowrap">' + _BADGE + " {}</span>", "#ba2121" if stale else "#2e7d32",
+                       title, "stale" if stale else "fresh", timestamp(region.received_at, now))
 
 
 def label_chips(labels) -> str:
@@ -94,6 +94,7 @@ class LabelsField(forms.CharField):
 
 class RegionAddForm(forms.ModelForm):
     orchestrator_url = forms.CharField(max_length=inputs.MAX_URL_LENGTH,
+                                       widget=forms.TextInput(attrs={"class": "vURLField", "size": 60}),
                                        help_text="where agents and callers reach the region, e.g. "
                                                  "https://eu-west-3.example.com")
     labels = LabelsField(required=False, help_text="comma-separated, e.g. eu, gdpr")
@@ -145,6 +146,25 @@ class AddressRuleInline(admin.TabularInline):
     extra = 0
 
 
+class ConfigFilter(admin.SimpleListFilter):
+    """By configuration commit, named by its short sha (and subject) rather than 40 hex digits."""
+
+    title = "config commit"
+    parameter_name = "config"
+
+    def lookups(self, request, model_admin):
+        commits = {}
+        for sha, subject in Region.objects.values_list("config_version", "config_subject" if hasattr(
+                Region, "config_subject") else "config_version").distinct().order_by("config_version"):
+            commits.setdefault(sha, "" if subject == sha else subject)
+        return [(sha, f"{sha[:12]} {subject[:40]}".strip() if sha else "none reported")
+                for sha, subject in commits.items()]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset if value is None else queryset.filter(config_version=value)
+
+
 SUMMARY_FIELDS = ("available_agents", "capacity_table", "last_updated_exact", "received_at_exact",
                   "freshness", "config_version", "config_subject_text", "config_since_exact", "schema_version",
                   "summary_interval")
@@ -152,9 +172,9 @@ SUMMARY_FIELDS = ("available_agents", "capacity_table", "last_updated_exact", "r
 
 @admin.register(Region)
 class RegionAdmin(admin.ModelAdmin):
-    list_display = ("region_id", "orchestrator", "label_list", "freshness", "available_agents", "capacity",
+    list_display = ("region_id", "orchestrator", "label_list", "freshness", "agents", "capacity",
                     "config", "enabled")
-    list_filter = ("enabled", "config_version")
+    list_filter = ("enabled", ConfigFilter)
     search_fields = ("region_id", "orchestrator_url")
     inlines = [AddressRuleInline]
     actions = ["reset_replay_watermark", "rotate_token"]
@@ -260,13 +280,18 @@ class RegionAdmin(admin.ModelAdmin):
     def freshness(self, region):
         return freshness_badge(region)
 
-    @admin.display(description="idle / total per capability")
+    @admin.display(description="agents", ordering="available_agents")
+    def agents(self, region):
+        return region.available_agents
+
+    @admin.display(description="idle/total per capability")
     def capacity(self, region):
         caps = selectors.region_capacity(region)
-        text = " · ".join(f"{c['capability']} {c['idle']}/{c['count']}" for c in caps[:CAPACITY_IN_LIST])
+        items = format_html_join(" · ", '<span style="white-space:nowrap">{} {}/{}</span>',
+                                 ((c["capability"], c["idle"], c["count"]) for c in caps[:CAPACITY_IN_LIST]))
         if len(caps) > CAPACITY_IN_LIST:
-            text += f" · +{len(caps) - CAPACITY_IN_LIST} more"
-        return text or "—"
+            items = format_html("{} · +{} more", items, len(caps) - CAPACITY_IN_LIST)
+        return items or "—"
 
     @admin.display(description="capacity")
     def capacity_table(self, region):
