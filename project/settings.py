@@ -99,6 +99,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+FORMAT_MODULE_PATH = "project.formats"  # times with seconds (Y-m-d H:i:s) in both roles' admin
 STATIC_URL = "static/"
 # Filled by `manage.py collectstatic` wherever the web is served (Dockerfile, compose,
 # systemd, the demo, the test harness); WhiteNoise serves it with hashed names

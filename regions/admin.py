@@ -1,38 +1,363 @@
-from django.contrib import admin, messages
+"""The region's admin: a console over the services, never around them.
 
-from regions.models import Agent, DeadLetter, IngestedRecord, RegistrationToken, Task
+Every page is read-only (no add, no change, no delete): the system owns these
+rows, and state changes only through actions that call the services (which also
+tell the agent through Redis, revoke credentials, fence attempts and dispatch).
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from django.contrib import admin, messages
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import localize
+from django.utils.html import format_html, format_html_join
+
+from regions.models import (Agent, ConfigVersion, DeadLetter, IngestedRecord, RegistrationToken, Task,
+                            TaskAttempt)
 from regions.services import agents as agent_services
+from regions.services import liveness
 from regions.services import tasks as task_services
 
+COLOURS = {
+    "green": "#1e7e34", "blue": "#0b5ed7", "yellow": "#b58100", "orange": "#d9480f", "red": "#c92a2a",
+    "grey": "#6c757d",
+}
 
-def _set_desired(desired: str, label: str):
+
+def badge(label: str, colour: str, title: str = ""):
+    return format_html(
+        '<span class="meridian-badge" title="{}" style="display:inline-block;padding:1px 7px;border-radius:9px;'
+        'color:#fff;background:{};font-size:11px;font-weight:600;white-space:nowrap">{}</span>',
+        title or label, COLOURS[colour], label)
+
+
+def when(dt: datetime | None) -> str:
+    """An exact time, to the second, in the site's time zone."""
+    return localize(timezone.localtime(dt)) if dt else "—"
+
+
+def age(dt: datetime | None, now: datetime | None = None):
+    """ "4 s ago", with the exact time on hover."""
+    if dt is None:
+        return "never"
+    seconds = max(0, int(((now or timezone.now()) - dt).total_seconds()))
+    if seconds < 120:
+        text = f"{seconds} s ago"
+    elif seconds < 7200:
+        text = f"{seconds // 60} min ago"
+    elif seconds < 172800:
+        text = f"{seconds // 3600} h ago"
+    else:
+        text = f"{seconds // 86400} d ago"
+    return format_html('<span title="{}">{}</span>', when(dt), text)
+
+
+def span(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return "—"
+    seconds = (end - start).total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def pretty_json(value):
+    """<pre> of the value as indented JSON; escaped (a payload is caller data)."""
+    if value is None:
+        return "—"
+    return format_html('<pre style="margin:0;max-height:30em;overflow:auto;white-space:pre-wrap">{}</pre>',
+                       json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def truncated(text: str, limit: int = 80):
+    if not text:
+        return ""
+    if len(text) <= limit:
+        return text
+    return format_html('<span title="{}">{}…</span>', text, text[:limit])
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewed, never edited here: what changes goes through an action."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- agents ---------------------------------------------------------------------
+
+AGENT_STATES = {
+    # state: (label, colour, what it means)
+    "online_idle": ("online idle", "green", "heartbeating, takes tasks, none running"),
+    "online_busy": ("online busy", "blue", "heartbeating, running tasks"),
+    "cordoned": ("cordoned", "yellow", "takes no new tasks; keeps running what it has"),
+    "draining": ("draining", "orange", "finishes its tasks, then stops"),
+    "revoked": ("revoked", "red", "credential withdrawn; told to stop"),
+    "offline": ("offline", "red", "missed its heartbeat TTL"),
+    "stopped": ("stopped", "grey", "deregistered (stopped on request)"),
+}
+
+
+def agent_state(agent: Agent, running: int | None = None) -> str:
+    if agent.status == Agent.Status.STOPPED:
+        return "stopped"
+    if agent.status == Agent.Status.OFFLINE:
+        return "offline"
+    if agent.desired == Agent.Desired.STOPPED:
+        return "revoked"
+    if agent.desired == Agent.Desired.DRAINING:
+        return "draining"
+    if agent.desired == Agent.Desired.CORDONED:
+        return "cordoned"
+    return "online_busy" if agent.busy or running else "online_idle"
+
+
+def _set_desired(desired: str, label: str, description: str):
     def action(modeladmin, request, queryset):
-        for agent in queryset:
-            agent_services.agent_set_desired(agent_id=agent.agent_id, desired=desired)
-        messages.info(request, f"{queryset.count()} agent(s) {label}.")
+        done, failed = 0, []
+        for agent_id in queryset.values_list("agent_id", flat=True):
+            try:
+                agent_services.agent_set_desired(agent_id=agent_id, desired=desired)
+                done += 1
+            except (agent_services.NotFound, liveness.RedisError) as exc:
+                failed.append(f"{agent_id}: {exc}")
+        messages.info(request, f"{done} agent(s) {label}.")
+        if failed:
+            messages.error(request, "Not changed: " + "; ".join(failed[:10]))
 
-    action.short_description = f"{label.capitalize()} selected agents"
+    action.short_description = description
     action.__name__ = f"agent_{label}"
     return action
 
 
+def _running_count():
+    return Coalesce(Subquery(
+        Task.objects.filter(agent=OuterRef("agent_id"), status=Task.Status.RUNNING).order_by()
+        .values("agent").annotate(n=Count("id")).values("n"), output_field=IntegerField()), 0)
+
+
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
-    list_display = ("agent_id", "status", "desired", "busy", "kind", "version", "last_seen", "registered_at")
+class AgentAdmin(ReadOnlyAdmin):
+    list_display = ("agent_id", "state", "capabilities_list", "slots", "current_tasks", "last_seen_age", "version",
+                    "credential", "kind")
     list_filter = ("status", "desired", "busy", "kind", "version")
     search_fields = ("agent_id", "hostname")
-    readonly_fields = ("token_hash", "registered_at", "last_seen", "offline_since")
-    actions = [_set_desired("draining", "drained"), _set_desired("cordoned", "cordoned"),
-               _set_desired("active", "uncordoned"), _set_desired("stopped", "revoked")]
+    fields = ("agent_id", "state", "status", "desired", "credential", "capabilities_list", "slots", "current_tasks",
+              "version", "hostname", "kind", "last_seen_exact", "registered_at_exact", "offline_since_exact",
+              "recent_tasks")
+    readonly_fields = fields
+    actions = [
+        _set_desired(Agent.Desired.DRAINING, "drained", "Drain: finish current tasks, then stop"),
+        _set_desired(Agent.Desired.CORDONED, "cordoned", "Cordon: take no new tasks"),
+        _set_desired(Agent.Desired.ACTIVE, "uncordoned", "Uncordon: take tasks again"),
+        _set_desired(Agent.Desired.STOPPED, "revoked", "Revoke: withdraw the credential and stop now"),
+    ]
+    RECENT_TASKS = 20
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(running=_running_count())
+
+    @admin.display(description="state", ordering="status")
+    def state(self, obj: Agent):
+        label, colour, meaning = AGENT_STATES[agent_state(obj, getattr(obj, "running", None))]
+        return badge(label, colour, meaning)
+
+    @admin.display(description="capabilities")
+    def capabilities_list(self, obj: Agent):
+        return ", ".join(obj.capabilities)
+
+    @admin.display(description="slots in use")
+    def slots(self, obj: Agent):
+        return f"{getattr(obj, 'running', 0)} / {obj.concurrency}"
+
+    @admin.display(description="current tasks")
+    def current_tasks(self, obj: Agent):
+        if not getattr(obj, "running", 0):
+            return "—"
+        ids = Task.objects.filter(agent=obj.agent_id, status=Task.Status.RUNNING).values_list("id", flat=True)[:3]
+        links = format_html_join(" ", '<a href="{}" title="{}">{}</a>',
+                                 ((reverse("admin:regions_task_change", args=[i]), i, str(i)[:8]) for i in ids))
+        more = obj.running - len(ids)
+        return format_html("{}{}", links, f" +{more}" if more > 0 else "")
+
+    @admin.display(description="last seen", ordering="last_seen")
+    def last_seen_age(self, obj: Agent):
+        return age(obj.last_seen)
+
+    @admin.display(description="last seen")
+    def last_seen_exact(self, obj: Agent):
+        return format_html("{} ({})", when(obj.last_seen), age(obj.last_seen))
+
+    @admin.display(description="registered at")
+    def registered_at_exact(self, obj: Agent):
+        return when(obj.registered_at)
+
+    @admin.display(description="offline since")
+    def offline_since_exact(self, obj: Agent):
+        return when(obj.offline_since)
+
+    @admin.display(description="credential")
+    def credential(self, obj: Agent):
+        if obj.token_hash:
+            return badge("active", "green", "holds a token; its heartbeats and reports are accepted")
+        return badge("revoked (no token)", "red", "no token: it must be re-admitted and register again")
+
+    @admin.display(description="recent tasks")
+    def recent_tasks(self, obj: Agent):
+        """The attempts this agent ran, newest first (a task it lost to another
+        agent is listed too, with how its attempt here ended)."""
+        attempts = list(TaskAttempt.objects.filter(agent=obj.agent_id).select_related("task")
+                        .only("number", "started_at", "finished_at", "outcome", "error", "task__id",
+                              "task__capability", "task__status", "task__max_attempts")
+                        .order_by("-started_at")[:self.RECENT_TASKS])
+        if not attempts:
+            return "none"
+        rows = format_html_join(
+            "", "<tr><td><a href='{}' title='{}'>{}</a></td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td>"
+                "<td>{}</td><td>{}</td></tr>",
+            ((reverse("admin:regions_task_change", args=[a.task.id]), a.task.id, str(a.task.id)[:8],
+              a.task.capability, a.number, a.task.max_attempts, _outcome_badge(a), when(a.started_at),
+              span(a.started_at, a.finished_at), TASK_BADGES.get(a.task.status, a.task.status),
+              truncated(a.error, 60)) for a in attempts))
+        return format_html("<table><thead><tr><th>task</th><th>capability</th><th>attempt</th><th>outcome here</th>"
+                           "<th>started</th><th>duration</th><th>task now</th><th>error</th></tr></thead>"
+                           "<tbody>{}</tbody></table>", rows)
+
+
+# --- tasks ----------------------------------------------------------------------
+
+TASK_COLOURS = {
+    Task.Status.WAITING: "yellow", Task.Status.QUEUED: "grey", Task.Status.RUNNING: "blue",
+    Task.Status.RETRYING: "orange", Task.Status.SUCCEEDED: "green", Task.Status.FAILED: "red",
+    Task.Status.CANCELLED: "grey",
+}
+TASK_BADGES = {status: badge(status, colour) for status, colour in TASK_COLOURS.items()}
+OUTCOME_COLOURS = {
+    TaskAttempt.Outcome.SUCCEEDED: "green", TaskAttempt.Outcome.FAILED: "red", TaskAttempt.Outcome.REQUEUED: "orange",
+    TaskAttempt.Outcome.CANCELLED: "grey", TaskAttempt.Outcome.TIMED_OUT: "red",
+}
+
+
+def _outcome_badge(attempt: TaskAttempt):
+    if not attempt.outcome:
+        return badge("running", "blue")
+    return badge(attempt.outcome.replace("_", " "), OUTCOME_COLOURS.get(attempt.outcome, "grey"))
+
+
+class TaskAttemptInline(admin.TabularInline):
+    model = TaskAttempt
+    extra = 0
+    can_delete = False
+    fields = ("number", "agent", "started", "finished", "duration", "outcome_badge", "error")
+    readonly_fields = fields
+    ordering = ("number",)
+    verbose_name_plural = "attempts"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="started")
+    def started(self, obj: TaskAttempt):
+        return when(obj.started_at)
+
+    @admin.display(description="finished")
+    def finished(self, obj: TaskAttempt):
+        return when(obj.finished_at)
+
+    @admin.display(description="duration")
+    def duration(self, obj: TaskAttempt):
+        return span(obj.started_at, obj.finished_at)
+
+    @admin.display(description="outcome")
+    def outcome_badge(self, obj: TaskAttempt):
+        return _outcome_badge(obj)
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
-    list_display = ("id", "capability", "status", "attempt", "max_attempts", "agent", "created_at", "finished_at")
+class TaskAdmin(ReadOnlyAdmin):
+    list_display = ("short_id", "capability", "status_badge", "attempts", "agent", "queue_wait", "duration",
+                    "created", "error_short")
     list_filter = ("status", "capability")
-    search_fields = ("id", "idempotency_key", "agent")
-    readonly_fields = [f.name for f in Task._meta.fields]
-    actions = ["cancel"]
+    search_fields = ("id", "idempotency_key", "agent", "error")
+    fields = ("id", "capability", "status_badge", "status_reason", "attempts", "agent", "target_agent", "priority",
+              "timeout", "submitted_by", "idempotency_key", "created", "started", "finished", "queue_wait",
+              "duration", "error", "payload_pretty", "result_pretty")
+    readonly_fields = fields
+    inlines = [TaskAttemptInline]
+    actions = ["retry", "cancel"]
+
+    @admin.display(description="task", ordering="id")
+    def short_id(self, obj: Task):
+        return format_html('<span title="{}">{}</span>', obj.id, str(obj.id)[:8])
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Task):
+        return badge(obj.status, TASK_COLOURS.get(obj.status, "grey"), obj.status_reason or obj.status)
+
+    @admin.display(description="attempt")
+    def attempts(self, obj: Task):
+        return f"{obj.attempt}/{obj.max_attempts}"
+
+    @admin.display(description="queue wait")
+    def queue_wait(self, obj: Task):
+        return span(obj.created_at, obj.started_at)
+
+    @admin.display(description="duration (region)")
+    def duration(self, obj: Task):
+        return span(obj.started_at, obj.finished_at)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Task):
+        return when(obj.created_at)
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: Task):
+        return when(obj.started_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, obj: Task):
+        return when(obj.finished_at)
+
+    @admin.display(description="error")
+    def error_short(self, obj: Task):
+        return truncated(obj.error)
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj: Task):
+        return pretty_json(obj.payload)
+
+    @admin.display(description="result")
+    def result_pretty(self, obj: Task):
+        return pretty_json(obj.result)
+
+    @admin.action(description="Retry selected failed or cancelled tasks (a new attempt)")
+    def retry(self, request, queryset):
+        done, refused = 0, 0
+        for task in queryset:
+            try:
+                task_services.task_retry(task=task)
+                done += 1
+            except task_services.InvalidState:
+                refused += 1
+        messages.info(request, f"{done} task(s) retried.")
+        if refused:
+            messages.warning(request, f"{refused} task(s) not retried: only failed or cancelled tasks can be.")
 
     @admin.action(description="Cancel selected tasks")
     def cancel(self, request, queryset):
@@ -45,6 +370,57 @@ class TaskAdmin(admin.ModelAdmin):
                 pass
         messages.info(request, f"{done} task(s) cancelled.")
 
+
+# --- configuration -----------------------------------------------------------------
+
+@admin.register(ConfigVersion)
+class ConfigVersionAdmin(ReadOnlyAdmin):
+    """Every commit the region tried to apply, and why one was rejected."""
+
+    list_display = ("short_sha", "subject", "applied_at", "result_badge", "is_active", "duration", "changes_count",
+                    "reason")
+    list_filter = ("result", "is_active")
+    search_fields = ("sha", "subject", "error")
+    fields = ("sha", "subject", "ref", "repo", "applied_at", "result_badge", "is_active", "duration", "reason",
+              "changes_pretty", "content_pretty")
+    readonly_fields = fields
+
+    @admin.display(description="sha", ordering="sha")
+    def short_sha(self, obj: ConfigVersion):
+        return format_html('<span title="{}"><code>{}</code></span>', obj.sha, obj.sha[:12])
+
+    @admin.display(description="applied at", ordering="created_at")
+    def applied_at(self, obj: ConfigVersion):
+        return when(obj.created_at)
+
+    @admin.display(description="result", ordering="result")
+    def result_badge(self, obj: ConfigVersion):
+        if obj.result == ConfigVersion.Result.APPLIED:
+            return badge("active" if obj.is_active else "applied", "green" if obj.is_active else "grey")
+        return badge("rejected", "red", obj.error)
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, obj: ConfigVersion):
+        return f"{obj.duration_ms} ms"
+
+    @admin.display(description="changes")
+    def changes_count(self, obj: ConfigVersion):
+        return len(obj.changes or [])
+
+    @admin.display(description="rejection reason (file: key: problem)")
+    def reason(self, obj: ConfigVersion):
+        return format_html('<span style="color:{}">{}</span>', COLOURS["red"], obj.error) if obj.error else ""
+
+    @admin.display(description="changes")
+    def changes_pretty(self, obj: ConfigVersion):
+        return pretty_json(obj.changes)
+
+    @admin.display(description="content (secrets as references only)")
+    def content_pretty(self, obj: ConfigVersion):
+        return pretty_json(obj.content)
+
+
+# --- the rest -------------------------------------------------------------------------
 
 @admin.register(RegistrationToken)
 class RegistrationTokenAdmin(admin.ModelAdmin):

@@ -135,6 +135,7 @@ class TaskAttempt(models.Model):
     class Meta:
         ordering = ["task", "number"]
         constraints = [models.UniqueConstraint(fields=["task", "number"], name="one_row_per_task_attempt")]
+        indexes = [models.Index(fields=["agent", "-started_at"], name="attempt_agent_recent_idx")]
 
     def __str__(self) -> str:
         return f"{self.task_id} attempt {self.number}"

@@ -20,5 +20,6 @@ urlpatterns = [
     path("tasks", views.TaskListSubmitApi.as_view(), name="task-list"),
     path("tasks/<uuid:task_id>", views.TaskDetailApi.as_view(), name="task-detail"),
     path("tasks/<uuid:task_id>/cancel", views.TaskCancelApi.as_view(), name="task-cancel"),
+    path("tasks/<uuid:task_id>/retry", views.TaskRetryApi.as_view(), name="task-retry"),
     path("region/status", views.RegionStatusApi.as_view(), name="region-status"),
 ]

@@ -331,6 +331,17 @@ class TaskCancelApi(APIView):
         return Response(TaskOutputSerializer(task).data)
 
 
+class TaskRetryApi(APIView):
+    @extend_schema(request=None, responses={201: TaskOutputSerializer, **errors(401, 404, 409, 503)})
+    def post(self, request, task_id):
+        task = _task_or_404(request, task_id)
+        try:
+            task = task_services.task_retry(task=task)
+        except task_services.InvalidState as exc:
+            raise Conflict(f"cannot retry: {exc}") from exc
+        return Response(TaskOutputSerializer(task).data, status=status.HTTP_201_CREATED)
+
+
 class RegionStatusApi(APIView):
     @extend_schema(responses={200: dict, **errors(401, 503)})
     def get(self, request):

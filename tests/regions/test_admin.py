@@ -1,0 +1,197 @@
+"""The region's admin: every page renders with data, and state changes only
+through actions that call the services."""
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from regions.models import Agent, ConfigVersion, Task, TaskAttempt
+from regions.services import liveness
+from regions.services import tasks as task_services
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(client):
+    user = get_user_model().objects.create_superuser("op", "op@example.com", "pw")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _no_broker(monkeypatch):
+    """Revokes are best effort; no broker is needed to check what the database says."""
+    monkeypatch.setattr(task_services, "_revoke", lambda *a, **kw: None)
+
+
+def _retried_task() -> Task:
+    """submit → claim → fail (retryable) → claim attempt 2: a running second attempt."""
+    user, _ = factories.caller()
+    task = task_services.task_submit(submitted_by=user, capability="echo", payload={"n": 1},
+                                     max_attempts=3).task
+    assert task_services.task_claim(task_id=task.id, attempt=1, agent_id="host.example.com").run
+    assert task_services.task_fail(task_id=task.id, attempt=1, agent_id="host.example.com", error="boom <b>")
+    Task.objects.filter(id=task.id).update(not_before=None)
+    assert task_services.task_claim(task_id=task.id, attempt=2, agent_id="a2").run
+    return task
+
+
+def _changelist_post(client, model: str, action: str, ids) -> None:
+    response = client.post(reverse(f"admin:regions_{model}_changelist"),
+                           {"action": action, "_selected_action": [str(i) for i in ids], "index": 0})
+    assert response.status_code == 302, response.content[:2000]
+
+
+def test_every_region_admin_page_renders_with_data(staff, redis_clean):
+    agent = factories.agent("host.example.com", ["echo"]).agent
+    factories.agent("a2", ["echo"])
+    task = _retried_task()
+    ConfigVersion.objects.create(sha="a" * 40, subject="Lower the TTL", result=ConfigVersion.Result.REJECTED,
+                                 error="global.yaml: agents.heartbeat_ttl: must be more than the interval")
+    ConfigVersion.objects.create(sha="b" * 40, subject="Add echo", result=ConfigVersion.Result.APPLIED,
+                                 is_active=True, content={"tasks": {"echo": {"timeout": 5}}},
+                                 changes=[{"key": "tasks.echo.timeout", "old": None, "new": 5}])
+    for model in ("agent", "task", "configversion", "deadletter", "registrationtoken", "ingestedrecord"):
+        response = staff.get(reverse(f"admin:regions_{model}_changelist"))
+        assert response.status_code == 200, model
+    pages = {
+        reverse("admin:regions_agent_change", args=[agent.pk]): ["host.example.com", "Recent tasks", "Credential", "boom &lt;b&gt;", "failed"],
+        reverse("admin:regions_task_change", args=[task.pk]): ["attempts", "boom &lt;b&gt;", "2/3", "&quot;n&quot;: 1"],
+        reverse("admin:regions_configversion_change", args=[ConfigVersion.objects.get(sha="a" * 40).pk]):
+            ["agents.heartbeat_ttl", "Lower the TTL"],
+    }
+    for url, expected in pages.items():
+        text = staff.get(url).content.decode()
+        for fragment in expected:
+            assert fragment in text, (url, fragment)
+        assert 'name="_save"' not in text  # nothing to save: changes go through actions
+
+
+def test_agent_list_shows_state_slots_credential_and_age(staff, redis_clean):
+    factories.agent("busy-1", ["echo"])
+    task = Task.objects.create(capability="echo", timeout=10, max_attempts=3, status=Task.Status.RUNNING,
+                               agent="busy-1")
+    factories.agent("cordoned-1", ["echo"])
+    from regions.services import agents as agent_services
+
+    agent_services.agent_set_desired(agent_id="cordoned-1", desired=Agent.Desired.CORDONED)
+    text = staff.get(reverse("admin:regions_agent_changelist")).content.decode()
+    assert "online busy" in text and "1 / 1" in text and str(task.id)[:8] in text
+    assert "cordoned" in text and "active" in text and "s ago" in text
+
+
+def test_agent_actions_reach_the_agent_through_the_services(staff, redis_clean):
+    agent = factories.agent("a1", ["echo"]).agent
+    for action, desired in (("agent_drained", "draining"), ("agent_cordoned", "cordoned"),
+                            ("agent_uncordoned", "active")):
+        _changelist_post(staff, "agent", action, [agent.pk])
+        agent.refresh_from_db()
+        assert agent.desired == desired
+        # What the agent hears in its next heartbeat reply.
+        assert (liveness.client().hget(liveness.key("desired"), "a1") or "active") == desired
+    _changelist_post(staff, "agent", "agent_revoked", [agent.pk])
+    agent.refresh_from_db()
+    assert agent.desired == "stopped" and agent.token_hash == ""
+    assert liveness.client().hget(liveness.key("desired"), "a1") == "stopped"
+    assert liveness.client().hget(liveness.key("tok"), "a1") is None
+    text = staff.get(reverse("admin:regions_agent_changelist")).content.decode()
+    assert "revoked (no token)" in text
+
+
+def test_agent_change_form_cannot_change_desired_or_status(staff, redis_clean):
+    agent = factories.agent("a1", ["echo"]).agent
+    response = staff.post(reverse("admin:regions_agent_change", args=[agent.pk]),
+                          {"agent_id": "a1", "desired": "cordoned", "status": "offline", "capabilities": "[]",
+                           "token_hash": "", "concurrency": 1, "kind": "celery"})
+    assert response.status_code == 403
+    agent.refresh_from_db()
+    assert (agent.desired, agent.status, agent.capabilities) == ("active", "online", ["echo"])
+    assert agent.token_hash
+
+
+def test_add_task_and_add_agent_are_not_offered(staff):
+    for model in ("task", "agent", "configversion"):
+        assert staff.get(reverse(f"admin:regions_{model}_add")).status_code == 403
+    assert reverse("admin:regions_task_add") not in staff.get(reverse("admin:regions_task_changelist")).content.decode()
+
+
+def test_attempt_history_keeps_each_attempt_and_a_new_attempt_clears_the_error(redis_clean):
+    task = _retried_task()
+    task.refresh_from_db()
+    assert (task.status, task.attempt, task.error) == (Task.Status.RUNNING, 2, "")  # attempt 1's error is history
+    assert task_services.task_succeed(task_id=task.id, attempt=2, agent_id="a2", result={"ok": True})
+    rows = list(TaskAttempt.objects.filter(task=task).values_list("number", "agent", "outcome", "error"))
+    assert rows == [(1, "host.example.com", "failed", "boom <b>"), (2, "a2", "succeeded", "")]
+    assert all(a.finished_at for a in TaskAttempt.objects.filter(task=task))
+    # A late report of the superseded attempt changes neither the task nor its history.
+    assert not task_services.task_fail(task_id=task.id, attempt=1, agent_id="host.example.com", error="late")
+    assert TaskAttempt.objects.get(task=task, number=1).error == "boom <b>"
+
+
+def test_a_requeue_closes_the_lost_attempt_as_requeued(redis_clean):
+    task = Task.objects.create(capability="echo", timeout=10, max_attempts=3, status=Task.Status.QUEUED)
+    assert task_services.task_claim(task_id=task.id, attempt=1, agent_id="a1").run
+    assert task_services.tasks_requeue_for_agents(agent_ids=["a1"], reason="agent missed its heartbeat TTL") == 1
+    attempt = TaskAttempt.objects.get(task=task, number=1)
+    assert attempt.outcome == "requeued" and "missed its heartbeat TTL" in attempt.error
+
+
+def test_retry_action_starts_a_new_attempt_of_a_failed_task_only(staff, redis_clean):
+    failed = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.FAILED,
+                                 error="boom", agent="a1")
+    done = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.SUCCEEDED)
+    _changelist_post(staff, "task", "retry", [failed.pk, done.pk])
+    failed.refresh_from_db()
+    done.refresh_from_db()
+    assert (failed.attempt, failed.max_attempts, failed.error, failed.agent) == (2, 2, "", "")
+    assert failed.status in (Task.Status.QUEUED, Task.Status.WAITING)
+    assert (done.status, done.attempt) == (Task.Status.SUCCEEDED, 1)
+
+
+def test_cancel_action_cancels_an_active_task(staff, redis_clean):
+    task = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED)
+    _changelist_post(staff, "task", "cancel", [task.pk])
+    task.refresh_from_db()
+    assert task.status == Task.Status.CANCELLED
+
+
+def test_retry_endpoint_retries_the_callers_failed_task_and_refuses_others(client, redis_clean):
+    owner, raw = factories.caller("owner")
+    _, other_raw = factories.caller("other")
+    task = Task.objects.create(capability="echo", timeout=10, max_attempts=2, status=Task.Status.CANCELLED,
+                               submitted_by=owner)
+    url = f"/api/v1/tasks/{task.id}/retry"
+    assert client.post(url, HTTP_AUTHORIZATION=f"Bearer {other_raw}").status_code == 404
+    response = client.post(url, HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 201, response.content
+    assert response.json()["attempt"] == 2
+    again = client.post(url, HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert again.status_code == 409 and "cannot retry" in again.content.decode()
+
+
+def test_waiting_task_says_its_agents_are_cordoned(redis_clean):
+    from regions.services import agents as agent_services
+
+    factories.agent("a1", ["echo"])
+    agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
+    user, _ = factories.caller()
+    task = task_services.task_submit(submitted_by=user, capability="echo", payload={}).task
+    assert task.status == Task.Status.WAITING
+    assert "cordoned or draining (a1)" in task.status_reason
+
+
+def test_config_admin_shows_why_a_commit_was_rejected(staff):
+    ConfigVersion.objects.create(sha="c" * 40, subject="Shorter TTL", result=ConfigVersion.Result.REJECTED,
+                                 error="global.yaml: agents.heartbeat_ttl: must be greater than the interval")
+    text = staff.get(reverse("admin:regions_configversion_changelist")).content.decode()
+    assert "global.yaml: agents.heartbeat_ttl: must be greater than the interval" in text
+    assert "c" * 12 in text and f'title="{"c" * 40}"' in text and "rejected" in text and "Shorter TTL" in text
+
+
+def test_admin_times_show_seconds(staff, redis_clean):
+    task = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED)
+    text = staff.get(reverse("admin:regions_task_change", args=[task.pk])).content.decode()
+    from django.utils import timezone
+
+    assert timezone.localtime(task.created_at).strftime("%Y-%m-%d %H:%M:%S") in text
