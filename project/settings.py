@@ -31,7 +31,7 @@ DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "project.apps.MeridianAdminConfig",  # django.contrib.admin, its home the fleet overview
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from project.validation import CAPABILITY_RE, LABEL_RE
+from project.validation import CAPABILITY_RE, LABEL_RE, StrictCharField
 
 SCHEMA_VERSION = 1
 # Per region: agents in all, and agents serving one capability.
@@ -27,6 +27,7 @@ DEFAULT_SUMMARY_INTERVAL = 60.0
 MAX_LABELS = 32
 MAX_URL_LENGTH = 200  # Region.orchestrator_url
 MAX_CONFIG_VERSION_LENGTH = 64  # a git commit id, SHA-1 or SHA-256
+MAX_CONFIG_SUBJECT_LENGTH = 200  # Region.config_subject
 DEFAULT_MAX_SKEW_SECONDS = 300.0
 
 capability_name = re.compile(CAPABILITY_RE).fullmatch  # whole: "$" alone lets a trailing newline in
@@ -93,6 +94,9 @@ class SummaryInputSerializer(serializers.Serializer):
     last_updated = StrictFloatField(min_value=0, help_text="Unix time, the region's clock")
     config_version = serializers.CharField(max_length=MAX_CONFIG_VERSION_LENGTH, required=False,
                                            allow_blank=True, allow_null=True, default="")
+    # The commit's subject line; a region of an older release sends none.
+    config_subject = StrictCharField(max_length=MAX_CONFIG_SUBJECT_LENGTH, required=False, allow_blank=True,
+                                           allow_null=True, default="", trim_whitespace=False)
     schema_version = serializers.IntegerField(min_value=1, required=False, default=SCHEMA_VERSION)
     summary_interval = StrictFloatField(min_value=MIN_SUMMARY_INTERVAL, max_value=MAX_SUMMARY_INTERVAL,
                                         required=False)
@@ -118,6 +122,11 @@ class SummaryInputSerializer(serializers.Serializer):
         return value
 
     def validate_config_version(self, value: str | None) -> str:
+        if value and not value.isprintable():
+            raise serializers.ValidationError("only printable characters")
+        return value or ""
+
+    def validate_config_subject(self, value: str | None) -> str:
         if value and not value.isprintable():
             raise serializers.ValidationError("only printable characters")
         return value or ""

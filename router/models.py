@@ -19,6 +19,7 @@ class Region(models.Model):
     received_at = models.DateTimeField(null=True, blank=True, help_text="the router's clock")
     schema_version = models.PositiveSmallIntegerField(default=1)
     config_version = models.CharField(max_length=64, blank=True)
+    config_subject = models.CharField(max_length=200, blank=True, help_text="the commit's subject line")
     config_since = models.DateTimeField(null=True, blank=True, help_text="first summary on this config")
 
     class Meta:

@@ -176,3 +176,48 @@ def config_drift_groups(*, now=None) -> dict:
         group["majority"] = group["sha"] == majority if majority else False
     return {"groups": groups, "majority": majority, "in_sync": drift["in_sync"],
             "regions": sum(len(g["regions"]) for g in groups)}
+
+
+# --- the fleet overview (admin home, manage.py fleet_status) ------------------------
+
+def fleet_overview(*, now=None) -> dict:
+    """Every region with the age of its latest summary, fresh or stale, idle/total
+    per capability, its configuration commit (short sha and subject) and whether
+    it runs the majority's commit. One row per region (at most a few hundred),
+    from the stored summaries: nothing per agent exists here."""
+    from django.utils import timezone
+
+    from router.services import region_is_stale
+
+    now = now or timezone.now()
+    drift = config_drift_groups(now=now)
+    rows, totals = [], {}
+    for region in Region.objects.all():
+        caps = region_capacity(region)
+        stale = region_is_stale(region, now)
+        if region.enabled and not stale:
+            for cap in caps:
+                total = totals.setdefault(cap["capability"], {"capability": cap["capability"], "idle": 0,
+                                                              "count": 0, "regions": 0})
+                total["idle"] += cap["idle"]
+                total["count"] += cap["count"]
+                total["regions"] += 1
+        sha = region.config_version
+        rows.append({
+            "region_id": region.region_id, "pk": region.pk, "enabled": region.enabled,
+            "orchestrator_url": region.orchestrator_url, "labels": region_labels(region.labels),
+            "received_at": region.received_at, "stale": stale,
+            "age_seconds": (now - region.received_at).total_seconds() if region.received_at else None,
+            "available_agents": min(region.available_agents, inputs.MAX_AGENTS), "capabilities": caps,
+            "config_version": sha, "config_short": sha[:12], "config_subject": region.config_subject,
+            "config_since": region.config_since,
+            # A region that reported no commit (yet) shows "none reported", not drift.
+            "drift": bool(region.enabled and sha and drift["majority"] and sha != drift["majority"]),
+        })
+    return {
+        "role": "router", "now": now, "regions": rows,
+        "capabilities": [totals[name] for name in sorted(totals)],
+        "fresh": sum(1 for r in rows if r["enabled"] and not r["stale"]),
+        "stale": sum(1 for r in rows if r["enabled"] and r["stale"]),
+        "drift": drift,
+    }

@@ -172,6 +172,7 @@ def summary_ingest(*, region: Region, summary: Any) -> Region:
         region.received_at = now
         region.schema_version = summary["schema_version"]
         region.config_version = config
+        region.config_subject = summary["config_subject"]
         if summary.get("summary_interval"):
             region.summary_interval = summary["summary_interval"]
         region.save()

@@ -52,3 +52,4 @@ DATABASES["default"]["TEST"] = {"NAME": f"test_meridian_{os.getpid()}"}  # noqa:
 # In-process tests render pages without running collectstatic (the harness's real
 # servers serve the hashed, compressed files: tests/test_static_files.py).
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+WHITENOISE_AUTOREFRESH = True  # nothing collected: look files up per request, no warning about STATIC_ROOT

@@ -8,7 +8,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 
-from regions.models import Agent
+from regions.models import Agent, ConfigVersion
 from regions.services import liveness
 from regions.services.config import config_current
 
@@ -44,9 +44,19 @@ def region_summary_build() -> dict:
         "agent_capabilities_summary": caps,
         "last_updated": time.time(),
         "config_version": config.sha,
+        "config_subject": _config_subject(config.sha),
         "schema_version": SCHEMA_VERSION,
         "summary_interval": config.summary_interval,
     }
+
+
+def _config_subject(sha: str) -> str:
+    """The commit's subject line as the router stores it (printable, at most 200
+    characters); "" when there is no configuration or the row has none."""
+    if not sha:
+        return ""
+    subject = ConfigVersion.objects.filter(is_active=True, sha=sha).values_list("subject", flat=True).first() or ""
+    return "".join(ch for ch in subject if ch.isprintable())[:200]
 
 
 def _due(interval: float) -> bool:

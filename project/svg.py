@@ -1,0 +1,113 @@
+"""Small charts drawn on the server as inline SVG: no script, nothing fetched.
+
+Each function takes plain numbers and returns markup safe to put in a page;
+every label is escaped. A <title> on each mark is the browser's tooltip."""
+from __future__ import annotations
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+FONT = 'font-family="system-ui, sans-serif" font-size="11"'
+MUTED = "#8a8f98"
+
+
+def _num(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def hbars(rows: list[tuple[str, float, str]], *, width: int = 420, label_width: int = 110,
+          unit: str = "") -> SafeString:
+    """One horizontal bar per (label, value, colour), scaled to the largest value."""
+    bar, top = 20, max((value for _, value, _ in rows), default=0) or 1
+    span = width - label_width - 50
+    height = bar * len(rows) + 4
+    out = [f'<svg class="chart hbars" role="img" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" {FONT}>']
+    for i, (label, value, colour) in enumerate(rows):
+        y = i * bar + 2
+        w = max(value / top * span, 1 if value else 0)
+        out.append(f'<text x="{label_width - 6}" y="{y + 13}" text-anchor="end" fill="currentColor">'
+                   f'{escape(label)}</text>')
+        out.append(f'<rect x="{label_width}" y="{y + 2}" width="{_num(w)}" height="{bar - 6}" rx="2" '
+                   f'fill="{colour}"><title>{escape(label)}: {_num(value)}{escape(unit)}</title></rect>')
+        out.append(f'<text x="{_num(label_width + w + 5)}" y="{y + 13}" fill="currentColor">'
+                   f'{_num(value)}{escape(unit)}</text>')
+    out.append("</svg>")
+    return mark_safe("".join(out))
+
+
+def columns(points: list[dict], *, stack: list[tuple[str, str]], labels: list[str], width: int = 620,
+            height: int = 140, unit: str = "") -> SafeString:
+    """Stacked columns, one per point; `stack` names the keys of each point
+    (bottom first) and their colours; `labels` the point's tooltip and x-axis text
+    (every tenth shown)."""
+    left, bottom = 34, 18
+    plot_w, plot_h = width - left - 4, height - bottom - 6
+    top = max((sum(p[k] or 0 for k, _ in stack) for p in points), default=0) or 1
+    step = plot_w / max(len(points), 1)
+    out = [f'<svg class="chart columns" role="img" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" {FONT}>',
+           _axis(left, plot_w, plot_h, top, unit)]
+    for i, point in enumerate(points):
+        x, base = left + i * step, plot_h + 6
+        tip = ", ".join(f"{k} {_num(point[k] or 0)}" for k, _ in stack)
+        for key, colour in stack:
+            h = (point[key] or 0) / top * plot_h
+            if h:
+                base -= h
+                out.append(f'<rect x="{_num(x + 0.5)}" y="{_num(base)}" width="{_num(max(step - 1, 1))}" '
+                           f'height="{_num(h)}" fill="{colour}"><title>{escape(labels[i])}: {escape(tip)}'
+                           f'</title></rect>')
+        if i % 10 == 0:
+            out.append(f'<text x="{_num(x)}" y="{height - 4}" fill="{MUTED}">{escape(labels[i])}</text>')
+    out.append("</svg>")
+    return mark_safe("".join(out))
+
+
+def lines(series: list[tuple[str, str, list[float | None]]], *, labels: list[str], width: int = 620,
+          height: int = 140, unit: str = "") -> SafeString:
+    """One polyline per (name, colour, values); None leaves a gap. A dot marks
+    each value, with its tooltip."""
+    left, bottom = 34, 18
+    plot_w, plot_h = width - left - 10, height - bottom - 6
+    top = max((v for _, _, values in series for v in values if v is not None), default=0) or 1
+    n = max((len(values) for _, _, values in series), default=1)
+    step = plot_w / max(n - 1, 1)
+    out = [f'<svg class="chart lines" role="img" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" {FONT}>',
+           _axis(left, plot_w, plot_h, top, unit)]
+    for name, colour, values in series:
+        run: list[str] = []
+        for i, value in enumerate(values + [None]):
+            if value is None:
+                if len(run) > 1:
+                    out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(run)}"/>')
+                run = []
+                continue
+            x, y = left + i * step, 6 + plot_h - value / top * plot_h
+            run.append(f"{_num(x)},{_num(y)}")
+            out.append(f'<circle cx="{_num(x)}" cy="{_num(y)}" r="2.5" fill="{colour}"><title>{escape(name)} '
+                       f'{escape(labels[i])}: {_num(value)}{escape(unit)}</title></circle>')
+    for i, label in enumerate(labels):
+        if i % 3 == 0:
+            out.append(f'<text x="{_num(left + i * step)}" y="{height - 4}" text-anchor="middle" '
+                       f'fill="{MUTED}">{escape(label)}</text>')
+    legend = "".join(f'<tspan fill="{colour}">■ {escape(name)} </tspan>' for name, colour, _ in series)
+    out.append(f'<text x="{width - 10}" y="14" text-anchor="end">{legend}</text></svg>')
+    return mark_safe("".join(out))
+
+
+def meter(idle: int, total: int, *, width: int = 90) -> SafeString:
+    """idle of total as a small bar: the idle part green, the busy part grey."""
+    w = idle / total * width if total else 0
+    return mark_safe(
+        f'<svg class="meter" role="img" width="{width}" height="10" viewBox="0 0 {width} 10" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>{idle} idle of {total}</title>'
+        f'<rect width="{width}" height="10" rx="2" fill="#d5d8dc"/>'
+        f'<rect width="{_num(w)}" height="10" rx="2" fill="#2e9d57"/></svg>')
+
+
+def _axis(left: int, plot_w: float, plot_h: float, top: float, unit: str) -> str:
+    return (f'<line x1="{left}" y1="{plot_h + 6}" x2="{_num(left + plot_w)}" y2="{plot_h + 6}" stroke="{MUTED}"/>'
+            f'<text x="{left - 4}" y="12" text-anchor="end" fill="{MUTED}">{_num(top)}{escape(unit)}</text>'
+            f'<text x="{left - 4}" y="{plot_h + 6}" text-anchor="end" fill="{MUTED}">0</text>')

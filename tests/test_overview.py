@@ -1,0 +1,233 @@
+"""The fleet overview: the admin's home per role (agents by state, tasks per
+minute, queue wait, failures, the eviction hold; regions with freshness,
+capacity and configuration drift), and `manage.py fleet_status` printing it."""
+import json
+import re
+import time
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from regions import selectors as region_selectors
+from regions.models import Agent, ConfigVersion, DeadLetter, Task
+from regions.services import liveness
+from router import inputs, services as router_services
+
+pytestmark = pytest.mark.django_db
+
+STATES = {  # (status, desired, busy) -> how many
+    ("online", "active", False): 3,
+    ("online", "active", True): 2,
+    ("online", "cordoned", False): 1,
+    ("online", "draining", True): 1,
+    ("offline", "active", False): 4,
+}
+
+
+@pytest.fixture
+def region_fleet(redis_clean):
+    n = 0
+    for (status, desired, busy), count in STATES.items():
+        for _ in range(count):
+            n += 1
+            Agent.objects.create(agent_id=f"ag-{n}", capabilities=["echo"], status=status, desired=desired,
+                                 busy=busy, token_hash="x" * 64)
+    now = timezone.now()
+    # Waits of 1..10 s for tasks started two minutes ago: p50 5 s, p95 10 s (nearest rank).
+    for i in range(1, 11):
+        task = Task.objects.create(capability="echo", timeout=60, max_attempts=1, status=Task.Status.SUCCEEDED)
+        Task.objects.filter(pk=task.pk).update(created_at=now - timedelta(minutes=2, seconds=i),
+                                               started_at=now - timedelta(minutes=2),
+                                               finished_at=now - timedelta(minutes=1))
+    for cap in ("ocr", "ocr", "ocr", "echo"):
+        task = Task.objects.create(capability=cap, timeout=60, max_attempts=1, status=Task.Status.FAILED)
+        Task.objects.filter(pk=task.pk).update(started_at=now - timedelta(minutes=3),
+                                               finished_at=now - timedelta(minutes=3))
+    # Finished before the window: not counted.
+    old = Task.objects.create(capability="ocr", timeout=60, max_attempts=1, status=Task.Status.FAILED)
+    Task.objects.filter(pk=old.pk).update(started_at=now - timedelta(hours=2), finished_at=now - timedelta(hours=2))
+    DeadLetter.objects.create(source="orchestrator", queue="meridian.control", reason="undecodable body")
+    ConfigVersion.objects.create(sha="a" * 40, subject="Raise the echo timeout", result="applied", is_active=True)
+    liveness.hold_set({"since": time.time() - 30, "checked": time.time(), "missing": 4, "silent": 4, "online": 7,
+                       "mode": "hold", "reason": "4 of 7 agents silent"})
+
+
+def test_agent_states_are_counted_by_what_an_operator_acts_on(region_fleet):
+    counts = region_selectors.agent_state_counts()
+    assert {k: counts[k] for k in region_selectors.AGENT_STATES} == {
+        "online idle": 3, "online busy": 2, "cordoned": 1, "draining": 1, "offline": 4}
+
+
+def test_queue_wait_is_p50_and_p95_per_five_minutes_and_throughput_per_minute(region_fleet):
+    data = region_selectors.fleet_overview()
+    assert sum(b["count"] for b in data["queue_wait"]) == 14  # the old task started outside the window
+    assert sum(p["succeeded"] for p in data["throughput"]) == 10
+    assert sum(p["failed"] for p in data["throughput"]) == 4
+    assert 60 <= len(data["throughput"]) <= 61
+    assert data["capabilities"][0] == {"capability": "ocr", "succeeded": 0, "failed": 3}
+    assert data["dead_letters"]["count"] == 1
+    assert data["liveness"]["ok"] and data["liveness"]["hold"]["mode"] == "hold"
+
+
+def test_queue_wait_percentiles_are_nearest_rank(redis_clean):
+    now = timezone.now().replace(second=30)
+    for wait in (1, 2, 3, 4, 100):
+        task = Task.objects.create(capability="echo", timeout=60, max_attempts=1, status=Task.Status.RUNNING)
+        Task.objects.filter(pk=task.pk).update(created_at=now - timedelta(seconds=wait), started_at=now)
+    buckets = [b for b in region_selectors.task_queue_wait(since=now - timedelta(minutes=1), until=now)
+               if b["count"]]
+    assert len(buckets) == 1
+    assert buckets[0]["count"] == 5
+    assert buckets[0]["p50"] == pytest.approx(3, abs=0.01) and buckets[0]["p95"] == pytest.approx(100, abs=0.01)
+
+
+def test_region_overview_is_the_admin_home_with_charts_and_refreshes_itself(region_fleet, admin_client):
+    r = admin_client.get("/admin/")
+    assert r.status_code == 200
+    page = r.content.decode()
+    assert 'id="fleet-overview"' in page and 'data-role="region"' in page
+    assert page.count("<svg") >= 4  # agents, tasks per minute, queue wait, failures
+    assert '<meta http-equiv="refresh" content="10">' in page
+    for state, count in (("online idle", 3), ("online busy", 2), ("cordoned", 1), ("draining", 1), ("offline", 4)):
+        assert re.search(rf'data-state="{state}">.*?<td class="num">{count}</td>', page), state
+    assert "holding (hold)" in page and "4 of 7 agents silent" in page
+    assert "aaaaaaaaaaaa</code> Raise the echo timeout" in page
+    assert re.search(r"Dead letters \(last hour\): <span class=\"big\">1</span>", page)
+    assert "<script" not in page.split('id="fleet-overview"')[1].split('id="content-main"')[0]
+    # The models are still listed below it.
+    assert 'id="content-main"' in page and "/admin/regions/agent/" in page
+
+
+def test_view_site_leads_to_the_overview_not_to_a_missing_root(region_fleet, admin_client):
+    page = admin_client.get("/admin/regions/agent/").content.decode()
+    assert re.search(r'<a href="/admin/">View site</a>', page), re.findall(r".{60}View site", page)
+
+
+def test_overview_says_when_the_liveness_store_is_down(admin_client, settings, redis_clean, monkeypatch):
+    def down():
+        return False
+
+    monkeypatch.setattr(liveness, "ping", down)
+    page = admin_client.get("/admin/").content.decode()
+    assert "unavailable" in page and "liveness store unavailable" in page
+
+
+def test_anonymous_visitor_is_sent_to_the_login(client):
+    r = client.get("/admin/")
+    assert r.status_code == 302 and r["Location"].startswith("/admin/login/")
+
+
+def test_non_staff_user_is_sent_to_the_login(client, django_user_model):
+    user = django_user_model.objects.create_user("caller", password="pw-123456789")
+    client.force_login(user)
+    r = client.get("/admin/")
+    assert r.status_code == 302 and r["Location"].startswith("/admin/login/")
+
+
+def test_fleet_status_prints_the_region_overview_as_tables(region_fleet):
+    out = StringIO()
+    call_command("fleet_status", stdout=out)
+    text = out.getvalue()
+    assert re.search(r"^online idle\s+3$", text, re.M) and re.search(r"^offline\s+4$", text, re.M)
+    assert "Eviction hold: HOLDING (hold)" in text
+    assert "aaaaaaaaaaaa Raise the echo timeout" in text
+    assert re.search(r"^ocr\s+3\s+0$", text, re.M)
+    assert "Dead letters (last hour): 1" in text
+
+
+def test_fleet_status_json_carries_the_same_overview(region_fleet):
+    out = StringIO()
+    call_command("fleet_status", "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    assert data["role"] == "region" and data["agents"]["cordoned"] == 1
+    assert sum(p["failed"] for p in data["throughput"]) == 4
+
+
+# --- the router --------------------------------------------------------------------------
+
+def _summary(region_id: str, url: str, *, config: str, subject: str | None, caps: dict, at: float) -> dict:
+    body = {"region_id": region_id, "orchestrator_url": url, "available_agents": sum(c["idle"] for c in caps.values()),
+            "agent_capabilities_summary": caps, "last_updated": at, "config_version": config}
+    if subject is not None:
+        body["config_subject"] = subject
+    return body
+
+
+@pytest.fixture
+def router_fleet(settings):
+    settings.ROLE = "router"
+    now = time.time()
+    major, minor = "b" * 40, "c" * 40
+    for region_id, config, subject in (("us-east-1", major, "Tighten the blocklist"),
+                                       ("eu-west-3", major, "Tighten the blocklist"),
+                                       ("ap-southeast-1", minor, None)):  # an older region: no subject
+        url = f"http://{region_id}:8000"
+        region, _ = router_services.region_create(region_id=region_id, orchestrator_url=url, summary_interval=5)
+        router_services.summary_ingest(region=region, summary=_summary(
+            region_id, url, config=config, subject=subject, at=now - 1,
+            caps={"echo": {"count": 4, "idle": 3}, "ocr": {"count": 2, "idle": 0}}))
+    router_services.region_create(region_id="sa-east-1", orchestrator_url="http://sa-east-1:8000")  # never reported
+    return {"major": major, "minor": minor}
+
+
+def test_router_overview_shows_freshness_capacity_commit_and_drift(router_fleet, admin_client):
+    r = admin_client.get("/admin/")
+    assert r.status_code == 200
+    page = r.content.decode()
+    assert 'data-role="router"' in page and "<svg" in page
+    assert "Meridian router" in page
+    us = page.split('data-region="us-east-1"')[1].split("</tr>")[0]
+    assert "fresh</span>" in us and re.search(r"\d+ s ago", us)
+    assert "echo 3/4" in us and "ocr 0/2" in us
+    assert "bbbbbbbbbbbb</code> Tighten the blocklist" in us and "majority" in us
+    ap = page.split('data-region="ap-southeast-1"')[1].split("</tr>")[0]
+    assert "cccccccccccc</code>" in ap and "drift</span>" in ap
+    sa = page.split('data-region="sa-east-1"')[1].split("</tr>")[0]
+    assert "stale</span>" in sa and "never" in sa
+    assert "3 fresh, 1 stale" in page
+
+
+def test_router_overview_sums_idle_capacity_over_fresh_regions(router_fleet):
+    from router.selectors import fleet_overview
+
+    data = fleet_overview()
+    assert {c["capability"]: (c["idle"], c["count"], c["regions"]) for c in data["capabilities"]} == {
+        "echo": (9, 12, 3), "ocr": (0, 6, 3)}
+    assert data["drift"]["majority"] == router_fleet["major"]
+
+
+def test_fleet_status_prints_the_router_overview(router_fleet):
+    out = StringIO()
+    call_command("fleet_status", stdout=out)
+    text = out.getvalue()
+    assert "3 fresh, 1 stale regions" in text and "drifting: 3 commits" in text
+    assert re.search(r"^ap-southeast-1\s+fresh\s+\d+ s ago\s+echo 3/4, ocr 0/2\s+cccccccccccc\s+DRIFT$", text, re.M)
+    assert re.search(r"^us-east-1\s+fresh .*bbbbbbbbbbbb Tighten the blocklist\s+majority$", text, re.M)
+
+
+# --- the commit subject in summaries ----------------------------------------------------
+
+def test_summary_carries_the_active_commit_subject(redis_clean):
+    from regions.services.config import config_current
+    from regions.services.summary import region_summary_build
+
+    ConfigVersion.objects.create(sha="d" * 40, subject="Allow ocr in eu\x1b[31m", result="applied", is_active=True)
+    config_current.cache_clear()
+    summary = region_summary_build()
+    assert summary["config_version"] == "d" * 40 and summary["config_subject"] == "Allow ocr in eu[31m"
+    assert inputs.summary_parse(summary)["config_subject"] == "Allow ocr in eu[31m"
+
+
+def test_summary_parse_bounds_the_subject_and_takes_summaries_without_one():
+    base = _summary("r1", "http://r1:8000", config="e" * 40, subject=None, caps={}, at=time.time())
+    assert inputs.summary_parse(base)["config_subject"] == ""
+    assert inputs.summary_parse({**base, "config_subject": None})["config_subject"] == ""
+    with pytest.raises(Exception, match="200"):
+        inputs.summary_parse({**base, "config_subject": "x" * 201})
+    with pytest.raises(Exception, match="printable"):
+        inputs.summary_parse({**base, "config_subject": "bad\x07"})
+    with pytest.raises(Exception):
+        inputs.summary_parse({**base, "config_subject": 12})
