@@ -137,7 +137,9 @@ def test_a_registration_token_added_in_the_admin_is_shown_once_and_checks(admin_
 def test_the_drift_page_groups_regions_by_commit_and_marks_the_majority(admin_client, fleet):
     _, token = services.region_create(region_id="ap-south-1", orchestrator_url="http://ap-south-1.example:8000")
     push(token, summary("ap-south-1", config="b" * 40))
+    Region.objects.filter(region_id="ap-south-1").update(config_subject="Raise the echo timeout")
     html = admin_client.get(f"{CHANGELIST}drift/").content.decode()
+    assert re.search(r"bbbbbbbbbbbb\s+— Raise the echo timeout", re.sub(r"<[^>]+>", "", html))
     majority = html.index(f'data-commit="{"a" * 40}"')
     off = html.index(f'data-commit="{"b" * 40}"')
     assert majority < off and "majority</span>" in html[majority:off]
