@@ -36,7 +36,7 @@ def hbars(rows: list[tuple[str, float, str]], *, width: int = 420, label_width: 
     return mark_safe("".join(out))
 
 
-def columns(points: list[dict], *, stack: list[tuple[str, str]], labels: list[str], width: int = 620,
+def columns(points: list[dict], *, stack: list[tuple[str, str]], labels: list[str], width: int = 1200,
             height: int = 140, unit: str = "") -> SafeString:
     """Stacked columns, one per point; `stack` names the keys of each point
     (bottom first) and their colours; `labels` the point's tooltip and x-axis text
@@ -58,13 +58,13 @@ def columns(points: list[dict], *, stack: list[tuple[str, str]], labels: list[st
                 out.append(f'<rect x="{_num(x + 0.5)}" y="{_num(base)}" width="{_num(max(step - 1, 1))}" '
                            f'height="{_num(h)}" fill="{colour}"><title>{escape(labels[i])}: {escape(tip)}'
                            f'</title></rect>')
-        if i % 10 == 0:
+        if i % 10 == 0 and x < left + plot_w - 30:
             out.append(f'<text x="{_num(x)}" y="{height - 4}" fill="{MUTED}">{escape(labels[i])}</text>')
     out.append("</svg>")
     return mark_safe("".join(out))
 
 
-def lines(series: list[tuple[str, str, list[float | None]]], *, labels: list[str], width: int = 620,
+def lines(series: list[tuple[str, str, list[float | None]]], *, labels: list[str], width: int = 1200,
           height: int = 140, unit: str = "") -> SafeString:
     """One polyline per (name, colour, values); None leaves a gap. A dot marks
     each value, with its tooltip."""
@@ -89,7 +89,7 @@ def lines(series: list[tuple[str, str, list[float | None]]], *, labels: list[str
             out.append(f'<circle cx="{_num(x)}" cy="{_num(y)}" r="2.5" fill="{colour}"><title>{escape(name)} '
                        f'{escape(labels[i])}: {_num(value)}{escape(unit)}</title></circle>')
     for i, label in enumerate(labels):
-        if i % 3 == 0:
+        if i % 3 == 0 and left + i * step < left + plot_w - 20:
             out.append(f'<text x="{_num(left + i * step)}" y="{height - 4}" text-anchor="middle" '
                        f'fill="{MUTED}">{escape(label)}</text>')
     legend = "".join(f'<tspan fill="{colour}">■ {escape(name)} </tspan>' for name, colour, _ in series)
