@@ -195,3 +195,49 @@ def test_admin_times_show_seconds(staff, redis_clean):
     from django.utils import timezone
 
     assert timezone.localtime(task.created_at).strftime("%Y-%m-%d %H:%M:%S") in text
+
+
+def _admin_session(region):
+    """A staff session on the real server's admin, logged in through its login form."""
+    import re
+
+    import requests
+
+    region.manage("shell", "-c", "from django.contrib.auth import get_user_model; "
+                  "get_user_model().objects.filter(username='console').exists() or "
+                  "get_user_model().objects.create_superuser('console', 'c@example.com', 'pw')")
+    session = requests.Session()
+    login = f"{region.url}/admin/login/"
+    session.get(login, timeout=10)
+    response = session.post(login, data={"username": "console", "password": "pw", "next": "/admin/",
+                                         "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+                            headers={"Referer": login}, timeout=10)
+    assert response.status_code == 200 and "Log out" in response.text, response.text[:2000]
+    session.csrf = lambda page: re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    return session
+
+
+def test_admin_drain_action_makes_a_real_agent_finish_its_task_and_stop(region, agents):
+    from tests.harness import wait_for
+
+    session = _admin_session(region)
+    agent = agents("sleep")
+    running = region.submit("sleep", {"seconds": 4})
+    region.wait_task(running["id"], statuses=("running",))
+    changelist = f"{region.url}/admin/regions/agent/"
+    page = session.get(changelist, timeout=10).text
+    assert agent.agent_id in page and "online busy" in page and "1 / 1" in page and running["id"][:8] in page
+    (pk,), = region.db_query("SELECT id FROM regions_agent WHERE agent_id = %s", (agent.agent_id,))
+    response = session.post(changelist, data={"action": "agent_drained", "_selected_action": [pk], "index": 0,
+                                              "csrfmiddlewaretoken": session.csrf(page)},
+                            headers={"Referer": changelist}, timeout=10)
+    assert response.status_code == 200 and "1 agent(s) drained." in response.text, response.text[:2000]
+    later = region.submit("sleep", {"seconds": 0})
+    assert region.wait_task(running["id"])["agent"] == agent.agent_id  # it finishes what it has
+    wait_for(lambda: not agent.alive(), 20, what="drained agent to exit")
+    assert region.agent_info(agent.agent_id)["status"] == "stopped"
+    assert region.task(later["id"])["status"] in ("queued", "waiting")  # and takes nothing new
+    page = session.get(changelist, timeout=10).text
+    assert "stopped" in page
+    task_page = session.get(f"{region.url}/admin/regions/task/{running['id']}/change/", timeout=10).text
+    assert "succeeded" in task_page and agent.agent_id in task_page
