@@ -1,0 +1,324 @@
+"""The fleet console in a real browser: Debian's Chromium (bin/ensure-browser),
+headless, driven by Playwright, against a real region (web, orchestrator, two
+agents) and the Global Task Router. It logs in to both, checks the admin's
+stylesheet is applied (computed style, not a 200), opens the overview and the
+lists, drains an agent from the admin and watches it drain, and saves screenshots.
+
+Screenshots go to a temporary directory; to refresh the ones in the README:
+    MERIDIAN_SCREENSHOTS=docs/screenshots .venv/bin/python -m pytest tests/test_browser.py
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests import harness
+from tests.harness import ROOT, wait_for
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+# Debian's build as root needs --no-sandbox; without the background-networking
+# switches Chromium keeps trying to reach Google, which a closed network refuses.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+USERNAME, PASSWORD = "admin", "console-test-password-7f3a"
+DRAINED, STEADY = "console-agent-drain", "console-agent-steady"
+SLEEP_SECONDS = 4  # the drained agent's last task: long enough to be seen draining
+
+
+def _superuser(node: harness.Region) -> None:
+    subprocess.run([sys.executable, "manage.py", "createsuperuser", "--noinput", "--username", USERNAME,
+                    "--email", "admin@example.com"], cwd=ROOT, check=True, capture_output=True,
+                   env={**node.env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD})
+
+
+def _config_commits(path: Path) -> list[tuple[str, str]]:
+    """A configuration repository with two commits: [(sha, subject), ...], oldest first."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=ops", "-c", "user.email=ops@example.com", *args],
+                              cwd=path, check=True, capture_output=True, text=True).stdout.strip()
+
+    path.mkdir()
+    git("init", "-q", "-b", "main")
+    commits = []
+    for timeout, subject in ((60, "Ingestion: 60 s timeout"), (120, "Ingestion: timeout 120 s for the big feeds")):
+        (path / "global.yaml").write_text(f"schema_version: 1\ntasks:\n  data_ingestion:\n    timeout: {timeout}\n")
+        git("add", "global.yaml")
+        git("commit", "-q", "-m", subject)
+        commits.append((git("rev-parse", "HEAD"), subject))
+    return commits
+
+
+def _report_from_afar(router: harness.Router, region_id: str, labels: str, commit: tuple[str, str],
+                      capabilities: dict) -> None:
+    """A region at the router that exists only as its summaries: the router's
+    pages show more than one region, on more than one configuration commit."""
+    far = harness.Region.__new__(harness.Region)
+    far.region_id, far.url, far.env = region_id, f"https://orchestrator-{region_id}.example.com", {}
+    token = router.add_region(far, labels=labels, interval=60)
+    r = router.session.post(f"{router.url}/update_regional_status", timeout=10, headers={
+        "Authorization": f"Bearer {token}"}, json={
+        "region_id": region_id, "orchestrator_url": far.url, "last_updated": time.time(),
+        "available_agents": sum(c["count"] for c in capabilities.values()),
+        "agent_capabilities_summary": capabilities, "config_version": commit[0], "config_subject": commit[1],
+        "summary_interval": 60})
+    assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="module")
+def fleet(region_template, router_template, tmp_path_factory):
+    """A router and one region reporting to it (two more known by their summaries
+    only, one on an older configuration commit), two agents, a superuser in each, and tasks in every state a console
+    shows: succeeded, retried, failed, waiting. Started side by side."""
+    router = harness.Router(router_template)
+    region = harness.Region(region_template, region_id="eu-west-3")
+    try:
+        router.add_region(region, labels="eu,gdpr")
+        repo = tmp_path_factory.mktemp("config") / "repo"
+        older, newer = _config_commits(repo)
+
+        def start_router():
+            router.start()
+            _superuser(router)
+            _report_from_afar(router, "us-east-1", "us", older,
+                              {"echo": {"count": 8, "idle": 5}, "data_ingestion": {"count": 4, "idle": 1}})
+            _report_from_afar(router, "ap-southeast-1", "apac", newer, {"file_processing": {"count": 3, "idle": 3}})
+
+        def start_region():
+            region.manage("sync_config", "--repo", str(repo), "--ref", newer[0])
+            region.start()
+            region.agents = {agent_id: region.agent(caps, agent_id=agent_id, wait=False)
+                             for agent_id, caps in ((DRAINED, "echo,fail,sleep"), (STEADY, "echo,fail"))}
+            _superuser(region)
+            for proc in region.agents.values():
+                wait_for(lambda: "ready." in proc.log.read_text(errors="replace") or not proc.alive(), 40,
+                         what=f"agent {proc.agent_id} ready")
+                assert proc.alive(), proc.tail()
+
+        with ThreadPoolExecutor(2) as pool:
+            for started in [pool.submit(start_router), pool.submit(start_region)]:
+                started.result()
+        tasks = [region.submit("echo", {"n": n}) for n in range(6)]
+        tasks.append(region.submit("fail", {"until_attempt": 2}, max_attempts=3))
+        tasks.append(region.submit("fail", {"permanent": True, "message": "bad input"}, max_attempts=1))
+        region.submit("file_processing", {"path": "in/report.csv"})  # no agent serves it: waiting
+        for task in tasks:
+            region.wait_task(task["id"], statuses=("succeeded", "failed"))
+        wait_for(lambda: router.regions().get(region.region_id, {}).get("capabilities"), 20,
+                 what="the region's first summary at the router")
+        yield router, region
+    finally:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda node: node.stop(), (region, router)))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} missing: run bin/ensure-browser"
+    with sync_playwright() as p:
+        # Playwright gives each launch a fresh, temporary user-data-dir.
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    target = os.environ.get("MERIDIAN_SCREENSHOTS")
+    path = (ROOT / target) if target else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Console:
+    """One logged-in browser tab on one node's admin."""
+
+    def __init__(self, browser, node: harness.Region, shots: Path):
+        self.node, self.shots = node, shots
+        self.context = browser.new_context(viewport={"width": 1600, "height": 900}, base_url=node.url)
+        self.context.set_default_timeout(15_000)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.static: dict[str, int] = {}
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("response", lambda r: "/static/" in r.url and self.static.__setitem__(r.url, r.status))
+
+    def login(self) -> None:
+        self.page.goto("/admin/login/?next=/admin/")
+        self.page.fill("#id_username", USERNAME)
+        self.page.fill("#id_password", PASSWORD)
+        with self.page.expect_navigation():
+            self.page.click("input[type=submit], button[type=submit]")
+        assert self.page.url.rstrip("/").endswith("/admin"), (self.page.url, self._text()[:500])
+        assert self.page.locator("#user-tools").count() == 1, self._text()[:500]
+
+    def open(self, path: str) -> None:
+        response = self.page.goto(path)
+        assert response.status == 200, (path, response.status, self._text()[:500])
+        self.page.wait_for_load_state("load")
+
+    def assert_styled(self) -> None:
+        """The admin's stylesheet is applied: computed styles that only base.css
+        gives (a browser's defaults are an 8px body margin, a transparent
+        header and a serif font), and the sheet's rules are really parsed."""
+        style = self.page.evaluate("""() => {
+            const body = getComputedStyle(document.body);
+            const header = document.querySelector('#header');
+            const sheets = [...document.styleSheets].filter(s => s.href && /admin\\/css\\/base/.test(s.href));
+            let rules = 0;
+            for (const s of sheets) { try { rules += s.cssRules.length } catch (e) {} }
+            return {margin: body.marginTop, font: body.fontFamily,
+                    header: header && getComputedStyle(header).backgroundColor,
+                    sheets: sheets.map(s => s.href), rules};
+        }""")
+        failed = {url: status for url, status in self.static.items() if status >= 400}
+        detail = f"{style}; static responses: {self.static}"
+        assert not failed, detail
+        assert style["sheets"] and style["rules"] > 50, detail
+        assert style["margin"] == "0px", detail
+        assert style["header"] not in (None, "rgba(0, 0, 0, 0)", "transparent"), detail
+        assert not re.match(r'^"?(Times|serif)', style["font"]), detail
+
+    def screenshot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def row(self, text: str):
+        return self.page.locator("#result_list tbody tr", has_text=text)
+
+    def row_text(self, text: str) -> str:
+        row = self.row(text)
+        return row.first.inner_text().lower() if row.count() else ""
+
+    def _text(self) -> str:
+        try:
+            return self.page.inner_text("body")
+        except Exception:
+            return ""
+
+    def close(self) -> None:
+        assert not self.errors, f"JavaScript errors on {self.node.region_id}'s admin: {self.errors}"
+        self.context.close()
+
+
+@pytest.fixture
+def console(browser, shots):
+    opened = []
+
+    def open_console(node) -> Console:
+        c = Console(browser, node, shots)
+        opened.append(c)
+        c.login()
+        return c
+
+    yield open_console
+    for c in opened:
+        c.close()
+
+
+def test_region_console_logs_in_styled_and_shows_overview_and_tasks(fleet, console):
+    router, region = fleet
+    c = console(region)
+    c.assert_styled()
+    c.open("/admin/")
+    c.assert_styled()
+    body = c.page.inner_text("#content").lower()
+    assert region.region_id in c.page.inner_text("#header"), c.page.inner_text("#header")
+    assert "overview" in body and "agents" in body and "online" in body, body[:1000]
+    assert c.page.locator("#content svg").count(), "no chart on the overview"
+    c.screenshot("region-overview")
+
+    c.open("/admin/regions/task/")
+    c.assert_styled()
+    rows = c.page.locator("#result_list tbody tr")
+    assert rows.count() >= 9, c.page.inner_text("#content")[:2000]
+    listed = c.page.inner_text("#result_list").lower()
+    for status in ("succeeded", "failed", "waiting"):
+        assert status in listed, listed[:2000]
+    c.screenshot("region-tasks")
+
+
+def test_draining_an_agent_from_the_admin_finishes_its_task_and_stops_it(fleet, console):
+    router, region = fleet
+    c = console(region)
+    c.open("/admin/regions/agent/")
+    c.assert_styled()
+    assert "online" in c.row_text(DRAINED) and "online" in c.row_text(STEADY), c.page.inner_text("#content")
+
+    # Its last task runs while it drains: drained agents finish their work first.
+    last = region.submit("sleep", {"seconds": SLEEP_SECONDS})
+    region.wait_task(last["id"], statuses=("running",), timeout=20)
+
+    c.row(DRAINED).locator("input.action-select").check()
+    action = c.page.evaluate("""() => {
+        const option = [...document.querySelectorAll('select[name=action] option')]
+            .find(o => /\\bdrain/i.test(o.textContent) || /(^|_)drain/i.test(o.value));
+        return option && option.value;
+    }""")
+    assert action, c.page.inner_html("select[name=action]")
+    c.page.select_option("select[name=action]", action)
+    with c.page.expect_navigation():
+        c.page.click("#changelist-form button[name=index], #changelist-form [type=submit][name=index]")
+    if c.page.locator("input[name=post]").count():  # an intermediate "are you sure?" page
+        with c.page.expect_navigation():
+            c.page.click("form:has(input[name=post]) [type=submit]")
+    c.page.wait_for_load_state("load")
+    assert c.page.locator(".messagelist").count(), c.page.inner_text("#content")[:1000]
+
+    def shows(word: str):
+        def check():
+            c.open("/admin/regions/agent/")
+            return word in c.row_text(DRAINED) and c.row_text(DRAINED)
+        return check
+
+    wait_for(shows("draining"), 10, interval=0.3, what=f"{DRAINED} shown draining")
+    assert "online" in c.row_text(STEADY), c.row_text(STEADY)
+    c.screenshot("region-agents")
+
+    # The task it was running finishes; then it deregisters and its process exits.
+    assert region.wait_task(last["id"], timeout=SLEEP_SECONDS + 15)["agent"] == DRAINED
+    wait_for(shows("stopped"), 20, interval=0.5, what=f"{DRAINED} shown stopped")
+    wait_for(lambda: not region.agents[DRAINED].alive(), 15, what=f"{DRAINED} process exits")
+    assert "online" in c.row_text(STEADY), c.row_text(STEADY)
+
+
+def test_router_console_logs_in_styled_and_shows_the_region(fleet, console):
+    router, region = fleet
+    c = console(router)
+    c.assert_styled()
+    c.open("/admin/")
+    c.assert_styled()
+    body = c.page.inner_text("#content")
+    assert all(r in body for r in (region.region_id, "us-east-1", "ap-southeast-1")), body[:2000]
+    c.screenshot("router-overview")
+
+    c.open("/admin/router/region/")
+    c.assert_styled()
+    row = c.row_text(region.region_id)
+    assert row and "fresh" in row, c.page.inner_text("#content")[:2000]
+    assert c.row_text("us-east-1") and c.row_text("ap-southeast-1"), c.page.inner_text("#content")[:2000]
+    c.screenshot("router-regions")
+
+    # The drift page: regions grouped by the configuration commit they run.
+    links = c.page.locator("a[href*='drift']")
+    if links.count():
+        with c.page.expect_navigation():
+            links.first.click()
+        c.assert_styled()
+        drift = c.page.inner_text("#content")
+        assert region.region_id in drift and "us-east-1" in drift, drift[:2000]
+        assert "Ingestion: 60 s timeout" in drift and "timeout 120 s for the big feeds" in drift, drift[:2000]
+        assert "majority" in drift, drift[:2000]  # eu-west-3 and ap-southeast-1 on the newer commit
+        c.screenshot("router-drift")
