@@ -170,9 +170,11 @@ def _initial_status(*, capability: str, target_agent: str) -> tuple[str, str]:
 def waiting_reason(capability: str) -> str:
     """Why nobody takes a task of `capability`: no agent online serves it, or
     those online are held by the operator (cordoned or draining)."""
-    held = list(Agent.objects.filter(status=Agent.Status.ONLINE, capabilities__contains=[capability])
-                .exclude(desired=Agent.Desired.ACTIVE).values_list("agent_id", flat=True)[:4]) \
-        if _json_contains() else []
+    online_held = Agent.objects.filter(status=Agent.Status.ONLINE).exclude(desired=Agent.Desired.ACTIVE)
+    if _json_contains():
+        held = list(online_held.filter(capabilities__contains=[capability]).values_list("agent_id", flat=True)[:4])
+    else:  # SQLite (the embedded demo): few agents, filtered here
+        held = [a for a, caps in online_held.values_list("agent_id", "capabilities")[:1000] if capability in caps][:4]
     if held:
         names = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
         return HELD_REASON.format(cap=capability, agents=names)[:255]
@@ -301,10 +303,11 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
 
 
 def _attempt_start(*, task_id, number: int, agent_id: str, when) -> None:
-    """The attempt's history row, written with the claim that granted it (the
-    same delivery asking again finds it there)."""
-    TaskAttempt.objects.get_or_create(task_id=task_id, number=number,
-                                      defaults={"agent": agent_id, "started_at": when})
+    """The attempt's history row, written with the claim that granted it: one
+    INSERT on the claim's path (an attempt is granted once, so a row already
+    there is left as it is)."""
+    TaskAttempt.objects.bulk_create([TaskAttempt(task_id=task_id, number=number, agent=agent_id, started_at=when)],
+                                    ignore_conflicts=True)
 
 
 def _attempt_close(*, task_id, number: int, outcome: str, error: str = "", agent_id: str = "",

@@ -68,6 +68,17 @@ def test_every_region_admin_page_renders_with_data(staff, redis_clean):
         assert 'name="_save"' not in text  # nothing to save: changes go through actions
 
 
+def test_task_list_is_searchable_by_error_and_id(staff, redis_clean):
+    failed = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.FAILED,
+                                 error="disk quota exceeded on /data")
+    other = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED)
+    url = reverse("admin:regions_task_changelist")
+    text = staff.get(url, {"q": "quota"}).content.decode()
+    assert str(failed.id)[:8] in text and str(other.id)[:8] not in text
+    text = staff.get(url, {"q": str(other.id)}).content.decode()
+    assert str(other.id)[:8] in text and str(failed.id)[:8] not in text
+
+
 def test_agent_list_shows_state_slots_credential_and_age(staff, redis_clean):
     factories.agent("busy-1", ["echo"])
     task = Task.objects.create(capability="echo", timeout=10, max_attempts=3, status=Task.Status.RUNNING,
