@@ -58,3 +58,15 @@ def test_admin_icons_are_served_as_svg(web):
     """Were black squares: the admin's icons are files under /static/ too."""
     r = web.session.get(f"{web.url}/static/admin/img/icon-yes.svg", timeout=10)
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("image/svg+xml")
+
+
+def test_every_deployment_collects_the_static_files_before_serving():
+    """The Dockerfile at build (compose runs that image), the systemd web unit
+    before each start, the demo before its web processes."""
+    root = harness.ROOT
+    dockerfile = (root / "Dockerfile").read_text()
+    assert dockerfile.index("RUN python manage.py collectstatic --noinput") < dockerfile.index("\nCMD ")
+    unit = (root / "deploy" / "systemd" / "meridian-region-web@.service").read_text()
+    assert re.search(r"^ExecStartPre=\S+python manage\.py collectstatic --noinput", unit, re.M)
+    demo = (root / "regions" / "management" / "commands" / "demo.py").read_text()
+    assert demo.index('"collectstatic", "--noinput"') < demo.index('self._start("router-web"')
