@@ -246,6 +246,8 @@ def test_admin_drain_action_makes_a_real_agent_finish_its_task_and_stop(region, 
     later = region.submit("sleep", {"seconds": 0})
     assert region.wait_task(running["id"])["agent"] == agent.agent_id  # it finishes what it has
     wait_for(lambda: not agent.alive(), 20, what="drained agent to exit")
+    # Exit 0: the demo's supervisor (Restart.ON_FAILURE) leaves it stopped and the rest runs on.
+    assert agent.popen.returncode == 0, agent.tail()
     assert region.agent_info(agent.agent_id)["status"] == "stopped"
     assert region.task(later["id"])["status"] in ("queued", "waiting")  # and takes nothing new
     page = session.get(changelist, timeout=10).text
