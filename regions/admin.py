@@ -10,8 +10,10 @@ import json
 from datetime import datetime
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import localize
@@ -85,7 +87,24 @@ def truncated(text: str, limit: int = 80):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewed, never edited here: what changes goes through an action."""
+    """Viewed, never edited here: what changes goes through an action. The
+    actions named in `console_actions` are buttons on the object's page too."""
+
+    console_actions: tuple[tuple[str, str], ...] = ()
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        if self.console_actions:
+            context["console_actions"] = self.console_actions
+            context["changelist_url"] = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    def response_action(self, request, queryset):
+        response = super().response_action(request, queryset)
+        selected = request.POST.getlist(ACTION_CHECKBOX_NAME)
+        if response is not None and request.POST.get("_from_detail") and len(selected) == 1:
+            return HttpResponseRedirect(
+                reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[selected[0]]))
+        return response
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -165,6 +184,9 @@ class AgentAdmin(ReadOnlyAdmin):
         _set_desired(Agent.Desired.ACTIVE, "uncordoned", "Uncordon: take tasks again"),
         _set_desired(Agent.Desired.STOPPED, "revoked", "Revoke: withdraw the credential and stop now"),
     ]
+    change_form_template = "admin/regions/change_form_actions.html"
+    console_actions = (("agent_drained", "Drain"), ("agent_cordoned", "Cordon"), ("agent_uncordoned", "Uncordon"),
+                       ("agent_revoked", "Revoke"))
     RECENT_TASKS = 20
 
     def get_queryset(self, request):
@@ -291,7 +313,7 @@ class TaskAttemptInline(admin.TabularInline):
 
 @admin.register(Task)
 class TaskAdmin(ReadOnlyAdmin):
-    list_display = ("short_id", "capability", "status_badge", "attempts", "agent", "queue_wait", "duration",
+    list_display = ("short_id", "capability", "status_badge", "attempts", "agent_link", "queue_wait", "duration",
                     "created", "error_short")
     list_filter = ("status", "capability")
     search_fields = ("id", "idempotency_key", "agent", "error")
@@ -301,6 +323,8 @@ class TaskAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     inlines = [TaskAttemptInline]
     actions = ["retry", "cancel"]
+    change_form_template = "admin/regions/change_form_actions.html"
+    console_actions = (("retry", "Retry"), ("cancel", "Cancel"))
 
     @admin.display(description="task", ordering="id")
     def short_id(self, obj: Task):
@@ -334,9 +358,19 @@ class TaskAdmin(ReadOnlyAdmin):
     def finished(self, obj: Task):
         return when(obj.finished_at)
 
-    @admin.display(description="error")
+    @admin.display(description="agent", ordering="agent")
+    def agent_link(self, obj: Task):
+        if not obj.agent:
+            return "—"
+        return format_html('<a href="{}?q={}">{}</a>', reverse("admin:regions_agent_changelist"), obj.agent, obj.agent)
+
+    @admin.display(description="error (or why it waits)")
     def error_short(self, obj: Task):
-        return truncated(obj.error)
+        if obj.error:
+            return truncated(obj.error)
+        if obj.status_reason and obj.status in Task.PENDING:
+            return format_html('<span style="color:{}">{}</span>', COLOURS["grey"], truncated(obj.status_reason))
+        return ""
 
     @admin.display(description="payload")
     def payload_pretty(self, obj: Task):

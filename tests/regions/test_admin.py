@@ -254,3 +254,16 @@ def test_admin_drain_action_makes_a_real_agent_finish_its_task_and_stop(region, 
     assert "stopped" in page
     task_page = session.get(f"{region.url}/admin/regions/task/{running['id']}/change/", timeout=10).text
     assert "succeeded" in task_page and agent.agent_id in task_page
+
+
+def test_agent_page_buttons_run_the_action_and_come_back(staff, redis_clean):
+    agent = factories.agent("a1", ["echo"]).agent
+    page = reverse("admin:regions_agent_change", args=[agent.pk])
+    text = staff.get(page).content.decode()
+    assert 'value="agent_cordoned"' in text and 'value="agent_revoked"' in text
+    response = staff.post(reverse("admin:regions_agent_changelist"),
+                          {"action": "agent_cordoned", "_selected_action": [agent.pk], "index": 0, "_from_detail": 1})
+    assert response.status_code == 302 and response["Location"] == page
+    agent.refresh_from_db()
+    assert agent.desired == "cordoned"
+    assert liveness.client().hget(liveness.key("desired"), "a1") == "cordoned"
