@@ -38,9 +38,11 @@ def badge(label: str, colour: str, title: str = ""):
         title or label, COLOURS[colour], label)
 
 
-def when(dt: datetime | None) -> str:
+def when(dt: datetime | None):
     """An exact time, to the second, in the site's time zone."""
-    return localize(timezone.localtime(dt)) if dt else "—"
+    if dt is None:
+        return "—"
+    return format_html('<span style="white-space:nowrap">{}</span>', localize(timezone.localtime(dt)))
 
 
 def age(dt: datetime | None, now: datetime | None = None):
@@ -56,7 +58,8 @@ def age(dt: datetime | None, now: datetime | None = None):
         text = f"{seconds // 3600} h ago"
     else:
         text = f"{seconds // 86400} d ago"
-    return format_html('<span title="{}">{}</span>', when(dt), text)
+    return format_html('<span title="{}" style="white-space:nowrap">{}</span>',
+                       localize(timezone.localtime(dt)), text)
 
 
 def span(start: datetime | None, end: datetime | None) -> str:
@@ -411,8 +414,7 @@ class TaskAdmin(ReadOnlyAdmin):
 class ConfigVersionAdmin(ReadOnlyAdmin):
     """Every commit the region tried to apply, and why one was rejected."""
 
-    list_display = ("short_sha", "subject", "applied_at", "result_badge", "is_active", "duration", "changes_count",
-                    "reason")
+    list_display = ("short_sha", "subject", "applied_at", "result_badge", "duration", "changes_count", "reason")
     list_filter = ("result", "is_active")
     search_fields = ("sha", "subject", "error")
     fields = ("sha", "subject", "ref", "repo", "applied_at", "result_badge", "is_active", "duration", "reason",

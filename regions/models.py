@@ -138,7 +138,7 @@ class TaskAttempt(models.Model):
         indexes = [models.Index(fields=["agent", "-started_at"], name="attempt_agent_recent_idx")]
 
     def __str__(self) -> str:
-        return f"{self.task_id} attempt {self.number}"
+        return f"attempt {self.number}"
 
 
 class IngestedRecord(models.Model):
