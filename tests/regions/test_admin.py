@@ -267,3 +267,17 @@ def test_agent_page_buttons_run_the_action_and_come_back(staff, redis_clean):
     agent.refresh_from_db()
     assert agent.desired == "cordoned"
     assert liveness.client().hget(liveness.key("desired"), "a1") == "cordoned"
+
+
+def test_sweeper_says_a_queued_task_waits_because_its_agents_are_cordoned(redis_clean):
+    from django.utils import timezone
+
+    from regions.services import agents as agent_services
+
+    factories.agent("a1", ["echo"])
+    task = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED,
+                               dispatched_at=timezone.now())
+    agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.DRAINING)
+    assert task_services.task_sweep()["stalled"] == 1
+    task.refresh_from_db()
+    assert task.status == Task.Status.WAITING and "cordoned or draining (a1)" in task.status_reason
