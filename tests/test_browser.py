@@ -32,7 +32,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-dev-shm-usage"]
 USERNAME, PASSWORD = "admin", "console-test-password-7f3a"
 DRAINED, STEADY = "console-agent-drain", "console-agent-steady"
-SLEEP_SECONDS = 4  # the drained agent's last task: long enough to be seen draining
+SLEEP_SECONDS = 6  # the drained agent's last task: long enough to be seen draining
 
 
 def _superuser(node: harness.Region) -> None:
@@ -238,7 +238,6 @@ def test_region_console_logs_in_styled_and_shows_overview_and_tasks(fleet, conso
     assert region.region_id in c.page.inner_text("#header"), c.page.inner_text("#header")
     assert "overview" in body and "agents" in body and "online" in body, body[:1000]
     assert c.page.locator("#content svg").count(), "no chart on the overview"
-    c.screenshot("region-overview")
 
     c.open("/admin/regions/task/")
     c.assert_styled()
@@ -286,6 +285,12 @@ def test_draining_an_agent_from_the_admin_finishes_its_task_and_stops_it(fleet, 
     wait_for(shows("draining"), 10, interval=0.3, what=f"{DRAINED} shown draining")
     assert "online" in c.row_text(STEADY), c.row_text(STEADY)
     c.screenshot("region-agents")
+    # The overview counts it among the draining while its last task runs.
+    c.open("/admin/")
+    states = c.page.inner_text("#content")
+    if region.task(last["id"])["status"] == "running":
+        assert re.search(r"draining\s+1\b", states), states[:1500]
+    c.screenshot("region-overview")
 
     # The task it was running finishes; then it deregisters and its process exits.
     assert region.wait_task(last["id"], timeout=SLEEP_SECONDS + 15)["agent"] == DRAINED
