@@ -14,6 +14,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import localize
@@ -460,8 +461,31 @@ class ConfigVersionAdmin(ReadOnlyAdmin):
 
 @admin.register(RegistrationToken)
 class RegistrationTokenAdmin(admin.ModelAdmin):
+    """Added through the service (a token is generated, only its digest kept) and
+    shown once; a row added with a form alone would hold no token at all."""
+
     list_display = ("name", "prefix", "created_at", "revoked_at")
     readonly_fields = ("prefix", "token_hash", "created_at")
+
+    def get_fields(self, request, obj=None):
+        return ["name"] if obj is None else ["name", "prefix", "created_at", "revoked_at"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        token, raw = agent_services.registration_token_create(name=form.cleaned_data["name"])
+        obj.pk, obj.prefix, obj.token_hash, obj.created_at = token.pk, token.prefix, token.token_hash, token.created_at
+        obj._state.adding, obj._state.db = False, token._state.db
+        request._meridian_token = raw
+
+    def response_add(self, request, obj, post_url_continue=None):
+        response = TemplateResponse(request, "admin/regions/token_once.html", {
+            **self.admin_site.each_context(request), "title": f"Registration token {obj.name} added",
+            "token": getattr(request, "_meridian_token", ""), "opts": self.model._meta,
+            "back": reverse("admin:regions_registrationtoken_changelist"),
+        })
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 @admin.register(IngestedRecord)

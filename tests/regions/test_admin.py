@@ -281,3 +281,17 @@ def test_sweeper_says_a_queued_task_waits_because_its_agents_are_cordoned(redis_
     assert task_services.task_sweep()["stalled"] == 1
     task.refresh_from_db()
     assert task.status == Task.Status.WAITING and "cordoned or draining (a1)" in task.status_reason
+
+
+def test_registration_token_added_in_the_admin_is_made_by_the_service_and_shown_once(staff):
+    from regions.models import RegistrationToken
+    from regions.services import agents as agent_services
+
+    response = staff.post(reverse("admin:regions_registrationtoken_add"), {"name": "rack-7"})
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    import re
+
+    raw = re.search(r"<code[^>]*>(mrt[^<]+)</code>", response.content.decode()).group(1)
+    token = RegistrationToken.objects.get(name="rack-7")
+    assert token.token_hash and raw not in token.token_hash and token.prefix == raw[:10]
+    assert agent_services.registration_token_valid(raw)
