@@ -15,6 +15,8 @@ Two layers:
 from __future__ import annotations
 
 import logging
+import struct
+import threading
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.exceptions import DecodeError
@@ -47,6 +49,50 @@ def bounded_json_loads(data):
 def install_bounded_json() -> None:
     """Both sides keep JSON on the wire; only decoding is bounded."""
     register("json", kombu_dumps, bounded_json_loads, content_type="application/json", content_encoding="utf-8")
+    _refuse_compressed_bodies()
+    _bound_amqp_header_tables()
+
+
+def _refuse_compressed_bodies() -> None:
+    """Meridian never compresses a message. kombu would inflate any body whose
+    `compression` header names zlib, bz2, lzma or brotli before anything can
+    check its size: 793 bytes of bz2 became 1 GiB in the consumer. With no
+    decoder registered, such a message is a decode error: a dead letter."""
+    from kombu import compression
+
+    compression._decoders.clear()
+
+
+HEADER_MAX_DEPTH = 16
+TOO_DEEP = "<nested too deep>"
+_header_depth = threading.local()
+
+
+def _bound_amqp_header_tables() -> None:
+    """py-amqp reads header tables recursively, in the connection's frame reader,
+    before any message exists: a header nested ~3,000 deep raised RecursionError
+    there and ended the worker, again on every restart (the message stays
+    unacked). Tables and arrays deeper than HEADER_MAX_DEPTH are skipped by their
+    length prefix and read as TOO_DEEP; the message then goes the usual way."""
+    from amqp import serialization
+
+    if getattr(serialization._read_item, "meridian_bounded", False):
+        return
+    read_item = serialization._read_item
+
+    def bounded_read_item(buf, offset):
+        depth = getattr(_header_depth, "n", 0)
+        if depth >= HEADER_MAX_DEPTH and chr(buf[offset]) in "FA":
+            length, = struct.unpack_from(">I", buf, offset + 1)
+            return TOO_DEEP, offset + 5 + length
+        _header_depth.n = depth + 1
+        try:
+            return read_item(buf, offset)  # its own nested reads come back through here
+        finally:
+            _header_depth.n = depth
+
+    bounded_read_item.meridian_bounded = True
+    serialization._read_item = bounded_read_item
 
 
 def _where(message) -> tuple[str, str, str]:

@@ -4,7 +4,9 @@ queue and its own). Each message is dropped as a dead letter the operator can
 see, no worker process dies or restarts, and the next real task runs."""
 from __future__ import annotations
 
+import bz2
 import json
+import sys
 import uuid
 
 import pytest
@@ -38,7 +40,13 @@ def _raw_cases(task: str) -> dict[str, tuple[bytes, str, dict]]:
         return {"task": name, "id": f"poison-{uuid.uuid4().hex[:8]}", "lang": "py"}
 
     deep = b"[" * 900 + b"]" * 900
+    deep_header: dict = {"a": 1}
+    for _ in range(3000):
+        deep_header = {"a": deep_header}
     return {
+        "header nested 3,000 deep": (b'[["x"], {}, {}]', "application/json", {**headers(), "deep": deep_header}),
+        "bz2 bomb (20 MB of zeros)": (bz2.compress(b"0" * 20_000_000), "application/json",
+                                      {**headers(), "compression": "application/x-bz2"}),
         "undecodable bytes": (b"\xff\xfe\x00garbage", "application/json", headers()),
         "truncated JSON": (b'[[], {"task_id": "ab', "application/json", headers()),
         "nested 900 deep": (b'[[], {"task_id": ' + deep + b'}, {}]', "application/json", headers()),
@@ -72,6 +80,8 @@ def test_garbage_on_every_queue_is_dead_lettered_and_no_worker_dies(poisoned):
     targets = [(REPORTS_QUEUE, REPORT_TASK), ("meridian.control", "regions.agent_reap"),
                (capability_queue("echo"), EXECUTE_TASK), (agent_queue(AGENT), EXECUTE_TASK)]
     sent: dict[str, list[str]] = {}
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # py-amqp writes header tables recursively: the deep header needs it here
     with Connection(region.vhost.url()) as conn:
         producer = conn.Producer()
 
@@ -88,6 +98,7 @@ def test_garbage_on_every_queue_is_dead_lettered_and_no_worker_dies(poisoned):
                 message = app.amqp.as_task_v2(f"poison-{uuid.uuid4().hex[:8]}", task, args=args, kwargs=kwargs)
                 publish(json.dumps(message.body).encode(), "application/json", message.headers)
                 sent.setdefault(queue, []).append(name)
+    sys.setrecursionlimit(limit)
 
     queues = [q for q, _ in targets]
     wait_for(lambda: all(region.vhost.queue_depths().get(q, 0) == 0 for q in queues), 60,
