@@ -77,11 +77,15 @@ def _report_from_afar(router: harness.Router, region_id: str, labels: str, commi
 @pytest.fixture(scope="module")
 def fleet(region_template, router_template, tmp_path_factory):
     """A router and one region reporting to it (two more known by their summaries
-    only, one on an older configuration commit), two agents, a superuser in each, and tasks in every state a console
-    shows: succeeded, retried, failed, waiting. Started side by side."""
-    router = harness.Router(router_template)
-    region = harness.Region(region_template, region_id="eu-west-3")
+    only, one on an older configuration commit), two agents, a superuser in each,
+    and tasks in every state a console shows: succeeded, retried, failed, waiting.
+    The router and the region start side by side."""
+    nodes = []
     try:
+        router = harness.Router(router_template)
+        nodes.append(router)
+        region = harness.Region(region_template, region_id="eu-west-3")
+        nodes.append(region)
         router.add_region(region, labels="eu,gdpr")
         repo = tmp_path_factory.mktemp("config") / "repo"
         older, newer = _config_commits(repo)
@@ -118,7 +122,7 @@ def fleet(region_template, router_template, tmp_path_factory):
         yield router, region
     finally:
         with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda node: node.stop(), (region, router)))
+            list(pool.map(lambda node: node.stop(), nodes))
 
 
 @pytest.fixture(scope="module")
