@@ -213,8 +213,8 @@ class Console:
             return ""
 
     def close(self) -> None:
-        assert not self.errors, f"JavaScript errors on {self.node.region_id}'s admin: {self.errors}"
         self.context.close()
+        assert not self.errors, f"JavaScript errors on {self.node.region_id}'s admin: {self.errors}"
 
 
 @pytest.fixture
