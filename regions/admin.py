@@ -128,19 +128,21 @@ AGENT_STATES = {
     "online_busy": ("online busy", "blue", "heartbeating, running tasks"),
     "cordoned": ("cordoned", "yellow", "takes no new tasks; keeps running what it has"),
     "draining": ("draining", "orange", "finishes its tasks, then stops"),
-    "revoked": ("revoked", "red", "credential withdrawn; told to stop"),
+    "revoked": ("revoked", "grey", "credential withdrawn: told to stop, and stays stopped until re-admitted"),
     "offline": ("offline", "red", "missed its heartbeat TTL"),
     "stopped": ("stopped", "grey", "deregistered (stopped on request)"),
 }
 
 
 def agent_state(agent: Agent, running: int | None = None) -> str:
+    # A revoked agent is stopped by its revocation (it cannot deregister without a
+    # token, so its row goes offline): it reads as revoked, not as a lost agent.
+    if agent.desired == Agent.Desired.STOPPED:
+        return "revoked"
     if agent.status == Agent.Status.STOPPED:
         return "stopped"
     if agent.status == Agent.Status.OFFLINE:
         return "offline"
-    if agent.desired == Agent.Desired.STOPPED:
-        return "revoked"
     if agent.desired == Agent.Desired.DRAINING:
         return "draining"
     if agent.desired == Agent.Desired.CORDONED:
@@ -185,7 +187,7 @@ class AgentAdmin(ReadOnlyAdmin):
     actions = [
         _set_desired(Agent.Desired.DRAINING, "drained", "Drain: finish current tasks, then stop"),
         _set_desired(Agent.Desired.CORDONED, "cordoned", "Cordon: take no new tasks"),
-        _set_desired(Agent.Desired.ACTIVE, "uncordoned", "Uncordon: take tasks again"),
+        _set_desired(Agent.Desired.ACTIVE, "uncordoned", "Uncordon: take tasks again (re-admits a revoked agent)"),
         _set_desired(Agent.Desired.STOPPED, "revoked", "Revoke: withdraw the credential and stop now"),
     ]
     change_form_template = "admin/regions/change_form_actions.html"

@@ -56,7 +56,8 @@ def test_every_region_admin_page_renders_with_data(staff, redis_clean):
         response = staff.get(reverse(f"admin:regions_{model}_changelist"))
         assert response.status_code == 200, model
     pages = {
-        reverse("admin:regions_agent_change", args=[agent.pk]): ["host.example.com", "Recent tasks", "Credential", "boom &lt;b&gt;", "failed"],
+        reverse("admin:regions_agent_change", args=[agent.pk]):
+            ["host.example.com", "Recent tasks", "Credential", "boom &lt;b&gt;", "failed"],
         reverse("admin:regions_task_change", args=[task.pk]): ["attempts", "boom &lt;b&gt;", "2/3", "&quot;n&quot;: 1"],
         reverse("admin:regions_configversion_change", args=[ConfigVersion.objects.get(sha="a" * 40).pk]):
             ["agents.heartbeat_ttl", "Lower the TTL"],
@@ -295,3 +296,17 @@ def test_registration_token_added_in_the_admin_is_made_by_the_service_and_shown_
     token = RegistrationToken.objects.get(name="rack-7")
     assert token.token_hash and raw not in token.token_hash and token.prefix == raw[:10]
     assert agent_services.registration_token_valid(raw)
+
+
+def test_revoked_agent_shows_revoked_and_uncordon_re_admits_it(staff, redis_clean):
+    from regions.services import agents as agent_services
+
+    agent = factories.agent("a1", ["echo"]).agent
+    _changelist_post(staff, "agent", "agent_revoked", [agent.pk])
+    Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.OFFLINE)  # the reaper, once it went silent
+    text = staff.get(reverse("admin:regions_agent_changelist")).content.decode()
+    assert ">revoked<" in text and ">offline<" not in text
+    with pytest.raises(agent_services.ForbiddenError):
+        factories.agent("a1", ["echo"])
+    _changelist_post(staff, "agent", "agent_uncordoned", [agent.pk])
+    assert factories.agent("a1", ["echo"]).agent.desired == "active"
