@@ -221,7 +221,11 @@ ROUTER_URL = env.str("ROUTER_URL", default="")
 REGION_TOKEN = env.str("REGION_TOKEN", default="")
 SUMMARY_INTERVAL = env.float("SUMMARY_INTERVAL", default=60.0)
 # Router side.
-ROUTER_FORWARD_TIMEOUT = env.float("ROUTER_FORWARD_TIMEOUT", default=10.0)
+# A forward tries up to 5 regions, each connect within the connect timeout, and
+# all of it within the budget (each attempt may wait for an answer as long as is
+# left of it): well under the web worker's 30 s timeout (project/gunicorn_conf.py).
+ROUTER_FORWARD_CONNECT_TIMEOUT = env.float("ROUTER_FORWARD_CONNECT_TIMEOUT", default=2.0)
+ROUTER_FORWARD_BUDGET_SECONDS = env.float("ROUTER_FORWARD_BUDGET_SECONDS", default=10.0)
 ROUTER_TRUST_FORWARDED_FOR = env.bool("ROUTER_TRUST_FORWARDED_FOR", default=False)
 # How far ahead of the router's clock a summary may be dated (replays are refused
 # by date, so one dated far ahead would refuse the region's genuine ones).

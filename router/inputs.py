@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from project.validation import CAPABILITY_RE, LABEL_RE, StrictCharField
+from project.validation import CAPABILITY_RE, LABEL_RE, StrictCharField, StrictRegexField
 
 SCHEMA_VERSION = 1
 # Per region: agents in all, and agents serving one capability.
@@ -32,6 +32,7 @@ DEFAULT_MAX_SKEW_SECONDS = 300.0
 
 capability_name = re.compile(CAPABILITY_RE).fullmatch  # whole: "$" alone lets a trailing newline in
 label_name = re.compile(LABEL_RE).fullmatch
+REGION_ID_RE = r"^[-a-zA-Z0-9_]{1,64}\Z"  # Region.region_id, as the operator may set it
 # Not Django's URLValidator: it refuses single-label hosts (http://us-east-1:8000,
 # a compose service). A summary's URL must equal the registered one anyway.
 orchestrator_url = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?").fullmatch
@@ -151,11 +152,15 @@ class TaskHeadSerializer(serializers.Serializer):
 
     capability = serializers.RegexField(CAPABILITY_RE)
     residency = serializers.RegexField(LABEL_RE, required=False, allow_null=True)
+    region = StrictRegexField(REGION_ID_RE, required=False, allow_null=True, help_text=(
+        "Forward to this region only: a retry after a 504 goes where the first try may have landed "
+        "(idempotency keys are kept per region)."))
 
 
 def task_forward_parse(body: Any) -> dict:
-    """{"capability", "residency"} of a task submission, or a ValidationError."""
+    """{"capability", "residency", "region"} of a task submission, or a ValidationError."""
     _require_object(body, "A task")
     data = TaskHeadSerializer(data=body)
     data.is_valid(raise_exception=True)
-    return {"capability": data.validated_data["capability"], "residency": data.validated_data.get("residency")}
+    return {"capability": data.validated_data["capability"], "residency": data.validated_data.get("residency"),
+            "region": data.validated_data.get("region")}

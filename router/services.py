@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import Any
@@ -13,6 +15,7 @@ import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from project.accounts.tokens import token_generate, token_hash
 from router import inputs
@@ -56,6 +59,14 @@ class NoRegion(RouterError):
 
 class ForwardUncertain(RouterError):
     status = 504
+
+
+class ForwardBudgetSpent(NoRegion):
+    """Every region tried was unreachable and the forward's time is up."""
+
+    def __init__(self, detail: str, *, retry_after: int, **extra):
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
 
 
 # --- regions and tokens ------------------------------------------------------
@@ -214,11 +225,18 @@ def _healthy_regions(now: datetime) -> tuple[list[Region], dict[str, str]]:
     return healthy, skipped
 
 
-def route(*, capability: str, residency: str | None = None, count: int = 3) -> RouteAnswer:
+def route(*, capability: str, residency: str | None = None, region: str | None = None,
+          count: int = 3) -> RouteAnswer:
     """Regions that serve the capability, ranked by idle agents for it, then by
-    freshness. Residency is a hard constraint."""
+    freshness. Residency is a hard constraint, and so is a pinned region."""
     now = timezone.now()
     healthy, skipped = _healthy_regions(now)
+    pinned = region
+    if pinned:
+        skipped = {pinned: skipped[pinned]} if pinned in skipped else {}
+        healthy = [r for r in healthy if r.region_id == pinned]
+        if not healthy and not skipped:
+            skipped[pinned] = "no such region (or disabled)"
     candidates = []
     for region in healthy:
         if residency and residency not in region.labels:
@@ -233,7 +251,8 @@ def route(*, capability: str, residency: str | None = None, count: int = 3) -> R
     if not candidates:
         why = "; ".join(f"{r}: {reason}" for r, reason in sorted(skipped.items())) or "no regions registered"
         raise NoRegion(f"No eligible region for capability {capability}"
-                       f"{f' with residency {residency}' if residency else ''} ({why}).", skipped=skipped)
+                       f"{f' with residency {residency}' if residency else ''}"
+                       f"{f' in region {pinned}' if pinned else ''} ({why}).", skipped=skipped)
     return RouteAnswer(regions=[{
         "region_id": region.region_id,
         "orchestrator_url": region.orchestrator_url,
@@ -284,26 +303,47 @@ def region_pick(*, capabilities: list[str], hint: str | None, client_ip: str | N
     return min(healthy, key=spare)
 
 
-def task_forward(*, capability: str, residency: str | None, body: bytes, authorization: str) -> tuple[int, dict]:
-    """Send a submission to the best region, the next one if it cannot answer.
-    Nothing is stored here: the body passes through."""
-    answer = route(capability=capability, residency=residency, count=5)
+def task_forward(*, capability: str, residency: str | None, region: str | None = None, body: bytes,
+                 authorization: str) -> tuple[int, dict]:
+    """Send a submission to the best region, the next one if it cannot be
+    reached. Nothing is stored here: the body passes through. `region` pins the
+    forward to that region (a retry after an uncertain forward must go where the
+    first try may have landed: idempotency keys are kept per region).
+
+    The whole forward, across candidates, is held to ROUTER_FORWARD_BUDGET_SECONDS
+    (each connect to ROUTER_FORWARD_CONNECT_TIMEOUT): the web worker runs one
+    request at a time, and gunicorn kills it past its 30 s timeout."""
+    answer = route(capability=capability, residency=residency, region=region, count=5)
+    budget = float(settings.ROUTER_FORWARD_BUDGET_SECONDS)
+    deadline = time.monotonic() + budget
     errors = {}
     for candidate in answer.regions:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ForwardBudgetSpent(
+                f"No region answered within the router's forward budget of {budget:g} s "
+                f"(ROUTER_FORWARD_BUDGET_SECONDS); the task was sent nowhere: retry later.",
+                retry_after=max(1, math.ceil(budget)), errors=errors)
         url = f"{candidate['orchestrator_url']}/api/v1/tasks"
         try:
-            response = requests.post(url, data=body, timeout=settings.ROUTER_FORWARD_TIMEOUT,
+            response = requests.post(url, data=body, timeout=(min(settings.ROUTER_FORWARD_CONNECT_TIMEOUT, left), left),
                                      headers={"Authorization": authorization, "Content-Type": "application/json"})
-        except requests.ConnectionError as exc:
-            # Not connected: the region never saw the task, the next one may take it.
-            errors[candidate["region_id"]] = f"unreachable: {exc.__class__.__name__}"
-            continue
         except requests.RequestException as exc:
+            if _never_sent(exc):
+                # Not connected: the region never saw the task, the next one may take it.
+                errors[candidate["region_id"]] = f"unreachable: {exc.__class__.__name__}"
+                continue
             # Sent but unanswered: it may have been accepted there. Trying another
-            # region could run it twice, so say so and stop.
-            raise ForwardUncertain(f"Region {candidate['region_id']} did not answer in time ({exc.__class__.__name__}); "
-                                   "the task may have been accepted there: check it or retry with the same "
-                                   "idempotency_key.", region_id=candidate["region_id"]) from exc
+            # region could run it twice (idempotency keys are per region), so say
+            # where it may be and stop.
+            raise ForwardUncertain(
+                f"Region {candidate['region_id']} ({candidate['orchestrator_url']}) did not answer "
+                f"({exc.__class__.__name__}); the task may have been accepted there. Idempotency keys are kept per "
+                f"region: check there, or retry against that region only, with the same idempotency_key "
+                f"({candidate['orchestrator_url']}/api/v1/tasks, or here with \"region\": "
+                f"\"{candidate['region_id']}\"). An unpinned retry here may pick another region and run it twice.",
+                region_id=candidate["region_id"], regional_orchestrator_url=candidate["orchestrator_url"],
+                retry_with={"region": candidate["region_id"]}) from exc
         try:
             data = response.json()
         except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
@@ -312,6 +352,16 @@ def task_forward(*, capability: str, residency: str | None, body: bytes, authori
                                       "regional_orchestrator_url": candidate["orchestrator_url"],
                                       "task": data}
     raise NoRegion("No eligible region accepted the task.", errors=errors)
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True only when no connection was made (timed out or refused while
+    connecting, or the TLS handshake failed): the request never left. A
+    connection dropped after sending is not that: the region may have it."""
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    cause = exc.args[0] if exc.args else None
+    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError)
 
 
 

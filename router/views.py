@@ -24,6 +24,8 @@ def _error(exc: services.RouterError) -> Response:
                         status=exc.status)
     if exc.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="meridian"'
+    if getattr(exc, "retry_after", None):
+        response["Retry-After"] = str(exc.retry_after)
     return response
 
 

@@ -3,6 +3,7 @@ can send gives either bounded data or a clean validation error, never another
 exception; and the readers hold any stored value to the same bounds."""
 import json
 import math
+import re
 import time
 from datetime import datetime, timezone as dt_timezone
 
@@ -119,6 +120,7 @@ def test_any_near_summary_is_a_bounded_summary_or_a_clean_error(body):
 @given(json_values | st.fixed_dictionaries({}, optional={
     "capability": mostly(capability_names), "residency": mostly(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,31}",
                                                                                  fullmatch=True), text),
+    "region": mostly(st.from_regex(r"[-a-zA-Z0-9_]{1,64}", fullmatch=True), text | json_values),
     "payload": json_values}))
 def test_any_task_body_gives_its_routing_head_or_a_clean_error(body):
     try:
@@ -126,9 +128,10 @@ def test_any_task_body_gives_its_routing_head_or_a_clean_error(body):
     except ValidationError as exc:
         assert_clean_error(exc)
     else:
-        assert set(head) == {"capability", "residency"}
+        assert set(head) == {"capability", "residency", "region"}
         assert inputs.capability_name(head["capability"])
         assert head["residency"] is None or inputs.label_name(head["residency"])
+        assert head["region"] is None or re.fullmatch(r"[-a-zA-Z0-9_]{1,64}", head["region"])
 
 
 @BOUNDED
