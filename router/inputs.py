@@ -15,12 +15,12 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
+from project.region_summary import MAX_CAPABILITIES
 from project.validation import CAPABILITY_RE, LABEL_RE, StrictCharField, StrictRegexField
 
 SCHEMA_VERSION = 1
 # Per region: agents in all, and agents serving one capability.
 MAX_AGENTS = 1_000_000
-MAX_CAPABILITIES = 1_000
 MIN_SUMMARY_INTERVAL = 1.0
 MAX_SUMMARY_INTERVAL = 86_400.0
 DEFAULT_SUMMARY_INTERVAL = 60.0

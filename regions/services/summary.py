@@ -8,6 +8,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from project.region_summary import MAX_CAPABILITIES
 from regions.models import Agent, ConfigVersion
 from regions.services import liveness
 from regions.services.config import config_current
@@ -36,6 +37,7 @@ def region_summary_build() -> dict:
         # A capability the configuration refuses here is not offered: the router skips it.
         caps = {cap: {"count": int(count), "idle": int(idle or 0)} for cap, count, idle in cur.fetchall()
                 if not config.capability_refusal(cap)}
+    caps = _capabilities_capped(caps)
     available = Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE, busy=False).count()
     return {
         "region_id": settings.REGION_ID,
@@ -48,6 +50,17 @@ def region_summary_build() -> dict:
         "schema_version": SCHEMA_VERSION,
         "summary_interval": config.summary_interval,
     }
+
+
+def _capabilities_capped(caps: dict[str, dict]) -> dict[str, dict]:
+    """At most the router's bound: it refuses a whole summary with more, and
+    agents joining with a registration token choose their capability names."""
+    if len(caps) <= MAX_CAPABILITIES:
+        return caps
+    kept = sorted(caps.items(), key=lambda item: (-item[1]["idle"], -item[1]["count"], item[0]))[:MAX_CAPABILITIES]
+    logger.warning("summary: %d capabilities offered by online agents, the router takes at most %d; "
+                   "%d left out (the fewest idle agents)", len(caps), MAX_CAPABILITIES, len(caps) - MAX_CAPABILITIES)
+    return dict(kept)
 
 
 def _config_subject(sha: str) -> str:
