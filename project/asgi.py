@@ -63,7 +63,7 @@ def _environ(scope: dict, body: bytes) -> dict:
         if name not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
             name = f"HTTP_{name}"
         value = raw_value.decode("latin1")
-        environ[name] = f"{environ[name]},{value}" if name in environ else value
+        environ[name] = f"{environ[name]},{value}" if name in environ else value  # <= WEB_MAX_HEADERS of them
     # The body as read, chunked or not: Django reads CONTENT_LENGTH bytes.
     environ["CONTENT_LENGTH"] = str(len(body))
     return environ
@@ -86,52 +86,103 @@ def _call(wsgi_app, environ: dict, start_response) -> bytes:
             result.close()  # Django's request_finished: its connection is kept or closed here
 
 
-async def _send_json(send, status: int, payload: dict) -> None:
+BUSY = {"error": "unavailable", "detail": "Too many request bodies in flight on this server; retry shortly."}
+
+
+def _too_large(limit: int) -> dict:
+    return {"error": "payload_too_large", "detail": f"Request body is larger than {limit} bytes."}
+
+
+async def _send_json(send, status: int, payload: dict, retry_after: int | None = None) -> None:
     body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close")]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def wsgi_after_body(wsgi_app, limit: int | None):
+def body_limit(path: str, largest: int | None, default: int | None) -> int | None:
+    """Only an agent's outcome report may carry a result up to the largest body;
+    every other request (a task submission, a summary, a heartbeat) fits in the
+    default. Nobody has been authenticated yet when a body is buffered."""
+    if path.startswith("/api/v1/agents/") and path.endswith("/report"):
+        return largest
+    return default if default is not None and (largest is None or default < largest) else largest
+
+
+class BufferBudget:
+    """Bytes of request bodies a worker holds before their requests run: past
+    the budget, a new body is refused with 503 (Retry-After) instead of growing
+    the worker until the kernel kills it."""
+
+    def __init__(self, limit: int | None):
+        self.limit, self.held = limit, 0
+
+    def fits(self, size: int) -> bool:
+        return self.limit is None or self.held + size <= self.limit
+
+    def take(self, size: int) -> bool:
+        if self.limit is not None and self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
+def wsgi_after_body(wsgi_app, limit: int | None, default_limit: int | None = None,
+                    budget: int | None = None):
     """An ASGI application that runs `wsgi_app` once the whole body is in. A
-    body over `limit` (DATA_UPLOAD_MAX_MEMORY_SIZE) is refused with 413 JSON,
-    by its Content-Length before a byte of it is read, or as soon as a chunked
-    body passes it. A client that goes away (or is dropped by the server's read
-    timeouts, project/gunicorn_conf.py) before its body is complete ends its
-    request: nothing runs."""
+    body over its path's limit (body_limit: DATA_UPLOAD_MAX_MEMORY_SIZE for an
+    agent's report, WEB_BODY_LIMIT otherwise) is refused with 413 JSON, by its
+    Content-Length before a byte of it is read, or as soon as a chunked body
+    passes it; bodies held past the worker's budget (WEB_BUFFER_BUDGET) get 503.
+    A client that goes away (or is dropped by the server's read timeouts,
+    project/gunicorn_conf.py) before its body is complete ends its request:
+    nothing runs."""
+    held = BufferBudget(budget)
 
     async def app(scope, receive, send):
         if scope["type"] != "http":  # lifespan is off; no websockets here
             return
-        too_large = {"error": "payload_too_large", "detail": f"Request body is larger than {limit} bytes."}
+        path_limit = body_limit(scope["path"], limit, default_limit)
         length = dict(scope["headers"]).get(b"content-length", b"")
-        if limit is not None and length.isdigit() and int(length) > limit:
-            return await _send_json(send, 413, too_large)
+        if path_limit is not None and length.isdigit() and int(length) > path_limit:
+            return await _send_json(send, 413, _too_large(path_limit))
+        if length.isdigit() and not held.fits(int(length)):
+            return await _send_json(send, 503, BUSY, retry_after=2)  # before a byte of it is read
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if limit is not None and size > limit:
-                return await _send_json(send, 413, too_large)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        started = {}
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                if path_limit is not None and size + len(chunk) > path_limit:
+                    return await _send_json(send, 413, _too_large(path_limit))
+                if not held.take(len(chunk)):
+                    return await _send_json(send, 503, BUSY, retry_after=2)
+                size += len(chunk)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            started = {}
 
-        def start_response(status: str, headers: list, exc_info=None):
-            started["status"] = int(status.split(" ", 1)[0])
-            started["headers"] = [(k.lower().encode("latin1"), v.encode("latin1")) for k, v in headers]
+            def start_response(status: str, headers: list, exc_info=None):
+                started["status"] = int(status.split(" ", 1)[0])
+                started["headers"] = [(k.lower().encode("latin1"), v.encode("latin1")) for k, v in headers]
 
-        body = django_context.run(_call, wsgi_app, _environ(scope, b"".join(chunks)), start_response)
+            body = django_context.run(_call, wsgi_app, _environ(scope, b"".join(chunks)), start_response)
+        finally:
+            held.give_back(size)
         await send({"type": "http.response.start", "status": started["status"], "headers": started["headers"]})
         await send({"type": "http.response.body", "body": body})
 
     return app
 
 
-application = wsgi_after_body(django_application, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+application = wsgi_after_body(django_application, settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+                              default_limit=settings.WEB_BODY_LIMIT, budget=settings.WEB_BUFFER_BUDGET)

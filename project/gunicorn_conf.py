@@ -18,6 +18,7 @@ values below.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -39,8 +40,17 @@ control_socket_disable = True
 
 HEADER_TIMEOUT = float(os.environ.get("WEB_HEADER_TIMEOUT", "10"))
 BODY_TIMEOUT = float(os.environ.get("WEB_BODY_TIMEOUT", "15"))
+# A request line and headers larger than this, or more header fields, are
+# refused with 431 before they are kept (nginx's large_client_header_buffers is
+# 4 x 8 KiB; a header nobody bounds is memory and CPU anyone can take).
+HEADERS_MAX_BYTES = int(os.environ.get("WEB_MAX_HEADER_BYTES", str(64 * 1024)))
+HEADERS_MAX_COUNT = int(os.environ.get("WEB_MAX_HEADERS", "100"))
 
 logger = logging.getLogger("uvicorn.error")
+
+
+class HeadersRefused(Exception):
+    pass
 
 
 class ReadTimeoutProtocol(HttpToolsProtocol):
@@ -52,10 +62,43 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
 
     _read_deadline = None
     _reading = False  # between a request's first byte and its last
+    _in_head = True  # reading a request line and headers
+    _head_bytes = 0
+    _head_refusal: str | None = None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._read_within(HEADER_TIMEOUT)
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_refusal is not None:
+            return  # refused: the connection is closing
+        if self._in_head:
+            # Counted before httptools buffers a header it has not finished: a
+            # 76 MB header value would otherwise sit in memory before on_header.
+            if self._head_bytes > HEADERS_MAX_BYTES:
+                return self._refuse_head(f"request line and headers over {HEADERS_MAX_BYTES} bytes")
+            self._head_bytes += len(data)
+        super().data_received(data)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= HEADERS_MAX_COUNT:
+            self._head_refusal = f"more than {HEADERS_MAX_COUNT} header fields"
+            raise HeadersRefused(self._head_refusal)  # httptools stops; send_400_response answers 431
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_refusal is None:
+            return super().send_400_response(msg)
+        self._refuse_head(self._head_refusal)
+
+    def _refuse_head(self, reason: str) -> None:
+        self._head_refusal = reason
+        body = json.dumps({"error": "request_header_fields_too_large", "detail": f"Refused: {reason}."}).encode()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                                 b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+            self.transport.close()
 
     def connection_lost(self, exc) -> None:
         self._read_done()
@@ -67,6 +110,7 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
         self._read_within(HEADER_TIMEOUT)
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         super().on_headers_complete()
         self._read_within(BODY_TIMEOUT)
 
@@ -77,6 +121,7 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._reading = False
+        self._in_head, self._head_bytes = True, 0  # the next request on this connection starts afresh
         self._read_done()
 
     def on_response_complete(self) -> None:

@@ -257,6 +257,12 @@ AGENT_MAX_RESULT_BYTES = env.int("AGENT_MAX_RESULT_BYTES", default=8 * 1024 * 10
 # double it); anything bigger is a dead letter.
 BROKER_MESSAGE_MAX_BYTES = env.int("BROKER_MESSAGE_MAX_BYTES", default=2 * AGENT_MAX_RESULT_BYTES + 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(TASK_PAYLOAD_LIMIT_BYTES * 4, AGENT_MAX_RESULT_BYTES + 1024 * 1024)
+# The web server buffers a body before Django (and authentication) sees it: only
+# an agent's outcome report may be as large as DATA_UPLOAD_MAX_MEMORY_SIZE; any
+# other request body is refused past WEB_BODY_LIMIT, and a worker holding more
+# than WEB_BUFFER_BUDGET of bodies in flight answers 503 (project/asgi.py).
+WEB_BODY_LIMIT = env.int("WEB_BODY_LIMIT", default=max(TASK_PAYLOAD_LIMIT_BYTES * 4, 1024 * 1024))
+WEB_BUFFER_BUDGET = env.int("WEB_BUFFER_BUDGET", default=128 * 1024 * 1024)
 
 # One line per event, with its region, agent and task (project/logging.py):
 # LOG_FORMAT=json writes each as one JSON object for a log pipeline.

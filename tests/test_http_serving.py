@@ -130,6 +130,70 @@ def test_a_chunked_body_over_the_upload_limit_is_413_json(served):
     assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
 
 
+def _raw_answer(port: int, request: bytes, timeout: float = 10) -> str:
+    """What the server answers before it closes the connection ("" if nothing within `timeout`)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(request)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused while still sending: the answer is already waiting
+    answer = b""
+    try:
+        while chunk := s.recv(65536):
+            answer += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    s.close()
+    return answer.decode(errors="replace")
+
+
+@pytest.mark.parametrize("headers", [
+    b"".join(b"X-A: aaaaaaaa\r\n" for _ in range(160_000)),  # 2.4 MB of repeated headers: once a worker timeout
+    b"X-Big: " + b"y" * (3 * 1024 * 1024) + b"\r\n",  # one 3 MB value
+    b"".join(b"X-H%d: v\r\n" % i for i in range(101)),  # more fields than allowed
+])
+def test_headers_over_the_bounds_are_431_json_and_the_worker_keeps_answering(served, headers):
+    region, _ = served
+    start = time.monotonic()
+    answer = _raw_answer(region.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n")
+    assert answer.startswith("HTTP/1.1 431 ") and "request_header_fields_too_large" in answer, answer[:200]
+    assert time.monotonic() - start < 5
+    assert requests.get(f"{region.url}/healthz", timeout=2).status_code == 200
+
+
+def test_only_an_agents_report_may_send_a_body_over_the_general_limit(served):
+    region, _ = served
+    big = b"{" + b" " * (2 * 1024 * 1024) + b"}"
+    r = region.call("POST", "/api/v1/tasks", data=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "1048576" in r.json()["detail"]
+    r = region.call("POST", "/api/v1/agents/nobody/report", key="not-a-token", data=big,
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code in (401, 404), r.text  # read whole, then refused for who sent it
+
+
+def test_bodies_held_past_the_workers_budget_get_503_with_retry_after(region_template):
+    region = harness.Region(region_template, WEB_BUFFER_BUDGET=str(3 * 1024 * 1024), WEB_BODY_TIMEOUT="30")
+    region.start_web(workers=1)
+    held = []
+    try:
+        for _ in range(3):  # 3 x 900 KiB, each announced as 1 MB and left unfinished
+            s = socket.create_connection(("127.0.0.1", region.port), timeout=10)
+            s.sendall(b"POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000000\r\n\r\n" + b" " * (900 * 1024))
+            held.append(s)
+        # Headers only: the refusal comes before a byte of the body is read.
+        answer = wait_for(lambda: (a := _raw_answer(region.port, (
+            b"POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000\r\n\r\n"), timeout=1)).startswith("HTTP/1.1 503 ") and a, 20,
+            what="a 503 once the budget is held")
+        assert "retry-after: 2" in answer.lower() and '"error": "unavailable"' in answer
+        assert requests.get(f"{region.url}/healthz", timeout=2).status_code == 200
+    finally:
+        for s in held:
+            s.close()
+        region.stop()
+
+
 def _web_database_connections(region) -> int:
     """Open connections to PostgreSQL held by the web's worker processes."""
     workers = subprocess.run(["pgrep", "-P", str(region.web.pid)], capture_output=True, text=True).stdout.split()
