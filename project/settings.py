@@ -263,6 +263,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(TASK_PAYLOAD_LIMIT_BYTES * 4, AGENT_MAX_RESULT
 # than WEB_BUFFER_BUDGET of bodies in flight answers 503 (project/asgi.py).
 WEB_BODY_LIMIT = env.int("WEB_BODY_LIMIT", default=max(TASK_PAYLOAD_LIMIT_BYTES * 4, 1024 * 1024))
 WEB_BUFFER_BUDGET = env.int("WEB_BUFFER_BUDGET", default=128 * 1024 * 1024)
+# Dead letters (messages a consumer dropped): kept this long, at most this many,
+# and an agent may report this many a minute (project/deadletter.py).
+DEAD_LETTER_RETENTION_DAYS = env.int("DEAD_LETTER_RETENTION_DAYS", default=7)
+DEAD_LETTER_MAX_ROWS = env.int("DEAD_LETTER_MAX_ROWS", default=100_000)
+DEAD_LETTER_AGENT_RATE_PER_MINUTE = env.int("DEAD_LETTER_AGENT_RATE_PER_MINUTE", default=60)
 
 # One line per event, with its region, agent and task (project/logging.py):
 # LOG_FORMAT=json writes each as one JSON object for a log pipeline.

@@ -41,7 +41,12 @@ class _StringOnly:
 
 
 class StrictCharField(_StringOnly, serializers.CharField):
-    pass
+    """Also untrimmed: the length checked is the length the schema documents
+    (DRF's trimming let 51 characters starting with a separator pass max 50)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
 
 
 class StrictRegexField(_StringOnly, serializers.RegexField):

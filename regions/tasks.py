@@ -84,6 +84,14 @@ def task_sweep_task() -> dict:
     return task_services.task_sweep(now=timezone.now())
 
 
+@shared_task(name="regions.dead_letters_prune", ignore_result=True, acks_late=False, time_limit=300)
+@clock_job
+def dead_letters_prune_task() -> int:
+    from regions.services.deadletters import dead_letters_prune
+
+    return dead_letters_prune(now=timezone.now())
+
+
 @shared_task(name="regions.summary_push", ignore_result=True, acks_late=False, time_limit=30)
 @clock_job
 def summary_push_task() -> dict:

@@ -29,7 +29,7 @@ from regions.models import Agent, Task
 from regions.services import agents as agent_services
 from regions.services import liveness
 from regions.services.config import config_current
-from regions.services.deadletters import dead_letter_report
+from regions.services.deadletters import DeadLettersThrottled, dead_letter_report
 from regions.services.reports import OutcomeInvalid, outcome_clean, report_apply
 from regions.services import tasks as task_services
 
@@ -428,10 +428,13 @@ class AgentDeadLetterApi(_AgentAttemptApi):
         excerpt = StrictCharField(max_length=4000, allow_blank=True, required=False, default="",
                                         trim_whitespace=False)
 
-    @extend_schema(request=InputSerializer, responses={201: dict, **errors(400, 401, 403, 404, 503)})
+    @extend_schema(request=InputSerializer, responses={201: dict, **errors(400, 401, 403, 404, 429, 503)})
     def post(self, request, agent_id: str):
         agent = self._agent(request, agent_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        letter = dead_letter_report(agent_id=agent.agent_id, **data.validated_data)
+        try:
+            letter = dead_letter_report(agent_id=agent.agent_id, **data.validated_data)
+        except DeadLettersThrottled as exc:
+            raise Throttled(wait=exc.retry_after, detail=str(exc)) from exc
         return Response({"recorded": letter is not None}, status=status.HTTP_201_CREATED)

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import DatabaseError
 
 from project.deadletter import DeadLetter as Letter
 from project.deadletter import make
 from regions.models import DeadLetter
+from regions.services import liveness
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +28,48 @@ def dead_letter_store(letter: Letter, *, source: str = ORCHESTRATOR) -> DeadLett
         return None
 
 
+class DeadLettersThrottled(Exception):
+    def __init__(self, retry_after: int):
+        super().__init__(f"more than {settings.DEAD_LETTER_AGENT_RATE_PER_MINUTE} dead letters a minute from "
+                         "this agent; the rest are only in its own log")
+        self.retry_after = retry_after
+
+
+def _agent_allowance(agent_id: str) -> None:
+    """At most DEAD_LETTER_AGENT_RATE_PER_MINUTE reports a minute per agent
+    (counted in the liveness Redis): one garbage message seen by every agent,
+    or an agent posting in a loop, cannot fill the region's database."""
+    slot = int(time.time() // 60)
+    key = liveness.key(f"deadletters:{agent_id}:{slot}")
+    try:
+        pipe = liveness.client().pipeline()
+        pipe.incr(key)
+        pipe.expire(key, 61)
+        used = pipe.execute()[0]
+    except liveness.RedisError:
+        return  # no counter: keep the record (the retention sweep still bounds the table)
+    if used > settings.DEAD_LETTER_AGENT_RATE_PER_MINUTE:
+        raise DeadLettersThrottled(retry_after=max(1, int(60 - time.time() % 60)))
+
+
+def dead_letters_prune(*, now: datetime) -> int:
+    """Retention: rows older than DEAD_LETTER_RETENTION_DAYS go, and beyond the
+    newest DEAD_LETTER_MAX_ROWS (a flood) the oldest go first."""
+    deleted, _ = DeadLetter.objects.filter(received_at__lt=now - timedelta(days=settings.DEAD_LETTER_RETENTION_DAYS)
+                                           ).delete()
+    keep = settings.DEAD_LETTER_MAX_ROWS
+    beyond = list(DeadLetter.objects.order_by("-id").values_list("id", flat=True)[keep:keep + 1])
+    if beyond:
+        extra, _ = DeadLetter.objects.filter(id__lte=beyond[0]).delete()
+        deleted += extra
+    return deleted
+
+
 def dead_letter_report(*, agent_id: str, queue: str, reason: str, task_name: str = "", task_id: str = "",
                        excerpt: str = "") -> DeadLetter | None:
-    """An agent's report of a message it dropped, bounded and cleaned like our own."""
+    """An agent's report of a message it dropped, bounded and cleaned like our
+    own; DeadLettersThrottled past the agent's allowance."""
+    _agent_allowance(agent_id)
     letter = make(queue=queue, reason=reason, task_name=task_name, task_id=task_id, body=excerpt)
     logger.warning("dead letter from agent %s queue=%s id=%s: %s", agent_id, letter.queue, letter.task_id or "-",
                    letter.reason, extra={"agent": agent_id, "task": letter.task_id or None})

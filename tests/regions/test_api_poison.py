@@ -259,3 +259,31 @@ def test_dead_letters_are_listed_in_the_admin_read_only(redis_clean, region_sink
     page = client.get("/admin/regions/deadletter/")
     assert page.status_code == 200 and b"nested deeper than 72 levels" in page.content
     assert client.get("/admin/regions/deadletter/add/").status_code == 403
+
+
+def test_an_agent_reporting_too_many_dead_letters_gets_429_with_retry_after(redis_clean, settings):
+    settings.DEAD_LETTER_AGENT_RATE_PER_MINUTE = 5
+    reg = factories.agent("a1")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {reg.token}")
+    answers = [client.post("/api/v1/agents/a1/dead-letters", {"reason": f"garbage {i}"}, format="json")
+               for i in range(8)]
+    assert [r.status_code for r in answers] == [201] * 5 + [429] * 3
+    assert answers[-1]["Retry-After"] and answers[-1].json()["error"] == "throttled"
+    assert DeadLetter.objects.count() == 5
+
+
+def test_dead_letters_are_pruned_by_age_and_by_count(redis_clean, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from regions.services.deadletters import dead_letters_prune
+
+    settings.DEAD_LETTER_MAX_ROWS = 3
+    old = DeadLetter.objects.create(source="orchestrator", queue="q", reason="old")
+    DeadLetter.objects.filter(id=old.id).update(received_at=timezone.now() - timedelta(days=8))
+    rows = [DeadLetter.objects.create(source="orchestrator", queue="q", reason=f"new {i}") for i in range(5)]
+    assert dead_letters_prune(now=timezone.now()) == 3
+    assert sorted(DeadLetter.objects.values_list("reason", flat=True)) == ["new 2", "new 3", "new 4"]
+    assert rows

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import bz2
 import json
+import os
+import subprocess
 import sys
 import uuid
 
@@ -132,6 +134,19 @@ def test_garbage_on_every_queue_is_dead_lettered_and_no_worker_dies(poisoned):
     # Still consuming: an honest task runs end to end.
     task = region.submit("echo", {"after": "garbage"})
     assert region.wait_task(task["id"])["result"]["echo"] == {"after": "garbage"}
+    # Remote control is no way in either: a broadcast telling the orchestrator to
+    # stop consuming reports (what any agent could send) is not even received.
+    def consumers(queue: str) -> int:
+        out = harness.rabbitmqctl("list_queues", "-p", region.vhost.name, "name", "consumers", "--no-table-headers")
+        return dict((n, int(c)) for n, c in (line.split() for line in out.splitlines() if line.strip()))[queue]
+
+    broadcast = ("import sys; from celery import Celery; "
+                 "print(Celery(broker=sys.argv[1]).control.cancel_consumer(sys.argv[2], reply=True, timeout=2))")
+    plain_env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY", "DJANGO"))}
+    answer = subprocess.run([sys.executable, "-c", broadcast, region.vhost.url(), REPORTS_QUEUE], env=plain_env,
+                            capture_output=True, text=True, timeout=60)
+    assert answer.returncode == 0 and "orchestrator@" not in answer.stdout, answer
+    harness.holds_for(lambda: consumers(REPORTS_QUEUE) == 1, seconds=3, what="the orchestrator still consuming reports")
     total = sum(len(v) for v in sent.values())
     record(f"POISON {total} garbage messages on {len(queues)} queues: {total} dead letters, "
                      "0 worker exits, next task succeeded")

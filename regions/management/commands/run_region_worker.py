@@ -24,6 +24,10 @@ class Command(BaseCommand):
         # What this worker's consumers drop is kept in the region's database
         # (the DeadLetter admin page); pool processes inherit the sink.
         deadletter.set_sink(dead_letter_store)
+        # Nobody remote-controls the orchestrator: with remote control on, anyone
+        # who can publish on the region's broker (every agent) could cancel its
+        # consumers or shut it down with one broadcast, and no supervisor would see.
+        app.conf.worker_enable_remote_control = False
         schedule = Path(settings.VAR_DIR) / f"celerybeat-{settings.REGION_ID}"
         schedule.parent.mkdir(parents=True, exist_ok=True)
         worker = app.Worker(
