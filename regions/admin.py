@@ -96,8 +96,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     console_actions: tuple[tuple[str, str], ...] = ()
 
+    def has_operate_permission(self, request) -> bool:
+        """Running an action (drain, revoke, retry, cancel) is changing the model:
+        it needs the model's change permission, not only view (the form itself
+        stays read-only for everyone)."""
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
     def render_change_form(self, request, context, *args, **kwargs):
-        if self.console_actions:
+        if self.console_actions and self.has_operate_permission(request):
             context["console_actions"] = self.console_actions
             context["changelist_url"] = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
         return super().render_change_form(request, context, *args, **kwargs)
@@ -165,6 +171,7 @@ def _set_desired(desired: str, label: str, description: str):
 
     action.short_description = description
     action.__name__ = f"agent_{label}"
+    action.allowed_permissions = ("operate",)
     return action
 
 
@@ -332,6 +339,13 @@ class TaskAdmin(ReadOnlyAdmin):
     change_form_template = "admin/regions/change_form_actions.html"
     console_actions = (("retry", "Retry"), ("cancel", "Cancel"))
 
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        # A page of 100 rows must not load 100 results of up to 8 MiB each: the
+        # list never shows them; the task's own page does.
+        return qs if request.resolver_match and request.resolver_match.url_name.endswith("_change") else \
+            qs.defer("payload", "result")
+
     @admin.display(description="task", ordering="id")
     def short_id(self, obj: Task):
         return format_html('<span title="{}">{}</span>', obj.id, str(obj.id)[:8])
@@ -386,23 +400,27 @@ class TaskAdmin(ReadOnlyAdmin):
     def result_pretty(self, obj: Task):
         return pretty_json(obj.result)
 
-    @admin.action(description="Retry selected failed or cancelled tasks (a new attempt)")
+    @admin.action(description="Retry selected failed or cancelled tasks (a new attempt)", permissions=["operate"])
     def retry(self, request, queryset):
-        done, refused = 0, 0
-        for task in queryset:
+        done, refused, denied = 0, 0, []
+        for task in queryset.defer("payload", "result"):
             try:
                 task_services.task_retry(task=task)
                 done += 1
             except task_services.InvalidState:
                 refused += 1
+            except (task_services.CapabilityRefused, task_services.RateLimited) as exc:
+                denied.append(f"{task.id}: {exc}")
         messages.info(request, f"{done} task(s) retried.")
         if refused:
             messages.warning(request, f"{refused} task(s) not retried: only failed or cancelled tasks can be.")
+        if denied:
+            messages.error(request, "Not retried: " + "; ".join(denied[:10]))
 
-    @admin.action(description="Cancel selected tasks")
+    @admin.action(description="Cancel selected tasks", permissions=["operate"])
     def cancel(self, request, queryset):
         done = 0
-        for task in queryset.filter(status__in=Task.ACTIVE):
+        for task in queryset.filter(status__in=Task.ACTIVE).defer("payload", "result"):
             try:
                 task_services.task_cancel(task=task)
                 done += 1

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -233,7 +234,8 @@ class RegionAdmin(admin.ModelAdmin):
 
     # -- actions, through the services
 
-    @admin.action(description="Reset replay watermark (accept the next summary whatever its date)")
+    @admin.action(description="Reset replay watermark (accept the next summary whatever its date)",
+                  permissions=["change"])
     def reset_replay_watermark(self, request, queryset):
         region_ids = list(queryset.values_list("region_id", flat=True))
         for region_id in region_ids:
@@ -241,7 +243,7 @@ class RegionAdmin(admin.ModelAdmin):
         self.message_user(request, f"Replay watermark cleared for {len(region_ids)} region(s): "
                                    f"{', '.join(region_ids)}.")
 
-    @admin.action(description="Rotate summary token (the old one stops working at once)")
+    @admin.action(description="Rotate summary token (the old one stops working at once)", permissions=["change"])
     def rotate_token(self, request, queryset):
         region_ids = list(queryset.values_list("region_id", flat=True))
         if request.POST.get("post") != "yes":
@@ -341,6 +343,8 @@ class RegionAdmin(admin.ModelAdmin):
                 *super().get_urls()]
 
     def drift_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         drift = selectors.config_drift_groups()
         for group in drift["groups"]:
             for region in group["regions"]:
@@ -395,7 +399,7 @@ class RegistrationTokenAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "no-store"
         return response
 
-    @admin.action(description="Revoke selected registration tokens")
+    @admin.action(description="Revoke selected registration tokens", permissions=["change"])
     def revoke(self, request, queryset):
         revoked = sum(services.registration_token_revoke(token_id=pk) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"{revoked} registration token(s) revoked.", messages.SUCCESS)

@@ -332,13 +332,17 @@ class TaskCancelApi(APIView):
 
 
 class TaskRetryApi(APIView):
-    @extend_schema(request=None, responses={201: TaskOutputSerializer, **errors(401, 404, 409, 503)})
+    @extend_schema(request=None, responses={201: TaskOutputSerializer, **errors(401, 403, 404, 409, 429, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id)
         try:
             task = task_services.task_retry(task=task)
         except task_services.InvalidState as exc:
             raise Conflict(f"cannot retry: {exc}") from exc
+        except task_services.CapabilityRefused as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except task_services.RateLimited as exc:
+            raise Throttled(wait=exc.retry_after, detail=str(exc)) from exc
         return Response(TaskOutputSerializer(task).data, status=status.HTTP_201_CREATED)
 
 

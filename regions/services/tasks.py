@@ -484,6 +484,13 @@ def task_retry(*, task: Task) -> Task:
     previous attempts' errors stay in their TaskAttempt rows."""
     if task.status not in RETRYABLE:
         raise InvalidState(f"only a failed or cancelled task can be retried; this one is {task.status}")
+    # What submission checks, a retry checks too: a capability blocklisted or
+    # not allowed here since, and its rate limit (cancel-retry is no way around it).
+    config = config_current()
+    refusal = config.capability_refusal(task.capability)
+    if refusal:
+        raise CapabilityRefused(refusal)
+    _rate_check(task.capability, config.task_definition(task.capability).get("rate_limit"))
     status, reason = _initial_status(capability=task.capability, target_agent=task.target_agent)
     with transaction.atomic():
         changed = Task.objects.filter(id=task.id, status__in=RETRYABLE, attempt=task.attempt).update(

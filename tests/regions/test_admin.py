@@ -310,3 +310,47 @@ def test_revoked_agent_shows_revoked_and_uncordon_re_admits_it(staff, redis_clea
         factories.agent("a1", ["echo"])
     _changelist_post(staff, "agent", "agent_uncordoned", [agent.pk])
     assert factories.agent("a1", ["echo"]).agent.desired == "active"
+
+
+def _view_only_staff(client, *models):
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=[f"view_{m}" for m in models]))
+    client.force_login(user)
+    return client
+
+
+def test_view_only_staff_see_the_pages_but_cannot_run_an_action(client, redis_clean):
+    factories.agent("a1", ["echo"])
+    owner, _ = factories.caller("owner")
+    task = Task.objects.create(capability="echo", timeout=10, max_attempts=2, status=Task.Status.FAILED,
+                               submitted_by=owner)
+    viewer = _view_only_staff(client, "agent", "task")
+    for model, action, pk in (("agent", "agent_revoked", Agent.objects.get().pk), ("task", "retry", task.pk)):
+        page = viewer.get(reverse(f"admin:regions_{model}_changelist"))
+        assert page.status_code == 200 and f'value="{action}"'.encode() not in page.content
+        viewer.post(reverse(f"admin:regions_{model}_changelist"),
+                    {"action": action, "_selected_action": [str(pk)], "index": 0})
+        detail = viewer.get(reverse(f"admin:regions_{model}_change", args=[pk]))
+        assert detail.status_code == 200 and b'name="_from_detail"' not in detail.content
+    assert Agent.objects.get().desired == Agent.Desired.ACTIVE and Agent.objects.get().token_hash
+    assert Task.objects.get(id=task.id).status == Task.Status.FAILED
+
+
+def test_a_retry_is_refused_like_a_submission_when_the_capability_is_blocklisted(client, redis_clean, monkeypatch):
+    owner, raw = factories.caller("owner")
+    task = Task.objects.create(capability="echo", timeout=10, max_attempts=2, status=Task.Status.FAILED,
+                               submitted_by=owner)
+
+    class Blocklisted:
+        def capability_refusal(self, capability):
+            return f"capability {capability} is blocklisted by configuration abc"
+
+        def task_definition(self, capability):
+            return {}
+
+    monkeypatch.setattr(task_services, "config_current", lambda *a, **kw: Blocklisted())
+    response = client.post(f"/api/v1/tasks/{task.id}/retry", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 403 and "blocklisted" in response.json()["detail"]
+    assert Task.objects.get(id=task.id).status == Task.Status.FAILED

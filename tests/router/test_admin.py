@@ -152,3 +152,23 @@ def test_the_drift_page_groups_regions_by_commit_and_marks_the_majority(admin_cl
 def test_anonymous_users_are_sent_to_the_login_page(client, url):
     r = client.get(url)
     assert r.status_code == 302 and r["Location"].startswith("/admin/login/")
+
+
+def test_view_only_staff_cannot_rotate_a_token_nor_open_the_drift_page_without_view(client):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    from router.models import Region
+    from router.services import region_create
+
+    region_create(region_id="eu-west-3", orchestrator_url="http://eu.example.com:8000", labels=["eu"])
+    digest = Region.objects.get().token_hash
+    user = get_user_model().objects.create_user("viewer", "v@example.com", "pw", is_staff=True)
+    client.force_login(user)
+    assert client.get("/admin/router/region/drift/").status_code == 403
+    user.user_permissions.set(Permission.objects.filter(codename="view_region"))
+    answer = client.post("/admin/router/region/", {"action": "rotate_token",
+                                                   "_selected_action": [str(Region.objects.get().pk)],
+                                                   "post": "yes", "index": 0})
+    assert b"mrg_" not in answer.content and Region.objects.get().token_hash == digest
+    assert client.get("/admin/router/region/drift/").status_code == 200
