@@ -10,6 +10,12 @@ from django.core.management.base import BaseCommand
 from project.overview import age_text, exact_time, overview_data
 
 
+def terminal_safe(text: str) -> str:
+    """No control character from stored text (a commit subject, an agent's
+    version) reaches the terminal: an escape sequence could rewrite what it shows."""
+    return "".join(ch if ch.isprintable() or ch == "\n" else "\ufffd" for ch in text)
+
+
 def table(headers: list[str], rows: list[list], *, right: set[int] = frozenset()) -> str:
     """A plain text table; columns in `right` are right-aligned (numbers)."""
     cells = [[str(c) for c in headers]] + [["—" if c is None else str(c) for c in row] for row in rows]
@@ -105,7 +111,8 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(json.dumps(data, default=_plain, indent=2, sort_keys=True))
         else:
-            self.stdout.write(router_text(data) if data["role"] == "router" else region_text(data))
+            text = router_text(data) if data["role"] == "router" else region_text(data)
+            self.stdout.write(terminal_safe(text))
 
 
 def _plain(value):

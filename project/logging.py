@@ -41,6 +41,15 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """One event, one line: a line break inside a message (an agent's error
+    text, a traceback it reported) is escaped, so no text can forge a log line.
+    A traceback of this process's own still follows on lines of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class JsonFormatter(_JsonFormatter):
     """python-json-logger with this project's field names and an ISO 8601 UTC time."""
 
@@ -61,7 +70,7 @@ def logging_config(*, log_format: str = "text", level: str = "INFO", region: str
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"context": {"()": "project.logging.ContextFilter", "region": region}},
-        "formatters": {"text": {"format": TEXT_FORMAT}, "json": {"()": "project.logging.JsonFormatter"}},
+        "formatters": {"text": {"()": "project.logging.TextFormatter", "format": TEXT_FORMAT}, "json": {"()": "project.logging.JsonFormatter"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format,
                                  "filters": ["context"]}},
         "root": {"handlers": ["console"], "level": level},

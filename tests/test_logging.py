@@ -81,3 +81,23 @@ def test_log_format_text_stays_the_plain_line():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip().endswith("WARNING regions.services.tasks task t1 requeued")
+
+
+def test_a_line_break_in_a_message_cannot_forge_a_text_log_line():
+    import io
+    import logging
+
+    from project.logging import TEXT_FORMAT, TextFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter(TEXT_FORMAT))
+    log = logging.getLogger("meridian.test.forge")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("task failed: %s", "boom\n2026-11-29 00:00:00 INFO regions.services.agents agent x revoked")
+    finally:
+        log.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and "boom\\n2026-11-29" in lines[0]
