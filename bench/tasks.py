@@ -1,106 +1,497 @@
 #!/usr/bin/env python
-"""Task throughput end to end (API -> agent -> result stored) against raw Celery
-no-op throughput on the same Redis, side by side in one run, plus submit->start.
+"""Task throughput end to end, side by side in one run on the same broker (the
+region's private redis-server) and the same workers (count x concurrency, prefork):
 
-    .venv/bin/python bench/tasks.py [--tasks 2000] [--clients 8]
+  raw       Celery no-op, publish -> executed (Meridian's Celery app, a task that
+            only INCRs a counter): the ceiling.
+  baseline  what a team would otherwise build (bench/baseline/): a DRF view calling
+            apply_async, Celery workers, django-celery-results storing each result
+            in PostgreSQL (CONN_MAX_AGE 0, all defaults), served by the same
+            gunicorn command and worker count as Meridian's web
+            (project/gunicorn_conf.py with the baseline's ASGI app).
+  meridian  POST /api/v1/tasks (echo) -> agent claims, runs, reports -> row
+            `succeeded` in PostgreSQL.
 
-Raw: the same agent command's Celery app, a worker consuming a no-op task that
-only INCRs a counter. Meridian: callers POST /api/v1/tasks (echo) from --clients
-threads; time until every task is `succeeded` in PostgreSQL.
+Throughput: --tasks submitted by --clients threads, timed until every result is
+stored. Then submit -> start one task at a time on an idle fleet (100; 30 with
+--quick): the baseline's no-op returns time.time() at its start and the view's
+time.time() before apply_async; Meridian's started_at - created_at.
+
+    .venv/bin/python bench/tasks.py [--tasks 2000] [--clients 8] [--workers 2] [--concurrency 2]
+    .venv/bin/python bench/tasks.py --quick            # 300 tasks, under 90 s
+    .venv/bin/python bench/tasks.py --quick --profile  # py-spy on Meridian's web, agents, orchestrator
+
+--profile writes var/profiles/meridian-<role>.speedscope.json (open in
+https://www.speedscope.app) and prints the top functions by own time and where
+the web's and the agents' CPU goes (submit, claim, report, ...). py-spy samples
+at 100 Hz and costs CPU itself: throughput numbers of a profiled run are not the
+benchmark's.
 """
+from __future__ import annotations
+
 import argparse
-import statistics
+import ast
+import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg2
 import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import ROOT, Proc, Region, Template, wait_for  # noqa: E402
+from bench.common import bench_line, median, percentile  # noqa: E402
+from tests.harness import ROOT, Proc, Region, Template, free_port, pg_admin, pg_url, wait_for, web_command  # noqa: E402
+
+PROFILES = ROOT / "var" / "profiles"
+# The region's clocks at their production defaults, not the tests' FAST ones
+# (a sweeper every 0.5 s is test speed, not what a region runs).
+PRODUCTION_CLOCKS = {"HEARTBEAT_INTERVAL": "5", "HEARTBEAT_TTL": "15", "REAPER_INTERVAL": "5",
+                     "SWEEPER_INTERVAL": "2", "LIVENESS_FLUSH_INTERVAL": "10", "TASK_RETRY_BACKOFF_BASE": "2"}
+WEB_WORKERS = 2  # tests.harness.Region.start_web's default: Meridian's web and the baseline's alike
+WARMUP = 20
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", type=int, default=2000)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--concurrency", type=int, default=2)
-    args = parser.parse_args()
-    template = Template()
-    region = Region(template, region_id="bench-tasks", LOG_LEVEL="WARNING").start()
+class Db:
+    """One autocommit connection for polling (not a connection per poll)."""
+
+    def __init__(self, url: str):
+        self.conn = psycopg2.connect(url)
+        self.conn.autocommit = True
+
+    def rows(self, sql: str, params=()) -> list[tuple]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def value(self, sql: str, params=()):
+        rows = self.rows(sql, params)
+        return rows[0][0] if rows else None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def wait_progress(count, target: int, what: str, stall: float = 30, limit: float = 900, logs=lambda: "") -> None:
+    """Wait until count() >= target; fail when it has not moved for `stall` seconds."""
+    start = moved = time.monotonic()
+    last = -1
+    while True:
+        n = count()
+        if n >= target:
+            return
+        now = time.monotonic()
+        if n != last:
+            last, moved = n, now
+        if now - moved > stall or now - start > limit:
+            raise AssertionError(f"{what}: {n}/{target} after {now - start:.0f}s (stalled {now - moved:.0f}s)\n"
+                                 f"{logs()}")
+        time.sleep(0.05)
+
+
+class Clients:
+    """--clients threads POSTing, each with its own keep-alive session."""
+
+    def __init__(self, n: int, url: str, headers: dict):
+        self.pool = ThreadPoolExecutor(n)
+        self.url, self.headers = url, headers
+        self.local = threading.local()
+
+    def post(self, body: dict) -> str:
+        session = getattr(self.local, "session", None) or requests.Session()
+        self.local.session = session
+        r = session.post(self.url, json=body, headers=self.headers, timeout=60)
+        assert r.status_code == 201, f"{r.status_code} {r.text[:500]}"
+        return r.json()["id"]
+
+    def burst(self, bodies: list[dict]) -> list[str]:
+        return list(self.pool.map(self.post, bodies))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def celery_workers(name: str, app: str, queue: str, env: dict, args, logdir: Path) -> list[Proc]:
+    """The raw and the baseline workers, started alike."""
+    return [Proc(f"{name}-{i}", [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue,
+                                 "-n", f"{name}-{i}@%h", "-P", "prefork", "-c", str(args.concurrency),
+                                 "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "WARNING"],
+                 env, logdir / f"{name}-{i}.log") for i in range(args.workers)]
+
+
+def wait_workers(app, names: list[str], procs: list[Proc], timeout: float = 60) -> None:
+    """Every worker answers a remote-control ping (it is consuming)."""
+    def answered():
+        for p in procs:
+            assert p.alive(), f"{p.name} exited:\n{p.tail()}"
+        replies = app.control.ping(destination=names, timeout=0.5) or []
+        return {name for reply in replies for name in reply} >= set(names)
+
+    wait_for(answered, timeout, interval=0.2, what=f"workers {names} answering")
+
+
+def stop_all(procs: list[Proc]) -> None:
+    for p in procs:
+        p.signal(signal.SIGTERM, group=False)
+    for p in procs:
+        p.stop(timeout=10)
+
+
+# --- (a) raw Celery ---------------------------------------------------------------
+def run_raw(args, region: Region, app) -> dict:
+    counter = redis.Redis.from_url(region.redis.url)
+    procs = celery_workers("raw", "project", "bench.noop", region.env, args, region.dir)
+    host = socket.gethostname()
     try:
-        # --- raw Celery: publish N no-ops, time until all ran ---------------------
-        raw = Proc("raw-worker", [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "bench.noop",
-                                  "-c", str(args.concurrency), "--without-mingle", "--without-gossip",
-                                  "--without-heartbeat", "-l", "WARNING"], region.env, region.dir / "raw.log")
-        region.procs.append(raw)
-        counter = redis.Redis.from_url(region.redis.url)
-        sys.path.insert(0, str(ROOT))
-        import os
+        wait_workers(app, [f"raw-{i}@{host}" for i in range(args.workers)], procs)
 
-        os.environ.update({k: v for k, v in region.env.items() if k in ("CELERY_BROKER_URL", "REDIS_URL")})
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+        def run(n: int, key: str) -> float:
+            start = time.monotonic()
+            for _ in range(n):
+                app.send_task("agents.noop", args=[region.redis.url, key], queue="bench.noop")
+            wait_progress(lambda: int(counter.get(key) or 0), n, f"raw no-ops ({key})",
+                          logs=lambda: "\n".join(p.tail() for p in procs))
+            return time.monotonic() - start
+
+        run(WARMUP, "bench:noop:warm")
+        elapsed = run(args.tasks, "bench:noop")
+        return {"rate": args.tasks / elapsed}
+    finally:
+        stop_all(procs)
+        counter.close()
+
+
+# --- (b) the DRF + Celery + django-celery-results baseline -------------------------
+def run_baseline(args, region: Region, base_env: dict) -> dict:
+    from celery import Celery
+
+    name = f"mt_baseline_{os.getpid()}"
+    pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    pg_admin(f"CREATE DATABASE {name}")
+    env = {**base_env, "DJANGO_SETTINGS_MODULE": "bench.baseline.settings", "DATABASE_URL": pg_url(name),
+           "CELERY_BROKER_URL": region.redis.url, "PYTHONUNBUFFERED": "1"}
+    procs: list[Proc] = []
+    db = None
+    control = Celery("baseline-bench", broker=region.redis.url)
+    try:
+        subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        token = subprocess.run(
+            [sys.executable, "-m", "django", "shell", "-c",
+             "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
+             "print(Token.objects.create(user=User.objects.create_user('bench')).key)"],
+            cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.split()[-1]
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Token {token}"}
+        procs.append(Proc("baseline-web", web_command(port, WEB_WORKERS) + ["bench.baseline.asgi:application"],
+                          env, region.dir / "baseline-web.log"))
+        workers = celery_workers("baseline", "bench.baseline", "celery", env, args, region.dir)
+        procs += workers
+
+        def web_up() -> bool:
+            assert procs[0].alive(), procs[0].tail()
+            try:
+                return requests.get(f"{url}/tasks/none", headers=headers, timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(web_up, 30, what="baseline web")
+        wait_workers(control, [f"baseline-{i}@{socket.gethostname()}" for i in range(args.workers)], workers)
+        db = Db(pg_url(name))
+        logs = lambda: "\n".join(f"--- {p.name}\n{p.tail(15)}" for p in procs)  # noqa: E731
+        stored = "SELECT count(*) FROM django_celery_results_taskresult"
+
+        def failed() -> None:
+            bad = db.value(stored + " WHERE status <> 'SUCCESS'")
+            assert not bad, f"{bad} baseline tasks did not succeed\n{logs()}"
+
+        clients = Clients(args.clients, f"{url}/tasks", headers)
+        try:
+            clients.burst([{"payload": {"warm": i}} for i in range(WARMUP)])
+            wait_progress(lambda: db.value(stored), WARMUP, "baseline warm-up", logs=logs)
+            start = time.monotonic()
+            ids = clients.burst([{"payload": {"i": i}} for i in range(args.tasks)])
+            submitted = time.monotonic() - start
+            wait_progress(lambda: db.value(stored), WARMUP + args.tasks, "baseline results stored", logs=logs)
+            elapsed = time.monotonic() - start
+        finally:
+            clients.close()
+        failed()
+        loaded = starts_ms(db.rows("SELECT result FROM django_celery_results_taskresult WHERE task_id = ANY(%s)",
+                                   (ids,)))
+        # One at a time on an idle fleet.
+        light = []
+        session = requests.Session()
+        for i in range(args.light):
+            r = session.post(f"{url}/tasks", json={"payload": {"light": i}}, headers=headers, timeout=30)
+            assert r.status_code == 201, r.text
+            task_id = r.json()["id"]
+            row = wait_for(lambda: db.rows("SELECT result FROM django_celery_results_taskresult WHERE task_id = %s",
+                                           (task_id,)), 30, interval=0.005, what="baseline light task")
+            light += starts_ms(row)
+        seen = session.get(f"{url}/tasks/{task_id}", headers=headers, timeout=10).json()
+        assert seen["status"] == "SUCCESS" and seen["result"]["payload"] == {"light": args.light - 1}, seen
+        failed()
+        return {"rate": args.tasks / elapsed, "submit_rate": args.tasks / submitted, "loaded": loaded,
+                "light": light}
+    finally:
+        if db:
+            db.close()
+        stop_all(procs)
+        control.close()
+        pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def starts_ms(rows) -> list[float]:
+    """submit -> start of the baseline's stored results (JSON text)."""
+    out = []
+    for (result,) in rows:
+        r = json.loads(result)
+        out.append((r["started_at"] - r["submitted_at"]) * 1000)
+    return out
+
+
+# --- (c) Meridian --------------------------------------------------------------------
+def run_meridian(args, region: Region, app) -> dict:
+    region.start()
+    host = socket.gethostname()
+    agents = []
+    for i in range(args.workers):
+        agent_id = f"bench-echo-{i}"
+        proc = Proc(f"agent-{agent_id}", [
+            sys.executable, "manage.py", "run_agent", "--capabilities", "echo", "--agent-id", agent_id,
+            "--concurrency", str(args.concurrency), "--region-url", region.url, "--loglevel", "WARNING",
+        ], region.env, region.dir / f"agent-{agent_id}.log")
+        region.procs.append(proc)
+        agents.append(proc)
+    wait_workers(app, [f"bench-echo-{i}@{host}" for i in range(args.workers)], agents)
+    db = Db(region.database_url)
+    logs = region.logs
+    done = "SELECT count(*) FROM regions_task WHERE status = 'succeeded'"
+
+    def failed() -> None:
+        bad = db.rows("SELECT status, count(*) FROM regions_task WHERE status NOT IN ('succeeded') GROUP BY status")
+        assert not bad, f"Meridian tasks not succeeded: {bad}\n{logs()}"
+
+    headers = {"Authorization": f"Bearer {region.api_key}"}
+    clients = Clients(args.clients, f"{region.url}/api/v1/tasks", headers)
+    profilers = []
+    try:
+        clients.burst([{"capability": "echo", "payload": {"warm": i}} for i in range(WARMUP)])
+        wait_progress(lambda: db.value(done), WARMUP, "Meridian warm-up", logs=logs)
+        if args.profile:
+            profilers = profile_start(region, agents)
+        start = time.monotonic()
+        ids = clients.burst([{"capability": "echo", "payload": {"i": i}} for i in range(args.tasks)])
+        submitted = time.monotonic() - start
+        wait_progress(lambda: db.value(done), WARMUP + args.tasks, "Meridian tasks succeeded", logs=logs)
+        elapsed = time.monotonic() - start
+    finally:
+        clients.close()
+        profiles = profile_stop(profilers)
+    failed()
+    ms = "EXTRACT(EPOCH FROM (started_at - created_at)) * 1000"
+    loaded = [float(r[0]) for r in db.rows(f"SELECT {ms} FROM regions_task WHERE id = ANY(%s::uuid[])", (ids,))]
+    light = []
+    session = requests.Session()
+    for i in range(args.light):
+        r = session.post(f"{region.url}/api/v1/tasks", json={"capability": "echo", "payload": {"light": i}},
+                         headers=headers, timeout=30)
+        assert r.status_code == 201, r.text
+        task_id = r.json()["id"]
+        row = wait_for(lambda: db.rows(f"SELECT {ms} FROM regions_task WHERE id = %s AND status = 'succeeded'",
+                                       (task_id,)), 30, interval=0.005, what="Meridian light task")
+        light.append(float(row[0][0]))
+    seen = session.get(f"{region.url}/api/v1/tasks/{task_id}", headers=headers, timeout=10).json()
+    assert seen["status"] == "succeeded", seen
+    failed()
+    db.close()
+    return {"rate": args.tasks / elapsed, "submit_rate": args.tasks / submitted, "loaded": loaded, "light": light,
+            "profiles": profiles}
+
+
+# --- --profile ------------------------------------------------------------------------
+def profile_start(region: Region, agents: list[Proc]) -> list[tuple[str, subprocess.Popen, Path]]:
+    PROFILES.mkdir(parents=True, exist_ok=True)
+    targets = [("web", region.web.pid), ("orchestrator", region.orchestrator.pid)]
+    targets += [(f"agent{i}", p.pid) for i, p in enumerate(agents)]
+    out = []
+    for role, pid in targets:
+        path = PROFILES / f"meridian-{role}.speedscope.json"
+        popen = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--subprocesses",
+             "--function", "--nonblocking", "--rate", "100", "--format", "speedscope", "--output", str(path)],
+            stdout=subprocess.DEVNULL, stderr=open(region.dir / f"py-spy-{role}.log", "wb"))
+        out.append((role, popen, path))
+    time.sleep(1)  # py-spy attached to every process of the tree
+    return out
+
+
+def profile_stop(profilers) -> dict[str, Path]:
+    for _, popen, _ in profilers:
+        popen.send_signal(signal.SIGINT)
+    written = {}
+    for role, popen, path in profilers:
+        try:
+            popen.wait(60)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+        if path.exists():
+            written[role] = path
+    return written
+
+
+_QUALNAMES: dict[str, dict[int, str]] = {}
+
+
+def qualname(name: str, file: str, line: int) -> str:
+    """Class.method for our own code (py-spy --function gives the def's first line)."""
+    path = Path(file)
+    try:
+        rel = path.resolve().relative_to(ROOT)
+    except (ValueError, OSError):
+        rel = None
+    if rel is None or rel.parts[0] in (".venv", "venv"):
+        short = file.split("site-packages/")[-1] if "site-packages/" in file else path.name
+        return f"{name} ({short})"
+    if file not in _QUALNAMES:
+        table: dict[int, str] = {}
+        try:
+            tree = ast.parse(path.read_text())
+
+            def visit(node, prefix):
+                for child in ast.iter_child_nodes(node):
+                    if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        q = f"{prefix}{child.name}"
+                        for ln in [child.lineno] + [d.lineno for d in getattr(child, "decorator_list", [])]:
+                            table[ln] = q
+                        visit(child, q + ".")
+
+            visit(tree, "")
+        except (OSError, SyntaxError):
+            pass
+        _QUALNAMES[file] = table
+    return f"{_QUALNAMES[file].get(line, name)} ({rel}:{line})"
+
+
+# Where a sample of the web or an agent is, by the first matching frame from the leaf up.
+WEB_BUCKETS = [("submit  POST /api/v1/tasks", "TaskListSubmitApi."), ("claim   POST .../claim", "TaskClaimApi."),
+               ("report  POST .../report", "TaskReportApi."), ("heartbeat", "agent_heartbeat_view"),
+               ("task detail GET", "TaskDetailApi.")]
+AGENT_BUCKETS = [("claim over HTTP", "claim (agents/runtime.py"), ("report over HTTP", "report_outcome ("),
+                 ("report over HTTP", "report (agents/runtime.py"), ("handler", "agents/handlers/"),
+                 ("execute_task other", "execute_task (")]
+
+
+def profile_summary(profiles: dict[str, Path], top: int = 15) -> None:
+    own_all: Counter = Counter()
+    total_all = 0
+    print("\nprofile (py-spy, 100 Hz, CPU samples only; during the Meridian burst):")
+    for role, path in profiles.items():
+        data = json.loads(path.read_text())
+        frames = [qualname(f["name"], f.get("file") or "", f.get("line") or 0) for f in data["shared"]["frames"]]
+        buckets = WEB_BUCKETS if role == "web" else AGENT_BUCKETS if role.startswith("agent") else []
+        own: Counter = Counter()
+        where: Counter = Counter()
+        tasks: Counter = Counter()
+        total = 0
+        for prof in data["profiles"]:
+            for stack, weight in zip(prof["samples"], prof["weights"]):
+                if not stack:
+                    continue
+                names = [frames[i] for i in stack]
+                total += weight
+                own[names[-1]] += weight
+                bucket = "other (server loop, celery, django outside the views)"
+                for label, needle in buckets:
+                    if any(needle in n for n in reversed(names)):
+                        bucket = label
+                        break
+                where[bucket] += weight
+                if role == "orchestrator":
+                    task = next((n for n in names if "(regions/tasks.py" in n), "other (celery, beat)")
+                    tasks[task.split(" (")[0]] += weight
+        total_all += total
+        for name, n in own.items():
+            own_all[f"[{role}] {name}"] += n
+        split = where if buckets else tasks
+        print(f"  {role}: {total / 100:.1f} CPU-s sampled; " + "; ".join(
+            f"{label} {100 * n / max(total, 1):.0f}%" for label, n in split.most_common(8)))
+        print(f"    {path.relative_to(ROOT)}")
+    print(f"\n  top {top} functions by own time (all processes, {total_all / 100:.1f} CPU-s):")
+    for name, n in own_all.most_common(top):
+        print(f"    {100 * n / max(total_all, 1):5.1f}%  {n / 100:6.2f}s  {name}")
+
+
+# ----------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=None, help="tasks per throughput run (2000; 300 with --quick)")
+    parser.add_argument("--clients", type=int, default=8, help="submitting threads")
+    parser.add_argument("--workers", type=int, default=2, help="Celery workers / Meridian agents")
+    parser.add_argument("--concurrency", type=int, default=2, help="prefork processes per worker / agent")
+    parser.add_argument("--quick", action="store_true", help="300 tasks, 30 one-at-a-time: under 90 s")
+    parser.add_argument("--profile", action="store_true", help="py-spy Meridian's web, orchestrator and agents")
+    args = parser.parse_args()
+    args.tasks = args.tasks or (300 if args.quick else 2000)
+    args.light = 30 if args.quick else 100
+    t0 = time.monotonic()
+    load0 = os.getloadavg()
+    base_env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "EXTRA_APPS")}
+
+    template = Template()
+    region = Region(template, region_id="bench-tasks", broker="redis", LOG_LEVEL="WARNING", **PRODUCTION_CLOCKS)
+    try:
+        # The bench process publishes the raw no-ops and pings workers with Meridian's own Celery app.
+        os.environ.update(region.env)
         import django
 
         django.setup()
         from project.celery import app
 
-        app.conf.broker_url = region.redis.url
-        time.sleep(3)
-        start = time.monotonic()
-        for _ in range(args.tasks):
-            app.send_task("agents.noop", args=[region.redis.url, "bench:noop"], queue="bench.noop")
-        wait_for(lambda: int(counter.get("bench:noop") or 0) >= args.tasks, 300, interval=0.05, what="raw no-ops")
-        raw_rate = args.tasks / (time.monotonic() - start)
-        raw.stop()
-
-        # --- Meridian end to end ---------------------------------------------------
-        for i in range(2):
-            region.agent("echo", agent_id=f"bench-echo-{i}", concurrency=args.concurrency)
-        session = requests.Session()
-
-        def submit(i):
-            r = session.post(f"{region.url}/api/v1/tasks", json={"capability": "echo", "payload": {"i": i}},
-                             headers={"Authorization": f"Bearer {region.api_key}"}, timeout=30)
-            assert r.status_code == 201, r.text
-
-        start = time.monotonic()
-        with ThreadPoolExecutor(args.clients) as pool:
-            list(pool.map(submit, range(args.tasks)))
-        submitted = time.monotonic() - start
-        wait_for(lambda: region.db_query("SELECT count(*) FROM regions_task WHERE status = 'succeeded'")[0][0]
-                 >= args.tasks, 600, interval=0.2, what="all tasks succeeded")
-        e2e = time.monotonic() - start
-        rows = region.db_query("SELECT EXTRACT(EPOCH FROM (started_at - created_at)) * 1000 FROM regions_task "
-                               "WHERE status = 'succeeded'")
-        starts = sorted(float(r[0]) for r in rows)
-        e2e_rate = args.tasks / e2e
-        # Light load: one task at a time, for latency rather than throughput.
-        region.db_query("SELECT 1")
-        light = []
-        for i in range(100):
-            r = session.post(f"{region.url}/api/v1/tasks", json={"capability": "echo", "payload": {"light": i}},
-                             headers={"Authorization": f"Bearer {region.api_key}"}, timeout=30)
-            task_id = r.json()["id"]
-            wait_for(lambda: region.db_query("SELECT status FROM regions_task WHERE id = %s", (task_id,))[0][0]
-                     == "succeeded", 30, interval=0.005, what="light task")
-            light.append(float(region.db_query(
-                "SELECT EXTRACT(EPOCH FROM (started_at - created_at)) * 1000 FROM regions_task WHERE id = %s",
-                (task_id,))[0][0]))
-        light.sort()
-        print(f"\ntasks benchmark: {args.tasks} tasks, worker concurrency {args.concurrency}, same Redis, one 2-core box")
-        print(f"  raw Celery no-op (publish -> executed):        {raw_rate:7.0f} tasks/s")
-        print(f"  Meridian API -> agent -> result stored:        {e2e_rate:7.0f} tasks/s   "
-              f"({e2e_rate / raw_rate:.2f}x raw; submit alone {args.tasks / submitted:.0f}/s from {args.clients} clients)")
-        print(f"  submit -> start under that load: p50 {statistics.median(starts):.1f} ms, "
-              f"p99 {starts[int(len(starts) * 0.99) - 1]:.1f} ms (queueing)")
-        print(f"  submit -> start, one task at a time: p50 {statistics.median(light):.1f} ms, "
-              f"p99 {light[98]:.1f} ms")
+        raw = run_raw(args, region, app)
+        base = run_baseline(args, region, base_env)
+        mer = run_meridian(args, region, app)
     finally:
         region.stop()
         template.drop()
+    load1 = os.getloadavg()
+
+    def p(values, q):
+        return percentile(values, q)
+
+    print(f"\ntasks benchmark: {args.tasks} tasks from {args.clients} clients; {args.workers} workers x "
+          f"concurrency {args.concurrency} (prefork) for each; web: gunicorn -c project/gunicorn_conf.py "
+          f"-w {WEB_WORKERS} (uvicorn workers) for both APIs; broker: the region's redis-server")
+    print(f"  load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at start, "
+          f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} at end, {os.cpu_count()} CPUs; "
+          f"run took {time.monotonic() - t0:.0f} s")
+    print(f"\n  {'':44} {'tasks/s':>8} {'vs raw':>7}  {'submit/s':>8}  {'submit->start under load p50/p99':>33}")
+    print(f"  {'(a) raw Celery no-op, publish -> executed':44} {raw['rate']:8.0f} {1:7.2f}x")
+    for label, r in (("(b) DRF + Celery + django-celery-results", base), ("(c) Meridian API -> agent -> stored", mer)):
+        print(f"  {label:44} {r['rate']:8.0f} {r['rate'] / raw['rate']:7.2f}x  {r['submit_rate']:8.0f}  "
+              f"{median(r['loaded']):14.0f} / {p(r['loaded'], 99):.0f} ms")
+    print(f"\n  submit -> start, one task at a time on an idle fleet ({args.light} tasks):")
+    for label, r in (("(b) DRF + Celery + django-celery-results", base), ("(c) Meridian", mer)):
+        print(f"  {label:44} p50 {median(r['light']):6.1f} ms   p99 {p(r['light'], 99):6.1f} ms")
+    if mer.get("profiles"):
+        profile_summary(mer["profiles"])
+    print()
+    vs_raw = mer["rate"] / raw["rate"]
+    vs_base = mer["rate"] / base["rate"]
+    bench_line("tasks_vs_raw", mer["rate"], "tasks/s", ref=raw["rate"], target=">=0.5x", ok=vs_raw >= 0.5)
+    bench_line("tasks_vs_drf_celery_results", mer["rate"], "tasks/s", ref=base["rate"], target=">=1.0x",
+               ok=vs_base >= 1.0)
+    p50 = median(mer["light"])
+    bench_line("submit_to_start_p50", p50, "ms", ref=20, target="<=20ms", ok=p50 <= 20)
 
 
 if __name__ == "__main__":
