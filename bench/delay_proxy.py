@@ -114,7 +114,11 @@ class DelayProxy:
             # Both directions end with an EOF (half-closes, in either order); a
             # reset on either side ends both at once: no half-dead connection stays.
             done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
-            if any(not p.cancelled() and p.exception() for p in done):
+            failed = any(not p.cancelled() and p.exception() for p in done)
+        except asyncio.CancelledError:  # the proxy stops: end quietly (asyncio logs a cancelled handler)
+            failed = True
+        try:
+            if failed:
                 for writer in (client_w, upstream_w):
                     writer.transport.abort()
         finally:
@@ -184,7 +188,11 @@ def main() -> None:
         await asyncio.Event().wait()
 
     try:
-        asyncio.run(run())
+        import uvloop  # as the region's web runs; plain asyncio works too
+    except ImportError:
+        uvloop = None
+    try:
+        uvloop.run(run()) if uvloop else asyncio.run(run())
     except KeyboardInterrupt:
         pass
 
