@@ -16,7 +16,8 @@ holds a window of data in flight, as a real one does, instead of delaying one
 chunk after another (which would serialize throughput). Order is kept (one
 FIFO per direction). The TCP handshake is emulated too: the client's connect
 completes locally at once, so nothing it sends is let through before the
-handshake's round trip would have ended (accept + 2 x delay). An EOF is
+handshake's round trip would have ended (accept + 2 x delay; right for
+protocols where the client speaks first, as HTTP and Redis do). An EOF is
 forwarded as a half-close after the data before it; the connection closes once
 both directions have ended, or at once on a reset.
 """

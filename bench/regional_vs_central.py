@@ -39,12 +39,12 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -136,7 +136,6 @@ def probe(phases: Phases, url: str, agent_id: str, token: str, interval: float, 
     while not phases.stop.is_set():
         if fresh:
             client = RegionClient(url)
-            samples.setdefault("opened", []).append(phases.mode)
         index, mode, settled = phases.current()
         start = time.perf_counter()
         try:
@@ -183,12 +182,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="tasks submitted per second")
     args = parser.parse_args()
     quick = dict(rounds=2, phase_seconds=4.0, agents=2, probes=8, rate=3.0)
-    full = dict(rounds=4, phase_seconds=20.0, agents=3, probes=24, rate=4.0)
+    full = dict(rounds=10, phase_seconds=8.0, agents=3, probes=24, rate=4.0)
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     modes = {"regional": args.regional_rtt_ms / 2000, "central": args.central_rtt_ms / 2000}
     began = time.monotonic()
+    load_before = os.getloadavg()[0]
 
     template = MigratedTemplate()
     setup_began = time.monotonic()
@@ -196,7 +196,10 @@ def main() -> None:
     threads: list[threading.Thread] = []
     try:
         region = Region(template, region_id="bench-rvc", broker="redis")
-        phases = Phases([("127.0.0.1", region.port), ("127.0.0.1", region.redis.port)], modes["regional"])
+        # The web, the broker, and the web again for the new-connection probes (so
+        # the first one counts only the fleet's and the caller's connections).
+        web, broker = ("127.0.0.1", region.port), ("127.0.0.1", region.redis.port)
+        phases = Phases([web, broker, web], modes["regional"])
         phases.switch("regional", modes["regional"])
         proxied_url = f"http://127.0.0.1:{phases.ports[0]}"
         # What the region tells its agents: its web and its broker, both across the link.
@@ -225,7 +228,8 @@ def main() -> None:
             reg = direct.register(registration_token=REGISTRATION_TOKEN, agent_id=f"probe-{kind}-{i}",
                                   capabilities=["sleep"], version="bench", hostname="bench", concurrency=1)
             thread = threading.Thread(target=probe, daemon=True, args=(
-                phases, proxied_url, reg["agent_id"], reg["token"], float(reg["heartbeat_interval"]),
+                phases, proxied_url if kind == "warm" else f"http://127.0.0.1:{phases.ports[2]}", reg["agent_id"],
+                reg["token"], float(reg["heartbeat_interval"]),
                 kind == "fresh", checkins[kind]))
             thread.start()
             threads.append(thread)
@@ -235,7 +239,7 @@ def main() -> None:
         sessions = [requests.Session() for _ in range(callers)]
         submitted: list[tuple] = []
         order = [m for _ in range(args.rounds) for m in ("regional", "central")]
-        opened = {m: [0, 0] for m in modes}  # new connections (web, broker) during each setting's phases
+        opened = {m: [0, 0, 0] for m in modes}  # new connections (web, broker) during each setting's phases
         for mode in order:
             before = list(phases.connections)
             phases.switch(mode, modes[mode])
@@ -277,6 +281,8 @@ def main() -> None:
         for thread in threads:
             thread.join(5)
         if region:
+            for proc in region.procs:  # nothing of this region is kept: no graceful shutdown to wait for
+                proc.signal(signal.SIGKILL)
             region.stop()
         if phases:
             phases.close()
@@ -284,50 +290,65 @@ def main() -> None:
 
     stopped = time.monotonic()
     # --- report --------------------------------------------------------------------------
-    metrics = [
-        ("check-in, kept-alive connection", checkins["warm"]),
-        ("check-in, new connection", checkins["fresh"]),
-        ("submit->start, caller with fleet", caller_ms),
-        ("submit->start, server created->claimed", server_ms),
+    # A claim pays a handshake when it opens a connection: a task's claim and
+    # report are its only web connections, so half the new ones per task.
+    handshake = min(1.0, opened["central"][0] / max(1, len(caller_ms["central"])) / 2)
+    metrics = [  # name, samples, link crossings in RTTs (the model below)
+        ("check-in, kept-alive connection", checkins["warm"], 1.0),
+        ("check-in, new connection", checkins["fresh"], 2.0),
+        ("submit->start, caller with fleet", caller_ms, 2.5 + handshake),
+        ("submit->start, server created->claimed", server_ms, 2.0 + handshake),
     ]
     central_rtt, regional_rtt = args.central_rtt_ms, args.regional_rtt_ms
     print(f"\nregional vs central: one region, {args.agents} agents x {args.concurrency} slots (echo), "
           f"{args.probes}+{fresh_probes} probe agents beating every {reg['heartbeat_interval']} s, "
           f"{args.rate:g} tasks/s; {args.rounds} x (regional {regional_rtt:g} ms RTT, central {central_rtt:g} ms "
           f"RTT) phases of {args.phase_seconds:g} s through bench/delay_proxy.py; 2-core machine, shared")
+    print("the fleet's web and broker traffic and the caller cross the link; the region's own processes do not")
     head = f"{'ms':40} {'regional p50':>12} {'p99':>7} {'n':>5} {'central p50':>12} {'p99':>7} {'n':>5} " \
-           f"{'better p50':>10} {'p99':>6} {'extra RTTs':>10}"
+           f"{'better p50':>10} {'p99':>6} {'extra RTTs':>10} {'model':>5}"
     print(head)
     summary = {}
-    for name, data in metrics:
+    for name, data, model in metrics:
         reg_v, cen_v = data.get("regional", []), data.get("central", [])
         r50, r99, c50, c99 = (percentile(reg_v, 50), percentile(reg_v, 99), percentile(cen_v, 50),
                               percentile(cen_v, 99))
         summary[name] = (r50, c50)
         print(f"{name:40} {r50:12.1f} {r99:7.1f} {len(reg_v):5d} {c50:12.1f} {c99:7.1f} {len(cen_v):5d} "
               f"{improvement(c50, r50):9.1f}% {improvement(c99, r99):5.1f}% "
-              f"{(c50 - r50) / (central_rtt - regional_rtt):10.2f}")
+              f"{(c50 - r50) / (central_rtt - regional_rtt):10.2f} {model:5.1f}")
     errors = checkins["warm"].get("errors", []) + checkins["fresh"].get("errors", [])
     print(f"heartbeat errors: {len(errors)}{' (' + errors[0] + ')' if errors else ''}")
-    fresh_opened = checkins["fresh"].get("opened", [])
     for mode in modes:
         tasks = len(caller_ms[mode]) or 1
-        web = opened[mode][0] - fresh_opened.count(mode)
-        print(f"new TCP connections per task, {mode}: web {web / tasks:.2f} (besides the new-connection probes), "
+        print(f"new TCP connections per task, {mode}: web {opened[mode][0] / tasks:.2f}, "
               f"broker {opened[mode][1] / tasks:.2f}")
+    warm_regional = summary[metrics[0][0]][0]
+    server = max(0.0, warm_regional - regional_rtt)
+    load_after = os.getloadavg()[0]
+    by_distance = improvement(central_rtt + server, regional_rtt + server)
     print(f"""
-Why better than the article's 70%: a check-in is one round trip plus a few ms
-of server time, so moving the orchestrator from {central_rtt:g} ms to {regional_rtt:g} ms RTT
-removes nearly all of it: 1 - ({regional_rtt:g} + s) / ({central_rtt:g} + s) is over 90%
-for any server time s under ~{(central_rtt - 10 * regional_rtt) / 9:.0f} ms. The article's figure (a Flask
-orchestrator doing a PostgreSQL UPDATE per check-in, under load) keeps a larger
-server-side share that distance does not change. A check-in on a new
-connection pays the TCP handshake too (2 RTTs). Submit->start crosses the
-link several times ("extra RTTs" = central - regional p50 over the RTT
-difference): the caller's POST (half an RTT to reach the region), the broker
-delivering the message to the agent's waiting BRPOP (half), kombu's
-bookkeeping of the unacked message (one), and the claim, sent on a new
-connection (a handshake, then half an RTT to reach the region).
+Why better than the article's 70%: a check-in is one round trip plus server time
+s, and only the round trip depends on distance: 1 - ({regional_rtt:g} + s) / ({central_rtt:g} + s).
+Here the regional p50 is {warm_regional:.1f} ms: s = {server:.1f} ms of server and machine time
+(this 2-core box is shared; load average {load_before:.1f} before, {load_after:.1f} after),
+so distance alone can buy {by_distance:.1f}%; on an idle box s is a few ms and it is
+over 90%. The article's orchestrator (Flask, a PostgreSQL UPDATE per check-in,
+overloaded) kept a larger server-side share that moving it does not change.
+A check-in whose kept-alive connection was closed (gunicorn's keepalive is 5 s,
+an agent beats every 5 s or more) pays the TCP handshake too: 2 RTTs.
+Submit->start crosses the link several times ("extra RTTs" = central - regional
+p50 over the RTT difference): the caller's POST reaches the region (0.5 RTT),
+the broker's answer to the agent's waiting BRPOP (0.5), kombu's Redis transport
+records the unacked message (a MULTI/EXEC round trip, 1) before the worker
+sees it, and the claim reaches the region (0.5, plus a handshake, 1, when it
+opens a new connection: {handshake:.2f} here, from the new web connections per
+task above, a claim's and a report's): {2.5 + handshake:.2f} RTTs for the caller,
+{2 + handshake:.2f} from created to claimed ("model"). Beyond that is queueing: a
+central task holds its slot longer (claim, bookkeeping, report, ack), so at the
+same offered load more tasks wait for a slot. The handler starts 0.5 RTT after
+the claim is granted. The p99 columns are this shared machine's scheduling
+stalls as much as the link.
 Measured phases {measured:.0f} s; teardown {stopped - ready - measured:.0f} s; whole run {stopped - began:.0f} s.
 """)
     checkin = improvement(summary[metrics[0][0]][1], summary[metrics[0][0]][0])
@@ -337,8 +358,10 @@ Measured phases {measured:.0f} s; teardown {stopped - ready - measured:.0f} s; w
     bench_line("submit_to_start_improvement", start, "%", ref=ARTICLE_IMPROVEMENT, target=">70%",
                ok=start > ARTICLE_IMPROVEMENT)
     regional_start = summary[metrics[2][0]][0]
-    bench_line("regional_submit_to_start_p50", regional_start, "ms", ref=20, target="<=20ms",
-               ok=regional_start <= 20)
+    # DESIGN.md's submit->start p50 <= 20 ms (on the box itself) plus the crossings of the link.
+    allowed = 20 + metrics[2][2] * regional_rtt
+    bench_line("regional_submit_to_start_p50", regional_start, "ms", ref=allowed, target=f"<={allowed:.0f}ms",
+               ok=regional_start <= allowed)
 
 
 if __name__ == "__main__":
