@@ -138,6 +138,48 @@ def wait_workers(app, names: list[str], procs: list[Proc], timeout: float = 60) 
     wait_for(answered, timeout, interval=0.2, what=f"workers {names} answering")
 
 
+class CpuMeter:
+    """CPU seconds (user + system) used by process trees between start() and stop():
+    exact under contention, where wall-clock samples are not."""
+
+    def __init__(self, roles: dict[str, list[int]]):
+        self.roles = roles
+        self.ticks = os.sysconf("SC_CLK_TCK")
+
+    def _read(self) -> dict[str, float]:
+        parent, cpu = {}, {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                parent[int(entry)] = int(fields[1])
+                cpu[int(entry)] = sum(int(f) for f in fields[11:15]) / self.ticks  # utime stime cutime cstime
+        children = {}
+        for pid, ppid in parent.items():
+            children.setdefault(ppid, []).append(pid)
+        out = {}
+        for role, roots in self.roles.items():
+            seen, todo = set(), list(roots)
+            while todo:
+                pid = todo.pop()
+                if pid not in seen:
+                    seen.add(pid)
+                    todo += children.get(pid, [])
+            out[role] = sum(cpu.get(pid, 0.0) for pid in seen)
+        return out
+
+    def start(self) -> "CpuMeter":
+        self.before = self._read()
+        return self
+
+    def stop(self, tasks: int) -> dict[str, float]:
+        """CPU milliseconds per task, per role."""
+        after = self._read()
+        return {role: (after[role] - self.before[role]) * 1000 / tasks for role in self.roles}
+
+
 def stop_all(procs: list[Proc]) -> None:
     for p in procs:
         p.signal(signal.SIGTERM, group=False)
@@ -154,6 +196,7 @@ def run_raw(args, region: Region, app) -> dict:
         wait_workers(app, [f"raw-{i}@{host}" for i in range(args.workers)], procs)
 
         def run(n: int, key: str) -> float:
+            meter.start()
             start = time.monotonic()
             for _ in range(n):
                 app.send_task("agents.noop", args=[region.redis.url, key], queue="bench.noop")
@@ -161,38 +204,61 @@ def run_raw(args, region: Region, app) -> dict:
                           logs=lambda: "\n".join(p.tail() for p in procs))
             return time.monotonic() - start
 
+        meter = CpuMeter({"workers": [p.pid for p in procs], "redis": [region.redis.proc.pid]})
         run(WARMUP, "bench:noop:warm")
         elapsed = run(args.tasks, "bench:noop")
-        return {"rate": args.tasks / elapsed}
+        return {"rate": args.tasks / elapsed, "cpu": meter.stop(args.tasks)}
     finally:
         stop_all(procs)
         counter.close()
 
 
 # --- (b) the DRF + Celery + django-celery-results baseline -------------------------
-def run_baseline(args, region: Region, base_env: dict) -> dict:
-    from celery import Celery
-
-    name = f"mt_baseline_{os.getpid()}"
+def baseline_prepare(name: str, base_env: dict) -> dict:
+    """Its own database, migrated, and a user with a DRF token (run while the
+    region's template database migrates)."""
     pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     pg_admin(f"CREATE DATABASE {name}")
     env = {**base_env, "DJANGO_SETTINGS_MODULE": "bench.baseline.settings", "DATABASE_URL": pg_url(name),
-           "CELERY_BROKER_URL": region.redis.url, "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1"}
+    subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    token = subprocess.run(
+        [sys.executable, "-m", "django", "shell", "-c",
+         "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
+         "print(Token.objects.create(user=User.objects.create_user('bench')).key)"],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.split()[-1]
+    return {"name": name, "env": env, "token": token}
+
+
+def baseline_drop(name: str) -> None:
+    pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def baseline_web_command(kind: str, port: int) -> list[str]:
+    """sync: `gunicorn <project>.wsgi -w N`, what Django's deployment guide and a team
+    would run. uvicorn: Meridian's exact command (project/gunicorn_conf.py) serving
+    the baseline through Django's stock ASGIHandler, which project/asgi.py measured
+    at about a third of a sync worker's throughput (a thread hop per request)."""
+    if kind == "uvicorn":
+        return web_command(port, WEB_WORKERS) + ["bench.baseline.asgi:application"]
+    return [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", str(WEB_WORKERS),
+            "--no-control-socket", "bench.baseline.wsgi:application"]  # one control socket per host otherwise
+
+
+def run_baseline(args, region: Region, prepared: dict) -> dict:
+    from celery import Celery
+
+    name, token = prepared["name"], prepared["token"]
+    env = {**prepared["env"], "CELERY_BROKER_URL": region.redis.url}
     procs: list[Proc] = []
     db = None
     control = Celery("baseline-bench", broker=region.redis.url)
     try:
-        subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        token = subprocess.run(
-            [sys.executable, "-m", "django", "shell", "-c",
-             "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
-             "print(Token.objects.create(user=User.objects.create_user('bench')).key)"],
-            cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.split()[-1]
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Token {token}"}
-        procs.append(Proc("baseline-web", web_command(port, WEB_WORKERS) + ["bench.baseline.asgi:application"],
-                          env, region.dir / "baseline-web.log"))
+        procs.append(Proc("baseline-web", baseline_web_command(args.baseline_web, port), env,
+                          region.dir / "baseline-web.log"))
         workers = celery_workers("baseline", "bench.baseline", "celery", env, args, region.dir)
         procs += workers
 
@@ -217,11 +283,14 @@ def run_baseline(args, region: Region, base_env: dict) -> dict:
         try:
             clients.burst([{"payload": {"warm": i}} for i in range(WARMUP)])
             wait_progress(lambda: db.value(stored), WARMUP, "baseline warm-up", logs=logs)
+            meter = CpuMeter({"web": [procs[0].pid], "workers": [p.pid for p in workers],
+                              "redis": [region.redis.proc.pid]}).start()
             start = time.monotonic()
             ids = clients.burst([{"payload": {"i": i}} for i in range(args.tasks)])
             submitted = time.monotonic() - start
             wait_progress(lambda: db.value(stored), WARMUP + args.tasks, "baseline results stored", logs=logs)
             elapsed = time.monotonic() - start
+            cpu = meter.stop(args.tasks)
         finally:
             clients.close()
         failed()
@@ -241,13 +310,12 @@ def run_baseline(args, region: Region, base_env: dict) -> dict:
         assert seen["status"] == "SUCCESS" and seen["result"]["payload"] == {"light": args.light - 1}, seen
         failed()
         return {"rate": args.tasks / elapsed, "submit_rate": args.tasks / submitted, "loaded": loaded,
-                "light": light}
+                "light": light, "cpu": cpu}
     finally:
         if db:
             db.close()
         stop_all(procs)
         control.close()
-        pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def starts_ms(rows) -> list[float]:
@@ -289,11 +357,14 @@ def run_meridian(args, region: Region, app) -> dict:
         wait_progress(lambda: db.value(done), WARMUP, "Meridian warm-up", logs=logs)
         if args.profile:
             profilers = profile_start(region, agents)
+        meter = CpuMeter({"web": [region.web.pid], "agents": [p.pid for p in agents],
+                          "orchestrator": [region.orchestrator.pid], "redis": [region.redis.proc.pid]}).start()
         start = time.monotonic()
         ids = clients.burst([{"capability": "echo", "payload": {"i": i}} for i in range(args.tasks)])
         submitted = time.monotonic() - start
         wait_progress(lambda: db.value(done), WARMUP + args.tasks, "Meridian tasks succeeded", logs=logs)
         elapsed = time.monotonic() - start
+        cpu = meter.stop(args.tasks)
     finally:
         clients.close()
         profiles = profile_stop(profilers)
@@ -315,7 +386,7 @@ def run_meridian(args, region: Region, app) -> dict:
     failed()
     db.close()
     return {"rate": args.tasks / elapsed, "submit_rate": args.tasks / submitted, "loaded": loaded, "light": light,
-            "profiles": profiles}
+            "profiles": profiles, "cpu": cpu}
 
 
 # --- --profile ------------------------------------------------------------------------
@@ -330,22 +401,22 @@ def profile_start(region: Region, agents: list[Proc]) -> list[tuple[str, subproc
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--subprocesses",
              "--function", "--nonblocking", "--rate", "100", "--format", "speedscope", "--output", str(path)],
             stdout=subprocess.DEVNULL, stderr=open(region.dir / f"py-spy-{role}.log", "wb"))
-        out.append((role, popen, path))
+        out.append((role, popen, path, pid))
     time.sleep(1)  # py-spy attached to every process of the tree
     return out
 
 
-def profile_stop(profilers) -> dict[str, Path]:
-    for _, popen, _ in profilers:
+def profile_stop(profilers) -> dict[str, tuple[Path, int]]:
+    for _, popen, _, _ in profilers:
         popen.send_signal(signal.SIGINT)
     written = {}
-    for role, popen, path in profilers:
+    for role, popen, path, pid in profilers:
         try:
             popen.wait(60)
         except subprocess.TimeoutExpired:
             popen.kill()
         if path.exists():
-            written[role] = path
+            written[role] = (path, pid)
     return written
 
 
@@ -354,6 +425,8 @@ _QUALNAMES: dict[str, dict[int, str]] = {}
 
 def qualname(name: str, file: str, line: int) -> str:
     """Class.method for our own code (py-spy --function gives the def's first line)."""
+    if not file.endswith(".py"):
+        return f"{name} ({file or '?'})"
     path = Path(file)
     try:
         rel = path.resolve().relative_to(ROOT)
@@ -391,11 +464,12 @@ AGENT_BUCKETS = [("claim over HTTP", "claim (agents/runtime.py"), ("report over 
                  ("execute_task other", "execute_task (")]
 
 
-def profile_summary(profiles: dict[str, Path], top: int = 15) -> None:
+def profile_summary(profiles: dict[str, tuple[Path, int]], top: int = 15) -> None:
     own_all: Counter = Counter()
     total_all = 0
-    print("\nprofile (py-spy, 100 Hz, CPU samples only; during the Meridian burst):")
-    for role, path in profiles.items():
+    print("\nprofile of the Meridian burst (py-spy at 100 Hz, non-idle samples: on a busy box a runnable thread\n"
+          "waiting for a core counts as active too):")
+    for role, (path, root_pid) in profiles.items():
         data = json.loads(path.read_text())
         frames = [qualname(f["name"], f.get("file") or "", f.get("line") or 0) for f in data["shared"]["frames"]]
         buckets = WEB_BUCKETS if role == "web" else AGENT_BUCKETS if role.startswith("agent") else []
@@ -404,13 +478,15 @@ def profile_summary(profiles: dict[str, Path], top: int = 15) -> None:
         tasks: Counter = Counter()
         total = 0
         for prof in data["profiles"]:
+            in_root = prof["name"].startswith(f"Process {root_pid} ")
             for stack, weight in zip(prof["samples"], prof["weights"]):
                 if not stack:
                     continue
                 names = [frames[i] for i in stack]
                 total += weight
                 own[names[-1]] += weight
-                bucket = "other (server loop, celery, django outside the views)"
+                bucket = ("main process (consumer, broker I/O, heartbeats)" if in_root and role.startswith("agent")
+                          else "gunicorn arbiter" if in_root else "other (event loop, celery, django outside views)")
                 for label, needle in buckets:
                     if any(needle in n for n in reversed(names)):
                         bucket = label
@@ -423,12 +499,12 @@ def profile_summary(profiles: dict[str, Path], top: int = 15) -> None:
         for name, n in own.items():
             own_all[f"[{role}] {name}"] += n
         split = where if buckets else tasks
-        print(f"  {role}: {total / 100:.1f} CPU-s sampled; " + "; ".join(
-            f"{label} {100 * n / max(total, 1):.0f}%" for label, n in split.most_common(8)))
-        print(f"    {path.relative_to(ROOT)}")
-    print(f"\n  top {top} functions by own time (all processes, {total_all / 100:.1f} CPU-s):")
+        print(f"  {role}: {total:.1f} s active; " + "; ".join(
+            f"{label} {100 * n / max(total, 1e-9):.0f}%" for label, n in split.most_common(8)))
+        print(f"    {path}")
+    print(f"\n  top {top} functions by own time (all processes, {total_all:.1f} s active):")
     for name, n in own_all.most_common(top):
-        print(f"    {100 * n / max(total_all, 1):5.1f}%  {n / 100:6.2f}s  {name}")
+        print(f"    {100 * n / max(total_all, 1e-9):5.1f}%  {n:6.2f}s  {name}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -438,18 +514,31 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="submitting threads")
     parser.add_argument("--workers", type=int, default=2, help="Celery workers / Meridian agents")
     parser.add_argument("--concurrency", type=int, default=2, help="prefork processes per worker / agent")
+    parser.add_argument("--baseline-web", choices=["sync", "uvicorn"], default="sync",
+                        help="baseline served by gunicorn sync workers (default) or by Meridian's uvicorn command")
     parser.add_argument("--quick", action="store_true", help="300 tasks, 30 one-at-a-time: under 90 s")
     parser.add_argument("--profile", action="store_true", help="py-spy Meridian's web, orchestrator and agents")
     args = parser.parse_args()
     args.tasks = args.tasks or (300 if args.quick else 2000)
     args.light = 30 if args.quick else 100
     t0 = time.monotonic()
+
+    def phase(what: str) -> None:
+        print(f"[{time.monotonic() - t0:5.1f}s] {what}", file=sys.stderr, flush=True)
+
     load0 = os.getloadavg()
     base_env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "EXTRA_APPS")}
 
-    template = Template()
-    region = Region(template, region_id="bench-tasks", broker="redis", LOG_LEVEL="WARNING", **PRODUCTION_CLOCKS)
+    prepared: dict = {}
+    baseline_db = f"mt_baseline_{os.getpid()}"
+    preparing = threading.Thread(target=lambda: prepared.update(baseline_prepare(baseline_db, base_env)))
+    preparing.start()
+    template = region = None
     try:
+        template = Template()
+        phase("region template migrated")
+        region = Region(template, region_id="bench-tasks", broker="redis", LOG_LEVEL="WARNING",
+                        **PRODUCTION_CLOCKS)
         # The bench process publishes the raw no-ops and pings workers with Meridian's own Celery app.
         os.environ.update(region.env)
         import django
@@ -458,19 +547,31 @@ def main() -> None:
         from project.celery import app
 
         raw = run_raw(args, region, app)
-        base = run_baseline(args, region, base_env)
+        phase(f"raw: {raw['rate']:.0f} tasks/s")
+        preparing.join()
+        assert prepared, "the baseline's database could not be prepared (see above)"
+        base = run_baseline(args, region, prepared)
+        phase(f"baseline: {base['rate']:.0f} tasks/s")
         mer = run_meridian(args, region, app)
+        phase(f"Meridian: {mer['rate']:.0f} tasks/s")
     finally:
-        region.stop()
-        template.drop()
+        if region:
+            region.stop()
+        if template:
+            template.drop()
+        preparing.join()
+        baseline_drop(baseline_db)
     load1 = os.getloadavg()
 
     def p(values, q):
         return percentile(values, q)
 
+    baseline_web = ("gunicorn sync workers" if args.baseline_web == "sync"
+                    else "Meridian's command, Django's ASGIHandler")
     print(f"\ntasks benchmark: {args.tasks} tasks from {args.clients} clients; {args.workers} workers x "
-          f"concurrency {args.concurrency} (prefork) for each; web: gunicorn -c project/gunicorn_conf.py "
-          f"-w {WEB_WORKERS} (uvicorn workers) for both APIs; broker: the region's redis-server")
+          f"concurrency {args.concurrency} (prefork) for each; broker: the region's redis-server; web -w "
+          f"{WEB_WORKERS}: Meridian gunicorn -c project/gunicorn_conf.py (uvicorn workers), baseline "
+          f"{baseline_web}")
     print(f"  load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at start, "
           f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} at end, {os.cpu_count()} CPUs; "
           f"run took {time.monotonic() - t0:.0f} s")
@@ -479,6 +580,10 @@ def main() -> None:
     for label, r in (("(b) DRF + Celery + django-celery-results", base), ("(c) Meridian API -> agent -> stored", mer)):
         print(f"  {label:44} {r['rate']:8.0f} {r['rate'] / raw['rate']:7.2f}x  {r['submit_rate']:8.0f}  "
               f"{median(r['loaded']):14.0f} / {p(r['loaded'], 99):.0f} ms")
+    print("\n  CPU ms per task during the throughput run (process trees; PostgreSQL not counted):")
+    for label, r in (("(a) raw", raw), ("(b) baseline", base), ("(c) Meridian", mer)):
+        cpu = r["cpu"]
+        print(f"  {label:14} total {sum(cpu.values()):6.1f}: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
     print(f"\n  submit -> start, one task at a time on an idle fleet ({args.light} tasks):")
     for label, r in (("(b) DRF + Celery + django-celery-results", base), ("(c) Meridian", mer)):
         print(f"  {label:44} p50 {median(r['light']):6.1f} ms   p99 {p(r['light'], 99):6.1f} ms")
