@@ -146,6 +146,8 @@ def probe(phases: Phases, url: str, agent_id: str, token: str, interval: float, 
         elapsed = (time.perf_counter() - start) * 1000
         if settled and phases.current()[0] == index and reply:
             samples.setdefault(mode, []).append(elapsed)
+        if fresh:
+            client.session.close()
         interval = float(reply.get("interval", interval))
         phases.stop.wait(interval)
 
@@ -171,7 +173,7 @@ def improvement(central: float, regional: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="one round, short phases (< 60 s in all)")
+    parser.add_argument("--quick", action="store_true", help="two rounds of short phases, a smaller fleet (< 60 s in all)")
     parser.add_argument("--central-rtt-ms", type=float, default=100.0)
     parser.add_argument("--regional-rtt-ms", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=None, help="regional+central phase pairs")
@@ -182,7 +184,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="tasks submitted per second")
     args = parser.parse_args()
     quick = dict(rounds=2, phase_seconds=4.0, agents=2, probes=8, rate=3.0)
-    full = dict(rounds=10, phase_seconds=8.0, agents=3, probes=24, rate=4.0)
+    full = dict(rounds=10, phase_seconds=8.0, agents=2, probes=12, rate=3.0)
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
