@@ -84,7 +84,27 @@ class CapabilitiesField(serializers.DictField):
             bad = next((name for name in data if not capability_name(name)), None)
             if bad is not None:
                 raise serializers.ValidationError(f"invalid capability name {ascii(bad)[:80]}")
+            plain = _plain_counts(data)
+            if plain is not None:
+                return plain
         return {name: dict(counts) for name, counts in super().to_internal_value(data).items()}
+
+
+def _plain_counts(data: dict) -> dict | None:
+    """The summary's capabilities when every entry is {"count": int, "idle": int}
+    within the bounds, as every region sends them; None for anything else, which
+    the serializer then validates entry by entry, naming the fault. The
+    serializer costs ~50 µs an entry (10 ms for 200 capabilities, most of an
+    ingest); this check gives the same result for well-formed input."""
+    out = {}
+    for name, entry in data.items():
+        if type(entry) is not dict:
+            return None
+        count, idle = entry.get("count"), entry.get("idle")
+        if type(count) is not int or type(idle) is not int or not (0 <= idle <= count <= MAX_AGENTS):
+            return None
+        out[name] = {"count": count, "idle": idle}
+    return out
 
 
 class SummaryInputSerializer(serializers.Serializer):
