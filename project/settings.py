@@ -182,6 +182,13 @@ CELERY_BROKER_POOL_LIMIT = env.int("CELERY_BROKER_POOL_LIMIT", default=10)
 # --- Region behaviour (seconds) ---------------------------------------------
 HEARTBEAT_INTERVAL = env.float("HEARTBEAT_INTERVAL", default=5.0)
 HEARTBEAT_TTL = env.float("HEARTBEAT_TTL", default=15.0)
+# Bounded chatter (regions.services.config.EffectiveConfig.heartbeat_timing): the
+# interval handed to agents grows with the fleet so that it beats at most this
+# many times a second in total (0: no budget), up to HEARTBEAT_INTERVAL_MAX; the
+# TTL grows in proportion. Overridable per region (agents.heartbeat_budget,
+# agents.heartbeat_interval_max).
+HEARTBEAT_BUDGET_PER_SECOND = env.float("HEARTBEAT_BUDGET_PER_SECOND", default=4000.0)
+HEARTBEAT_INTERVAL_MAX = env.float("HEARTBEAT_INTERVAL_MAX", default=60.0)
 # Web processes batch heartbeats into Redis this often; 0 writes each one through.
 HEARTBEAT_FLUSH_SECONDS = env.float("HEARTBEAT_FLUSH_SECONDS", default=0.2)
 REAPER_INTERVAL = env.float("REAPER_INTERVAL", default=5.0)

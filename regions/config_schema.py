@@ -31,6 +31,8 @@ SCHEMA = {
                 "min_version": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+){0,2}$"},
                 "heartbeat_interval": {"type": "number", "minimum": 0.2, "maximum": 600},
                 "heartbeat_ttl": {"type": "number", "minimum": 0.5, "maximum": 3600},
+                "heartbeat_budget": {"type": "number", "minimum": 0},
+                "heartbeat_interval_max": {"type": "number", "minimum": 0.2, "maximum": 600},
             },
         },
         "summary_interval": {"type": "number", "minimum": 1, "maximum": 3600},
@@ -68,6 +70,7 @@ SCHEMA = {
 
 KEYS_SUPPORTED = [
     "schema_version", "agents.min_version", "agents.heartbeat_interval", "agents.heartbeat_ttl",
+    "agents.heartbeat_budget (beats/s; 0: none)", "agents.heartbeat_interval_max",
     "summary_interval", "blocklist.agents", "blocklist.capabilities", "tasks.<capability>.timeout",
     "tasks.<capability>.max_attempts", "tasks.<capability>.retry_backoff", "tasks.<capability>.rate_limit",
     "tasks.<capability>.regions", "secrets.<name>.ref (env:NAME or file:/path)", "secrets.<name>.hosts",

@@ -201,3 +201,22 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue} {self.reason[:60]}"
+
+
+class CapabilityCounter(models.Model):
+    """Online agents that take work (status online, desired active), per
+    capability, and how many of them are idle: kept by PostgreSQL triggers on
+    regions_agent (migration 0007), whatever writes the rows (services, bulk
+    updates, the admin), in the same transaction. The row with capability ""
+    counts the whole fleet. The summary and the submit-time capability check read
+    these rows instead of scanning the agents (regions/services/summary.py,
+    agents.live_capabilities). Rows may sit at 0; never below."""
+
+    FLEET = ""
+
+    capability = models.TextField(primary_key=True)
+    agents = models.IntegerField(default=0)
+    idle = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.capability or '(fleet)'}: {self.agents} ({self.idle} idle)"

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
@@ -47,9 +48,9 @@ from django.utils import timezone
 from project.accounts.tokens import token_generate, token_hash
 from project.celery import agent_queue, capability_queue
 from project.protocol import AGENT_TOKEN_HEADER
-from regions.models import Agent, RegistrationToken, Task
+from regions.models import Agent, CapabilityCounter, RegistrationToken, Task
 from regions.services import liveness
-from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current, version_tuple
+from regions.services.config import HOT_PATH_CHECK_SECONDS, HeartbeatTiming, config_current, version_tuple
 from regions.services.heartbeat_buffer import get_buffer
 
 logger = logging.getLogger(__name__)
@@ -218,7 +219,38 @@ def heartbeat_record(*, agent_id: str, raw_token: str | None, busy: int) -> dict
     config = config_current(max_age=HOT_PATH_CHECK_SECONDS)
     if config.agent_blocked(agent_id):
         desired = Agent.Desired.STOPPED
-    return {"interval": config.heartbeat_interval, "ttl": config.heartbeat_ttl, "desired": desired}
+    timing = config.heartbeat_timing(fleet_size())
+    return {"interval": timing.interval, "ttl": timing.ttl, "desired": desired}
+
+
+FLEET_SIZE_MAX_AGE = 1.0
+_fleet_seen: list = [float("-inf"), 0]  # [monotonic time read, count]
+
+
+def fleet_size() -> int:
+    """Agents beating (the live set's ZCARD), as the heartbeat path sizes the
+    interval by: the count the process's buffer read at its last flush (no extra
+    round trip), else read at most once every FLEET_SIZE_MAX_AGE seconds."""
+    buffer = get_buffer()
+    if buffer is not None and buffer.fleet is not None:
+        return buffer.fleet
+    now = time.monotonic()
+    if now - _fleet_seen[0] > FLEET_SIZE_MAX_AGE:
+        _fleet_seen[:] = [now, liveness.live_count()]
+    return _fleet_seen[1]
+
+
+def reaper_timing(*, config, now: float, fleet: int) -> HeartbeatTiming:
+    """The interval and TTL the reaper holds agents to: the rule's for this fleet
+    (config.heartbeat_timing, as handed out by heartbeat_record), or, when the
+    fleet just shrank, the larger ones handed out within the last such TTL: an
+    agent told the longer interval sleeps it before it hears the shorter one."""
+    timing = config.heartbeat_timing(fleet)
+    held = liveness.timing_get()
+    if held and now < held["until"] and held["ttl"] > timing.ttl:
+        return HeartbeatTiming(interval=held["interval"], ttl=held["ttl"])
+    liveness.timing_set({"interval": timing.interval, "ttl": timing.ttl, "until": now + timing.ttl})
+    return timing
 
 
 def _heartbeat_write_through(*, agent_id: str, raw_token: str, digest: str, busy: int, now: float) -> str:
@@ -330,20 +362,22 @@ def agent_reap(*, now: float) -> dict:
     """Mark agents that missed their TTL offline and requeue their tasks, within
     the eviction rule and the grace of the module docstring."""
     config = config_current()
-    ttl, interval = config.heartbeat_ttl, config.heartbeat_interval
     if not liveness.seeded():
         count = liveness_seed(now=now)  # every online agent's clock restarts now: the same grace
+        ttl = reaper_timing(config=config, now=now, fleet=liveness.live_count()).ttl
         grace = _grace_grant(now=now, ttl=ttl, reason=f"liveness store lost its data; {count} online agents "
                                                        "re-seeded from the database")
         liveness.reaped_set(now=now)
         return {"evicted": [], "held": False, "seeded": True, "grace": grace["reason"]}
+    total = liveness.live_count()
+    timing = reaper_timing(config=config, now=now, fleet=total)
+    ttl, interval = timing.ttl, timing.interval
     grace = _grace_check(now=now, ttl=ttl, interval=interval)
     if grace is not None:
         liveness.reaped_set(now=now)
         return {"evicted": [], "held": False, "grace": grace["reason"]}
     cutoff = now - ttl
     missing = liveness.expired(cutoff=cutoff)  # oldest silence first
-    total = liveness.live_count()
     silent = max(liveness.silent_count(cutoff=now - (ttl - interval)), len(missing))
     rule = eviction_rule(silent=silent, fleet=total)
     previous = liveness.hold_get()
@@ -482,7 +516,20 @@ def liveness_flush() -> int:
 
 def live_capabilities(*, idle_only: bool = False) -> set[str]:
     """Capabilities served by at least one online agent that takes work (and, with
-    idle_only, is not busy)."""
+    idle_only, is not busy). Read from the counters PostgreSQL keeps in the same
+    transaction as every change to an agent (models.CapabilityCounter): one
+    small query over the capabilities, not the agents, and never stale."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        counters = CapabilityCounter.objects.exclude(capability=CapabilityCounter.FLEET)
+        counters = counters.filter(idle__gt=0) if idle_only else counters.filter(agents__gt=0)
+        return set(counters.values_list("capability", flat=True))
+    return live_capabilities_scan(idle_only=idle_only)
+
+
+def live_capabilities_scan(*, idle_only: bool = False) -> set[str]:
+    """The same answer from a scan of the online agents (SQLite; tests compare the two)."""
     caps: set[str] = set()
     agents = Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE)
     if idle_only:

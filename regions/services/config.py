@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import subprocess
 import threading
@@ -259,6 +260,12 @@ def _ms(started: float) -> int:
 # --- the active configuration, as every process reads it ---------------------------------
 
 @dataclass(frozen=True)
+class HeartbeatTiming:
+    interval: float  # handed to agents in every heartbeat reply
+    ttl: float       # an agent silent this long is offline
+
+
+@dataclass(frozen=True)
 class EffectiveConfig:
     sha: str
     content: dict
@@ -279,6 +286,45 @@ class EffectiveConfig:
     @cached_property
     def heartbeat_ttl(self) -> float:
         return float(self._get("agents", "heartbeat_ttl", default=settings.HEARTBEAT_TTL))
+
+    @cached_property
+    def heartbeat_budget(self) -> float:
+        return float(self._get("agents", "heartbeat_budget", default=settings.HEARTBEAT_BUDGET_PER_SECOND))
+
+    @cached_property
+    def heartbeat_interval_max(self) -> float:
+        return float(self._get("agents", "heartbeat_interval_max", default=settings.HEARTBEAT_INTERVAL_MAX))
+
+    def heartbeat_timing(self, fleet: int) -> "HeartbeatTiming":
+        """The interval handed to agents and the TTL they are held to, for a fleet
+        of `fleet` beating agents (bounded chatter, as Nomad scales its heartbeat
+        TTL with the number of nodes):
+
+            interval = max(heartbeat_interval, fleet / heartbeat_budget),
+                       rounded up to 0.1 s, at most max(heartbeat_interval,
+                       heartbeat_interval_max)
+            ttl      = heartbeat_ttl * interval / heartbeat_interval
+
+        So the fleet beats at most heartbeat_budget times a second in total until
+        the interval reaches its maximum (then the budget yields: detection stays
+        bounded), the configured interval is the floor (a small fleet is not
+        slowed down), and TTL/interval stays the configured ratio (>= 2, checked
+        by config_parse), so agents are still allowed the same number of missed
+        beats. A dead agent is detected within ttl + one reaper tick, so at worst
+        heartbeat_ttl * interval_max / heartbeat_interval + REAPER_INTERVAL.
+        A budget of 0 turns the rule off. Pure: the caller passes the fleet size
+        from a counter (the live set's ZCARD), never a count(*).
+
+        The reaper holds agents to the largest TTL it handed out within the last
+        such TTL (agents.agent_reap): an agent told a long interval just before
+        the fleet shrank keeps it until its next beat."""
+        base_interval, base_ttl = self.heartbeat_interval, self.heartbeat_ttl
+        budget = self.heartbeat_budget
+        if budget <= 0 or fleet <= budget * base_interval:
+            return HeartbeatTiming(interval=base_interval, ttl=base_ttl)
+        interval = math.ceil(fleet / budget * 10 - 1e-9) / 10
+        interval = min(max(interval, base_interval), max(base_interval, self.heartbeat_interval_max))
+        return HeartbeatTiming(interval=interval, ttl=round(base_ttl * interval / base_interval, 3))
 
     @cached_property
     def summary_interval(self) -> float:

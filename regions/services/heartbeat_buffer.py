@@ -9,7 +9,9 @@ cores) cost more than the Django view itself. So each web process:
 - keeps the region's `desired` map (small: only non-active agents),
 - buffers (agent, time, busy) and writes them every FLUSH_SECONDS in one
   pipeline: ZADD GT (a late flush from another process never rewinds an
-  agent's last beat) and one HSET.
+  agent's last beat) and one HSET,
+- reads the live set's size in the same pipeline: the fleet size the heartbeat
+  interval is chosen by (config.heartbeat_timing), at no extra round trip.
 
 Revocation bound. A replaced or withdrawn token is numbered by the region's
 revocation sequence in Redis (liveness.rotation_mark), never timestamped: web
@@ -61,6 +63,7 @@ class HeartbeatBuffer:
         self.incarnation: str | None = None    # of the Redis data those numbers belong to
         self.synced_at = float("-inf")         # monotonic start of the last successful sync
         self.rotations: dict[str, int] = {}   # agent -> number of its latest change seen
+        self.fleet: int | None = None          # agents in the live set at the last sync (ZCARD)
         self._sync_failed_at: float | None = None
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
@@ -154,6 +157,7 @@ class HeartbeatBuffer:
             if batch:
                 pipe.zadd(liveness.key("live"), {a: ts for a, (ts, _) in batch.items()}, gt=True)
                 pipe.hset(liveness.key("busy"), mapping={a: busy for a, (_, busy) in batch.items()})
+            pipe.zcard(liveness.key("live"))  # the fleet size the interval is chosen by
             pipe.hgetall(liveness.key("desired"))
             liveness.rotation_sync_queue(pipe, after=self.seq)
             try:
@@ -162,7 +166,8 @@ class HeartbeatBuffer:
                 self._sync_failed_at = time.monotonic()
                 self.last_error = str(exc)
                 raise
-            desired, _, incarnation, seq, changes = results[-5:]
+            fleet, desired, _, incarnation, seq, changes = results[-6:]
+            self.fleet = int(fleet)
             reset = self._apply(incarnation, int(seq or 0), changes)
             self.desired = desired
             self.synced_at = started

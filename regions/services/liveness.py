@@ -11,6 +11,9 @@ Keys (all under ``m:<region>:``):
   reaped   STR   unix time of the reaper's last successful tick: a gap longer
                  than a few ticks means Redis (or the reaper) was away
   grace    STR   JSON {"until", "reason"}: nobody is evicted before `until`
+  timing   STR   JSON {"interval", "ttl", "until"}: the largest heartbeat
+                 timing handed out lately; the reaper holds agents to it
+                 until `until` (agents.reaper_timing)
   config   STR   id of the active ConfigVersion, published on apply so every
                  process of the region sees a new configuration at once
   rotseq   STR   the region's revocation sequence: INCR'd each time a token is
@@ -230,6 +233,14 @@ def reaped_get() -> float | None:
 
 def reaped_set(*, now: float) -> None:
     client().set(key("reaped"), now)
+
+
+def timing_set(info: dict | None) -> None:
+    _record_set("timing", info)
+
+
+def timing_get() -> dict | None:
+    return _record_get("timing")
 
 
 def grace_set(info: dict | None) -> None:

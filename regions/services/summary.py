@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import connection
 
 from project.region_summary import MAX_CAPABILITIES
-from regions.models import Agent, ConfigVersion
+from regions.models import Agent, CapabilityCounter, ConfigVersion
 from regions.services import liveness
 from regions.services.config import config_current
 
@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
-# One aggregate query: capabilities of agents that are online and take work.
+# Where the counters are not kept (SQLite, the embedded demo: a handful of
+# agents), one aggregate query over the agents that are online and take work.
 _SQL = {
     "postgresql": """
         SELECT c.cap, COUNT(*), COUNT(*) FILTER (WHERE NOT a.busy)
@@ -31,14 +32,14 @@ _SQL = {
 
 
 def region_summary_build() -> dict:
+    """The summary, from the counters PostgreSQL keeps (models.CapabilityCounter):
+    one small query whatever the fleet size, no scan of the agents."""
     config = config_current()
-    with connection.cursor() as cur:
-        cur.execute(_SQL[connection.vendor], [Agent.Status.ONLINE, Agent.Desired.ACTIVE])
-        # A capability the configuration refuses here is not offered: the router skips it.
-        caps = {cap: {"count": int(count), "idle": int(idle or 0)} for cap, count, idle in cur.fetchall()
-                if not config.capability_refusal(cap)}
+    counts, available = capability_counts()
+    # A capability the configuration refuses here is not offered: the router skips it.
+    caps = {cap: {"count": count, "idle": idle} for cap, (count, idle) in counts.items()
+            if not config.capability_refusal(cap)}
     caps = _capabilities_capped(caps)
-    available = Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE, busy=False).count()
     return {
         "region_id": settings.REGION_ID,
         "orchestrator_url": settings.REGION_URL,
@@ -50,6 +51,31 @@ def region_summary_build() -> dict:
         "schema_version": SCHEMA_VERSION,
         "summary_interval": config.summary_interval,
     }
+
+
+def capability_counts() -> tuple[dict[str, tuple[int, int]], int]:
+    """({capability: (online agents taking work, of which idle)}, idle agents
+    taking work), capabilities with at least one such agent only."""
+    if connection.vendor == "postgresql":
+        counts, available = {}, 0
+        for cap, count, idle in CapabilityCounter.objects.filter(agents__gt=0).values_list(
+                "capability", "agents", "idle"):
+            if cap == CapabilityCounter.FLEET:
+                available = idle
+            else:
+                counts[cap] = (count, idle)
+        return counts, available
+    return capability_counts_scan()
+
+
+def capability_counts_scan() -> tuple[dict[str, tuple[int, int]], int]:
+    """The same from a scan of the agents: where no counters are kept, and for
+    tests and bench/summary.py to compare with."""
+    with connection.cursor() as cur:
+        cur.execute(_SQL[connection.vendor], [Agent.Status.ONLINE, Agent.Desired.ACTIVE])
+        counts = {cap: (int(count), int(idle or 0)) for cap, count, idle in cur.fetchall()}
+    available = Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE, busy=False).count()
+    return counts, available
 
 
 def _capabilities_capped(caps: dict[str, dict]) -> dict[str, dict]:
