@@ -6,14 +6,17 @@ region's private redis-server) and the same workers (count x concurrency, prefor
             only INCRs a counter): the ceiling.
   baseline  what a team would otherwise build (bench/baseline/): a DRF view calling
             apply_async, Celery workers, django-celery-results storing each result
-            in PostgreSQL (CONN_MAX_AGE 0, all defaults), served by the same
-            gunicorn command and worker count as Meridian's web
-            (project/gunicorn_conf.py with the baseline's ASGI app).
+            in PostgreSQL (CONN_MAX_AGE 0, all defaults), served by gunicorn with
+            the same worker count as Meridian's web: sync workers, as Django's
+            deployment guide has it (--baseline-web uvicorn: Meridian's exact
+            command, project/gunicorn_conf.py, which runs a stock Django project
+            through Django's ASGIHandler: slower, see project/asgi.py).
   meridian  POST /api/v1/tasks (echo) -> agent claims, runs, reports -> row
             `succeeded` in PostgreSQL.
 
 Throughput: --tasks submitted by --clients threads, timed until every result is
-stored. Then submit -> start one task at a time on an idle fleet (100; 30 with
+stored (after a warm-up of 20 tasks each); CPU ms per task of each process tree
+(PostgreSQL's not counted). Then submit -> start one task at a time on an idle fleet (100; 30 with
 --quick): the baseline's no-op returns time.time() at its start and the view's
 time.time() before apply_async; Meridian's started_at - created_at.
 
