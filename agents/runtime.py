@@ -86,6 +86,20 @@ def _retrying(call, patience: float, what: str):
         delay = min(delay * 2, 5.0)
 
 
+_CLIENTS: dict[tuple[int, int, str], RegionClient] = {}
+
+
+def region_client(url: str) -> RegionClient:
+    """One client (one kept-alive connection) per process and thread: a claim and
+    a report per task would otherwise each open a new TCP connection. Keyed by
+    pid too: a forked pool child never shares its parent's socket."""
+    key = (os.getpid(), threading.get_ident(), url)
+    client = _CLIENTS.get(key)
+    if client is None:
+        client = _CLIENTS[key] = RegionClient(url)
+    return client
+
+
 def claim(*, task_id: str, attempt: int, claim_id: str) -> dict | None:
     """Ask the region, synchronously, whether this attempt may run here. Returns
     the grant (with any secrets), or None when the attempt is not current
@@ -93,7 +107,7 @@ def claim(*, task_id: str, attempt: int, claim_id: str) -> dict | None:
     credential no longer holds. Raises RegionUnanswered when the region is
     unreachable for AGENT_CLAIM_PATIENCE_SECONDS."""
     ident = identity()
-    client = RegionClient(ident.region_url)
+    client = region_client(ident.region_url)
     try:
         return _retrying(lambda: client.claim(agent_id=ident.agent_id, token=ident.token, task_id=task_id,
                                               attempt=attempt, claim_id=claim_id),
@@ -114,7 +128,7 @@ def report_outcome(kind: str, *, task_id: str, attempt: int, body: dict) -> None
     attempt is not run a second time because a report was lost with a process)."""
     ident = identity()
     spooled = outbox_put(ident.agent_id, kind=kind, task_id=task_id, attempt=attempt, body=body)
-    if _deliver(RegionClient(ident.region_url), ident.agent_id, ident.token, kind, task_id, attempt, body,
+    if _deliver(region_client(ident.region_url), ident.agent_id, ident.token, kind, task_id, attempt, body,
                 settings.AGENT_REPORT_PATIENCE_SECONDS):
         spooled.unlink(missing_ok=True)
         return

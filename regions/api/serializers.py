@@ -3,7 +3,22 @@ from rest_framework import serializers
 from regions.models import Agent, Task
 
 
-class TaskOutputSerializer(serializers.ModelSerializer):
+class SharedFieldsMixin:
+    """An output serializer whose fields are built once per class, not once per
+    answer: a ModelSerializer otherwise deep-copies and rebuilds every field for
+    each object it renders (a tenth of a task submission's time). Only for
+    read-only serializers whose fields keep no per-request state."""
+
+    @property
+    def _readable_fields(self):
+        shared = type(self).__dict__.get("_shared_readable_fields")
+        if shared is None:
+            shared = tuple(field for field in self.fields.values() if not field.write_only)
+            type(self)._shared_readable_fields = shared
+        return shared
+
+
+class TaskOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
 
     class Meta:
@@ -17,7 +32,8 @@ class TaskOutputSerializer(serializers.ModelSerializer):
 
         return f"{settings.REGION_URL}/api/v1/tasks/{task.id}"
 
-class AgentOutputSerializer(serializers.ModelSerializer):
+
+class AgentOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
     class Meta:
         model = Agent
         fields = ["agent_id", "capabilities", "status", "desired", "busy", "kind", "version", "hostname",

@@ -28,7 +28,7 @@ from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
 from regions.models import Agent, Task
 from regions.services import agents as agent_services
 from regions.services import liveness
-from regions.services.config import config_current
+from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.deadletters import DeadLettersThrottled, dead_letter_report
 from regions.services.reports import OutcomeInvalid, outcome_clean, report_apply
 from regions.services import tasks as task_services
@@ -365,7 +365,7 @@ class _AgentAttemptApi(APIView):
             agent = agent_services.agent_authenticate(agent_id=agent_id, raw_token=_bearer(request))
         except (agent_services.AuthError, agent_services.ForbiddenError, agent_services.NotFound) as exc:
             raise _agent_errors(exc) from exc
-        config = config_current()
+        config = config_current(max_age=HOT_PATH_CHECK_SECONDS)  # claims and reports are the task path
         if config.agent_blocked(agent.agent_id):
             raise PermissionDenied(f"Agent {agent.agent_id} is blocklisted by configuration {config.sha[:12]}.")
         return agent

@@ -24,7 +24,7 @@ from project.protocol import (EXECUTE_TASK, agent_queue, capability_queue, execu
 from regions.models import Agent, IngestedRecord, Task, TaskAttempt
 from regions.services import agents as agent_services
 from regions.services import liveness
-from regions.services.config import config_current
+from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,9 @@ def task_submit(
         raise PayloadTooLargeError(
             f"payload is larger than the limit of {settings.TASK_PAYLOAD_LIMIT_BYTES} bytes"
         )
-    config = config_current()
+    # The submit path looks at the published configuration id at most every
+    # HOT_PATH_CHECK_SECONDS (one Redis GET per 100 ms per process, not per task).
+    config = config_current(max_age=HOT_PATH_CHECK_SECONDS)
     refusal = config.capability_refusal(capability)
     if refusal:
         raise CapabilityRefused(refusal)
@@ -116,14 +118,19 @@ def task_submit(
     status, reason = _initial_status(capability=capability, target_agent=target_agent)
     try:
         with transaction.atomic():
+            # The send is claimed by the INSERT itself (dispatched_at), and the
+            # message goes out right after the commit from what is in hand: no
+            # read back, no second UPDATE. If the broker refuses, dispatched_at
+            # is cleared again and the sweeper sends it (the outbox).
             task = Task.objects.create(
                 capability=capability, payload=payload, priority=priority,
                 timeout=timeout or definition.get("timeout") or settings.TASK_DEFAULT_TIMEOUT,
                 max_attempts=max_attempts or definition.get("max_attempts") or settings.TASK_DEFAULT_MAX_ATTEMPTS,
                 status=status, status_reason=reason, idempotency_key=idempotency_key or None,
                 request_digest=digest, target_agent=target_agent, submitted_by=submitted_by,
+                dispatched_at=timezone.now(),
             )
-            transaction.on_commit(lambda: task_dispatch(task_id=task.id))
+            transaction.on_commit(lambda: _send_or_release(task, dispatched_at=task.dispatched_at))
     except IntegrityError:
         # The same key raced us in another request: answer with the winner.
         existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=idempotency_key).first()
@@ -203,6 +210,13 @@ def task_dispatch(*, task_id) -> bool:
     )
     if not claimed:
         return False
+    return _send_or_release(task, dispatched_at=now)
+
+
+def _send_or_release(task: Task, *, dispatched_at) -> bool:
+    """Send the message of the task's current attempt, whose send this caller
+    claimed by setting dispatched_at; if the broker refuses, release the claim
+    (the sweeper sends it later)."""
     queue = agent_queue(task.target_agent) if task.target_agent else capability_queue(task.capability)
     kwargs = execute_kwargs(task_id=task.id, attempt=task.attempt, capability=task.capability,
                             timeout=task.timeout)
@@ -221,7 +235,7 @@ def task_dispatch(*, task_id) -> bool:
                                       "interval_max": 0.2},
         )
     except Exception as exc:  # broker down: kombu raises several types
-        Task.objects.filter(id=task.id, attempt=task.attempt, dispatched_at=now).update(dispatched_at=None)
+        Task.objects.filter(id=task.id, attempt=task.attempt, dispatched_at=dispatched_at).update(dispatched_at=None)
         logger.warning("dispatch of task %s deferred, broker unavailable: %s", task.id, exc,
                        extra={"task": str(task.id)})
         return False

@@ -112,12 +112,14 @@ def test_cancel_a_queued_task_and_a_running_one(region, agents):
 
 def test_killed_worker_task_completes_on_another_worker_with_attempt_2(region, agents):
     first = agents("sleep", concurrency=1)
-    task = region.submit("sleep", {"seconds": 3})
+    task = region.submit("sleep", {"seconds": 4})
     running = region.wait_task(task["id"], statuses=("running",))
     assert running["agent"] == first.agent_id
-    second = agents("sleep")
     killed_at = time.monotonic()
     first.signal(signal.SIGKILL)
+    # Started after the kill: an agent's start-up on a loaded machine can take
+    # longer than the task, which would then finish before the kill.
+    second = agents("sleep")
     requeued = wait_for(lambda: (t := region.task(task["id"]))["attempt"] == 2 and t, 20,
                         what="requeue after kill -9")
     requeue_seconds = time.monotonic() - killed_at
