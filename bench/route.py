@@ -40,14 +40,17 @@ from router.services import region_create
 from router.models import Region
 rng = random.Random(1)
 caps = [f"cap_{{i:03d}}" for i in range({caps})]
+from django.db import transaction
 tokens, now = [], timezone.now()
-for r in range({regions}):
-    region, token = region_create(region_id=f"region-{{r:03d}}", orchestrator_url=f"http://10.{{r // 250}}.{{r % 250}}.1:8000",
-                                  labels=["eu" if r % 3 == 0 else "us"], summary_interval={interval})
-    n = rng.randint(10, 500)
-    Region.objects.filter(pk=region.pk).update(
-        available_agents=n, received_at=now, capabilities={{c: {{"count": n, "idle": rng.randint(0, n)}} for c in caps}})
-    tokens.append(token)
+with transaction.atomic():  # one commit, not 1,000: setup time is most of a --quick run
+    for r in range({regions}):
+        region, token = region_create(region_id=f"region-{{r:03d}}", labels=["eu" if r % 3 == 0 else "us"],
+                                      orchestrator_url=f"http://10.{{r // 250}}.{{r % 250}}.1:8000",
+                                      summary_interval={interval})
+        n = rng.randint(10, 500)
+        Region.objects.filter(pk=region.pk).update(available_agents=n, received_at=now,
+                                                   capabilities={{c: {{"count": n, "idle": rng.randint(0, n)}} for c in caps}})
+        tokens.append(token)
 print(json.dumps(tokens))
 """
 

@@ -9,7 +9,8 @@ class Region(models.Model):
     region_id = models.SlugField(max_length=64, unique=True)
     orchestrator_url = models.URLField()
     labels = models.JSONField(default=list, blank=True, help_text='residency and other labels, e.g. ["eu"]')
-    token_hash = models.CharField(max_length=64, help_text="SHA-256 of the region's summary token")
+    # Indexed: every summary (8 a second at 500 regions) looks its region up by it.
+    token_hash = models.CharField(max_length=64, db_index=True, help_text="SHA-256 of the region's summary token")
     enabled = models.BooleanField(default=True)
     # The latest summary (article format), replaced as a whole on each push.
     summary_interval = models.FloatField(default=60.0)

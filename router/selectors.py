@@ -34,7 +34,7 @@ STALE_AFTER_INTERVALS = 3
 # Summaries committed out of order by concurrent requests: look back this far.
 _LOOKBACK = timedelta(seconds=5)
 _lock = threading.Lock()
-_cache: dict = {"shape": None, "last": None, "regions": {}, "entries": (), "checked": 0.0}
+_cache: dict = {"shape": None, "last": None, "regions": {}, "entries": (), "checked": -math.inf}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,7 @@ def directory_put(region: Region) -> None:
 
 def regions_directory_reset() -> None:
     with _lock:
-        _cache.update(shape=None, last=None, regions={}, entries=(), checked=0.0)
+        _cache.update(shape=None, last=None, regions={}, entries=(), checked=-math.inf)
 
 
 def directory_entry(region: Region) -> DirectoryEntry:

@@ -15,6 +15,7 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
@@ -168,39 +169,40 @@ def summary_ingest(*, region: Region, summary: Any) -> Region:
                         f"{region.region_id} ({region.orchestrator_url}); re-register the region to move it.")
     last_updated = datetime.fromtimestamp(summary["last_updated"], tz=dt_timezone.utc)
     now = timezone.now()
+    config = summary["config_version"]
+    fields = {"available_agents": summary["available_agents"], "capabilities": summary["agent_capabilities_summary"],
+              "last_updated": last_updated, "received_at": now, "schema_version": summary["schema_version"],
+              "config_version": config, "config_subject": summary["config_subject"]}
+    if summary.get("summary_interval"):
+        fields["summary_interval"] = summary["summary_interval"]
+    # One conditional UPDATE: the replay check (newer than the stored one) and
+    # the write are a single statement, so no row lock is held across round
+    # trips and the stored summary it replaces is never read back.
     with transaction.atomic():
         _summary_commit_unflushed()
-        # The summary it replaces is not read: only the watermark and config fields are compared.
-        region = Region.objects.select_for_update().defer("capabilities").get(pk=region.pk)
-        if region.last_updated and last_updated <= region.last_updated:
-            logger.warning("summary refused: region %s sent one dated %s, not newer than the stored one",
-                           region.region_id, last_updated.isoformat(), extra={"region": region.region_id})
-            raise Stale(f"Summary from {last_updated.isoformat()} is not newer than the stored one "
-                        f"({region.last_updated.isoformat()}); if that one is dated in the future, an operator "
-                        f"can clear it: manage.py router_reset_region {region.region_id}.")
-        config = summary["config_version"]
-        if config != region.config_version or region.config_since is None:
-            region.config_since = now
-        region.available_agents = summary["available_agents"]
-        region.capabilities = summary["agent_capabilities_summary"]
-        region.last_updated = last_updated
-        region.received_at = now
-        region.schema_version = summary["schema_version"]
-        region.config_version = config
-        region.config_subject = summary["config_subject"]
-        if summary.get("summary_interval"):
-            region.summary_interval = summary["summary_interval"]
-        region.save(update_fields=_SUMMARY_FIELDS)
+        updated = Region.objects.filter(Q(last_updated__isnull=True) | Q(last_updated__lt=last_updated),
+                                        pk=region.pk).update(
+            **fields, config_since=Case(When(Q(config_since__isnull=True) | ~Q(config_version=config),
+                                             then=Value(now)), default=F("config_since")))
+    if not updated:
+        stored = Region.objects.filter(pk=region.pk).values_list("last_updated", flat=True).first()
+        if stored is None:  # deleted since the token was checked, or its watermark cleared meanwhile: resend
+            raise Stale(f"Region {region.region_id} changed while its summary was stored; send it again.")
+        logger.warning("summary refused: region %s sent one dated %s, not newer than the stored one",
+                       region.region_id, last_updated.isoformat(), extra={"region": region.region_id})
+        raise Stale(f"Summary from {last_updated.isoformat()} is not newer than the stored one "
+                    f"({stored.isoformat()}); if that one is dated in the future, an operator "
+                    f"can clear it: manage.py router_reset_region {region.region_id}.")
+    if config != region.config_version or region.config_since is None:
+        region.config_since = now  # as the UPDATE decided, unless another summary raced this one
+    for name, value in fields.items():
+        setattr(region, name, value)
     # This process routes by it at once; the others within DIRECTORY_CHECK_SECONDS (0.5 s),
     # each re-reading only the regions that changed: never the whole directory.
     directory_put(region)
     logger.info("summary from %s accepted (%d agents available, config %s)", region.region_id,
                 region.available_agents, region.config_version[:12] or "-", extra={"region": region.region_id})
     return region
-
-
-_SUMMARY_FIELDS = ["available_agents", "capabilities", "last_updated", "received_at", "schema_version",
-                   "config_version", "config_subject", "config_since", "summary_interval"]
 
 
 def _summary_commit_unflushed() -> None:
