@@ -27,6 +27,7 @@ from project.validation import (AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySeriali
 from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
 from regions.models import Agent, Task
 from regions.services import agents as agent_services
+from regions.services.agent_auth import AgentCaller, agent_caller
 from regions.services import liveness
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.deadletters import DeadLettersThrottled, dead_letter_report
@@ -360,9 +361,9 @@ class _AgentAttemptApi(APIView):
     authentication_classes = [BearerChallenge]
     permission_classes = [AllowAny]  # the agent's own token is checked below
 
-    def _agent(self, request, agent_id: str) -> Agent:
+    def _agent(self, request, agent_id: str) -> AgentCaller:
         try:
-            agent = agent_services.agent_authenticate(agent_id=agent_id, raw_token=_bearer(request))
+            agent = agent_caller(agent_id=agent_id, raw_token=_bearer(request))
         except (agent_services.AuthError, agent_services.ForbiddenError, agent_services.NotFound) as exc:
             raise _agent_errors(exc) from exc
         config = config_current(max_age=HOT_PATH_CHECK_SECONDS)  # claims and reports are the task path
