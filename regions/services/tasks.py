@@ -276,14 +276,22 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
     The same delivery asking again (claim_id; its first answer was lost) gets
     the same grant."""
     now = timezone.now()
-    with transaction.atomic():
-        # A new attempt starts clean: the previous attempt's error stays in its TaskAttempt row.
-        claimed = (Task.objects.filter(_servable(agent_id, capabilities), id=task_id, attempt=attempt,
-                                       status__in=Task.PENDING)
-                   .update(status=Task.Status.RUNNING, agent=agent_id, started_at=now, status_reason="",
-                           claim_id=claim_id, error=""))
-        if claimed:
-            _attempt_start(task_id=task_id, number=attempt, agent_id=agent_id, when=now)
+    if _json_contains():  # PostgreSQL: the grant, its history row and what to run in one statement
+        row = _claim_sql(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities,
+                         claim_id=claim_id, now=now)
+        if row is not None:
+            return _granted(task_id=task_id, attempt=attempt, agent_id=agent_id, capability=row[0],
+                            payload=json.loads(row[1]) if isinstance(row[1], str) else row[1], timeout=row[2])
+        claimed = 0
+    else:
+        with transaction.atomic():
+            # A new attempt starts clean: the previous attempt's error stays in its TaskAttempt row.
+            claimed = (Task.objects.filter(_servable(agent_id, capabilities), id=task_id, attempt=attempt,
+                                           status__in=Task.PENDING)
+                       .update(status=Task.Status.RUNNING, agent=agent_id, started_at=now, status_reason="",
+                               claim_id=claim_id, error=""))
+            if claimed:
+                _attempt_start(task_id=task_id, number=attempt, agent_id=agent_id, when=now)
     if not claimed and not (claim_id and Task.objects.filter(
             id=task_id, attempt=attempt, status=Task.Status.RUNNING, agent=agent_id, claim_id=claim_id).exists()):
         reason = _claim_refusal(task_id=task_id, attempt=attempt, agent_id=agent_id)
@@ -291,10 +299,44 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
                     extra={"agent": agent_id, "task": str(task_id)})
         return Claim(run=False, reason=reason)
     task = Task.objects.only("capability", "payload", "timeout").get(id=task_id)
+    return _granted(task_id=task_id, attempt=attempt, agent_id=agent_id, capability=task.capability,
+                    payload=task.payload, timeout=task.timeout)
+
+
+# One statement, one round trip, no transaction to open and commit: the fenced
+# UPDATE (same conditions as the ORM path: this attempt, still pending, a task
+# this agent could have been sent), the attempt's history row, and what to run.
+_CLAIM_SQL = """
+WITH claimed AS (
+    UPDATE regions_task SET status = 'running', agent = %(agent)s, started_at = %(now)s, status_reason = '',
+                            claim_id = %(claim_id)s, error = ''
+    WHERE id = %(id)s AND attempt = %(attempt)s AND status IN ('waiting', 'queued', 'retrying')
+      AND (%(trusted)s OR target_agent = %(agent)s OR (target_agent = '' AND capability = ANY(%(caps)s)))
+    RETURNING id, capability, payload, timeout
+), history AS (
+    INSERT INTO regions_taskattempt (task_id, number, agent, started_at, finished_at, outcome, error)
+    SELECT id, %(attempt)s, %(agent)s, %(now)s, NULL, '', '' FROM claimed
+    ON CONFLICT (task_id, number) DO NOTHING
+)
+SELECT capability, payload::text, timeout FROM claimed
+"""
+
+
+def _claim_sql(*, task_id, attempt: int, agent_id: str, capabilities, claim_id: str, now):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, {"agent": agent_id, "now": now, "claim_id": claim_id, "id": str(task_id),
+                                    "attempt": attempt, "trusted": capabilities is None,
+                                    "caps": list(capabilities or [])})
+        return cursor.fetchone()
+
+
+def _granted(*, task_id, attempt: int, agent_id: str, capability: str, payload, timeout: int) -> Claim:
     logger.info("task %s attempt %s claimed by %s", task_id, attempt, agent_id,
                 extra={"agent": agent_id, "task": str(task_id)})
-    grant = {"run": True, "capability": task.capability, "payload": task.payload, "timeout": task.timeout}
-    secret_name = task.payload.get("auth_secret") if isinstance(task.payload, dict) else None
+    grant = {"run": True, "capability": capability, "payload": payload, "timeout": timeout}
+    secret_name = payload.get("auth_secret") if isinstance(payload, dict) else None
     if not secret_name:
         return Claim(**grant)
     # Resolved here, inside the region, for the agent that claimed the attempt:
@@ -302,7 +344,7 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
     # may have changed since submission.
     config = config_current()
     try:
-        refusal = config.secret_refusal(str(secret_name), str(task.payload.get("source", "")))
+        refusal = config.secret_refusal(str(secret_name), str(payload.get("source", "")))
         if refusal:
             raise KeyError(refusal)
         return Claim(**grant, secrets={secret_name: config.secret(str(secret_name))})
@@ -366,6 +408,11 @@ def _started(started_at: float | None):
 def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
                  started_at: float | None = None, capabilities: list[str] | None = None) -> bool:
     records = result.pop("records", None) if isinstance(result, dict) else None
+    if not records and _json_contains():
+        done = _succeed_sql(task_id=task_id, attempt=attempt, agent_id=agent_id, result=result,
+                            started_at=started_at, capabilities=capabilities)
+        _succeeded_log(done, task_id=task_id, attempt=attempt, agent_id=agent_id)
+        return done
     with transaction.atomic():
         done = _owned(task_id, attempt, agent_id, capabilities).update(
             status=Task.Status.SUCCEEDED, result=result, error="", agent=agent_id,
@@ -378,13 +425,55 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
                 [IngestedRecord(task_id=task_id, line=r["line"], data=r["data"]) for r in records],
                 batch_size=2000, ignore_conflicts=True,
             )
+    _succeeded_log(bool(done), task_id=task_id, attempt=attempt, agent_id=agent_id)
+    return bool(done)
+
+
+def _succeeded_log(done: bool, *, task_id, attempt: int, agent_id: str) -> None:
     if not done:
         logger.info("late or fenced result for task %s attempt %s from %s ignored", task_id, attempt, agent_id,
                     extra={"agent": agent_id, "task": str(task_id)})
     else:
         logger.info("task %s attempt %s succeeded on %s", task_id, attempt, agent_id,
                     extra={"agent": agent_id, "task": str(task_id)})
-    return bool(done)
+
+
+# The fenced success (the _owned conditions) and the attempt's history row closed,
+# in one statement. An attempt without a row (claimed before attempts were kept)
+# gets one in the same statement.
+_SUCCEED_SQL = """
+WITH done AS (
+    UPDATE regions_task SET status = 'succeeded', result = %(result)s::jsonb, error = '', agent = %(agent)s,
+                            started_at = COALESCE(started_at, %(started)s), finished_at = %(now)s,
+                            status_reason = ''
+    WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running' AND agent = %(agent)s
+      AND (%(trusted)s OR target_agent = %(agent)s OR (target_agent = '' AND capability = ANY(%(caps)s)))
+    RETURNING id, started_at
+), closed AS (
+    UPDATE regions_taskattempt SET outcome = 'succeeded', error = '', finished_at = %(now)s
+    WHERE task_id = (SELECT id FROM done) AND number = %(attempt)s AND outcome = ''
+    RETURNING id
+), opened AS (
+    INSERT INTO regions_taskattempt (task_id, number, agent, started_at, finished_at, outcome, error)
+    SELECT id, %(attempt)s, %(agent)s, COALESCE(started_at, %(now)s), %(now)s, 'succeeded', '' FROM done
+    WHERE NOT EXISTS (SELECT 1 FROM closed)
+    ON CONFLICT (task_id, number) DO NOTHING
+)
+SELECT count(*) FROM done
+"""
+
+
+def _succeed_sql(*, task_id, attempt: int, agent_id: str, result, started_at: float | None, capabilities) -> bool:
+    from django.db import connection
+
+    now = timezone.now()
+    started = datetime.fromtimestamp(started_at, tz=dt_timezone.utc) if started_at else now
+    with connection.cursor() as cursor:
+        cursor.execute(_SUCCEED_SQL, {
+            "result": None if result is None else json.dumps(result), "agent": agent_id, "started": started,
+            "now": now, "id": str(task_id), "attempt": attempt, "trusted": capabilities is None,
+            "caps": list(capabilities or [])})
+        return bool(cursor.fetchone()[0])
 
 
 def retry_delay(attempt: int, base: float | None = None) -> float:

@@ -288,3 +288,47 @@ def test_a_clock_job_skips_while_the_database_is_away_but_a_query_bug_still_rais
     raised.append(ProgrammingError('relation "regions_task" does not exist'))
     with pytest.raises(ProgrammingError):
         tick()
+
+
+@pytest.mark.parametrize("one_statement", [True, False], ids=["postgresql-statement", "orm"])
+def test_claim_and_success_paths_keep_the_same_fences_and_history(monkeypatch, one_statement):
+    """PostgreSQL claims and succeeds in one statement each; the ORM path (SQLite,
+    the embedded demo) must give the same answers and rows."""
+    monkeypatch.setattr(tasks, "_json_contains", lambda: one_statement)
+    mine = make_task(payload={"n": 1, "deep": {"x": [1, 2]}})
+    theirs = make_task(capability="sleep")
+    targeted = make_task(capability="sleep", target_agent="a")
+    # a task of a capability the agent does not serve, or aimed at another agent
+    assert tasks.task_claim(task_id=theirs.id, attempt=1, agent_id="a", capabilities=["echo"]).run is False
+    assert tasks.task_claim(task_id=make_task(target_agent="b").id, attempt=1, agent_id="a",
+                            capabilities=["echo"]).run is False
+    grant = tasks.task_claim(task_id=mine.id, attempt=1, agent_id="a", capabilities=["echo"], claim_id="d1")
+    assert (grant.run, grant.capability, grant.payload, grant.timeout) == (True, "echo", {"n": 1, "deep": {"x": [1, 2]}},
+                                                                           10)
+    assert tasks.task_claim(task_id=mine.id, attempt=1, agent_id="a", capabilities=["echo"], claim_id="d1").run
+    assert not tasks.task_claim(task_id=mine.id, attempt=1, agent_id="a", capabilities=["echo"], claim_id="d2").run
+    assert tasks.task_claim(task_id=targeted.id, attempt=1, agent_id="a", capabilities=["echo"]).run is True
+    # outcomes: only the claimant, only the current attempt, only once
+    assert tasks.task_succeed(task_id=mine.id, attempt=1, agent_id="b", result={}, capabilities=["echo"]) is False
+    assert tasks.task_succeed(task_id=mine.id, attempt=2, agent_id="a", result={}, capabilities=["echo"]) is False
+    assert tasks.task_succeed(task_id=mine.id, attempt=1, agent_id="a", result={"r": [1, {"s": "é"}]},
+                              capabilities=["echo"], started_at=1_700_000_000.5) is True
+    assert tasks.task_succeed(task_id=mine.id, attempt=1, agent_id="a", result={"r": 2}, capabilities=["echo"]) is False
+    assert tasks.task_succeed(task_id=targeted.id, attempt=1, agent_id="a", result=None, capabilities=[]) is True
+    mine.refresh_from_db()
+    assert (mine.status, mine.agent, mine.result, mine.error) == (Task.Status.SUCCEEDED, "a", {"r": [1, {"s": "é"}]}, "")
+    assert mine.started_at is not None and mine.finished_at >= mine.started_at
+    attempts = list(mine.attempts.values_list("number", "agent", "outcome"))
+    assert attempts == [(1, "a", "succeeded")]
+    targeted.refresh_from_db()
+    assert targeted.status == Task.Status.SUCCEEDED and targeted.result is None
+    theirs.refresh_from_db()
+    assert theirs.status == Task.Status.QUEUED and not theirs.attempts.exists()
+
+
+@pytest.mark.parametrize("one_statement", [True, False], ids=["postgresql-statement", "orm"])
+def test_success_of_an_attempt_without_a_history_row_writes_one(monkeypatch, one_statement):
+    monkeypatch.setattr(tasks, "_json_contains", lambda: one_statement)
+    task = make_task(status=Task.Status.RUNNING, agent="a", started_at=timezone.now())  # claimed before rows were kept
+    assert tasks.task_succeed(task_id=task.id, attempt=1, agent_id="a", result={"ok": True}) is True
+    assert list(task.attempts.values_list("number", "agent", "outcome")) == [(1, "a", "succeeded")]
