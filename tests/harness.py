@@ -74,9 +74,20 @@ def holds_for(predicate, seconds: float, interval: float = 0.1, what: str = "con
 
 class Template:
     """One migrated database per role and test session; each region (or router)
-    is cloned from it."""
+    is cloned from it.
+
+    MERIDIAN_TEMPLATE_<ROLE>="<database>:<static root>" (set by bench/all.py, never
+    by tests) reuses a template its caller made: nothing is migrated, and drop()
+    leaves it to that caller."""
+
+    owned = True
 
     def __init__(self, role: str = "region"):
+        reuse = os.environ.get(f"MERIDIAN_TEMPLATE_{role.upper()}")
+        if reuse:
+            self.name, self.static_root = reuse.split(":", 1)
+            self.owned = False
+            return
         self.name = f"mt_tpl_{role}_{os.getpid()}"
         pg_admin(f"DROP DATABASE IF EXISTS {self.name}")
         pg_admin(f"CREATE DATABASE {self.name}")
@@ -94,6 +105,8 @@ class Template:
             raise RuntimeError(f"collectstatic failed ({static.returncode})")
 
     def drop(self):
+        if not self.owned:
+            return
         pg_admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
         shutil.rmtree(self.static_root, ignore_errors=True)
 
