@@ -1,9 +1,10 @@
-# Meridian: `make demo` runs the local multi-region fleet, `make test` runs the tests.
+# Meridian: `make demo` runs the local multi-region fleet, `make test` runs the tests,
+# `make bench` the quick version of every benchmark (BENCH_ARGS="--full" or "--only heartbeat,route").
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo bench clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,11 @@ test: venv
 
 demo: venv
 	$(BIN)/python manage.py demo
+
+bench: venv
+	bin/ensure-services
+	bin/ensure-wrk
+	$(BIN)/python bench/all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var
