@@ -308,6 +308,52 @@ class TaskListSubmitApi(APIView):
         return paginator.get_paginated_response(TaskOutputSerializer(page, many=True).data)
 
 
+BATCH_MAX_ITEMS = 500
+
+
+class TaskBatchSubmitApi(APIView):
+    """Many submissions in one request: each item is checked and answered as the
+    single submission would answer it (201, 200 for an idempotent replay, or its
+    4xx), and the accepted ones are stored in one transaction."""
+
+    @extend_schema_serializer(component_name="TaskBatchSubmit")
+    class InputSerializer(serializers.Serializer):
+        tasks = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=BATCH_MAX_ITEMS)
+
+    @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 413, 503)})
+    def post(self, request):
+        limit = settings.TASK_PAYLOAD_LIMIT_BYTES
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
+            raise PayloadTooLarge(f"request body is larger than the payload limit of {limit} bytes")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        answers: list[dict | None] = []
+        items, positions = [], []
+        for index, raw in enumerate(data.validated_data["tasks"]):
+            item = TaskListSubmitApi.InputSerializer(data=raw)
+            if not isinstance(raw, dict):
+                answers.append({"index": index, "status": 400, "error": "invalid",
+                                "detail": "each item must be a JSON object like a single submission"})
+            elif not item.is_valid():
+                answers.append({"index": index, "status": 400, "error": "invalid", "detail": item.errors})
+            else:
+                answers.append(None)
+                items.append(item.validated_data)
+                positions.append(index)
+        for index, outcome in zip(positions, task_services.task_submit_batch(submitted_by=request.user,
+                                                                             items=items)):
+            if isinstance(outcome, task_services.ItemRefused):
+                answers[index] = {"index": index, "status": outcome.status, "error": outcome.code,
+                                  "detail": outcome.detail}
+            else:
+                task = outcome.task
+                answers[index] = {"index": index, "status": 201 if outcome.created else 200, "task": {
+                    "id": str(task.id), "url": f"{settings.REGION_URL}/api/v1/tasks/{task.id}",
+                    "status": task.status, "created": outcome.created}}
+        accepted = sum(1 for a in answers if a["status"] in (200, 201))
+        return Response({"accepted": accepted, "refused": len(answers) - accepted, "results": answers})
+
+
 def _task_or_404(request, task_id) -> Task:
     task = selectors.task_get(user=request.user, task_id=task_id)
     if task is None:

@@ -93,21 +93,10 @@ def task_submit(
     max_attempts: int | None = None, idempotency_key: str | None = None, target_agent: str = "",
 ) -> Submission:
     """Persist first, dispatch after commit: a failed send is retried by the sweeper."""
-    if payload_size(payload) > settings.TASK_PAYLOAD_LIMIT_BYTES:
-        raise PayloadTooLargeError(
-            f"payload is larger than the limit of {settings.TASK_PAYLOAD_LIMIT_BYTES} bytes"
-        )
     # The submit path looks at the published configuration id at most every
     # HOT_PATH_CHECK_SECONDS (one Redis GET per 100 ms per process, not per task).
     config = config_current(max_age=HOT_PATH_CHECK_SECONDS)
-    refusal = config.capability_refusal(capability)
-    if refusal:
-        raise CapabilityRefused(refusal)
-    definition = config.task_definition(capability)
-    if isinstance(payload, dict) and payload.get("auth_secret"):
-        refusal = config.secret_refusal(str(payload["auth_secret"]), str(payload.get("source", "")))
-        if refusal:
-            raise CapabilityRefused(refusal)
+    definition = _admitted(config, capability=capability, payload=payload)
     digest = request_digest(capability=capability, payload=payload, priority=priority, timeout=timeout,
                             max_attempts=max_attempts, target_agent=target_agent) if idempotency_key else ""
     if idempotency_key:
@@ -115,21 +104,17 @@ def task_submit(
         if existing is not None:
             return _replayed(existing, idempotency_key=idempotency_key, digest=digest)
     _rate_check(capability, definition.get("rate_limit"))
-    status, reason = _initial_status(capability=capability, target_agent=target_agent)
+    task = _new_task(definition, submitted_by=submitted_by, capability=capability, payload=payload,
+                     priority=priority, timeout=timeout, max_attempts=max_attempts, target_agent=target_agent,
+                     idempotency_key=idempotency_key, digest=digest,
+                     initial=_initial_status(capability=capability, target_agent=target_agent))
     try:
         with transaction.atomic():
             # The send is claimed by the INSERT itself (dispatched_at), and the
             # message goes out right after the commit from what is in hand: no
             # read back, no second UPDATE. If the broker refuses, dispatched_at
             # is cleared again and the sweeper sends it (the outbox).
-            task = Task.objects.create(
-                capability=capability, payload=payload, priority=priority,
-                timeout=timeout or definition.get("timeout") or settings.TASK_DEFAULT_TIMEOUT,
-                max_attempts=max_attempts or definition.get("max_attempts") or settings.TASK_DEFAULT_MAX_ATTEMPTS,
-                status=status, status_reason=reason, idempotency_key=idempotency_key or None,
-                request_digest=digest, target_agent=target_agent, submitted_by=submitted_by,
-                dispatched_at=timezone.now(),
-            )
+            task.save(force_insert=True)
             transaction.on_commit(lambda: _send_or_release(task, dispatched_at=task.dispatched_at))
     except IntegrityError:
         # The same key raced us in another request: answer with the winner.
@@ -137,8 +122,108 @@ def task_submit(
         if existing is None:
             raise
         return _replayed(existing, idempotency_key=idempotency_key, digest=digest)
-    logger.info("task %s submitted (%s, %s)", task.id, capability, status, extra={"task": str(task.id)})
+    logger.info("task %s submitted (%s, %s)", task.id, capability, task.status, extra={"task": str(task.id)})
     return Submission(task=task, created=True)
+
+
+def _admitted(config, *, capability: str, payload) -> dict:
+    """What refuses a submission before anything is stored (413, 403); returns
+    the capability's task definition."""
+    if payload_size(payload) > settings.TASK_PAYLOAD_LIMIT_BYTES:
+        raise PayloadTooLargeError(
+            f"payload is larger than the limit of {settings.TASK_PAYLOAD_LIMIT_BYTES} bytes"
+        )
+    refusal = config.capability_refusal(capability)
+    if refusal:
+        raise CapabilityRefused(refusal)
+    if isinstance(payload, dict) and payload.get("auth_secret"):
+        refusal = config.secret_refusal(str(payload["auth_secret"]), str(payload.get("source", "")))
+        if refusal:
+            raise CapabilityRefused(refusal)
+    return config.task_definition(capability)
+
+
+def _new_task(definition: dict, *, submitted_by, capability: str, payload, priority: int, timeout: int | None,
+              max_attempts: int | None, target_agent: str, idempotency_key: str | None, digest: str,
+              initial: tuple[str, str]) -> Task:
+    status, reason = initial
+    return Task(
+        capability=capability, payload=payload, priority=priority,
+        timeout=timeout or definition.get("timeout") or settings.TASK_DEFAULT_TIMEOUT,
+        max_attempts=max_attempts or definition.get("max_attempts") or settings.TASK_DEFAULT_MAX_ATTEMPTS,
+        status=status, status_reason=reason, idempotency_key=idempotency_key or None,
+        request_digest=digest, target_agent=target_agent, submitted_by=submitted_by,
+        dispatched_at=timezone.now(),
+    )
+
+
+@dataclass(frozen=True)
+class ItemRefused:
+    """One item of a batch that was not accepted, as the single submission would
+    have answered it."""
+
+    status: int
+    code: str
+    detail: str
+
+
+def item_refused(exc: Exception) -> ItemRefused:
+    if isinstance(exc, PayloadTooLargeError):
+        return ItemRefused(413, "payload_too_large", str(exc))
+    if isinstance(exc, CapabilityRefused):
+        return ItemRefused(403, "permission_denied", str(exc))
+    if isinstance(exc, IdempotencyConflict):
+        return ItemRefused(409, "idempotency_key_reused", str(exc))
+    if isinstance(exc, RateLimited):
+        return ItemRefused(429, "throttled", str(exc))
+    raise exc
+
+
+def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | ItemRefused]:
+    """Several submissions in one call, each accepted or refused on its own, with
+    the single submission's checks and answers. The items without an idempotency
+    key are stored in one INSERT and one commit, and their messages sent after it
+    on one broker connection; an item with a key takes the single path (its
+    replay and race handling). All stored items are durable before any is sent."""
+    config = config_current(max_age=HOT_PATH_CHECK_SECONDS)
+    results: list[Submission | ItemRefused | None] = [None] * len(items)
+    fresh: list[tuple[int, Task]] = []
+    initial: dict[tuple[str, str], tuple[str, str]] = {}
+    for index, item in enumerate(items):
+        try:
+            if item.get("idempotency_key"):
+                results[index] = task_submit(submitted_by=submitted_by, **item)
+                continue
+            capability, target = item["capability"], item.get("target_agent", "")
+            definition = _admitted(config, capability=capability, payload=item.get("payload", {}))
+            _rate_check(capability, definition.get("rate_limit"))
+        except (PayloadTooLargeError, CapabilityRefused, IdempotencyConflict, RateLimited) as exc:
+            results[index] = item_refused(exc)
+            continue
+        if (capability, target) not in initial:
+            initial[(capability, target)] = _initial_status(capability=capability, target_agent=target)
+        fresh.append((index, _new_task(
+            definition, submitted_by=submitted_by, capability=capability, payload=item.get("payload", {}),
+            priority=item.get("priority", 5), timeout=item.get("timeout"), max_attempts=item.get("max_attempts"),
+            target_agent=target, idempotency_key=None, digest="", initial=initial[(capability, target)])))
+    if fresh:
+        tasks = [task for _, task in fresh]
+        with transaction.atomic():
+            Task.objects.bulk_create(tasks, batch_size=1000)
+            transaction.on_commit(lambda: _send_many(tasks))
+        for index, task in fresh:
+            results[index] = Submission(task=task, created=True)
+        logger.info("%d tasks submitted in a batch", len(tasks))
+    return results
+
+
+def _send_many(tasks: list[Task]) -> int:
+    """The messages of freshly stored tasks, on one pooled broker connection."""
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for task in tasks:
+            sent += _send_or_release(task, dispatched_at=task.dispatched_at, producer=producer)
+    return sent
 
 
 def request_digest(*, capability: str, payload: dict, priority: int, timeout: int | None,
@@ -213,7 +298,7 @@ def task_dispatch(*, task_id) -> bool:
     return _send_or_release(task, dispatched_at=now)
 
 
-def _send_or_release(task: Task, *, dispatched_at) -> bool:
+def _send_or_release(task: Task, *, dispatched_at, producer=None) -> bool:
     """Send the message of the task's current attempt, whose send this caller
     claimed by setting dispatched_at; if the broker refuses, release the claim
     (the sweeper sends it later)."""
@@ -229,6 +314,7 @@ def _send_or_release(task: Task, *, dispatched_at) -> bool:
             priority=message_priority(settings.CELERY_BROKER_URL, task.priority),
             soft_time_limit=task.timeout,
             time_limit=hard_time_limit(task.timeout),
+            producer=producer,
             # One quick retry re-opens a pooled connection that went stale while
             # the broker was away; a broker that is still down fails fast.
             retry=True, retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
