@@ -372,6 +372,31 @@ def run_meridian(args, region: Region, app) -> dict:
         clients.close()
         profiles = profile_stop(profilers)
     failed()
+    # The same tasks submitted 100 per request (POST /api/v1/tasks/batch), same clients.
+    batch_size = 100
+    batches = [[{"capability": "echo", "payload": {"b": i + j}} for j in range(min(batch_size, args.tasks - i))]
+               for i in range(0, args.tasks, batch_size)]
+    batch_url = f"{region.url}/api/v1/tasks/batch"
+    local = threading.local()
+
+    def post_batch(items: list[dict]) -> int:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        r = session.post(batch_url, json={"tasks": items}, headers=headers, timeout=60)
+        assert r.status_code == 200 and r.json()["accepted"] == len(items), f"{r.status_code} {r.text[:500]}"
+        return len(items)
+
+    before = db.value(done)
+    meter = CpuMeter({"web": [region.web.pid], "agents": [p.pid for p in agents],
+                      "orchestrator": [region.orchestrator.pid], "redis": [region.redis.proc.pid]}).start()
+    start = time.monotonic()
+    with ThreadPoolExecutor(args.clients) as pool:
+        assert sum(pool.map(post_batch, batches)) == args.tasks
+    batch_submitted = time.monotonic() - start
+    wait_progress(lambda: db.value(done), before + args.tasks, "Meridian batch tasks succeeded", logs=logs)
+    batch_elapsed = time.monotonic() - start
+    batch_cpu = meter.stop(args.tasks)
+    failed()
     ms = "EXTRACT(EPOCH FROM (started_at - created_at)) * 1000"
     loaded = [float(r[0]) for r in db.rows(f"SELECT {ms} FROM regions_task WHERE id = ANY(%s::uuid[])", (ids,))]
     light = []
@@ -389,7 +414,8 @@ def run_meridian(args, region: Region, app) -> dict:
     failed()
     db.close()
     return {"rate": args.tasks / elapsed, "submit_rate": args.tasks / submitted, "loaded": loaded, "light": light,
-            "profiles": profiles, "cpu": cpu}
+            "profiles": profiles, "cpu": cpu, "batch_rate": args.tasks / batch_elapsed,
+            "batch_submit_rate": args.tasks / batch_submitted, "batch_cpu": batch_cpu}
 
 
 # --- --profile ------------------------------------------------------------------------
@@ -583,9 +609,11 @@ def main() -> None:
     for label, r in (("(b) DRF + Celery + django-celery-results", base), ("(c) Meridian API -> agent -> stored", mer)):
         print(f"  {label:44} {r['rate']:8.0f} {r['rate'] / raw['rate']:7.2f}x  {r['submit_rate']:8.0f}  "
               f"{median(r['loaded']):14.0f} / {p(r['loaded'], 99):.0f} ms")
+    print(f"  {'(d) Meridian, submitted 100 per request':44} {mer['batch_rate']:8.0f} "
+          f"{mer['batch_rate'] / raw['rate']:7.2f}x  {mer['batch_submit_rate']:8.0f}")
     print("\n  CPU ms per task during the throughput run (process trees; PostgreSQL not counted):")
-    for label, r in (("(a) raw", raw), ("(b) baseline", base), ("(c) Meridian", mer)):
-        cpu = r["cpu"]
+    for label, cpu in (("(a) raw", raw["cpu"]), ("(b) baseline", base["cpu"]), ("(c) Meridian", mer["cpu"]),
+                       ("(d) batch", mer["batch_cpu"])):
         print(f"  {label:14} total {sum(cpu.values()):6.1f}: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
     print(f"\n  submit -> start, one task at a time on an idle fleet ({args.light} tasks):")
     for label, r in (("(b) DRF + Celery + django-celery-results", base), ("(c) Meridian", mer)):
@@ -598,6 +626,8 @@ def main() -> None:
     bench_line("tasks_vs_raw", mer["rate"], "tasks/s", ref=raw["rate"], target=">=0.5x", ok=vs_raw >= 0.5)
     bench_line("tasks_vs_drf_celery_results", mer["rate"], "tasks/s", ref=base["rate"], target=">=1.0x",
                ok=vs_base >= 1.0)
+    bench_line("tasks_batch_submit_vs_raw", mer["batch_rate"], "tasks/s", ref=raw["rate"], target=">=0.5x",
+               ok=mer["batch_rate"] / raw["rate"] >= 0.5)
     p50 = median(mer["light"])
     bench_line("submit_to_start_p50", p50, "ms", ref=20, target="<=20ms", ok=p50 <= 20)
 
