@@ -528,6 +528,19 @@ def live_capabilities(*, idle_only: bool = False) -> set[str]:
     return live_capabilities_scan(idle_only=idle_only)
 
 
+def capability_live(capability: str) -> bool:
+    """Whether an online agent that takes work serves `capability`: the submit
+    path's question, one primary-key read of its counter on PostgreSQL."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT agents > 0 FROM regions_capabilitycounter WHERE capability = %s", [capability])
+            row = cursor.fetchone()
+        return bool(row and row[0])
+    return capability in live_capabilities_scan()
+
+
 def live_capabilities_scan(*, idle_only: bool = False) -> set[str]:
     """The same answer from a scan of the online agents (SQLite; tests compare the two)."""
     caps: set[str] = set()

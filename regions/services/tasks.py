@@ -254,7 +254,7 @@ def _initial_status(*, capability: str, target_agent: str) -> tuple[str, str]:
         if capability not in agent.capabilities:
             return Task.Status.WAITING, f"target agent {target_agent} does not serve {capability}"
         return Task.Status.QUEUED, ""
-    if capability in agent_services.live_capabilities():
+    if agent_services.capability_live(capability):
         return Task.Status.QUEUED, ""
     return Task.Status.WAITING, waiting_reason(capability)
 

@@ -114,6 +114,9 @@ def assert_counters_match_a_scan() -> None:
     for idle in (False, True):
         assert agent_services.live_capabilities(idle_only=idle) == \
             agent_services.live_capabilities_scan(idle_only=idle)
+    live = agent_services.live_capabilities_scan()
+    for capability in live | {"echo", "resize", "thumbnail", "nobody"}:
+        assert agent_services.capability_live(capability) == (capability in live), capability
 
 
 @pytest.mark.django_db
