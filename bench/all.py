@@ -151,6 +151,11 @@ def main() -> int:
                 print(f"\n===== {name}: bench/{name}.py does not exist yet, skipped", flush=True)
                 results.append((name, "skipped (no script)", 0.0, []))
                 continue
+            if not args.full and '"--quick"' not in (ROOT / "bench" / f"{name}.py").read_text():
+                print(f"\n===== {name}: bench/{name}.py has no --quick yet, skipped (its full run is in --full)",
+                      flush=True)
+                results.append((name, "skipped (no --quick yet)", 0.0, []))
+                continue
             env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_TEMPLATE_")}
             env["PYTHONUNBUFFERED"] = "1"
             for role in roles:
