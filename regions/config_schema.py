@@ -31,7 +31,7 @@ SCHEMA = {
                 "min_version": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+){0,2}$"},
                 "heartbeat_interval": {"type": "number", "minimum": 0.2, "maximum": 600},
                 "heartbeat_ttl": {"type": "number", "minimum": 0.5, "maximum": 3600},
-                "heartbeat_budget": {"type": "number", "minimum": 0},
+                "heartbeat_budget": {"type": "number", "minimum": 0, "maximum": 1000000},
                 "heartbeat_interval_max": {"type": "number", "minimum": 0.2, "maximum": 600},
             },
         },

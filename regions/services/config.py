@@ -322,8 +322,10 @@ class EffectiveConfig:
         budget = self.heartbeat_budget
         if budget <= 0 or fleet <= budget * base_interval:
             return HeartbeatTiming(interval=base_interval, ttl=base_ttl)
-        interval = math.ceil(fleet / budget * 10 - 1e-9) / 10
-        interval = min(max(interval, base_interval), max(base_interval, self.heartbeat_interval_max))
+        cap = max(base_interval, self.heartbeat_interval_max)
+        # Capped before rounding: a tiny budget (1e-320) must give the cap, not ceil(inf).
+        interval = math.ceil(min(fleet / budget, cap) * 10 - 1e-9) / 10
+        interval = min(max(interval, base_interval), cap)
         return HeartbeatTiming(interval=interval, ttl=round(base_ttl * interval / base_interval, 3))
 
     @cached_property

@@ -218,11 +218,19 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
 
 
 def _send_many(tasks: list[Task]) -> int:
-    """The messages of freshly stored tasks, on one pooled broker connection."""
+    """The messages of freshly stored tasks, on one pooled broker connection. At
+    the first refusal the rest are released to the sweeper in one UPDATE: a broker
+    that accepts connections and never answers costs the batch one connection
+    timeout, not one per item."""
     sent = 0
     with app.producer_or_acquire() as producer:
-        for task in tasks:
-            sent += _send_or_release(task, dispatched_at=task.dispatched_at, producer=producer)
+        for index, task in enumerate(tasks):
+            if not _send_or_release(task, dispatched_at=task.dispatched_at, producer=producer):
+                rest = [t.id for t in tasks[index + 1:]]
+                if rest:
+                    Task.objects.filter(id__in=rest, attempt=1, status__in=Task.PENDING).update(dispatched_at=None)
+                break
+            sent += 1
     return sent
 
 

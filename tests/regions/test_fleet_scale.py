@@ -190,3 +190,11 @@ def test_summary_counts_idle_agents_from_the_counters(redis_clean):
     built = summary.region_summary_build()
     assert built["available_agents"] == 1
     assert built["agent_capabilities_summary"] == {"echo": {"count": 2, "idle": 1}, "resize": {"count": 1, "idle": 0}}
+
+
+def test_a_tiny_heartbeat_budget_gives_the_longest_interval_not_an_overflow():
+    from regions.services import config as config_services
+
+    content = config_services.config_parse({"global.yaml": "agents:\n  heartbeat_budget: 1.0e-320\n"})
+    cfg = config_services.EffectiveConfig(sha="x", content=content)
+    assert cfg.heartbeat_timing(10).interval == max(cfg.heartbeat_interval, cfg.heartbeat_interval_max)

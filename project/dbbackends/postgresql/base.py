@@ -23,9 +23,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
     _fresh_until = 0.0
 
     def close_if_unusable_or_obsolete(self):
+        # Called at each request's start and end (request_started/finished; Celery
+        # around each task). Only the end of a request that used the connection
+        # (health_check_done, reset by this call) makes it fresh: the start of the
+        # next request after a long idle time must not.
+        used = self.health_check_done
         super().close_if_unusable_or_obsolete()
-        # Called at each request's start and end (request_started/finished).
-        if self.connection is not None and not self.errors_occurred:
+        if used and self.connection is not None and not self.errors_occurred:
             self._fresh_until = time.monotonic() + FRESH_SECONDS
 
     def close_if_health_check_failed(self):
