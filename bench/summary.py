@@ -34,7 +34,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="the same three sizes, 5 repeats each")
     args = parser.parse_args()
+    if args.quick:
+        args.repeat = min(args.repeat, 5)
     sizes = [int(x) for x in args.sizes.split(",")]
 
     from tests.harness import RedisServer, Template, pg_url
