@@ -110,6 +110,19 @@ def test_route_ranks_by_idle_capacity_and_respects_residency(regions, caller):
     assert r.status_code == 503 and "residency" in r.json()["detail"]
 
 
+def test_a_route_answer_names_at_most_twenty_skipped_regions_and_counts_them(caller):
+    tokens = {f"r{i:02d}": services.region_create(region_id=f"r{i:02d}", labels=["eu"],
+                                                  orchestrator_url=f"http://r{i:02d}.example:8000")[1]
+              for i in range(25)}
+    for region_id, token in tokens.items():
+        caps = {"echo": {"count": 1, "idle": 1}} if region_id == "r24" else {"sleep": {"count": 1, "idle": 1}}
+        assert push(token, summary(region_id, caps=caps)).status_code == 200
+    body = caller.get("/api/v1/route?capability=echo").json()
+    assert [x["region_id"] for x in body["regions"]] == ["r24"]
+    assert body["skipped_total"] == 24
+    assert body["skipped"] == {f"r{i:02d}": "no agent serves echo" for i in range(20)}
+
+
 def test_stale_regions_are_skipped_and_come_back_when_summaries_resume(regions, caller):
     push(regions["us-east-1"], summary("us-east-1", caps={"echo": {"count": 1, "idle": 1}}, summary_interval=1))
     push(regions["eu-west-3"], summary("eu-west-3", caps={"echo": {"count": 9, "idle": 9}}, summary_interval=1))
