@@ -80,6 +80,10 @@ class AgentRegisterApi(APIView):
             raise Conflict(str(exc), code="agent_id_in_use") from exc
         except liveness.RedisError as exc:
             raise ServiceUnavailable(LIVENESS_DOWN) from exc  # with Retry-After, as every 503
+        try:  # what the heartbeat replies will say for this fleet (the chatter budget)
+            timing = config_current().heartbeat_timing(agent_services.fleet_size())
+        except liveness.RedisError:
+            timing = config_current().heartbeat_timing(0)
         return Response({
             "agent_id": reg.agent.agent_id,
             "token": reg.token,
@@ -88,8 +92,8 @@ class AgentRegisterApi(APIView):
             "regional_orchestrator_url": settings.REGION_URL,
             "broker_url": settings.AGENT_BROKER_URL,
             "queues": agent_services.agent_queues(reg.agent),
-            "heartbeat_interval": config_current().heartbeat_interval,
-            "heartbeat_ttl": config_current().heartbeat_ttl,
+            "heartbeat_interval": timing.interval,
+            "heartbeat_ttl": timing.ttl,
         }, status=status.HTTP_201_CREATED)
 
 

@@ -74,6 +74,20 @@ def test_heartbeat_reply_hands_out_the_interval_for_the_fleet_size(redis_clean, 
 
 
 @pytest.mark.django_db
+@override_settings(HEARTBEAT_INTERVAL=5, HEARTBEAT_TTL=15, HEARTBEAT_BUDGET_PER_SECOND=10,
+                   AGENT_REGISTRATION_TOKEN="reg-token")
+def test_registration_hands_out_the_interval_for_the_fleet_size_too(redis_clean, fresh_config):
+    from rest_framework.test import APIClient
+
+    live_fleet(199, liveness.now())  # 200 agents once this one registers: at 10/s, 20 s
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer reg-token")
+    r = client.post("/api/v1/agents/register", {"agent_id": "new-1", "capabilities": ["echo"]}, format="json")
+    assert r.status_code == 201, r.content
+    assert (r.json()["heartbeat_interval"], r.json()["heartbeat_ttl"]) == (20, 60)
+
+
+@pytest.mark.django_db
 @override_settings(HEARTBEAT_INTERVAL=5, HEARTBEAT_TTL=15, HEARTBEAT_BUDGET_PER_SECOND=10, REAPER_INTERVAL=5)
 def test_reaper_holds_agents_to_the_scaled_ttl_not_the_configured_one(redis_clean, fresh_config):
     factories.agent("quiet"), factories.agent("dead")
