@@ -47,13 +47,16 @@ class RegionClient:
 
     def register(self, *, registration_token: str, agent_id: str, capabilities: list[str],
                  version: str, hostname: str, concurrency: int, kind: str = "celery",
-                 current_token: str | None = None) -> dict:
+                 handlers: dict | None = None, current_token: str | None = None) -> dict:
         """current_token: the agent's saved credential, which proves it is the agent
         already registered (and perhaps still online) under this id; without it,
         re-registering an online id is refused with 409."""
         return self._post("/api/v1/agents/register", registration_token, {
             "agent_id": agent_id, "capabilities": capabilities, "version": version,
             "hostname": hostname, "concurrency": concurrency, "kind": kind,
+            # What each handler declares (version, timeout, payload schema): the
+            # region checks submissions against the schema.
+            **({"handlers": handlers} if handlers else {}),
         }, headers={AGENT_TOKEN_HEADER: current_token} if current_token else None)
 
     def heartbeat(self, *, agent_id: str, token: str, busy: int) -> dict:

@@ -176,6 +176,10 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = False
+# Agents send Celery's task events (task-received/started/succeeded/failed) for
+# Flower and `celery events` (docs/flower.md); their worker-heartbeat events are
+# always on. Off: Flower (or `celery control enable_events`) turns them on.
+AGENT_TASK_EVENTS = env.bool("AGENT_TASK_EVENTS", default=True)
 CELERY_TASK_ACKS_LATE = True
 # A message whose worker process died is acked, not requeued: a message that
 # kills its consumer must not loop. The agent reports the lost attempt to its
@@ -222,6 +226,9 @@ TASK_DEFAULT_TIMEOUT = env.int("TASK_DEFAULT_TIMEOUT", default=300)
 TASK_DEFAULT_MAX_ATTEMPTS = env.int("TASK_DEFAULT_MAX_ATTEMPTS", default=3)
 TASK_RETRY_BACKOFF_BASE = env.float("TASK_RETRY_BACKOFF_BASE", default=2.0)
 TASK_RETRY_BACKOFF_MAX = env.float("TASK_RETRY_BACKOFF_MAX", default=300.0)
+# A task still waiting for an agent this long after its current attempt was sent fails
+# with reason no_agent (the sweeper); configuration tasks.<capability>.wait_deadline wins.
+TASK_WAIT_DEADLINE = env.int("TASK_WAIT_DEADLINE", default=3 * 3600)
 # A registration token accepted in addition to those in the database (bootstrap/demo).
 AGENT_REGISTRATION_TOKEN = env.str("AGENT_REGISTRATION_TOKEN", default="")
 
@@ -257,6 +264,9 @@ AGENT_MAX_RECORDS = env.int("AGENT_MAX_RECORDS", default=50_000)
 AGENT_CLAIM_PATIENCE_SECONDS = env.float("AGENT_CLAIM_PATIENCE_SECONDS", default=60.0)
 AGENT_REPORT_PATIENCE_SECONDS = env.float("AGENT_REPORT_PATIENCE_SECONDS", default=15.0)
 # An agent's own state (its credential, outcomes not yet delivered), per agent id.
+# Handler modules every agent of this host loads, comma-separated (besides
+# run_agent --handlers and the meridian.handlers entry points): agents/handlers/__init__.py.
+AGENT_HANDLER_MODULES = env.str("AGENT_HANDLER_MODULES", default="")
 AGENT_STATE_DIR = env.str("AGENT_STATE_DIR", default=str(VAR_DIR / "agents"))
 
 # Mount the baseline views bench/heartbeat.py compares against (never in production).

@@ -16,6 +16,10 @@ TASK_DEFINITION = {
         "retry_backoff": {"type": "number", "minimum": 0, "maximum": 3600},
         "rate_limit": {"type": "string", "pattern": r"^[1-9][0-9]*/(s|m|h)$"},
         "regions": {"type": "array", "items": {"type": "string", "pattern": r"^(\*|[a-z0-9-]+)$"}},
+        # Seconds a task may wait for an agent serving it before it fails (no_agent).
+        "wait_deadline": {"type": "integer", "minimum": 1, "maximum": 2_592_000},
+        # A JSON Schema every payload of the capability must meet (checked as one at sync).
+        "payload_schema": {"type": "object"},
     },
 }
 
@@ -73,5 +77,7 @@ KEYS_SUPPORTED = [
     "agents.heartbeat_budget (beats/s; 0: none)", "agents.heartbeat_interval_max",
     "summary_interval", "blocklist.agents", "blocklist.capabilities", "tasks.<capability>.timeout",
     "tasks.<capability>.max_attempts", "tasks.<capability>.retry_backoff", "tasks.<capability>.rate_limit",
-    "tasks.<capability>.regions", "secrets.<name>.ref (env:NAME or file:/path)", "secrets.<name>.hosts",
+    "tasks.<capability>.regions", "tasks.<capability>.wait_deadline (seconds)",
+    "tasks.<capability>.payload_schema (a JSON Schema)",
+    "secrets.<name>.ref (env:NAME or file:/path)", "secrets.<name>.hosts",
 ]

@@ -220,3 +220,22 @@ class CapabilityCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.capability or '(fleet)'}: {self.agents} ({self.idle} idle)"
+
+
+class HandlerDeclaration(models.Model):
+    """What the handler of a capability declares about itself (`@handler(name,
+    version=, timeout=, payload_schema=)`), as the agent that registered last
+    with it sent it. The configuration's `tasks.<capability>` wins over it."""
+
+    capability = models.SlugField(max_length=64, primary_key=True)
+    version = models.CharField(max_length=50, blank=True)
+    timeout = models.PositiveIntegerField(null=True, blank=True, help_text="default seconds per attempt")
+    payload_schema = models.JSONField(null=True, blank=True, help_text="JSON Schema every payload must meet")
+    agent_id = models.CharField(max_length=100, blank=True, help_text="the agent that declared it last")
+    declared_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["capability"]
+
+    def __str__(self) -> str:
+        return f"{self.capability} {self.version}".strip()

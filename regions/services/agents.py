@@ -51,6 +51,7 @@ from project.protocol import AGENT_TOKEN_HEADER
 from regions.models import Agent, CapabilityCounter, RegistrationToken, Task
 from regions.services import liveness
 from regions.services.config import HOT_PATH_CHECK_SECONDS, HeartbeatTiming, config_current, version_tuple
+from regions.services.handlers import handlers_declare
 from regions.services.heartbeat_buffer import get_buffer
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ def registration_token_create(*, name: str) -> tuple[RegistrationToken, str]:
 
 def agent_register(
     *, agent_id: str, capabilities: list[str], version: str = "", hostname: str = "",
-    kind: str = "celery", concurrency: int = 1, current_token: str | None = None,
+    kind: str = "celery", concurrency: int = 1, handlers: dict[str, dict] | None = None,
+    current_token: str | None = None,
 ) -> Registration:
     """Create or re-register an agent and issue it a fresh credential.
 
@@ -155,6 +157,8 @@ def agent_register(
         agent.last_seen = now
         agent.offline_since = None
         agent.save()
+        if handlers:
+            handlers_declare(agent_id=agent_id, declarations=handlers)
         # Redis before the commit: when the liveness store is down the RedisError rolls
         # the row back, so no agent is left online with a token nobody was given.
         # (A commit failing after this leaves Redis a digest of a token nobody holds

@@ -34,6 +34,7 @@ from jsonschema import Draft202012Validator
 from project.jsonsafe import json_problem
 from regions.config_schema import SCHEMA
 from regions.models import Agent, ConfigVersion
+from regions.services.handlers import schema_problem
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,10 @@ def config_parse(files: dict[str, str]) -> dict:
         data = _yaml_load(path, text)
         _validate_file(path, data)
         merged = deep_merge(merged, data)
+    for capability, definition in sorted(merged.get("tasks", {}).items()):
+        problem = "payload_schema" in definition and schema_problem(definition["payload_schema"])
+        if problem:
+            raise ConfigError(f"tasks.{capability}.payload_schema {problem}")
     ttl = merged.get("agents", {}).get("heartbeat_ttl", settings.HEARTBEAT_TTL)
     interval = merged.get("agents", {}).get("heartbeat_interval", settings.HEARTBEAT_INTERVAL)
     if ttl < 2 * interval:

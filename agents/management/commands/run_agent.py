@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 import agents
 from agents import runtime
 from agents.client import RegionClient, RegionRefused, RouterClient
-from agents.handlers import load_builtin
+from agents.handlers import HandlerLoadError, handler_modules, handlers_load
 from project.broker import BROKER_ENV_OVERRIDES, celery_options
 from project.celery import app
 
@@ -27,7 +27,12 @@ class Command(BaseCommand):
     help = "Run an agent: a Celery worker consuming one queue per capability plus its own."
 
     def add_arguments(self, parser):
-        parser.add_argument("--capabilities", required=True, help="comma-separated, e.g. data_ingestion,echo")
+        parser.add_argument("--handlers", default=None, metavar="MODULES",
+                            help="comma-separated modules with @handler functions, e.g. mypkg.tasks (besides "
+                                 "AGENT_HANDLER_MODULES and the meridian.handlers entry points; the built-ins, "
+                                 "agents.handlers.builtin, when none is named)")
+        parser.add_argument("--capabilities", default=None,
+                            help="comma-separated subset of the loaded handlers to serve (default: all of them)")
         parser.add_argument("--agent-id", default=None)
         parser.add_argument("--concurrency", type=int, default=1)
         parser.add_argument("--router-url", default=settings.ROUTER_URL or None,
@@ -38,13 +43,22 @@ class Command(BaseCommand):
         parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
         parser.add_argument("--loglevel", default="INFO")
 
-    def handle(self, *args, capabilities, agent_id, concurrency, router_url, region, region_url,
+    def handle(self, *args, handlers, capabilities, agent_id, concurrency, router_url, region, region_url,
                registration_token, pool, loglevel, **options):
-        caps = sorted({c.strip() for c in capabilities.split(",") if c.strip()})
-        known = load_builtin()
+        modules = handler_modules(flag=handlers, environment=settings.AGENT_HANDLER_MODULES)
+        try:
+            known = handlers_load(modules)
+        except HandlerLoadError as exc:
+            # Refused for good (exit 78): a supervisor must not restart it in a loop.
+            raise CommandError(str(exc), returncode=os.EX_CONFIG) from exc
+        caps = sorted({c.strip() for c in (capabilities or "").split(",") if c.strip()} or known)
         missing = [c for c in caps if c not in known]
-        if missing:
-            raise CommandError(f"no handler for {', '.join(missing)}; known: {', '.join(sorted(known))}")
+        if missing or not caps:
+            raise CommandError(f"no handler for {', '.join(missing) or 'any capability'} in the modules loaded "
+                               f"({', '.join(modules)}); they register: {', '.join(sorted(known)) or 'nothing'}. "
+                               "Name the module with --handlers (the built-ins are agents.handlers.builtin).",
+                               returncode=os.EX_CONFIG)
+        declared = {c: known[c].declaration() for c in caps}
         if not registration_token:
             raise CommandError("a registration token is needed (--registration-token or AGENT_REGISTRATION_TOKEN)")
         host = socket.gethostname()
@@ -58,7 +72,8 @@ class Command(BaseCommand):
         # first, with its old credential: re-registering rotates it and puts
         # whatever is still recorded as running here back on the queue.
         runtime.outbox_flush(agent_id)
-        reg = self._register(RegionClient(region_url), registration_token, agent_id, caps, host, concurrency)
+        reg = self._register(RegionClient(region_url), registration_token, agent_id, caps, host, concurrency,
+                             declared)
         runtime.credential_save(agent_id, region_url=reg["regional_orchestrator_url"], token=reg["token"])
         self._use_broker(reg["broker_url"])
         runtime.IDENTITY = runtime.Identity(
@@ -67,12 +82,19 @@ class Command(BaseCommand):
             interval=float(reg["heartbeat_interval"]),
         )
         runtime.dead_letters_to_region()
-        self.stdout.write(f"agent {agent_id} joined region {reg['region_id']} consuming {', '.join(reg['queues'])}")
+        self.stdout.write(f"agent {agent_id} joined region {reg['region_id']} with handlers from "
+                          f"{', '.join(modules)}, consuming {', '.join(reg['queues'])}")
         sys.stdout.flush()
         worker = app.Worker(
             hostname=f"{agent_id}@{host}", queues=reg["queues"], concurrency=concurrency, pool=pool,
-            loglevel=loglevel, without_mingle=True, without_gossip=True, without_heartbeat=True,
-            optimization="fair",
+            loglevel=loglevel, optimization="fair",
+            # Celery's monitoring (Flower, `celery events`; docs/flower.md): worker-heartbeat
+            # events always, at the interval the region gave (Flower shows the agent online,
+            # `control enable_events` finds a dispatcher); task events per AGENT_TASK_EVENTS.
+            # No gossip (every worker would consume every other's heartbeats: n² at fleet
+            # scale) and no mingle (a round of replies at every start): neither is used.
+            without_heartbeat=False, heartbeat_interval=float(reg["heartbeat_interval"]),
+            task_events=settings.AGENT_TASK_EVENTS, without_gossip=True, without_mingle=True,
         )
         worker.start()
         sys.exit(worker.exitcode or 0)
@@ -92,13 +114,13 @@ class Command(BaseCommand):
                           f"at {answer['regional_orchestrator_url']}")
         return answer["regional_orchestrator_url"]
 
-    def _register(self, client, token, agent_id, caps, host, concurrency) -> dict:
+    def _register(self, client, token, agent_id, caps, host, concurrency, declared) -> dict:
         # The credential a previous run saved proves this is the agent that holds
         # the id, even while its old entry is still online (after kill -9).
         current = runtime.credential_load(agent_id, region_url=client.base_url)
         return self._retrying("region", lambda: client.register(
             registration_token=token, agent_id=agent_id, capabilities=caps, version=agents.__version__,
-            hostname=host, concurrency=concurrency, current_token=current))
+            hostname=host, concurrency=concurrency, handlers=declared, current_token=current))
 
     def _retrying(self, what: str, call):
         delay = 0.5

@@ -1,0 +1,1 @@
+"""ACME's task code: plain functions registered with Meridian's @handler."""

@@ -1,0 +1,113 @@
+"""What a handler declares (version, default timeout, payload schema) reaches the
+region when its agent registers; a payload that breaks its capability's schema
+(declared, or in the configuration) is refused with 400 naming the path, before
+anything is stored or queued."""
+import pytest
+from rest_framework.test import APIClient
+
+from regions.models import HandlerDeclaration, Task
+from regions.services import config as config_services
+from regions.services import handlers, tasks
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+SCHEMA = {"type": "object", "required": ["n"], "additionalProperties": False,
+          "properties": {"n": {"type": "integer", "minimum": 0},
+                         "items": {"type": "array", "items": {"type": "object", "required": ["sku"]}}}}
+
+
+@pytest.fixture
+def api(redis_clean):
+    handlers._declared.clear()
+    user, key = factories.caller()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    messages = []
+    monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: messages.append(kw))
+    return messages
+
+
+@pytest.fixture
+def register(settings, redis_clean):
+    settings.AGENT_REGISTRATION_TOKEN = "reg-secret"
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer reg-secret")
+
+    def post(agent_id: str, capabilities: list[str], declared: dict):
+        return client.post("/api/v1/agents/register", {"agent_id": agent_id, "capabilities": capabilities,
+                                                       "handlers": declared}, format="json")
+
+    return post
+
+
+def test_registration_keeps_what_each_handler_declares(register):
+    r = register("a1", ["checked", "plain"], {"checked": {"version": "3.1", "timeout": 7, "payload_schema": SCHEMA},
+                                               "plain": {"version": ""}})
+    assert r.status_code == 201, r.content
+    row = HandlerDeclaration.objects.get(capability="checked")
+    assert (row.version, row.timeout, row.payload_schema, row.agent_id) == ("3.1", 7, SCHEMA, "a1")
+    # the newest registration wins: a new version without a schema drops it
+    assert register("a2", ["checked"], {"checked": {"version": "4.0"}}).status_code == 201
+    row.refresh_from_db()
+    assert (row.version, row.timeout, row.payload_schema, row.agent_id) == ("4.0", None, None, "a2")
+
+
+@pytest.mark.parametrize("declared, where", [
+    ({"checked": {"payload_schema": {"type": "nonsense"}}}, "payload_schema is not a valid JSON Schema"),
+    ({"checked": {"payload_schema": ["not", "an", "object"]}}, "JSON object"),
+    ({"checked": {"timeout": 0}}, "timeout"),
+    ({"other": {"version": "1"}}, "declared for capabilities not served: other"),
+])
+def test_a_bad_declaration_is_refused_with_a_400_naming_it(register, declared, where):
+    r = register("a1", ["checked"], declared)
+    assert r.status_code == 400 and where in r.content.decode(), r.content
+    assert not HandlerDeclaration.objects.exists()
+
+
+def test_a_payload_breaking_the_declared_schema_is_refused_naming_the_path(api, register, sent):
+    register("a1", ["checked"], {"checked": {"payload_schema": SCHEMA}})
+    r = api.post("/api/v1/tasks", {"capability": "checked", "payload": {"n": -1}}, format="json")
+    assert r.status_code == 400
+    assert r.json()["fields"]["payload"][0].startswith("payload.n: -1 is less than the minimum of 0")
+    r = api.post("/api/v1/tasks", {"capability": "checked", "payload": {"n": 1, "items": [{"sku": "a"}, {}]}},
+                 format="json")
+    assert r.status_code == 400 and "payload.items[1]: 'sku' is a required property" in r.json()["fields"]["payload"][0]
+    assert not Task.objects.exists() and not sent
+    assert api.post("/api/v1/tasks", {"capability": "checked", "payload": {"n": 3}}, format="json").status_code == 201
+
+
+def test_the_handlers_timeout_is_the_default_after_the_configurations(api, register, sent, monkeypatch):
+    register("a1", ["checked"], {"checked": {"timeout": 7}})
+    assert api.post("/api/v1/tasks", {"capability": "checked"}, format="json").json()["timeout"] == 7
+    assert api.post("/api/v1/tasks", {"capability": "checked", "timeout": 9}, format="json").json()["timeout"] == 9
+    cfg = config_services.EffectiveConfig(sha="abc", content={"tasks": {"checked": {"timeout": 11}}})
+    monkeypatch.setattr(tasks, "config_current", lambda **kw: cfg)
+    assert api.post("/api/v1/tasks", {"capability": "checked"}, format="json").json()["timeout"] == 11
+
+
+def test_the_configurations_schema_wins_and_holds_for_batches_too(api, register, sent, monkeypatch):
+    register("a1", ["checked"], {"checked": {"payload_schema": SCHEMA}})
+    cfg = config_services.EffectiveConfig(sha="abc", content={"tasks": {"checked": {"payload_schema": {
+        "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}})
+    monkeypatch.setattr(tasks, "config_current", lambda **kw: cfg)
+    r = api.post("/api/v1/tasks/batch", {"tasks": [{"capability": "checked", "payload": {"name": "x"}},
+                                                   {"capability": "checked", "payload": {"n": 1}},
+                                                   {"capability": "checked", "payload": {"name": 5},
+                                                    "idempotency_key": "k"}]}, format="json")
+    results = r.json()["results"]
+    assert [item["status"] for item in results] == [201, 400, 400]
+    assert "'name' is a required property" in results[1]["detail"]
+    assert results[2]["detail"].startswith("payload.name: 5 is not of type 'string'")
+    assert Task.objects.count() == 1
+
+
+def test_a_configuration_with_a_broken_payload_schema_is_rejected_at_sync():
+    with pytest.raises(config_services.ConfigError, match=r"tasks.checked.payload_schema is not a valid JSON Schema"):
+        config_services.config_parse({"global.yaml": "schema_version: 1\ntasks:\n  checked:\n"
+                                                     "    payload_schema: {type: 12}\n"})
