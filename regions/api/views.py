@@ -7,7 +7,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, Throttled, ValidationError
 from project.pagination import StrictCursorPagination
@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
-from project.schema import AGENT_TOKEN_HEADER, PAGE_PARAMETERS, errors, list_filters, paginated
+from project.schema import AGENT_TOKEN_HEADER, PAGE_PARAMETERS, ErrorSerializer, errors, list_filters, paginated
 from project.jsonsafe import json_problem
 from project.protocol import OUTCOME_KINDS
 from regions import selectors
@@ -30,6 +30,7 @@ from regions.services import agents as agent_services
 from regions.services.agent_auth import AgentCaller, agent_caller
 from regions.services import liveness
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
+from regions.services.handlers import schema_problem
 from regions.services.deadletters import DeadLettersThrottled, dead_letter_report
 from regions.services.reports import OutcomeInvalid, outcome_clean, report_apply
 from regions.services import tasks as task_services
@@ -53,6 +54,18 @@ def _agent_errors(exc: Exception):
 
 # --- agents ------------------------------------------------------------------
 
+class HandlerDeclarationSerializer(serializers.Serializer):
+    version = StrictCharField(max_length=50, required=False, default="", allow_blank=True)
+    timeout = serializers.IntegerField(min_value=1, max_value=86_400, required=False, allow_null=True, default=None)
+    payload_schema = JsonObjectField(required=False, allow_null=True, default=None)
+
+    def validate_payload_schema(self, value):
+        problem = None if value is None else schema_problem(value)
+        if problem:
+            raise ValidationError(f"payload_schema {problem}")
+        return value
+
+
 class AgentRegisterApi(APIView):
     authentication_classes = [BearerChallenge]
     permission_classes = [AllowAny]  # the registration token is checked below
@@ -63,6 +76,14 @@ class AgentRegisterApi(APIView):
         hostname = StrictCharField(max_length=255, required=False, default="")
         kind = serializers.ChoiceField(choices=["celery", "http"], required=False, default="celery")
         concurrency = serializers.IntegerField(min_value=1, max_value=1024, required=False, default=1)
+        handlers = serializers.DictField(child=HandlerDeclarationSerializer(), required=False, default=dict,
+                                         help_text="what each capability's handler declares, by capability")
+
+        def validate(self, attrs):
+            unknown = sorted(set(attrs["handlers"]) - set(attrs["capabilities"]))
+            if unknown:
+                raise ValidationError({"handlers": [f"declared for capabilities not served: {', '.join(unknown)}"]})
+            return attrs
 
     @extend_schema(request=InputSerializer, parameters=[AGENT_TOKEN_HEADER],
                    responses={201: dict, **errors(400, 401, 403, 409, 503)})
@@ -272,6 +293,10 @@ class TaskListSubmitApi(APIView):
         max_attempts = serializers.IntegerField(min_value=1, max_value=20, required=False)
         idempotency_key = StrictCharField(max_length=128, required=False)
         target_agent = StrictRegexField(AGENT_ID_RE, required=False, default="")
+        require_agent = serializers.BooleanField(
+            required=False, default=False,
+            help_text="refuse at once (409 no_agent, nothing stored) when no live agent would take the task, "
+                      "instead of storing it as waiting")
 
         def validate_payload(self, value):
             if not isinstance(value, dict):
@@ -281,8 +306,11 @@ class TaskListSubmitApi(APIView):
                 raise serializers.ValidationError(problem)
             return value
 
-    @extend_schema(request=InputSerializer, responses={201: TaskOutputSerializer, 200: TaskOutputSerializer,
-                                                       **errors(400, 401, 403, 409, 413, 429, 503)})
+    @extend_schema(request=InputSerializer, responses={
+        201: TaskOutputSerializer, 200: TaskOutputSerializer, **errors(400, 401, 403, 409, 413, 429, 503),
+        409: OpenApiResponse(ErrorSerializer, description=(
+            "idempotency_key_reused: the key was used for a different request; no_agent: require_agent was set "
+            "and no live agent serves the capability (or the target agent is not online), nothing stored."))})
     def post(self, request):
         limit = settings.TASK_PAYLOAD_LIMIT_BYTES
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
@@ -293,10 +321,14 @@ class TaskListSubmitApi(APIView):
             sub = task_services.task_submit(submitted_by=request.user, **data.validated_data)
         except task_services.PayloadTooLargeError as exc:
             raise PayloadTooLarge(str(exc)) from exc
+        except task_services.PayloadInvalid as exc:
+            raise ValidationError({"payload": [str(exc)]}) from exc
         except task_services.CapabilityRefused as exc:
             raise PermissionDenied(str(exc)) from exc
         except task_services.IdempotencyConflict as exc:
             raise Conflict(str(exc), code="idempotency_key_reused") from exc
+        except task_services.NoAgent as exc:
+            raise Conflict(str(exc), code="no_agent") from exc
         except task_services.RateLimited as exc:
             raise Throttled(wait=exc.retry_after, detail=str(exc)) from exc
         body = TaskOutputSerializer(sub.task).data

@@ -25,6 +25,7 @@ from regions.models import Agent, IngestedRecord, Task, TaskAttempt
 from regions.services import agents as agent_services
 from regions.services import liveness
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
+from regions.services.handlers import PayloadInvalid, payload_check
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class InvalidState(Exception):
 
 class CapabilityRefused(Exception):
     """The active configuration does not let this region run the capability."""
+
+
+class NoAgent(Exception):
+    """require_agent was asked and no live agent takes the task (409): nothing stored."""
 
 
 class IdempotencyConflict(Exception):
@@ -91,8 +96,10 @@ def payload_size(payload) -> int:
 def task_submit(
     *, submitted_by, capability: str, payload: dict, priority: int = 5, timeout: int | None = None,
     max_attempts: int | None = None, idempotency_key: str | None = None, target_agent: str = "",
+    require_agent: bool = False,
 ) -> Submission:
-    """Persist first, dispatch after commit: a failed send is retried by the sweeper."""
+    """Persist first, dispatch after commit: a failed send is retried by the sweeper.
+    require_agent: refuse (NoAgent) instead of storing a task that would wait."""
     # The submit path looks at the published configuration id at most every
     # HOT_PATH_CHECK_SECONDS (one Redis GET per 100 ms per process, not per task).
     config = config_current(max_age=HOT_PATH_CHECK_SECONDS)
@@ -103,11 +110,13 @@ def task_submit(
         existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=idempotency_key).first()
         if existing is not None:
             return _replayed(existing, idempotency_key=idempotency_key, digest=digest)
+    # Before the rate limit: a refused submission spends none of it.
+    initial = _initial_status(capability=capability, target_agent=target_agent)
+    _agent_required(require_agent, capability=capability, target_agent=target_agent, initial=initial)
     _rate_check(capability, definition.get("rate_limit"))
     task = _new_task(definition, submitted_by=submitted_by, capability=capability, payload=payload,
                      priority=priority, timeout=timeout, max_attempts=max_attempts, target_agent=target_agent,
-                     idempotency_key=idempotency_key, digest=digest,
-                     initial=_initial_status(capability=capability, target_agent=target_agent))
+                     idempotency_key=idempotency_key, digest=digest, initial=initial)
     try:
         with transaction.atomic():
             # The send is claimed by the INSERT itself (dispatched_at), and the
@@ -140,7 +149,12 @@ def _admitted(config, *, capability: str, payload) -> dict:
         refusal = config.secret_refusal(str(payload["auth_secret"]), str(payload.get("source", "")))
         if refusal:
             raise CapabilityRefused(refusal)
-    return config.task_definition(capability)
+    definition = config.task_definition(capability)
+    declared = payload_check(capability=capability, payload=payload, definition=definition)  # PayloadInvalid
+    if declared.timeout and not definition.get("timeout"):
+        # The handler's own default timeout comes after the configuration's.
+        definition = {**definition, "timeout": declared.timeout}
+    return definition
 
 
 def _new_task(definition: dict, *, submitted_by, capability: str, payload, priority: int, timeout: int | None,
@@ -176,6 +190,10 @@ def item_refused(exc: Exception) -> ItemRefused:
         return ItemRefused(409, "idempotency_key_reused", str(exc))
     if isinstance(exc, RateLimited):
         return ItemRefused(429, "throttled", str(exc))
+    if isinstance(exc, NoAgent):
+        return ItemRefused(409, "no_agent", str(exc))
+    if isinstance(exc, PayloadInvalid):
+        return ItemRefused(400, "invalid", str(exc))
     raise exc
 
 
@@ -196,12 +214,15 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
                 continue
             capability, target = item["capability"], item.get("target_agent", "")
             definition = _admitted(config, capability=capability, payload=item.get("payload", {}))
+            if (capability, target) not in initial:  # one counter read per capability and target
+                initial[(capability, target)] = _initial_status(capability=capability, target_agent=target)
+            _agent_required(item.get("require_agent", False), capability=capability, target_agent=target,
+                            initial=initial[(capability, target)])
             _rate_check(capability, definition.get("rate_limit"))
-        except (PayloadTooLargeError, CapabilityRefused, IdempotencyConflict, RateLimited) as exc:
+        except (PayloadTooLargeError, CapabilityRefused, IdempotencyConflict, RateLimited, PayloadInvalid,
+                NoAgent) as exc:
             results[index] = item_refused(exc)
             continue
-        if (capability, target) not in initial:
-            initial[(capability, target)] = _initial_status(capability=capability, target_agent=target)
         fresh.append((index, _new_task(
             definition, submitted_by=submitted_by, capability=capability, payload=item.get("payload", {}),
             priority=item.get("priority", 5), timeout=item.get("timeout"), max_attempts=item.get("max_attempts"),
@@ -258,18 +279,54 @@ def _initial_status(*, capability: str, target_agent: str) -> tuple[str, str]:
     if target_agent:
         agent = Agent.objects.filter(agent_id=target_agent).only("status", "desired", "capabilities").first()
         if agent is None or agent.status != Agent.Status.ONLINE:
-            return Task.Status.WAITING, f"target agent {target_agent} is not online"
-        if capability not in agent.capabilities:
-            return Task.Status.WAITING, f"target agent {target_agent} does not serve {capability}"
-        return Task.Status.QUEUED, ""
+            reason = f"target agent {target_agent} is not online"
+        elif capability not in agent.capabilities:
+            reason = f"target agent {target_agent} does not serve {capability}"
+        else:
+            return Task.Status.QUEUED, ""
+        return Task.Status.WAITING, _with_deadline(reason, capability=capability, since=timezone.now())
     if agent_services.capability_live(capability):
         return Task.Status.QUEUED, ""
-    return Task.Status.WAITING, waiting_reason(capability)
+    return Task.Status.WAITING, waiting_reason(capability, since=timezone.now())
 
 
-def waiting_reason(capability: str) -> str:
+def _agent_required(required: bool, *, capability: str, target_agent: str, initial: tuple[str, str]) -> None:
+    """require_agent: a task that would wait is refused instead (nothing stored)."""
+    if not required or initial[0] != Task.Status.WAITING:
+        return
+    if target_agent:
+        why = initial[1].split(";")[0]  # "target agent a1 is not online"
+        raise NoAgent(f"{why} in region {settings.REGION_ID}; nothing was stored (require_agent)")
+    held = initial[1].split(";")[0] if initial[1].startswith("the agents serving") else ""
+    raise NoAgent(f"no live agent serves capability {capability!r} in region {settings.REGION_ID}"
+                  + (f": {held}" if held else "")
+                  + "; nothing was stored (require_agent; submit without it to wait for one)")
+
+
+def wait_deadline(capability: str, config=None) -> int:
+    """Seconds a task of `capability` may wait for an agent: the configuration's
+    tasks.<capability>.wait_deadline, else settings.TASK_WAIT_DEADLINE."""
+    config = config or config_current(max_age=HOT_PATH_CHECK_SECONDS)
+    return int(config.task_definition(capability).get("wait_deadline") or settings.TASK_WAIT_DEADLINE)
+
+
+def _with_deadline(reason: str, *, capability: str, since: datetime | None) -> str:
+    """The waiting reason and when the deadline fails the task: the time, when the
+    wait starts now (submit, retry); its length otherwise (a queued task that
+    stalls: its wait counts from when its attempt was sent)."""
+    seconds = wait_deadline(capability)
+    if since is not None:
+        at = (since + timedelta(seconds=seconds)).astimezone(dt_timezone.utc)
+        note = f"; it fails (no_agent) at {at:%Y-%m-%dT%H:%M:%SZ} if still waiting"
+    else:
+        note = f"; it fails (no_agent) {seconds} s after it was sent if still waiting"
+    return reason[:255 - len(note)] + note
+
+
+def waiting_reason(capability: str, *, since: datetime | None = None) -> str:
     """Why nobody takes a task of `capability`: no agent online serves it, or
-    those online are held by the operator (cordoned or draining)."""
+    those online are held by the operator (cordoned or draining); and when the
+    wait deadline fails it."""
     online_held = Agent.objects.filter(status=Agent.Status.ONLINE).exclude(desired=Agent.Desired.ACTIVE)
     if _json_contains():
         held = list(online_held.filter(capabilities__contains=[capability]).values_list("agent_id", flat=True)[:4])
@@ -277,8 +334,8 @@ def waiting_reason(capability: str) -> str:
         held = [a for a, caps in online_held.values_list("agent_id", "capabilities")[:1000] if capability in caps][:4]
     if held:
         names = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
-        return HELD_REASON.format(cap=capability, agents=names)[:255]
-    return NO_AGENT_REASON.format(cap=capability)[:255]
+        return _with_deadline(HELD_REASON.format(cap=capability, agents=names), capability=capability, since=since)
+    return _with_deadline(NO_AGENT_REASON.format(cap=capability), capability=capability, since=since)
 
 
 def _json_contains() -> bool:
@@ -725,11 +782,71 @@ def task_sweep(*, now=None, batch: int = 500) -> dict:
                        .order_by().values_list("capability", flat=True).distinct()[:batch]):
         stalled += Task.objects.filter(status=Task.Status.QUEUED, target_agent="", capability=capability).update(
             status=Task.Status.WAITING, status_reason=waiting_reason(capability))
+    no_agent = _fail_waiting_past_deadline(now, batch, live=live)
     resent = _resend_lost_in_flight(now, batch)
     overdue = _fail_overdue_running(now, batch)
     orphaned = _requeue_tasks_of_stopped_agents(now)
-    return {"sent": sent, "woke": woke, "stalled": stalled, "resent": resent, "overdue": overdue,
-            "orphaned": orphaned}
+    return {"sent": sent, "woke": woke, "stalled": stalled, "no_agent": no_agent, "resent": resent,
+            "overdue": overdue, "orphaned": orphaned}
+
+
+def _fail_waiting_past_deadline(now, batch: int, *, live: set[str]) -> int:
+    """Nothing waits forever: a task still waiting for an agent when its wait
+    deadline has passed fails with reason no_agent. The wait counts from when
+    its current attempt was sent (dispatched_at: the submit, a retry or a
+    requeue; created_at while unsent). The deadline is the configuration's
+    tasks.<capability>.wait_deadline, else settings.TASK_WAIT_DEADLINE.
+
+    A task whose capability is live again (it wakes in this sweep) or whose
+    target agent is online is left alone; and the rows are locked and changed
+    on status = waiting only, so a task an agent claimed a moment ago (the
+    claim is a fenced UPDATE on the same row) is never failed: one of the two
+    wins, and the other changes nothing."""
+    config = config_current()
+    custom = {capability: int(definition["wait_deadline"])
+              for capability, definition in (config.content.get("tasks") or {}).items()
+              if isinstance(definition, dict) and definition.get("wait_deadline")}
+
+    def past(seconds: int) -> Q:  # both arms can use the (status, dispatched_at) index
+        cut = now - timedelta(seconds=seconds)
+        return Q(dispatched_at__lt=cut) | Q(dispatched_at__isnull=True, created_at__lt=cut)
+
+    expired = past(settings.TASK_WAIT_DEADLINE) & ~Q(capability__in=list(custom))
+    for capability, seconds in custom.items():
+        expired |= Q(capability=capability) & past(seconds)
+    online = Agent.objects.filter(status=Agent.Status.ONLINE).values("agent_id")
+    candidates = (Task.objects.filter(expired, status=Task.Status.WAITING)
+                  .exclude(target_agent="", capability__in=live).exclude(target_agent__in=online))
+    failed: list = []
+    count = 0
+    with transaction.atomic():
+        # skip_locked: a row a claim holds right now is the claim's; the next tick sees it again.
+        rows = list(candidates.select_for_update(skip_locked=True).order_by()
+                    .values_list("id", "capability", "target_agent")[:batch])
+        groups: dict[tuple[str, str], list] = {}
+        for task_id, capability, target in rows:
+            groups.setdefault((capability, target), []).append(task_id)
+        for (capability, target), ids in groups.items():
+            seconds = custom.get(capability, settings.TASK_WAIT_DEADLINE)
+            if target:
+                error = (f"no_agent: target agent {target} did not take this task of capability {capability!r} "
+                         f"within its wait deadline of {seconds} s")
+            else:
+                error = (f"no_agent: no live agent serving capability {capability!r} checked in within the wait "
+                         f"deadline of {seconds} s")
+            changed = Task.objects.filter(id__in=ids, status=Task.Status.WAITING).update(
+                status=Task.Status.FAILED, error=error, status_reason="no_agent", finished_at=now)
+            # An open history row of the current attempt (rare: a waiting attempt
+            # normally has none) is closed as failed too.
+            TaskAttempt.objects.filter(task_id__in=ids, number=F("task__attempt"), outcome="").update(
+                outcome=TaskAttempt.Outcome.FAILED, error=error, finished_at=now)
+            failed.extend(ids)
+            count += changed
+            logger.warning("%d tasks of %s failed: no agent within the wait deadline of %s s", changed,
+                           capability, seconds)
+        # TODO(wait): publish the failed ids for long-poll waiters once the
+        # publisher exists (task_events.task_finished_publish(task_ids)), on commit.
+    return count
 
 
 def _resend_lost_in_flight(now, batch: int) -> int:
