@@ -184,3 +184,48 @@ def task_forward_parse(body: Any) -> dict:
     data.is_valid(raise_exception=True)
     return {"capability": data.validated_data["capability"], "residency": data.validated_data.get("residency"),
             "region": data.validated_data.get("region")}
+
+
+BATCH_MAX_ITEMS = 500  # the region's POST /api/v1/tasks/batch limit
+
+
+class TaskBatchHeadSerializer(serializers.Serializer):
+    """What the router reads of a batch it forwards: the items' capabilities and
+    where the batch may go; the items pass through unread (the region checks them)."""
+
+    tasks = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=BATCH_MAX_ITEMS)
+    residency = serializers.RegexField(LABEL_RE, required=False, allow_null=True)
+    region = StrictRegexField(REGION_ID_RE, required=False, allow_null=True)
+
+    def validate_tasks(self, items: list) -> list:
+        if not any(_item_capability(item) for item in items):
+            raise serializers.ValidationError("no item names a valid capability: nothing to route by")
+        return items
+
+
+def _item_capability(item: Any) -> str | None:
+    name = item.get("capability") if isinstance(item, dict) else None
+    return name if isinstance(name, str) and capability_name(name) else None
+
+
+def task_batch_forward_parse(body: Any) -> dict:
+    """{"capabilities", "residency", "region"} of a batch, or a ValidationError.
+    Items without a valid capability are left to the region, which refuses each
+    of them in its answer as it would alone."""
+    _require_object(body, "A batch")
+    data = TaskBatchHeadSerializer(data=body)
+    data.is_valid(raise_exception=True)
+    capabilities = [name for name in map(_item_capability, data.validated_data["tasks"]) if name]
+    return {"capabilities": list(dict.fromkeys(capabilities)), "residency": data.validated_data.get("residency"),
+            "region": data.validated_data.get("region")}
+
+
+def task_redirect_region(query: Any) -> str:
+    """The `region` of a task request at the router (?region=<region_id>), or a ValidationError naming it."""
+    values = query.getlist("region") if hasattr(query, "getlist") else [query.get("region")]
+    value = values[-1] if values else None
+    if not isinstance(value, str) or not value or len(values) > 1 or not re.match(REGION_ID_RE, value):
+        raise serializers.ValidationError({"region": [
+            "the region that owns the task is required: ?region=<region_id> (a task reference is "
+            "<region_id>/<task id>)"]})
+    return value

@@ -355,18 +355,64 @@ def task_forward(*, capability: str, residency: str | None, region: str | None =
     The whole forward, across candidates, is held to ROUTER_FORWARD_BUDGET_SECONDS
     (each connect to ROUTER_FORWARD_CONNECT_TIMEOUT): the web worker runs one
     request at a time, and gunicorn kills it past its 30 s timeout."""
-    answer = route(capability=capability, residency=residency, region=region, count=5)
+    candidates = route(capability=capability, residency=residency, region=region, count=5).regions
+    return _forward(candidates=candidates, path="/api/v1/tasks", key="task", body=body, authorization=authorization)
+
+
+def task_batch_forward(*, capabilities: list[str], residency: str | None, region: str | None = None, body: bytes,
+                       authorization: str) -> tuple[int, dict]:
+    """Send a whole batch to ONE region that serves every capability in it (a
+    batch is one request to one region: its items are answered together, and a
+    retry after an uncertain forward goes to that region with the same keys).
+    Same candidates, budget and uncertainty rules as task_forward."""
+    candidates = route_all(capabilities=capabilities, residency=residency, region=region, count=5)
+    return _forward(candidates=candidates, path="/api/v1/tasks/batch", key="batch", body=body,
+                    authorization=authorization)
+
+
+def route_all(*, capabilities: list[str], residency: str | None = None, region: str | None = None,
+              count: int = 3) -> list[dict]:
+    """The regions that serve every one of `capabilities`, ranked by the idle
+    agents of their scarcest capability, then by freshness (route's order for
+    one). A capability no region serves raises route's NoRegion naming it."""
+    names = list(dict.fromkeys(capabilities))
+    if len(names) == 1:
+        return route(capability=names[0], residency=residency, region=region, count=count).regions
+    everywhere = len(directory_entries()) or 1
+    ranked: dict[str, dict] = {}
+    served: list[set[str]] = []
+    for name in names:
+        regions = route(capability=name, residency=residency, region=region, count=everywhere).regions
+        served.append({r["region_id"] for r in regions})
+        for answer in regions:
+            best = ranked.setdefault(answer["region_id"], dict(answer))
+            if answer["idle"] < best["idle"]:
+                best.update(idle=answer["idle"], count=answer["count"])
+    common = set.intersection(*served)
+    if not common:
+        raise NoRegion(f"No eligible region serves all of {', '.join(names)}"
+                       f"{f' with residency {residency}' if residency else ''}"
+                       f"{f' in region {region}' if region else ''}: split the batch.",
+                       skipped={})
+    best = sorted((ranked[r] for r in common), key=lambda r: (-r["idle"], r["summary_age_seconds"], r["region_id"]))
+    return best[:count]
+
+
+def _forward(*, candidates: list[dict], path: str, key: str, body: bytes, authorization: str) -> tuple[int, dict]:
+    """POST `body` to `path` of the first candidate region that can be reached,
+    within ROUTER_FORWARD_BUDGET_SECONDS; the region's answer comes back under
+    `key`, with the region's status code."""
     budget = float(settings.ROUTER_FORWARD_BUDGET_SECONDS)
     deadline = time.monotonic() + budget
     errors = {}
-    for candidate in answer.regions:
+    for candidate in candidates:
         left = deadline - time.monotonic()
         if left <= 0:
             raise ForwardBudgetSpent(
                 f"No region answered within the router's forward budget of {budget:g} s "
                 f"(ROUTER_FORWARD_BUDGET_SECONDS); the task was sent nowhere: retry later.",
                 retry_after=max(1, math.ceil(budget)), errors=errors)
-        url = f"{candidate['orchestrator_url']}/api/v1/tasks"
+        url = f"{candidate['orchestrator_url']}{path}"
         try:
             response = requests.post(url, data=body, timeout=(min(settings.ROUTER_FORWARD_CONNECT_TIMEOUT, left), left),
                                      headers={"Authorization": authorization, "Content-Type": "application/json"})
@@ -382,7 +428,7 @@ def task_forward(*, capability: str, residency: str | None, region: str | None =
                 f"Region {candidate['region_id']} ({candidate['orchestrator_url']}) did not answer "
                 f"({exc.__class__.__name__}); the task may have been accepted there. Idempotency keys are kept per "
                 f"region: check there, or retry against that region only, with the same idempotency_key "
-                f"({candidate['orchestrator_url']}/api/v1/tasks, or here with \"region\": "
+                f"({url}, or here with \"region\": "
                 f"\"{candidate['region_id']}\"). An unpinned retry here may pick another region and run it twice.",
                 region_id=candidate["region_id"], regional_orchestrator_url=candidate["orchestrator_url"],
                 retry_with={"region": candidate["region_id"]}) from exc
@@ -392,8 +438,21 @@ def task_forward(*, capability: str, residency: str | None, region: str | None =
             data = {"detail": response.text[:500]}
         return response.status_code, {"region_id": candidate["region_id"],
                                       "regional_orchestrator_url": candidate["orchestrator_url"],
-                                      "task": data}
+                                      key: data}
     raise NoRegion("No eligible region accepted the task.", errors=errors)
+
+
+def task_redirect(*, region_id: str, path: str, query: str) -> str:
+    """Where a request about a task of `region_id` belongs: that region's
+    orchestrator URL with the same path and query (the caller's `region`
+    already taken out). The router answers with a redirect there and never
+    carries the answer: task data and results never cross it. A stale region
+    is still named (its summaries may lag while it serves); a disabled or
+    unknown one is not."""
+    entry = next((e for e in directory_entries() if e.region.region_id == region_id), None)
+    if entry is None:
+        raise NotFound(f"No region {region_id} (unknown or disabled).", region_id=region_id)
+    return f"{entry.region.orchestrator_url}{path}{f'?{query}' if query else ''}"
 
 
 def _never_sent(exc: requests.RequestException) -> bool:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -11,7 +12,7 @@ from rest_framework.views import APIView
 from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.schema import FORWARDED, errors
-from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer
+from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer, StrictRegexField
 from router import inputs, selectors, services
 
 
@@ -133,6 +134,94 @@ class TaskForwardApi(APIView):
         except services.RouterError as exc:
             return _error(exc)
         return Response(body, status=code)
+
+
+_BATCH_FORWARD = {"type": "object", "required": ["region_id", "regional_orchestrator_url", "batch"], "properties": {
+    "region_id": {"type": "string"}, "regional_orchestrator_url": {"type": "string"},
+    "batch": {"type": "object", "description": "the region's answer: accepted, refused and each item's result, "
+                                               "or why it refused the whole batch"}}}
+_BATCH_FORWARD_OR_ERROR = {"anyOf": [{"$ref": "#/components/schemas/Error"}, _BATCH_FORWARD]}
+
+
+class TaskBatchForwardApi(APIView):
+    """A batch of submissions forwarded whole to ONE region serving every capability in it."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="TaskBatchForward")
+    class InputSerializer(inputs.TaskBatchHeadSerializer):
+        """What the router reads of the body (inputs.task_batch_forward_parse); the items pass through."""
+
+    @extend_schema(request=InputSerializer, responses={
+        200: OpenApiResponse(_BATCH_FORWARD, description="The region answered the batch (each item in `results`)."),
+        **{code: OpenApiResponse(_BATCH_FORWARD_OR_ERROR, description="Refused here, or by the region (then its "
+                                 "answer is in `batch`).") for code in (400, 401, 403, 413, 429)},
+        **errors(503, 504)})
+    def post(self, request):
+        head = inputs.task_batch_forward_parse(request.data)
+        try:
+            code, body = services.task_batch_forward(**head, body=request.body,
+                                                     authorization=request.META.get("HTTP_AUTHORIZATION", ""))
+        except services.RouterError as exc:
+            return _error(exc)
+        return Response(body, status=code)
+
+
+_REDIRECT = OpenApiResponse(
+    {"type": "object", "properties": {"region_id": {"type": "string"}, "location": {"type": "string"}}},
+    description="Temporary Redirect to the owning region (same method, path and query, without `region`): "
+                "the router never carries a task's data. Send the credential again there.")
+_LOCATION = OpenApiParameter("Location", str, OpenApiParameter.HEADER, required=True, response=[307],
+                             description="the region's URL for this request")
+_REGION_PARAMETER = OpenApiParameter(
+    "region", str, OpenApiParameter.QUERY, required=True, pattern=inputs.REGION_ID_RE.replace("\\Z", "$"),
+    description="the region that owns the task (a task reference is <region_id>/<task id>)")
+
+
+class TaskRedirectApi(APIView):
+    """A task's reads and actions, answered by its region: 307 there, never proxied."""
+
+    permission_classes = [IsAuthenticated]
+
+    def _redirect(self, request) -> Response:
+        try:
+            region_id = inputs.task_redirect_region(request.query_params)
+            query = request.query_params.copy()
+            query.pop("region", None)
+            location = services.task_redirect(region_id=region_id, path=request.path, query=query.urlencode())
+        except services.RouterError as exc:
+            return _error(exc)
+        return Response({"region_id": region_id, "location": location}, status=status.HTTP_307_TEMPORARY_REDIRECT,
+                        headers={"Location": location})
+
+
+class TaskDetailRedirectApi(TaskRedirectApi):
+    @extend_schema(operation_id="task_detail_redirect", parameters=[_REGION_PARAMETER, OpenApiParameter(
+        "wait", int, OpenApiParameter.QUERY, required=False, description="passed on to the region (long-poll)"), _LOCATION],
+        responses={307: _REDIRECT, **errors(400, 401, 404)})
+    def get(self, request, task_id):
+        return self._redirect(request)
+
+
+class TaskCancelRedirectApi(TaskRedirectApi):
+    @extend_schema(operation_id="task_cancel_redirect", request=None, parameters=[_REGION_PARAMETER, _LOCATION],
+                   responses={307: _REDIRECT, **errors(400, 401, 404)})
+    def post(self, request, task_id):
+        return self._redirect(request)
+
+
+class TaskRetryRedirectApi(TaskRedirectApi):
+    @extend_schema(operation_id="task_retry_redirect", request=None, parameters=[_REGION_PARAMETER, _LOCATION],
+                   responses={307: _REDIRECT, **errors(400, 401, 404)})
+    def post(self, request, task_id):
+        return self._redirect(request)
+
+
+class TaskWaitRedirectApi(TaskRedirectApi):
+    @extend_schema(operation_id="task_wait_redirect", request={"application/json": OpenApiTypes.OBJECT},
+                   parameters=[_REGION_PARAMETER, _LOCATION], responses={307: _REDIRECT, **errors(400, 401, 404)})
+    def post(self, request):
+        return self._redirect(request)
 
 
 class RegionListApi(APIView):

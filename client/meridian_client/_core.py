@@ -1,0 +1,594 @@
+"""The client's logic, written once for the sync and the async client.
+
+Every operation is a generator that *describes* its I/O: it yields a
+:class:`Send` (an HTTP request) and is sent back a :class:`Reply` or a
+:class:`Failure`, yields a :class:`Sleep`, or yields an :class:`Emit` (a value
+for an iterator such as ``as_completed``). ``Client`` drives these generators
+with ``httpx.Client`` and ``time.sleep``, ``AsyncClient`` with
+``httpx.AsyncClient`` and ``asyncio.sleep``: retries, redirects, long-poll
+loops and error mapping exist once, here, and nothing here does I/O.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Generator, Iterable, Mapping, Protocol, TypeVar
+from urllib.parse import urljoin
+
+from meridian_client.errors import (APIError, ForwardUncertain, MeridianError, NoRegion, NotFound, RateLimited,
+                                    ServerError, TaskCancelled, TaskFailed, TransportError, Unavailable, WaitTimeout,
+                                    error_from_answer)
+
+T = TypeVar("T")
+
+FINAL = frozenset({"succeeded", "failed", "cancelled"})
+MAX_WAIT = 60  # seconds, the server's bound for ?wait= and POST /api/v1/tasks/wait
+MAX_WAIT_IDS = 1000  # ids per POST /api/v1/tasks/wait
+MAX_REDIRECTS = 5
+TASKS_PATH = "/api/v1/tasks"
+
+
+# --- what an operation asks of its driver --------------------------------------------
+
+@dataclass(frozen=True)
+class Send:
+    """An HTTP request. ``read_timeout`` overrides the client's (long polls)."""
+
+    method: str
+    url: str
+    json: Any = None
+    params: Mapping[str, Any] | None = None
+    read_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Emit:
+    """A value for the caller of an iterating operation (as_completed)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: Any  # the decoded JSON, or the text when it is not JSON
+    url: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The request got no answer. ``connected`` False: it never left (refused,
+    connect timeout, TLS handshake), so sending it again cannot do anything twice."""
+
+    error: Exception
+    connected: bool
+
+
+Step = Send | Sleep | Emit
+Outcome = Reply | Failure | None
+Gen = Generator[Step, Outcome, T]
+
+
+def reply_from(status: int, headers: Mapping[str, str], content: bytes, url: str) -> Reply:
+    """A Reply from raw HTTP parts (the drivers' one parse)."""
+    body: Any = None
+    if content:
+        try:
+            body = json.loads(content)
+        except ValueError:
+            body = content.decode("utf-8", "replace")
+    return Reply(status=status, headers={k.lower(): v for k, v in headers.items()}, body=body, url=url)
+
+
+# --- pure helpers ------------------------------------------------------------------------
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date;
+    None when absent or unreadable, 0 for a date already past."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, infinities
+        return None
+    return max(0.0, seconds)
+
+
+def backoff(attempt: int, *, retry_after: float | None = None, base: float = 0.5, cap: float = 30.0,
+            rand: Callable[[], float] = random.random) -> float:
+    """How long to wait before retry number ``attempt`` (0 for the first).
+
+    With a Retry-After: that long, plus up to 10% so that callers told the same
+    time do not all come back at once (never earlier than asked). Without:
+    exponential from ``base``, capped at ``cap``, with "equal jitter" (half
+    fixed, half random), so a retry always waits a little."""
+    if retry_after is not None:
+        return retry_after * (1 + 0.1 * rand())
+    ceiling = min(cap, base * (2 ** min(attempt, 32)))
+    return ceiling / 2 + ceiling / 2 * rand()
+
+
+def parse_ref(text: str) -> tuple[str | None, str]:
+    """``"<region_id>/<uuid>"`` or a bare ``"<uuid>"`` -> (region_id or None, uuid)."""
+    if not isinstance(text, str):
+        raise ValueError(f"a task reference is a string, not {type(text).__name__}")
+    region, _, task_id = text.strip().rpartition("/")
+    try:
+        task_id = str(uuid.UUID(task_id))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a task reference (<region_id>/<task uuid>, or the uuid alone)") from None
+    if region and not all(c.isalnum() or c in "-_" for c in region) or len(region) > 64:
+        raise ValueError(f"{text!r}: {region!r} is not a region id")
+    return (region or None), task_id
+
+
+def region_url_from_task_url(task_url: Any) -> str | None:
+    """The region's base URL out of a task's ``url`` (…/api/v1/tasks/<id>)."""
+    if isinstance(task_url, str) and TASKS_PATH + "/" in task_url:
+        return task_url.rsplit(TASKS_PATH + "/", 1)[0]
+    return None
+
+
+def final(task: Mapping[str, Any] | None) -> bool:
+    return bool(task) and task.get("status") in FINAL  # type: ignore[union-attr]
+
+
+def task_outcome(task: Mapping[str, Any]) -> Any:
+    """The result of a final task, or its failure as an exception."""
+    status = task.get("status")
+    if status == "succeeded":
+        return task.get("result")
+    if status == "cancelled":
+        raise TaskCancelled(f"task {task.get('id')} was cancelled", task=task)
+    error = task.get("error") or task.get("status_reason") or "failed"
+    raise TaskFailed(f"task {task.get('id')} failed after {task.get('attempt')} attempt(s): {error}", task=task)
+
+
+def _error_body(body: Any) -> Any:
+    """A region's refusal passed back by the router sits under "task" (or "batch")."""
+    if isinstance(body, dict) and "error" not in body and "regional_orchestrator_url" in body:
+        for key in ("task", "batch"):
+            if isinstance(body.get(key), dict):
+                return body[key]
+    return body
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A batch item the region refused: its ``index`` in the batch, the HTTP
+    ``status`` it would have had alone, the ``error`` code and ``detail``."""
+
+    index: int
+    status: int
+    error: str
+    detail: Any
+
+    def exception(self) -> APIError:
+        """The exception a single submission would have raised."""
+        detail = self.detail if isinstance(self.detail, str) else json.dumps(self.detail)
+        body = {"error": self.error, "detail": detail}
+        if not isinstance(self.detail, str):
+            body["fields"] = self.detail
+        return error_from_answer(self.status, body)
+
+
+class RefState(Protocol):
+    """What the core reads and updates of a task reference."""
+
+    task_id: str
+    region_id: str | None
+    region_url: str | None
+    task: dict[str, Any] | None
+
+
+class _Never(Exception):
+    """The request never reached the server (for route-then-submit's failover)."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(str(failure.error))
+        self.failure = failure
+
+
+# --- the logic ----------------------------------------------------------------------
+
+@dataclass
+class Core:
+    """Shared state and operations of a client: its URL, key, timeouts and what it
+    learned (whether its URL is a router or a region, where each region is)."""
+
+    url: str
+    api_key: str
+    timeout: float = 30.0
+    deadline: float = 120.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    rand: Callable[[], float] = random.random
+    clock: Callable[[], float] = time.monotonic
+    region_urls: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.url = self.url.rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be an http(s) URL, not {self.url!r}")
+        if not self.api_key:
+            raise ValueError("an API key is required (api_key=..., or MERIDIAN_API_KEY for the CLI)")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        from meridian_client import __version__
+
+        return {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json",
+                "User-Agent": f"meridian-client/{__version__}"}
+
+    # --- one request, retried where safe ------------------------------------------
+    def call(self, method: str, url: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+             safe: bool, read_timeout: float | None = None, within: float | None = None,
+             failover: bool = False) -> Gen[Reply]:
+        """Send until an answer below 400 (returned) or an error that is final
+        (raised). Retried, with backoff, within ``within`` seconds (the client's
+        deadline): 429 and 503 always (they say nothing was done; Retry-After
+        honoured); other 5xx and dropped connections only when ``safe`` (a read,
+        or a submission carrying its idempotency key); a request that never
+        left, always (unless ``failover``: then raised at once as _Never, for
+        the caller to try elsewhere). A 307/308 is followed here, re-sending the
+        key (httpx drops it across origins) and noting where the region is."""
+        end = self.clock() + (self.deadline if within is None else within)
+        attempt = redirects = 0
+        while True:
+            outcome = yield Send(method, url, json=json, params=params, read_timeout=read_timeout)
+            error: MeridianError
+            retry_after = None
+            if isinstance(outcome, Failure):
+                if failover and not outcome.connected:
+                    raise _Never(outcome)
+                error = TransportError(f"{method} {url}: {type(outcome.error).__name__}: {outcome.error}")
+                if outcome.connected and not safe:
+                    raise error from outcome.error
+            else:
+                assert isinstance(outcome, Reply)
+                if outcome.status in (307, 308) and "location" in outcome.headers:
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise TransportError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
+                    url = urljoin(outcome.url, outcome.headers["location"])
+                    params = None  # the Location carries the query
+                    self._learn_redirect(outcome, url)
+                    continue
+                if outcome.status < 400:
+                    return outcome
+                retry_after = parse_retry_after(outcome.headers.get("retry-after"))
+                error = error_from_answer(outcome.status, _error_body(outcome.body), retry_after=retry_after,
+                                          url=outcome.url)
+                if not self._retryable(error, safe):
+                    raise error
+            delay = backoff(attempt, retry_after=retry_after, base=self.backoff_base, cap=self.backoff_cap,
+                            rand=self.rand)
+            if self.clock() + delay > end:
+                raise error
+            yield Sleep(delay)
+            attempt += 1
+
+    @staticmethod
+    def _retryable(error: APIError, safe: bool) -> bool:
+        if isinstance(error, NoRegion):
+            return False  # no region serves it: waiting the deadline out would only hide that
+        if isinstance(error, (RateLimited, Unavailable)):
+            return True
+        return safe and isinstance(error, ServerError) and not isinstance(error, ForwardUncertain)
+
+    def _learn_redirect(self, reply: Reply, location: str) -> None:
+        region_id = reply.body.get("region_id") if isinstance(reply.body, dict) else None
+        base = location.split(TASKS_PATH, 1)[0] if TASKS_PATH in location else None
+        if isinstance(region_id, str) and base:
+            self.region_urls[region_id] = base
+
+    def server_info(self) -> Gen[dict[str, Any]]:
+        """What the client's URL is ({"role": "router"|"region", "region_id"}), asked once (/healthz)."""
+        if self.info is None:
+            reply = yield from self.call("GET", f"{self.url}/healthz", safe=True)
+            body = reply.body if isinstance(reply.body, dict) else {}
+            self.info = {"role": body.get("role", "region"), "region_id": body.get("region_id")}
+        return self.info
+
+    # --- where a task lives ------------------------------------------------------------
+    def where(self, ref: RefState) -> Gen[tuple[str, dict[str, str]]]:
+        """(base URL, query) for requests about a task: its region directly when
+        known, else the router with ?region= (which redirects there)."""
+        if ref.region_url:
+            return ref.region_url, {}
+        if ref.region_id and ref.region_id in self.region_urls:
+            ref.region_url = self.region_urls[ref.region_id]
+            return ref.region_url, {}
+        info = yield from self.server_info()
+        if info["role"] == "router":
+            if not ref.region_id:
+                raise ValueError(f"task {ref.task_id}: through the router a reference needs its region "
+                                 f"(<region_id>/{ref.task_id})")
+            return self.url, {"region": ref.region_id}
+        if ref.region_id and info.get("region_id") and ref.region_id != info["region_id"]:
+            raise NotFound(f"task {ref.region_id}/{ref.task_id} is not in region {info['region_id']} (this "
+                           f"client's URL): use the router's URL", status=404, code="not_found")
+        ref.region_id = ref.region_id or info.get("region_id")
+        return self.url, {}
+
+    def _took(self, ref: RefState, task: Any) -> dict[str, Any]:
+        """Note a task's latest state on its reference (and where its region is)."""
+        if not isinstance(task, dict):
+            raise MeridianError(f"task {ref.task_id}: the server answered {str(task)[:200]!r}, not a task")
+        ref.task = task
+        if isinstance(task.get("region_id"), str):
+            ref.region_id = ref.region_id or task["region_id"]
+        url = region_url_from_task_url(task.get("url"))
+        if url and not ref.region_url:
+            ref.region_url = url
+            if ref.region_id:
+                self.region_urls.setdefault(ref.region_id, url)
+        return task
+
+    # --- one task --------------------------------------------------------------------
+    def get(self, ref: RefState, *, wait: int | None = None) -> Gen[dict[str, Any]]:
+        base, params = yield from self.where(ref)
+        if wait is not None:
+            params = {**params, "wait": wait}
+        reply = yield from self.call("GET", f"{base}{TASKS_PATH}/{ref.task_id}", params=params, safe=True,
+                                     read_timeout=(wait + self.timeout) if wait else None)
+        return self._took(ref, reply.body)
+
+    def action(self, ref: RefState, name: str) -> Gen[dict[str, Any]]:
+        """cancel or retry: not repeated after a dropped connection (it may have happened)."""
+        base, params = yield from self.where(ref)
+        reply = yield from self.call("POST", f"{base}{TASKS_PATH}/{ref.task_id}/{name}", params=params, safe=False)
+        return self._took(ref, reply.body)
+
+    def wait(self, ref: RefState, *, timeout: float | None) -> Gen[dict[str, Any]]:
+        """The task once final, long-polling (?wait=, at most 60 s a request) until
+        ``timeout`` (None: no limit). A server that answers at once (no long-poll)
+        is asked again after a short, growing pause."""
+        if final(ref.task):
+            return ref.task  # type: ignore[return-value]
+        end = None if timeout is None else self.clock() + timeout
+        pause = 0.1
+        while True:
+            left = MAX_WAIT if end is None else max(0.0, end - self.clock())
+            wait = int(min(MAX_WAIT, left))
+            asked = self.clock()
+            task = yield from self.get(ref, wait=wait)
+            if final(task):
+                return task
+            left = None if end is None else end - self.clock()
+            if left is not None and left <= 0:
+                raise WaitTimeout(f"task {ref.task_id} still {task.get('status')} after {timeout:g} s",
+                                  task=task, pending=[ref])
+            if self.clock() - asked < max(wait - 1, 0.05):  # answered early and not final: no long-poll here
+                yield Sleep(pause if left is None else min(pause, left))
+                pause = min(pause * 1.5, 2.0)
+
+    def result(self, ref: RefState, *, timeout: float | None) -> Gen[Any]:
+        task = yield from self.wait(ref, timeout=timeout)
+        return task_outcome(task)
+
+    # --- many tasks ----------------------------------------------------------------------
+    def as_completed(self, refs: list[RefState], *, timeout: float | None) -> Gen[None]:
+        """Emit each reference as its task becomes final (already-final ones first);
+        WaitTimeout (with .pending) when ``timeout`` runs out first. One
+        POST /api/v1/tasks/wait per region (up to 1000 ids) answers as soon as one
+        of them is final; a region without it is polled."""
+        end = None if timeout is None else self.clock() + timeout
+        pending: dict[str, RefState] = {}
+        for ref in refs:
+            if final(ref.task):
+                yield Emit(ref)
+            else:
+                pending[ref.task_id] = ref
+        groups: dict[tuple[str, tuple], list[RefState]] = {}
+        for ref in pending.values():
+            base, params = yield from self.where(ref)
+            groups.setdefault((base, tuple(sorted(params.items()))), []).append(ref)
+        unsupported: set[tuple[str, tuple]] = set()
+        pause = 0.1
+        while pending:
+            left = None if end is None else end - self.clock()
+            if left is not None and left <= 0:
+                raise WaitTimeout(f"{len(pending)} of {len(refs)} task(s) not finished after {timeout:g} s",
+                                  pending=list(pending.values()))
+            live = [(key, [r for r in group if r.task_id in pending]) for key, group in groups.items()]
+            live = [(key, group) for key, group in live if group]
+            # One region: wait there as long as allowed. Several: a short wait each, in turn.
+            longest = MAX_WAIT if len(live) == 1 else 1
+            progressed = False
+            asked = self.clock()
+            for key, group in live:
+                left = None if end is None else max(0.0, end - self.clock())
+                wait = int(min(longest, MAX_WAIT if left is None else left))
+                if key not in unsupported:
+                    try:
+                        done = yield from self._wait_many(key, group[:MAX_WAIT_IDS], wait)
+                    except APIError as exc:
+                        if exc.status not in (404, 405):
+                            raise
+                        unsupported.add(key)  # an older region: poll it
+                        done = []
+                else:
+                    done = []
+                    for ref in group:
+                        task = yield from self.get(ref)
+                        if final(task):
+                            done.append(ref)
+                for ref in done:
+                    if pending.pop(ref.task_id, None) is not None:
+                        progressed = True
+                        yield Emit(ref)
+            if pending and not progressed and self.clock() - asked < 0.5:
+                left = None if end is None else max(0.0, end - self.clock())
+                yield Sleep(pause if left is None else min(pause, left))
+                pause = min(pause * 1.5, 2.0)
+
+    def _wait_many(self, key: tuple[str, tuple], group: list[RefState], wait: int) -> Gen[list[RefState]]:
+        base, params = key[0], dict(key[1])
+        by_id = {ref.task_id: ref for ref in group}
+        reply = yield from self.call("POST", f"{base}{TASKS_PATH}/wait", params=params, safe=True,
+                                     json={"ids": list(by_id), "wait": wait},
+                                     read_timeout=wait + self.timeout)
+        body = reply.body if isinstance(reply.body, dict) else {}
+        done = []
+        for task in body.get("done") or []:
+            ref = by_id.get(str(task.get("id"))) if isinstance(task, dict) else None
+            if ref is not None:
+                self._took(ref, task)
+                if final(task):
+                    done.append(ref)
+        return done
+
+    # --- submitting ------------------------------------------------------------------------
+    def submission(self, capability: str, payload: Mapping[str, Any] | None = None, *,
+                   residency: str | None = None, region: str | None = None, priority: int | None = None,
+                   timeout: int | None = None, max_attempts: int | None = None, idempotency_key: str | None = None,
+                   require_agent: bool = False) -> dict[str, Any]:
+        """The body of a submission; every one carries an idempotency key (a new
+        uuid4 when none is given), so sending it again never makes a second task."""
+        body: dict[str, Any] = {"capability": capability, "payload": dict(payload or {}),
+                                "idempotency_key": idempotency_key or uuid.uuid4().hex}
+        for name, value in (("residency", residency), ("region", region), ("priority", priority),
+                            ("timeout", timeout), ("max_attempts", max_attempts)):
+            if value is not None:
+                body[name] = value
+        if require_agent:
+            body["require_agent"] = True
+        return body
+
+    def submit(self, body: dict[str, Any], *, direct: bool, new_ref: Callable[..., T]) -> Gen[T]:
+        if direct:
+            info = yield from self.server_info()
+            if info["role"] == "router":
+                return (yield from self._submit_direct(body, new_ref=new_ref))
+        reply = yield from self._pinned_on_uncertainty("POST", f"{self.url}{TASKS_PATH}", body)
+        return (yield from self._ref_from_submit(reply.body, new_ref=new_ref))
+
+    def _pinned_on_uncertainty(self, method: str, url: str, body: dict[str, Any]) -> Gen[Reply]:
+        """Send a submission (with its keys); after a 504 from the router (the region
+        may have it) send it again pinned to that region only, where the key
+        makes it a replay, never a second task."""
+        end = self.clock() + self.deadline
+        attempt = 0
+        while True:
+            try:
+                return (yield from self.call(method, url, json=body, safe=True, within=max(0.0, end - self.clock())))
+            except ForwardUncertain as exc:
+                if not exc.region_id or self.clock() >= end:
+                    raise
+                body = {**body, "region": exc.region_id}
+                delay = backoff(attempt, base=self.backoff_base, cap=self.backoff_cap, rand=self.rand)
+                if self.clock() + delay > end:
+                    raise
+                yield Sleep(delay)
+                attempt += 1
+
+    def _submit_direct(self, body: dict[str, Any], *, new_ref: Callable[..., T]) -> Gen[T]:
+        """Route at the router, then submit to the region itself: the payload never
+        crosses the router. The next candidate only when the connection to one
+        was never made (then it cannot have the task)."""
+        params: dict[str, Any] = {"capability": body["capability"], "count": 50 if body.get("region") else 5}
+        if body.get("residency"):
+            params["residency"] = body["residency"]
+        reply = yield from self.call("GET", f"{self.url}/api/v1/route", params=params, safe=True)
+        regions = [r for r in (reply.body or {}).get("regions", [])
+                   if not body.get("region") or r.get("region_id") == body["region"]]
+        if not regions:
+            raise NoRegion(f"no region {body['region']} among those serving {body['capability']}", status=503,
+                           code="unavailable", body={"skipped": (reply.body or {}).get("skipped", {})})
+        item = {k: v for k, v in body.items() if k not in ("residency", "region")}
+        last: _Never | None = None
+        for candidate in regions:
+            url = candidate["orchestrator_url"].rstrip("/")
+            try:
+                answer = yield from self.call("POST", f"{url}{TASKS_PATH}", json=item, safe=True, failover=True)
+            except _Never as exc:
+                last = exc
+                continue
+            self.region_urls[candidate["region_id"]] = url
+            return (yield from self._ref_from_submit(answer.body, new_ref=new_ref,
+                                                     region_id=candidate["region_id"], region_url=url))
+        assert last is not None
+        raise TransportError(f"no routed region could be reached: {last}") from last.failure.error
+
+    def _ref_from_submit(self, body: Any, *, new_ref: Callable[..., T], region_id: str | None = None,
+                         region_url: str | None = None) -> Gen[T]:
+        if isinstance(body, dict) and isinstance(body.get("task"), dict) and "regional_orchestrator_url" in body:
+            region_id, region_url, body = body["region_id"], body["regional_orchestrator_url"], body["task"]
+        if not isinstance(body, dict) or "id" not in body:
+            raise MeridianError(f"the server answered {str(body)[:200]!r}, not a task")
+        region_id = region_id or body.get("region_id")
+        region_url = region_url or region_url_from_task_url(body.get("url"))
+        if not region_id:
+            info = yield from self.server_info()
+            region_id = info.get("region_id") if info["role"] == "region" else None
+        if region_id and region_url:
+            self.region_urls.setdefault(region_id, region_url)
+        return new_ref(task_id=str(body["id"]), region_id=region_id, region_url=region_url, task=body)
+
+    def submit_many(self, items: Iterable[Mapping[str, Any]], *, residency: str | None, region: str | None,
+                    new_ref: Callable[..., T]) -> Gen[list[T | Refusal]]:
+        """One POST /api/v1/tasks/batch (router: forwarded whole to one region)."""
+        tasks = []
+        for item in items:
+            item = dict(item)
+            if "capability" not in item:
+                raise ValueError(f"each item needs a capability: {item!r}")
+            item.setdefault("payload", {})
+            item["idempotency_key"] = item.get("idempotency_key") or uuid.uuid4().hex
+            tasks.append(item)
+        if not tasks:
+            return []
+        body: dict[str, Any] = {"tasks": tasks}
+        if residency:
+            body["residency"] = residency
+        if region:
+            body["region"] = region
+        reply = yield from self._pinned_on_uncertainty("POST", f"{self.url}{TASKS_PATH}/batch", body)
+        answer = reply.body if isinstance(reply.body, dict) else {}
+        region_id, region_url = None, None
+        if isinstance(answer.get("batch"), dict):
+            region_id, region_url, answer = answer["region_id"], answer["regional_orchestrator_url"], answer["batch"]
+        out: list[T | Refusal] = []
+        for position, result in enumerate(answer.get("results") or []):
+            index = result.get("index", position)
+            task = result.get("task")
+            if isinstance(task, dict) and result.get("status") in (200, 201):
+                ref = yield from self._ref_from_submit(task, new_ref=new_ref, region_id=region_id,
+                                                       region_url=region_url)
+                out.append(ref)
+            else:
+                out.append(Refusal(index=index, status=int(result.get("status") or 400),
+                                   error=str(result.get("error") or "invalid"), detail=result.get("detail")))
+        return out
+
+    def route(self, capability: str, *, residency: str | None, count: int | None = None) -> Gen[dict[str, Any]]:
+        params: dict[str, Any] = {"capability": capability}
+        if residency:
+            params["residency"] = residency
+        if count:
+            params["count"] = count
+        reply = yield from self.call("GET", f"{self.url}/api/v1/route", params=params, safe=True)
+        return reply.body
