@@ -293,8 +293,8 @@ class Region:
         self.session = requests.Session()
 
     # --- processes -----------------------------------------------------------
-    def _spawn(self, name: str, args: list[str]) -> Proc:
-        proc = Proc(name, args, self.env, self.dir / f"{name}.log")
+    def _spawn(self, name: str, args: list[str], env: dict | None = None) -> Proc:
+        proc = Proc(name, args, {**self.env, **(env or {})}, self.dir / f"{name}.log")
         self.procs.append(proc)
         return proc
 
@@ -326,13 +326,16 @@ class Region:
         except requests.RequestException:
             return False
 
-    def agent(self, capabilities: str, agent_id: str | None = None, concurrency: int = 1,
-              wait: bool = True) -> Proc:
+    def agent(self, capabilities: str | None, agent_id: str | None = None, concurrency: int = 1,
+              wait: bool = True, handlers: str | None = None, env: dict | None = None) -> Proc:
+        """capabilities None: every handler loaded (the built-ins, or `handlers`)."""
         agent_id = agent_id or f"ag-{uuid.uuid4().hex[:6]}"
         proc = self._spawn(f"agent-{agent_id}", [
-            sys.executable, "manage.py", "run_agent", "--capabilities", capabilities, "--agent-id", agent_id,
+            sys.executable, "manage.py", "run_agent", "--agent-id", agent_id,
+            *(["--capabilities", capabilities] if capabilities else []),
+            *(["--handlers", handlers] if handlers else []),
             "--concurrency", str(concurrency), "--region-url", self.url, "--loglevel", "INFO",
-        ])
+        ], env)
         proc.agent_id = agent_id
         if wait:
             wait_for(lambda: "ready." in proc.log.read_text(errors="replace") or not proc.alive(), 40,
