@@ -16,9 +16,23 @@ from project.protocol import EXECUTE_TASK, MessageInvalid, attempt_parse
 
 logger = logging.getLogger("meridian.handler")
 
+# What a skipped delivery returns (Celery records it as a success: see below).
+SKIPPED = "skipped: the region did not grant this attempt here (see the agent's log)"
 
-@shared_task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=False)
-def execute_task(self, *args, task_id=None, attempt=None, **_unused) -> None:
+
+class AttemptFailed(Exception):
+    """Raised once a failed attempt has been reported to the region, so that
+    Celery (its task-failed event, Flower, `celery events`) sees the failure the
+    region recorded. Declared in `throws`: Celery logs it as an expected error,
+    one INFO line without a traceback, and acks the message like any end of an
+    acks_late task (task_acks_on_failure_or_timeout, pinned on the task). It
+    is neither WorkerLostError nor TimeLimitExceeded, so runtime's
+    _report_lost_attempt does not report the attempt a second time."""
+
+
+@shared_task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=False,
+             acks_on_failure_or_timeout=True, throws=(AttemptFailed,))
+def execute_task(self, *args, task_id=None, attempt=None, **_unused) -> str | None:
     # Any message on our queues arrives here: one that does not name an attempt
     # is a dead letter, acked, and the worker goes on. (A message from an older
     # region also carries capability, payload and timeout: the claim answer is
@@ -44,7 +58,11 @@ def execute_task(self, *args, task_id=None, attempt=None, **_unused) -> None:
         logger.warning("%s; giving task %s attempt %s back to the broker", exc, task_id, attempt)
         raise Reject(str(exc), requeue=True) from exc
     if grant is None:
-        return
+        # Not this delivery's to run (superseded, running elsewhere, finished,
+        # cancelled): a success for Celery, not a failure. Not Ignore either:
+        # Celery sends no event for an ignored task, and Flower would show it
+        # started forever.
+        return SKIPPED
     # What to run comes from the region's answer, not from the message: a forged
     # or stale message cannot change the work, nor where a secret is sent.
     capability, payload, timeout = grant["capability"], grant["payload"], grant["timeout"]
@@ -53,7 +71,7 @@ def execute_task(self, *args, task_id=None, attempt=None, **_unused) -> None:
                 capability, extra={"agent": ident.agent_id, "task": str(task_id)})
     ctx = Context(task_id=task_id, attempt=attempt, agent_id=ident.agent_id, secrets=grant.get("secrets") or {})
     try:
-        result = handler_get(capability)(payload, ctx)
+        result = handler_get(capability).fn(payload, ctx)
     except SoftTimeLimitExceeded:
         body = {"error": f"timed out after {timeout}s", "retryable": True}
     except HandlerError as exc:
@@ -68,6 +86,11 @@ def execute_task(self, *args, task_id=None, attempt=None, **_unused) -> None:
                 ident.agent_id, kind, time.time() - started_at, extra={"agent": ident.agent_id, "task": str(task_id)})
     body["started_at"] = started_at
     runtime.report_outcome(kind, task_id=task_id, attempt=attempt, body=body)
+    if kind == "failure":
+        # Only after the region has it (or the outbox does): the exception is
+        # for Celery's monitoring, the region's record is what counts.
+        raise AttemptFailed(body["error"][:500])
+    return None
 
 
 def _result_problem(result) -> str | None:
