@@ -814,9 +814,10 @@ def _fail_waiting_past_deadline(now, batch: int, *, live: set[str]) -> int:
     expired = past(settings.TASK_WAIT_DEADLINE) & ~Q(capability__in=list(custom))
     for capability, seconds in custom.items():
         expired |= Q(capability=capability) & past(seconds)
-    online = Agent.objects.filter(status=Agent.Status.ONLINE).values("agent_id")
-    candidates = (Task.objects.filter(expired, status=Task.Status.WAITING)
-                  .exclude(target_agent="", capability__in=live).exclude(target_agent__in=online))
+    waiting = Task.objects.filter(expired, status=Task.Status.WAITING)
+    candidates = waiting.exclude(target_agent="", capability__in=live)
+    for target, capability in _served_targets(waiting, batch):
+        candidates = candidates.exclude(target_agent=target, capability=capability)
     failed: list = []
     count = 0
     with transaction.atomic():
@@ -847,6 +848,19 @@ def _fail_waiting_past_deadline(now, batch: int, *, live: set[str]) -> int:
         # TODO(wait): publish the failed ids for long-poll waiters once the
         # publisher exists (task_events.task_finished_publish(task_ids)), on commit.
     return count
+
+
+def _served_targets(waiting, batch: int) -> list[tuple[str, str]]:
+    """(target agent, capability) of waiting tasks whose target agent is back,
+    takes work and serves the capability: its own queue holds the message, and
+    it claims it (a claim takes a waiting task); not a task nobody serves."""
+    pairs = list(waiting.exclude(target_agent="").order_by().values_list("target_agent", "capability")
+                 .distinct()[:batch])
+    if not pairs:
+        return []
+    serving = dict(Agent.objects.filter(agent_id__in={t for t, _ in pairs}, status=Agent.Status.ONLINE,
+                                        desired=Agent.Desired.ACTIVE).values_list("agent_id", "capabilities"))
+    return [(t, c) for t, c in pairs if c in serving.get(t, ())]
 
 
 def _resend_lost_in_flight(now, batch: int) -> int:

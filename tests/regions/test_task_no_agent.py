@@ -198,16 +198,19 @@ def test_a_waiting_task_an_agent_now_serves_is_woken_not_failed(redis_clean, sen
     assert task.status == Task.Status.QUEUED
 
 
-def test_a_task_waiting_for_its_online_target_agent_is_not_failed(redis_clean, sent, settings):
+def test_a_task_waiting_for_its_online_target_agent_serving_it_is_not_failed(redis_clean, sent, settings):
     settings.TASK_WAIT_DEADLINE = 60
     factories.agent("a1", capabilities=("echo",))
     busy_target = waiting_since("echo", 3600, target_agent="a1")
     gone_target = waiting_since("echo", 3600, target_agent="ghost")
-    assert tasks.task_sweep()["no_agent"] == 1
+    wrong_target = waiting_since("sleep", 3600, target_agent="a1")  # a1 is online but never runs it
+    assert tasks.task_sweep()["no_agent"] == 2
     busy_target.refresh_from_db()
     gone_target.refresh_from_db()
+    wrong_target.refresh_from_db()
     assert busy_target.status == Task.Status.WAITING
     assert gone_target.status == Task.Status.FAILED and "target agent ghost" in gone_target.error
+    assert wrong_target.status == Task.Status.FAILED and "target agent a1" in wrong_target.error
 
 
 def test_a_task_claimed_at_the_deadline_is_never_failed(redis_clean, sent, settings):
