@@ -344,13 +344,40 @@ def test_revoked_agent_stays_stopped_and_the_demo_keeps_running(demo):
     assert demo.status()["phase"] == "running" and demo.shell.poll() is None
 
 
+def test_the_printed_commands_start_your_own_agent_and_submit_with_the_cli(demo, tmp_path):
+    """As a reader would: copy the two commands the demo printed into shells."""
+    lines = demo.text().splitlines()
+    agent_cmd = lines[next(i for i, x in enumerate(lines) if x.startswith("your own agent, from another shell")) + 1]
+    at = next(i for i, x in enumerate(lines) if x.startswith("submit and wait with the CLI"))
+    export_cmd, submit_cmd = lines[at + 1].strip(), lines[at + 2].strip()
+    assert "--registration-token mrt_" in agent_cmd and export_cmd.startswith("export MERIDIAN_URL=")
+    log = tmp_path / "my-agent.log"
+    agent = subprocess.Popen(["bash", "-c", f"exec {agent_cmd.strip()} > {log} 2>&1"], env=demo_env(),
+                             start_new_session=True)
+    try:
+        wait_for(lambda: "joined region eu-west-3 with handlers from acme_tasks.tasks" in log.read_text()
+                 or agent.poll() is not None, 60, what="your agent to join")
+        assert agent.poll() is None, log.read_text()[-2000:]
+        out = subprocess.run(["bash", "-c", f"{export_cmd}; {submit_cmd}"], env=demo_env(), capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "succeeded" in out.stdout and "unique_words" in out.stdout, out.stdout
+        out = subprocess.run(["bash", "-c", f"{export_cmd}; {submit_cmd} --json"], env=demo_env(),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and json.loads(out.stdout)["result"]["words"] == 10, out.stdout + out.stderr
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        agent.wait(60)
+    assert "deregistered" in log.read_text()
+
+
 def test_sigint_stops_a_background_demo_and_every_process_it_started(demo):
     processes = demo.descendants()
     assert len(processes) > 12  # the demo, its children and their workers
     os.kill(demo.status()["pid"], signal.SIGINT)
     assert demo.shell.wait(90) == 0, demo.text()[-3000:]
     text = demo.text()
-    assert "stopping…" in text and "stopped 12 processes" in text
+    assert "stopping…" in text and "stopped 14 processes" in text
     wait_for(lambda: not [pid for pid, cmd in processes.items() if _alive(pid, cmd)], 10,
              what="every process the demo started to be gone")
     # Agents first: they deregistered while their regions still answered.

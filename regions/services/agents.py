@@ -95,8 +95,9 @@ def registration_token_valid(raw: str | None) -> bool:
     return RegistrationToken.objects.filter(token_hash=token_hash(raw), revoked_at__isnull=True).exists()
 
 
-def registration_token_create(*, name: str) -> tuple[RegistrationToken, str]:
-    raw = token_generate("mrt")
+def registration_token_create(*, name: str, raw: str | None = None) -> tuple[RegistrationToken, str]:
+    """raw: a value chosen by the caller (the same token the router knows), else a new one."""
+    raw = raw or token_generate("mrt")
     tok = RegistrationToken.objects.create(name=name, prefix=raw[:10], token_hash=token_hash(raw))
     return tok, raw
 

@@ -8,7 +8,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--name", default="default")
+        parser.add_argument("--token", default=None, help="this value (e.g. the router's token) instead of a new one")
 
-    def handle(self, *args, name, **options):
-        _, raw = registration_token_create(name=name)
+    def handle(self, *args, name, token, **options):
+        _, raw = registration_token_create(name=name, raw=token)
         self.stdout.write(raw)

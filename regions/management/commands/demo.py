@@ -37,12 +37,25 @@ from django.core.management.base import BaseCommand, CommandError
 from project.accounts.tokens import token_generate
 from regions.management.supervisor import Restart, Supervisor
 
+# A team's own task code, in a package of its own (examples/acme-tasks): agents
+# load it with --handlers, the way a user's agents load theirs.
+ACME = Path(settings.BASE_DIR) / "examples" / "acme-tasks"
+ACME_HANDLERS = "acme_tasks.tasks"
+
 REGIONS = [
-    # region id, labels, agents: (agent id, capabilities)
-    ("us-east-1", "us", [("us-ingest-1", "data_ingestion,echo"), ("us-files-1", "file_processing,echo")]),
-    ("eu-west-3", "eu,gdpr", [("eu-ingest-1", "data_ingestion,echo"), ("eu-ingest-2", "data_ingestion")]),
-    ("ap-southeast-1", "apac", [("ap-files-1", "file_processing,sleep,echo")]),
+    # region id, labels, agents: (agent id, capabilities; None: every handler of the
+    # modules, handler modules; None: the built-ins)
+    ("us-east-1", "us", [("us-ingest-1", "data_ingestion,echo", None), ("us-files-1", "file_processing,echo", None),
+                         ("us-acme-1", None, ACME_HANDLERS)]),
+    ("eu-west-3", "eu,gdpr", [("eu-ingest-1", "data_ingestion,echo", None), ("eu-ingest-2", "data_ingestion", None),
+                              ("eu-acme-1", None, ACME_HANDLERS)]),
+    ("ap-southeast-1", "apac", [("ap-files-1", "file_processing,sleep,echo", None)]),
 ]
+
+
+TEXT = ("Meridian runs a fleet of agents across regions. Each region keeps its own database, broker and "
+        "clock; the router only tells agents and callers where to go. Tasks stay in their region, and so "
+        "does their data. An agent that dies is noticed within seconds, and its work runs again elsewhere.")
 
 
 def _port_free(port: int) -> bool:
@@ -136,6 +149,7 @@ class Command(BaseCommand):
         redis_base = self._redis()
         brokers = self._brokers(redis_base)
         self.registration_token = token_generate("mrt")
+        self.your_token = token_generate("mrt")
         self.password = secrets.token_urlsafe(9)
         router_url = f"http://127.0.0.1:{ports[0]}"
         self.router_env = self._env("router", ROLE="router", REGION_ID="router", REGION_URL=router_url)
@@ -171,9 +185,11 @@ class Command(BaseCommand):
         for url in [router_url] + [r["url"] for r in self.regions.values()]:
             self._wait(lambda u=url: self._get(f"{u}/healthz") is not None, 30, f"{url} to answer")
         for region_id, region in self.regions.items():
-            for agent_id, caps in region["agents"]:
+            for agent_id, caps, handlers in region["agents"]:
                 # Discovery through the router, like the article's agents.
-                self._start(f"agent-{agent_id}", region["env"], "manage.py", "run_agent", "--capabilities", caps,
+                env = {**region["env"], "PYTHONPATH": str(ACME)} if handlers else region["env"]
+                self._start(f"agent-{agent_id}", env, "manage.py", "run_agent",
+                            *(["--capabilities", caps] if caps else []), *(["--handlers", handlers] if handlers else []),
                             "--agent-id", agent_id, "--router-url", router_url, "--region", region_id,
                             "--concurrency", "2", "--loglevel", "WARNING", restart=Restart.ON_FAILURE, tier=1)
         self.say("waiting for every region's first summary at the router…")
@@ -195,6 +211,10 @@ class Command(BaseCommand):
         self._manage(self.router_env, "router_add_registration_token", "--name", "demo",
                      f"--token={self.registration_token}")
         self._manage(self.router_env, "create_api_key", "demo", "--staff", f"--key={self.api_key}")
+        # A registration token for the reader's own agents (printed at the end),
+        # known to the router and to every region.
+        self._manage(self.router_env, "router_add_registration_token", "--name", "yours",
+                     f"--token={self.your_token}")
         self._superuser(self.router_env)
         for region_id, region in self.regions.items():
             # Read by the region's processes only once they start, after this.
@@ -209,6 +229,7 @@ class Command(BaseCommand):
         self._manage(env, "migrate", "-v0")
         self.say(f"{region_id}: {self._manage(env, 'sync_config').splitlines()[0]}")
         self._manage(env, "create_api_key", "demo", "--staff", f"--key={self.api_key}")
+        self._manage(env, "create_registration_token", "--name", "yours", f"--token={self.your_token}")
         self._superuser(env)
 
     def _config_repo(self) -> tuple[Path, str]:
@@ -380,6 +401,11 @@ class Command(BaseCommand):
                                       "schema": {"sensor": "str", "celsius": "float", "ok": "bool"}}),
             ("file_processing", None, {"source": "archive.log", "hash": ["sha256"], "compress": "gzip"}),
             ("echo", "apac", {"hello": "from the router"}),
+            # The team's own handlers (examples/acme-tasks), next to the built-ins.
+            ("text_stats", "eu", {"text": TEXT, "top": 3}),
+            ("invoice_total", "us", {"currency": "EUR", "lines": [
+                {"description": "sensor", "quantity": 12, "unit_price": "19.99", "tax_rate": "20"},
+                {"description": "manual", "quantity": 1, "unit_price": "12.50", "tax_rate": "5.5"}]}),
         ]
         self.say(f"\nsubmitting {count} tasks through the router ({router_url}/api/v1/tasks):")
         submitted = []
@@ -424,6 +450,10 @@ class Command(BaseCommand):
         result = task.get("result") or {}
         if "records_valid" in result:
             return f"{result['records_valid']} records stored, {result['records_invalid']} rejected, {result['checksum'][:19]}…"
+        if "unique_words" in result:
+            return f"{result['words']} words, {result['sentences']} sentences, top {result['top']}"
+        if "total" in result and "currency" in result:
+            return f"{result['lines']} lines: net {result['net']} + tax {result['tax']} = {result['total']} {result['currency']}"
         if "size_bytes" in result:
             return f"{result['size_bytes']} bytes → gzip {result['compressed_bytes']} (sha256 {result['digests']['sha256'][:12]}…)"
         return str(result)[:60] if result else task.get("error", "")[:60]
@@ -435,6 +465,15 @@ class Command(BaseCommand):
             self.say(f"  {region_id:15} {region['url']}/admin/")
         self.say(f"API key for every role: {self.api_key}")
         self.say(f"  curl -H 'Authorization: Bearer {self.api_key}' '{router_url}/api/v1/route?capability=data_ingestion'")
+        base, python = Path(settings.BASE_DIR), Path(sys.executable)
+        self.say("\nyour own agent, from another shell (its handlers: examples/acme-tasks/acme_tasks/tasks.py):")
+        self.say(f"  cd {base} && PYTHONPATH={ACME} {python} manage.py run_agent --handlers {ACME_HANDLERS} "
+                 f"--router-url {router_url} --region eu-west-3 --registration-token {self.your_token} "
+                 "--agent-id my-agent-1")
+        self.say("submit and wait with the CLI (pip install ./client gives `meridian`; --json for scripts):")
+        self.say(f"  export MERIDIAN_URL={router_url} MERIDIAN_API_KEY={self.api_key}")
+        self.say(f"  {python.parent / 'meridian'} submit text_stats --residency eu --payload "
+                 "'{\"text\": \"Meridian runs your code. Your code runs near its data.\"}' --wait")
 
     def _wait(self, predicate, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
