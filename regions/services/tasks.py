@@ -794,8 +794,10 @@ def _fail_waiting_past_deadline(now, batch: int, *, live: set[str]) -> int:
     """Nothing waits forever: a task still waiting for an agent when its wait
     deadline has passed fails with reason no_agent. The wait counts from when
     its current attempt was sent (dispatched_at: the submit, a retry or a
-    requeue; created_at while unsent). The deadline is the configuration's
-    tasks.<capability>.wait_deadline, else settings.TASK_WAIT_DEADLINE.
+    requeue); an attempt not sent yet (the broker refused it; the sweeper sends
+    it) is waiting for the broker, not for an agent, and is not counted. The
+    deadline is the configuration's tasks.<capability>.wait_deadline, else
+    settings.TASK_WAIT_DEADLINE.
 
     A task whose capability is live again (it wakes in this sweep) or whose
     target agent is online is left alone; and the rows are locked and changed
@@ -807,9 +809,8 @@ def _fail_waiting_past_deadline(now, batch: int, *, live: set[str]) -> int:
               for capability, definition in (config.content.get("tasks") or {}).items()
               if isinstance(definition, dict) and definition.get("wait_deadline")}
 
-    def past(seconds: int) -> Q:  # both arms can use the (status, dispatched_at) index
-        cut = now - timedelta(seconds=seconds)
-        return Q(dispatched_at__lt=cut) | Q(dispatched_at__isnull=True, created_at__lt=cut)
+    def past(seconds: int) -> Q:  # on the (status, dispatched_at) index
+        return Q(dispatched_at__lt=now - timedelta(seconds=seconds))
 
     expired = past(settings.TASK_WAIT_DEADLINE) & ~Q(capability__in=list(custom))
     for capability, seconds in custom.items():

@@ -188,6 +188,35 @@ def test_the_wait_counts_from_the_current_attempts_send_not_the_submit(redis_cle
     assert retried.status == Task.Status.WAITING
 
 
+def test_a_task_retried_after_failing_with_no_agent_waits_its_full_deadline_again(
+        redis_clean, sent, settings, django_capture_on_commit_callbacks):
+    settings.TASK_WAIT_DEADLINE = 60
+    task = waiting_since("nope", 3600)
+    assert tasks.task_sweep()["no_agent"] == 1
+    task.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        task = tasks.task_retry(task=task)
+    assert task.status == Task.Status.WAITING and task.attempt == 2 and "fails (no_agent) at" in task.status_reason
+    assert tasks.task_sweep()["no_agent"] == 0
+    task.refresh_from_db()
+    assert task.status == Task.Status.WAITING
+
+
+def test_an_attempt_the_broker_has_not_taken_yet_is_not_counted_as_waiting_for_an_agent(
+        redis_clean, settings, monkeypatch):
+    settings.TASK_WAIT_DEADLINE = 60
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(tasks.app, "send_task", refuse)
+    unsent = waiting_since("nope", 3600)
+    Task.objects.filter(id=unsent.id).update(dispatched_at=None)
+    assert tasks.task_sweep()["no_agent"] == 0  # the sweeper tried to send it, and failed
+    unsent.refresh_from_db()
+    assert unsent.status == Task.Status.WAITING and unsent.dispatched_at is None
+
+
 def test_a_waiting_task_an_agent_now_serves_is_woken_not_failed(redis_clean, sent, settings):
     settings.TASK_WAIT_DEADLINE = 60
     task = waiting_since("echo", 3600)
