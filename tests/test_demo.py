@@ -361,10 +361,10 @@ def test_the_printed_commands_start_your_own_agent_and_submit_with_the_cli(demo,
         out = subprocess.run(["bash", "-c", f"{export_cmd}; {submit_cmd}"], env=demo_env(), capture_output=True,
                              text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
-        assert "succeeded" in out.stdout and "unique_words" in out.stdout, out.stdout
+        assert '"unique_words"' in out.stdout and "waiting" in out.stderr, out.stdout + out.stderr
         out = subprocess.run(["bash", "-c", f"{export_cmd}; {submit_cmd} --json"], env=demo_env(),
                              capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0 and json.loads(out.stdout)["result"]["words"] == 10, out.stdout + out.stderr
+        assert out.returncode == 0 and json.loads(out.stdout)["task"]["result"]["words"] == 10, out.stdout + out.stderr
     finally:
         os.killpg(agent.pid, signal.SIGTERM)
         agent.wait(60)
