@@ -1,0 +1,136 @@
+"""One router and one region (real gunicorn, orchestrator and agent processes)
+shared by every client test of this package: the client, the CLI and the async
+twin all run against them.
+
+The region reaches its database through a TcpProxy (tests/faults.py), so a test
+can make it answer 503 (database unavailable) and recover. The router also
+knows a second door into the same region, "eu-door": a relay that can deliver a
+request and swallow the answer, as a region that accepts and never answers does
+(the router's forward then ends in 504, uncertain).
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from tests import harness
+from tests.faults import TcpProxy
+from tests.harness import wait_for
+
+
+class AnswerEater:
+    """A TCP relay to `target` that, for the next `swallow(n)` connections,
+    delivers the request and drops the answer (the caller hears nothing)."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()
+        self._to_swallow = 0
+        self.swallowed = 0
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def swallow(self, n: int) -> None:
+        with self._lock:
+            self._to_swallow = n
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                drop = self._to_swallow > 0
+                if drop:
+                    self._to_swallow -= 1
+                    self.swallowed += 1
+            threading.Thread(target=self._relay, args=(client, drop), daemon=True).start()
+
+    def _relay(self, client: socket.socket, drop: bool) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        self._open += [client, upstream]
+        threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+        self._pump(upstream, client, drop)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, drop: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if not drop:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for s in [self.sock, *self._open]:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+@dataclass
+class Fleet:
+    router: harness.Router
+    region: harness.Region
+    db_proxy: TcpProxy
+    door: AnswerEater
+    api_key: str  # valid at the router and at the region
+
+
+@pytest.fixture(scope="package")
+def fleet(region_template, router_template):
+    router = harness.Router(router_template)
+    # A forward that hears nothing gives up (504) within 3 s, not 10.
+    router.env.update(ROUTER_FORWARD_BUDGET_SECONDS="3", ROUTER_FORWARD_CONNECT_TIMEOUT="1")
+    router.start()
+    db = f"mt_client_{uuid.uuid4().hex[:8]}"
+    harness.pg_admin(f"CREATE DATABASE {db} TEMPLATE {region_template.name}")
+    db_proxy = TcpProxy(harness.PG["host"], harness.PG["port"])
+    region = harness.Region(region_template, region_id="eu-west-3",
+                            database_url=f"postgres://{harness.PG['user']}@127.0.0.1:{db_proxy.port}/{db}")
+    door = None
+    try:
+        router.add_region(region, labels="eu")
+        region.start(api_key=router.api_key)
+        region.agents = [region.agent("echo,fail,sleep", agent_id="client-agent", concurrency=4)]
+        door = AnswerEater(("127.0.0.1", region.port))
+        token = router.manage("router_add_region", "eu-door", door.url, "--labels", "door",
+                              "--summary-interval", "600")
+        r = router.call("POST", "/update_regional_status", key=token, json={
+            "region_id": "eu-door", "orchestrator_url": door.url, "available_agents": 0,
+            "agent_capabilities_summary": {"echo": {"count": 1, "idle": 0}}, "last_updated": time.time(),
+            "summary_interval": 600})
+        assert r.status_code == 200, r.text
+        wait_for(lambda: "echo" in router.regions()["eu-west-3"]["capabilities"], 60,
+                 what="the region's first summary at the router")
+        yield Fleet(router=router, region=region, db_proxy=db_proxy, door=door, api_key=router.api_key)
+    finally:
+        for r in (region, router):
+            r.stop()
+        if door:
+            door.close()
+        db_proxy.close()
+        harness.pg_admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
