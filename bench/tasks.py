@@ -13,6 +13,10 @@ region's private redis-server) and the same workers (count x concurrency, prefor
             through Django's ASGIHandler: slower, see project/asgi.py).
   meridian  POST /api/v1/tasks (echo) -> agent claims, runs, reports -> row
             `succeeded` in PostgreSQL.
+  events    Meridian with Celery's task events on vs off (Flower, `celery events`:
+            docs/flower.md), the same agents in interleaved rounds (off on on off
+            ...), toggled by Celery's enable_events/disable_events, with an event
+            receiver attached throughout (what Flower does).
 
 Throughput: --tasks submitted by --clients threads, timed until every result is
 stored (after a warm-up of 20 tasks each); CPU ms per task of each process tree
@@ -23,6 +27,7 @@ time.time() before apply_async; Meridian's started_at - created_at.
     .venv/bin/python bench/tasks.py [--tasks 2000] [--clients 8] [--workers 2] [--concurrency 2]
     .venv/bin/python bench/tasks.py --quick            # 300 tasks, under 90 s
     .venv/bin/python bench/tasks.py --quick --profile  # py-spy on Meridian's web, agents, orchestrator
+    .venv/bin/python bench/tasks.py --quick --events-only [--broker amqp]  # only the events comparison
 
 --profile writes var/profiles/meridian-<role>.speedscope.json (open in
 https://www.speedscope.app) and prints the top functions by own time and where
@@ -337,13 +342,20 @@ def run_meridian(args, region: Region, app) -> dict:
     agents = []
     for i in range(args.workers):
         agent_id = f"bench-echo-{i}"
+        # Started with task events off so that disable_events can turn them off
+        # again (a worker started with them on ignores it); the default is applied
+        # below by enable_events, which is what starting with them on does.
         proc = Proc(f"agent-{agent_id}", [
             sys.executable, "manage.py", "run_agent", "--capabilities", "echo", "--agent-id", agent_id,
             "--concurrency", str(args.concurrency), "--region-url", region.url, "--loglevel", "WARNING",
-        ], region.env, region.dir / f"agent-{agent_id}.log")
+        ], {**region.env, "AGENT_TASK_EVENTS": "0"}, region.dir / f"agent-{agent_id}.log")
         region.procs.append(proc)
         agents.append(proc)
-    wait_workers(app, [f"bench-echo-{i}@{host}" for i in range(args.workers)], agents)
+    names = [f"bench-echo-{i}@{host}" for i in range(args.workers)]
+    wait_workers(app, names, agents)
+    from django.conf import settings
+
+    task_events(app, names, settings.AGENT_TASK_EVENTS)
     db = Db(region.database_url)
     logs = region.logs
     done = "SELECT count(*) FROM regions_task WHERE status = 'succeeded'"
@@ -353,6 +365,17 @@ def run_meridian(args, region: Region, app) -> dict:
         assert not bad, f"Meridian tasks not succeeded: {bad}\n{logs()}"
 
     headers = {"Authorization": f"Bearer {region.api_key}"}
+    if args.events_only:
+        clients = Clients(args.clients, f"{region.url}/api/v1/tasks", headers)
+        try:
+            clients.burst([{"capability": "echo", "payload": {"warm": i}} for i in range(WARMUP)])
+            wait_progress(lambda: db.value(done), WARMUP, "Meridian warm-up", logs=logs)
+            events = run_events(args, region, app, names, agents, clients, db, done, logs)
+        finally:
+            clients.close()
+        failed()
+        db.close()
+        return {"events": events}
     clients = Clients(args.clients, f"{region.url}/api/v1/tasks", headers)
     profilers = []
     try:
@@ -412,10 +435,87 @@ def run_meridian(args, region: Region, app) -> dict:
     seen = session.get(f"{region.url}/api/v1/tasks/{task_id}", headers=headers, timeout=10).json()
     assert seen["status"] == "succeeded", seen
     failed()
+    clients = Clients(args.clients, f"{region.url}/api/v1/tasks", headers)
+    try:
+        events = run_events(args, region, app, names, agents, clients, db, done, logs)
+    finally:
+        clients.close()
+    failed()
     db.close()
     return {"rate": args.tasks / elapsed, "submit_rate": args.tasks / submitted, "loaded": loaded, "light": light,
             "profiles": profiles, "cpu": cpu, "batch_rate": args.tasks / batch_elapsed,
-            "batch_submit_rate": args.tasks / batch_submitted, "batch_cpu": batch_cpu}
+            "batch_submit_rate": args.tasks / batch_submitted, "batch_cpu": batch_cpu, "events": events}
+
+
+# --- (e) Meridian with task events on vs off -------------------------------------------
+def task_events(app, names: list[str], on: bool) -> None:
+    """Celery's enable_events / disable_events on these agents, every one answering."""
+    command = app.control.enable_events if on else app.control.disable_events
+    replies = command(destination=names, reply=True, timeout=5.0) or []
+    answered = {name: answer for reply in replies for name, answer in reply.items()}
+    assert set(answered) == set(names) and all("ok" in a for a in answered.values()), answered
+
+
+class EventCounter:
+    """A Celery event receiver on the region's broker (what Flower runs), counting by type."""
+
+    def __init__(self, app):
+        self.app, self.counts, self.receiver = app, Counter(), None
+        self.thread = threading.Thread(target=self._run, name="bench-events", daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.counts["worker-heartbeat"] > 0, 60, what="an agent's worker-heartbeat event")
+
+    def _run(self) -> None:
+        def count(event: dict) -> None:
+            self.counts[event["type"]] += 1
+
+        with self.app.connection_for_read() as conn:
+            self.receiver = self.app.events.Receiver(conn, handlers={"*": count})
+            self.receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def close(self) -> None:
+        if self.receiver is not None:
+            self.receiver.should_stop = True
+        self.thread.join(10)
+
+
+def run_events(args, region: Region, app, names: list[str], agents: list[Proc], clients: Clients, db: Db,
+               done: str, logs) -> dict:
+    """The same agents, task events toggled between rounds in the order off on on off
+    off on ... (each mode first as often as second: drift of a shared machine falls
+    on both); tasks/s and the agents' CPU ms per task of each round."""
+    from django.conf import settings
+
+    n = max(args.tasks // 2, 100)
+    counter = EventCounter(app)
+    rounds: dict[str, list[dict]] = {"off": [], "on": []}
+    try:
+        # One round unmeasured: the first after a pause ran at half speed.
+        before = db.value(done)
+        clients.burst([{"capability": "echo", "payload": {"ev-warm": i}} for i in range(n)])
+        wait_progress(lambda: db.value(done), before + n, "events warm-up round", logs=logs)
+        for r in range(args.event_rounds):
+            for mode in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                task_events(app, names, mode == "on")
+                seen = counter.counts["task-succeeded"]
+                before = db.value(done)
+                meter = CpuMeter({"agents": [p.pid for p in agents], "web": [region.web.pid]}).start()
+                start = time.monotonic()
+                clients.burst([{"capability": "echo", "payload": {"ev": i, "mode": mode}} for i in range(n)])
+                wait_progress(lambda: db.value(done), before + n, f"events {mode} round {r}", logs=logs)
+                elapsed = time.monotonic() - start
+                cpu = meter.stop(n)
+                # The last events of a round may still be on the way: give them a moment.
+                if mode == "on":
+                    wait_for(lambda: counter.counts["task-succeeded"] - seen >= n, 30,
+                             what=f"{n} task-succeeded events in round {r}")
+                events = counter.counts["task-succeeded"] - seen
+                rounds[mode].append({"rate": n / elapsed, "agents_cpu": cpu["agents"], "events": events})
+    finally:
+        counter.close()
+        task_events(app, names, settings.AGENT_TASK_EVENTS)
+    assert all(r["events"] == 0 for r in rounds["off"]), rounds
+    return {"n": n, "rounds": rounds, "counts": dict(counter.counts)}
 
 
 # --- --profile ------------------------------------------------------------------------
@@ -547,9 +647,16 @@ def main() -> None:
                         help="baseline served by gunicorn sync workers (default) or by Meridian's uvicorn command")
     parser.add_argument("--quick", action="store_true", help="300 tasks, 30 one-at-a-time: under 90 s")
     parser.add_argument("--profile", action="store_true", help="py-spy Meridian's web, orchestrator and agents")
+    parser.add_argument("--event-rounds", type=int, default=None,
+                        help="rounds of the task events comparison, each one off and one on (4; 2 with --quick)")
+    parser.add_argument("--events-only", action="store_true",
+                        help="only Meridian's task events on vs off (no raw Celery, no baseline)")
+    parser.add_argument("--broker", choices=["redis", "amqp"], default="redis",
+                        help="the region's broker: its redis-server (default) or a RabbitMQ vhost")
     args = parser.parse_args()
     args.tasks = args.tasks or (300 if args.quick else 2000)
     args.light = 30 if args.quick else 100
+    args.event_rounds = args.event_rounds or (2 if args.quick else 4)
     t0 = time.monotonic()
 
     def phase(what: str) -> None:
@@ -561,12 +668,13 @@ def main() -> None:
     prepared: dict = {}
     baseline_db = f"mt_baseline_{os.getpid()}"
     preparing = threading.Thread(target=lambda: prepared.update(baseline_prepare(baseline_db, base_env)))
-    preparing.start()
+    if not args.events_only:
+        preparing.start()
     template = region = None
     try:
         template = Template()
         phase("region template migrated")
-        region = Region(template, region_id="bench-tasks", broker="redis", LOG_LEVEL="WARNING",
+        region = Region(template, region_id="bench-tasks", broker=args.broker, LOG_LEVEL="WARNING",
                         **PRODUCTION_CLOCKS)
         # The bench process publishes the raw no-ops and pings workers with Meridian's own Celery app.
         os.environ.update(region.env)
@@ -575,22 +683,36 @@ def main() -> None:
         django.setup()
         from project.celery import app
 
-        raw = run_raw(args, region, app)
-        phase(f"raw: {raw['rate']:.0f} tasks/s")
-        preparing.join()
-        assert prepared, "the baseline's database could not be prepared (see above)"
-        base = run_baseline(args, region, prepared)
-        phase(f"baseline: {base['rate']:.0f} tasks/s")
-        mer = run_meridian(args, region, app)
-        phase(f"Meridian: {mer['rate']:.0f} tasks/s")
+        if args.events_only:
+            mer = run_meridian(args, region, app)
+            raw = base = None
+        else:
+            raw = run_raw(args, region, app)
+            phase(f"raw: {raw['rate']:.0f} tasks/s")
+            preparing.join()
+            assert prepared, "the baseline's database could not be prepared (see above)"
+            base = run_baseline(args, region, prepared)
+            phase(f"baseline: {base['rate']:.0f} tasks/s")
+            mer = run_meridian(args, region, app)
+            phase(f"Meridian: {mer['rate']:.0f} tasks/s")
     finally:
         if region:
             region.stop()
         if template:
             template.drop()
-        preparing.join()
-        baseline_drop(baseline_db)
+        if not args.events_only:
+            preparing.join()
+            baseline_drop(baseline_db)
     load1 = os.getloadavg()
+    broker = "the region's redis-server" if args.broker == "redis" else "a RabbitMQ vhost of the region's own"
+    if args.events_only:
+        print(f"\ntask events benchmark: {args.workers} agents x concurrency {args.concurrency} (prefork); "
+              f"broker: {broker}; {args.clients} clients")
+        print(f"  load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at start, "
+              f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} at end, {os.cpu_count()} CPUs; "
+              f"run took {time.monotonic() - t0:.0f} s")
+        events_report(mer["events"])
+        return
 
     def p(values, q):
         return percentile(values, q)
@@ -598,7 +720,7 @@ def main() -> None:
     baseline_web = ("gunicorn sync workers" if args.baseline_web == "sync"
                     else "Meridian's command, Django's ASGIHandler")
     print(f"\ntasks benchmark: {args.tasks} tasks from {args.clients} clients; {args.workers} workers x "
-          f"concurrency {args.concurrency} (prefork) for each; broker: the region's redis-server; web -w "
+          f"concurrency {args.concurrency} (prefork) for each; broker: {broker}; web -w "
           f"{WEB_WORKERS}: Meridian gunicorn -c project/gunicorn_conf.py (uvicorn workers), baseline "
           f"{baseline_web}")
     print(f"  load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at start, "
@@ -620,6 +742,7 @@ def main() -> None:
         print(f"  {label:44} p50 {median(r['light']):6.1f} ms   p99 {p(r['light'], 99):6.1f} ms")
     if mer.get("profiles"):
         profile_summary(mer["profiles"])
+    events_report(mer["events"], bench=False)
     print()
     vs_raw = mer["rate"] / raw["rate"]
     vs_base = mer["rate"] / base["rate"]
@@ -630,6 +753,30 @@ def main() -> None:
                ok=mer["batch_rate"] / raw["rate"] >= 0.5)
     p50 = median(mer["light"])
     bench_line("submit_to_start_p50", p50, "ms", ref=20, target="<=20ms", ok=p50 <= 20)
+    events_bench_line(mer["events"])
+
+
+def events_report(ev: dict, bench: bool = True) -> None:
+    print(f"\n  (e) Meridian with task events on vs off: {len(ev['rounds']['on'])} rounds of {ev['n']} tasks each, "
+          "interleaved, an event receiver attached:")
+    for mode in ("off", "on"):
+        rs = ev["rounds"][mode]
+        print(f"  events {mode:3}  tasks/s median {median([r['rate'] for r in rs]):6.0f}  rounds "
+              + " ".join(f"{r['rate']:.0f}" for r in rs)
+              + f"   agents' CPU ms/task median {median([r['agents_cpu'] for r in rs]):.2f}"
+              + f"   task-succeeded events seen {sum(r['events'] for r in rs)}")
+    print("  events received in all: " + ", ".join(f"{k} {v}" for k, v in sorted(ev["counts"].items())))
+    if bench:
+        print()
+        events_bench_line(ev)
+
+
+def events_bench_line(ev: dict) -> None:
+    """Throughput with task events on, against off in the same run: the switch's
+    default follows this (on when it costs at most 5%)."""
+    on = median([r["rate"] for r in ev["rounds"]["on"]])
+    off = median([r["rate"] for r in ev["rounds"]["off"]])
+    bench_line("task_events_on_vs_off", on, "tasks/s", ref=off, target=">=0.95x", ok=on / off >= 0.95)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,18 @@ def event_log(region):
     log.close()
 
 
+def agent_with(region, agents, capability: str, **env):
+    """An agent started with these settings in its environment (the region's other
+    processes keep theirs), stopped at the end of the test."""
+    saved = dict(region.env)
+    region.env.update(env)
+    try:
+        return agents(capability)
+    finally:
+        region.env.clear()
+        region.env.update(saved)
+
+
 def _celery_task_id(events: EventLog, region_task_id: str) -> str:
     """The Celery message id of a Meridian task (its kwargs name the task's id)."""
     received = wait_for(lambda: [e for e in events.of("task-received") if region_task_id in e.get("kwargs", "")],
@@ -62,7 +74,7 @@ def _celery_task_id(events: EventLog, region_task_id: str) -> str:
 
 def test_a_real_event_receiver_sees_the_agent_heartbeat_and_a_task_received_started_succeeded(
         region, agents, event_log):
-    agent = agents("echo")
+    agent = agent_with(region, agents, "echo", AGENT_TASK_EVENTS="1")  # as `make demo` starts them
     hostname = wait_for(lambda: next((e["hostname"] for e in event_log.of("worker-heartbeat")
                                       if e["hostname"].startswith(f"{agent.agent_id}@")), None),
                         60, what="a worker-heartbeat of the agent")
@@ -80,7 +92,7 @@ def test_a_real_event_receiver_sees_the_agent_heartbeat_and_a_task_received_star
 
 
 def test_a_failed_attempt_is_a_task_failed_event_acked_once_without_a_traceback(region, agents, event_log):
-    agent = agents("fail")
+    agent = agent_with(region, agents, "fail", AGENT_TASK_EVENTS="1")
     task = region.submit("fail", {"message": "no good", "permanent": True}, max_attempts=3)
     done = region.wait_task(task["id"], statuses=("failed",), timeout=60)
     assert done["attempt"] == 1 and "no good" in done["error"]
@@ -107,19 +119,26 @@ def _celery_cli(broker_url: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_celery_control_enable_events_finds_the_agents_event_dispatcher(region, agents):
+def test_celery_control_enable_events_turns_task_events_on_in_an_agent_started_without_them(
+        region, agents, event_log):
+    """AGENT_TASK_EVENTS off (the default): heartbeats only, until an operator (or
+    Flower, which sends it every few seconds) asks for task events."""
     agent = agents("echo")
     url = region.env["CELERY_BROKER_URL"]
+    hostname = wait_for(lambda: next((e["hostname"] for e in event_log.of("worker-heartbeat")
+                                      if e["hostname"].startswith(f"{agent.agent_id}@")), None),
+                        60, what="a worker-heartbeat of the agent")
+    quiet = region.submit("echo", {"events": "off"})
+    region.wait_task(quiet["id"], timeout=60)
 
-    def pinged() -> str | None:
-        out = _celery_cli(url, "inspect", "ping", "-j", "-t", "2")
-        replies = json.loads(out.stdout or "{}") if out.returncode == 0 else {}
-        return next((name for name in replies if name.startswith(f"{agent.agent_id}@")), None)
-
-    hostname = wait_for(pinged, 90, interval=0.5, what="the agent answering `celery inspect ping`")
     out = _celery_cli(url, "control", "enable_events", "-d", hostname, "-j", "-t", "5")
     assert out.returncode == 0, out.stdout + out.stderr
-    # "already enabled" with AGENT_TASK_EVENTS on, "enabled" with it off: an answer, not a refusal
-    assert json.loads(out.stdout) in ([{hostname: {"ok": "task events already enabled"}}],
-                                      [{hostname: {"ok": "task events enabled"}}]), out.stdout
-    assert "event dispatcher unavailable" not in out.stdout + out.stderr
+    assert json.loads(out.stdout) == [{hostname: {"ok": "task events enabled"}}], out.stdout
+    loud = region.submit("echo", {"events": "on"})
+    region.wait_task(loud["id"], timeout=60)
+    uuid = _celery_task_id(event_log, loud["id"])
+    wait_for(lambda: event_log.of("task-succeeded", uuid=uuid), 60, what="task-succeeded after enable_events")
+    assert not [e for e in event_log.events if quiet["id"] in e.get("kwargs", "")], "events while off"
+
+    out = _celery_cli(url, "control", "disable_events", "-d", hostname, "-j", "-t", "5")
+    assert json.loads(out.stdout) == [{hostname: {"ok": "task events disabled"}}], out.stdout + out.stderr

@@ -162,7 +162,7 @@ class Command(BaseCommand):
             env = self._env(region_id, ROLE="region", REGION_ID=region_id, REGION_URL=url,
                             REDIS_URL=f"{redis_base}/{redis_db + 1}", CELERY_BROKER_URL=brokers[region_id],
                             AGENT_DATA_ROOT=str(self.root / region_id / "data"), ROUTER_URL=router_url,
-                            SUMMARY_INTERVAL="3", HEARTBEAT_INTERVAL="2",
+                            SUMMARY_INTERVAL="3", HEARTBEAT_INTERVAL="2", AGENT_TASK_EVENTS="1",  # docs/flower.md
                             HEARTBEAT_TTL="6", REAPER_INTERVAL="2", LIVENESS_FLUSH_INTERVAL="2",
                             SWEEPER_INTERVAL="1", AGENT_REGISTRATION_TOKEN=self.registration_token,
                             CONFIG_REPO=str(config_repo), CONFIG_REF="main", CONFIG_SYNC_INTERVAL="10")
