@@ -188,7 +188,8 @@ class TaskRedirectApi(APIView):
             region_id = inputs.task_redirect_region(request.query_params)
             query = request.query_params.copy()
             query.pop("region", None)
-            location = services.task_redirect(region_id=region_id, path=request.path, query=query.urlencode())
+            location = services.task_redirect(region_id=region_id, path=request.path_info,
+                                              query=query.urlencode())
         except services.RouterError as exc:
             return _error(exc)
         return Response({"region_id": region_id, "location": location}, status=status.HTTP_307_TEMPORARY_REDIRECT,
@@ -197,7 +198,8 @@ class TaskRedirectApi(APIView):
 
 class TaskDetailRedirectApi(TaskRedirectApi):
     @extend_schema(operation_id="task_detail_redirect", parameters=[_REGION_PARAMETER, OpenApiParameter(
-        "wait", int, OpenApiParameter.QUERY, required=False, description="passed on to the region (long-poll)"), _LOCATION],
+        "wait", int, OpenApiParameter.QUERY, required=False, description="passed on to the region (long-poll)"),
+        _LOCATION],
         responses={307: _REDIRECT, **errors(400, 401, 404)})
     def get(self, request, task_id):
         return self._redirect(request)

@@ -77,6 +77,7 @@ class Failure:
 Step = Send | Sleep | Emit
 Outcome = Reply | Failure | None
 Gen = Generator[Step, Outcome, T]
+GroupKey = tuple[str, tuple[tuple[str, Any], ...]]  # (base URL, sorted query) of one region
 
 
 def reply_from(status: int, headers: Mapping[str, str], content: bytes, url: str) -> Reply:
@@ -109,7 +110,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             return None
         if when is None:
             return None
-        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+        return max(0.0, float(when.timestamp()) - (time.time() if now is None else now))
     if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, infinities
         return None
     return max(0.0, seconds)
@@ -125,7 +126,7 @@ def backoff(attempt: int, *, retry_after: float | None = None, base: float = 0.5
     fixed, half random), so a retry always waits a little."""
     if retry_after is not None:
         return retry_after * (1 + 0.1 * rand())
-    ceiling = min(cap, base * (2 ** min(attempt, 32)))
+    ceiling = min(cap, base * (2.0 ** min(attempt, 32)))
     return ceiling / 2 + ceiling / 2 * rand()
 
 
@@ -151,7 +152,10 @@ def region_url_from_task_url(task_url: Any) -> str | None:
 
 
 def final(task: Mapping[str, Any] | None) -> bool:
-    return bool(task) and task.get("status") in FINAL  # type: ignore[union-attr]
+    """True for a task in a final state (succeeded, failed, cancelled)."""
+    if not task:
+        return False
+    return task.get("status") in FINAL
 
 
 def task_outcome(task: Mapping[str, Any]) -> Any:
@@ -313,7 +317,7 @@ class Core:
         return self.info
 
     # --- where a task lives ------------------------------------------------------------
-    def where(self, ref: RefState) -> Gen[tuple[str, dict[str, str]]]:
+    def where(self, ref: RefState) -> Gen[tuple[str, dict[str, Any]]]:
         """(base URL, query) for requests about a task: its region directly when
         known, else the router with ?region= (which redirects there)."""
         if ref.region_url:
@@ -377,12 +381,12 @@ class Core:
             task = yield from self.get(ref, wait=wait)
             if final(task):
                 return task
-            left = None if end is None else end - self.clock()
-            if left is not None and left <= 0:
+            remaining = None if end is None else end - self.clock()
+            if remaining is not None and remaining <= 0:
                 raise WaitTimeout(f"task {ref.task_id} still {task.get('status')} after {timeout:g} s",
                                   task=task, pending=[ref])
             if self.clock() - asked < max(wait - 1, 0.05):  # answered early and not final: no long-poll here
-                yield Sleep(pause if left is None else min(pause, left))
+                yield Sleep(pause if remaining is None else min(pause, remaining))
                 pause = min(pause * 1.5, 2.0)
 
     def result(self, ref: RefState, *, timeout: float | None) -> Gen[Any]:
@@ -402,11 +406,11 @@ class Core:
                 yield Emit(ref)
             else:
                 pending[ref.task_id] = ref
-        groups: dict[tuple[str, tuple], list[RefState]] = {}
+        groups: dict[GroupKey, list[RefState]] = {}
         for ref in pending.values():
             base, params = yield from self.where(ref)
             groups.setdefault((base, tuple(sorted(params.items()))), []).append(ref)
-        unsupported: set[tuple[str, tuple]] = set()
+        unsupported: set[GroupKey] = set()
         pause = 0.1
         while pending:
             left = None if end is None else end - self.clock()
@@ -445,7 +449,7 @@ class Core:
                 yield Sleep(pause if left is None else min(pause, left))
                 pause = min(pause * 1.5, 2.0)
 
-    def _wait_many(self, key: tuple[str, tuple], group: list[RefState], wait: int) -> Gen[list[RefState]]:
+    def _wait_many(self, key: GroupKey, group: list[RefState], wait: int) -> Gen[list[RefState]]:
         base, params = key[0], dict(key[1])
         by_id = {ref.task_id: ref for ref in group}
         reply = yield from self.call("POST", f"{base}{TASKS_PATH}/wait", params=params, safe=True,
@@ -591,4 +595,4 @@ class Core:
         if count:
             params["count"] = count
         reply = yield from self.call("GET", f"{self.url}/api/v1/route", params=params, safe=True)
-        return reply.body
+        return reply.body if isinstance(reply.body, dict) else {}

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from meridian_client.client import Client, Refusal, TaskRef
+from meridian_client.client import Client, TaskRef
 from meridian_client.errors import (APIError, MeridianError, ServerError, TaskCancelled, TaskFailed, TransportError,
                                     WaitTimeout)
 
@@ -39,7 +39,8 @@ def _dump(value: Any) -> str:
 
 def _line(ref: str, task: dict[str, Any]) -> str:
     status = task.get("status", "?")
-    text = f"{ref}  {status}  {task.get('capability', '')}  attempt {task.get('attempt', 0)}/{task.get('max_attempts', '?')}"
+    text = (f"{ref}  {status}  {task.get('capability', '')}  "
+            f"attempt {task.get('attempt', 0)}/{task.get('max_attempts', '?')}")
     if task.get("status_reason"):
         text += f"  ({task['status_reason']})"
     if status == "failed" and task.get("error"):
@@ -245,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     try:
         with Client(url, key, **({"deadline": args.deadline} if args.deadline else {})) as client:
-            return args.handler(client, args, out)
+            code: int = args.handler(client, args, out)
+            return code
     except (Usage, ValueError) as exc:
         out.err(f"meridian: error: {exc}")
         return USAGE

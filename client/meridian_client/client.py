@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, AsyncIterator, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
+
+from collections.abc import Generator
 
 import httpx
 
@@ -33,8 +35,6 @@ class _RefBase:
     """A task, wherever it runs: ``task_id``, ``region_id``, ``region_url`` and
     ``task`` (its latest state seen, or None). ``str(ref)`` is
     ``"<region_id>/<task_id>"``, which ``client.task()`` turns back into one."""
-
-    __slots__ = ("task_id", "region_id", "region_url", "task", "_client")
 
     def __init__(self, client: Any, *, task_id: str, region_id: str | None = None, region_url: str | None = None,
                  task: dict[str, Any] | None = None) -> None:
@@ -66,6 +66,8 @@ class _RefBase:
 class TaskRef(_RefBase):
     """A submitted task (sync). See :class:`_RefBase`."""
 
+    _client: Client
+
     def status(self) -> dict[str, Any]:
         """The task as its region has it now (a dict: id, status, attempt, result, error, ...)."""
         return self._client._run(self._client._core.get(self))
@@ -92,6 +94,8 @@ class TaskRef(_RefBase):
 class AsyncTaskRef(_RefBase):
     """A submitted task (asyncio): the same methods as :class:`TaskRef`, awaited."""
 
+    _client: AsyncClient
+
     async def status(self) -> dict[str, Any]:
         return await self._client._run(self._client._core.get(self))
 
@@ -108,8 +112,11 @@ class AsyncTaskRef(_RefBase):
         return await self._client._run(self._client._core.action(self, "retry"))
 
 
-class _ClientBase:
-    _ref_class: type[_RefBase]
+R = TypeVar("R", bound=_RefBase)
+
+
+class _ClientBase(Generic[R]):
+    _ref_class: type[R]
 
     def __init__(self, url: str, api_key: str, *, timeout: float = DEFAULT_TIMEOUT,
                  deadline: float = DEFAULT_DEADLINE) -> None:
@@ -122,7 +129,7 @@ class _ClientBase:
     def url(self) -> str:
         return self._core.url
 
-    def task(self, ref: str | _RefBase) -> Any:
+    def task(self, ref: str | _RefBase) -> R:
         """A reference from its text, ``"<region_id>/<uuid>"`` (a bare uuid when
         the client's URL is the task's region). No request is made."""
         if isinstance(ref, _RefBase):
@@ -134,7 +141,7 @@ class _ClientBase:
         return self._ref_class(self, task_id=task_id, region_id=region_id,
                                region_url=self._core.region_urls.get(region_id) if region_id else None)
 
-    def _new_ref(self, **fields: Any) -> Any:
+    def _new_ref(self, **fields: Any) -> R:
         return self._ref_class(self, **fields)
 
     def _timeouts(self, step: Send) -> httpx.Timeout:
@@ -142,7 +149,7 @@ class _ClientBase:
                              read=step.read_timeout or self._core.timeout)
 
 
-class Client(_ClientBase):
+class Client(_ClientBase[TaskRef]):
     """The sync client. Use it as a context manager, or call ``close()``."""
 
     _ref_class = TaskRef
@@ -168,16 +175,18 @@ class Client(_ClientBase):
             try:
                 next(steps)
             except StopIteration as stop:
-                return stop.value
+                value: T = stop.value
+                return value
 
-    def _steps(self, gen: _core.Gen[T]) -> Any:
+    def _steps(self, gen: _core.Gen[T]) -> Generator[Any, None, T]:
         """Carry out the operation's steps; yield what it emits; return its value."""
         outcome: _core.Outcome = None
         while True:
             try:
                 step = gen.send(outcome)
             except StopIteration as stop:
-                return stop.value
+                value: T = stop.value
+                return value
             outcome = None
             if isinstance(step, _core.Emit):
                 yield step.value
@@ -224,23 +233,23 @@ class Client(_ClientBase):
     def wait_all(self, refs: Sequence[TaskRef | str], timeout: float | None = None) -> list[dict[str, Any]]:
         """Block until every task is final; their states, in the order given.
         WaitTimeout (``.pending``) after ``timeout`` seconds."""
-        refs = [self.task(r) for r in refs]
-        for _ in self.as_completed(refs, timeout=timeout):
+        tracked = [self.task(r) for r in refs]
+        for _ in self.as_completed(tracked, timeout=timeout):
             pass
-        return [ref.task for ref in refs]  # type: ignore[misc]
+        return [ref.task or {} for ref in tracked]
 
     def as_completed(self, refs: Sequence[TaskRef | str], timeout: float | None = None) -> Iterator[TaskRef]:
         """Yield each reference as its task becomes final (``ref.result()`` then
         answers without a request). WaitTimeout (``.pending``) after ``timeout`` s."""
-        refs = [self.task(r) for r in refs]
-        return (yield from self._steps(self._core.as_completed(refs, timeout=timeout)))
+        tracked: list[_core.RefState] = [self.task(r) for r in refs]
+        yield from self._steps(self._core.as_completed(tracked, timeout=timeout))
 
     def route(self, capability: str, residency: str | None = None) -> dict[str, Any]:
         """The router's answer: which regions can take the capability, best first."""
         return self._run(self._core.route(capability, residency=residency))
 
 
-class AsyncClient(_ClientBase):
+class AsyncClient(_ClientBase[AsyncTaskRef]):
     """The asyncio client: the same API as :class:`Client`, awaited
     (``as_completed`` is an async iterator). ``async with`` it, or ``await aclose()``."""
 
@@ -267,7 +276,8 @@ class AsyncClient(_ClientBase):
             try:
                 step = gen.send(outcome)
             except StopIteration as stop:
-                return stop.value
+                value: T = stop.value
+                return value
             outcome = await self._do(step)
 
     async def _iterate(self, gen: _core.Gen[Any]) -> AsyncIterator[Any]:
@@ -318,16 +328,16 @@ class AsyncClient(_ClientBase):
 
     async def wait_all(self, refs: Sequence[AsyncTaskRef | str], timeout: float | None = None) -> list[dict[str, Any]]:
         """See :meth:`Client.wait_all`."""
-        refs = [self.task(r) for r in refs]
-        async for _ in self.as_completed(refs, timeout=timeout):
+        tracked = [self.task(r) for r in refs]
+        async for _ in self.as_completed(tracked, timeout=timeout):
             pass
-        return [ref.task for ref in refs]  # type: ignore[misc]
+        return [ref.task or {} for ref in tracked]
 
     def as_completed(self, refs: Sequence[AsyncTaskRef | str],
                      timeout: float | None = None) -> AsyncIterator[AsyncTaskRef]:
         """See :meth:`Client.as_completed` (``async for ref in client.as_completed(refs)``)."""
-        refs = [self.task(r) for r in refs]
-        return self._iterate(self._core.as_completed(refs, timeout=timeout))
+        tracked: list[_core.RefState] = [self.task(r) for r in refs]
+        return self._iterate(self._core.as_completed(tracked, timeout=timeout))
 
     async def route(self, capability: str, residency: str | None = None) -> dict[str, Any]:
         """See :meth:`Client.route`."""

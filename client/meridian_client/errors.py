@@ -160,7 +160,8 @@ class WaitTimeout(TaskError):
     """The time given to wait ran out before the task (or every task) ended;
     ``task`` is the last state seen, ``pending`` the references still running."""
 
-    def __init__(self, message: str, *, task: Mapping[str, Any] | None = None, pending: list[Any] | None = None) -> None:
+    def __init__(self, message: str, *, task: Mapping[str, Any] | None = None,
+                 pending: list[Any] | None = None) -> None:
         super().__init__(message, task=task or {})
         self.pending: list[Any] = list(pending or [])
 
