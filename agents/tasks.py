@@ -4,7 +4,7 @@ import logging
 import time
 import uuid
 
-from celery import shared_task
+from celery import shared_task, signals
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from django.conf import settings
 
@@ -91,6 +91,18 @@ def execute_task(self, *args, task_id=None, attempt=None, **_unused) -> str | No
         # for Celery's monitoring, the region's record is what counts.
         raise AttemptFailed(body["error"][:500])
     return None
+
+
+@signals.worker_ready.connect
+def _task_events_on(sender=None, **_kwargs) -> None:
+    """AGENT_TASK_EVENTS: an agent's worker starts with worker events only (run_agent)
+    and adds the task group here, as `celery control enable_events` would. Before
+    the first message is taken: the event loop has not run yet."""
+    dispatcher = getattr(sender, "event_dispatcher", None)
+    if runtime.IDENTITY is None or dispatcher is None or not settings.AGENT_TASK_EVENTS:
+        return
+    dispatcher.groups.add("task")
+    logger.info("agent %s sends Celery task events (AGENT_TASK_EVENTS)", runtime.IDENTITY.agent_id)
 
 
 def _result_problem(result) -> str | None:

@@ -342,20 +342,14 @@ def run_meridian(args, region: Region, app) -> dict:
     agents = []
     for i in range(args.workers):
         agent_id = f"bench-echo-{i}"
-        # Started with task events off so that disable_events can turn them off
-        # again (a worker started with them on ignores it); the default is applied
-        # below by enable_events, which is what starting with them on does.
         proc = Proc(f"agent-{agent_id}", [
             sys.executable, "manage.py", "run_agent", "--capabilities", "echo", "--agent-id", agent_id,
             "--concurrency", str(args.concurrency), "--region-url", region.url, "--loglevel", "WARNING",
-        ], {**region.env, "AGENT_TASK_EVENTS": "0"}, region.dir / f"agent-{agent_id}.log")
+        ], region.env, region.dir / f"agent-{agent_id}.log")
         region.procs.append(proc)
         agents.append(proc)
     names = [f"bench-echo-{i}@{host}" for i in range(args.workers)]
     wait_workers(app, names, agents)
-    from django.conf import settings
-
-    task_events(app, names, settings.AGENT_TASK_EVENTS)
     db = Db(region.database_url)
     logs = region.logs
     done = "SELECT count(*) FROM regions_task WHERE status = 'succeeded'"

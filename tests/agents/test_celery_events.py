@@ -89,6 +89,9 @@ def test_a_real_event_receiver_sees_the_agent_heartbeat_and_a_task_received_star
     assert kinds == ["task-received", "task-started", "task-succeeded"], kinds
     received = event_log.of("task-received", uuid=uuid)[0]
     assert received["name"] == EXECUTE_TASK and received["hostname"] == hostname
+    # and an operator can still turn them off (Celery cannot in a worker started with -E)
+    out = _celery_cli(region.env["CELERY_BROKER_URL"], "control", "disable_events", "-d", hostname, "-j", "-t", "5")
+    assert json.loads(out.stdout) == [{hostname: {"ok": "task events disabled"}}], out.stdout + out.stderr
 
 
 def test_a_failed_attempt_is_a_task_failed_event_acked_once_without_a_traceback(region, agents, event_log):

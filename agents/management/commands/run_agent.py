@@ -90,11 +90,14 @@ class Command(BaseCommand):
             loglevel=loglevel, optimization="fair",
             # Celery's monitoring (Flower, `celery events`; docs/flower.md): worker-heartbeat
             # events always, at the interval the region gave (Flower shows the agent online,
-            # `control enable_events` finds a dispatcher); task events per AGENT_TASK_EVENTS.
-            # No gossip (every worker would consume every other's heartbeats: n² at fleet
-            # scale) and no mingle (a round of replies at every start): neither is used.
+            # `control enable_events` finds a dispatcher). Task events start off here and
+            # AGENT_TASK_EVENTS turns them on at worker_ready (agents.tasks), so that
+            # `control disable_events` can turn them off again (it cannot in a worker
+            # started with task_events on). No gossip (every worker would consume every
+            # other's heartbeats: n² at fleet scale) and no mingle (a round of replies at
+            # every start): neither is used.
             without_heartbeat=False, heartbeat_interval=float(reg["heartbeat_interval"]),
-            task_events=settings.AGENT_TASK_EVENTS, without_gossip=True, without_mingle=True,
+            task_events=False, without_gossip=True, without_mingle=True,
         )
         worker.start()
         sys.exit(worker.exitcode or 0)
