@@ -17,7 +17,12 @@ sync worker's throughput, at 4-5x its p99. This: 1.6-2x the sync worker's, as
 nothing crosses threads. Running the view in the loop blocks the loop for the
 length of the view, exactly as a sync worker is blocked; every view here is
 short, and one that hangs past gunicorn's timeout gets its worker restarted.
+
+Long-polls (?wait=) are held here, between runs of the view, not in it: see
+project/waiting.py. A waiting client holds a coroutine and a socket; the
+worker and its database connection serve other requests meanwhile.
 """
+import asyncio
 import contextvars
 import json
 import os
@@ -30,11 +35,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Django refuses database calls from a thread that runs an event loop, lest a
 # coroutine interleave with them on the same connection. None can here: a
 # request runs inside one synchronous call that never yields to the loop, and
-# nothing asynchronous in this process touches Django.
+# nothing asynchronous in this process touches Django (the waiters' database
+# recheck, project/waiting.py, is one synchronous call too).
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 django_application = get_wsgi_application()
 
 from django.conf import settings  # noqa: E402  (configured by the line above)
+
+from project.waiting import WaitHub, held_answer, wait_asked  # noqa: E402
 
 
 def _environ(scope: dict, body: bytes) -> dict:
@@ -86,6 +94,21 @@ def _call(wsgi_app, environ: dict, start_response) -> bytes:
             result.close()  # Django's request_finished: its connection is kept or closed here
 
 
+def _run(wsgi_app, scope: dict, body: bytes):
+    """One run of the request through Django: ((status, headers, body), what its
+    view asked to wait for, if anything)."""
+    started = {}
+
+    def start_response(status: str, headers: list, exc_info=None):
+        started["status"] = int(status.split(" ", 1)[0])
+        started["headers"] = [(k.lower().encode("latin1"), v.encode("latin1")) for k, v in headers]
+
+    environ = _environ(scope, body)
+    out = django_context.run(_call, wsgi_app, environ, start_response)
+    ask = wait_asked(environ) if started["status"] == 200 else None
+    return (started["status"], started["headers"], out), ask
+
+
 BUSY = {"error": "unavailable", "detail": "Too many request bodies in flight on this server; retry shortly."}
 
 
@@ -134,7 +157,7 @@ class BufferBudget:
 
 
 def wsgi_after_body(wsgi_app, limit: int | None, default_limit: int | None = None,
-                    budget: int | None = None):
+                    budget: int | None = None, hub: WaitHub | None = None):
     """An ASGI application that runs `wsgi_app` once the whole body is in. A
     body over its path's limit (body_limit: DATA_UPLOAD_MAX_MEMORY_SIZE for an
     agent's report, WEB_BODY_LIMIT otherwise) is refused with 413 JSON, by its
@@ -142,12 +165,14 @@ def wsgi_after_body(wsgi_app, limit: int | None, default_limit: int | None = Non
     passes it; bodies held past the worker's budget (WEB_BUFFER_BUDGET) get 503.
     A client that goes away (or is dropped by the server's read timeouts,
     project/gunicorn_conf.py) before its body is complete ends its request:
-    nothing runs."""
+    nothing runs. A view that asks to wait (project/waiting.py) has its answer
+    held on `hub` and its request run again when woken (no hub: sent at once)."""
     held = BufferBudget(budget)
 
     async def app(scope, receive, send):
         if scope["type"] != "http":  # lifespan is off; no websockets here
             return
+        arrived = asyncio.get_running_loop().time()  # a wait counts from here
         path_limit = body_limit(scope["path"], limit, default_limit)
         length = dict(scope["headers"]).get(b"content-length", b"")
         if path_limit is not None and length.isdigit() and int(length) > path_limit:
@@ -169,20 +194,50 @@ def wsgi_after_body(wsgi_app, limit: int | None, default_limit: int | None = Non
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
-            started = {}
-
-            def start_response(status: str, headers: list, exc_info=None):
-                started["status"] = int(status.split(" ", 1)[0])
-                started["headers"] = [(k.lower().encode("latin1"), v.encode("latin1")) for k, v in headers]
-
-            body = django_context.run(_call, wsgi_app, _environ(scope, b"".join(chunks)), start_response)
+            request_body = b"".join(chunks)
+            answer, ask = _run(wsgi_app, scope, request_body)
         finally:
             held.give_back(size)
-        await send({"type": "http.response.start", "status": started["status"], "headers": started["headers"]})
+        if ask is not None:
+            # No await between the view's read and the waiter's registration
+            # (inside held_answer): see project/waiting.py.
+            answer = await held_answer(hub, first=answer, ask=ask, deadline=arrived + ask.seconds,
+                                       size=len(request_body), rerun=lambda: _run(wsgi_app, scope, request_body),
+                                       receive=receive)
+            if answer is None:
+                return  # the client went away
+        status, headers, body = answer
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     return app
 
 
+def _region_wait_hub() -> WaitHub | None:
+    """The worker's waiters (a region's task long-polls; the router holds none)."""
+    if settings.ROLE != "region":
+        return None
+    from django.db import close_old_connections
+
+    from regions.services import task_events
+
+    def check(task_ids: list[str]) -> set[str]:
+        # Outside any request: the connection is handled as a request would
+        # (reused, or closed past DB_CONN_MAX_AGE or after an error).
+        def run() -> set[str]:
+            close_old_connections()
+            try:
+                return task_events.task_finished_among(task_ids)
+            finally:
+                close_old_connections()
+        return django_context.run(run)
+
+    return WaitHub(redis_url=settings.REDIS_URL, channel=task_events.channel(), check=check,
+                   max_waiters=settings.WAIT_MAX_WAITERS, max_ids=settings.WAIT_MAX_IDS,
+                   max_bytes=settings.WAIT_MAX_BYTES, recheck_seconds=settings.WAIT_RECHECK_SECONDS)
+
+
+wait_hub = _region_wait_hub()
 application = wsgi_after_body(django_application, settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
-                              default_limit=settings.WEB_BODY_LIMIT, budget=settings.WEB_BUFFER_BUDGET)
+                              default_limit=settings.WEB_BODY_LIMIT, budget=settings.WEB_BUFFER_BUDGET,
+                              hub=wait_hub)

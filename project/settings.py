@@ -287,6 +287,14 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(TASK_PAYLOAD_LIMIT_BYTES * 4, AGENT_MAX_RESULT
 # than WEB_BUFFER_BUDGET of bodies in flight answers 503 (project/asgi.py).
 WEB_BODY_LIMIT = env.int("WEB_BODY_LIMIT", default=max(TASK_PAYLOAD_LIMIT_BYTES * 4, 1024 * 1024))
 WEB_BUFFER_BUDGET = env.int("WEB_BUFFER_BUDGET", default=128 * 1024 * 1024)
+# Long-polls (?wait=, POST /api/v1/tasks/wait) held on each web worker's event
+# loop (project/waiting.py): past these a new wait is answered at once; every
+# WAIT_RECHECK_SECONDS the held ids are checked in the database (the safety net
+# under the Redis wake-ups, and all there is while Redis is down).
+WAIT_MAX_WAITERS = env.int("WAIT_MAX_WAITERS", default=5000)
+WAIT_MAX_IDS = env.int("WAIT_MAX_IDS", default=50_000)
+WAIT_MAX_BYTES = env.int("WAIT_MAX_BYTES", default=64 * 1024 * 1024)
+WAIT_RECHECK_SECONDS = env.float("WAIT_RECHECK_SECONDS", default=2.0)
 # Dead letters (messages a consumer dropped): kept this long, at most this many,
 # and an agent may report this many a minute (project/deadletter.py).
 DEAD_LETTER_RETENTION_DAYS = env.int("DEAD_LETTER_RETENTION_DAYS", default=7)

@@ -20,17 +20,23 @@ class SharedFieldsMixin:
 
 class TaskOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    region_id = serializers.SerializerMethodField()
 
     class Meta:
         model = Task
         fields = ["id", "url", "capability", "status", "status_reason", "priority", "timeout", "max_attempts",
                   "attempt", "idempotency_key", "target_agent", "agent", "payload", "result", "error",
-                  "created_at", "dispatched_at", "started_at", "finished_at"]
+                  "created_at", "dispatched_at", "started_at", "finished_at", "region_id"]
 
     def get_url(self, task) -> str:
         from django.conf import settings
 
         return f"{settings.REGION_URL}/api/v1/tasks/{task.id}"
+
+    def get_region_id(self, task) -> str:
+        from django.conf import settings
+
+        return settings.REGION_ID
 
 
 class AgentOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):

@@ -19,6 +19,7 @@ urlpatterns = [
     path("agents/<agent_id:agent_id>/revoke", views.AgentRevokeApi.as_view(), name="agent-revoke"),
     path("tasks", views.TaskListSubmitApi.as_view(), name="task-list"),
     path("tasks/batch", views.TaskBatchSubmitApi.as_view(), name="task-batch"),
+    path("tasks/wait", views.TaskWaitApi.as_view(), name="task-wait"),
     path("tasks/<uuid:task_id>", views.TaskDetailApi.as_view(), name="task-detail"),
     path("tasks/<uuid:task_id>/cancel", views.TaskCancelApi.as_view(), name="task-cancel"),
     path("tasks/<uuid:task_id>/retry", views.TaskRetryApi.as_view(), name="task-retry"),

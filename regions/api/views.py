@@ -7,7 +7,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, Throttled, ValidationError
 from project.pagination import StrictCursorPagination
@@ -15,6 +15,7 @@ from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from project import waiting
 from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
@@ -397,10 +398,72 @@ def _task_or_404(request, task_id) -> Task:
     return task
 
 
+class WaitSecondsField(serializers.FloatField):
+    """Seconds to long-poll, 0 to 60: a number (in a query string, its decimal
+    form); never a boolean, NaN or infinity."""
+
+    def __init__(self, *, json_number: bool = False, **kwargs):
+        self.json_number = json_number
+        super().__init__(min_value=0, max_value=waiting.MAX_WAIT_SECONDS, **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or (self.json_number and not isinstance(data, (int, float))):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+WAIT_HELP = ("seconds (0 to 60) to hold the answer until the task is final (succeeded, failed, cancelled); "
+             "answered at once when it is, else with its current state when the time is up")
+
+
+def _wait_query(request) -> float:
+    if "wait" not in request.query_params:
+        return 0.0
+    field = WaitSecondsField()
+    try:
+        return field.run_validation(request.query_params["wait"])
+    except ValidationError as exc:
+        raise ValidationError({"wait": exc.detail}) from exc
+
+
 class TaskDetailApi(APIView):
-    @extend_schema(responses={200: TaskOutputSerializer, **errors(401, 404, 503)})
+    @extend_schema(parameters=[OpenApiParameter("wait", float, required=False, description=WAIT_HELP)],
+                   responses={200: TaskOutputSerializer, **errors(400, 401, 404, 503)})
     def get(self, request, task_id):
-        return Response(TaskOutputSerializer(_task_or_404(request, task_id)).data)
+        wait = _wait_query(request)
+        task = _task_or_404(request, task_id)
+        if wait and task.status in Task.ACTIVE:
+            waiting.wait_ask(request, ids=[task.id], seconds=wait)  # held on the event loop (project/asgi.py)
+        return Response(TaskOutputSerializer(task).data)
+
+
+WAIT_MAX_IDS = 1000
+
+
+class TaskWaitApi(APIView):
+    """Wait for any of several tasks: answered as soon as one of them is final
+    (at once when one already is, or one is not found), else at the end of
+    `wait` with what is still pending."""
+
+    @extend_schema_serializer(component_name="TaskWait")
+    class InputSerializer(serializers.Serializer):
+        ids = serializers.ListField(child=StrictUUIDField(), min_length=1, max_length=WAIT_MAX_IDS)
+        wait = WaitSecondsField(json_number=True, required=False, default=0, help_text=WAIT_HELP)
+
+    @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 503)})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        ids = list(dict.fromkeys(str(task_id) for task_id in data.validated_data["ids"]))
+        found = {str(task.id): task for task in selectors.task_list(user=request.user).filter(id__in=ids)}
+        done = [found[task_id] for task_id in ids if task_id in found and found[task_id].status not in Task.ACTIVE]
+        pending = [task_id for task_id in ids if task_id in found and found[task_id].status in Task.ACTIVE]
+        missing = [task_id for task_id in ids if task_id not in found]
+        wait = data.validated_data["wait"]
+        if wait and not done and not missing:
+            waiting.wait_ask(request, ids=pending, seconds=wait)  # held on the event loop (project/asgi.py)
+        return Response({"done": TaskOutputSerializer(done, many=True).data, "pending": pending,
+                         "missing": missing})
 
 
 class TaskCancelApi(APIView):

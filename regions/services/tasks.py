@@ -26,6 +26,7 @@ from regions.services import agents as agent_services
 from regions.services import liveness
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.handlers import PayloadInvalid, payload_check
+from regions.services.task_events import task_finished_publish
 
 logger = logging.getLogger(__name__)
 
@@ -506,6 +507,7 @@ def _granted(*, task_id, attempt: int, agent_id: str, capability: str, payload, 
                     status=Task.Status.FAILED, error=error, finished_at=timezone.now(), status_reason=error[:255]):
                 _attempt_close(task_id=task_id, number=attempt, outcome=TaskAttempt.Outcome.FAILED, error=error,
                                agent_id=agent_id)
+                task_finished_publish([task_id])
         return Claim(run=False, reason=error)
 
 
@@ -562,6 +564,8 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
     if not records and _json_contains():
         done = _succeed_sql(task_id=task_id, attempt=attempt, agent_id=agent_id, result=result,
                             started_at=started_at, capabilities=capabilities)
+        if done:
+            task_finished_publish([task_id])
         _succeeded_log(done, task_id=task_id, attempt=attempt, agent_id=agent_id)
         return done
     with transaction.atomic():
@@ -571,6 +575,7 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
         )
         if done:
             _attempt_close(task_id=task_id, number=attempt, outcome=TaskAttempt.Outcome.SUCCEEDED, agent_id=agent_id)
+            task_finished_publish([task_id])
         if done and records:
             IngestedRecord.objects.bulk_create(
                 [IngestedRecord(task_id=task_id, line=r["line"], data=r["data"]) for r in records],
@@ -644,6 +649,8 @@ def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryabl
                               retryable=retryable, started_at=started_at, capabilities=capabilities)
         if changed:
             _attempt_close(task_id=task_id, number=attempt, outcome=outcome, error=error, agent_id=agent_id)
+            if not (retryable and task.attempt < task.max_attempts):  # final: no attempt left, or not retryable
+                task_finished_publish([task_id])
     if changed:
         logger.warning("task %s attempt %s failed on %s (%s): %s", task_id, attempt, agent_id,
                        "retrying" if retryable and task.attempt < task.max_attempts else "final", error[:300],
@@ -688,6 +695,7 @@ def tasks_requeue_for_agents(*, agent_ids: list[str], reason: str) -> int:
                                status_reason="no attempts left"):
                     _attempt_close(task_id=task.id, number=task.attempt, outcome=TaskAttempt.Outcome.FAILED,
                                    error=error, agent_id=task.agent)
+                    task_finished_publish([task.id])
                     logger.warning("task %s failed: %s, no attempts left", task.id, lost,
                                    extra={"agent": task.agent, "task": str(task.id)})
             continue
@@ -722,6 +730,7 @@ def task_cancel(*, task: Task) -> Task:
         if changed:  # a running attempt ends here; a queued one never started (no row)
             TaskAttempt.objects.filter(task_id=task.id, number=task.attempt, outcome="").update(
                 outcome=TaskAttempt.Outcome.CANCELLED, finished_at=timezone.now())
+            task_finished_publish([task.id])
     task.refresh_from_db()
     if not changed:
         raise InvalidState(f"task is already {task.status}")

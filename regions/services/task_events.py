@@ -1,0 +1,57 @@
+"""A task reached a final state (succeeded, failed, cancelled): tell the web
+workers holding long-polls for it (project/waiting.py).
+
+Published on the region's liveness Redis, channel `m:<region>:task-finished`,
+as one message of space-separated ids, after the transaction that made the
+state final commits (a waiter woken earlier would re-read the old state).
+Best effort by design: a publish that fails (Redis down) is dropped, and the
+waiters learn of the finish from their periodic database recheck instead.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable
+
+from django.db import transaction
+
+from regions.models import Task
+from regions.services import liveness
+
+logger = logging.getLogger(__name__)
+
+# After a failed publish, none is tried for this long: a Redis that hangs must
+# not add its socket timeout to every report on the task path.
+PUBLISH_PAUSE_SECONDS = 1.0
+_paused_until = 0.0
+
+
+def channel() -> str:
+    return liveness.key("task-finished")
+
+
+def task_finished_publish(task_ids: Iterable) -> None:
+    """Call from every transition that makes tasks final, inside or outside its
+    transaction: the ids are published once it commits (at once in autocommit);
+    nothing is published if it rolls back."""
+    ids = [str(task_id) for task_id in task_ids]
+    if ids:
+        transaction.on_commit(lambda: _publish(ids))
+
+
+def _publish(ids: list[str]) -> None:
+    global _paused_until
+    if time.monotonic() < _paused_until:
+        return
+    try:
+        liveness.client().publish(channel(), " ".join(ids))
+    except liveness.RedisError as exc:
+        _paused_until = time.monotonic() + PUBLISH_PAUSE_SECONDS
+        logger.info("task-finished not published (%s): waiters find out at their next recheck", exc)
+
+
+def task_finished_among(task_ids: list[str]) -> set[str]:
+    """Which of these tasks are final now (the waiters' safety net: one query by
+    primary key for a batch of ids)."""
+    rows = Task.objects.filter(id__in=task_ids).exclude(status__in=Task.ACTIVE).values_list("id", flat=True)
+    return {str(task_id) for task_id in rows}
