@@ -11,6 +11,7 @@ loops and error mapping exist once, here, and nothing here does I/O.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 import uuid
@@ -151,6 +152,11 @@ def region_url_from_task_url(task_url: Any) -> str | None:
     return None
 
 
+def _seconds(value: float) -> float:
+    """A wait to ask the server for: whole tenths, rounded down (never past the caller's timeout)."""
+    return max(0.0, math.floor(value * 10) / 10)
+
+
 def final(task: Mapping[str, Any] | None) -> bool:
     """True for a task in a final state (succeeded, failed, cancelled)."""
     if not task:
@@ -204,6 +210,10 @@ class RefState(Protocol):
     region_id: str | None
     region_url: str | None
     task: dict[str, Any] | None
+
+
+class _Missing(NotFound):
+    """Tasks the many-wait did not find (not: the region has no many-wait)."""
 
 
 class _Never(Exception):
@@ -352,7 +362,7 @@ class Core:
         return task
 
     # --- one task --------------------------------------------------------------------
-    def get(self, ref: RefState, *, wait: int | None = None) -> Gen[dict[str, Any]]:
+    def get(self, ref: RefState, *, wait: float | None = None) -> Gen[dict[str, Any]]:
         base, params = yield from self.where(ref)
         if wait is not None:
             params = {**params, "wait": wait}
@@ -376,7 +386,7 @@ class Core:
         pause = 0.1
         while True:
             left = MAX_WAIT if end is None else max(0.0, end - self.clock())
-            wait = int(min(MAX_WAIT, left))
+            wait = _seconds(min(MAX_WAIT, left))
             asked = self.clock()
             task = yield from self.get(ref, wait=wait)
             if final(task):
@@ -425,12 +435,12 @@ class Core:
             asked = self.clock()
             for key, group in live:
                 left = None if end is None else max(0.0, end - self.clock())
-                wait = int(min(longest, MAX_WAIT if left is None else left))
+                wait = _seconds(min(longest, MAX_WAIT if left is None else left))
                 if key not in unsupported:
                     try:
                         done = yield from self._wait_many(key, group[:MAX_WAIT_IDS], wait)
                     except APIError as exc:
-                        if exc.status not in (404, 405):
+                        if exc.status not in (404, 405) or isinstance(exc, _Missing):
                             raise
                         unsupported.add(key)  # an older region: poll it
                         done = []
@@ -449,13 +459,17 @@ class Core:
                 yield Sleep(pause if left is None else min(pause, left))
                 pause = min(pause * 1.5, 2.0)
 
-    def _wait_many(self, key: GroupKey, group: list[RefState], wait: int) -> Gen[list[RefState]]:
+    def _wait_many(self, key: GroupKey, group: list[RefState], wait: float) -> Gen[list[RefState]]:
         base, params = key[0], dict(key[1])
         by_id = {ref.task_id: ref for ref in group}
         reply = yield from self.call("POST", f"{base}{TASKS_PATH}/wait", params=params, safe=True,
                                      json={"ids": list(by_id), "wait": wait},
                                      read_timeout=wait + self.timeout)
         body = reply.body if isinstance(reply.body, dict) else {}
+        missing = [str(task_id) for task_id in body.get("missing") or []]
+        if missing:  # waiting on them would never end
+            raise _Missing(f"no task {', '.join(missing[:10])}{' …' if len(missing) > 10 else ''} at {base}",
+                           status=404, code="not_found", body={"missing": missing}, url=reply.url)
         done = []
         for task in body.get("done") or []:
             ref = by_id.get(str(task.get("id"))) if isinstance(task, dict) else None

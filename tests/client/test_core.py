@@ -212,7 +212,7 @@ def test_a_reference_through_the_router_follows_the_redirect_and_resends_the_key
     ref = Ref(region_id="eu")
     assert script.run(c.result(ref, timeout=5)) == {"ok": 1}
     assert script.sent[0].url == f"http://router:8000/api/v1/tasks/{TASK}"
-    assert script.sent[0].params["region"] == "eu" and script.sent[0].params["wait"] in (4, 5)
+    assert script.sent[0].params["region"] == "eu" and 4.5 <= script.sent[0].params["wait"] <= 5
     assert script.sent[1].url == location and script.sent[1].params is None
     assert c.region_urls == {"eu": "http://eu:8000"}  # the next request goes there directly
 
@@ -249,7 +249,7 @@ def test_a_server_without_long_poll_is_asked_again_after_a_short_pause():
             sent.append(step)
             outcome = reply(200, answers.pop(0))  # answered at once: ?wait= ignored
     assert value == 7 and len(sent) == 3 and slept and all(s <= 2 for s in slept)
-    assert sent[0].params == {"wait": 30}
+    assert sent[0].params == {"wait": 30.0}
 
 
 def test_direct_submit_routes_then_posts_to_the_region_and_skips_one_never_reached():
@@ -262,3 +262,20 @@ def test_direct_submit_routes_then_posts_to_the_region_and_skips_one_never_reach
     assert [s.url for s in script.sent] == ["http://router:8000/api/v1/route", "http://down:8000/api/v1/tasks",
                                            "http://eu:8000/api/v1/tasks"]
     assert "residency" not in script.sent[2].json and (ref.region_id, ref.region_url) == ("eu", "http://eu:8000")
+
+
+def test_waiting_on_many_answers_each_as_it_ends_and_refuses_to_wait_on_a_missing_one():
+    c = core()
+    a, b = Ref(task_id=str(uuid.uuid4()), region_url="http://eu:8000"), Ref(task_id=str(uuid.uuid4()),
+                                                                              region_url="http://eu:8000")
+    done_a = {**task("succeeded"), "id": a.task_id}
+    done_b = {**task("failed"), "id": b.task_id}
+    script = Script(reply(200, {"done": [done_a], "pending": [b.task_id], "missing": []}),
+                    reply(200, {"done": [done_b], "pending": [], "missing": []}))
+    script.run(c.as_completed([a, b], timeout=30))
+    assert script.emitted == [a, b] and script.sent[0].json["ids"] == [a.task_id, b.task_id]
+    assert 29.5 <= script.sent[0].json["wait"] <= 30
+    assert script.sent[1].json["ids"] == [b.task_id] and b.task["status"] == "failed"
+    with pytest.raises(errors.NotFound):
+        Script(reply(200, {"done": [], "pending": [], "missing": [a.task_id]})).run(
+            c.as_completed([Ref(task_id=a.task_id, region_url="http://eu:8000")], timeout=30))
