@@ -130,6 +130,21 @@ def test_cancel_retry_and_a_wait_that_times_out(fleet, via_region):
         assert via_router.task(str(ref)).cancel()["status"] == "cancelled"
 
 
+def test_result_and_as_completed_long_poll_instead_of_polling(fleet):
+    sent = []
+    http = httpx.Client(event_hooks={"request": [lambda request: sent.append((request.method, request.url.path))]})
+    with Client(fleet.router.url, fleet.api_key, http=http) as client:
+        ref = client.submit("sleep", {"seconds": 2}, residency="eu")
+        sent.clear()
+        assert ref.result(timeout=60)["slept"] == 2
+        # One request held until the end (a redirect first at most), not a poll every few 100 ms.
+        assert len(sent) <= 3, sent
+        refs = [client.submit("sleep", {"seconds": 1 + i}, residency="eu") for i in range(3)]
+        sent.clear()
+        assert len(list(client.as_completed(refs, timeout=60))) == 3
+        assert all(path == "/api/v1/tasks/wait" for _, path in sent) and len(sent) <= 6, sent
+
+
 def test_an_uncertain_forward_is_retried_in_that_region_only_and_lands_once(fleet, via_router):
     key = uuid.uuid4().hex
     before = fleet.door.swallowed
