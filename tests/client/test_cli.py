@@ -91,13 +91,15 @@ def test_route_lists_the_regions_best_first(meridian):
     assert json.loads(meridian("route", "echo", "--json").stdout)["capability"] == "echo"
 
 
-def test_refusals_usage_errors_and_unreachable_servers_have_their_own_exit_codes(meridian):
+def test_refusals_usage_errors_and_unreachable_servers_have_their_own_exit_codes(fleet, meridian):
     unknown = meridian("status", f"eu-west-3/{uuid.uuid4()}")
     assert unknown.returncode == 5 and "404" in unknown.stderr
     bad_key = meridian("status", f"eu-west-3/{uuid.uuid4()}", MERIDIAN_API_KEY="mk_wrong")
     assert bad_key.returncode == 5 and "401" in bad_key.stderr
     invalid = meridian("submit", "echo", "--payload", '{"n": 1}', "--priority", "99", "--residency", "eu")
     assert invalid.returncode == 5 and "priority" in invalid.stderr
+    nobody = meridian("submit", NOBODY, "--require-agent", url=fleet.region.url)
+    assert nobody.returncode == 5 and "no_agent" in nobody.stderr
     assert meridian("submit", "echo", "--payload", "not json").returncode == 2
     assert meridian("submit", "echo", "--payload", "@/nonexistent.json").returncode == 2
     assert meridian("status", "not-a-reference").returncode == 2

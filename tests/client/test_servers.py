@@ -11,8 +11,8 @@ import uuid
 import httpx
 import pytest
 
-from meridian_client import (Client, ForwardUncertain, NotFound, Refusal, TaskCancelled, TaskFailed, TaskRef,
-                             Unavailable, ValidationError, WaitTimeout)
+from meridian_client import (Client, ForwardUncertain, NoAgent, NoRegion, NotFound, Refusal, TaskCancelled,
+                             TaskFailed, TaskRef, Unavailable, ValidationError, WaitTimeout)
 
 pytestmark = pytest.mark.integration
 
@@ -143,6 +143,16 @@ def test_result_and_as_completed_long_poll_instead_of_polling(fleet):
         sent.clear()
         assert len(list(client.as_completed(refs, timeout=60))) == 3
         assert all(path == "/api/v1/tasks/wait" for _, path in sent) and len(sent) <= 6, sent
+
+
+def test_a_capability_nobody_serves_is_refused_at_once_when_asked(via_router, via_region):
+    started = time.monotonic()
+    with pytest.raises(NoAgent) as caught:
+        via_region.submit(NOBODY, {}, require_agent=True)
+    assert NOBODY in caught.value.detail and caught.value.status == 409
+    with pytest.raises(NoRegion):  # the router has no region for it: not retried for a minute
+        via_router.submit(NOBODY, {})
+    assert time.monotonic() - started < 10
 
 
 def test_an_uncertain_forward_is_retried_in_that_region_only_and_lands_once(fleet, via_router):
