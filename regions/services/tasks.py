@@ -855,8 +855,7 @@ def _fail_waiting_past_deadline(now, batch: int, *, live: set[str]) -> int:
             count += changed
             logger.warning("%d tasks of %s failed: no agent within the wait deadline of %s s", changed,
                            capability, seconds)
-        # TODO(wait): publish the failed ids for long-poll waiters once the
-        # publisher exists (task_events.task_finished_publish(task_ids)), on commit.
+        task_finished_publish(failed)  # wakes their long-poll waiters once this commits
     return count
 
 

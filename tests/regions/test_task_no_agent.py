@@ -11,9 +11,10 @@ from rest_framework.test import APIClient
 from regions.models import Agent, Task, TaskAttempt
 from regions.services import agents as agent_services
 from regions.services import config as config_services
-from regions.services import tasks
+from regions.services import task_events, tasks
 from regions.services.config import ConfigError, config_parse
 from tests import factories
+from tests.harness import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -267,6 +268,23 @@ def test_an_open_attempt_of_a_task_failed_by_the_deadline_is_closed_as_failed(re
     assert attempt.outcome == TaskAttempt.Outcome.FAILED and attempt.error.startswith("no_agent:")
 
 
+def test_tasks_failed_by_the_deadline_wake_their_long_poll_waiters(
+        redis_clean, sent, settings, monkeypatch, django_capture_on_commit_callbacks):
+    settings.TASK_WAIT_DEADLINE = 60
+    monkeypatch.setattr(task_events, "_paused_until", 0.0)
+    task = waiting_since("nope", 3600)
+    pubsub = redis_clean.pubsub()
+    pubsub.subscribe(task_events.channel())
+    assert wait_for(lambda: pubsub.get_message(timeout=0.1), 10, what="subscribed")["type"] == "subscribe"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.task_sweep()["no_agent"] == 1
+    message = wait_for(lambda: pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1), 10,
+                       what="a task-finished message")
+    data = message["data"].decode() if isinstance(message["data"], bytes) else message["data"]
+    assert str(task.id) in data.split()
+    pubsub.close()
+
+
 def test_the_sweeper_fails_at_most_one_batch_per_tick(redis_clean, sent, settings):
     settings.TASK_WAIT_DEADLINE = 60
     for _ in range(5):
@@ -294,7 +312,9 @@ def test_a_task_nobody_serves_fails_with_no_agent_by_itself_on_a_real_region(fre
     assert refused.status_code == 409 and refused.json()["error"] == "no_agent", refused.text
     task = region.submit("nope", {})
     assert task["status"] == "waiting" and "fails (no_agent) at" in task["status_reason"]
-    done = region.wait_task(task["id"], statuses=("failed",), timeout=60)
+    # A caller long-polling it is answered when the deadline fails it, not left hanging.
+    done = wait_for(lambda: (t := region.call("GET", f"/api/v1/tasks/{task['id']}?wait=8").json())["status"]
+                    == "failed" and t, 90, what="the long-poll answered with the failed task")
     assert done["status_reason"] == "no_agent"
     assert done["error"].startswith("no_agent:") and "'nope'" in done["error"] and "2 s" in done["error"]
     assert region.db_query("SELECT count(*) FROM regions_task") == [(1,)]
