@@ -179,9 +179,10 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 # Agents send Celery's task events (task-received/started/succeeded/failed) for
 # Flower and `celery events` (docs/flower.md). Off by default: three broker
 # messages per task cost 6-16% of throughput on Redis, up to 10% on RabbitMQ
-# (BENCHMARKS.md, "Task events"). Their worker-heartbeat events are always on, so Flower sees them
-# online and turns task events on in running agents by itself (as does
-# `celery control enable_events`); `make demo` starts agents with them on.
+# (BENCHMARKS.md, "Task events"). Their worker-heartbeat events are always
+# on, so Flower sees them online and turns task events on in running agents by
+# itself (as does `celery control enable_events`); `make demo` starts agents
+# with them on.
 AGENT_TASK_EVENTS = env.bool("AGENT_TASK_EVENTS", default=False)
 CELERY_TASK_ACKS_LATE = True
 # A message whose worker process died is acked, not requeued: a message that
