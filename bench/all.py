@@ -42,6 +42,7 @@ BENCHMARKS = [
     ("regional_vs_central", ()),
     ("requeue", ("region",)),
     ("config_sync", ("region",)),
+    ("waiters", ("region",)),
 ]
 QUICK_TIMEOUT = 240  # seconds; a quick benchmark that takes longer is stuck
 

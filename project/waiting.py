@@ -28,9 +28,9 @@ Nothing is missed between a view's read and the subscription:
 - while the subscription is down or (re)connecting, messages are lost: on every
   (re)connect, and every WAIT_RECHECK_SECONDS as a safety net whatever the
   subscription says, the hub asks the database which of the ids it holds are
-  final (one query per WAIT_CHECK_BATCH ids, not one per waiter) and wakes
-  those. With Redis down, waiting degrades to these checks: later answers,
-  never an error.
+  final (one query per batch of 250 ids, not one per waiter; the loop serves
+  requests between batches) and wakes those. With Redis down, waiting
+  degrades to these checks: later answers, never an error.
 
 Bounded: past WAIT_MAX_WAITERS waiters, WAIT_MAX_IDS ids or WAIT_MAX_BYTES of
 held request bodies per worker, a new wait is answered at once with the
@@ -72,12 +72,35 @@ def wait_asked(environ: dict) -> WaitAsk | None:
     return ask if isinstance(ask, WaitAsk) and ask.ids and ask.seconds > 0 else None
 
 
+WOKEN, DEADLINE, GONE = "woken", "deadline", "gone"
+
+
 class Waiter:
-    __slots__ = ("ids", "size", "event")
+    """One held request. Small on purpose: thousands live on a worker for up to a
+    minute, and every object they hold is one more for each full garbage
+    collection to walk (a pause of the whole worker: heartbeats wait through
+    it). So one future per wait, ended by whichever comes first: a wake-up,
+    the deadline's timer or the disconnect watcher's callback; no task or
+    Event of its own."""
+
+    __slots__ = ("ids", "size", "future")
 
     def __init__(self, ids: tuple[str, ...], size: int):
         self.ids, self.size = ids, size
-        self.event = asyncio.Event()
+        self.future: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def end(self, why: str) -> None:
+        if not self.future.done():
+            self.future.set_result(why)
+
+    def woken(self) -> None:
+        self.end(WOKEN)
+
+    def deadline(self) -> None:
+        self.end(DEADLINE)
+
+    def gone(self, _watcher=None) -> None:
+        self.end(GONE)
 
 
 class WaitHub:
@@ -86,7 +109,7 @@ class WaitHub:
 
     def __init__(self, *, redis_url: str, channel: str, check: Callable[[list[str]], Iterable[str]],
                  max_waiters: int, max_ids: int, max_bytes: int, recheck_seconds: float,
-                 check_batch: int = 2000, health_seconds: float = 15.0):
+                 check_batch: int = 250, health_seconds: float = 15.0):
         self.redis_url, self.channel, self.check = redis_url, channel, check
         self.max_waiters, self.max_ids, self.max_bytes = max_waiters, max_ids, max_bytes
         self.recheck_seconds, self.check_batch, self.health_seconds = recheck_seconds, check_batch, health_seconds
@@ -115,7 +138,7 @@ class WaitHub:
     def rearm(self, waiter: Waiter, ids: tuple[str, ...]) -> None:
         """The waiter waits on (again) for `ids`: what is still pending after a re-run."""
         self._unwatch(waiter)
-        waiter.event.clear()
+        waiter.future = asyncio.get_running_loop().create_future()
         self._watch(waiter, ids)
 
     def release(self, waiter: Waiter) -> None:
@@ -143,7 +166,7 @@ class WaitHub:
         woken = 0
         for task_id in ids:
             for waiter in self.by_id.get(task_id, ()):
-                waiter.event.set()
+                waiter.woken()
                 woken += 1
         return woken
 
@@ -267,24 +290,28 @@ async def held_answer(hub: WaitHub | None, *, first, ask: WaitAsk, deadline: flo
     waiter = hub.admit(ask.ids, size)
     if waiter is None:
         return first
-    gone = asyncio.ensure_future(_disconnected(receive))
+    watcher = loop.create_task(_disconnected(receive))
+    watcher.add_done_callback(waiter.gone)
+    timer = loop.call_at(deadline, waiter.deadline)
     try:
         while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            woke = asyncio.ensure_future(waiter.event.wait())
-            await asyncio.wait((woke, gone), timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            woke.cancel()
-            if gone.done():
+            why = await waiter.future
+            if why == GONE:
                 return None
-            if not waiter.event.is_set():
-                break  # the deadline
+            if why == DEADLINE:
+                break
             answer, again = rerun()
             if again is None:
                 return answer
             hub.rearm(waiter, again.ids)
+            # What ended while this waiter was not listening (its future was done):
+            if watcher.done():
+                return None
+            if loop.time() >= deadline:
+                break
         return rerun()[0]  # the state at the deadline
     finally:
+        timer.cancel()
+        watcher.remove_done_callback(waiter.gone)
+        watcher.cancel()
         hub.release(waiter)
-        gone.cancel()
