@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -45,6 +46,10 @@ class Held:
         finally:
             self.conn.close()
         return response.status, json.loads(raw), time.time()
+
+    def drop(self) -> None:
+        """The client goes away before its answer."""
+        self.conn.sock.shutdown(socket.SHUT_RDWR)
 
     def answer(self, timeout: float = 120) -> tuple[int, dict, float, float]:
         """(status, body, wall-clock time it arrived, seconds it took)."""
@@ -117,16 +122,23 @@ def test_a_bad_wait_is_400_naming_wait_on_the_real_server(wait_region, wait):
 
 # --- one worker, many waiters; Redis lost -------------------------------------------------
 
-@pytest.fixture
-def one_worker_region(region_template):
-    r = harness.Region(region_template)
+def one_worker(template, **env) -> harness.Region:
+    r = harness.Region(template, **env)
     try:
         r.start_web(workers=1)
         r.start_orchestrator()
         r.api_key = r.manage("create_api_key", "operator", "--staff")
-        yield r
-    finally:
+    except BaseException:
         r.stop()
+        raise
+    return r
+
+
+@pytest.fixture
+def one_worker_region(region_template):
+    r = one_worker(region_template)
+    yield r
+    r.stop()
 
 
 def test_fifty_waiters_leave_a_single_worker_free_for_health_checks_and_heartbeats(one_worker_region):
@@ -176,3 +188,21 @@ def test_with_its_redis_stopped_a_waiter_is_still_answered_by_the_recheck_never_
     assert region.call("POST", f"/api/v1/tasks/{staying}/cancel").status_code == 200
     status, body, _, took = third.answer()
     assert status == 200 and body["status"] == "cancelled" and took < 20
+
+
+def test_a_full_worker_answers_a_new_wait_at_once_and_a_client_that_leaves_frees_its_place(region_template):
+    region = one_worker(region_template, WAIT_MAX_WAITERS="1")
+    try:
+        first, second = (region.submit("nobody_serves_this")["id"] for _ in range(2))
+        holding = Held(region, "GET", f"/api/v1/tasks/{first}?wait=60")
+        status, body, _, took = Held(region, "GET", f"/api/v1/tasks/{second}?wait=60").answer()
+        assert status == 200 and body["status"] == "waiting" and took < 10  # the worker holds its one waiter
+        assert not holding.future.done()
+        holding.drop()
+
+        def held_again() -> bool:  # the place is free once the server has dropped the waiter that left
+            return Held(region, "GET", f"/api/v1/tasks/{second}?wait=1.5").answer()[3] >= 1.5
+
+        harness.wait_for(held_again, 30, interval=0.2, what="a new waiter held after the first client left")
+    finally:
+        region.stop()
