@@ -427,7 +427,9 @@ def _wait_query(request) -> float:
 
 
 class TaskDetailApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("wait", float, required=False, description=WAIT_HELP)],
+    @extend_schema(parameters=[OpenApiParameter("wait", {"type": "number", "minimum": 0,
+                                                         "maximum": waiting.MAX_WAIT_SECONDS},
+                                                required=False, description=WAIT_HELP)],
                    responses={200: TaskOutputSerializer, **errors(400, 401, 404, 503)})
     def get(self, request, task_id):
         wait = _wait_query(request)
@@ -450,7 +452,14 @@ class TaskWaitApi(APIView):
         ids = serializers.ListField(child=StrictUUIDField(), min_length=1, max_length=WAIT_MAX_IDS)
         wait = WaitSecondsField(json_number=True, required=False, default=0, help_text=WAIT_HELP)
 
-    @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 503)})
+    @extend_schema_serializer(component_name="TaskWaitResult")
+    class OutputSerializer(serializers.Serializer):
+        done = TaskOutputSerializer(many=True, help_text="the tasks that are final, in the order asked")
+        pending = serializers.ListField(child=serializers.UUIDField(), help_text="ids not final yet")
+        missing = serializers.ListField(child=serializers.UUIDField(), help_text="ids with no task of this caller's")
+
+    @extend_schema(operation_id="tasks_wait", request=InputSerializer,
+                   responses={200: OutputSerializer, **errors(400, 401, 503)})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
