@@ -203,7 +203,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=None, help="per round (10; --quick 5)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved, a multiple of 4 (8; --quick 4)")
     parser.add_argument("--workers", type=int, default=2, help="web workers (the tests' and bench/tasks.py's)")
-    parser.add_argument("--beats", type=int, default=1000, help="heartbeats a second (1000: 5,000 agents at 5 s)")
+    parser.add_argument("--beats", type=int, default=1000,
+                        help="heartbeats a second the pacing aims at (1000: 5,000 agents at 5 s; each connection "
+                             "waits after its answer, so a little less is sent)")
     parser.add_argument("--connections", type=int, default=10, help="wrk connections the beats are paced over")
     parser.add_argument("--agents", type=int, default=5000, help="simulated agents whose heartbeats wrk sends")
     parser.add_argument("--submit-rate", type=float, default=20, help="echo tasks submitted a second, all along")
@@ -230,7 +232,8 @@ def main() -> None:
         region.manage("fleet_seed", "--count", str(args.agents), "--capabilities", "beats_only",
                       "--tokens-out", str(tokens))
         lua = region.dir / "heartbeat.lua"
-        lua.write_text(LUA % {"tokens": tokens, "delay_ms": max(1, round(args.connections * 1000 / args.beats))})
+        delay_ms = max(1, round(args.connections * 1000 / args.beats))
+        lua.write_text(LUA % {"tokens": tokens, "delay_ms": delay_ms})
         region.agent("echo,sleep", agent_id="bench-agent", concurrency=args.probes + 2)
         api = requests.Session()
         api.headers["Authorization"] = f"Bearer {region.api_key}"
@@ -314,7 +317,8 @@ def main() -> None:
 
         print(f"\nwaiters benchmark: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
               f"{args.waiters} waiters (wait=60, re-polled at their deadline) on gunicorn -w {args.workers} (uvicorn workers); heartbeats paced "
-              f"at {args.beats}/s (wrk -c{args.connections}, {args.agents} agents), {args.submit_rate:g} submits/s, "
+              f"(wrk -c{args.connections}, {delay_ms} ms between a connection's answer and its next beat, "
+              f"{args.agents} agents), {args.submit_rate:g} submits/s, "
               f"{args.probes} probe threads; {args.seconds} s rounds; one 2-core machine")
         print(f"{'round':>5} {'side':8} {'beats/s':>8} {'hb p50':>8} {'hb p99':>8} {'hb err':>6} {'web CPU':>8} "
               f"{'settle':>7} {'re-polls':>9} {'probes':>7}")
