@@ -35,13 +35,16 @@ Nothing is missed between a view's read and the subscription:
 Bounded: past WAIT_MAX_WAITERS waiters, WAIT_MAX_IDS ids or WAIT_MAX_BYTES of
 held request bodies per worker, a new wait is answered at once with the
 current state (the client asks again); a waiter whose client disconnects is
-dropped at once.
+dropped at once. A graceful stop (SIGTERM) answers every waiter at once with
+its current state.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
@@ -121,11 +124,12 @@ class WaitHub:
         self._tasks: list[asyncio.Task] = []
         self._soon: asyncio.Event | None = None
         self._check_failing = False
+        self.closing = False
 
     # --- waiters ---------------------------------------------------------------
     def admit(self, ids: tuple[str, ...], size: int = 0) -> Waiter | None:
         """A new waiter on `ids`, or None when this worker holds its limit."""
-        if (self.waiters >= self.max_waiters or self.ids_held + len(ids) > self.max_ids
+        if (self.closing or self.waiters >= self.max_waiters or self.ids_held + len(ids) > self.max_ids
                 or self.bytes_held + size > self.max_bytes):
             return None
         self._start()
@@ -180,6 +184,34 @@ class WaitHub:
         self._loop, self._soon = loop, asyncio.Event()
         self._tasks = [loop.create_task(self._listen(), name="wait-hub-listen"),
                        loop.create_task(self._rechecks(), name="wait-hub-rechecks")]
+        self._answer_all_on_sigterm(loop)
+
+    def _answer_all_on_sigterm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A graceful stop (gunicorn sends its workers SIGTERM) answers every
+        waiter at once with its current state, as its deadline would: the
+        server waits for open requests before it exits, and without this a
+        restart would take the whole graceful timeout and end the waiters
+        with a reset. Chained before the server's own handler (uvicorn's),
+        and only when there is one."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous) or getattr(previous, "wait_hub", None) is self:
+            return
+
+        def on_sigterm(signum, frame):
+            loop.call_soon_threadsafe(self.answer_all)  # not here: a signal lands between any two bytecodes
+            previous(signum, frame)
+
+        on_sigterm.wait_hub = self
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def answer_all(self) -> None:
+        """Every waiter answers now with its current state; no new one is held."""
+        self.closing = True
+        for holders in list(self.by_id.values()):
+            for waiter in list(holders):
+                waiter.deadline()
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -206,3 +207,17 @@ def test_a_full_worker_answers_a_new_wait_at_once_and_a_client_that_leaves_frees
         harness.wait_for(held_again, 30, interval=0.2, what="a new waiter held after the first client left")
     finally:
         region.stop()
+
+
+def test_a_graceful_stop_answers_every_waiter_at_once_with_its_current_state(one_worker_region):
+    region = one_worker_region
+    task = region.submit("nobody_serves_this")["id"]
+    held = [Held(region, "GET", f"/api/v1/tasks/{task}?wait=60") for _ in range(3)]
+    assert region.session.get(f"{region.url}/healthz", timeout=10).status_code == 200  # all held (Held)
+    stopping = time.monotonic()
+    region.web.signal(signal.SIGTERM, group=False)  # what a deploy or systemd sends gunicorn
+    for waiter in held:
+        status, body, _, _ = waiter.answer(timeout=30)
+        assert status == 200 and body["status"] == "waiting", body
+    assert time.monotonic() - stopping < 4  # not the 60 s wait, nor the 5 s graceful timeout
+    region.web.popen.wait(15)
