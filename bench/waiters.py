@@ -117,7 +117,7 @@ class Waiters:
         import aiohttp
 
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, force_close=True),
+            connector=aiohttp.TCPConnector(limit=0),  # keep-alive, as an HTTP client keeps it
             timeout=aiohttp.ClientTimeout(total=None, sock_read=120),
             headers={"Authorization": f"Bearer {self.key}"})
         self.tasks = [asyncio.ensure_future(self._hold(task_id)) for task_id in self.ids]
