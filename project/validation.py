@@ -57,6 +57,18 @@ class StrictUUIDField(_StringOnly, serializers.UUIDField):
     pass
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """Only JSON true or false: DRF's BooleanField also takes 0, 1, "yes", "off"...,
+    which the schema (a boolean) does not document."""
+
+    default_error_messages = {"not_a_boolean": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("not_a_boolean")
+        return data
+
+
 @extend_schema_field({"type": "object", "additionalProperties": {}})
 class JsonObjectField(serializers.JSONField):
     """A JSON object (a task's payload): documented as one, and nothing else taken."""

@@ -24,7 +24,7 @@ from project.jsonsafe import json_problem
 from project.protocol import OUTCOME_KINDS
 from regions import selectors
 from project.validation import (AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer, JsonObjectField,
-                                StrictCharField, StrictRegexField, StrictUUIDField)
+                                StrictBooleanField, StrictCharField, StrictRegexField, StrictUUIDField)
 from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
 from regions.models import Agent, Task
 from regions.services import agents as agent_services
@@ -294,7 +294,7 @@ class TaskListSubmitApi(APIView):
         max_attempts = serializers.IntegerField(min_value=1, max_value=20, required=False)
         idempotency_key = StrictCharField(max_length=128, required=False)
         target_agent = StrictRegexField(AGENT_ID_RE, required=False, default="")
-        require_agent = serializers.BooleanField(
+        require_agent = StrictBooleanField(
             required=False, default=False,
             help_text="refuse at once (409 no_agent, nothing stored) when no live agent would take the task, "
                       "instead of storing it as waiting")

@@ -130,8 +130,9 @@ def test_a_refused_require_agent_submission_spends_no_rate_limit(api, sent, monk
     assert api.post("/api/v1/tasks", {"capability": "nope"}, format="json").status_code == 201
 
 
-def test_require_agent_must_be_a_boolean(api, sent):
-    r = api.post("/api/v1/tasks", {"capability": "echo", "require_agent": "perhaps"}, format="json")
+@pytest.mark.parametrize("value", ["perhaps", 0, 1, "true", None])
+def test_require_agent_must_be_a_json_boolean(api, sent, value):
+    r = api.post("/api/v1/tasks", {"capability": "echo", "require_agent": value}, format="json")
     assert r.status_code == 400 and "require_agent" in r.json()["fields"]
 
 
