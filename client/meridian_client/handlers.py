@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 __all__ = ["Context", "HandlerError", "HandlerSpec", "handler", "registered"]
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class HandlerError(Exception):
@@ -81,7 +81,7 @@ def handler(name: str, *, version: str = "", timeout: int | None = None,
     version: shown with the agent in the region; timeout: default seconds per
     attempt (the submission's `timeout` and the configuration win);
     payload_schema: a JSON Schema the region checks every submission against."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ValueError(f"handler name {name!r}: lower-case letters, digits and _ (at most 64), "
                          "starting with a letter")
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)

@@ -3,8 +3,15 @@
 
 A payload is checked against `tasks.<capability>.payload_schema` of the active
 configuration, else against the schema the capability's handler declared (the
-agent that registered last with it), with the `jsonschema` library. A payload
-that breaks it is refused (400, naming the path) before anything is stored."""
+agent that registered last with it). A payload that breaks it is refused (400,
+naming the path) before anything is stored.
+
+Schemas come from outside the region (any agent holding a registration token
+declares one), so they are held to more than the meta-schema: nested at most
+SCHEMA_MAX_DEPTH, every `$ref` resolvable inside the schema (nothing is ever
+fetched), and payloads are checked by `jsonschema_rs`, whose regular expressions
+cannot backtrack without bound (Python's `re` on `^(a+)+$` takes minutes for 35
+characters, and a view runs on the web worker's event loop)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,10 +19,12 @@ import json
 import time
 from dataclasses import dataclass
 
+import jsonschema_rs
 from django.utils import timezone
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator as MetaSchemaCheck
 from jsonschema.exceptions import SchemaError
 
+from project.jsonsafe import json_problem
 from regions.models import HandlerDeclaration
 
 # A declaration a web process read is trusted this long: a schema an agent
@@ -23,6 +32,7 @@ from regions.models import HandlerDeclaration
 # DECLARED_MAX_AGE per process, not one per submission).
 DECLARED_MAX_AGE = 2.0
 SCHEMA_MAX_BYTES = 64 * 1024
+SCHEMA_MAX_DEPTH = 32
 
 
 class PayloadInvalid(Exception):
@@ -38,7 +48,7 @@ class Declared:
 
 NONE = Declared()
 _declared: dict[str, tuple[float, Declared]] = {}
-_validators: dict[str, Draft202012Validator] = {}
+_validators: dict[str, jsonschema_rs.Draft202012Validator] = {}
 _MAX_CACHED = 10_000
 
 
@@ -46,14 +56,25 @@ def schema_problem(schema) -> str | None:
     """Why `schema` cannot serve as a payload schema, or None."""
     if not isinstance(schema, dict):
         return "must be a JSON Schema object"
+    problem = json_problem(schema, root="payload_schema", max_depth=SCHEMA_MAX_DEPTH)
+    if problem:
+        return f"is not usable: {problem}"
     if len(json.dumps(schema, separators=(",", ":"))) > SCHEMA_MAX_BYTES:
         return f"is larger than {SCHEMA_MAX_BYTES} bytes"
     try:
-        Draft202012Validator.check_schema(schema)
+        MetaSchemaCheck.check_schema(schema)
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path)
         return f"is not a valid JSON Schema{f' at {where}' if where else ''}: {exc.message}"
+    try:
+        _validator(schema)  # resolves every $ref now: a broken one is refused here, not at each submit
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+        return f"is not usable: {str(exc).splitlines()[0][:300]}"
     return None
+
+
+def _no_retrieval(uri: str):
+    raise ValueError(f"$ref {uri} is outside the schema; references are resolved within it only")
 
 
 def handlers_declare(*, agent_id: str, declarations: dict[str, dict]) -> None:
@@ -81,26 +102,33 @@ def handler_declared(capability: str) -> Declared:
 
 def payload_check(*, capability: str, payload, definition: dict) -> Declared:
     """Raise PayloadInvalid if the payload breaks its schema (the configuration's
-    `definition["payload_schema"]`, else the handler's); returns the handler's
-    declaration (its default timeout is the submission's next fallback)."""
+    `definition["payload_schema"]` when the key is there, even `{}`, else the
+    handler's); returns the handler's declaration (its default timeout is the
+    submission's next fallback)."""
     declared = handler_declared(capability)
-    schema = definition.get("payload_schema") or declared.payload_schema
+    schema = definition["payload_schema"] if "payload_schema" in definition else declared.payload_schema
     if schema:
-        error = next(iter(sorted(_validator(schema).iter_errors(payload), key=lambda e: list(e.absolute_path))),
-                     None)
-        if error is not None:
-            raise PayloadInvalid(f"{_path(error.absolute_path)}: {error.message[:300]} "
+        try:
+            errors = list(_validator(schema).iter_errors(payload))
+        except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+            # Only a schema stored before these checks existed can get here.
+            raise PayloadInvalid(f"the payload schema of capability {capability} is unusable "
+                                 f"({str(exc).splitlines()[0][:200]}); tell its owner") from None
+        if errors:
+            error = min(errors, key=lambda e: [str(p) for p in e.instance_path])
+            raise PayloadInvalid(f"{_path(error.instance_path)}: {error.message[:300]} "
                                  f"(payload schema of capability {capability})")
     return declared
 
 
-def _validator(schema: dict) -> Draft202012Validator:
+def _validator(schema: dict) -> jsonschema_rs.Draft202012Validator:
     digest = hashlib.sha256(json.dumps(schema, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     validator = _validators.get(digest)
     if validator is None:
+        validator = jsonschema_rs.Draft202012Validator(schema, retriever=_no_retrieval)
         if len(_validators) >= _MAX_CACHED:
             _validators.clear()
-        validator = _validators[digest] = Draft202012Validator(schema)
+        _validators[digest] = validator
     return validator
 
 

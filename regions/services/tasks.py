@@ -104,13 +104,16 @@ def task_submit(
     # The submit path looks at the published configuration id at most every
     # HOT_PATH_CHECK_SECONDS (one Redis GET per 100 ms per process, not per task).
     config = config_current(max_age=HOT_PATH_CHECK_SECONDS)
-    definition = _admitted(config, capability=capability, payload=payload)
     digest = request_digest(capability=capability, payload=payload, priority=priority, timeout=timeout,
                             max_attempts=max_attempts, target_agent=target_agent) if idempotency_key else ""
     if idempotency_key:
+        # A replay answers the task the first request made, before any check that
+        # may have changed since (a tightened schema, a new blocklist): a client
+        # retrying after a lost answer must learn of its task, not be refused.
         existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=idempotency_key).first()
         if existing is not None:
             return _replayed(existing, idempotency_key=idempotency_key, digest=digest)
+    definition = _admitted(config, capability=capability, payload=payload)
     # Before the rate limit: a refused submission spends none of it.
     initial = _initial_status(capability=capability, target_agent=target_agent)
     _agent_required(require_agent, capability=capability, target_agent=target_agent, initial=initial)

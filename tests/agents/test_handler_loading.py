@@ -59,6 +59,7 @@ def test_a_capability_claimed_by_two_functions_is_refused():
 
 @pytest.mark.parametrize("name, kwargs, problem", [
     ("Bad-Name", {}, "lower-case"),
+    ("echo\n", {}, "lower-case"),
     ("fine", {"timeout": 0}, "timeout"),
     ("fine", {"payload_schema": {"type": 12}}, "not a valid JSON Schema"),
 ])

@@ -27,7 +27,8 @@ def test_the_agent_serves_every_handler_of_the_users_module_and_nothing_else(reg
 
 def test_the_declared_schema_refuses_a_bad_payload_and_the_declared_timeout_applies(region, user_agent):
     r = region.call("POST", "/api/v1/tasks", json={"capability": "checked", "payload": {"n": "three"}})
-    assert r.status_code == 400 and "payload.n: 'three' is not of type 'integer'" in r.text
+    assert r.status_code == 400
+    assert r.json()["fields"]["payload"][0].startswith('payload.n: "three" is not of type "integer"'), r.text
     task = region.submit("checked", {"n": 12})
     assert task["timeout"] == 7
     assert region.wait_task(task["id"])["result"] == {"square": 144}

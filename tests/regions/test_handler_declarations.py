@@ -58,8 +58,21 @@ def test_registration_keeps_what_each_handler_declares(register):
     assert (row.version, row.timeout, row.payload_schema, row.agent_id) == ("4.0", None, None, "a2")
 
 
+def _nested(depth: int) -> dict:
+    schema: dict = {"type": "integer"}
+    for _ in range(depth):
+        schema = {"items": schema}
+    return schema
+
+
 @pytest.mark.parametrize("declared, where", [
     ({"checked": {"payload_schema": {"type": "nonsense"}}}, "payload_schema is not a valid JSON Schema"),
+    # References resolve within the schema only: nothing is ever fetched.
+    ({"checked": {"payload_schema": {"$ref": "https://example.com/s.json"}}}, "is outside the schema"),
+    ({"checked": {"payload_schema": {"$ref": "http://127.0.0.1:9/s.json"}}}, "is outside the schema"),
+    ({"checked": {"payload_schema": {"$ref": "#/$defs/nope"}}}, "does not exist"),
+    ({"checked": {"payload_schema": {"$dynamicRef": "#meta"}}}, "does not exist"),
+    ({"checked": {"payload_schema": _nested(50)}}, "nested deeper than 32 levels"),
     ({"checked": {"payload_schema": ["not", "an", "object"]}}, "JSON object"),
     ({"checked": {"timeout": 0}}, "timeout"),
     ({"other": {"version": "1"}}, "declared for capabilities not served: other"),
@@ -77,7 +90,7 @@ def test_a_payload_breaking_the_declared_schema_is_refused_naming_the_path(api, 
     assert r.json()["fields"]["payload"][0].startswith("payload.n: -1 is less than the minimum of 0")
     r = api.post("/api/v1/tasks", {"capability": "checked", "payload": {"n": 1, "items": [{"sku": "a"}, {}]}},
                  format="json")
-    assert r.status_code == 400 and "payload.items[1]: 'sku' is a required property" in r.json()["fields"]["payload"][0]
+    assert r.status_code == 400 and 'payload.items[1]: "sku" is a required property' in r.json()["fields"]["payload"][0]
     assert not Task.objects.exists() and not sent
     assert api.post("/api/v1/tasks", {"capability": "checked", "payload": {"n": 3}}, format="json").status_code == 201
 
@@ -102,8 +115,8 @@ def test_the_configurations_schema_wins_and_holds_for_batches_too(api, register,
                                                     "idempotency_key": "k"}]}, format="json")
     results = r.json()["results"]
     assert [item["status"] for item in results] == [201, 400, 400]
-    assert "'name' is a required property" in results[1]["detail"]
-    assert results[2]["detail"].startswith("payload.name: 5 is not of type 'string'")
+    assert '"name" is a required property' in results[1]["detail"]
+    assert results[2]["detail"].startswith('payload.name: 5 is not of type "string"')
     assert Task.objects.count() == 1
 
 
@@ -111,3 +124,50 @@ def test_a_configuration_with_a_broken_payload_schema_is_rejected_at_sync():
     with pytest.raises(config_services.ConfigError, match=r"tasks.checked.payload_schema is not a valid JSON Schema"):
         config_services.config_parse({"global.yaml": "schema_version: 1\ntasks:\n  checked:\n"
                                                      "    payload_schema: {type: 12}\n"})
+
+
+def test_a_catastrophic_pattern_costs_a_submission_no_time(api, register, sent):
+    """Python's re takes minutes on ^(a+)+$ against 35 a's and a '!'; the web
+    worker's event loop would stop with it."""
+    import time
+
+    register("a1", ["checked"], {"checked": {"payload_schema": {
+        "type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+$"},
+                                         "b": {"type": "object", "patternProperties": {"^(x+)+$": {"type": "string"}},
+                                               "additionalProperties": False}}}}})
+    started = time.monotonic()
+    r = api.post("/api/v1/tasks/batch", {"tasks": [{"capability": "checked", "payload": {
+        "a": "a" * 40 + "!", "b": {"x" * 40 + "!": "v"}}}] * 50}, format="json")
+    assert time.monotonic() - started < 5
+    assert [item["status"] for item in r.json()["results"]] == [400] * 50
+    assert "does not match" in r.json()["results"][0]["detail"]
+
+
+def test_a_schema_stored_before_the_checks_gives_a_400_naming_it_not_a_500(api, sent):
+    from django.utils import timezone
+
+    HandlerDeclaration.objects.create(capability="checked", payload_schema={"$ref": "#/$defs/nope"},
+                                      declared_at=timezone.now())
+    r = api.post("/api/v1/tasks", {"capability": "checked", "payload": {"n": 1}}, format="json")
+    assert r.status_code == 400 and "payload schema of capability checked is unusable" in r.content.decode()
+
+
+def test_an_empty_schema_in_the_configuration_switches_the_declared_one_off(api, register, sent, monkeypatch):
+    register("a1", ["checked"], {"checked": {"payload_schema": SCHEMA}})
+    cfg = config_services.EffectiveConfig(sha="abc", content={"tasks": {"checked": {"payload_schema": {}}}})
+    monkeypatch.setattr(tasks, "config_current", lambda **kw: cfg)
+    assert api.post("/api/v1/tasks", {"capability": "checked", "payload": {"n": "any"}},
+                    format="json").status_code == 201
+
+
+def test_a_retried_submission_finds_its_task_even_after_its_schema_tightened(api, register, sent):
+    register("a1", ["checked"], {"checked": {"version": "1"}})
+    body = {"capability": "checked", "payload": {"n": -5}, "idempotency_key": "retry-me"}
+    first = api.post("/api/v1/tasks", body, format="json")
+    assert first.status_code == 201
+    register("a2", ["checked"], {"checked": {"version": "2", "payload_schema": SCHEMA}})
+    handlers._declared.clear()
+    again = api.post("/api/v1/tasks", body, format="json")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    body["idempotency_key"] = "new"
+    assert api.post("/api/v1/tasks", body, format="json").status_code == 400
