@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Generator, Iterable, Mapping, Protocol, TypeVar
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from meridian_client.errors import (APIError, ForwardUncertain, MeridianError, NoRegion, NotFound, RateLimited,
                                     ServerError, TaskCancelled, TaskFailed, TransportError, Unavailable, WaitTimeout,
@@ -180,7 +180,9 @@ def _error_body(body: Any) -> Any:
     if isinstance(body, dict) and "error" not in body and "regional_orchestrator_url" in body:
         for key in ("task", "batch"):
             if isinstance(body.get(key), dict):
-                return body[key]
+                # ... with the region it came from (a retry goes there only).
+                return {**body[key], "region_id": body.get("region_id"),
+                        "regional_orchestrator_url": body.get("regional_orchestrator_url")}
     return body
 
 
@@ -287,6 +289,10 @@ class Core:
                     if redirects > MAX_REDIRECTS:
                         raise TransportError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
                     url = urljoin(outcome.url, outcome.headers["location"])
+                    if urlsplit(outcome.url).scheme == "https" and urlsplit(url).scheme != "https":
+                        # The key is sent again to the Location: never in the clear.
+                        raise TransportError(f"{method} {outcome.url}: refused to follow a redirect from https "
+                                             f"to {url} with the API key")
                     params = None  # the Location carries the query
                     self._learn_redirect(outcome, url)
                     continue
@@ -505,18 +511,35 @@ class Core:
         return (yield from self._ref_from_submit(reply.body, new_ref=new_ref))
 
     def _pinned_on_uncertainty(self, method: str, url: str, body: dict[str, Any]) -> Gen[Reply]:
-        """Send a submission (with its keys); after a 504 from the router (the region
-        may have it) send it again pinned to that region only, where the key
-        makes it a replay, never a second task."""
+        """Send a submission (with its keys). Idempotency keys are kept per region,
+        so through the router a submission is sent again only where the first
+        one may have landed: after a 504 (the region may have it) or a region's
+        5xx relayed by the router, pinned to that region, where the key makes it
+        a replay, never a second task. A dropped connection to the router with
+        nothing pinned is not retried (the task may be in any region): the
+        TransportError says so."""
+        info = yield from self.server_info()
+        via_router = info["role"] == "router"
         end = self.clock() + self.deadline
         attempt = 0
         while True:
+            pinned = not via_router or "region" in body
             try:
-                return (yield from self.call(method, url, json=body, safe=True, within=max(0.0, end - self.clock())))
-            except ForwardUncertain as exc:
-                if not exc.region_id or self.clock() >= end:
+                return (yield from self.call(method, url, json=body, safe=pinned,
+                                             within=max(0.0, end - self.clock())))
+            except ServerError as exc:
+                region_id = exc.body.get("region_id")
+                if (pinned and not isinstance(exc, ForwardUncertain)) or not isinstance(region_id, str) \
+                        or self.clock() >= end:
                     raise
-                body = {**body, "region": exc.region_id}
+                body = {**body, "region": region_id}
+            except TransportError as exc:
+                if pinned:
+                    raise
+                raise TransportError(f"{exc}; the router may have sent the submission to a region before the "
+                                     "connection dropped, so it was not sent again unpinned (idempotency keys are "
+                                     f"kept per region): check with the same idempotency_key "
+                                     f"{body.get('idempotency_key')!r} pinned to a region") from exc
                 delay = backoff(attempt, base=self.backoff_base, cap=self.backoff_cap, rand=self.rand)
                 if self.clock() + delay > end:
                     raise

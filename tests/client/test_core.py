@@ -138,8 +138,10 @@ class Ref:
         self.task_id, self.region_id, self.region_url, self.task = task_id, region_id, region_url, task
 
 
-def core(**kw):
-    return Core(url="http://router:8000", api_key="k", rand=lambda: 0.0, **kw)
+def core(role="router", **kw):
+    c = Core(url="http://router:8000", api_key="k", rand=lambda: 0.0, **kw)
+    c.info = {"role": role, "region_id": None if role == "router" else "eu"}  # what /healthz would say
+    return c
 
 
 def submit(c, script, direct=False, **fields):
@@ -147,8 +149,8 @@ def submit(c, script, direct=False, **fields):
 
 
 def test_a_submit_carries_a_new_idempotency_key_and_resends_the_same_after_a_dropped_connection():
-    c, script = core(), Script(dropped(), reply(503, {"error": "unavailable", "detail": "db"}, retry_after="2"),
-                               routed(200))
+    c, script = core(role="region"), Script(dropped(), reply(503, {"error": "unavailable", "detail": "db"},
+                                                              retry_after="2"), routed(200))
     ref = submit(c, script)
     keys = {s.json["idempotency_key"] for s in script.sent}
     assert len(script.sent) == 3 and len(keys) == 1 and len(keys.pop()) == 32
@@ -166,9 +168,35 @@ def test_an_uncertain_forward_is_retried_pinned_to_its_region_with_the_same_key(
     assert script.sent[1].json["idempotency_key"] == "mine"
 
 
+def test_through_the_router_a_dropped_connection_is_not_resent_unpinned():
+    """Keys are kept per region: the router could send the retry to another region."""
+    c, script = core(), Script(dropped(), routed(200))
+    with pytest.raises(errors.TransportError, match="not sent again unpinned"):
+        submit(c, script)
+    assert len(script.sent) == 1
+
+
+def test_a_regions_error_relayed_by_the_router_is_retried_pinned_to_that_region():
+    relayed = reply(500, {"region_id": "eu", "regional_orchestrator_url": "http://eu:8000",
+                          "task": {"error": "error", "detail": "boom"}})
+    c, script = core(), Script(relayed, routed(200))
+    submit(c, script, idempotency_key="mine")
+    assert "region" not in script.sent[0].json and script.sent[1].json == {**script.sent[0].json, "region": "eu"}
+
+
+def test_a_redirect_from_https_to_http_is_not_followed_with_the_key():
+    c = Core(url="https://router:8000", api_key="k", rand=lambda: 0.0)
+    c.info = {"role": "router", "region_id": None}
+    down = Reply(status=307, headers={"location": f"http://eu:8000/api/v1/tasks/{TASK}"},
+                 body={"region_id": "eu"}, url=f"https://router:8000/api/v1/tasks/{TASK}")
+    with pytest.raises(errors.TransportError, match="refused to follow a redirect from https"):
+        Script(down).run(c.get(Ref(region_id="eu")))
+
+
 def test_retries_stop_at_the_deadline_with_the_last_error():
     clock = [0.0]
     c = Core(url="http://router:8000", api_key="k", rand=lambda: 0.0, deadline=5, clock=lambda: clock[0])
+    c.info = {"role": "router", "region_id": None}
     busy = reply(429, {"error": "throttled", "detail": "slow"}, retry_after="2")
 
     class Ticking(Script):
