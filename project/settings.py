@@ -267,10 +267,10 @@ AGENT_MAX_RECORDS = env.int("AGENT_MAX_RECORDS", default=50_000)
 # back to the broker (claim) or sends the outcome over the broker (report).
 AGENT_CLAIM_PATIENCE_SECONDS = env.float("AGENT_CLAIM_PATIENCE_SECONDS", default=60.0)
 AGENT_REPORT_PATIENCE_SECONDS = env.float("AGENT_REPORT_PATIENCE_SECONDS", default=15.0)
-# An agent's own state (its credential, outcomes not yet delivered), per agent id.
 # Handler modules every agent of this host loads, comma-separated (besides
 # run_agent --handlers and the meridian.handlers entry points): agents/handlers/__init__.py.
 AGENT_HANDLER_MODULES = env.str("AGENT_HANDLER_MODULES", default="")
+# An agent's own state (its credential, outcomes not yet delivered), per agent id.
 AGENT_STATE_DIR = env.str("AGENT_STATE_DIR", default=str(VAR_DIR / "agents"))
 
 # Mount the baseline views bench/heartbeat.py compares against (never in production).
