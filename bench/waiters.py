@@ -49,7 +49,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import bench_line, median, percentile  # noqa: E402
 from bench.tasks import PRODUCTION_CLOCKS, CpuMeter  # noqa: E402
-from tests.harness import Region, Template, wait_for  # noqa: E402
+from tests.harness import Region, Template  # noqa: E402
 
 # Each connection sends a heartbeat every `delay` ms (wrk's delay()): the fleet's
 # pace, not as fast as the server goes, so the p99 is a latency, not a queue.

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
 from project.schema import FORWARDED, errors
-from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer, StrictRegexField
+from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer
 from router import inputs, selectors, services
 
 

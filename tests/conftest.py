@@ -70,9 +70,11 @@ def _fresh_process_caches():
     """In-process tests share one process: start each with empty caches."""
     from project.accounts import authentication
     from regions.services.config import config_current
+    from regions.services.handlers import _declared
 
     authentication._verified.clear()
     config_current.cache_clear()
+    _declared.clear()
     try:
         from router.selectors import regions_directory_reset
     except Exception:  # router app not importable in this role

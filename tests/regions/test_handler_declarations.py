@@ -8,29 +8,12 @@ from rest_framework.test import APIClient
 from regions.models import HandlerDeclaration, Task
 from regions.services import config as config_services
 from regions.services import handlers, tasks
-from tests import factories
 
 pytestmark = pytest.mark.django_db
 
 SCHEMA = {"type": "object", "required": ["n"], "additionalProperties": False,
           "properties": {"n": {"type": "integer", "minimum": 0},
                          "items": {"type": "array", "items": {"type": "object", "required": ["sku"]}}}}
-
-
-@pytest.fixture
-def api(redis_clean):
-    handlers._declared.clear()
-    user, key = factories.caller()
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    return client
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    messages = []
-    monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: messages.append(kw))
-    return messages
 
 
 @pytest.fixture

@@ -11,22 +11,6 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def api(redis_clean):
-    user, key = factories.caller()
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    client.user = user
-    return client
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    messages = []
-    monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: messages.append(kw))
-    return messages
-
-
 def batch(api, items, **kwargs):
     return api.post("/api/v1/tasks/batch", {"tasks": items}, format="json", **kwargs)
 

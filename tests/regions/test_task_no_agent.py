@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from regions.models import Agent, Task, TaskAttempt
 from regions.services import agents as agent_services
@@ -17,22 +16,6 @@ from tests import factories
 from tests.harness import wait_for
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(redis_clean):
-    user, key = factories.caller()
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    client.user = user
-    return client
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    messages = []
-    monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: messages.append(kw))
-    return messages
 
 
 def configure(monkeypatch, content: dict) -> None:

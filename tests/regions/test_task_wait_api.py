@@ -15,15 +15,6 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def api(redis_clean):
-    user, key = factories.caller()
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    client.user = user
-    return client
-
-
 def make_task(user, **fields) -> Task:
     defaults = dict(capability="echo", timeout=10, max_attempts=3, status=Task.Status.QUEUED, submitted_by=user)
     return Task.objects.create(**{**defaults, **fields})
