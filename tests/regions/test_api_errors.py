@@ -12,15 +12,6 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def api(redis_clean):
-    user, key = factories.caller()
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    client.user = user
-    return client
-
-
 def post_raw(client, path, body: bytes):
     return client.generic("POST", path, body, content_type="application/json")
 
