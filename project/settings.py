@@ -296,6 +296,9 @@ WAIT_MAX_WAITERS = env.int("WAIT_MAX_WAITERS", default=5000)
 WAIT_MAX_IDS = env.int("WAIT_MAX_IDS", default=50_000)
 WAIT_MAX_BYTES = env.int("WAIT_MAX_BYTES", default=64 * 1024 * 1024)
 WAIT_RECHECK_SECONDS = env.float("WAIT_RECHECK_SECONDS", default=2.0)
+# The longest a wait is held, whatever the caller asked (at most 60): set it under
+# the idle timeout of a proxy in front of the web.
+WAIT_HOLD_MAX_SECONDS = env.float("WAIT_HOLD_MAX_SECONDS", default=60.0)
 # Dead letters (messages a consumer dropped): kept this long, at most this many,
 # and an agent may report this many a minute (project/deadletter.py).
 DEAD_LETTER_RETENTION_DAYS = env.int("DEAD_LETTER_RETENTION_DAYS", default=7)

@@ -66,8 +66,13 @@ class WaitAsk:
 def wait_ask(request, *, ids: Iterable, seconds: float) -> None:
     """Called by a view whose answer may be held (see the module docstring).
     Outside project/asgi.py (the test client, a WSGI server) nothing holds it:
-    the answer goes at once, which is still a correct answer."""
-    request.META[WAIT_KEY] = WaitAsk(ids=tuple(str(i) for i in ids), seconds=float(seconds))
+    the answer goes at once, which is still a correct answer. A wait is held at
+    most WAIT_HOLD_MAX_SECONDS (under a proxy's idle timeout): the answer is then
+    the current state, as at any deadline, and the client asks again."""
+    from django.conf import settings
+
+    request.META[WAIT_KEY] = WaitAsk(ids=tuple(str(i) for i in ids),
+                                     seconds=min(float(seconds), settings.WAIT_HOLD_MAX_SECONDS))
 
 
 def wait_asked(environ: dict) -> WaitAsk | None:

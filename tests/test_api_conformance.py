@@ -59,7 +59,9 @@ def region(region_template, router):
     (a 2 s TTL would let schemathesis, which learns its id from GET
     /api/v1/agents, re-register it and rotate its token mid-run; online, that
     needs its token: a 409)."""
-    r = harness.Region(region_template, HEARTBEAT_TTL="600").start(api_key=router.api_key)
+    # Waits held 0.5 s at most: schemathesis asks ?wait= up to 60 with a 10 s read timeout.
+    r = harness.Region(region_template, HEARTBEAT_TTL="600", WAIT_HOLD_MAX_SECONDS="0.5").start(
+        api_key=router.api_key)
     yield r
     r.stop()
 

@@ -352,11 +352,11 @@ def test_the_printed_commands_start_your_own_agent_and_submit_with_the_cli(demo,
     export_cmd, submit_cmd = lines[at + 1].strip(), lines[at + 2].strip()
     assert "--registration-token mrt_" in agent_cmd and export_cmd.startswith("export MERIDIAN_URL=")
     log = tmp_path / "my-agent.log"
-    agent = subprocess.Popen(["bash", "-c", f"exec {agent_cmd.strip()} > {log} 2>&1"], env=demo_env(),
+    agent = subprocess.Popen(["bash", "-c", f"{agent_cmd.strip()} > {log} 2>&1"], env=demo_env(),
                              start_new_session=True)
     try:
-        wait_for(lambda: "joined region eu-west-3 with handlers from acme_tasks.tasks" in log.read_text()
-                 or agent.poll() is not None, 60, what="your agent to join")
+        wait_for(lambda: log.exists() and "joined region eu-west-3 with handlers from acme_tasks.tasks" in
+                 log.read_text() or agent.poll() is not None, 60, what="your agent to join")
         assert agent.poll() is None, log.read_text()[-2000:]
         out = subprocess.run(["bash", "-c", f"{export_cmd}; {submit_cmd}"], env=demo_env(), capture_output=True,
                              text=True, timeout=120)

@@ -41,6 +41,14 @@ def test_waiting_on_an_active_task_asks_to_be_held_for_that_task_and_time(api):
     assert asked(r) == WaitAsk(ids=(str(task.id),), seconds=12.5)
 
 
+def test_a_wait_is_held_no_longer_than_the_operators_bound(api, settings):
+    settings.WAIT_HOLD_MAX_SECONDS = 25  # under a proxy's 30 s idle timeout
+    task = make_task(api.user)
+    assert asked(api.get(f"/api/v1/tasks/{task.id}", {"wait": "60"})) == WaitAsk(ids=(str(task.id),), seconds=25)
+    r = api.post("/api/v1/tasks/wait", {"ids": [str(task.id)], "wait": 40}, format="json")
+    assert asked(r).seconds == 25
+
+
 @pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
 def test_waiting_on_a_final_task_answers_at_once(api, status):
     task = make_task(api.user, status=status)
