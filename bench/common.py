@@ -10,6 +10,27 @@ from __future__ import annotations
 
 import statistics
 
+# wrk's Lua for many agents: `tokens` is a JSON list of [agent_id, token]; each
+# request is the next agent's POST to path .. id .. suffix (a heartbeat body).
+# A %-template: the caller fills tokens, path and suffix and may append more Lua.
+WRK_AGENTS_LUA = """
+local agents = {}
+local f = io.open("%(tokens)s")
+local raw = f:read("*a")
+f:close()
+for id, tok in raw:gmatch('%%["([^"]+)", "([^"]+)"%%]') do
+  table.insert(agents, {id, tok})
+end
+local n = #agents
+local i = 0
+request = function()
+  i = i + 1
+  local a = agents[(i %% n) + 1]
+  return wrk.format("POST", "%(path)s" .. a[1] .. "%(suffix)s",
+    {["Authorization"] = "Bearer " .. a[2], ["Content-Type"] = "application/json"}, '{"busy": 0}')
+end
+"""
+
 
 def percentile(values, p: float) -> float:
     """The p-th percentile (0-100) by nearest rank; NaN for no values."""

@@ -24,26 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import bench_line  # noqa: E402
+from bench.common import WRK_AGENTS_LUA, bench_line  # noqa: E402
 from tests.harness import Region, Template, wait_for, web_command  # noqa: E402
-
-LUA = """
-local agents = {}
-local f = io.open("%(tokens)s")
-local raw = f:read("*a")
-f:close()
-for id, tok in raw:gmatch('%%["([^"]+)", "([^"]+)"%%]') do
-  table.insert(agents, {id, tok})
-end
-local n = #agents
-local i = 0
-request = function()
-  i = i + 1
-  local a = agents[(i %% n) + 1]
-  return wrk.format("POST", "%(path)s" .. a[1] .. "%(suffix)s",
-    {["Authorization"] = "Bearer " .. a[2], ["Content-Type"] = "application/json"}, '{"busy": 0}')
-end
-"""
 
 
 def run_wrk(url: str, lua: Path, seconds: int, connections: int) -> tuple[float, str, int]:
@@ -88,7 +70,7 @@ def main() -> None:
             ("PostgreSQL UPDATE per check-in", "/bench/pg-heartbeat/", ""),
         ]:
             lua = region.dir / f"{abs(hash(name))}.lua"
-            lua.write_text(LUA % {"tokens": tokens, "path": path, "suffix": suffix})
+            lua.write_text(WRK_AGENTS_LUA % {"tokens": tokens, "path": path, "suffix": suffix})
             run_wrk(region.url, lua, args.warmup, args.connections)  # warm up
             rps, p99, non2xx = run_wrk(region.url, lua, args.seconds, args.connections)
             rows.append((name, rps, p99, non2xx))

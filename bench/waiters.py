@@ -47,28 +47,13 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import bench_line, median, percentile  # noqa: E402
+from bench.common import WRK_AGENTS_LUA, bench_line, median, percentile  # noqa: E402
 from bench.tasks import PRODUCTION_CLOCKS, CpuMeter  # noqa: E402
 from tests.harness import Region, Template  # noqa: E402
 
 # Each connection sends a heartbeat every `delay` ms (wrk's delay()): the fleet's
 # pace, not as fast as the server goes, so the p99 is a latency, not a queue.
-LUA = """
-local agents = {}
-local f = io.open("%(tokens)s")
-local raw = f:read("*a")
-f:close()
-for id, tok in raw:gmatch('%%["([^"]+)", "([^"]+)"%%]') do
-  table.insert(agents, {id, tok})
-end
-local n = #agents
-local i = 0
-request = function()
-  i = i + 1
-  local a = agents[(i %% n) + 1]
-  return wrk.format("POST", "/api/v1/agents/" .. a[1] .. "/heartbeat",
-    {["Authorization"] = "Bearer " .. a[2], ["Content-Type"] = "application/json"}, '{"busy": 0}')
-end
+LUA = WRK_AGENTS_LUA + """
 delay = function()
   return %(delay_ms)d
 end
@@ -233,7 +218,7 @@ def main() -> None:
                       "--tokens-out", str(tokens))
         lua = region.dir / "heartbeat.lua"
         delay_ms = max(1, round(args.connections * 1000 / args.beats))
-        lua.write_text(LUA % {"tokens": tokens, "delay_ms": delay_ms})
+        lua.write_text(LUA % {"tokens": tokens, "delay_ms": delay_ms, "path": "/api/v1/agents/", "suffix": "/heartbeat"})
         region.agent("echo,sleep", agent_id="bench-agent", concurrency=args.probes + 2)
         api = requests.Session()
         api.headers["Authorization"] = f"Bearer {region.api_key}"
