@@ -7,7 +7,7 @@ and the operators need (heartbeat, /metrics, /healthz), added by a
 postprocessing hook so the heartbeat stays a plain view.
 
 The schema and the docs need a credential like every other API: an API key, or
-an admin session in a browser. Only /healthz is open (README, Security model).
+an admin session in a browser. Only /healthz is open (docs/security.md).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ agents) and the Global Task Router. It logs in to both, checks the admin's
 stylesheet is applied (computed style, not a 200), opens the overview and the
 lists, drains an agent from the admin and watches it drain, and saves screenshots.
 
-Screenshots go to a temporary directory; to refresh the ones in the README:
+Screenshots go to a temporary directory; to refresh the ones in docs/operations.md:
     MERIDIAN_SCREENSHOTS=docs/screenshots .venv/bin/python -m pytest tests/test_browser.py
 """
 from __future__ import annotations

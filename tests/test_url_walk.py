@@ -1,6 +1,6 @@
 """Every URL of both roles refuses a caller without a credential, except those the
-README names as open. The URLs come from each role's URL resolver (not a list
-kept by hand): a new endpoint is walked the day it is added."""
+security model (docs/security.md) names as open. The URLs come from each role's
+URL resolver (not a list kept by hand): a new endpoint is walked the day it is added."""
 import json
 import re
 import re._constants as sre_c
@@ -15,7 +15,7 @@ from tests.accounting import record
 
 pytestmark = pytest.mark.integration
 
-README = harness.ROOT / "README.md"
+SECURITY_MODEL = harness.ROOT / "docs" / "security.md"
 ADMIN_LOGIN = "/admin/login/"  # the one admin page that must take an anonymous caller: it is the way in
 
 
@@ -91,9 +91,9 @@ def _role_urls(server: harness.Region) -> list[dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def readme_open_endpoints() -> set[str]:
-    """The README's security model: "Every endpoint but `/healthz` needs a credential"."""
-    line = next(line for line in README.read_text().splitlines() if line.startswith("- Every endpoint but"))
+def documented_open_endpoints() -> set[str]:
+    """The security model (docs/security.md): "Every endpoint but `/healthz` needs a credential"."""
+    line = next(line for line in SECURITY_MODEL.read_text().splitlines() if line.startswith("- Every endpoint but"))
     return set(re.findall(r"`(/[^`]*)`", line.split("needs a credential")[0]))
 
 
@@ -141,11 +141,11 @@ def _refusal(server, url: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("role", ["region", "router"])
-def test_every_url_refuses_an_anonymous_caller_but_the_readmes_open_ones(role, request):
+def test_every_url_refuses_an_anonymous_caller_but_the_documented_open_ones(role, request):
     server = request.getfixturevalue(role)
     urls = _role_urls(server)
-    open_ = readme_open_endpoints()
-    assert open_ == {"/healthz"}, "README and this test disagree on what is open"
+    open_ = documented_open_endpoints()
+    assert open_ == {"/healthz"}, "docs/security.md and this test disagree on what is open"
     walked = {u["path"] for u in urls}
     assert open_ <= walked and ADMIN_LOGIN in walked
     assert len(urls) > 10, urls
