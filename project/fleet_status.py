@@ -7,7 +7,8 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from project.overview import age_text, exact_time, overview_data
+from console.formatting import age_text, exact_time
+from project.overview import overview_data
 
 
 def terminal_safe(text: str) -> str:
@@ -48,7 +49,7 @@ def region_text(data: dict) -> str:
     done = data["throughput"]
     wait = [b for b in data["queue_wait"] if b["count"]]
     parts = [
-        f"Region {data['region_id']} as of {exact_time(data['now'])} UTC",
+        f"Region {data['region_id']} as of {exact_time(data['now'])}",
         f"Liveness store: {health}",
         f"Eviction hold: {hold_text}",
         f"Configuration: {config['sha'][:12] + ' ' + config['subject'] if config else 'none applied'}",
@@ -86,7 +87,7 @@ def router_text(data: dict) -> str:
         rows.append([r["region_id"], freshness, age_text(r["age_seconds"]), caps, commit,
                      "DRIFT" if r["drift"] else ("majority" if r["config_version"] and drift["majority"] else "")])
     parts = [
-        f"Router as of {exact_time(data['now'])} UTC: {data['fresh']} fresh, {data['stale']} stale regions; "
+        f"Router as of {exact_time(data['now'])}: {data['fresh']} fresh, {data['stale']} stale regions; "
         f"configuration {'in sync' if drift['in_sync'] else 'drifting: ' + str(len(drift['groups'])) + ' commits'}",
         "",
         table(["region", "summary", "age", "idle/total per capability", "config", "drift"],

@@ -3,11 +3,10 @@
 presentation (ages, charts). `manage.py fleet_status` prints the same selector."""
 from __future__ import annotations
 
-from datetime import datetime
 
 from django.conf import settings
-from django.utils import timezone
 
+from console.formatting import age_text, exact_time
 from project import svg
 
 REFRESH_SECONDS = 10
@@ -15,26 +14,6 @@ REFRESH_SECONDS = 10
 STATE_COLOURS = {"online idle": "#2e9d57", "online busy": "#2f6fb5", "cordoned": "#d6a100", "draining": "#e07b1a",
                  "offline": "#9aa0a6", "stopping": "#ba2121", "stopped": "#5f6368"}
 SUCCEEDED, FAILED, CANCELLED = "#2e9d57", "#ba2121", "#9aa0a6"
-
-
-def age_text(seconds: float | None) -> str:
-    """'4 s ago', '3 min ago', '2 h ago', '5 d ago'."""
-    if seconds is None:
-        return "never"
-    if seconds < 0:
-        return "in the future"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{int(seconds)} s ago"
-
-
-def exact_time(value: datetime | float | None) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, (int, float)):
-        value = datetime.fromtimestamp(value, tz=timezone.get_current_timezone())
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def overview_data(role: str | None = None) -> dict:

@@ -16,52 +16,14 @@ from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
-from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
 
+from console.formatting import COLOURS, age, badge, when
 from regions.models import (Agent, ConfigVersion, DeadLetter, IngestedRecord, RegistrationToken, Task,
                             TaskAttempt)
 from regions.services import agents as agent_services
 from regions.services import liveness
 from regions.services import tasks as task_services
-
-COLOURS = {
-    "green": "#1e7e34", "blue": "#0b5ed7", "yellow": "#b58100", "orange": "#d9480f", "red": "#c92a2a",
-    "grey": "#6c757d",
-}
-
-
-def badge(label: str, colour: str, title: str = ""):
-    return format_html(
-        '<span class="meridian-badge" title="{}" style="display:inline-block;padding:1px 7px;border-radius:9px;'
-        'color:#fff;background:{};font-size:11px;font-weight:600;white-space:nowrap">{}</span>',
-        title or label, COLOURS[colour], label)
-
-
-def when(dt: datetime | None):
-    """An exact time, to the second, in the site's time zone."""
-    if dt is None:
-        return "—"
-    return format_html('<span style="white-space:nowrap">{}</span>', localize(timezone.localtime(dt)))
-
-
-def age(dt: datetime | None, now: datetime | None = None):
-    """ "4 s ago", with the exact time on hover."""
-    if dt is None:
-        return "never"
-    seconds = max(0, int(((now or timezone.now()) - dt).total_seconds()))
-    if seconds < 120:
-        text = f"{seconds} s ago"
-    elif seconds < 7200:
-        text = f"{seconds // 60} min ago"
-    elif seconds < 172800:
-        text = f"{seconds // 3600} h ago"
-    else:
-        text = f"{seconds // 86400} d ago"
-    return format_html('<span title="{}" style="white-space:nowrap">{}</span>',
-                       localize(timezone.localtime(dt)), text)
-
 
 def span(start: datetime | None, end: datetime | None) -> str:
     if start is None or end is None:
@@ -496,13 +458,15 @@ class RegistrationTokenAdmin(admin.ModelAdmin):
         token, raw = agent_services.registration_token_create(name=form.cleaned_data["name"])
         obj.pk, obj.prefix, obj.token_hash, obj.created_at = token.pk, token.prefix, token.token_hash, token.created_at
         obj._state.adding, obj._state.db = False, token._state.db
-        request._meridian_token = raw
+        request._meridian_tokens = [(obj.name, raw)]
 
     def response_add(self, request, obj, post_url_continue=None):
-        response = TemplateResponse(request, "admin/regions/token_once.html", {
+        response = TemplateResponse(request, "admin/token_once.html", {
             **self.admin_site.each_context(request), "title": f"Registration token {obj.name} added",
-            "token": getattr(request, "_meridian_token", ""), "opts": self.model._meta,
-            "back": reverse("admin:regions_registrationtoken_changelist"),
+            "what": "agent registration token", "tokens": getattr(request, "_meridian_tokens", []),
+            "hint": "Agents trade it for a credential of their own: manage.py run_agent --registration-token … "
+                    "(or AGENT_REGISTRATION_TOKEN in their environment).",
+            "back": reverse("admin:regions_registrationtoken_changelist"), "opts": self.model._meta,
         })
         response["Cache-Control"] = "no-store"
         return response

@@ -16,6 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from console.formatting import age, age_text, badge, exact_time
 from router import inputs, selectors, services
 from router.models import AddressRule, Region, RegistrationToken
 
@@ -24,43 +25,16 @@ CAPACITY_IN_LIST = 6
 
 # --- presentation helpers ----------------------------------------------------------
 
-def age_text(seconds: float | None) -> str:
-    """'4 s ago', '3 min ago', '2 h ago', '5 d ago'."""
-    if seconds is None:
-        return "never"
-    if seconds < 0:
-        return "in the future"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{int(seconds)} s ago"
-
-
-def exact_time(value: datetime | None) -> str:
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z") if value else "—"
-
-
-def timestamp(value: datetime | None, now: datetime | None = None):
-    """Age with the exact time (to the second) in the title."""
-    if value is None:
-        return "—"
-    seconds = ((now or timezone.now()) - value).total_seconds()
-    return format_html('<span title="{}">{}</span>', exact_time(value), age_text(seconds))
-
-
-_BADGE = ('<span class="mrd-badge" style="display:inline-block;padding:1px 7px;border-radius:9px;'
-          'font-weight:600;font-size:11px;color:#fff;background:{}" title="{}">{}</span>')
-
-
 def freshness_badge(region: Region, now: datetime | None = None):
     now = now or timezone.now()
     if region.received_at is None:
-        return format_html(_BADGE + " never", "#ba2121", "no summary received yet", "stale")
+        return format_html("{} never", badge("stale", "red", "no summary received yet"))
     stale = services.region_is_stale(region, now)
     limit = services.STALE_AFTER_INTERVALS * selectors.region_interval(region.summary_interval)
     title = f"last summary {exact_time(region.received_at)}; stale after {limit:g} s without one"
-    return format_html('<span style="white-space:nowrap">' + _BADGE + " {}</span>", "#ba2121" if stale else "#2e7d32",
-                       title, "stale" if stale else "fresh", timestamp(region.received_at, now))
+    return format_html('<span style="white-space:nowrap">{} {}</span>',
+                       badge("stale", "red", title) if stale else badge("fresh", "green", title),
+                       age(region.received_at, now))
 
 
 def label_chips(labels) -> str:
@@ -225,7 +199,7 @@ class RegionAdmin(admin.ModelAdmin):
                                  back=reverse("admin:router_region_change", args=[obj.pk]))
 
     def _tokens_page(self, request, *, title: str, what: str, hint: str, back: str):
-        response = TemplateResponse(request, "admin/router/token_once.html", {
+        response = TemplateResponse(request, "admin/token_once.html", {
             **self.admin_site.each_context(request), "title": title, "what": what, "hint": hint,
             "tokens": getattr(request, "_meridian_tokens", []), "back": back, "opts": self.model._meta,
         })
@@ -389,7 +363,7 @@ class RegistrationTokenAdmin(admin.ModelAdmin):
         request._meridian_tokens = [(token.name, raw)]
 
     def response_add(self, request, obj, post_url_continue=None):
-        response = TemplateResponse(request, "admin/router/token_once.html", {
+        response = TemplateResponse(request, "admin/token_once.html", {
             **self.admin_site.each_context(request), "title": f"Registration token {obj.name} created",
             "what": "agent registration token", "tokens": getattr(request, "_meridian_tokens", []),
             "hint": "Agents present it to POST /register_agent (run_agent --registration-token or "
