@@ -59,17 +59,19 @@ class RegionUnanswered(Exception):
     """The region did not answer (a claim or a report) within the patience given."""
 
 
-def _retrying(call, patience: float, what: str):
-    """Call the region until it answers (4xx other than 429 are answers too).
-    A soft time limit firing meanwhile does not abandon the call: the hard
-    limit leaves REPORT_ALLOWANCE_SECONDS for exactly this."""
+def retrying(call, patience: float, what: str, *, also: tuple[int, ...] = (), first_delay: float = 0.2,
+             max_delay: float = 5.0, say=logger.warning):
+    """Call the region (or router) until it answers: 4xx other than 429 (and the
+    statuses in `also`) are answers too, raised as RegionRefused. Past `patience`
+    seconds, RegionUnanswered. A soft time limit firing meanwhile does not abandon
+    the call: the hard limit leaves REPORT_ALLOWANCE_SECONDS for exactly this."""
     deadline = time.monotonic() + patience
-    delay = 0.2
+    delay = first_delay
     while True:
         try:
             return call()
         except RegionRefused as exc:
-            if exc.status not in (429, 503):
+            if exc.status not in (429, 503, *also):
                 raise
             problem = f"{exc.status} {exc.detail}"
         except requests.RequestException as exc:
@@ -77,13 +79,13 @@ def _retrying(call, patience: float, what: str):
         except SoftTimeLimitExceeded:
             problem = "the task's time limit passed while asking"
         if time.monotonic() + delay > deadline:
-            raise RegionUnanswered(f"{what}: region did not answer within {patience:g}s (last: {problem})")
-        logger.warning("%s: %s; retrying in %.1fs", what, problem, delay)
+            raise RegionUnanswered(f"{what}: no answer within {patience:g}s (last: {problem})")
+        say("%s: %s; retrying in %.1fs" % (what, problem, delay))
         try:
             time.sleep(delay)
         except SoftTimeLimitExceeded:
             pass
-        delay = min(delay * 2, 5.0)
+        delay = min(delay * 2, max_delay)
 
 
 _CLIENTS: dict[tuple[int, int, str], RegionClient] = {}
@@ -109,7 +111,7 @@ def claim(*, task_id: str, attempt: int, claim_id: str) -> dict | None:
     ident = identity()
     client = region_client(ident.region_url)
     try:
-        return _retrying(lambda: client.claim(agent_id=ident.agent_id, token=ident.token, task_id=task_id,
+        return retrying(lambda: client.claim(agent_id=ident.agent_id, token=ident.token, task_id=task_id,
                                               attempt=attempt, claim_id=claim_id),
                          settings.AGENT_CLAIM_PATIENCE_SECONDS, f"claim {task_id}:{attempt}")
     except RegionRefused as exc:
@@ -153,7 +155,7 @@ def _deliver(client: RegionClient, agent_id: str, token: str, kind: str, task_id
     """True once the region settled it (recorded, or refused for good); False if
     it could not take it (unreachable, or refused the request itself)."""
     try:
-        answer = _retrying(lambda: client.report(agent_id=agent_id, token=token, kind=kind, task_id=task_id,
+        answer = retrying(lambda: client.report(agent_id=agent_id, token=token, kind=kind, task_id=task_id,
                                                  attempt=attempt, body=body),
                            patience, f"report {task_id}:{attempt}")
     except RegionRefused as exc:

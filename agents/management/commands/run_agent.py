@@ -4,7 +4,6 @@ import os
 import re
 import socket
 import sys
-import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -15,6 +14,10 @@ from agents.client import RegionClient, RegionRefused, RouterClient
 from agents.handlers import HandlerLoadError, handler_modules, handlers_load
 from project.broker import BROKER_ENV_OVERRIDES, celery_options
 from project.celery import app
+
+# How long registration is retried (503, 429, a 409 while the id's old entry is
+# still online, the router or region unreachable) before the agent gives up.
+REGISTER_PATIENCE_SECONDS = 180
 
 
 def default_agent_id(host: str, capabilities: list[str]) -> str:
@@ -126,24 +129,17 @@ class Command(BaseCommand):
             hostname=host, concurrency=concurrency, handlers=declared, current_token=current))
 
     def _retrying(self, what: str, call):
-        delay = 0.5
-        for _ in range(20):
-            try:
-                return call()
-            except RegionRefused as exc:
-                # 409: the id is held by an agent still online, and this one has no
-                # credential to prove it is that agent (lost with its state, or from a
-                # run killed mid-registration). If that agent is dead, the reaper marks
-                # it offline within its TTL and the id is free: wait for that.
-                if exc.status not in (503, 429, 409):
-                    # Refused for good (revoked, blocklisted, bad token, too old):
-                    # a distinct exit code, so a supervisor does not restart it in a loop.
-                    raise CommandError(f"{what} refused registration ({exc.status}): {exc.detail}",
-                                       returncode=os.EX_CONFIG) from exc
-                problem = exc.detail
-            except Exception as exc:
-                problem = f"unreachable ({exc})"
-            self.stderr.write(f"{what}: {problem}; retrying in {delay:.1f}s")
-            time.sleep(delay)
-            delay = min(delay * 2, 10)
-        raise CommandError(f"{what} unavailable; giving up")
+        # 409: the id is held by an agent still online, and this one has no
+        # credential to prove it is that agent (lost with its state, or from a
+        # run killed mid-registration). If that agent is dead, the reaper marks
+        # it offline within its TTL and the id is free: wait for that.
+        try:
+            return runtime.retrying(call, REGISTER_PATIENCE_SECONDS, what, also=(409,), first_delay=0.5,
+                                    max_delay=10.0, say=self.stderr.write)
+        except RegionRefused as exc:
+            # Refused for good (revoked, blocklisted, bad token, too old): a
+            # distinct exit code, so a supervisor does not restart it in a loop.
+            raise CommandError(f"{what} refused registration ({exc.status}): {exc.detail}",
+                               returncode=os.EX_CONFIG) from exc
+        except runtime.RegionUnanswered as exc:
+            raise CommandError(f"{what} unavailable; giving up ({exc})") from exc
