@@ -25,9 +25,11 @@ REPORTS_QUEUE = "meridian.reports"
 # token, which proves it is the agent holding the id (re-registering an online
 # agent's id without it is refused with 409).
 AGENT_TOKEN_HEADER = "X-Agent-Token"
-# "claim" over the broker is still accepted from older agents.
-REPORT_KINDS = ("claim", "success", "failure")
+# What an agent reports over the broker: an attempt's outcome (claims go over HTTP).
 OUTCOME_KINDS = ("success", "failure")
+# The most task slots a heartbeat may say are busy ({"busy": n}, 0..MAX_BUSY):
+# the region's view refuses more and the schema documents the bound.
+MAX_BUSY = 100_000
 
 
 def capability_queue(capability: str) -> str:

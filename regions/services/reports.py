@@ -14,7 +14,7 @@ import re
 from project import deadletter
 from project.jsonsafe import json_problem
 from project.validation import AGENT_ID_RE
-from project.protocol import (OUTCOME_KINDS, REPORT_KINDS, REPORT_TASK, REPORTS_QUEUE, MessageInvalid,
+from project.protocol import (OUTCOME_KINDS, REPORT_TASK, REPORTS_QUEUE, MessageInvalid,
                               attempt_parse, report_signature)
 from regions.models import Agent
 from regions.services import tasks
@@ -81,8 +81,8 @@ def report_ingest_message(*, args: tuple, kwargs: dict, message_id: str = "") ->
         fields = {name: kwargs.get(name) for name in ("agent_id", "kind", "task_id", "attempt", "body", "sig")}
         if not isinstance(fields["agent_id"], str) or not re.match(AGENT_ID_RE, fields["agent_id"]):
             raise MessageInvalid("agent_id must be an agent's id")
-        if fields["kind"] not in REPORT_KINDS:
-            raise MessageInvalid(f"kind must be one of {', '.join(REPORT_KINDS)}")
+        if fields["kind"] not in OUTCOME_KINDS:
+            raise MessageInvalid(f"kind must be one of {', '.join(OUTCOME_KINDS)}")
         attempt_parse(fields["task_id"], fields["attempt"])
         if not isinstance(fields["body"], dict):
             raise MessageInvalid("body must be an object")
@@ -112,8 +112,6 @@ def report_ingest(*, agent_id: str, kind: str, task_id: str, attempt: int, body:
         # touched (a forger must not be able to fail it).
         _dead(reason=f"report signature does not verify for agent {agent_id}", task_id=task_id, body=body)
         return False
-    if kind == "claim":
-        return tasks.task_claim(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities).run
     try:
         body = outcome_clean(kind=kind, body=body)
     except OutcomeInvalid as exc:

@@ -137,9 +137,10 @@ def test_one_agent_cannot_sign_for_another(redis_clean):
     a = factories.agent("a1")
     factories.agent("a2")
     task = make_task()
-    sig = reports.report_signature(key=a.report_key, kind="claim", task_id=str(task.id), attempt=1, body={})
-    assert reports.report_ingest(agent_id="a2", kind="claim", task_id=str(task.id), attempt=1,
-                                 body={}, sig=sig) is False
+    body = {"result": {"ok": True}}
+    sig = reports.report_signature(key=a.report_key, kind="success", task_id=str(task.id), attempt=1, body=body)
+    assert reports.report_ingest(agent_id="a2", kind="success", task_id=str(task.id), attempt=1,
+                                 body=body, sig=sig) is False
 
 
 def test_waiting_tasks_wake_when_an_agent_serving_them_registers(redis_clean):
@@ -154,7 +155,7 @@ def test_an_agent_cannot_report_for_a_task_it_could_not_have_received(redis_clea
     mallory = factories.agent("mallory", capabilities=["echo"])
     task = make_task(capability="data_ingestion")
     body = {"result": {"forged": True}}
-    for kind, data in (("claim", {}), ("success", body)):
+    for kind, data in (("failure", {"error": "forged"}), ("success", body)):
         sig = reports.report_signature(key=mallory.report_key, kind=kind, task_id=str(task.id), attempt=1, body=data)
         assert reports.report_ingest(agent_id="mallory", kind=kind, task_id=str(task.id), attempt=1,
                                      body=data, sig=sig) is False
@@ -170,8 +171,9 @@ def test_a_revoked_agent_loses_its_credential(redis_clean):
     with pytest.raises(agent_services.AuthError):
         agent_services.heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)
     task = make_task()
-    sig = reports.report_signature(key=reg.report_key, kind="claim", task_id=str(task.id), attempt=1, body={})
-    assert reports.report_ingest(agent_id="a1", kind="claim", task_id=str(task.id), attempt=1, body={},
+    body = {"result": {"ok": True}}
+    sig = reports.report_signature(key=reg.report_key, kind="success", task_id=str(task.id), attempt=1, body=body)
+    assert reports.report_ingest(agent_id="a1", kind="success", task_id=str(task.id), attempt=1, body=body,
                                  sig=sig) is False
 
 
