@@ -12,6 +12,7 @@ from rest_framework.views import exception_handler
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 2
+BEARER_CHALLENGE = 'Bearer realm="meridian"'
 DATABASE_DOWN = "database unavailable; retry shortly"
 
 
@@ -25,6 +26,31 @@ class ServiceUnavailable(APIException):
     def __init__(self, detail=None, code=None, retry_after: int = RETRY_AFTER_SECONDS):
         super().__init__(detail, code)
         self.wait = retry_after  # DRF's handler turns `wait` into Retry-After
+
+
+class Refused(Exception):
+    """A service's refusal, answered by the API as {"error": code, "detail":
+    detail, **extra} with `status` (as Zulip's JsonableError): services raise
+    it, views do not catch it, api_exception_handler answers it. Subclasses set
+    status and code; `retry_after` (seconds) becomes Retry-After."""
+
+    status = 400
+    code = "invalid"
+    retry_after: int | None = None
+
+    def __init__(self, detail: str, **extra):
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+def refused_response(exc: Refused) -> Response:
+    response = Response({"error": exc.code, "detail": exc.detail, **exc.extra}, status=exc.status)
+    if exc.status == status.HTTP_401_UNAUTHORIZED:
+        response["WWW-Authenticate"] = BEARER_CHALLENGE
+    if exc.retry_after:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 class PayloadTooLarge(APIException):
@@ -65,6 +91,8 @@ def database_unavailable_response() -> JsonResponse:
 
 
 def api_exception_handler(exc, context):
+    if isinstance(exc, Refused):
+        return refused_response(exc)
     if database_unavailable(exc):
         request = context.get("request")
         database_unavailable_log(exc, f"{request.method} {request.path}" if request is not None else "an API call")

@@ -20,6 +20,7 @@ from django.utils import timezone
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from project.accounts.tokens import token_generate, token_hash
+from project.exceptions import Refused
 from router import inputs
 from router.models import AddressRule, Region, RegistrationToken
 from router.selectors import (STALE_AFTER_INTERVALS, DirectoryEntry, capability_counts, directory_entries,
@@ -30,37 +31,32 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = inputs.SCHEMA_VERSION
 
 
-class RouterError(Exception):
-    status = 400
-
-    def __init__(self, detail: str, **extra):
-        super().__init__(detail)
-        self.detail = detail
-        self.extra = extra
+class RouterError(Refused):
+    """What the router refuses, answered by the API exception handler."""
 
 
 class Unauthenticated(RouterError):
-    status = 401
+    status, code = 401, "not_authenticated"
 
 
 class Forbidden(RouterError):
-    status = 403
+    status, code = 403, "permission_denied"
 
 
 class NotFound(RouterError):
-    status = 404
+    status, code = 404, "not_found"
 
 
 class Stale(RouterError):
-    status = 409
+    status, code = 409, "conflict"
 
 
 class NoRegion(RouterError):
-    status = 503
+    status, code = 503, "unavailable"
 
 
 class ForwardUncertain(RouterError):
-    status = 504
+    status, code = 504, "timeout"
 
 
 class ForwardBudgetSpent(NoRegion):

@@ -1,4 +1,5 @@
-"""Router API: the article's two endpoints, routing and forwarding. Thin views."""
+"""Router API: the article's two endpoints, routing and forwarding. Thin views: what the
+services refuse (services.RouterError) is answered by project.exceptions.api_exception_handler."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -14,20 +15,6 @@ from project.accounts.tokens import bearer_from_header
 from project.schema import FORWARDED, errors
 from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer
 from router import inputs, selectors, services
-
-
-
-
-def _error(exc: services.RouterError) -> Response:
-    codes = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 404: "not_found", 409: "conflict",
-             503: "unavailable", 504: "timeout"}
-    response = Response({"error": codes.get(exc.status, "error"), "detail": exc.detail, **exc.extra},
-                        status=exc.status)
-    if exc.status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="meridian"'
-    if getattr(exc, "retry_after", None):
-        response["Retry-After"] = str(exc.retry_after)
-    return response
 
 
 def _client_ip(request) -> str | None:
@@ -48,19 +35,13 @@ class RegisterAgentApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 503)})
     def post(self, request):
-        try:
-            token = services.registration_token_check(bearer_from_header(request.META.get("HTTP_AUTHORIZATION")))
-        except services.RouterError as exc:
-            return _error(exc)
+        token = services.registration_token_check(bearer_from_header(request.META.get("HTTP_AUTHORIZATION")))
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            region = services.region_pick(capabilities=data.validated_data["capabilities"],
-                                          hint=data.validated_data.get("region"),
-                                          client_ip=_client_ip(request),
-                                          allowed=selectors.region_allowed(token.regions))
-        except services.RouterError as exc:
-            return _error(exc)
+        region = services.region_pick(capabilities=data.validated_data["capabilities"],
+                                      hint=data.validated_data.get("region"),
+                                      client_ip=_client_ip(request),
+                                      allowed=selectors.region_allowed(token.regions))
         return Response({
             "message": f"Agent {data.validated_data['agent_id']} should join region {region.region_id}.",
             "agent_id": data.validated_data["agent_id"],
@@ -76,14 +57,8 @@ class UpdateRegionalStatusApi(APIView):
 
     @extend_schema(request=inputs.SummaryInputSerializer, responses={200: dict, **errors(400, 401, 403, 409, 503)})
     def post(self, request):
-        try:
-            region = services.region_authenticate(bearer_from_header(request.META.get("HTTP_AUTHORIZATION")))
-        except services.RouterError as exc:
-            return _error(exc)
-        try:
-            region = services.summary_ingest(region=region, summary=request.data)
-        except services.RouterError as exc:
-            return _error(exc)
+        region = services.region_authenticate(bearer_from_header(request.META.get("HTTP_AUTHORIZATION")))
+        region = services.summary_ingest(region=region, summary=request.data)
         return Response({"region_id": region.region_id, "accepted": True,
                          "received_at": region.received_at.isoformat()})
 
@@ -104,10 +79,7 @@ class RouteApi(APIView):
     def get(self, request):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        try:
-            answer = services.route(**query.validated_data)
-        except services.RouterError as exc:
-            return _error(exc)
+        answer = services.route(**query.validated_data)
         # Why the other regions were passed over, for the first ROUTE_SKIPPED_SHOWN of them
         # (by region id) and how many there were: at 500 regions the full list was
         # most of the answer's bytes and of its time.
@@ -128,11 +100,8 @@ class TaskForwardApi(APIView):
     @extend_schema(request=InputSerializer, responses=FORWARDED)
     def post(self, request):
         head = inputs.task_forward_parse(request.data)  # any JSON: a 400 naming the problem, or the head
-        try:
-            code, body = services.task_forward(**head, body=request.body,
-                                               authorization=request.META.get("HTTP_AUTHORIZATION", ""))
-        except services.RouterError as exc:
-            return _error(exc)
+        code, body = services.task_forward(**head, body=request.body,
+                                           authorization=request.META.get("HTTP_AUTHORIZATION", ""))
         return Response(body, status=code)
 
 
@@ -159,11 +128,8 @@ class TaskBatchForwardApi(APIView):
         **errors(503, 504)})
     def post(self, request):
         head = inputs.task_batch_forward_parse(request.data)
-        try:
-            code, body = services.task_batch_forward(**head, body=request.body,
-                                                     authorization=request.META.get("HTTP_AUTHORIZATION", ""))
-        except services.RouterError as exc:
-            return _error(exc)
+        code, body = services.task_batch_forward(**head, body=request.body,
+                                                 authorization=request.META.get("HTTP_AUTHORIZATION", ""))
         return Response(body, status=code)
 
 
@@ -184,14 +150,11 @@ class TaskRedirectApi(APIView):
     permission_classes = [IsAuthenticated]
 
     def _redirect(self, request) -> Response:
-        try:
-            region_id = inputs.task_redirect_region(request.query_params)
-            query = request.query_params.copy()
-            query.pop("region", None)
-            location = services.task_redirect(region_id=region_id, path=request.path_info,
-                                              query=query.urlencode())
-        except services.RouterError as exc:
-            return _error(exc)
+        region_id = inputs.task_redirect_region(request.query_params)
+        query = request.query_params.copy()
+        query.pop("region", None)
+        location = services.task_redirect(region_id=region_id, path=request.path_info,
+                                          query=query.urlencode())
         return Response({"region_id": region_id, "location": location}, status=status.HTTP_307_TEMPORARY_REDIRECT,
                         headers={"Location": location})
 
