@@ -48,8 +48,11 @@ from django.utils import timezone
 from project.accounts.tokens import token_generate, token_hash
 from project.celery import agent_queue, capability_queue
 from project.protocol import AGENT_TOKEN_HEADER
-from regions.models import Agent, CapabilityCounter, RegistrationToken, Task
+from regions.models import Agent, RegistrationToken, Task
 from regions.services import liveness
+from regions.services import tasks as task_services
+from regions.services.capabilities import (capability_live, live_capabilities,  # noqa: F401 (callers' names)
+                                          live_capabilities_scan)
 from regions.services.config import HOT_PATH_CHECK_SECONDS, HeartbeatTiming, config_current, version_tuple
 from regions.services.handlers import handlers_declare
 from regions.services.heartbeat_buffer import get_buffer
@@ -140,9 +143,7 @@ def agent_register(
         if not created:
             # A restart under the same id: whatever the old process ran is gone
             # (its reports, signed with the old token, no longer verify).
-            from regions.services.tasks import tasks_requeue_for_agents
-
-            transaction.on_commit(lambda: tasks_requeue_for_agents(
+            transaction.on_commit(lambda: task_services.tasks_requeue_for_agents(
                 agent_ids=[agent_id], reason="agent re-registered (restarted)"))
         if agent.desired == Agent.Desired.STOPPED:
             raise ForbiddenError(f"Agent {agent_id} is revoked; an operator must re-admit it.")
@@ -419,9 +420,7 @@ def agent_reap(*, now: float) -> dict:
         Agent.objects.filter(agent_id__in=evicted, status=Agent.Status.ONLINE).update(
             status=Agent.Status.OFFLINE, offline_since=when, busy=False
         )
-        from regions.services.tasks import tasks_requeue_for_agents
-
-        requeued = tasks_requeue_for_agents(agent_ids=evicted, reason="agent missed its heartbeat TTL")
+        requeued = task_services.tasks_requeue_for_agents(agent_ids=evicted, reason="agent missed its heartbeat TTL")
         logger.warning("marked %d agents offline (%s); requeued %d tasks", len(evicted),
                        ", ".join(evicted[:10]), requeued)
         for agent_id in evicted:
@@ -475,9 +474,7 @@ def _reap_orphans(*, now: float, cutoff: float) -> list[str]:
     if orphans:
         Agent.objects.filter(agent_id__in=orphans, status=Agent.Status.ONLINE).update(
             status=Agent.Status.OFFLINE, offline_since=timezone.now(), busy=False)
-        from regions.services.tasks import tasks_requeue_for_agents
-
-        tasks_requeue_for_agents(agent_ids=orphans, reason="agent missed its heartbeat TTL")
+        task_services.tasks_requeue_for_agents(agent_ids=orphans, reason="agent missed its heartbeat TTL")
         logger.warning("marked %d agents offline that the live set no longer had", len(orphans))
         for agent_id in orphans:
             logger.info("agent %s offline: missed its heartbeat TTL", agent_id, extra={"agent": agent_id})
@@ -517,45 +514,6 @@ def liveness_flush() -> int:
     if back:
         logger.info("%d agents back online", back)
     return len(ids)
-
-
-def live_capabilities(*, idle_only: bool = False) -> set[str]:
-    """Capabilities served by at least one online agent that takes work (and, with
-    idle_only, is not busy). Read from the counters PostgreSQL keeps in the same
-    transaction as every change to an agent (models.CapabilityCounter): one
-    small query over the capabilities, not the agents, and never stale."""
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        counters = CapabilityCounter.objects.exclude(capability=CapabilityCounter.FLEET)
-        counters = counters.filter(idle__gt=0) if idle_only else counters.filter(agents__gt=0)
-        return set(counters.values_list("capability", flat=True))
-    return live_capabilities_scan(idle_only=idle_only)
-
-
-def capability_live(capability: str) -> bool:
-    """Whether an online agent that takes work serves `capability`: the submit
-    path's question, one primary-key read of its counter on PostgreSQL."""
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT agents > 0 FROM regions_capabilitycounter WHERE capability = %s", [capability])
-            row = cursor.fetchone()
-        return bool(row and row[0])
-    return capability in live_capabilities_scan()
-
-
-def live_capabilities_scan(*, idle_only: bool = False) -> set[str]:
-    """The same answer from a scan of the online agents (SQLite; tests compare the two)."""
-    caps: set[str] = set()
-    agents = Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE)
-    if idle_only:
-        agents = agents.filter(busy=False)
-    rows = agents.values_list("capabilities", flat=True).distinct()
-    for row in rows:
-        caps.update(row)
-    return caps
 
 
 def agent_running_tasks(*, agent_id: str) -> list[str]:

@@ -22,8 +22,8 @@ from project.celery import app
 from project.protocol import (EXECUTE_TASK, agent_queue, capability_queue, execute_kwargs, hard_time_limit,
                               message_id)
 from regions.models import Agent, IngestedRecord, Task, TaskAttempt
-from regions.services import agents as agent_services
 from regions.services import liveness
+from regions.services.capabilities import capability_live, live_capabilities
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.handlers import PayloadInvalid, payload_check
 from regions.services.task_events import task_finished_publish
@@ -289,7 +289,7 @@ def _initial_status(*, capability: str, target_agent: str) -> tuple[str, str]:
         else:
             return Task.Status.QUEUED, ""
         return Task.Status.WAITING, _with_deadline(reason, capability=capability, since=timezone.now())
-    if agent_services.capability_live(capability):
+    if capability_live(capability):
         return Task.Status.QUEUED, ""
     return Task.Status.WAITING, waiting_reason(capability, since=timezone.now())
 
@@ -785,7 +785,7 @@ def task_sweep(*, now=None, batch: int = 500) -> dict:
     )
     sent = sum(1 for task_id in due if task_dispatch(task_id=task_id))
 
-    live = agent_services.live_capabilities()
+    live = live_capabilities()
     woke = Task.objects.filter(status=Task.Status.WAITING, target_agent="", capability__in=live).update(
         status=Task.Status.QUEUED, status_reason=""
     )
@@ -883,7 +883,7 @@ def _resend_lost_in_flight(now, batch: int) -> int:
     the two is skipped, and no attempt is spent on a loss that was not the
     task's fault. A mere backlog has no idle agent: untouched."""
     lost_before = now - timedelta(seconds=settings.TASK_UNCLAIMED_RESEND_AFTER)
-    idle = agent_services.live_capabilities(idle_only=True)
+    idle = live_capabilities(idle_only=True)
     online = Agent.objects.filter(status=Agent.Status.ONLINE).values("agent_id")
     lost = (Task.objects.filter(status=Task.Status.QUEUED, dispatched_at__lt=lost_before)
             .filter(Q(target_agent="", capability__in=idle) | Q(target_agent__in=online))
