@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Max, Q
+from django.utils import timezone
 
 from router import inputs
 from router.models import Region
@@ -208,16 +209,40 @@ def region_capacity(region: Region) -> list[dict]:
     return [{"capability": name, **caps[name]} for name in sorted(caps)]
 
 
+# --- staleness and configuration drift (the API's and the admin's reads) ------------
+
+def region_is_stale(region: Region, now: datetime | None = None) -> bool:
+    """No summary for longer than 3 intervals (by the router's clock)."""
+    if region.received_at is None:
+        return True
+    now = now or timezone.now()
+    interval = region_interval(region.summary_interval)  # a stored one may predate the bounds
+    return now - region.received_at > timedelta(seconds=STALE_AFTER_INTERVALS * interval)
+
+
+def region_health(region: Region, now: datetime | None = None) -> dict:
+    age = (now or timezone.now()) - region.received_at if region.received_at else None
+    return {"stale": region_is_stale(region, now), "summary_age_seconds": age.total_seconds() if age else None}
+
+
+def config_drift() -> dict:
+    """Group regions by the configuration commit their last summary reported."""
+    commits: dict[str, dict] = {}
+    for region in Region.objects.filter(enabled=True).order_by("region_id"):
+        entry = commits.setdefault(region.config_version or "(none)", {"regions": [], "since": None})
+        entry["regions"].append({"region_id": region.region_id, "since": region.config_since,
+                                 "stale": region_is_stale(region)})
+        if region.config_since and (entry["since"] is None or region.config_since < entry["since"]):
+            entry["since"] = region.config_since
+    return {"in_sync": len(commits) <= 1, "commits": commits}
+
+
 def config_drift_groups(*, now=None) -> dict:
     """The drift page: the enabled regions grouped by the configuration commit
-    their latest summary reported (services.config_drift, the API's view), the
+    their latest summary reported (config_drift, the API's view), the
     group most regions run first and marked as the majority (none on a tie),
     with each region's time on its commit and the commit's subject where
     summaries carry one."""
-    from django.utils import timezone
-
-    from router.services import config_drift, region_is_stale
-
     now = now or timezone.now()
     drift = config_drift()
     regions = {r.region_id: r for r in Region.objects.filter(enabled=True)}
@@ -252,10 +277,6 @@ def fleet_overview(*, now=None) -> dict:
     per capability, its configuration commit (short sha and subject) and whether
     it runs the majority's commit. One row per region (at most a few hundred),
     from the stored summaries: nothing per agent exists here."""
-    from django.utils import timezone
-
-    from router.services import region_is_stale
-
     now = now or timezone.now()
     drift = config_drift_groups(now=now)
     rows, totals = [], {}

@@ -23,8 +23,10 @@ from project.accounts.tokens import token_generate, token_hash
 from project.exceptions import Refused
 from router import inputs
 from router.models import AddressRule, Region, RegistrationToken
-from router.selectors import (STALE_AFTER_INTERVALS, DirectoryEntry, capability_counts, directory_entries,
-                              directory_put, region_interval, regions_directory_reset)
+from router.selectors import (DirectoryEntry, capability_counts, directory_entries, directory_put, region_interval,
+                              region_is_stale, regions_directory_reset)
+# Reads that live in selectors, still reached as services.<name> by the views and the admin.
+from router.selectors import STALE_AFTER_INTERVALS, config_drift, region_health  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -212,20 +214,6 @@ def _summary_commit_unflushed() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
-
-
-def region_is_stale(region: Region, now: datetime | None = None) -> bool:
-    """No summary for longer than 3 intervals (by the router's clock)."""
-    if region.received_at is None:
-        return True
-    now = now or timezone.now()
-    interval = region_interval(region.summary_interval)  # a stored one may predate the bounds
-    return now - region.received_at > timedelta(seconds=STALE_AFTER_INTERVALS * interval)
-
-
-def region_health(region: Region, now: datetime | None = None) -> dict:
-    age = (now or timezone.now()) - region.received_at if region.received_at else None
-    return {"stale": region_is_stale(region, now), "summary_age_seconds": age.total_seconds() if age else None}
 
 
 # --- routing -------------------------------------------------------------------
@@ -460,18 +448,6 @@ def _never_sent(exc: requests.RequestException) -> bool:
     cause = exc.args[0] if exc.args else None
     return isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError)
 
-
-
-def config_drift() -> dict:
-    """Group regions by the configuration commit their last summary reported."""
-    commits: dict[str, dict] = {}
-    for region in Region.objects.filter(enabled=True).order_by("region_id"):
-        entry = commits.setdefault(region.config_version or "(none)", {"regions": [], "since": None})
-        entry["regions"].append({"region_id": region.region_id, "since": region.config_since,
-                                 "stale": region_is_stale(region)})
-        if region.config_since and (entry["since"] is None or region.config_since < entry["since"]):
-            entry["since"] = region.config_since
-    return {"in_sync": len(commits) <= 1, "commits": commits}
 
 
 def region_validate(*, region_id: str, orchestrator_url: str, labels: list[str], summary_interval: float) -> None:
