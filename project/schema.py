@@ -24,6 +24,7 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from project.protocol import MAX_BUSY
 from project.validation import CAPABILITY_RE
 
 API_KEY = "apiKey"
@@ -201,11 +202,8 @@ def _metrics() -> dict:
 
 
 def _heartbeat(agent_id: dict) -> dict:
-    from regions.api import views
-
-    busy = {"type": "integer", "minimum": 0, "description": "tasks running now"}
-    if hasattr(views, "MAX_BUSY"):
-        busy["maximum"] = views.MAX_BUSY  # the view's own bound
+    busy = {"type": "integer", "minimum": 0, "description": "tasks running now",
+            "maximum": MAX_BUSY}  # the view's own bound
     return {"post": {
         "operationId": "agent_heartbeat", "tags": ["agents"], "security": [{AGENT_TOKEN: []}],
         "description": "The hot path: an agent says it is alive (one Redis round trip, no database write). "

@@ -21,7 +21,7 @@ from project.accounts.tokens import bearer_from_header
 from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
 from project.schema import AGENT_TOKEN_HEADER, PAGE_PARAMETERS, ErrorSerializer, errors, list_filters, paginated
 from project.jsonsafe import json_problem
-from project.protocol import OUTCOME_KINDS
+from project.protocol import MAX_BUSY, OUTCOME_KINDS
 from regions import selectors
 from project.validation import (AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer, JsonObjectField,
                                 StrictBooleanField, StrictCharField, StrictRegexField, StrictUUIDField)
@@ -123,7 +123,6 @@ def _json_error(code: str, detail: str, status_code: int) -> JsonResponse:
     return JsonResponse({"error": code, "detail": detail}, status=status_code)
 
 
-MAX_BUSY = 100_000
 HEARTBEAT_BODY_MAX_BYTES = 4096
 
 
