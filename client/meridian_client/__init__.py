@@ -16,9 +16,8 @@ from meridian_client.errors import (APIError, AuthenticationError, Conflict, For
                                     MeridianError, NoAgent, NoRegion, NotFound, PayloadTooLarge, PermissionDenied,
                                     RateLimited, ServerError, TaskCancelled, TaskError, TaskFailed, TransportError,
                                     Unavailable, ValidationError, WaitTimeout)
+from meridian_client._version import __version__
 from meridian_client.handlers import Context, HandlerError, HandlerSpec, handler, registered
-
-__version__ = "0.1.0"
 
 __all__ = [
     # task code

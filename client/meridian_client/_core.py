@@ -20,6 +20,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Generator, Iterable, Mapping, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
+from meridian_client._version import __version__
 from meridian_client.errors import (APIError, ForwardUncertain, MeridianError, NoRegion, NotFound, RateLimited,
                                     ServerError, TaskCancelled, TaskFailed, TransportError, Unavailable, WaitTimeout,
                                     error_from_answer)
@@ -253,8 +254,6 @@ class Core:
 
     @property
     def headers(self) -> dict[str, str]:
-        from meridian_client import __version__
-
         return {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json",
                 "User-Agent": f"meridian-client/{__version__}"}
 
