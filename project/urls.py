@@ -32,9 +32,4 @@ else:
     urlpatterns.append(path("", include("router.urls")))
 
 if settings.BENCH_ENDPOINTS:
-    from regions import bench_views
-
-    urlpatterns += [
-        path("bench/bare/<slug:agent_id>", bench_views.bare_view),
-        path("bench/pg-heartbeat/<slug:agent_id>", bench_views.pg_heartbeat_view),
-    ]
+    urlpatterns.append(path("bench/", include("regions.bench_urls")))
