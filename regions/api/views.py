@@ -9,7 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, Throttled, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, ValidationError
 from project.pagination import StrictCursorPagination
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from project import waiting
 from project.accounts.authentication import BearerChallenge
 from project.accounts.tokens import bearer_from_header
-from project.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
+from project.exceptions import BEARER_CHALLENGE, PayloadTooLarge, Refused, ServiceUnavailable
 from project.schema import AGENT_TOKEN_HEADER, PAGE_PARAMETERS, ErrorSerializer, errors, list_filters, paginated
 from project.jsonsafe import json_problem
 from project.protocol import MAX_BUSY, OUTCOME_KINDS
@@ -32,7 +32,7 @@ from regions.services.agent_auth import AgentCaller, agent_caller
 from regions.services import liveness
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.handlers import schema_problem
-from regions.services.deadletters import DeadLettersThrottled, dead_letter_report
+from regions.services.deadletters import dead_letter_report
 from regions.services.reports import OutcomeInvalid, outcome_clean, report_apply
 from regions.services import tasks as task_services
 
@@ -41,16 +41,6 @@ LIVENESS_DOWN = "liveness store (Redis) unavailable; retry shortly"
 
 def _bearer(request) -> str | None:
     return bearer_from_header(request.META.get("HTTP_AUTHORIZATION"))
-
-
-def _agent_errors(exc: Exception):
-    if isinstance(exc, agent_services.AuthError):
-        return AuthenticationFailed(str(exc))
-    if isinstance(exc, agent_services.ForbiddenError):
-        return PermissionDenied(str(exc))
-    if isinstance(exc, agent_services.NotFound):
-        return NotFound(str(exc))
-    return exc
 
 
 # --- agents ------------------------------------------------------------------
@@ -96,10 +86,6 @@ class AgentRegisterApi(APIView):
         try:
             reg = agent_services.agent_register(**data.validated_data,
                                                 current_token=request.META.get("HTTP_X_AGENT_TOKEN"))
-        except agent_services.ForbiddenError as exc:
-            raise PermissionDenied(str(exc)) from exc
-        except agent_services.AgentIdInUse as exc:
-            raise Conflict(str(exc), code="agent_id_in_use") from exc
         except liveness.RedisError as exc:
             raise ServiceUnavailable(LIVENESS_DOWN) from exc  # with Retry-After, as every 503
         try:  # what the heartbeat replies will say for this fleet (the chatter budget)
@@ -119,8 +105,11 @@ class AgentRegisterApi(APIView):
         }, status=status.HTTP_201_CREATED)
 
 
-def _json_error(code: str, detail: str, status_code: int) -> JsonResponse:
-    return JsonResponse({"error": code, "detail": detail}, status=status_code)
+def _json_error(code: str, detail: str, status_code: int, *, challenge: bool = False) -> JsonResponse:
+    response = JsonResponse({"error": code, "detail": detail}, status=status_code)
+    if challenge:
+        response["WWW-Authenticate"] = BEARER_CHALLENGE
+    return response
 
 
 HEARTBEAT_BODY_MAX_BYTES = 4096
@@ -165,14 +154,8 @@ def agent_heartbeat_view(request, agent_id: str):
         return _json_error("invalid", str(exc), 400)
     try:
         reply = agent_services.heartbeat_record(agent_id=agent_id, raw_token=_bearer(request), busy=busy)
-    except agent_services.AuthError as exc:
-        response = _json_error("not_authenticated", str(exc), 401)
-        response["WWW-Authenticate"] = 'Bearer realm="meridian"'
-        return response
-    except agent_services.ForbiddenError as exc:
-        return _json_error("permission_denied", str(exc), 403)
-    except agent_services.NotFound as exc:
-        return _json_error("not_found", str(exc), 404)
+    except Refused as exc:  # the agent's credential
+        return _json_error(exc.code, exc.detail, exc.status, challenge=exc.status == 401)
     except liveness.RedisError:
         response = _json_error("unavailable", LIVENESS_DOWN, 503)
         response["Retry-After"] = "2"
@@ -189,8 +172,6 @@ class AgentDeregisterApi(APIView):
         try:
             agent = agent_services.agent_authenticate(agent_id=agent_id, raw_token=_bearer(request))
             agent_services.agent_deregister(agent=agent)
-        except (agent_services.AuthError, agent_services.ForbiddenError, agent_services.NotFound) as exc:
-            raise _agent_errors(exc) from exc
         except liveness.RedisError as exc:
             raise ServiceUnavailable(LIVENESS_DOWN) from exc
         return Response({"agent_id": agent_id, "status": Agent.Status.STOPPED})
@@ -252,8 +233,6 @@ def _desired_api(desired: str, name: str):
         def post(self, request, agent_id: str):
             try:
                 agent = agent_services.agent_set_desired(agent_id=agent_id, desired=desired)
-            except agent_services.NotFound as exc:
-                raise NotFound(str(exc)) from exc
             except liveness.RedisError as exc:
                 raise ServiceUnavailable(LIVENESS_DOWN) from exc
             return Response(AgentOutputSerializer(agent).data)
@@ -317,20 +296,7 @@ class TaskListSubmitApi(APIView):
             raise PayloadTooLarge(f"request body is larger than the payload limit of {limit} bytes")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            sub = task_services.task_submit(submitted_by=request.user, **data.validated_data)
-        except task_services.PayloadTooLargeError as exc:
-            raise PayloadTooLarge(str(exc)) from exc
-        except task_services.PayloadInvalid as exc:
-            raise ValidationError({"payload": [str(exc)]}) from exc
-        except task_services.CapabilityRefused as exc:
-            raise PermissionDenied(str(exc)) from exc
-        except task_services.IdempotencyConflict as exc:
-            raise Conflict(str(exc), code="idempotency_key_reused") from exc
-        except task_services.NoAgent as exc:
-            raise Conflict(str(exc), code="no_agent") from exc
-        except task_services.RateLimited as exc:
-            raise Throttled(wait=exc.retry_after, detail=str(exc)) from exc
+        sub = task_services.task_submit(submitted_by=request.user, **data.validated_data)
         body = TaskOutputSerializer(sub.task).data
         body["created"] = sub.created
         return Response(body, status=status.HTTP_201_CREATED if sub.created else status.HTTP_200_OK)
@@ -478,10 +444,7 @@ class TaskCancelApi(APIView):
     @extend_schema(request=None, responses={200: TaskOutputSerializer, **errors(401, 404, 409, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id)
-        try:
-            task = task_services.task_cancel(task=task)
-        except task_services.InvalidState as exc:
-            raise Conflict(f"cannot cancel: {exc}") from exc
+        task = task_services.task_cancel(task=task)
         return Response(TaskOutputSerializer(task).data)
 
 
@@ -489,14 +452,7 @@ class TaskRetryApi(APIView):
     @extend_schema(request=None, responses={201: TaskOutputSerializer, **errors(401, 403, 404, 409, 429, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id)
-        try:
-            task = task_services.task_retry(task=task)
-        except task_services.InvalidState as exc:
-            raise Conflict(f"cannot retry: {exc}") from exc
-        except task_services.CapabilityRefused as exc:
-            raise PermissionDenied(str(exc)) from exc
-        except task_services.RateLimited as exc:
-            raise Throttled(wait=exc.retry_after, detail=str(exc)) from exc
+        task = task_services.task_retry(task=task)
         return Response(TaskOutputSerializer(task).data, status=status.HTTP_201_CREATED)
 
 
@@ -515,10 +471,7 @@ class _AgentAttemptApi(APIView):
     permission_classes = [AllowAny]  # the agent's own token is checked below
 
     def _agent(self, request, agent_id: str) -> AgentCaller:
-        try:
-            agent = agent_caller(agent_id=agent_id, raw_token=_bearer(request))
-        except (agent_services.AuthError, agent_services.ForbiddenError, agent_services.NotFound) as exc:
-            raise _agent_errors(exc) from exc
+        agent = agent_caller(agent_id=agent_id, raw_token=_bearer(request))
         config = config_current(max_age=HOT_PATH_CHECK_SECONDS)  # claims and reports are the task path
         if config.agent_blocked(agent.agent_id):
             raise PermissionDenied(f"Agent {agent.agent_id} is blocklisted by configuration {config.sha[:12]}.")
@@ -591,8 +544,5 @@ class AgentDeadLetterApi(_AgentAttemptApi):
         agent = self._agent(request, agent_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            letter = dead_letter_report(agent_id=agent.agent_id, **data.validated_data)
-        except DeadLettersThrottled as exc:
-            raise Throttled(wait=exc.retry_after, detail=str(exc)) from exc
+        letter = dead_letter_report(agent_id=agent.agent_id, **data.validated_data)
         return Response({"recorded": letter is not None}, status=status.HTTP_201_CREATED)

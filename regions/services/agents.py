@@ -47,6 +47,7 @@ from django.utils import timezone
 
 from project.accounts.tokens import token_generate, token_hash
 from project.celery import agent_queue, capability_queue
+from project.exceptions import Refused
 from project.protocol import AGENT_TOKEN_HEADER
 from regions.models import Agent, RegistrationToken, Task
 from regions.services import liveness
@@ -60,20 +61,26 @@ from regions.services.heartbeat_buffer import get_buffer
 logger = logging.getLogger(__name__)
 
 
-class AuthError(Exception):
-    """Credential missing or wrong (401)."""
+class AuthError(Refused):
+    """Credential missing or wrong."""
+
+    status, code = 401, "authentication_failed"
 
 
-class ForbiddenError(Exception):
-    """A valid credential used for someone else (403)."""
+class ForbiddenError(Refused):
+    """A valid credential used for someone else."""
+
+    status, code = 403, "permission_denied"
 
 
-class NotFound(Exception):
-    pass
+class NotFound(Refused):
+    status, code = 404, "not_found"
 
 
-class AgentIdInUse(Exception):
-    """Re-registering an online agent's id without proving to be that agent (409)."""
+class AgentIdInUse(Refused):
+    """Re-registering an online agent's id without proving to be that agent."""
+
+    status, code = 409, "agent_id_in_use"
 
 
 

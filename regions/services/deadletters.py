@@ -10,6 +10,7 @@ from django.db import DatabaseError
 
 from project.deadletter import DeadLetter as Letter
 from project.deadletter import make
+from project.exceptions import Refused
 from regions.models import DeadLetter
 from regions.services import liveness
 
@@ -28,7 +29,9 @@ def dead_letter_store(letter: Letter, *, source: str = ORCHESTRATOR) -> DeadLett
         return None
 
 
-class DeadLettersThrottled(Exception):
+class DeadLettersThrottled(Refused):
+    status, code = 429, "throttled"
+
     def __init__(self, retry_after: int):
         super().__init__(f"more than {settings.DEAD_LETTER_AGENT_RATE_PER_MINUTE} dead letters a minute from "
                          "this agent; the rest are only in its own log")

@@ -25,6 +25,7 @@ from jsonschema import Draft202012Validator as MetaSchemaCheck
 from jsonschema.exceptions import SchemaError
 
 from project.jsonsafe import json_problem
+from project.exceptions import Refused
 from regions.models import HandlerDeclaration
 
 # A declaration a web process read is trusted this long: a schema an agent
@@ -35,8 +36,16 @@ SCHEMA_MAX_BYTES = 64 * 1024
 SCHEMA_MAX_DEPTH = 32
 
 
-class PayloadInvalid(Exception):
-    """The payload breaks its capability's schema; the message names the path."""
+class PayloadInvalid(Refused):
+    """The payload breaks its capability's schema; the message names the path
+    (answered as a field error of `payload`)."""
+
+    def __init__(self, problem: str):
+        super().__init__("Invalid input.", fields={"payload": [problem]})
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return self.problem
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ from django.utils import timezone
 
 from project.broker import message_priority
 from project.celery import app
+from project.exceptions import Refused
 from project.protocol import (EXECUTE_TASK, agent_queue, capability_queue, execute_kwargs, hard_time_limit,
                               message_id)
 from regions.models import Agent, IngestedRecord, Task, TaskAttempt
 from regions.services import liveness
 from regions.services.capabilities import capability_live, live_capabilities
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
-from regions.services.handlers import PayloadInvalid, payload_check
+from regions.services.handlers import payload_check
 from regions.services.task_events import task_finished_publish
 
 logger = logging.getLogger(__name__)
@@ -35,27 +36,40 @@ HELD_REASON = ("the agents serving capability {cap} are cordoned or draining ({a
                "uncordoned or another checks in")
 
 
-class PayloadTooLargeError(Exception):
-    pass
+# What submission and the operator actions refuse; the API answers each with its
+# status and code (project.exceptions.Refused), a batch item too.
+
+class PayloadTooLargeError(Refused):
+    status, code = 413, "payload_too_large"
 
 
-class InvalidState(Exception):
-    pass
+class InvalidState(Refused):
+    """The task is not in a state the action applies to."""
+
+    status, code = 409, "conflict"
 
 
-class CapabilityRefused(Exception):
+class CapabilityRefused(Refused):
     """The active configuration does not let this region run the capability."""
 
-
-class NoAgent(Exception):
-    """require_agent was asked and no live agent takes the task (409): nothing stored."""
+    status, code = 403, "permission_denied"
 
 
-class IdempotencyConflict(Exception):
-    """The idempotency key was used before for a different request (409)."""
+class NoAgent(Refused):
+    """require_agent was asked and no live agent takes the task: nothing stored."""
+
+    status, code = 409, "no_agent"
 
 
-class RateLimited(Exception):
+class IdempotencyConflict(Refused):
+    """The idempotency key was used before for a different request."""
+
+    status, code = 409, "idempotency_key_reused"
+
+
+class RateLimited(Refused):
+    status, code = 429, "throttled"
+
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
@@ -186,18 +200,9 @@ class ItemRefused:
 
 
 def item_refused(exc: Exception) -> ItemRefused:
-    if isinstance(exc, PayloadTooLargeError):
-        return ItemRefused(413, "payload_too_large", str(exc))
-    if isinstance(exc, CapabilityRefused):
-        return ItemRefused(403, "permission_denied", str(exc))
-    if isinstance(exc, IdempotencyConflict):
-        return ItemRefused(409, "idempotency_key_reused", str(exc))
-    if isinstance(exc, RateLimited):
-        return ItemRefused(429, "throttled", str(exc))
-    if isinstance(exc, NoAgent):
-        return ItemRefused(409, "no_agent", str(exc))
-    if isinstance(exc, PayloadInvalid):
-        return ItemRefused(400, "invalid", str(exc))
+    """A batch item answered as the single submission would be."""
+    if isinstance(exc, Refused):
+        return ItemRefused(exc.status, exc.code, str(exc))
     raise exc
 
 
@@ -223,8 +228,7 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
             _agent_required(item.get("require_agent", False), capability=capability, target_agent=target,
                             initial=initial[(capability, target)])
             _rate_check(capability, definition.get("rate_limit"))
-        except (PayloadTooLargeError, CapabilityRefused, IdempotencyConflict, RateLimited, PayloadInvalid,
-                NoAgent) as exc:
+        except Refused as exc:
             results[index] = item_refused(exc)
             continue
         fresh.append((index, _new_task(
@@ -725,7 +729,7 @@ def _revoke(task_id, attempt: int, terminate: bool = False) -> None:
 
 def task_cancel(*, task: Task) -> Task:
     if task.status not in Task.ACTIVE:
-        raise InvalidState(f"task is already {task.status}")
+        raise InvalidState(f"cannot cancel: task is already {task.status}")
     with transaction.atomic():
         changed = Task.objects.filter(id=task.id, attempt=task.attempt, status__in=Task.ACTIVE).update(
             status=Task.Status.CANCELLED, finished_at=timezone.now(), status_reason="cancelled by caller"
@@ -736,7 +740,7 @@ def task_cancel(*, task: Task) -> Task:
             task_finished_publish([task.id])
     task.refresh_from_db()
     if not changed:
-        raise InvalidState(f"task is already {task.status}")
+        raise InvalidState(f"cannot cancel: task is already {task.status}")
     _revoke(task.id, task.attempt, terminate=True)
     return task
 
@@ -749,7 +753,7 @@ def task_retry(*, task: Task) -> Task:
     had: a manual retry is granted even when its attempts were spent). The
     previous attempts' errors stay in their TaskAttempt rows."""
     if task.status not in RETRYABLE:
-        raise InvalidState(f"only a failed or cancelled task can be retried; this one is {task.status}")
+        raise InvalidState(f"cannot retry: only a failed or cancelled task can be retried; this one is {task.status}")
     # What submission checks, a retry checks too: a capability blocklisted or
     # not allowed here since, and its rate limit (cancel-retry is no way around it).
     config = config_current()
@@ -769,7 +773,7 @@ def task_retry(*, task: Task) -> Task:
             transaction.on_commit(lambda: task_dispatch(task_id=task.id))
     task.refresh_from_db()
     if not changed:
-        raise InvalidState(f"only a failed or cancelled task can be retried; this one is {task.status}")
+        raise InvalidState(f"cannot retry: only a failed or cancelled task can be retried; this one is {task.status}")
     return task
 
 
