@@ -1,10 +1,11 @@
-# Meridian: `make demo` runs the local multi-region fleet, `make test` runs the tests,
+# Meridian: `make demo` runs the local multi-region fleet, `make test` runs the tests (`make test-fast`:
+# unit and in-process API tests only, no real server, worker, agent or browser processes),
 # `make bench` the quick version of every benchmark (BENCH_ARGS="--full" or "--only heartbeat,route").
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test test-fast demo bench clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,10 @@ test: venv
 	bin/ensure-services
 	bin/ensure-browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: venv
+	bin/ensure-services
+	$(BIN)/python -m pytest -q -m "not integration and not faults and not browser" $(PYTEST_ARGS)
 
 demo: venv
 	$(BIN)/python manage.py demo

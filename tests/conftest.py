@@ -2,6 +2,33 @@ import pytest
 
 from tests import harness
 
+# The slow tiers (pytest.ini); `make test-fast` runs every test marked with none of them.
+SLOW_TIERS = ("integration", "faults", "browser")
+_running: list[pytest.Item] = []  # the test being set up, run or torn down
+
+
+def _fast_tier_starts_no_process(what: str) -> None:
+    """The fast tier's safety net: a test with no slow-tier marker that starts a
+    real process through tests/harness.py or tests/faults.py fails, naming it."""
+    if _running and not any(_running[0].get_closest_marker(tier) for tier in SLOW_TIERS):
+        pytest.fail(f"{_running[0].nodeid} starts {what} but is not marked integration, faults or browser "
+                    "(pytest.ini): mark it so that `make test-fast` leaves it out", pytrace=False)
+
+
+harness.spawn_guard = _fast_tier_starts_no_process
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before any fixture of the test (a module's or the session's region included)."""
+    _running[:] = [item]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    yield
+    _running.clear()
+
 
 @pytest.fixture
 def redis_clean():

@@ -25,6 +25,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from tests.harness import spawning
+
 ROOT = Path(__file__).resolve().parent.parent
 
 _BUFFER_LIMIT = 1 << 20  # stop reading a side while this much waits for the other
@@ -299,6 +301,7 @@ class PrivatePostgres:
     """
 
     def __init__(self, port: int | None = None, settings: dict[str, str] | None = None, start: bool = True):
+        spawning("a private PostgreSQL")
         self.bindir = _pg_bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="meridian-pg-"))
         self.data = self.dir / "data"

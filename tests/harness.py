@@ -26,6 +26,18 @@ FAST = {
 }
 
 
+# tests/conftest.py sets this to a check that fails a test of the fast tier (not
+# marked integration, faults or browser) when it starts a real process through
+# this harness or tests/faults.py; bench/ and other users leave it None.
+spawn_guard = None
+
+
+def spawning(what: str) -> None:
+    """Called before the harness starts a real process (or a database for one)."""
+    if spawn_guard is not None:
+        spawn_guard(what)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,6 +100,7 @@ class Template:
             self.name, self.static_root = reuse.split(":", 1)
             self.owned = False
             return
+        spawning(f"a {role} template (migrate, collectstatic)")
         self.name = f"mt_tpl_{role}_{os.getpid()}"
         pg_admin(f"DROP DATABASE IF EXISTS {self.name}")
         pg_admin(f"CREATE DATABASE {self.name}")
@@ -122,6 +135,7 @@ class RedisServer:
         self.start()
 
     def start(self):
+        spawning("a redis-server")
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
@@ -215,6 +229,7 @@ class RabbitVhost:
 
 class Proc:
     def __init__(self, name: str, args: list[str], env: dict, log: Path):
+        spawning(f"a {name} process")
         self.name = name
         self.log = log
         self.popen = subprocess.Popen(
@@ -266,6 +281,7 @@ class Region:
         (the region's own redis-server serves as broker too). database_url: a
         migrated database elsewhere (e.g. tests.faults.PrivatePostgres) instead of
         a clone of the template on the shared server; the caller owns it."""
+        spawning("a region")
         self.region_id = region_id or f"r{uuid.uuid4().hex[:6]}"
         self.dir = Path(tempfile.mkdtemp(prefix=f"meridian-{self.region_id}-"))
         self.db = f"mt_{self.region_id.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
@@ -299,6 +315,7 @@ class Region:
         return proc
 
     def manage(self, *args: str) -> str:
+        spawning(f"manage.py {args[0] if args else ''}")
         out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True,
                              capture_output=True, text=True)
         return out.stdout.strip()

@@ -22,7 +22,7 @@ import pytest
 from tests import harness
 from tests.harness import ROOT, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's build as root needs --no-sandbox; without the background-networking

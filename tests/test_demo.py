@@ -295,6 +295,7 @@ def demo(tmp_path_factory):
         running.stop()
 
 
+@pytest.mark.faults
 def test_soak_keeps_every_process_up_and_completes_every_task(demo):
     out = subprocess.run([sys.executable, "bench/soak.py", "--attach", str(demo.status_file), "--seconds", "60",
                           "--rate", "4", "--drain", "60"],

@@ -45,7 +45,7 @@ def test_proxy_to_a_dead_target_resets_the_client():
             _client(proxy.port).ping()
 
 
-@pytest.mark.integration
+@pytest.mark.faults
 def test_private_postgres_serves_stops_and_keeps_its_data_across_a_restart():
     with PrivatePostgres() as pg:
         pg.create_database("faults_tool")

@@ -229,6 +229,7 @@ def _admin_session(region):
     return session
 
 
+@pytest.mark.integration
 def test_admin_drain_action_makes_a_real_agent_finish_its_task_and_stop(region, agents):
     from tests.harness import wait_for
 

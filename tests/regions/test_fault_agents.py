@@ -15,7 +15,7 @@ import pytest
 from tests.accounting import Ledger, figures
 from tests.harness import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.faults
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 

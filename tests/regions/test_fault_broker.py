@@ -16,7 +16,7 @@ from tests.accounting import Ledger, figures, record
 from tests.faults import TcpProxy
 from tests.harness import RabbitVhost, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.faults
 
 REPETITIONS = int(os.environ.get("MERIDIAN_FAULT_REPETITIONS", "5"))
 OUTAGE_SECONDS = float(os.environ.get("MERIDIAN_BROKER_OUTAGE_SECONDS", "20"))

@@ -16,7 +16,7 @@ import requests
 from tests.accounting import Ledger, record
 from tests.harness import FAST, REGISTRATION_TOKEN, holds_for, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.faults
 
 OUTAGE_SECONDS = 20.0
 TTL = float(FAST["HEARTBEAT_TTL"])

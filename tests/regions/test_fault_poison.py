@@ -20,7 +20,7 @@ from tests import harness
 from tests.accounting import record
 from tests.harness import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.faults
 
 MESSAGE_LIMIT = 1024 * 1024  # the region's BROKER_MESSAGE_MAX_BYTES here: "huge" is twice it
 AGENT = "poison-1"

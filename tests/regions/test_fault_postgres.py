@@ -18,7 +18,7 @@ from tests.faults import PrivatePostgres
 from tests.accounting import record
 from tests.harness import REGISTRATION_TOKEN, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.faults
 
 OUTAGE_SECONDS = 10
 

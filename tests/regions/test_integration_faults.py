@@ -9,7 +9,7 @@ import requests
 
 from tests.harness import REGISTRATION_TOKEN, holds_for, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.faults
 
 
 def test_liveness_redis_down_tasks_still_run_heartbeats_get_503_and_nobody_is_evicted(fresh_region):
