@@ -9,6 +9,7 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
+from project.dbbackends import is_postgresql
 from regions.models import Agent, ConfigVersion, DeadLetter, Task
 from regions.services import liveness
 
@@ -33,14 +34,8 @@ def agent_list(*, status: str | None = None, capability: str | None = None) -> Q
     if status:
         qs = qs.filter(status=status)
     if capability:
-        qs = qs.filter(capabilities__contains=[capability]) if _json_contains() else qs
+        qs = qs.filter(capabilities__contains=[capability]) if is_postgresql() else qs
     return qs
-
-
-def _json_contains() -> bool:
-    from django.db import connection
-
-    return connection.vendor == "postgresql"
 
 
 def agent_live_view(agent: Agent) -> dict:

@@ -19,6 +19,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from project.dbbackends import is_postgresql
 from project.accounts.tokens import token_generate, token_hash
 from project.exceptions import Refused
 from router import inputs
@@ -211,7 +212,7 @@ def _summary_commit_unflushed() -> None:
     restores it (the replay watermark then stands at the previous one, which
     only admits that lost summary again). Waiting on the disk was most of an
     ingest on a busy host."""
-    if connection.vendor == "postgresql":
+    if is_postgresql():
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 

@@ -3,6 +3,7 @@ submission and the sweeper make. Below both agents.py (which
 changes agents) and tasks.py (which asks before it queues)."""
 from __future__ import annotations
 
+from project.dbbackends import is_postgresql
 from regions.models import Agent, CapabilityCounter
 
 
@@ -11,9 +12,7 @@ def live_capabilities(*, idle_only: bool = False) -> set[str]:
     idle_only, is not busy). Read from the counters PostgreSQL keeps in the same
     transaction as every change to an agent (models.CapabilityCounter): one
     small query over the capabilities, not the agents, and never stale."""
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
+    if is_postgresql():
         counters = CapabilityCounter.objects.exclude(capability=CapabilityCounter.FLEET)
         counters = counters.filter(idle__gt=0) if idle_only else counters.filter(agents__gt=0)
         return set(counters.values_list("capability", flat=True))
@@ -25,7 +24,7 @@ def capability_live(capability: str) -> bool:
     path's question, one primary-key read of its counter on PostgreSQL."""
     from django.db import connection
 
-    if connection.vendor == "postgresql":
+    if is_postgresql():
         with connection.cursor() as cursor:
             cursor.execute("SELECT agents > 0 FROM regions_capabilitycounter WHERE capability = %s", [capability])
             row = cursor.fetchone()

@@ -8,6 +8,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from project.dbbackends import is_postgresql
 from project.region_summary import MAX_CAPABILITIES
 from regions.models import Agent, CapabilityCounter, ConfigVersion
 from regions.services import liveness
@@ -56,7 +57,7 @@ def region_summary_build() -> dict:
 def capability_counts() -> tuple[dict[str, tuple[int, int]], int]:
     """({capability: (online agents taking work, of which idle)}, idle agents
     taking work), capabilities with at least one such agent only."""
-    if connection.vendor == "postgresql":
+    if is_postgresql():
         counts, available = {}, 0
         for cap, count, idle in CapabilityCounter.objects.filter(agents__gt=0).values_list(
                 "capability", "agents", "idle"):

@@ -15,6 +15,7 @@ from typing import Iterable
 
 from django.db import connection, transaction
 
+from project.dbbackends import is_postgresql
 from regions.models import Task
 from regions.services import liveness
 
@@ -58,7 +59,7 @@ def task_finished_among(task_ids: list[str]) -> set[str]:
     primary key for a batch of ids). It runs on a web worker's event loop, so
     on PostgreSQL it is one array parameter, not an ORM IN of a parameter per
     id: a fifth of the time (1,000 ids: 4 ms instead of 20)."""
-    if connection.vendor == "postgresql":
+    if is_postgresql():
         with connection.cursor() as cursor:
             cursor.execute(_FINISHED_AMONG_SQL, [list(task_ids), list(Task.ACTIVE)])
             return {str(row[0]) for row in cursor.fetchall()}

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from project.broker import message_priority
 from project.celery import app
+from project.dbbackends import is_postgresql
 from project.exceptions import Refused
 from project.protocol import (EXECUTE_TASK, agent_queue, capability_queue, execute_kwargs, hard_time_limit,
                               message_id)
@@ -336,7 +337,7 @@ def waiting_reason(capability: str, *, since: datetime | None = None) -> str:
     those online are held by the operator (cordoned or draining); and when the
     wait deadline fails it."""
     online_held = Agent.objects.filter(status=Agent.Status.ONLINE).exclude(desired=Agent.Desired.ACTIVE)
-    if _json_contains():
+    if is_postgresql():
         held = list(online_held.filter(capabilities__contains=[capability]).values_list("agent_id", flat=True)[:4])
     else:  # SQLite (the embedded demo): few agents, filtered here
         held = [a for a, caps in online_held.values_list("agent_id", "capabilities")[:1000] if capability in caps][:4]
@@ -344,12 +345,6 @@ def waiting_reason(capability: str, *, since: datetime | None = None) -> str:
         names = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
         return _with_deadline(HELD_REASON.format(cap=capability, agents=names), capability=capability, since=since)
     return _with_deadline(NO_AGENT_REASON.format(cap=capability), capability=capability, since=since)
-
-
-def _json_contains() -> bool:
-    from django.db import connection
-
-    return connection.vendor == "postgresql"
 
 
 def task_dispatch(*, task_id) -> bool:
@@ -435,7 +430,7 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
     The same delivery asking again (claim_id; its first answer was lost) gets
     the same grant."""
     now = timezone.now()
-    if _json_contains():  # PostgreSQL: the grant, its history row and what to run in one statement
+    if is_postgresql():  # PostgreSQL: the grant, its history row and what to run in one statement
         row = _claim_sql(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities,
                          claim_id=claim_id, now=now)
         if row is not None:
@@ -568,7 +563,7 @@ def _started(started_at: float | None):
 def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
                  started_at: float | None = None, capabilities: list[str] | None = None) -> bool:
     records = result.pop("records", None) if isinstance(result, dict) else None
-    if not records and _json_contains():
+    if not records and is_postgresql():
         done = _succeed_sql(task_id=task_id, attempt=attempt, agent_id=agent_id, result=result,
                             started_at=started_at, capabilities=capabilities)
         if done:

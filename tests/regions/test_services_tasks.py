@@ -296,7 +296,7 @@ def test_a_clock_job_skips_while_the_database_is_away_but_a_query_bug_still_rais
 def test_claim_and_success_paths_keep_the_same_fences_and_history(monkeypatch, one_statement):
     """PostgreSQL claims and succeeds in one statement each; the ORM path (SQLite,
     the embedded demo) must give the same answers and rows."""
-    monkeypatch.setattr(tasks, "_json_contains", lambda: one_statement)
+    monkeypatch.setattr(tasks, "is_postgresql", lambda: one_statement)
     mine = make_task(payload={"n": 1, "deep": {"x": [1, 2]}})
     theirs = make_task(capability="sleep")
     targeted = make_task(capability="sleep", target_agent="a")
@@ -330,7 +330,7 @@ def test_claim_and_success_paths_keep_the_same_fences_and_history(monkeypatch, o
 
 @pytest.mark.parametrize("one_statement", [True, False], ids=["postgresql-statement", "orm"])
 def test_success_of_an_attempt_without_a_history_row_writes_one(monkeypatch, one_statement):
-    monkeypatch.setattr(tasks, "_json_contains", lambda: one_statement)
+    monkeypatch.setattr(tasks, "is_postgresql", lambda: one_statement)
     task = make_task(status=Task.Status.RUNNING, agent="a", started_at=timezone.now())  # claimed before rows were kept
     assert tasks.task_succeed(task_id=task.id, attempt=1, agent_id="a", result={"ok": True}) is True
     assert list(task.attempts.values_list("number", "agent", "outcome")) == [(1, "a", "succeeded")]
