@@ -74,7 +74,7 @@ def run(sizes: list[int], repeat: int) -> None:
     django.setup()
     from django.db import connection
 
-    from regions.services import agents as agent_services
+    from regions.services import capabilities
     from regions.services import summary
 
     caps = [f"cap_{i:03d}" for i in range(200)]
@@ -107,8 +107,8 @@ def run(sizes: list[int], repeat: int) -> None:
         scanned = summary.capability_counts_scan()
         assert counters == scanned, "counters disagree with the scan"
         for idle in (False, True):
-            assert agent_services.live_capabilities(idle_only=idle) == \
-                agent_services.live_capabilities_scan(idle_only=idle)
+            assert capabilities.live_capabilities(idle_only=idle) == \
+                capabilities.live_capabilities_scan(idle_only=idle)
 
         after = timed(summary.region_summary_build, repeat)
         original = summary.capability_counts
@@ -117,8 +117,8 @@ def run(sizes: list[int], repeat: int) -> None:
             before = timed(summary.region_summary_build, repeat)
         finally:
             summary.capability_counts = original
-        live_after = timed(agent_services.live_capabilities, repeat)
-        live_before = timed(agent_services.live_capabilities_scan, repeat)
+        live_after = timed(capabilities.live_capabilities, repeat)
+        live_before = timed(capabilities.live_capabilities_scan, repeat)
 
         def flush():
             with connection.cursor() as cur:

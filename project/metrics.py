@@ -57,7 +57,7 @@ class RouterCollector:
         from django.utils import timezone
 
         from router.models import Region
-        from router.services import region_is_stale
+        from router.selectors import region_is_stale
 
         now = timezone.now()
         stale = GaugeMetricFamily("meridian_router_region_stale", "1 when a region's summary is stale", labels=["region"])

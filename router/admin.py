@@ -29,8 +29,8 @@ def freshness_badge(region: Region, now: datetime | None = None):
     now = now or timezone.now()
     if region.received_at is None:
         return format_html("{} never", badge("stale", "red", "no summary received yet"))
-    stale = services.region_is_stale(region, now)
-    limit = services.STALE_AFTER_INTERVALS * selectors.region_interval(region.summary_interval)
+    stale = selectors.region_is_stale(region, now)
+    limit = selectors.STALE_AFTER_INTERVALS * selectors.region_interval(region.summary_interval)
     title = f"last summary {exact_time(region.received_at)}; stale after {limit:g} s without one"
     return format_html('<span style="white-space:nowrap">{} {}</span>',
                        badge("stale", "red", title) if stale else badge("fresh", "green", title),

@@ -9,7 +9,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
 import requests
@@ -27,7 +27,6 @@ from router.models import AddressRule, Region, RegistrationToken
 from router.selectors import (DirectoryEntry, capability_counts, directory_entries, directory_put, region_interval,
                               region_is_stale, regions_directory_reset)
 # Reads that live in selectors, still reached as services.<name> by the views and the admin.
-from router.selectors import STALE_AFTER_INTERVALS, config_drift, region_health  # noqa: F401
 
 logger = logging.getLogger(__name__)
 

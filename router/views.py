@@ -199,7 +199,7 @@ class RegionListApi(APIView):
             "available_agents": r.available_agents, "capabilities": r.capabilities,
             "last_updated": r.last_updated, "received_at": r.received_at,
             "config_version": r.config_version, "config_since": r.config_since,
-            **services.region_health(r),
+            **selectors.region_health(r),
         } for r in selectors.region_list()]}, status=status.HTTP_200_OK)
 
 
@@ -210,4 +210,4 @@ class ConfigDriftApi(APIView):
 
     @extend_schema(responses={200: dict, **errors(401, 503)})
     def get(self, request):
-        return Response(services.config_drift())
+        return Response(selectors.config_drift())

@@ -214,7 +214,7 @@ PROJECT_TO_APP_DEBT = {
     ("project.metrics", "regions.services.liveness"),
     ("project.metrics", "regions.services.config"),
     ("project.metrics", "router.models"),
-    ("project.metrics", "router.services"),
+    ("project.metrics", "router.selectors"),
     # The overview (console) page shows each role's selector.
     ("project.overview", "regions.selectors"),
     ("project.overview", "router.selectors"),

@@ -52,8 +52,6 @@ from project.protocol import AGENT_TOKEN_HEADER
 from regions.models import Agent, RegistrationToken, Task
 from regions.services import liveness
 from regions.services import tasks as task_services
-from regions.services.capabilities import (capability_live, live_capabilities,  # noqa: F401 (callers' names)
-                                          live_capabilities_scan)
 from regions.services.config import HOT_PATH_CHECK_SECONDS, HeartbeatTiming, config_current, version_tuple
 from regions.services.handlers import handlers_declare
 from regions.services.heartbeat_buffer import get_buffer

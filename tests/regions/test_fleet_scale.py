@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from regions.models import Agent, CapabilityCounter
 from regions.services import agents as agent_services
-from regions.services import liveness, summary
+from regions.services import capabilities, liveness, summary
 from regions.services.config import EffectiveConfig, config_current
 from tests import factories
 
@@ -126,11 +126,11 @@ def test_reaper_keeps_the_longer_ttl_for_one_ttl_after_the_fleet_shrinks(redis_c
 def assert_counters_match_a_scan() -> None:
     assert summary.capability_counts() == summary.capability_counts_scan()
     for idle in (False, True):
-        assert agent_services.live_capabilities(idle_only=idle) == \
-            agent_services.live_capabilities_scan(idle_only=idle)
-    live = agent_services.live_capabilities_scan()
+        assert capabilities.live_capabilities(idle_only=idle) == \
+            capabilities.live_capabilities_scan(idle_only=idle)
+    live = capabilities.live_capabilities_scan()
     for capability in live | {"echo", "resize", "thumbnail", "nobody"}:
-        assert agent_services.capability_live(capability) == (capability in live), capability
+        assert capabilities.capability_live(capability) == (capability in live), capability
 
 
 @pytest.mark.django_db
@@ -141,26 +141,26 @@ def test_counters_follow_every_change_of_an_agent_and_match_the_scan(redis_clean
     factories.agent("a2", ["echo"])
     assert_counters_match_a_scan()
     assert summary.capability_counts() == ({"echo": (2, 2), "resize": (1, 1)}, 2)
-    assert agent_services.live_capabilities() == {"echo", "resize"}
+    assert capabilities.live_capabilities() == {"echo", "resize"}
 
     # busy, as the bulk flush writes it
     agent_services.heartbeat_record(agent_id="a1", raw_token=a.token, busy=1)
     agent_services.liveness_flush()
     assert summary.capability_counts() == ({"echo": (2, 1), "resize": (1, 0)}, 1)
-    assert agent_services.live_capabilities(idle_only=True) == {"echo"}
+    assert capabilities.live_capabilities(idle_only=True) == {"echo"}
     assert_counters_match_a_scan()
 
     # cordoned, then active again
     agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
-    assert agent_services.live_capabilities() == {"echo"}
+    assert capabilities.live_capabilities() == {"echo"}
     assert_counters_match_a_scan()
     agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.ACTIVE)
-    assert agent_services.live_capabilities() == {"echo", "resize"}
+    assert capabilities.live_capabilities() == {"echo", "resize"}
     assert_counters_match_a_scan()
 
     # capability change: re-registered with other capabilities (the same agent, its token)
     agent_services.agent_register(agent_id="a1", capabilities=["thumbnail"], current_token=a.token)
-    assert agent_services.live_capabilities() == {"echo", "thumbnail"}
+    assert capabilities.live_capabilities() == {"echo", "thumbnail"}
     assert_counters_match_a_scan()
 
     # offline: the reaper
@@ -169,19 +169,19 @@ def test_counters_follow_every_change_of_an_agent_and_match_the_scan(redis_clean
     liveness.reaped_set(now=now - 1)
     liveness.client().zadd(liveness.key("live"), {"a2": now - 100})
     assert agent_services.agent_reap(now=now)["evicted"] == ["a2"]
-    assert agent_services.live_capabilities() == {"thumbnail"}
+    assert capabilities.live_capabilities() == {"thumbnail"}
     assert_counters_match_a_scan()
 
     # deregistered, revoked, deleted, bulk updates that bypass the services
     agent_services.agent_deregister(agent=Agent.objects.get(agent_id="a1"))
-    assert agent_services.live_capabilities() == set()
+    assert capabilities.live_capabilities() == set()
     assert_counters_match_a_scan()
     Agent.objects.update(status=Agent.Status.ONLINE)
-    assert agent_services.live_capabilities() == {"echo", "thumbnail"}
+    assert capabilities.live_capabilities() == {"echo", "thumbnail"}
     agent_services.agent_set_desired(agent_id="a2", desired=Agent.Desired.STOPPED)
     assert_counters_match_a_scan()
     Agent.objects.filter(agent_id="a1").delete()
-    assert agent_services.live_capabilities() == set()
+    assert capabilities.live_capabilities() == set()
     assert_counters_match_a_scan()
     assert not CapabilityCounter.objects.filter(agents__lt=0).exists()
     assert not CapabilityCounter.objects.filter(idle__lt=0).exists()

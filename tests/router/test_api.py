@@ -1,5 +1,6 @@
 """The router's contracts, in-process on the real PostgreSQL test database."""
 import time
+from datetime import timedelta
 
 import pytest
 from rest_framework.test import APIClient
@@ -127,7 +128,7 @@ def test_stale_regions_are_skipped_and_come_back_when_summaries_resume(regions, 
     push(regions["us-east-1"], summary("us-east-1", caps={"echo": {"count": 1, "idle": 1}}, summary_interval=1))
     push(regions["eu-west-3"], summary("eu-west-3", caps={"echo": {"count": 9, "idle": 9}}, summary_interval=1))
     Region.objects.filter(region_id="eu-west-3").update(received_at=Region.objects.get(
-        region_id="eu-west-3").received_at - services.timedelta(seconds=4))
+        region_id="eu-west-3").received_at - timedelta(seconds=4))
     r = caller.get("/api/v1/route?capability=echo")
     assert [x["region_id"] for x in r.json()["regions"]] == ["us-east-1"]
     assert "stale" in r.json()["skipped"]["eu-west-3"]

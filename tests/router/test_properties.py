@@ -167,7 +167,7 @@ def test_any_summary_through_the_api_is_answered_in_json_and_leaves_reads_workin
     r.json()
     for region in selectors.region_list():
         assert_renderable({"capabilities": region.capabilities, "labels": region.labels,
-                           **services.region_health(region)})
+                           **selectors.region_health(region)})
     caps = body.get("agent_capabilities_summary")
     for capability in ["echo", *(caps if isinstance(caps, dict) else [])][:3]:
         if inputs.capability_name(capability):
