@@ -56,7 +56,10 @@ def identity() -> Identity:
 
 
 class RegionUnanswered(Exception):
-    """The region did not answer (a claim or a report) within the patience given."""
+    """The region (or router) did not answer within the patience given."""
+
+
+URL_UNUSABLE = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)
 
 
 def retrying(call, patience: float, what: str, *, also: tuple[int, ...] = (), first_delay: float = 0.2,
@@ -74,8 +77,10 @@ def retrying(call, patience: float, what: str, *, also: tuple[int, ...] = (), fi
             if exc.status not in (429, 503, *also):
                 raise
             problem = f"{exc.status} {exc.detail}"
+        except URL_UNUSABLE:
+            raise  # no retry makes a malformed URL work
         except requests.RequestException as exc:
-            problem = f"unreachable ({exc.__class__.__name__})"
+            problem = f"unreachable ({exc.__class__.__name__}: {str(exc)[:200]})"
         except SoftTimeLimitExceeded:
             problem = "the task's time limit passed while asking"
         if time.monotonic() + delay > deadline:

@@ -14,12 +14,17 @@ COLOURS = {
 }
 
 
+# Hosts' clocks differ a little: an age this far below zero still reads "0 s ago".
+CLOCK_SKEW_SECONDS = 5
+
+
 def age_text(seconds: float | None) -> str:
     """'90 s ago', '3 min ago', '2 h ago', '5 d ago': a unit changes at two of it."""
     if seconds is None:
         return "never"
-    if seconds < 0:
+    if seconds < -CLOCK_SKEW_SECONDS:
         return "in the future"
+    seconds = max(0.0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= 2 * size:
             return f"{int(seconds // size)} {unit} ago"

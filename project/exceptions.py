@@ -48,8 +48,8 @@ def refused_response(exc: Refused) -> Response:
     response = Response({"error": exc.code, "detail": exc.detail, **exc.extra}, status=exc.status)
     if exc.status == status.HTTP_401_UNAUTHORIZED:
         response["WWW-Authenticate"] = BEARER_CHALLENGE
-    if exc.retry_after:
-        response["Retry-After"] = str(exc.retry_after)
+    if exc.retry_after or exc.status == status.HTTP_503_SERVICE_UNAVAILABLE:  # every 503 says when to come back
+        response["Retry-After"] = str(exc.retry_after or RETRY_AFTER_SECONDS)
     return response
 
 
@@ -57,12 +57,6 @@ class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "Payload too large."
     default_code = "payload_too_large"
-
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "Conflict."
-    default_code = "conflict"
 
 
 def database_unavailable(exc: DatabaseError) -> bool:

@@ -210,7 +210,7 @@ class CapabilityCounter(models.Model):
     updates, the admin), in the same transaction. The row with capability ""
     counts the whole fleet. The summary and the submit-time capability check read
     these rows instead of scanning the agents (regions/services/summary.py,
-    agents.live_capabilities). Rows may sit at 0; never below."""
+    regions/services/capabilities.py). Rows may sit at 0; never below."""
 
     FLEET = ""
 

@@ -26,7 +26,6 @@ from router import inputs
 from router.models import AddressRule, Region, RegistrationToken
 from router.selectors import (DirectoryEntry, capability_counts, directory_entries, directory_put, region_interval,
                               region_is_stale, regions_directory_reset)
-# Reads that live in selectors, still reached as services.<name> by the views and the admin.
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,12 @@ dotted string (include("regions.api.urls"), INSTALLED_APPS) is not an import.
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # (folder that holds the package, package name)
 PACKAGES = [(ROOT, "project"), (ROOT, "regions"), (ROOT, "agents"), (ROOT, "router"),
-            (ROOT / "client", "meridian_client")]
+            (ROOT, "console"), (ROOT / "client", "meridian_client")]
 SKIPPED_DIRS = {"migrations", "tests", "__pycache__"}
 APPS = ("regions", "router", "agents")
 

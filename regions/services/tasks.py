@@ -200,11 +200,9 @@ class ItemRefused:
     detail: str
 
 
-def item_refused(exc: Exception) -> ItemRefused:
+def item_refused(exc: Refused) -> ItemRefused:
     """A batch item answered as the single submission would be."""
-    if isinstance(exc, Refused):
-        return ItemRefused(exc.status, exc.code, str(exc))
-    raise exc
+    return ItemRefused(exc.status, exc.code, str(exc))
 
 
 def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | ItemRefused]:

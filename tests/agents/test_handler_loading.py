@@ -86,3 +86,9 @@ def test_run_agent_refuses_a_capability_with_no_handler_naming_what_is_loaded():
     assert out.returncode == 78, out.stderr
     assert "no handler for echo" in out.stderr and "agents.handlers.builtin" in out.stderr
     assert "checked, hang" in out.stderr  # what the module does register
+
+
+def test_run_agent_refuses_a_url_that_can_never_work_at_once_with_exit_78():
+    out = run_agent("--handlers", "meridian_test_handlers.tasks", "--region-url", "127.0.0.1:9")
+    assert out.returncode == 78, out.stderr
+    assert "region URL is not usable" in out.stderr and "127.0.0.1:9" in out.stderr

@@ -136,10 +136,13 @@ class Command(BaseCommand):
         try:
             return runtime.retrying(call, REGISTER_PATIENCE_SECONDS, what, also=(409,), first_delay=0.5,
                                     max_delay=10.0, say=self.stderr.write)
+        except runtime.URL_UNUSABLE as exc:
+            # A URL that can never work: say so now, with the same exit code.
+            raise CommandError(f"{what} URL is not usable: {exc}", returncode=os.EX_CONFIG) from exc
         except RegionRefused as exc:
             # Refused for good (revoked, blocklisted, bad token, too old): a
             # distinct exit code, so a supervisor does not restart it in a loop.
             raise CommandError(f"{what} refused registration ({exc.status}): {exc.detail}",
                                returncode=os.EX_CONFIG) from exc
         except runtime.RegionUnanswered as exc:
-            raise CommandError(f"{what} unavailable; giving up ({exc})") from exc
+            raise CommandError(f"giving up: {exc}") from exc
