@@ -324,8 +324,10 @@ class RegionAdmin(admin.ModelAdmin):
             for region in group["regions"]:
                 region["age"] = age_text(region["seconds"]) if region["seconds"] is not None else "—"
                 region["since_exact"] = exact_time(region["since"])
+                region["badge"] = badge("stale", "red") if region["stale"] else badge("fresh", "green")
         return TemplateResponse(request, "admin/router/region/drift.html", {
             **self.admin_site.each_context(request), "title": "Configuration drift", "drift": drift,
+            "majority_badge": badge("majority", "green"),
             "opts": self.model._meta,
         })
 
