@@ -117,8 +117,8 @@ def claim(*, task_id: str, attempt: int, claim_id: str) -> dict | None:
     client = region_client(ident.region_url)
     try:
         return retrying(lambda: client.claim(agent_id=ident.agent_id, token=ident.token, task_id=task_id,
-                                              attempt=attempt, claim_id=claim_id),
-                         settings.AGENT_CLAIM_PATIENCE_SECONDS, f"claim {task_id}:{attempt}")
+                                             attempt=attempt, claim_id=claim_id),
+                        settings.AGENT_CLAIM_PATIENCE_SECONDS, f"claim {task_id}:{attempt}")
     except RegionRefused as exc:
         logger.warning("skipping task %s attempt %s: %s (%s)", task_id, attempt, exc.detail, exc.status,
                        extra={"agent": ident.agent_id, "task": str(task_id)})
@@ -161,8 +161,8 @@ def _deliver(client: RegionClient, agent_id: str, token: str, kind: str, task_id
     it could not take it (unreachable, or refused the request itself)."""
     try:
         answer = retrying(lambda: client.report(agent_id=agent_id, token=token, kind=kind, task_id=task_id,
-                                                 attempt=attempt, body=body),
-                           patience, f"report {task_id}:{attempt}")
+                                                attempt=attempt, body=body),
+                          patience, f"report {task_id}:{attempt}")
     except RegionRefused as exc:
         if exc.status in FINAL_REFUSALS:
             logger.warning("region refused %s of task %s attempt %s: %s %s", kind, task_id, attempt, exc.status,

@@ -14,6 +14,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from project.accounts.authentication import ApiKeyAuthentication
 from project.accounts.tokens import bearer_from_header
+from project.exceptions import BEARER_CHALLENGE
 
 
 class RegionCollector:
@@ -94,7 +95,7 @@ def metrics_view(request):
     if not _authorized(request):
         response = JsonResponse({"error": "not_authenticated",
                                  "detail": "Bearer METRICS_TOKEN or a staff API key is required."}, status=401)
-        response["WWW-Authenticate"] = 'Bearer realm="meridian"'
+        response["WWW-Authenticate"] = BEARER_CHALLENGE
         return response
     registry = CollectorRegistry()
     registry.register(RegionCollector() if settings.ROLE == "region" else RouterCollector())
