@@ -368,7 +368,10 @@ class Region:
             self.vhost.delete()
         if self.own_db:
             pg_admin(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("MERIDIAN_KEEP_LOGS"):  # to read a failed run's process logs afterwards
+            print(f"logs of region {self.region_id} kept in {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.tail()}" for p in self.procs)
