@@ -1,6 +1,7 @@
 """Test settings: the real services (PostgreSQL, Redis), never SQLite."""
 import atexit
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ def _private_redis() -> str:
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", workdir],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # runs after the line below: last in, first out
     atexit.register(proc.terminate)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
