@@ -4,15 +4,16 @@ import logging
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, AuthenticationFailed, NotFound, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from project.accounts.tokens import BEARER_CHALLENGE
 
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 2
-BEARER_CHALLENGE = 'Bearer realm="meridian"'
 DATABASE_DOWN = "database unavailable; retry shortly"
 
 
@@ -42,6 +43,14 @@ class Refused(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+
+
+def credential_refused(exc: Refused) -> APIException:
+    """A refused credential as DRF's own exception, for an authentication class
+    to raise: DRF then marks the request unauthenticated (nothing asks again)
+    and a 401 carries the class's challenge."""
+    kind = {401: AuthenticationFailed, 403: PermissionDenied, 404: NotFound}[exc.status]
+    return kind(exc.detail, exc.code)
 
 
 def refused_response(exc: Refused) -> Response:

@@ -24,14 +24,11 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from project.accounts.authentication import (AGENT_TOKEN, API_KEY, METRICS_TOKEN, REGION_TOKEN,
+                                             REGISTRATION_TOKEN)
 from project.protocol import MAX_BUSY
 from project.validation import CAPABILITY_RE
 
-API_KEY = "apiKey"
-AGENT_TOKEN = "agentToken"
-REGISTRATION_TOKEN = "registrationToken"
-REGION_TOKEN = "regionToken"
-METRICS_TOKEN = "metricsToken"
 
 _BEARER = {"type": "http", "scheme": "bearer"}
 SECURITY_SCHEMES = {
@@ -53,38 +50,18 @@ SECURITY_SCHEMES = {
 
 # --- credentials ----------------------------------------------------------------
 
-class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "project.accounts.authentication.ApiKeyAuthentication"
-    name = API_KEY
+class BearerScheme(OpenApiAuthenticationExtension):
+    """Each credential kind's authentication class says which scheme it is."""
 
-    def get_security_definition(self, auto_schema):
-        return SECURITY_SCHEMES[API_KEY]
-
-
-# The views whose own body checks a bearer credential other than an agent's token.
-# BearerChallenge only makes their refusals 401s with a challenge; it serves three
-# credential kinds, so the view says which one the operation takes.
-_BEARER_CHALLENGE_KIND = {
-    "AgentRegisterApi": REGISTRATION_TOKEN,  # region: POST /api/v1/agents/register
-    "RegisterAgentApi": REGISTRATION_TOKEN,  # router: POST /register_agent
-    "UpdateRegionalStatusApi": REGION_TOKEN,  # router: POST /update_regional_status
-}
-
-
-class BearerChallengeScheme(OpenApiAuthenticationExtension):
-    target_class = "project.accounts.authentication.BearerChallenge"
+    target_class = "project.accounts.authentication.BearerAuthentication"
     match_subclasses = True
 
     @property
-    def name(self) -> str:  # read by drf-spectacular after get_security_requirement
-        return self._kind
-
-    def get_security_requirement(self, auto_schema):
-        self._kind = _BEARER_CHALLENGE_KIND.get(type(auto_schema.view).__name__, AGENT_TOKEN)
-        return {self._kind: []}
+    def name(self) -> str:
+        return self.target.scheme
 
     def get_security_definition(self, auto_schema):
-        return SECURITY_SCHEMES[self._kind]
+        return SECURITY_SCHEMES[self.target.scheme]
 
 
 # --- shared response shapes ------------------------------------------------------

@@ -6,15 +6,14 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from project.accounts.authentication import BearerChallenge
-from project.accounts.tokens import bearer_from_header
 from project.schema import FORWARDED, errors
 from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer
 from router import inputs, selectors, services
+from router.authentication import RegionTokenAuthentication, RegistrationTokenAuthentication
 
 
 def _client_ip(request) -> str | None:
@@ -26,8 +25,7 @@ def _client_ip(request) -> str | None:
 class RegisterAgentApi(APIView):
     """Discovery: which region should this agent join?"""
 
-    authentication_classes = [BearerChallenge]
-    permission_classes = [AllowAny]  # the registration token is checked below
+    authentication_classes = [RegistrationTokenAuthentication]
 
     @extend_schema_serializer(component_name="AgentPlacement")
     class InputSerializer(AgentIdentitySerializer):
@@ -35,13 +33,12 @@ class RegisterAgentApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 503)})
     def post(self, request):
-        token = services.registration_token_check(bearer_from_header(request.META.get("HTTP_AUTHORIZATION")))
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         region = services.region_pick(capabilities=data.validated_data["capabilities"],
                                       hint=data.validated_data.get("region"),
                                       client_ip=_client_ip(request),
-                                      allowed=selectors.region_allowed(token.regions))
+                                      allowed=selectors.region_allowed(request.auth.regions))
         return Response({
             "message": f"Agent {data.validated_data['agent_id']} should join region {region.region_id}.",
             "agent_id": data.validated_data["agent_id"],
@@ -52,13 +49,11 @@ class RegisterAgentApi(APIView):
 
 
 class UpdateRegionalStatusApi(APIView):
-    authentication_classes = [BearerChallenge]
-    permission_classes = [AllowAny]  # the region token is checked below
+    authentication_classes = [RegionTokenAuthentication]
 
     @extend_schema(request=inputs.SummaryInputSerializer, responses={200: dict, **errors(400, 401, 403, 409, 503)})
     def post(self, request):
-        region = services.region_authenticate(bearer_from_header(request.META.get("HTTP_AUTHORIZATION")))
-        region = services.summary_ingest(region=region, summary=request.data)
+        region = services.summary_ingest(region=request.auth, summary=request.data)
         return Response({"region_id": region.region_id, "accepted": True,
                          "received_at": region.received_at.isoformat()})
 

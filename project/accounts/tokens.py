@@ -6,6 +6,8 @@ password hash would only tax the hot path); lookups go by digest.
 import hashlib
 import secrets
 
+BEARER_CHALLENGE = 'Bearer realm="meridian"'  # WWW-Authenticate of every 401
+
 
 def token_generate(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(32)}"

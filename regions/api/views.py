@@ -9,38 +9,33 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from project.pagination import StrictCursorPagination
-from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from project import waiting
-from project.accounts.authentication import BearerChallenge
-from project.accounts.tokens import bearer_from_header
-from project.exceptions import BEARER_CHALLENGE, PayloadTooLarge, Refused, ServiceUnavailable
+from project.accounts.tokens import BEARER_CHALLENGE, bearer_from_header
+from project.exceptions import PayloadTooLarge, Refused, ServiceUnavailable
 from project.schema import AGENT_TOKEN_HEADER, PAGE_PARAMETERS, ErrorSerializer, errors, list_filters, paginated
 from project.jsonsafe import json_problem
 from project.protocol import MAX_BUSY, OUTCOME_KINDS
 from regions import selectors
 from project.validation import (AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer, JsonObjectField,
                                 StrictBooleanField, StrictCharField, StrictRegexField, StrictUUIDField)
+from regions.api.authentication import AgentNotBlocklisted, AgentTokenAuthentication, RegistrationTokenAuthentication
 from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
 from regions.models import Agent, Task
 from regions.services import agents as agent_services
-from regions.services.agent_auth import AgentCaller, agent_caller
 from regions.services import liveness
-from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
+from regions.services.config import config_current
 from regions.services.handlers import schema_problem
 from regions.services.deadletters import dead_letter_report
 from regions.services.reports import OutcomeInvalid, outcome_clean, report_apply
 from regions.services import tasks as task_services
 
 LIVENESS_DOWN = "liveness store (Redis) unavailable; retry shortly"
-
-
-def _bearer(request) -> str | None:
-    return bearer_from_header(request.META.get("HTTP_AUTHORIZATION"))
 
 
 # --- agents ------------------------------------------------------------------
@@ -58,8 +53,7 @@ class HandlerDeclarationSerializer(serializers.Serializer):
 
 
 class AgentRegisterApi(APIView):
-    authentication_classes = [BearerChallenge]
-    permission_classes = [AllowAny]  # the registration token is checked below
+    authentication_classes = [RegistrationTokenAuthentication]
 
     @extend_schema_serializer(component_name="AgentRegistration")
     class InputSerializer(AgentIdentitySerializer):
@@ -79,8 +73,6 @@ class AgentRegisterApi(APIView):
     @extend_schema(request=InputSerializer, parameters=[AGENT_TOKEN_HEADER],
                    responses={201: dict, **errors(400, 401, 403, 409, 503)})
     def post(self, request):
-        if not agent_services.registration_token_valid(_bearer(request)):
-            raise AuthenticationFailed("A valid registration token is required (Authorization: Bearer …).")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -153,7 +145,8 @@ def agent_heartbeat_view(request, agent_id: str):
     except HeartbeatBodyInvalid as exc:
         return _json_error("invalid", str(exc), 400)
     try:
-        reply = agent_services.heartbeat_record(agent_id=agent_id, raw_token=_bearer(request), busy=busy)
+        reply = agent_services.heartbeat_record(agent_id=agent_id, raw_token=bearer_from_header(request.META.get("HTTP_AUTHORIZATION")),
+                                                    busy=busy)
     except Refused as exc:  # the agent's credential
         return _json_error(exc.code, exc.detail, exc.status, challenge=exc.status == 401)
     except liveness.RedisError:
@@ -164,14 +157,12 @@ def agent_heartbeat_view(request, agent_id: str):
 
 
 class AgentDeregisterApi(APIView):
-    authentication_classes = [BearerChallenge]
-    permission_classes = [AllowAny]  # the agent's own token is checked below
+    authentication_classes = [AgentTokenAuthentication]
 
     @extend_schema(request=None, responses={200: dict, **errors(401, 403, 404, 503)})
     def post(self, request, agent_id: str):
         try:
-            agent = agent_services.agent_authenticate(agent_id=agent_id, raw_token=_bearer(request))
-            agent_services.agent_deregister(agent=agent)
+            agent_services.agent_deregister(agent_id=request.user.agent_id)
         except liveness.RedisError as exc:
             raise ServiceUnavailable(LIVENESS_DOWN) from exc
         return Response({"agent_id": agent_id, "status": Agent.Status.STOPPED})
@@ -467,15 +458,8 @@ class RegionStatusApi(APIView):
 class _AgentAttemptApi(APIView):
     """Called by an agent with its own token, for an attempt it received."""
 
-    authentication_classes = [BearerChallenge]
-    permission_classes = [AllowAny]  # the agent's own token is checked below
-
-    def _agent(self, request, agent_id: str) -> AgentCaller:
-        agent = agent_caller(agent_id=agent_id, raw_token=_bearer(request))
-        config = config_current(max_age=HOT_PATH_CHECK_SECONDS)  # claims and reports are the task path
-        if config.agent_blocked(agent.agent_id):
-            raise PermissionDenied(f"Agent {agent.agent_id} is blocklisted by configuration {config.sha[:12]}.")
-        return agent
+    authentication_classes = [AgentTokenAuthentication]
+    permission_classes = [IsAuthenticated, AgentNotBlocklisted]
 
 
 class TaskClaimApi(_AgentAttemptApi):
@@ -487,7 +471,7 @@ class TaskClaimApi(_AgentAttemptApi):
 
     @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 404, 409, 503)})
     def post(self, request, agent_id: str):
-        agent = self._agent(request, agent_id)
+        agent = request.user
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         claim = task_services.task_claim(task_id=str(data.validated_data["task_id"]),
@@ -517,7 +501,7 @@ class TaskReportApi(_AgentAttemptApi):
 
     @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 404, 413, 503)})
     def post(self, request, agent_id: str):
-        agent = self._agent(request, agent_id)
+        agent = request.user
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         recorded = report_apply(agent_id=agent.agent_id, capabilities=agent.capabilities,
@@ -541,7 +525,7 @@ class AgentDeadLetterApi(_AgentAttemptApi):
 
     @extend_schema(request=InputSerializer, responses={201: dict, **errors(400, 401, 403, 404, 429, 503)})
     def post(self, request, agent_id: str):
-        agent = self._agent(request, agent_id)
+        agent = request.user
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         letter = dead_letter_report(agent_id=agent.agent_id, **data.validated_data)

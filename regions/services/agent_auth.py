@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from project.accounts.authentication import Principal
 from project.accounts.tokens import token_hash
 from regions.services import agents as agent_services
 from regions.services import liveness
@@ -24,7 +25,7 @@ _verified: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 
 @dataclass(frozen=True)
-class AgentCaller:
+class AgentCaller(Principal):
     agent_id: str
     capabilities: list[str]
 

@@ -43,6 +43,7 @@ from datetime import datetime, timezone as dt_timezone
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from project.accounts.tokens import token_generate, token_hash
@@ -281,14 +282,14 @@ def _token_verify(*, agent_id: str, raw_token: str, digest: str) -> None:
     liveness.agent_cache(agent_id=agent_id, token_digest=digest, desired=agent.desired, seen_at=None)
 
 
-def agent_deregister(*, agent: Agent) -> None:
-    """Clean exit after a warm shutdown."""
-    Agent.objects.filter(pk=agent.pk).update(
+def agent_deregister(*, agent_id: str) -> None:
+    """Clean exit after a warm shutdown (a draining agent is done draining)."""
+    Agent.objects.filter(agent_id=agent_id).update(
         status=Agent.Status.STOPPED, busy=False, offline_since=timezone.now(),
-        desired=Agent.Desired.ACTIVE if agent.desired == Agent.Desired.DRAINING else agent.desired,
+        desired=Case(When(desired=Agent.Desired.DRAINING, then=Value(Agent.Desired.ACTIVE)), default=F("desired")),
     )
-    liveness.agent_forget(agent_id=agent.agent_id)
-    logger.info("agent %s deregistered", agent.agent_id, extra={"agent": agent.agent_id})
+    liveness.agent_forget(agent_id=agent_id)
+    logger.info("agent %s deregistered", agent_id, extra={"agent": agent_id})
     # No requeue here: the results of the work it finished may still be queued
     # behind this call. The sweeper requeues what is still running after a grace.
 

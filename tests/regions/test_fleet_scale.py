@@ -173,7 +173,7 @@ def test_counters_follow_every_change_of_an_agent_and_match_the_scan(redis_clean
     assert_counters_match_a_scan()
 
     # deregistered, revoked, deleted, bulk updates that bypass the services
-    agent_services.agent_deregister(agent=Agent.objects.get(agent_id="a1"))
+    agent_services.agent_deregister(agent_id="a1")
     assert capabilities.live_capabilities() == set()
     assert_counters_match_a_scan()
     Agent.objects.update(status=Agent.Status.ONLINE)

@@ -222,7 +222,7 @@ def test_tasks_of_an_agent_that_deregistered_are_requeued_after_a_grace(redis_cl
     monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: None)
     factories.agent("a1")
     task = make_task(status=Task.Status.RUNNING, agent="a1")
-    agent_services.agent_deregister(agent=Agent.objects.get(agent_id="a1"))
+    agent_services.agent_deregister(agent_id="a1")
     assert tasks.task_sweep()["orphaned"] == 0  # its last reports may still be on the way
     Agent.objects.filter(agent_id="a1").update(offline_since=timezone.now() - timezone.timedelta(seconds=11))
     assert tasks.task_sweep()["orphaned"] == 1

@@ -1,0 +1,32 @@
+"""The credentials the router takes besides API keys: a registration token (an
+agent asking where to join) and a region's token (its summary pushes, as itself
+only). API keys: project.accounts."""
+from __future__ import annotations
+
+from project.accounts.authentication import REGION_TOKEN, REGISTRATION_TOKEN, BearerAuthentication, Principal
+from project.exceptions import Refused, credential_refused
+from router import services
+
+
+class RegistrationTokenAuthentication(BearerAuthentication):
+    """request.auth: the RegistrationToken (the regions it may send an agent to)."""
+
+    scheme = REGISTRATION_TOKEN
+
+    def verify(self, raw, request):
+        try:
+            return Principal(), services.registration_token_check(raw)
+        except Refused as exc:
+            raise credential_refused(exc) from exc
+
+
+class RegionTokenAuthentication(BearerAuthentication):
+    """request.auth: the Region whose token it is."""
+
+    scheme = REGION_TOKEN
+
+    def verify(self, raw, request):
+        try:
+            return Principal(), services.region_authenticate(raw)
+        except Refused as exc:
+            raise credential_refused(exc) from exc
