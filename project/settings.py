@@ -31,7 +31,7 @@ DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 
 INSTALLED_APPS = [
-    "project.apps.MeridianAdminConfig",  # django.contrib.admin, its home the fleet overview
+    "console.apps.MeridianAdminConfig",  # django.contrib.admin, its home the fleet overview
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -41,6 +41,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, vendored (project.schema.DocsAssetView)
     "project.accounts",
+    # Both roles' console: the overview, its charts, `manage.py fleet_status`, one wording.
+    "console.apps.ConsoleConfig",
 ]
 # Each role installs only its own apps: the router's database has no task table.
 ROLE_APPS = {"region": ["regions", "agents"], "router": ["router"]}

@@ -214,9 +214,6 @@ PROJECT_TO_APP_DEBT = {
     ("project.metrics", "regions.services.config"),
     ("project.metrics", "router.models"),
     ("project.metrics", "router.selectors"),
-    # The overview (console) page shows each role's selector.
-    ("project.overview", "regions.selectors"),
-    ("project.overview", "router.selectors"),
     # The ASGI server holds a region's task waiters.
     ("project.asgi", "regions.services.task_events"),
 }
