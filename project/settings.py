@@ -134,6 +134,8 @@ REST_FRAMEWORK = {
 }
 # Bearer token a Prometheus scraper presents at /metrics (a staff API key works too).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# What /metrics reads at scrape time, per role: the role's app's collector (project/metrics.py).
+METRICS_COLLECTORS = {"region": "regions.metrics.RegionCollector", "router": "router.metrics.RouterCollector"}
 # A web process re-checks a verified API key after this long (revocation delay).
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 SPECTACULAR_SETTINGS = {

@@ -208,12 +208,6 @@ def test_no_import_cycles():
 # test, and one removed fails it too until it leaves this list. A function-local
 # import counts like any other: moving an import into a function pays no debt.
 PROJECT_TO_APP_DEBT = {
-    # The scrape-time collectors read each role's models; they belong in the apps.
-    ("project.metrics", "regions.models"),
-    ("project.metrics", "regions.services.liveness"),
-    ("project.metrics", "regions.services.config"),
-    ("project.metrics", "router.models"),
-    ("project.metrics", "router.selectors"),
     # The ASGI server holds a region's task waiters.
     ("project.asgi", "regions.services.task_events"),
 }
