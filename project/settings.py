@@ -300,6 +300,10 @@ WAIT_MAX_WAITERS = env.int("WAIT_MAX_WAITERS", default=5000)
 WAIT_MAX_IDS = env.int("WAIT_MAX_IDS", default=50_000)
 WAIT_MAX_BYTES = env.int("WAIT_MAX_BYTES", default=64 * 1024 * 1024)
 WAIT_RECHECK_SECONDS = env.float("WAIT_RECHECK_SECONDS", default=2.0)
+# What the held waits wait for, per role: the module of the role's app whose channel()
+# names the Redis channel announcing finished tasks and whose task_finished_among(ids)
+# is the database recheck. The router holds no waits.
+WAIT_EVENTS = {"region": "regions.services.task_events", "router": ""}
 # The longest a wait is held, whatever the caller asked (at most 60): set it under
 # the idle timeout of a proxy in front of the web.
 WAIT_HOLD_MAX_SECONDS = env.float("WAIT_HOLD_MAX_SECONDS", default=60.0)
