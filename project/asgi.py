@@ -28,6 +28,7 @@ import gc
 import json
 import os
 import sys
+from importlib import import_module
 from io import BytesIO
 
 from django.core.wsgi import get_wsgi_application
@@ -214,13 +215,16 @@ def wsgi_after_body(wsgi_app, limit: int | None, default_limit: int | None = Non
     return app
 
 
-def _region_wait_hub() -> WaitHub | None:
-    """The worker's waiters (a region's task long-polls; the router holds none)."""
-    if settings.ROLE != "region":
+def _wait_hub() -> WaitHub | None:
+    """The worker's waiters (a region's task long-polls; the router holds none):
+    settings.WAIT_EVENTS names the role's module that announces finished tasks
+    and checks them in the database."""
+    events_module = settings.WAIT_EVENTS.get(settings.ROLE)
+    if not events_module:
         return None
     from django.db import close_old_connections
 
-    from regions.services import task_events
+    events = import_module(events_module)
 
     def check(task_ids: list[str]) -> set[str]:
         # Outside any request: the connection is handled as a request would
@@ -228,17 +232,17 @@ def _region_wait_hub() -> WaitHub | None:
         def run() -> set[str]:
             close_old_connections()
             try:
-                return task_events.task_finished_among(task_ids)
+                return events.task_finished_among(task_ids)
             finally:
                 close_old_connections()
         return django_context.run(run)
 
-    return WaitHub(redis_url=settings.REDIS_URL, channel=task_events.channel(), check=check,
+    return WaitHub(redis_url=settings.REDIS_URL, channel=events.channel(), check=check,
                    max_waiters=settings.WAIT_MAX_WAITERS, max_ids=settings.WAIT_MAX_IDS,
                    max_bytes=settings.WAIT_MAX_BYTES, recheck_seconds=settings.WAIT_RECHECK_SECONDS)
 
 
-wait_hub = _region_wait_hub()
+wait_hub = _wait_hub()
 application = wsgi_after_body(django_application, settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
                               default_limit=settings.WEB_BODY_LIMIT, budget=settings.WEB_BUFFER_BUDGET,
                               hub=wait_hub)

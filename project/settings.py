@@ -31,7 +31,7 @@ DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 
 INSTALLED_APPS = [
-    "project.apps.MeridianAdminConfig",  # django.contrib.admin, its home the fleet overview
+    "console.apps.MeridianAdminConfig",  # django.contrib.admin, its home the fleet overview
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -41,6 +41,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, vendored (project.schema.DocsAssetView)
     "project.accounts",
+    # Both roles' console: the overview, its charts, `manage.py fleet_status`, one wording.
+    "console.apps.ConsoleConfig",
 ]
 # Each role installs only its own apps: the router's database has no task table.
 ROLE_APPS = {"region": ["regions", "agents"], "router": ["router"]}
@@ -132,6 +134,8 @@ REST_FRAMEWORK = {
 }
 # Bearer token a Prometheus scraper presents at /metrics (a staff API key works too).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# What /metrics reads at scrape time, per role: the role's app's collector (project/metrics.py).
+METRICS_COLLECTORS = {"region": "regions.metrics.RegionCollector", "router": "router.metrics.RouterCollector"}
 # A web process re-checks a verified API key after this long (revocation delay).
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 SPECTACULAR_SETTINGS = {
@@ -296,6 +300,10 @@ WAIT_MAX_WAITERS = env.int("WAIT_MAX_WAITERS", default=5000)
 WAIT_MAX_IDS = env.int("WAIT_MAX_IDS", default=50_000)
 WAIT_MAX_BYTES = env.int("WAIT_MAX_BYTES", default=64 * 1024 * 1024)
 WAIT_RECHECK_SECONDS = env.float("WAIT_RECHECK_SECONDS", default=2.0)
+# What the held waits wait for, per role: the module of the role's app whose channel()
+# names the Redis channel announcing finished tasks and whose task_finished_among(ids)
+# is the database recheck. The router holds no waits.
+WAIT_EVENTS = {"region": "regions.services.task_events", "router": ""}
 # The longest a wait is held, whatever the caller asked (at most 60): set it under
 # the idle timeout of a proxy in front of the web.
 WAIT_HOLD_MAX_SECONDS = env.float("WAIT_HOLD_MAX_SECONDS", default=60.0)

@@ -1,6 +1,6 @@
 """`manage.py fleet_status`: the admin home's overview as terminal tables (or
-JSON), from the same selectors. Both roles have the command (regions/ and
-router/ each expose this one), each printing its own role's overview."""
+JSON), from the same selectors. Both roles have the command (console is
+installed in each), each printing its own role's overview."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import json
 from django.core.management.base import BaseCommand
 
 from console.formatting import age_text, exact_time
-from project.overview import overview_data
+from console.overview import overview_data
 
 
 def terminal_safe(text: str) -> str:

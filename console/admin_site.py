@@ -1,10 +1,10 @@
-"""The admin whose home is the fleet overview (project/overview.py), above the
+"""The admin whose home is the fleet overview (console/overview.py), above the
 list of models; "View site" leads there too (the site itself has no page at /)."""
 from django.conf import settings
 from django.contrib import admin
 from django.urls import reverse
 
-from project.overview import overview_context
+from console.overview import overview_context
 
 
 class MeridianAdminSite(admin.AdminSite):

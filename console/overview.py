@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from console.formatting import age_text, exact_time
-from project import svg
+from console import svg
 
 REFRESH_SECONDS = 10
 
