@@ -5,36 +5,36 @@ is named in settings.METRICS_COLLECTORS (regions.metrics, router.metrics).
 Authenticated: METRICS_TOKEN as a bearer, or a staff API key."""
 from __future__ import annotations
 
-import hmac
-
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django.utils.module_loading import import_string
+from drf_spectacular.utils import extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.permissions import BasePermission
+from rest_framework.views import APIView
 
-from project.accounts.authentication import ApiKeyAuthentication
-from project.accounts.tokens import bearer_from_header
-from project.exceptions import BEARER_CHALLENGE
-
-
-def _authorized(request) -> bool:
-    raw = bearer_from_header(request.META.get("HTTP_AUTHORIZATION"))
-    if raw and settings.METRICS_TOKEN and hmac.compare_digest(raw, settings.METRICS_TOKEN):
-        return True
-    try:
-        found = ApiKeyAuthentication().authenticate(request)
-    except AuthenticationFailed:
-        return False
-    return bool(found and found[0].is_staff)
+from project.accounts.authentication import ApiKeyAuthentication, MetricsTokenAuthentication, Principal
 
 
-def metrics_view(request):
-    if not _authorized(request):
-        response = JsonResponse({"error": "not_authenticated",
-                                 "detail": "Bearer METRICS_TOKEN or a staff API key is required."}, status=401)
-        response["WWW-Authenticate"] = BEARER_CHALLENGE
-        return response
-    registry = CollectorRegistry()
-    registry.register(import_string(settings.METRICS_COLLECTORS[settings.ROLE])())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+class MetricsReader(BasePermission):
+    """The scraper's token or a staff key; anyone else is told what to bring (401)."""
+
+    def has_permission(self, request, view) -> bool:
+        if isinstance(request.user, Principal) or getattr(request.user, "is_staff", False):
+            return True
+        raise NotAuthenticated("Bearer METRICS_TOKEN or a staff API key is required.")
+
+
+@extend_schema(exclude=True)  # described by project.schema's postprocessing hook (a text/plain answer)
+class MetricsView(APIView):
+    authentication_classes = [MetricsTokenAuthentication, ApiKeyAuthentication]
+    permission_classes = [MetricsReader]
+
+    def get(self, request):
+        registry = CollectorRegistry()
+        registry.register(import_string(settings.METRICS_COLLECTORS[settings.ROLE])())
+        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+metrics_view = MetricsView.as_view()

@@ -7,6 +7,7 @@ refuses (401 with a challenge, 403, 404). Views name the class; none checks a
 credential in its body. `scheme` names the credential in the OpenAPI schema
 (project/schema.py).
 """
+import hmac
 import time
 
 from django.conf import settings
@@ -72,3 +73,15 @@ class ApiKeyAuthentication(BearerAuthentication):
             _verified.clear()
         _verified[digest] = (time.monotonic() + settings.API_KEY_CACHE_SECONDS, key.user, key)
         return key.user, key
+
+
+class MetricsTokenAuthentication(BearerAuthentication):
+    """METRICS_TOKEN, a Prometheus scraper's (anything else: not this kind, so a
+    staff API key may authenticate instead)."""
+
+    scheme = METRICS_TOKEN
+
+    def verify(self, raw, request):
+        if raw and settings.METRICS_TOKEN and hmac.compare_digest(raw, settings.METRICS_TOKEN):
+            return Principal(), None
+        return None
