@@ -5,7 +5,8 @@ import os
 
 import requests
 
-from project.protocol import AGENT_TOKEN_HEADER, claim_path, dead_letter_path, report_path
+from wire.endpoints import (AGENT_TOKEN_HEADER, CLAIM, DEAD_LETTERS, DEREGISTER, DISCOVER, HEARTBEAT, REGISTER,
+                            REPORT)
 
 
 class RegionRefused(Exception):
@@ -51,7 +52,7 @@ class RegionClient:
         """current_token: the agent's saved credential, which proves it is the agent
         already registered (and perhaps still online) under this id; without it,
         re-registering an online id is refused with 409."""
-        return self._post("/api/v1/agents/register", registration_token, {
+        return self._post(REGISTER.url(), registration_token, {
             "agent_id": agent_id, "capabilities": capabilities, "version": version,
             "hostname": hostname, "concurrency": concurrency, "kind": kind,
             # What each handler declares (version, timeout, payload schema): the
@@ -60,23 +61,23 @@ class RegionClient:
         }, headers={AGENT_TOKEN_HEADER: current_token} if current_token else None)
 
     def heartbeat(self, *, agent_id: str, token: str, busy: int) -> dict:
-        return self._post(f"/api/v1/agents/{agent_id}/heartbeat", token, {"busy": busy})
+        return self._post(HEARTBEAT.url(agent_id=agent_id), token, {"busy": busy})
 
     def claim(self, *, agent_id: str, token: str, task_id: str, attempt: int, claim_id: str = "") -> dict:
         """{"run": True, "capability", "payload", "timeout", "secrets"}; RegionRefused(409)
         when the attempt is not current."""
-        return self._post(claim_path(agent_id), token,
+        return self._post(CLAIM.url(agent_id=agent_id), token,
                           {"task_id": task_id, "attempt": attempt, "claim_id": claim_id})
 
     def report(self, *, agent_id: str, token: str, kind: str, task_id: str, attempt: int, body: dict) -> dict:
-        return self._post(report_path(agent_id), token,
+        return self._post(REPORT.url(agent_id=agent_id), token,
                           {"task_id": task_id, "attempt": attempt, "kind": kind, "body": body})
 
     def dead_letter(self, *, agent_id: str, token: str, letter: dict) -> dict:
-        return self._post(dead_letter_path(agent_id), token, letter)
+        return self._post(DEAD_LETTERS.url(agent_id=agent_id), token, letter)
 
     def deregister(self, *, agent_id: str, token: str) -> dict:
-        return self._post(f"/api/v1/agents/{agent_id}/deregister", token, {})
+        return self._post(DEREGISTER.url(agent_id=agent_id), token, {})
 
 
 class RouterClient(RegionClient):
@@ -87,4 +88,4 @@ class RouterClient(RegionClient):
         body = {"agent_id": agent_id, "capabilities": capabilities}
         if region:
             body["region"] = region
-        return self._post("/register_agent", registration_token, body)
+        return self._post(DISCOVER.url(), registration_token, body)

@@ -25,9 +25,10 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker import state as worker_state
 
 from agents.client import RegionClient, RegionRefused
-from project import deadletter
 from project.celery import app
-from project.protocol import EXECUTE_TASK, REPORT_TASK, REPORTS_QUEUE, report_signature
+from wire import deadletter
+from wire.protocol import EXECUTE_TASK, REPORT_TASK, REPORTS_QUEUE
+from wire.signing import report_signature
 
 logger = logging.getLogger("meridian.agent")
 

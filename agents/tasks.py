@@ -10,9 +10,9 @@ from django.conf import settings
 
 from agents import runtime
 from agents.handlers import Context, HandlerError, handler_get
-from project import deadletter
 from project.jsonsafe import json_problem
-from project.protocol import EXECUTE_TASK, MessageInvalid, attempt_parse
+from wire import deadletter
+from wire.protocol import EXECUTE_TASK, MessageInvalid, attempt_parse
 
 logger = logging.getLogger("meridian.handler")
 

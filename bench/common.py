@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import statistics
 
+from wire.endpoints import HEARTBEAT
+
+# The heartbeat's path on either side of an agent's id: `path` and `suffix` below.
+HEARTBEAT_PATH, HEARTBEAT_SUFFIX = HEARTBEAT.url(agent_id="\0").split("\0")
+
 # wrk's Lua for many agents: `tokens` is a JSON list of [agent_id, token]; each
 # request is the next agent's POST to path .. id .. suffix (a heartbeat body).
 # A %-template: the caller fills tokens, path and suffix and may append more Lua.

@@ -41,6 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import bench_line, median, percentile  # noqa: E402
+from wire.endpoints import HEARTBEAT  # noqa: E402
 
 
 def loadavg() -> str:
@@ -90,7 +91,7 @@ class Fleet:
         self.host, self.port = host, port
         self.ids = [a for a, _ in pairs]
         self.requests = [
-            (f"POST /api/v1/agents/{agent_id}/heartbeat HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            (f"POST {HEARTBEAT.url(agent_id=agent_id)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
              f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
              '{"busy": 0}').encode()
             for agent_id, token in pairs

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import WRK_AGENTS_LUA, bench_line  # noqa: E402
+from bench.common import HEARTBEAT_PATH, HEARTBEAT_SUFFIX, WRK_AGENTS_LUA, bench_line  # noqa: E402
 from tests.harness import Region, Template, wait_for, web_command  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def main() -> None:
         rows = []
         for name, path, suffix in [
             ("bare Django JsonResponse", "/bench/bare/", ""),
-            ("Meridian heartbeat (Redis)", "/api/v1/agents/", "/heartbeat"),
+            ("Meridian heartbeat (Redis)", HEARTBEAT_PATH, HEARTBEAT_SUFFIX),
             ("PostgreSQL UPDATE per check-in", "/bench/pg-heartbeat/", ""),
         ]:
             lua = region.dir / f"{abs(hash(name))}.lua"

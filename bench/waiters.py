@@ -47,7 +47,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import WRK_AGENTS_LUA, bench_line, median, percentile  # noqa: E402
+from bench.common import HEARTBEAT_PATH, HEARTBEAT_SUFFIX, WRK_AGENTS_LUA, bench_line, median, percentile  # noqa: E402
 from bench.tasks import PRODUCTION_CLOCKS, CpuMeter  # noqa: E402
 from tests.harness import Region, Template  # noqa: E402
 
@@ -218,7 +218,8 @@ def main() -> None:
                       "--tokens-out", str(tokens))
         lua = region.dir / "heartbeat.lua"
         delay_ms = max(1, round(args.connections * 1000 / args.beats))
-        lua.write_text(LUA % {"tokens": tokens, "delay_ms": delay_ms, "path": "/api/v1/agents/", "suffix": "/heartbeat"})
+        lua.write_text(LUA % {"tokens": tokens, "delay_ms": delay_ms, "path": HEARTBEAT_PATH,
+                               "suffix": HEARTBEAT_SUFFIX})
         region.agent("echo,sleep", agent_id="bench-agent", concurrency=args.probes + 2)
         api = requests.Session()
         api.headers["Authorization"] = f"Bearer {region.api_key}"

@@ -6,7 +6,8 @@ from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-from project.consumer import install_bounded_json  # noqa: E402
+from wire.consumer import install_bounded_json  # noqa: E402
+from wire.protocol import CONTROL_QUEUE, REPORTS_QUEUE  # noqa: E402
 
 # Before any message is decoded: too big, too deep or non-finite is a dead letter.
 install_bounded_json()
@@ -14,9 +15,6 @@ install_bounded_json()
 app = Celery("meridian")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-
-# The wire contract lives in project.protocol; re-exported for the region's code.
-from project.protocol import CONTROL_QUEUE, REPORTS_QUEUE, agent_queue, capability_queue  # noqa: E402,F401
 
 
 def _beat_schedule() -> dict:

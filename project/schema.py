@@ -26,8 +26,8 @@ from rest_framework.views import APIView
 
 from project.accounts.authentication import (AGENT_TOKEN, API_KEY, METRICS_TOKEN, REGION_TOKEN,
                                              REGISTRATION_TOKEN)
-from project.protocol import MAX_BUSY
 from project.validation import CAPABILITY_RE
+from wire import endpoints
 
 
 _BEARER = {"type": "http", "scheme": "bearer"}
@@ -102,8 +102,8 @@ def paginated(name: str, item: type[serializers.Serializer]) -> serializers.Seri
 
 
 # Re-registering an id whose agent is online takes that agent's current token too.
-AGENT_TOKEN_HEADER = OpenApiParameter(
-    "X-Agent-Token", str, OpenApiParameter.HEADER,
+AGENT_TOKEN_PARAMETER = OpenApiParameter(
+    endpoints.AGENT_TOKEN_HEADER, str, OpenApiParameter.HEADER,
     description="to re-register an id whose agent is online: that agent's current token (else 409 agent_id_in_use)")
 
 
@@ -180,7 +180,7 @@ def _metrics() -> dict:
 
 def _heartbeat(agent_id: dict) -> dict:
     busy = {"type": "integer", "minimum": 0, "description": "tasks running now",
-            "maximum": MAX_BUSY}  # the view's own bound
+            "maximum": endpoints.MAX_BUSY}  # the view's own bound
     return {"post": {
         "operationId": "agent_heartbeat", "tags": ["agents"], "security": [{AGENT_TOKEN: []}],
         "description": "The hot path: an agent says it is alive (one Redis round trip, no database write). "
@@ -210,10 +210,10 @@ def postprocess(result: dict, generator, request, public) -> dict:
     paths["/metrics"] = _metrics()
     if settings.ROLE == "region":
         # The agent id exactly as the other agent operations take it (one URL converter).
-        agent_id = next((p for p in paths.get("/api/v1/agents/{agent_id}/deregister", {}).get("post", {})
+        agent_id = next((p for p in paths.get(endpoints.DEREGISTER.url(agent_id="{agent_id}"), {}).get("post", {})
                          .get("parameters", []) if p.get("name") == "agent_id"),
                         {"in": "path", "name": "agent_id", "required": True, "schema": {"type": "string"}})
-        paths["/api/v1/agents/{agent_id}/heartbeat"] = _heartbeat(agent_id)
+        paths[endpoints.HEARTBEAT.url(agent_id="{agent_id}")] = _heartbeat(agent_id)
     for item in paths.values():
         if isinstance(item.get("post"), dict):
             # Any body over the server's limit is refused before a view sees it.

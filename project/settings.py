@@ -8,8 +8,9 @@ from pathlib import Path
 
 import environ
 
-from project.broker import celery_options as broker_celery_options
 from project.logging import logging_config
+from wire.broker import celery_options as broker_celery_options
+from wire.protocol import CONTROL_QUEUE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -171,11 +172,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Workers never give up on their broker: they wait for it to come back.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BROKER_CONNECTION_TIMEOUT = 4
-CELERY_TASK_DEFAULT_QUEUE = "meridian.control"
+CELERY_TASK_DEFAULT_QUEUE = CONTROL_QUEUE
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # Records what it cannot take as a dead letter and never ends on one message.
-CELERY_WORKER_CONSUMER = "project.consumer:Consumer"
+CELERY_WORKER_CONSUMER = "wire.consumer:Consumer"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -308,7 +309,7 @@ WAIT_EVENTS = {"region": "regions.services.task_events", "router": ""}
 # the idle timeout of a proxy in front of the web.
 WAIT_HOLD_MAX_SECONDS = env.float("WAIT_HOLD_MAX_SECONDS", default=60.0)
 # Dead letters (messages a consumer dropped): kept this long, at most this many,
-# and an agent may report this many a minute (project/deadletter.py).
+# and an agent may report this many a minute (wire/deadletter.py).
 DEAD_LETTER_RETENTION_DAYS = env.int("DEAD_LETTER_RETENTION_DAYS", default=7)
 DEAD_LETTER_MAX_ROWS = env.int("DEAD_LETTER_MAX_ROWS", default=100_000)
 DEAD_LETTER_AGENT_RATE_PER_MINUTE = env.int("DEAD_LETTER_AGENT_RATE_PER_MINUTE", default=60)

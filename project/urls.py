@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from project.metrics import metrics_view
 from project.schema import DocsAssetView, DocsView, SchemaApi
+from wire.endpoints import REGION_API_ROOT
 
 
 def healthz(request):
@@ -27,7 +28,7 @@ urlpatterns = [
 ]
 
 if settings.ROLE == "region":
-    urlpatterns.append(path("api/v1/", include("regions.api.urls")))
+    urlpatterns.append(path(REGION_API_ROOT, include("regions.api.urls")))
 else:
     urlpatterns.append(path("", include("router.urls")))
 

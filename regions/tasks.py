@@ -11,12 +11,12 @@ from celery import shared_task
 from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
-from project import deadletter
 from project.exceptions import database_error_line, database_unavailable
-from project.protocol import CONTROL_QUEUE, REPORT_TASK, REPORTS_QUEUE
 from regions.services import agents as agent_services
 from regions.services import liveness, reports
 from regions.services import tasks as task_services
+from wire import deadletter
+from wire.protocol import CONTROL_QUEUE, REPORT_TASK, REPORTS_QUEUE
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 from console.formatting import age, age_text, badge, exact_time
 from router import inputs, selectors, services
 from router.models import AddressRule, Region, RegistrationToken
+from wire.endpoints import DISCOVER
 
 CAPACITY_IN_LIST = 6
 
@@ -368,7 +369,7 @@ class RegistrationTokenAdmin(admin.ModelAdmin):
         response = TemplateResponse(request, "admin/token_once.html", {
             **self.admin_site.each_context(request), "title": f"Registration token {obj.name} created",
             "what": "agent registration token", "tokens": getattr(request, "_meridian_tokens", []),
-            "hint": "Agents present it to POST /register_agent (run_agent --registration-token or "
+            "hint": f"Agents present it to POST {DISCOVER.url()} (run_agent --registration-token or "
                     "AGENT_REGISTRATION_TOKEN in the agent's environment).",
             "back": reverse("admin:router_registrationtoken_changelist"), "opts": self.model._meta,
         })

@@ -1,9 +1,10 @@
 from django.urls import path
 
 from router import views
+from wire.endpoints import DISCOVER
 
 urlpatterns = [
-    path("register_agent", views.RegisterAgentApi.as_view(), name="register-agent"),
+    path(DISCOVER.route, views.RegisterAgentApi.as_view(), name=DISCOVER.name),
     path("update_regional_status", views.UpdateRegionalStatusApi.as_view(), name="update-regional-status"),
     path("api/v1/route", views.RouteApi.as_view(), name="route"),
     path("api/v1/tasks", views.TaskForwardApi.as_view(), name="router-tasks"),

@@ -14,6 +14,7 @@ from project.schema import FORWARDED, errors
 from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer
 from router import inputs, selectors, services
 from router.authentication import RegionTokenAuthentication, RegistrationTokenAuthentication
+from wire.endpoints import REGISTER
 
 
 def _client_ip(request) -> str | None:
@@ -44,7 +45,7 @@ class RegisterAgentApi(APIView):
             "agent_id": data.validated_data["agent_id"],
             "region_id": region.region_id,
             "regional_orchestrator_url": region.orchestrator_url,
-            "register_url": f"{region.orchestrator_url}/api/v1/agents/register",
+            "register_url": f"{region.orchestrator_url}{REGISTER.url()}",
         })
 
 

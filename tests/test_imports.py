@@ -1,6 +1,6 @@
-"""No import cycles among product modules, and project/ stays below the apps.
+"""No import cycles among product modules; project/ and wire/ stay below the apps.
 
-Every product module (project/, regions/, agents/, router/, console/,
+Every product module (project/, wire/, regions/, agents/, router/, console/,
 client/meridian_client/; migrations and tests left out) is read with `ast`,
 never imported. Every import statement counts, top-level or inside a function:
 a function-local import that hides a cycle is still a cycle. Relative imports
@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # (folder that holds the package, package name)
-PACKAGES = [(ROOT, "project"), (ROOT, "regions"), (ROOT, "agents"), (ROOT, "router"),
+PACKAGES = [(ROOT, "project"), (ROOT, "wire"), (ROOT, "regions"), (ROOT, "agents"), (ROOT, "router"),
             (ROOT, "console"), (ROOT / "client", "meridian_client")]
 SKIPPED_DIRS = {"migrations", "tests", "__pycache__"}
 APPS = ("regions", "router", "agents", "console")
@@ -216,6 +216,20 @@ def test_project_imports_no_app():
     found = sorted(project_to_app_imports())
     assert not found, ("project/ imports an app module (project/ sits below the apps; name the app by a "
                        f"dotted string where Django allows it, or move the code into the app): {found}")
+
+
+# wire/ is the agent <-> region contract both sides import (regions and agents
+# alike): it sits below every app.
+def wire_to_app_imports() -> set[tuple[str, str]]:
+    graph = import_graph()
+    return {(module, target) for module, edges in graph.items() if module.split(".")[0] == "wire"
+            for target in edges if target.split(".")[0] in APPS}
+
+
+def test_wire_imports_no_app():
+    found = sorted(wire_to_app_imports())
+    assert not found, ("wire/ imports an app module (both sides import the contract, so it can import neither: "
+                       f"move what it needs into wire/, or pass it in): {found}")
 
 
 def test_the_graph_sees_local_relative_and_submodule_imports(tmp_path, monkeypatch):

@@ -1,18 +1,25 @@
-from django.urls import path
+from django.urls import URLPattern, path
 
 from project.validation import AgentIdConverter  # noqa: F401  registers <agent_id:...>
 from regions.api import views
+from wire.endpoints import CLAIM, DEAD_LETTERS, DEREGISTER, HEARTBEAT, REGISTER, REPORT, Endpoint
+
+
+def agent_path(endpoint: Endpoint, view) -> URLPattern:
+    """What an agent calls, routed as the wire contract writes it."""
+    return path(endpoint.route.format(agent_id="<agent_id:agent_id>"), view, name=endpoint.name)
+
 
 urlpatterns = [
     # First: the hot path resolves without trying the others.
-    path("agents/<agent_id:agent_id>/heartbeat", views.agent_heartbeat_view, name="agent-heartbeat"),
-    path("agents/register", views.AgentRegisterApi.as_view(), name="agent-register"),
+    agent_path(HEARTBEAT, views.agent_heartbeat_view),
+    agent_path(REGISTER, views.AgentRegisterApi.as_view()),
     path("agents", views.AgentListApi.as_view(), name="agent-list"),
     path("agents/<agent_id:agent_id>", views.AgentDetailApi.as_view(), name="agent-detail"),
-    path("agents/<agent_id:agent_id>/claim", views.TaskClaimApi.as_view(), name="agent-claim"),
-    path("agents/<agent_id:agent_id>/dead-letters", views.AgentDeadLetterApi.as_view(), name="agent-dead-letters"),
-    path("agents/<agent_id:agent_id>/report", views.TaskReportApi.as_view(), name="agent-report"),
-    path("agents/<agent_id:agent_id>/deregister", views.AgentDeregisterApi.as_view(), name="agent-deregister"),
+    agent_path(CLAIM, views.TaskClaimApi.as_view()),
+    agent_path(DEAD_LETTERS, views.AgentDeadLetterApi.as_view()),
+    agent_path(REPORT, views.TaskReportApi.as_view()),
+    agent_path(DEREGISTER, views.AgentDeregisterApi.as_view()),
     path("agents/<agent_id:agent_id>/drain", views.AgentDrainApi.as_view(), name="agent-drain"),
     path("agents/<agent_id:agent_id>/cordon", views.AgentCordonApi.as_view(), name="agent-cordon"),
     path("agents/<agent_id:agent_id>/uncordon", views.AgentUncordonApi.as_view(), name="agent-uncordon"),

@@ -18,9 +18,10 @@ from rest_framework.views import APIView
 from project import waiting
 from project.accounts.tokens import BEARER_CHALLENGE, bearer_from_header
 from project.exceptions import PayloadTooLarge, Refused, ServiceUnavailable
-from project.schema import AGENT_TOKEN_HEADER, PAGE_PARAMETERS, ErrorSerializer, errors, list_filters, paginated
+from project.schema import AGENT_TOKEN_PARAMETER, PAGE_PARAMETERS, ErrorSerializer, errors, list_filters, paginated
 from project.jsonsafe import json_problem
-from project.protocol import MAX_BUSY, OUTCOME_KINDS
+from wire.endpoints import AGENT_TOKEN_HEADER, MAX_BUSY
+from wire.protocol import OUTCOME_KINDS
 from regions import selectors
 from project.validation import (AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySerializer, JsonObjectField,
                                 StrictBooleanField, StrictCharField, StrictRegexField, StrictUUIDField)
@@ -70,14 +71,14 @@ class AgentRegisterApi(APIView):
                 raise ValidationError({"handlers": [f"declared for capabilities not served: {', '.join(unknown)}"]})
             return attrs
 
-    @extend_schema(request=InputSerializer, parameters=[AGENT_TOKEN_HEADER],
+    @extend_schema(request=InputSerializer, parameters=[AGENT_TOKEN_PARAMETER],
                    responses={201: dict, **errors(400, 401, 403, 409, 503)})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
             reg = agent_services.agent_register(**data.validated_data,
-                                                current_token=request.META.get("HTTP_X_AGENT_TOKEN"))
+                                                current_token=request.headers.get(AGENT_TOKEN_HEADER))
         except liveness.RedisError as exc:
             raise ServiceUnavailable(LIVENESS_DOWN) from exc  # with Retry-After, as every 503
         try:  # what the heartbeat replies will say for this fleet (the chatter budget)

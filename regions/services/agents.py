@@ -47,9 +47,9 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from project.accounts.tokens import token_generate, token_hash
-from project.celery import agent_queue, capability_queue
 from project.exceptions import Refused
-from project.protocol import AGENT_TOKEN_HEADER
+from wire.endpoints import AGENT_TOKEN_HEADER
+from wire.protocol import agent_queue, capability_queue
 from regions.models import Agent, RegistrationToken, Task
 from regions.services import liveness
 from regions.services import tasks as task_services

@@ -1,4 +1,4 @@
-"""Dead letters: messages this region's consumers dropped (see project.deadletter)."""
+"""Dead letters: messages this region's consumers dropped (see wire.deadletter)."""
 from __future__ import annotations
 
 import logging
@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError
 
-from project.deadletter import DeadLetter as Letter
-from project.deadletter import make
 from project.exceptions import Refused
 from regions.models import DeadLetter
 from regions.services import liveness
+from wire.deadletter import DeadLetter as Letter
+from wire.deadletter import make
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ ORCHESTRATOR = "orchestrator"
 
 def dead_letter_store(letter: Letter, *, source: str = ORCHESTRATOR) -> DeadLetter | None:
     """Keep one record. A database that is away loses the record, not the
-    consumer: the log line project.deadletter wrote is still there."""
+    consumer: the log line wire.deadletter wrote is still there."""
     try:
         return DeadLetter.objects.create(source=source[:120], **letter.as_dict())
     except DatabaseError as exc:

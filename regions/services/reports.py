@@ -11,19 +11,18 @@ import hmac
 import logging
 import re
 
-from project import deadletter
 from project.jsonsafe import json_problem
 from project.validation import AGENT_ID_RE
-from project.protocol import (OUTCOME_KINDS, REPORT_TASK, REPORTS_QUEUE, MessageInvalid,
-                              attempt_parse, report_signature)
 from regions.models import Agent
 from regions.services import tasks
 from regions.services.agents import report_key_for
+from wire import deadletter
+from wire.protocol import OUTCOME_KINDS, REPORT_TASK, REPORTS_QUEUE, MessageInvalid, attempt_parse
+from wire.signing import report_signature
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OutcomeInvalid", "outcome_clean", "report_apply", "report_ingest", "report_ingest_message",
-           "report_signature"]
+__all__ = ["OutcomeInvalid", "outcome_clean", "report_apply", "report_ingest", "report_ingest_message"]
 
 
 def _agent_identity(agent_id: str) -> tuple[str, list[str]] | None:

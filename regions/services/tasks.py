@@ -17,12 +17,12 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from project.broker import message_priority
+from wire.broker import message_priority
 from project.celery import app
 from project.dbbackends import is_postgresql
 from project.exceptions import Refused
-from project.protocol import (EXECUTE_TASK, agent_queue, capability_queue, execute_kwargs, hard_time_limit,
-                              message_id)
+from wire.protocol import (EXECUTE_TASK, agent_queue, capability_queue, execute_kwargs, hard_time_limit,
+                           message_id)
 from regions.models import Agent, IngestedRecord, Task, TaskAttempt
 from regions.services import liveness
 from regions.services.capabilities import capability_live, live_capabilities

@@ -10,9 +10,9 @@ import pytest
 from celery import Celery
 from kombu import Connection
 
-from project.broker import BROKER_ENV_OVERRIDES
-from project.protocol import EXECUTE_TASK, capability_queue
 from tests.harness import wait_for
+from wire.broker import BROKER_ENV_OVERRIDES
+from wire.protocol import EXECUTE_TASK, capability_queue
 
 pytestmark = pytest.mark.integration
 

@@ -9,14 +9,14 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from rest_framework.test import APIClient
 
-from project import deadletter
 from project.jsonsafe import MAX_DEPTH
-from project.protocol import report_signature
 from regions.models import DeadLetter, Task
 from regions.services import reports
 from regions.services.deadletters import dead_letter_store
 from regions.tasks import agent_reap_task
 from tests import factories
+from wire import deadletter
+from wire.signing import report_signature
 
 pytestmark = pytest.mark.django_db
 

@@ -15,10 +15,10 @@ import pytest
 from kombu import Connection
 
 from project.celery import app
-from project.protocol import EXECUTE_TASK, REPORT_TASK, REPORTS_QUEUE, agent_queue, capability_queue
 from tests import harness
 from tests.accounting import record
 from tests.harness import wait_for
+from wire.protocol import EXECUTE_TASK, REPORT_TASK, REPORTS_QUEUE, agent_queue, capability_queue
 
 pytestmark = pytest.mark.faults
 

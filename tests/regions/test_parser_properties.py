@@ -9,8 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 from rest_framework.test import APIClient
 
-from project.consumer import bounded_json_loads
 from project.jsonsafe import MAX_DEPTH, json_problem
+from wire.consumer import bounded_json_loads
 from kombu.exceptions import DecodeError
 from regions.api.views import MAX_BUSY, HeartbeatBodyInvalid, heartbeat_busy
 from regions.services.config import ConfigError, config_parse

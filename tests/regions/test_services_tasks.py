@@ -7,6 +7,7 @@ from regions.services import agents as agent_services
 from regions.services import reports, tasks
 from regions.services.agents import report_key_for
 from tests import factories
+from wire.signing import report_signature
 
 pytestmark = pytest.mark.django_db
 
@@ -123,12 +124,12 @@ def test_report_with_a_forged_signature_is_dropped(redis_clean):
     reg = factories.agent("a1")
     task = make_task(status=Task.Status.RUNNING, agent="a1")
     body = {"result": {"ok": True}}
-    forged = reports.report_signature(key="guess", kind="success", task_id=str(task.id), attempt=1, body=body)
+    forged = report_signature(key="guess", kind="success", task_id=str(task.id), attempt=1, body=body)
     assert reports.report_ingest(agent_id="a1", kind="success", task_id=str(task.id), attempt=1,
                                  body=body, sig=forged) is False
     key = report_key_for(agent_id="a1", token_digest=Agent.objects.get(agent_id="a1").token_hash)
     assert reg.report_key == key
-    good = reports.report_signature(key=key, kind="success", task_id=str(task.id), attempt=1, body=body)
+    good = report_signature(key=key, kind="success", task_id=str(task.id), attempt=1, body=body)
     assert reports.report_ingest(agent_id="a1", kind="success", task_id=str(task.id), attempt=1,
                                  body=body, sig=good) is True
 
@@ -138,7 +139,7 @@ def test_one_agent_cannot_sign_for_another(redis_clean):
     factories.agent("a2")
     task = make_task()
     body = {"result": {"ok": True}}
-    sig = reports.report_signature(key=a.report_key, kind="success", task_id=str(task.id), attempt=1, body=body)
+    sig = report_signature(key=a.report_key, kind="success", task_id=str(task.id), attempt=1, body=body)
     assert reports.report_ingest(agent_id="a2", kind="success", task_id=str(task.id), attempt=1,
                                  body=body, sig=sig) is False
 
@@ -156,7 +157,7 @@ def test_an_agent_cannot_report_for_a_task_it_could_not_have_received(redis_clea
     task = make_task(capability="data_ingestion")
     body = {"result": {"forged": True}}
     for kind, data in (("failure", {"error": "forged"}), ("success", body)):
-        sig = reports.report_signature(key=mallory.report_key, kind=kind, task_id=str(task.id), attempt=1, body=data)
+        sig = report_signature(key=mallory.report_key, kind=kind, task_id=str(task.id), attempt=1, body=data)
         assert reports.report_ingest(agent_id="mallory", kind=kind, task_id=str(task.id), attempt=1,
                                      body=data, sig=sig) is False
     task.refresh_from_db()
@@ -172,7 +173,7 @@ def test_a_revoked_agent_loses_its_credential(redis_clean):
         agent_services.heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)
     task = make_task()
     body = {"result": {"ok": True}}
-    sig = reports.report_signature(key=reg.report_key, kind="success", task_id=str(task.id), attempt=1, body=body)
+    sig = report_signature(key=reg.report_key, kind="success", task_id=str(task.id), attempt=1, body=body)
     assert reports.report_ingest(agent_id="a1", kind="success", task_id=str(task.id), attempt=1, body=body,
                                  sig=sig) is False
 
@@ -207,7 +208,7 @@ def test_a_backlog_is_not_mistaken_for_lost_messages(redis_clean, monkeypatch, s
 
 def test_a_running_attempt_without_any_report_past_its_time_limit_is_retried(redis_clean, monkeypatch):
     monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: None)
-    from project.protocol import hard_time_limit
+    from wire.protocol import hard_time_limit
 
     started = timezone.now() - timezone.timedelta(seconds=hard_time_limit(10) + 31)
     task = make_task(status=Task.Status.RUNNING, agent="a", timeout=10, started_at=started)
@@ -267,7 +268,7 @@ def test_malformed_outcomes_are_refused_before_they_reach_the_task(body, redis_c
     task = make_task(status=Task.Status.RUNNING, agent="a1")
     with pytest.raises(reports.OutcomeInvalid):
         reports.outcome_clean(kind="success", body=body)
-    sig = reports.report_signature(key=reg.report_key, kind="success", task_id=str(task.id), attempt=1, body=body)
+    sig = report_signature(key=reg.report_key, kind="success", task_id=str(task.id), attempt=1, body=body)
     assert reports.report_ingest(agent_id="a1", kind="success", task_id=str(task.id), attempt=1, body=body,
                                  sig=sig) is False  # dropped with a log line, never an exception
     task.refresh_from_db()

@@ -12,8 +12,8 @@ import agents
 from agents import runtime
 from agents.client import RegionClient, RegionRefused, RouterClient
 from agents.handlers import HandlerLoadError, handler_modules, handlers_load
-from project.broker import BROKER_ENV_OVERRIDES, celery_options
 from project.celery import app
+from wire.broker import BROKER_ENV_OVERRIDES, celery_options
 
 # How long registration is retried (503, 429, a 409 while the id's old entry is
 # still online, the router or region unreachable) before the agent gives up.

@@ -6,7 +6,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from project.celery import CONTROL_QUEUE, REPORTS_QUEUE, app
+from project.celery import app
+from wire.protocol import CONTROL_QUEUE, REPORTS_QUEUE
 
 
 class Command(BaseCommand):
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args, concurrency, beat, loglevel, **options):
-        from project import deadletter
+        from wire import deadletter
         from regions.services.deadletters import dead_letter_store
 
         # What this worker's consumers drop is kept in the region's database

@@ -1,35 +1,25 @@
-"""The agent <-> region wire contract, in one home both sides import.
+"""The agent <-> region contract over the broker: task and queue names, messages.
 
-Over the broker the region sends one message per task attempt
-(``EXECUTE_TASK`` on ``capability_queue(cap)`` or ``agent_queue(id)``) with the
-kwargs of ``execute_kwargs``. Over HTTP, with its own bearer token, the agent
-then *claims* the attempt (``claim_path``): the region answers whether that
+The region sends one message per task attempt (``EXECUTE_TASK`` on
+``capability_queue(cap)`` or ``agent_queue(id)``) with the kwargs of
+``execute_kwargs``. Over HTTP, with its own bearer token, the agent then
+*claims* the attempt (``endpoints.CLAIM``): the region answers whether that
 attempt is still the current one, and only then does a handler run. The
-outcome goes back over HTTP (``report_path``); when the region's web is
+outcome goes back over HTTP (``endpoints.REPORT``); when the region's web is
 unreachable the agent falls back to a signed report on ``REPORTS_QUEUE``
 (``REPORT_TASK``), which the orchestrator's collector verifies with
-``report_signature``.
+``signing.report_signature``.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import re
 
 EXECUTE_TASK = "agents.execute"
 REPORT_TASK = "regions.report"
 CONTROL_QUEUE = "meridian.control"
 REPORTS_QUEUE = "meridian.reports"
-# Sent with a registration, next to the registration token: the agent's current
-# token, which proves it is the agent holding the id (re-registering an online
-# agent's id without it is refused with 409).
-AGENT_TOKEN_HEADER = "X-Agent-Token"
 # What an agent reports over the broker: an attempt's outcome (claims go over HTTP).
 OUTCOME_KINDS = ("success", "failure")
-# The most task slots a heartbeat may say are busy ({"busy": n}, 0..MAX_BUSY):
-# the region's view refuses more and the schema documents the bound.
-MAX_BUSY = 100_000
 
 
 def capability_queue(capability: str) -> str:
@@ -76,21 +66,3 @@ REPORT_ALLOWANCE_SECONDS = 60
 
 def hard_time_limit(timeout: int) -> int:
     return timeout + REPORT_ALLOWANCE_SECONDS
-
-
-def claim_path(agent_id: str) -> str:
-    return f"/api/v1/agents/{agent_id}/claim"
-
-
-def report_path(agent_id: str) -> str:
-    return f"/api/v1/agents/{agent_id}/report"
-
-
-def dead_letter_path(agent_id: str) -> str:
-    return f"/api/v1/agents/{agent_id}/dead-letters"
-
-
-def report_signature(*, key: str, kind: str, task_id: str, attempt: int, body: dict) -> str:
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    msg = f"{kind}:{task_id}:{attempt}:{digest}".encode()
-    return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()

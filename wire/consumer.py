@@ -23,8 +23,8 @@ from kombu.exceptions import DecodeError
 from kombu.serialization import register
 from kombu.utils.json import dumps as kombu_dumps
 
-from project import deadletter
 from project.jsonsafe import MAX_DEPTH, JsonRejected, json_loads_bounded
+from wire import deadletter
 
 logger = logging.getLogger(__name__)
 
