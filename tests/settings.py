@@ -48,8 +48,10 @@ os.environ.setdefault("EXTRA_APPS", "regions,agents,router")
 
 from project.settings import *  # noqa: E402,F401,F403
 
-# One test database per run, so two runs on one machine (a developer's and CI's) never collide.
-DATABASES["default"]["TEST"] = {"NAME": f"test_meridian_{os.getpid()}"}  # noqa: F405
+# One test database per run, so two runs on one machine (a developer's and CI's) never collide
+# (SQLite, for the demo's storage paths: tests/test_storage_sqlite.py, in memory).
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": f"test_meridian_{os.getpid()}"}  # noqa: F405
 
 # In-process tests render pages without running collectstatic (the harness's real
 # servers serve the hashed, compressed files: tests/test_static_files.py).
