@@ -45,6 +45,7 @@ django_application = get_wsgi_application()
 from django.conf import settings  # noqa: E402  (configured by the line above)
 
 from project.waiting import WaitHub, held_answer, wait_asked  # noqa: E402
+from wire.endpoints import REPORT  # noqa: E402
 
 
 def _environ(scope: dict, body: bytes) -> dict:
@@ -132,7 +133,7 @@ def body_limit(path: str, largest: int | None, default: int | None) -> int | Non
     """Only an agent's outcome report may carry a result up to the largest body;
     every other request (a task submission, a summary, a heartbeat) fits in the
     default. Nobody has been authenticated yet when a body is buffered."""
-    if path.startswith("/api/v1/agents/") and path.endswith("/report"):
+    if REPORT.matches(path):
         return largest
     return default if default is not None and (largest is None or default < largest) else largest
 

@@ -11,6 +11,7 @@ API for people, not what an agent calls: they stay in regions/api/urls.py.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Where the region mounts its API (and with it every agent route).
@@ -26,6 +27,11 @@ class Endpoint:
     def url(self, **params: str) -> str:
         """The absolute path, with the route's parameters filled in."""
         return f"/{self.root}{self.route.format(**params)}"
+
+    def matches(self, path: str) -> bool:
+        """Whether a request's path is this endpoint's (a parameter: anything but a slash)."""
+        pattern = re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(f"/{self.root}{self.route}"))
+        return re.fullmatch(pattern, path) is not None
 
 
 # Agent -> region, each with its own bearer credential (registration with the
