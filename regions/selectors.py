@@ -9,7 +9,7 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from project.dbbackends import is_postgresql
+from project.dbbackends import json_list_has
 from regions.models import Agent, ConfigVersion, DeadLetter, Task
 from regions.services import liveness
 
@@ -34,7 +34,7 @@ def agent_list(*, status: str | None = None, capability: str | None = None) -> Q
     if status:
         qs = qs.filter(status=status)
     if capability:
-        qs = qs.filter(capabilities__contains=[capability]) if is_postgresql() else qs
+        qs = qs.filter(json_list_has("capabilities", capability))
     return qs
 
 
