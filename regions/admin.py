@@ -23,7 +23,10 @@ from regions.models import (Agent, ConfigVersion, DeadLetter, IngestedRecord, Re
                             TaskAttempt)
 from regions.services import agents as agent_services
 from regions.services import liveness
-from regions.services import tasks as task_services
+from regions.services.tasks.cancel import task_cancel
+from regions.services.tasks.refusals import CapabilityRefused, InvalidState, RateLimited
+from regions.services.tasks.retry import task_retry
+
 
 def span(start: datetime | None, end: datetime | None) -> str:
     if start is None or end is None:
@@ -367,11 +370,11 @@ class TaskAdmin(ReadOnlyAdmin):
         done, refused, denied = 0, 0, []
         for task in queryset.defer("payload", "result"):
             try:
-                task_services.task_retry(task=task)
+                task_retry(task=task)
                 done += 1
-            except task_services.InvalidState:
+            except InvalidState:
                 refused += 1
-            except (task_services.CapabilityRefused, task_services.RateLimited) as exc:
+            except (CapabilityRefused, RateLimited) as exc:
                 denied.append(f"{task.id}: {exc}")
         messages.info(request, f"{done} task(s) retried.")
         if refused:
@@ -384,9 +387,9 @@ class TaskAdmin(ReadOnlyAdmin):
         done = 0
         for task in queryset.filter(status__in=Task.ACTIVE).defer("payload", "result"):
             try:
-                task_services.task_cancel(task=task)
+                task_cancel(task=task)
                 done += 1
-            except task_services.InvalidState:
+            except InvalidState:
                 pass
         messages.info(request, f"{done} task(s) cancelled.")
 

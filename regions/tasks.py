@@ -14,9 +14,9 @@ from django.utils import timezone
 from project import deadletter
 from project.exceptions import database_error_line, database_unavailable
 from project.protocol import CONTROL_QUEUE, REPORT_TASK, REPORTS_QUEUE
+from regions.clock.sweep import task_sweep
 from regions.services import agents as agent_services
 from regions.services import liveness, reports
-from regions.services import tasks as task_services
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def liveness_flush_task() -> int:
 @shared_task(name="regions.task_sweep", ignore_result=True, acks_late=False, time_limit=60)
 @clock_job
 def task_sweep_task() -> dict:
-    return task_services.task_sweep(now=timezone.now())
+    return task_sweep(now=timezone.now())
 
 
 @shared_task(name="regions.dead_letters_prune", ignore_result=True, acks_late=False, time_limit=300)

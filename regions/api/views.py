@@ -34,7 +34,10 @@ from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.handlers import schema_problem
 from regions.services.deadletters import dead_letter_report
 from regions.services.reports import OutcomeInvalid, outcome_clean, report_apply
-from regions.services import tasks as task_services
+from regions.services.tasks.cancel import task_cancel
+from regions.services.tasks.claim import task_claim
+from regions.services.tasks.retry import task_retry
+from regions.services.tasks.submit import ItemRefused, task_submit, task_submit_batch
 
 LIVENESS_DOWN = "liveness store (Redis) unavailable; retry shortly"
 
@@ -296,7 +299,7 @@ class TaskListSubmitApi(APIView):
             raise PayloadTooLarge(f"request body is larger than the payload limit of {limit} bytes")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        sub = task_services.task_submit(submitted_by=request.user, **data.validated_data)
+        sub = task_submit(submitted_by=request.user, **data.validated_data)
         body = TaskOutputSerializer(sub.task).data
         body["created"] = sub.created
         return Response(body, status=status.HTTP_201_CREATED if sub.created else status.HTTP_200_OK)
@@ -342,9 +345,8 @@ class TaskBatchSubmitApi(APIView):
                 answers.append(None)
                 items.append(item.validated_data)
                 positions.append(index)
-        for index, outcome in zip(positions, task_services.task_submit_batch(submitted_by=request.user,
-                                                                             items=items)):
-            if isinstance(outcome, task_services.ItemRefused):
+        for index, outcome in zip(positions, task_submit_batch(submitted_by=request.user, items=items)):
+            if isinstance(outcome, ItemRefused):
                 answers[index] = {"index": index, "status": outcome.status, "error": outcome.code,
                                   "detail": outcome.detail}
             else:
@@ -444,7 +446,7 @@ class TaskCancelApi(APIView):
     @extend_schema(request=None, responses={200: TaskOutputSerializer, **errors(401, 404, 409, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id)
-        task = task_services.task_cancel(task=task)
+        task = task_cancel(task=task)
         return Response(TaskOutputSerializer(task).data)
 
 
@@ -452,7 +454,7 @@ class TaskRetryApi(APIView):
     @extend_schema(request=None, responses={201: TaskOutputSerializer, **errors(401, 403, 404, 409, 429, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id)
-        task = task_services.task_retry(task=task)
+        task = task_retry(task=task)
         return Response(TaskOutputSerializer(task).data, status=status.HTTP_201_CREATED)
 
 
@@ -490,9 +492,9 @@ class TaskClaimApi(_AgentAttemptApi):
         agent = self._agent(request, agent_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        claim = task_services.task_claim(task_id=str(data.validated_data["task_id"]),
-                                         attempt=data.validated_data["attempt"], agent_id=agent.agent_id,
-                                         capabilities=agent.capabilities, claim_id=data.validated_data["claim_id"])
+        claim = task_claim(task_id=str(data.validated_data["task_id"]),
+                           attempt=data.validated_data["attempt"], agent_id=agent.agent_id,
+                           capabilities=agent.capabilities, claim_id=data.validated_data["claim_id"])
         if not claim.run:
             return Response({"error": "not_current", "detail": claim.reason, "run": False},
                             status=status.HTTP_409_CONFLICT)

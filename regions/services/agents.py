@@ -51,10 +51,10 @@ from project.exceptions import Refused
 from project.protocol import AGENT_TOKEN_HEADER
 from regions.models import Agent, RegistrationToken, Task
 from regions.services import liveness
-from regions.services import tasks as task_services
 from regions.services.config import HOT_PATH_CHECK_SECONDS, HeartbeatTiming, config_current, version_tuple
 from regions.services.handlers import handlers_declare
 from regions.services.heartbeat_buffer import get_buffer
+from regions.services.tasks.requeue import tasks_requeue_for_agents
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def agent_register(
         if not created:
             # A restart under the same id: whatever the old process ran is gone
             # (its reports, signed with the old token, no longer verify).
-            transaction.on_commit(lambda: task_services.tasks_requeue_for_agents(
+            transaction.on_commit(lambda: tasks_requeue_for_agents(
                 agent_ids=[agent_id], reason="agent re-registered (restarted)"))
         if agent.desired == Agent.Desired.STOPPED:
             raise ForbiddenError(f"Agent {agent_id} is revoked; an operator must re-admit it.")
@@ -425,7 +425,7 @@ def agent_reap(*, now: float) -> dict:
         Agent.objects.filter(agent_id__in=evicted, status=Agent.Status.ONLINE).update(
             status=Agent.Status.OFFLINE, offline_since=when, busy=False
         )
-        requeued = task_services.tasks_requeue_for_agents(agent_ids=evicted, reason="agent missed its heartbeat TTL")
+        requeued = tasks_requeue_for_agents(agent_ids=evicted, reason="agent missed its heartbeat TTL")
         logger.warning("marked %d agents offline (%s); requeued %d tasks", len(evicted),
                        ", ".join(evicted[:10]), requeued)
         for agent_id in evicted:
@@ -479,7 +479,7 @@ def _reap_orphans(*, now: float, cutoff: float) -> list[str]:
     if orphans:
         Agent.objects.filter(agent_id__in=orphans, status=Agent.Status.ONLINE).update(
             status=Agent.Status.OFFLINE, offline_since=timezone.now(), busy=False)
-        task_services.tasks_requeue_for_agents(agent_ids=orphans, reason="agent missed its heartbeat TTL")
+        tasks_requeue_for_agents(agent_ids=orphans, reason="agent missed its heartbeat TTL")
         logger.warning("marked %d agents offline that the live set no longer had", len(orphans))
         for agent_id in orphans:
             logger.info("agent %s offline: missed its heartbeat TTL", agent_id, extra={"agent": agent_id})

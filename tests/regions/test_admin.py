@@ -6,7 +6,13 @@ from django.urls import reverse
 
 from regions.models import Agent, ConfigVersion, Task, TaskAttempt
 from regions.services import liveness
-from regions.services import tasks as task_services
+from regions.clock.sweep import task_sweep
+from regions.services.tasks import cancel, requeue
+from regions.services.tasks import retry as retry_services
+from regions.services.tasks.claim import task_claim
+from regions.services.tasks.outcome import task_fail, task_succeed
+from regions.services.tasks.requeue import tasks_requeue_for_agents
+from regions.services.tasks.submit import task_submit
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -22,18 +28,19 @@ def staff(client):
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch):
     """Revokes are best effort; no broker is needed to check what the database says."""
-    monkeypatch.setattr(task_services, "_revoke", lambda *a, **kw: None)
+    monkeypatch.setattr(cancel, "revoke", lambda *a, **kw: None)
+    monkeypatch.setattr(requeue, "revoke", lambda *a, **kw: None)
 
 
 def _retried_task() -> Task:
     """submit → claim → fail (retryable) → claim attempt 2: a running second attempt."""
     user, _ = factories.caller()
-    task = task_services.task_submit(submitted_by=user, capability="echo", payload={"n": 1},
-                                     max_attempts=3).task
-    assert task_services.task_claim(task_id=task.id, attempt=1, agent_id="host.example.com").run
-    assert task_services.task_fail(task_id=task.id, attempt=1, agent_id="host.example.com", error="boom <b>")
+    task = task_submit(submitted_by=user, capability="echo", payload={"n": 1},
+                       max_attempts=3).task
+    assert task_claim(task_id=task.id, attempt=1, agent_id="host.example.com").run
+    assert task_fail(task_id=task.id, attempt=1, agent_id="host.example.com", error="boom <b>")
     Task.objects.filter(id=task.id).update(not_before=None)
-    assert task_services.task_claim(task_id=task.id, attempt=2, agent_id="a2").run
+    assert task_claim(task_id=task.id, attempt=2, agent_id="a2").run
     return task
 
 
@@ -132,19 +139,19 @@ def test_attempt_history_keeps_each_attempt_and_a_new_attempt_clears_the_error(r
     task = _retried_task()
     task.refresh_from_db()
     assert (task.status, task.attempt, task.error) == (Task.Status.RUNNING, 2, "")  # attempt 1's error is history
-    assert task_services.task_succeed(task_id=task.id, attempt=2, agent_id="a2", result={"ok": True})
+    assert task_succeed(task_id=task.id, attempt=2, agent_id="a2", result={"ok": True})
     rows = list(TaskAttempt.objects.filter(task=task).values_list("number", "agent", "outcome", "error"))
     assert rows == [(1, "host.example.com", "failed", "boom <b>"), (2, "a2", "succeeded", "")]
     assert all(a.finished_at for a in TaskAttempt.objects.filter(task=task))
     # A late report of the superseded attempt changes neither the task nor its history.
-    assert not task_services.task_fail(task_id=task.id, attempt=1, agent_id="host.example.com", error="late")
+    assert not task_fail(task_id=task.id, attempt=1, agent_id="host.example.com", error="late")
     assert TaskAttempt.objects.get(task=task, number=1).error == "boom <b>"
 
 
 def test_a_requeue_closes_the_lost_attempt_as_requeued(redis_clean):
     task = Task.objects.create(capability="echo", timeout=10, max_attempts=3, status=Task.Status.QUEUED)
-    assert task_services.task_claim(task_id=task.id, attempt=1, agent_id="a1").run
-    assert task_services.tasks_requeue_for_agents(agent_ids=["a1"], reason="agent missed its heartbeat TTL") == 1
+    assert task_claim(task_id=task.id, attempt=1, agent_id="a1").run
+    assert tasks_requeue_for_agents(agent_ids=["a1"], reason="agent missed its heartbeat TTL") == 1
     attempt = TaskAttempt.objects.get(task=task, number=1)
     assert attempt.outcome == "requeued" and "missed its heartbeat TTL" in attempt.error
 
@@ -188,7 +195,7 @@ def test_waiting_task_says_its_agents_are_cordoned(redis_clean):
     factories.agent("a1", ["echo"])
     agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
     user, _ = factories.caller()
-    task = task_services.task_submit(submitted_by=user, capability="echo", payload={}).task
+    task = task_submit(submitted_by=user, capability="echo", payload={}).task
     assert task.status == Task.Status.WAITING
     assert "cordoned or draining (a1)" in task.status_reason
 
@@ -280,7 +287,7 @@ def test_sweeper_says_a_queued_task_waits_because_its_agents_are_cordoned(redis_
     task = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED,
                                dispatched_at=timezone.now())
     agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.DRAINING)
-    assert task_services.task_sweep()["stalled"] == 1
+    assert task_sweep()["stalled"] == 1
     task.refresh_from_db()
     assert task.status == Task.Status.WAITING and "cordoned or draining (a1)" in task.status_reason
 
@@ -351,7 +358,7 @@ def test_a_retry_is_refused_like_a_submission_when_the_capability_is_blocklisted
         def task_definition(self, capability):
             return {}
 
-    monkeypatch.setattr(task_services, "config_current", lambda *a, **kw: Blocklisted())
+    monkeypatch.setattr(retry_services, "config_current", lambda *a, **kw: Blocklisted())
     response = client.post(f"/api/v1/tasks/{task.id}/retry", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert response.status_code == 403 and "blocklisted" in response.json()["detail"]
     assert Task.objects.get(id=task.id).status == Task.Status.FAILED

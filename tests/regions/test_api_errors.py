@@ -204,9 +204,9 @@ def test_task_list_while_the_database_is_down_is_503_json_with_retry_after(api, 
 
 def test_task_submit_on_a_closed_database_connection_is_503_and_stores_nothing(api, monkeypatch):
     from django.db import InterfaceError
-    from regions.services import tasks as task_services
+    from regions.api import views as region_views
 
-    monkeypatch.setattr(task_services, "task_submit", _raise(InterfaceError("connection already closed")))
+    monkeypatch.setattr(region_views, "task_submit", _raise(InterfaceError("connection already closed")))
     assert_database_503(api.post("/api/v1/tasks", {"capability": "echo"}, format="json"))
     assert Task.objects.count() == 0
 
