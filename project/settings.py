@@ -214,7 +214,7 @@ SWEEPER_INTERVAL = env.float("SWEEPER_INTERVAL", default=2.0)
 # (regions/clock/lost_in_flight.py).
 TASK_UNCLAIMED_RESEND_AFTER = env.float("TASK_UNCLAIMED_RESEND_AFTER", default=60.0)
 # Do not mass-evict (the rule of Kubernetes' node lifecycle controller; see
-# regions/services/agents.py): when more than this share of the fleet, and at
+# regions/clock/reaper.py): when more than this share of the fleet, and at
 # least 2 agents, go silent together, a fleet of at most EVICTION_LARGE_FLEET
 # agents evicts nobody; a larger one evicts at most EVICTION_SECONDARY_RATE of
 # the fleet per reaper tick (oldest silence first), and nobody if all are silent.

@@ -14,8 +14,9 @@ from django.utils import timezone
 from project import deadletter
 from project.exceptions import database_error_line, database_unavailable
 from project.protocol import CONTROL_QUEUE, REPORT_TASK, REPORTS_QUEUE
+from regions.clock.liveness_flush import liveness_flush
+from regions.clock.reaper import agent_reap, web_unreachable
 from regions.clock.sweep import task_sweep
-from regions.services import agents as agent_services
 from regions.services import liveness, reports
 
 logger = logging.getLogger(__name__)
@@ -59,11 +60,11 @@ def agent_reap_task() -> dict:
     # Agents beat through the region's web: while it does not answer, silence
     # says nothing about them. Evict nobody; the tick is not counted, so the
     # reaper grants a TTL of grace once the web is back.
-    problem = agent_services.web_unreachable()
+    problem = web_unreachable()
     if problem:
         return {"skipped": problem}
     try:
-        return agent_services.agent_reap(now=liveness.now())
+        return agent_reap(now=liveness.now())
     except liveness.RedisError as exc:
         # Without Redis we cannot tell who is alive: evict nobody.
         return {"skipped": f"liveness store unavailable: {exc}"}
@@ -73,7 +74,7 @@ def agent_reap_task() -> dict:
 @clock_job
 def liveness_flush_task() -> int:
     try:
-        return agent_services.liveness_flush()
+        return liveness_flush()
     except liveness.RedisError:
         return 0
 

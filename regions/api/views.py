@@ -27,13 +27,15 @@ from project.validation import (AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySeriali
                                 StrictBooleanField, StrictCharField, StrictRegexField, StrictUUIDField)
 from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
 from regions.models import Agent, Task
-from regions.services import agents as agent_services
 from regions.services.agent_auth import AgentCaller, agent_caller
 from regions.services import liveness
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.handlers import schema_problem
 from regions.services.deadletters import dead_letter_report
 from regions.services.reports import OutcomeInvalid, outcome_clean, report_apply
+from regions.services.agents.heartbeat import fleet_size, heartbeat_record
+from regions.services.agents.registry import (agent_authenticate, agent_deregister, agent_queues, agent_register,
+                                              agent_set_desired, registration_token_valid)
 from regions.services.tasks.cancel import task_cancel
 from regions.services.tasks.claim import task_claim
 from regions.services.tasks.retry import task_retry
@@ -82,17 +84,17 @@ class AgentRegisterApi(APIView):
     @extend_schema(request=InputSerializer, parameters=[AGENT_TOKEN_HEADER],
                    responses={201: dict, **errors(400, 401, 403, 409, 503)})
     def post(self, request):
-        if not agent_services.registration_token_valid(_bearer(request)):
+        if not registration_token_valid(_bearer(request)):
             raise AuthenticationFailed("A valid registration token is required (Authorization: Bearer …).")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            reg = agent_services.agent_register(**data.validated_data,
-                                                current_token=request.META.get("HTTP_X_AGENT_TOKEN"))
+            reg = agent_register(**data.validated_data,
+                                 current_token=request.META.get("HTTP_X_AGENT_TOKEN"))
         except liveness.RedisError as exc:
             raise ServiceUnavailable(LIVENESS_DOWN) from exc  # with Retry-After, as every 503
         try:  # what the heartbeat replies will say for this fleet (the chatter budget)
-            timing = config_current().heartbeat_timing(agent_services.fleet_size())
+            timing = config_current().heartbeat_timing(fleet_size())
         except liveness.RedisError:
             timing = config_current().heartbeat_timing(0)
         return Response({
@@ -102,7 +104,7 @@ class AgentRegisterApi(APIView):
             "region_id": settings.REGION_ID,
             "regional_orchestrator_url": settings.REGION_URL,
             "broker_url": settings.AGENT_BROKER_URL,
-            "queues": agent_services.agent_queues(reg.agent),
+            "queues": agent_queues(reg.agent),
             "heartbeat_interval": timing.interval,
             "heartbeat_ttl": timing.ttl,
         }, status=status.HTTP_201_CREATED)
@@ -156,7 +158,7 @@ def agent_heartbeat_view(request, agent_id: str):
     except HeartbeatBodyInvalid as exc:
         return _json_error("invalid", str(exc), 400)
     try:
-        reply = agent_services.heartbeat_record(agent_id=agent_id, raw_token=_bearer(request), busy=busy)
+        reply = heartbeat_record(agent_id=agent_id, raw_token=_bearer(request), busy=busy)
     except Refused as exc:  # the agent's credential
         return _json_error(exc.code, exc.detail, exc.status, challenge=exc.status == 401)
     except liveness.RedisError:
@@ -173,8 +175,8 @@ class AgentDeregisterApi(APIView):
     @extend_schema(request=None, responses={200: dict, **errors(401, 403, 404, 503)})
     def post(self, request, agent_id: str):
         try:
-            agent = agent_services.agent_authenticate(agent_id=agent_id, raw_token=_bearer(request))
-            agent_services.agent_deregister(agent=agent)
+            agent = agent_authenticate(agent_id=agent_id, raw_token=_bearer(request))
+            agent_deregister(agent=agent)
         except liveness.RedisError as exc:
             raise ServiceUnavailable(LIVENESS_DOWN) from exc
         return Response({"agent_id": agent_id, "status": Agent.Status.STOPPED})
@@ -223,7 +225,7 @@ class AgentDetailApi(APIView):
             raise NotFound(f"No agent {agent_id} in region {settings.REGION_ID}.")
         data = AgentOutputSerializer(agent).data
         data.update(selectors.agent_live_view(agent))
-        data["running_tasks"] = agent_services.agent_running_tasks(agent_id=agent_id)
+        data["running_tasks"] = selectors.agent_running_tasks(agent_id=agent_id)
         return Response(data)
 
 
@@ -235,7 +237,7 @@ def _desired_api(desired: str, name: str):
                        operation_id=f"agent_{name}")
         def post(self, request, agent_id: str):
             try:
-                agent = agent_services.agent_set_desired(agent_id=agent_id, desired=desired)
+                agent = agent_set_desired(agent_id=agent_id, desired=desired)
             except liveness.RedisError as exc:
                 raise ServiceUnavailable(LIVENESS_DOWN) from exc
             return Response(AgentOutputSerializer(agent).data)

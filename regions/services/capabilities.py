@@ -1,5 +1,5 @@
 """Which capabilities the region's online agents serve now: the reads task
-submission and the sweeper make. Below both agents.py (which
+submission and the sweeper make. Below both services/agents/ (which
 changes agents) and services/tasks/ (which asks before it queues)."""
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from project.validation import AGENT_ID_RE
 from project.protocol import (OUTCOME_KINDS, REPORT_TASK, REPORTS_QUEUE, MessageInvalid,
                               attempt_parse, report_signature)
 from regions.models import Agent
-from regions.services.agents import report_key_for
+from regions.services.agents.registry import report_key_for
 from regions.services.tasks.outcome import task_fail, task_succeed
 
 logger = logging.getLogger(__name__)

@@ -4,9 +4,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from regions.clock.sweep import task_sweep
 from regions.models import Agent, ConfigVersion, Task, TaskAttempt
 from regions.services import liveness
-from regions.clock.sweep import task_sweep
+from regions.services.agents.registry import ForbiddenError, agent_set_desired, registration_token_valid
 from regions.services.tasks import cancel, requeue
 from regions.services.tasks import retry as retry_services
 from regions.services.tasks.claim import task_claim
@@ -92,9 +93,7 @@ def test_agent_list_shows_state_slots_credential_and_age(staff, redis_clean):
     task = Task.objects.create(capability="echo", timeout=10, max_attempts=3, status=Task.Status.RUNNING,
                                agent="busy-1")
     factories.agent("cordoned-1", ["echo"])
-    from regions.services import agents as agent_services
-
-    agent_services.agent_set_desired(agent_id="cordoned-1", desired=Agent.Desired.CORDONED)
+    agent_set_desired(agent_id="cordoned-1", desired=Agent.Desired.CORDONED)
     text = staff.get(reverse("admin:regions_agent_changelist")).content.decode()
     assert "online busy" in text and "1 / 1" in text and str(task.id)[:8] in text
     assert "cordoned" in text and "active" in text and "s ago" in text
@@ -190,10 +189,8 @@ def test_retry_endpoint_retries_the_callers_failed_task_and_refuses_others(clien
 
 
 def test_waiting_task_says_its_agents_are_cordoned(redis_clean):
-    from regions.services import agents as agent_services
-
     factories.agent("a1", ["echo"])
-    agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
+    agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
     user, _ = factories.caller()
     task = task_submit(submitted_by=user, capability="echo", payload={}).task
     assert task.status == Task.Status.WAITING
@@ -281,12 +278,10 @@ def test_agent_page_buttons_run_the_action_and_come_back(staff, redis_clean):
 def test_sweeper_says_a_queued_task_waits_because_its_agents_are_cordoned(redis_clean):
     from django.utils import timezone
 
-    from regions.services import agents as agent_services
-
     factories.agent("a1", ["echo"])
     task = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED,
                                dispatched_at=timezone.now())
-    agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.DRAINING)
+    agent_set_desired(agent_id="a1", desired=Agent.Desired.DRAINING)
     assert task_sweep()["stalled"] == 1
     task.refresh_from_db()
     assert task.status == Task.Status.WAITING and "cordoned or draining (a1)" in task.status_reason
@@ -294,7 +289,6 @@ def test_sweeper_says_a_queued_task_waits_because_its_agents_are_cordoned(redis_
 
 def test_registration_token_added_in_the_admin_is_made_by_the_service_and_shown_once(staff):
     from regions.models import RegistrationToken
-    from regions.services import agents as agent_services
 
     response = staff.post(reverse("admin:regions_registrationtoken_add"), {"name": "rack-7"})
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]
@@ -303,18 +297,16 @@ def test_registration_token_added_in_the_admin_is_made_by_the_service_and_shown_
     raw = re.search(r"<code[^>]*>(mrt[^<]+)</code>", response.content.decode()).group(1)
     token = RegistrationToken.objects.get(name="rack-7")
     assert token.token_hash and raw not in token.token_hash and token.prefix == raw[:10]
-    assert agent_services.registration_token_valid(raw)
+    assert registration_token_valid(raw)
 
 
 def test_revoked_agent_shows_revoked_and_uncordon_re_admits_it(staff, redis_clean):
-    from regions.services import agents as agent_services
-
     agent = factories.agent("a1", ["echo"]).agent
     _changelist_post(staff, "agent", "agent_revoked", [agent.pk])
     Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.OFFLINE)  # the reaper, once it went silent
     text = staff.get(reverse("admin:regions_agent_changelist")).content.decode()
     assert ">revoked<" in text and ">offline<" not in text
-    with pytest.raises(agent_services.ForbiddenError):
+    with pytest.raises(ForbiddenError):
         factories.agent("a1", ["echo"])
     _changelist_post(staff, "agent", "agent_uncordoned", [agent.pk])
     assert factories.agent("a1", ["echo"]).agent.desired == "active"

@@ -10,8 +10,9 @@ from django.core.management import CommandError, call_command
 from django.test import TestCase
 
 from regions.models import Agent, ConfigVersion, Task
-from regions.services import agents as agent_services
 from regions.services import summary
+from regions.services.agents.heartbeat import heartbeat_record
+from regions.services.agents.registry import ForbiddenError, agent_register
 from regions.services.config import config_current, config_sync
 from regions.services.tasks.outcome import task_fail
 from regions.services.tasks.refusals import CapabilityRefused, RateLimited
@@ -140,18 +141,18 @@ def test_dry_run_prints_changes_and_applies_nothing(repo, capsys):
 def test_agent_below_min_version_or_blocklisted_is_refused_at_registration(repo):
     repo.commit({"global.yaml": {**GLOBAL, "blocklist": {"agents": ["bad-1"]}}})
     sync(repo)
-    with pytest.raises(agent_services.ForbiddenError, match="below the minimum 1.0.0"):
-        agent_services.agent_register(agent_id="old-1", capabilities=["echo"], version="0.9.3")
-    with pytest.raises(agent_services.ForbiddenError, match="blocklisted"):
-        agent_services.agent_register(agent_id="bad-1", capabilities=["echo"], version="1.2.0")
-    assert agent_services.agent_register(agent_id="ok-1", capabilities=["echo"], version="1.0.0")
+    with pytest.raises(ForbiddenError, match="below the minimum 1.0.0"):
+        agent_register(agent_id="old-1", capabilities=["echo"], version="0.9.3")
+    with pytest.raises(ForbiddenError, match="blocklisted"):
+        agent_register(agent_id="bad-1", capabilities=["echo"], version="1.2.0")
+    assert agent_register(agent_id="ok-1", capabilities=["echo"], version="1.0.0")
 
 
 def test_a_connected_agent_added_to_the_blocklist_is_told_to_stop(repo):
-    reg = agent_services.agent_register(agent_id="a1", capabilities=["echo"], version="1.0.0")
+    reg = agent_register(agent_id="a1", capabilities=["echo"], version="1.0.0")
     repo.commit({"global.yaml": GLOBAL})
     sync(repo)
-    beat = lambda: agent_services.heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)  # noqa: E731
+    beat = lambda: heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)  # noqa: E731
     assert beat()["desired"] == "active" and beat()["interval"] == 5
     repo.commit({"global.yaml": {**GLOBAL, "blocklist": {"agents": ["a1"]}}})
     sync(repo)

@@ -2,11 +2,12 @@
 import pytest
 from django.utils import timezone
 
-from regions.models import Agent, Task
 from regions.clock.sweep import task_sweep
-from regions.services import agents as agent_services
+from regions.models import Agent, Task
 from regions.services import reports
-from regions.services.agents import report_key_for
+from regions.services.agents.heartbeat import heartbeat_record
+from regions.services.agents.registry import (AuthError, agent_deregister, agent_register, agent_set_desired,
+                                              report_key_for)
 from regions.services.tasks import claim as claim_services
 from regions.services.tasks import dispatch, outcome
 from regions.services.tasks.claim import task_claim
@@ -171,12 +172,10 @@ def test_an_agent_cannot_report_for_a_task_it_could_not_have_received(redis_clea
 
 
 def test_a_revoked_agent_loses_its_credential(redis_clean):
-    from regions.services import agents as agent_services
-
     reg = factories.agent("a1")
-    agent_services.agent_set_desired(agent_id="a1", desired="stopped")
-    with pytest.raises(agent_services.AuthError):
-        agent_services.heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)
+    agent_set_desired(agent_id="a1", desired="stopped")
+    with pytest.raises(AuthError):
+        heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)
     task = make_task()
     body = {"result": {"ok": True}}
     sig = reports.report_signature(key=reg.report_key, kind="success", task_id=str(task.id), attempt=1, body=body)
@@ -224,12 +223,10 @@ def test_a_running_attempt_without_any_report_past_its_time_limit_is_retried(red
 
 
 def test_tasks_of_an_agent_that_deregistered_are_requeued_after_a_grace(redis_clean, monkeypatch):
-    from regions.services import agents as agent_services
-
     monkeypatch.setattr(dispatch.app, "send_task", lambda *a, **kw: None)
     factories.agent("a1")
     task = make_task(status=Task.Status.RUNNING, agent="a1")
-    agent_services.agent_deregister(agent=Agent.objects.get(agent_id="a1"))
+    agent_deregister(agent=Agent.objects.get(agent_id="a1"))
     assert task_sweep()["orphaned"] == 0  # its last reports may still be on the way
     Agent.objects.filter(agent_id="a1").update(offline_since=timezone.now() - timezone.timedelta(seconds=11))
     assert task_sweep()["orphaned"] == 1
@@ -241,7 +238,7 @@ def test_re_registering_an_agent_requeues_what_its_previous_process_ran(redis_cl
     first = factories.agent("a1")
     task = make_task(status=Task.Status.RUNNING, agent="a1")
     with django_capture_on_commit_callbacks(execute=True):
-        agent_services.agent_register(agent_id="a1", capabilities=["echo"], current_token=first.token)
+        agent_register(agent_id="a1", capabilities=["echo"], current_token=first.token)
     task.refresh_from_db()
     assert task.attempt == 2 and "re-registered" in task.status_reason
 

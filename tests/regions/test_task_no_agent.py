@@ -7,16 +7,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from regions.models import Agent, Task, TaskAttempt
 from regions.clock import wait_deadline
 from regions.clock.sweep import task_sweep
-from regions.services import agents as agent_services
+from regions.models import Agent, Task, TaskAttempt
 from regions.services import config as config_services
 from regions.services import task_events
+from regions.services.agents.registry import agent_set_desired
+from regions.services.config import ConfigError, config_parse
 from regions.services.tasks import dispatch, submit, waiting
 from regions.services.tasks.claim import task_claim
 from regions.services.tasks.retry import task_retry
-from regions.services.config import ConfigError, config_parse
 from tests import factories
 from tests.harness import wait_for
 
@@ -104,7 +104,7 @@ def test_require_agent_refuses_a_target_agent_that_is_not_online_or_does_not_ser
 
 def test_require_agent_refuses_when_the_only_agents_serving_it_are_cordoned(api, sent):
     factories.agent("a1", capabilities=("echo",))
-    agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
+    agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
     r = api.post("/api/v1/tasks", {"capability": "echo", "require_agent": True}, format="json")
     assert r.status_code == 409 and r.json()["error"] == "no_agent"
     assert "cordoned or draining (a1)" in r.json()["detail"]
