@@ -215,10 +215,11 @@ REAPER_WEB_CHECK_URL = env.str("REAPER_WEB_CHECK_URL", default=f"{REGION_URL}/he
 LIVENESS_FLUSH_INTERVAL = env.float("LIVENESS_FLUSH_INTERVAL", default=10.0)
 SWEEPER_INTERVAL = env.float("SWEEPER_INTERVAL", default=2.0)
 # A dispatched task nobody has claimed for this long while agents serving it are
-# idle is presumed lost in flight and re-sent with attempt + 1.
+# idle is presumed lost in flight and re-sent as the same attempt
+# (regions/clock/lost_in_flight.py).
 TASK_UNCLAIMED_RESEND_AFTER = env.float("TASK_UNCLAIMED_RESEND_AFTER", default=60.0)
 # Do not mass-evict (the rule of Kubernetes' node lifecycle controller; see
-# regions/services/agents.py): when more than this share of the fleet, and at
+# regions/clock/reaper.py): when more than this share of the fleet, and at
 # least 2 agents, go silent together, a fleet of at most EVICTION_LARGE_FLEET
 # agents evicts nobody; a larger one evicts at most EVICTION_SECONDARY_RATE of
 # the fleet per reaper tick (oldest silence first), and nobody if all are silent.

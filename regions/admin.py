@@ -21,9 +21,12 @@ from django.utils.html import format_html, format_html_join
 from console.formatting import COLOURS, age, badge, when
 from regions.models import (Agent, ConfigVersion, DeadLetter, IngestedRecord, RegistrationToken, Task,
                             TaskAttempt)
-from regions.services import agents as agent_services
 from regions.services import liveness
-from regions.services import tasks as task_services
+from regions.services.agents.registry import NotFound, agent_set_desired, registration_token_create
+from regions.services.tasks.cancel import task_cancel
+from regions.services.tasks.refusals import CapabilityRefused, InvalidState, RateLimited
+from regions.services.tasks.retry import task_retry
+
 
 def span(start: datetime | None, end: datetime | None) -> str:
     if start is None or end is None:
@@ -123,9 +126,9 @@ def _set_desired(desired: str, label: str, description: str):
         done, failed = 0, []
         for agent_id in queryset.values_list("agent_id", flat=True):
             try:
-                agent_services.agent_set_desired(agent_id=agent_id, desired=desired)
+                agent_set_desired(agent_id=agent_id, desired=desired)
                 done += 1
-            except (agent_services.NotFound, liveness.RedisError) as exc:
+            except (NotFound, liveness.RedisError) as exc:
                 failed.append(f"{agent_id}: {exc}")
         messages.info(request, f"{done} agent(s) {label}.")
         if failed:
@@ -367,11 +370,11 @@ class TaskAdmin(ReadOnlyAdmin):
         done, refused, denied = 0, 0, []
         for task in queryset.defer("payload", "result"):
             try:
-                task_services.task_retry(task=task)
+                task_retry(task=task)
                 done += 1
-            except task_services.InvalidState:
+            except InvalidState:
                 refused += 1
-            except (task_services.CapabilityRefused, task_services.RateLimited) as exc:
+            except (CapabilityRefused, RateLimited) as exc:
                 denied.append(f"{task.id}: {exc}")
         messages.info(request, f"{done} task(s) retried.")
         if refused:
@@ -384,9 +387,9 @@ class TaskAdmin(ReadOnlyAdmin):
         done = 0
         for task in queryset.filter(status__in=Task.ACTIVE).defer("payload", "result"):
             try:
-                task_services.task_cancel(task=task)
+                task_cancel(task=task)
                 done += 1
-            except task_services.InvalidState:
+            except InvalidState:
                 pass
         messages.info(request, f"{done} task(s) cancelled.")
 
@@ -455,7 +458,7 @@ class RegistrationTokenAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        token, raw = agent_services.registration_token_create(name=form.cleaned_data["name"])
+        token, raw = registration_token_create(name=form.cleaned_data["name"])
         obj.pk, obj.prefix, obj.token_hash, obj.created_at = token.pk, token.prefix, token.token_hash, token.created_at
         obj._state.adding, obj._state.db = False, token._state.db
         request._meridian_tokens = [(obj.name, raw)]

@@ -38,6 +38,11 @@ def agent_list(*, status: str | None = None, capability: str | None = None) -> Q
     return qs
 
 
+def agent_running_tasks(*, agent_id: str) -> list[str]:
+    return [str(t) for t in Task.objects.filter(agent=agent_id, status=Task.Status.RUNNING)
+            .values_list("id", flat=True)]
+
+
 def agent_live_view(agent: Agent) -> dict:
     """The database row overlaid with Redis's exact liveness, when Redis answers."""
     try:

@@ -12,9 +12,10 @@ from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
 from project.exceptions import database_error_line, database_unavailable
-from regions.services import agents as agent_services
+from regions.clock.liveness_flush import liveness_flush
+from regions.clock.reaper import agent_reap, web_unreachable
+from regions.clock.sweep import task_sweep
 from regions.services import liveness, reports
-from regions.services import tasks as task_services
 from wire import deadletter
 from wire.protocol import CONTROL_QUEUE, REPORT_TASK, REPORTS_QUEUE
 
@@ -59,11 +60,11 @@ def agent_reap_task() -> dict:
     # Agents beat through the region's web: while it does not answer, silence
     # says nothing about them. Evict nobody; the tick is not counted, so the
     # reaper grants a TTL of grace once the web is back.
-    problem = agent_services.web_unreachable()
+    problem = web_unreachable()
     if problem:
         return {"skipped": problem}
     try:
-        return agent_services.agent_reap(now=liveness.now())
+        return agent_reap(now=liveness.now())
     except liveness.RedisError as exc:
         # Without Redis we cannot tell who is alive: evict nobody.
         return {"skipped": f"liveness store unavailable: {exc}"}
@@ -73,7 +74,7 @@ def agent_reap_task() -> dict:
 @clock_job
 def liveness_flush_task() -> int:
     try:
-        return agent_services.liveness_flush()
+        return liveness_flush()
     except liveness.RedisError:
         return 0
 
@@ -81,7 +82,7 @@ def liveness_flush_task() -> int:
 @shared_task(name="regions.task_sweep", ignore_result=True, acks_late=False, time_limit=60)
 @clock_job
 def task_sweep_task() -> dict:
-    return task_services.task_sweep(now=timezone.now())
+    return task_sweep(now=timezone.now())
 
 
 @shared_task(name="regions.dead_letters_prune", ignore_result=True, acks_late=False, time_limit=300)

@@ -1,6 +1,6 @@
 """Small builders for tests that run in-process against the test database."""
 from project.accounts.services import api_key_create
-from regions.services import agents as agent_services
+from regions.services.agents.registry import agent_register
 
 
 def caller(username: str = "caller", staff: bool = False):
@@ -9,4 +9,4 @@ def caller(username: str = "caller", staff: bool = False):
 
 
 def agent(agent_id: str = "a1", capabilities=("echo",)):
-    return agent_services.agent_register(agent_id=agent_id, capabilities=list(capabilities))
+    return agent_register(agent_id=agent_id, capabilities=list(capabilities))

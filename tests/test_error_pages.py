@@ -53,7 +53,7 @@ def test_an_unhandled_exception_in_a_plain_view_is_500_json(monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(region_views.agent_services, "heartbeat_record", broken)
+    monkeypatch.setattr(region_views, "heartbeat_record", broken)
     response = Client(raise_request_exception=False).post(
         "/api/v1/agents/some-agent/heartbeat", {"busy": 0}, content_type="application/json",
         HTTP_AUTHORIZATION="Bearer t")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from project.logging import logging_config
-from regions.services import tasks as task_services
+from regions.services.tasks.claim import task_claim
+from regions.services.tasks.submit import task_submit
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +42,8 @@ def json_lines(monkeypatch):
 @pytest.mark.django_db
 def test_json_logs_write_one_parseable_line_per_event_with_region_agent_and_task(json_lines, redis_clean):
     factories.agent("a1", capabilities=["echo"])
-    task = task_services.task_submit(submitted_by=factories.caller()[0], capability="echo", payload={}).task
-    assert task_services.task_claim(task_id=str(task.id), attempt=task.attempt, agent_id="a1").run
+    task = task_submit(submitted_by=factories.caller()[0], capability="echo", payload={}).task
+    assert task_claim(task_id=str(task.id), attempt=task.attempt, agent_id="a1").run
 
     events = [json.loads(line) for line in json_lines()]  # every line is one JSON object
     registered = next(e for e in events if e["msg"].startswith("agent a1 registered"))

@@ -8,8 +8,8 @@ from rest_framework.permissions import BasePermission
 
 from project.accounts.authentication import AGENT_TOKEN, REGISTRATION_TOKEN, BearerAuthentication, Principal
 from project.exceptions import Refused, credential_refused
-from regions.services import agents as agent_services
 from regions.services.agent_auth import agent_caller
+from regions.services.agents.registry import registration_token_valid
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
 
 
@@ -17,7 +17,7 @@ class RegistrationTokenAuthentication(BearerAuthentication):
     scheme = REGISTRATION_TOKEN
 
     def verify(self, raw, request):
-        if not agent_services.registration_token_valid(raw):
+        if not registration_token_valid(raw):
             raise AuthenticationFailed("A valid registration token is required (Authorization: Bearer …).")
         return Principal(), None
 

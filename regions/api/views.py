@@ -28,13 +28,17 @@ from project.validation import (AGENT_ID_RE, CAPABILITY_RE, AgentIdentitySeriali
 from regions.api.authentication import AgentNotBlocklisted, AgentTokenAuthentication, RegistrationTokenAuthentication
 from regions.api.serializers import AgentOutputSerializer, TaskOutputSerializer
 from regions.models import Agent, Task
-from regions.services import agents as agent_services
 from regions.services import liveness
 from regions.services.config import config_current
 from regions.services.handlers import schema_problem
 from regions.services.deadletters import dead_letter_report
 from regions.services.reports import OutcomeInvalid, outcome_clean, report_apply
-from regions.services import tasks as task_services
+from regions.services.agents.heartbeat import fleet_size, heartbeat_record
+from regions.services.agents.registry import agent_deregister, agent_queues, agent_register, agent_set_desired
+from regions.services.tasks.cancel import task_cancel
+from regions.services.tasks.claim import task_claim
+from regions.services.tasks.retry import task_retry
+from regions.services.tasks.submit import ItemRefused, task_submit, task_submit_batch
 
 LIVENESS_DOWN = "liveness store (Redis) unavailable; retry shortly"
 
@@ -77,12 +81,11 @@ class AgentRegisterApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            reg = agent_services.agent_register(**data.validated_data,
-                                                current_token=request.headers.get(AGENT_TOKEN_HEADER))
+            reg = agent_register(**data.validated_data, current_token=request.headers.get(AGENT_TOKEN_HEADER))
         except liveness.RedisError as exc:
             raise ServiceUnavailable(LIVENESS_DOWN) from exc  # with Retry-After, as every 503
         try:  # what the heartbeat replies will say for this fleet (the chatter budget)
-            timing = config_current().heartbeat_timing(agent_services.fleet_size())
+            timing = config_current().heartbeat_timing(fleet_size())
         except liveness.RedisError:
             timing = config_current().heartbeat_timing(0)
         return Response({
@@ -92,7 +95,7 @@ class AgentRegisterApi(APIView):
             "region_id": settings.REGION_ID,
             "regional_orchestrator_url": settings.REGION_URL,
             "broker_url": settings.AGENT_BROKER_URL,
-            "queues": agent_services.agent_queues(reg.agent),
+            "queues": agent_queues(reg.agent),
             "heartbeat_interval": timing.interval,
             "heartbeat_ttl": timing.ttl,
         }, status=status.HTTP_201_CREATED)
@@ -146,8 +149,8 @@ def agent_heartbeat_view(request, agent_id: str):
     except HeartbeatBodyInvalid as exc:
         return _json_error("invalid", str(exc), 400)
     try:
-        reply = agent_services.heartbeat_record(agent_id=agent_id, raw_token=bearer_from_header(request.META.get("HTTP_AUTHORIZATION")),
-                                                    busy=busy)
+        raw_token = bearer_from_header(request.META.get("HTTP_AUTHORIZATION"))
+        reply = heartbeat_record(agent_id=agent_id, raw_token=raw_token, busy=busy)
     except Refused as exc:  # the agent's credential
         return _json_error(exc.code, exc.detail, exc.status, challenge=exc.status == 401)
     except liveness.RedisError:
@@ -163,7 +166,7 @@ class AgentDeregisterApi(APIView):
     @extend_schema(request=None, responses={200: dict, **errors(401, 403, 404, 503)})
     def post(self, request, agent_id: str):
         try:
-            agent_services.agent_deregister(agent_id=request.user.agent_id)
+            agent_deregister(agent_id=request.user.agent_id)
         except liveness.RedisError as exc:
             raise ServiceUnavailable(LIVENESS_DOWN) from exc
         return Response({"agent_id": agent_id, "status": Agent.Status.STOPPED})
@@ -212,7 +215,7 @@ class AgentDetailApi(APIView):
             raise NotFound(f"No agent {agent_id} in region {settings.REGION_ID}.")
         data = AgentOutputSerializer(agent).data
         data.update(selectors.agent_live_view(agent))
-        data["running_tasks"] = agent_services.agent_running_tasks(agent_id=agent_id)
+        data["running_tasks"] = selectors.agent_running_tasks(agent_id=agent_id)
         return Response(data)
 
 
@@ -224,7 +227,7 @@ def _desired_api(desired: str, name: str):
                        operation_id=f"agent_{name}")
         def post(self, request, agent_id: str):
             try:
-                agent = agent_services.agent_set_desired(agent_id=agent_id, desired=desired)
+                agent = agent_set_desired(agent_id=agent_id, desired=desired)
             except liveness.RedisError as exc:
                 raise ServiceUnavailable(LIVENESS_DOWN) from exc
             return Response(AgentOutputSerializer(agent).data)
@@ -288,7 +291,7 @@ class TaskListSubmitApi(APIView):
             raise PayloadTooLarge(f"request body is larger than the payload limit of {limit} bytes")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        sub = task_services.task_submit(submitted_by=request.user, **data.validated_data)
+        sub = task_submit(submitted_by=request.user, **data.validated_data)
         body = TaskOutputSerializer(sub.task).data
         body["created"] = sub.created
         return Response(body, status=status.HTTP_201_CREATED if sub.created else status.HTTP_200_OK)
@@ -334,9 +337,8 @@ class TaskBatchSubmitApi(APIView):
                 answers.append(None)
                 items.append(item.validated_data)
                 positions.append(index)
-        for index, outcome in zip(positions, task_services.task_submit_batch(submitted_by=request.user,
-                                                                             items=items)):
-            if isinstance(outcome, task_services.ItemRefused):
+        for index, outcome in zip(positions, task_submit_batch(submitted_by=request.user, items=items)):
+            if isinstance(outcome, ItemRefused):
                 answers[index] = {"index": index, "status": outcome.status, "error": outcome.code,
                                   "detail": outcome.detail}
             else:
@@ -436,7 +438,7 @@ class TaskCancelApi(APIView):
     @extend_schema(request=None, responses={200: TaskOutputSerializer, **errors(401, 404, 409, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id)
-        task = task_services.task_cancel(task=task)
+        task = task_cancel(task=task)
         return Response(TaskOutputSerializer(task).data)
 
 
@@ -444,7 +446,7 @@ class TaskRetryApi(APIView):
     @extend_schema(request=None, responses={201: TaskOutputSerializer, **errors(401, 403, 404, 409, 429, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id)
-        task = task_services.task_retry(task=task)
+        task = task_retry(task=task)
         return Response(TaskOutputSerializer(task).data, status=status.HTTP_201_CREATED)
 
 
@@ -475,9 +477,9 @@ class TaskClaimApi(_AgentAttemptApi):
         agent = request.user
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        claim = task_services.task_claim(task_id=str(data.validated_data["task_id"]),
-                                         attempt=data.validated_data["attempt"], agent_id=agent.agent_id,
-                                         capabilities=agent.capabilities, claim_id=data.validated_data["claim_id"])
+        claim = task_claim(task_id=str(data.validated_data["task_id"]),
+                           attempt=data.validated_data["attempt"], agent_id=agent.agent_id,
+                           capabilities=agent.capabilities, claim_id=data.validated_data["claim_id"])
         if not claim.run:
             return Response({"error": "not_current", "detail": claim.reason, "run": False},
                             status=status.HTTP_409_CONFLICT)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from project.accounts.authentication import Principal
 from project.accounts.tokens import token_hash
-from regions.services import agents as agent_services
 from regions.services import liveness
+from regions.services.agents.registry import AuthError, agent_authenticate
+from regions.services.heartbeat_buffer import get_buffer
 
 MAX_CACHED = 200_000
 # agent id -> (token digest, capabilities), per process
@@ -33,9 +34,9 @@ class AgentCaller(Principal):
 def agent_caller(*, agent_id: str, raw_token: str | None) -> AgentCaller:
     """The authenticated agent, or AuthError (401), ForbiddenError (403), NotFound (404)."""
     if not raw_token:
-        raise agent_services.AuthError("Missing agent token.")
+        raise AuthError("Missing agent token.")
     digest = token_hash(raw_token)
-    buffer = agent_services.get_buffer()
+    buffer = get_buffer()
     seq = None
     if buffer is not None:
         try:
@@ -46,7 +47,7 @@ def agent_caller(*, agent_id: str, raw_token: str | None) -> AgentCaller:
         cached = _verified.get(agent_id)
         if known == digest and cached is not None and cached[0] == digest:
             return AgentCaller(agent_id=agent_id, capabilities=list(cached[1]))
-    agent = agent_services.agent_authenticate(agent_id=agent_id, raw_token=raw_token)
+    agent = agent_authenticate(agent_id=agent_id, raw_token=raw_token)
     if buffer is not None:
         buffer.remember(agent_id, digest, seq)
     if len(_verified) >= MAX_CACHED:

@@ -1,6 +1,6 @@
 """Which capabilities the region's online agents serve now: the reads task
-submission and the sweeper make. Below both agents.py (which
-changes agents) and tasks.py (which asks before it queues)."""
+submission and the sweeper make. Below both services/agents/ (which
+changes agents) and services/tasks/ (which asks before it queues)."""
 from __future__ import annotations
 
 from project.dbbackends import is_postgresql

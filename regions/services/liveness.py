@@ -13,7 +13,7 @@ Keys (all under ``m:<region>:``):
   grace    STR   JSON {"until", "reason"}: nobody is evicted before `until`
   timing   STR   JSON {"interval", "ttl", "until"}: the largest heartbeat
                  timing handed out lately; the reaper holds agents to it
-                 until `until` (agents.reaper_timing)
+                 until `until` (clock.reaper.reaper_timing)
   config   STR   id of the active ConfigVersion, published on apply so every
                  process of the region sees a new configuration at once
   rotseq   STR   the region's revocation sequence: INCR'd each time a token is

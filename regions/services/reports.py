@@ -14,8 +14,8 @@ import re
 from project.jsonsafe import json_problem
 from project.validation import AGENT_ID_RE
 from regions.models import Agent
-from regions.services import tasks
-from regions.services.agents import report_key_for
+from regions.services.agents.registry import report_key_for
+from regions.services.tasks.outcome import task_fail, task_succeed
 from wire import deadletter
 from wire.protocol import OUTCOME_KINDS, REPORT_TASK, REPORTS_QUEUE, MessageInvalid, attempt_parse
 from wire.signing import report_signature
@@ -125,9 +125,9 @@ def report_apply(*, agent_id: str, capabilities: list[str], kind: str, task_id: 
     """An authenticated agent's outcome for one attempt, cleaned by outcome_clean
     (fenced: a superseded or repeated report changes nothing and returns False)."""
     if kind == "success":
-        return tasks.task_succeed(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities,
-                                  result=body.get("result"), started_at=_float(body.get("started_at")))
-    return tasks.task_fail(
+        return task_succeed(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities,
+                            result=body.get("result"), started_at=_float(body.get("started_at")))
+    return task_fail(
         task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities,
         started_at=_float(body.get("started_at")),
         error=str(body.get("error", ""))[:10_000], retryable=bool(body.get("retryable", True)),

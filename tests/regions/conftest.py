@@ -1,7 +1,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from regions.services import tasks
+from regions.services.tasks import dispatch
 from tests import factories
 
 
@@ -19,5 +19,5 @@ def api(redis_clean):
 def sent(monkeypatch):
     """The broker messages the task services send, kept here instead."""
     messages = []
-    monkeypatch.setattr(tasks.app, "send_task", lambda *a, **kw: messages.append(kw))
+    monkeypatch.setattr(dispatch.app, "send_task", lambda *a, **kw: messages.append(kw))
     return messages

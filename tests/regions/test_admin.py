@@ -4,9 +4,16 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from regions.clock.sweep import task_sweep
 from regions.models import Agent, ConfigVersion, Task, TaskAttempt
 from regions.services import liveness
-from regions.services import tasks as task_services
+from regions.services.agents.registry import ForbiddenError, agent_set_desired, registration_token_valid
+from regions.services.tasks import cancel, requeue
+from regions.services.tasks import retry as retry_services
+from regions.services.tasks.claim import task_claim
+from regions.services.tasks.outcome import task_fail, task_succeed
+from regions.services.tasks.requeue import tasks_requeue_for_agents
+from regions.services.tasks.submit import task_submit
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -22,18 +29,19 @@ def staff(client):
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch):
     """Revokes are best effort; no broker is needed to check what the database says."""
-    monkeypatch.setattr(task_services, "_revoke", lambda *a, **kw: None)
+    monkeypatch.setattr(cancel, "revoke", lambda *a, **kw: None)
+    monkeypatch.setattr(requeue, "revoke", lambda *a, **kw: None)
 
 
 def _retried_task() -> Task:
     """submit → claim → fail (retryable) → claim attempt 2: a running second attempt."""
     user, _ = factories.caller()
-    task = task_services.task_submit(submitted_by=user, capability="echo", payload={"n": 1},
-                                     max_attempts=3).task
-    assert task_services.task_claim(task_id=task.id, attempt=1, agent_id="host.example.com").run
-    assert task_services.task_fail(task_id=task.id, attempt=1, agent_id="host.example.com", error="boom <b>")
+    task = task_submit(submitted_by=user, capability="echo", payload={"n": 1},
+                       max_attempts=3).task
+    assert task_claim(task_id=task.id, attempt=1, agent_id="host.example.com").run
+    assert task_fail(task_id=task.id, attempt=1, agent_id="host.example.com", error="boom <b>")
     Task.objects.filter(id=task.id).update(not_before=None)
-    assert task_services.task_claim(task_id=task.id, attempt=2, agent_id="a2").run
+    assert task_claim(task_id=task.id, attempt=2, agent_id="a2").run
     return task
 
 
@@ -85,9 +93,7 @@ def test_agent_list_shows_state_slots_credential_and_age(staff, redis_clean):
     task = Task.objects.create(capability="echo", timeout=10, max_attempts=3, status=Task.Status.RUNNING,
                                agent="busy-1")
     factories.agent("cordoned-1", ["echo"])
-    from regions.services import agents as agent_services
-
-    agent_services.agent_set_desired(agent_id="cordoned-1", desired=Agent.Desired.CORDONED)
+    agent_set_desired(agent_id="cordoned-1", desired=Agent.Desired.CORDONED)
     text = staff.get(reverse("admin:regions_agent_changelist")).content.decode()
     assert "online busy" in text and "1 / 1" in text and str(task.id)[:8] in text
     assert "cordoned" in text and "active" in text and "s ago" in text
@@ -132,19 +138,19 @@ def test_attempt_history_keeps_each_attempt_and_a_new_attempt_clears_the_error(r
     task = _retried_task()
     task.refresh_from_db()
     assert (task.status, task.attempt, task.error) == (Task.Status.RUNNING, 2, "")  # attempt 1's error is history
-    assert task_services.task_succeed(task_id=task.id, attempt=2, agent_id="a2", result={"ok": True})
+    assert task_succeed(task_id=task.id, attempt=2, agent_id="a2", result={"ok": True})
     rows = list(TaskAttempt.objects.filter(task=task).values_list("number", "agent", "outcome", "error"))
     assert rows == [(1, "host.example.com", "failed", "boom <b>"), (2, "a2", "succeeded", "")]
     assert all(a.finished_at for a in TaskAttempt.objects.filter(task=task))
     # A late report of the superseded attempt changes neither the task nor its history.
-    assert not task_services.task_fail(task_id=task.id, attempt=1, agent_id="host.example.com", error="late")
+    assert not task_fail(task_id=task.id, attempt=1, agent_id="host.example.com", error="late")
     assert TaskAttempt.objects.get(task=task, number=1).error == "boom <b>"
 
 
 def test_a_requeue_closes_the_lost_attempt_as_requeued(redis_clean):
     task = Task.objects.create(capability="echo", timeout=10, max_attempts=3, status=Task.Status.QUEUED)
-    assert task_services.task_claim(task_id=task.id, attempt=1, agent_id="a1").run
-    assert task_services.tasks_requeue_for_agents(agent_ids=["a1"], reason="agent missed its heartbeat TTL") == 1
+    assert task_claim(task_id=task.id, attempt=1, agent_id="a1").run
+    assert tasks_requeue_for_agents(agent_ids=["a1"], reason="agent missed its heartbeat TTL") == 1
     attempt = TaskAttempt.objects.get(task=task, number=1)
     assert attempt.outcome == "requeued" and "missed its heartbeat TTL" in attempt.error
 
@@ -183,12 +189,10 @@ def test_retry_endpoint_retries_the_callers_failed_task_and_refuses_others(clien
 
 
 def test_waiting_task_says_its_agents_are_cordoned(redis_clean):
-    from regions.services import agents as agent_services
-
     factories.agent("a1", ["echo"])
-    agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
+    agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
     user, _ = factories.caller()
-    task = task_services.task_submit(submitted_by=user, capability="echo", payload={}).task
+    task = task_submit(submitted_by=user, capability="echo", payload={}).task
     assert task.status == Task.Status.WAITING
     assert "cordoned or draining (a1)" in task.status_reason
 
@@ -274,20 +278,17 @@ def test_agent_page_buttons_run_the_action_and_come_back(staff, redis_clean):
 def test_sweeper_says_a_queued_task_waits_because_its_agents_are_cordoned(redis_clean):
     from django.utils import timezone
 
-    from regions.services import agents as agent_services
-
     factories.agent("a1", ["echo"])
     task = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED,
                                dispatched_at=timezone.now())
-    agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.DRAINING)
-    assert task_services.task_sweep()["stalled"] == 1
+    agent_set_desired(agent_id="a1", desired=Agent.Desired.DRAINING)
+    assert task_sweep()["stalled"] == 1
     task.refresh_from_db()
     assert task.status == Task.Status.WAITING and "cordoned or draining (a1)" in task.status_reason
 
 
 def test_registration_token_added_in_the_admin_is_made_by_the_service_and_shown_once(staff):
     from regions.models import RegistrationToken
-    from regions.services import agents as agent_services
 
     response = staff.post(reverse("admin:regions_registrationtoken_add"), {"name": "rack-7"})
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]
@@ -296,18 +297,16 @@ def test_registration_token_added_in_the_admin_is_made_by_the_service_and_shown_
     raw = re.search(r"<code[^>]*>(mrt[^<]+)</code>", response.content.decode()).group(1)
     token = RegistrationToken.objects.get(name="rack-7")
     assert token.token_hash and raw not in token.token_hash and token.prefix == raw[:10]
-    assert agent_services.registration_token_valid(raw)
+    assert registration_token_valid(raw)
 
 
 def test_revoked_agent_shows_revoked_and_uncordon_re_admits_it(staff, redis_clean):
-    from regions.services import agents as agent_services
-
     agent = factories.agent("a1", ["echo"]).agent
     _changelist_post(staff, "agent", "agent_revoked", [agent.pk])
     Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.OFFLINE)  # the reaper, once it went silent
     text = staff.get(reverse("admin:regions_agent_changelist")).content.decode()
     assert ">revoked<" in text and ">offline<" not in text
-    with pytest.raises(agent_services.ForbiddenError):
+    with pytest.raises(ForbiddenError):
         factories.agent("a1", ["echo"])
     _changelist_post(staff, "agent", "agent_uncordoned", [agent.pk])
     assert factories.agent("a1", ["echo"]).agent.desired == "active"
@@ -351,7 +350,7 @@ def test_a_retry_is_refused_like_a_submission_when_the_capability_is_blocklisted
         def task_definition(self, capability):
             return {}
 
-    monkeypatch.setattr(task_services, "config_current", lambda *a, **kw: Blocklisted())
+    monkeypatch.setattr(retry_services, "config_current", lambda *a, **kw: Blocklisted())
     response = client.post(f"/api/v1/tasks/{task.id}/retry", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert response.status_code == 403 and "blocklisted" in response.json()["detail"]
     assert Task.objects.get(id=task.id).status == Task.Status.FAILED

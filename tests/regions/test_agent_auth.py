@@ -4,8 +4,9 @@ import pytest
 import redis
 
 from regions.services import agent_auth
-from regions.services import agents as agent_services
 from regions.services import liveness
+from regions.services.agents import heartbeat, registry
+from regions.services.agents.registry import AuthError, ForbiddenError, NotFound, agent_set_desired
 from regions.services.heartbeat_buffer import REVOCATION_BOUND_SECONDS, HeartbeatBuffer
 from tests import factories
 from tests.regions.test_services_heartbeat_buffer import Clock, elsewhere, reregister
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def buffer(redis_clean, monkeypatch):
     buf = HeartbeatBuffer(flush_seconds=0.05, autostart=False)
-    monkeypatch.setattr(agent_services, "get_buffer", lambda: buf)
+    for module in (agent_auth, heartbeat, registry):
+        monkeypatch.setattr(module, "get_buffer", lambda: buf)
     monkeypatch.setattr(agent_auth, "_verified", {})
     return buf
 
@@ -37,13 +39,13 @@ def test_wrong_foreign_or_missing_tokens_are_refused_even_when_cached(buffer):
     a, b = factories.agent("a1"), factories.agent("a2")
     caller(a)
     caller(b)
-    with pytest.raises(agent_services.ForbiddenError):
+    with pytest.raises(ForbiddenError):
         agent_auth.agent_caller(agent_id="a1", raw_token=b.token)
-    with pytest.raises(agent_services.AuthError):
+    with pytest.raises(AuthError):
         agent_auth.agent_caller(agent_id="a1", raw_token="mat_forged")
-    with pytest.raises(agent_services.AuthError):
+    with pytest.raises(AuthError):
         agent_auth.agent_caller(agent_id="a1", raw_token=None)
-    with pytest.raises(agent_services.NotFound):
+    with pytest.raises(NotFound):
         agent_auth.agent_caller(agent_id="nobody", raw_token=a.token.replace("a", "b"))
 
 
@@ -52,9 +54,9 @@ def test_a_revoked_agent_is_refused_within_the_bound_even_if_revoked_elsewhere(b
     clock = Clock().install(monkeypatch)
     caller(reg)
     elsewhere(monkeypatch)
-    agent_services.agent_set_desired(agent_id="a1", desired="stopped")
+    agent_set_desired(agent_id="a1", desired="stopped")
     clock.advance(REVOCATION_BOUND_SECONDS + 0.01)
-    with pytest.raises(agent_services.AuthError):
+    with pytest.raises(AuthError):
         caller(reg)
 
 
@@ -66,7 +68,7 @@ def test_a_replaced_token_is_refused_and_the_new_one_brings_its_capabilities(buf
     new = reregister(old)  # registers with ["echo"]
     assert caller(new).capabilities == ["echo"]  # at once
     clock.advance(REVOCATION_BOUND_SECONDS + 0.01)
-    with pytest.raises(agent_services.AuthError):
+    with pytest.raises(AuthError):
         caller(old)
     assert caller(new).capabilities == ["echo"]
 
@@ -83,7 +85,8 @@ def test_without_redis_every_call_is_checked_against_the_database(buffer, monkey
 
 
 def test_without_a_buffer_every_call_reads_the_database(redis_clean, monkeypatch, django_assert_num_queries):
-    monkeypatch.setattr(agent_services, "get_buffer", lambda: None)
+    for module in (agent_auth, heartbeat, registry):
+        monkeypatch.setattr(module, "get_buffer", lambda: None)
     reg = factories.agent("a1")
     caller(reg)
     with django_assert_num_queries(1):

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from agents import runtime
 from project.validation import AGENT_ID_RE, AgentIdentitySerializer
 from regions.models import Agent
-from regions.services import agents as agent_services
+from regions.services.agents.registry import agent_set_desired
 from regions.services.heartbeat_buffer import REVOCATION_BOUND_SECONDS
 from tests import harness
 from tests.accounting import record
@@ -118,7 +118,7 @@ def test_an_offline_or_stopped_agent_id_may_be_taken_over(redis_clean, registrat
 @pytest.mark.django_db
 def test_a_revoked_agent_is_still_refused_with_403_not_409(redis_clean, registration):
     first = registration("a1").json()
-    agent_services.agent_set_desired(agent_id="a1", desired="stopped")
+    agent_set_desired(agent_id="a1", desired="stopped")
     assert registration("a1", current_token=first["token"]).status_code == 403
 
 

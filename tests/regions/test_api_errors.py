@@ -204,9 +204,9 @@ def test_task_list_while_the_database_is_down_is_503_json_with_retry_after(api, 
 
 def test_task_submit_on_a_closed_database_connection_is_503_and_stores_nothing(api, monkeypatch):
     from django.db import InterfaceError
-    from regions.services import tasks as task_services
+    from regions.api import views as region_views
 
-    monkeypatch.setattr(task_services, "task_submit", _raise(InterfaceError("connection already closed")))
+    monkeypatch.setattr(region_views, "task_submit", _raise(InterfaceError("connection already closed")))
     assert_database_503(api.post("/api/v1/tasks", {"capability": "echo"}, format="json"))
     assert Task.objects.count() == 0
 
@@ -228,19 +228,19 @@ def test_api_key_check_while_the_database_is_down_is_503_not_401(redis_clean, mo
 def test_heartbeat_view_while_the_database_is_down_is_503_json_with_retry_after(redis_clean, monkeypatch):
     """A plain Django view: the middleware answers, not DRF."""
     from django.db import OperationalError
-    from regions.services import agents as agent_services
+    from regions.api import views as region_views
 
     reg = factories.agent("a1")
-    monkeypatch.setattr(agent_services, "heartbeat_record", _raise(OperationalError("the database system is shutting down")))
+    monkeypatch.setattr(region_views, "heartbeat_record", _raise(OperationalError("the database system is shutting down")))
     assert_database_503(heartbeat("a1", reg.token))
 
 
 def test_every_service_unavailable_answer_says_when_to_retry(redis_clean, settings, monkeypatch):
-    from regions.services import agents as agent_services
+    from regions.api import views as region_views
     from regions.services import liveness
 
     settings.AGENT_REGISTRATION_TOKEN = "reg-secret"
-    monkeypatch.setattr(agent_services, "agent_register", _raise(liveness.RedisError("down")))
+    monkeypatch.setattr(region_views, "agent_register", _raise(liveness.RedisError("down")))
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Bearer reg-secret")
     r = client.post("/api/v1/agents/register", {"agent_id": "a9", "capabilities": ["echo"]}, format="json")

@@ -156,14 +156,15 @@ def test_an_idempotency_key_reused_with_a_different_body_is_409(api):
 # --- outcomes an agent reports: storable or refused ------------------------------------------
 
 def _running_task(agent_id="a1"):
-    from regions.services import tasks as task_services
+    from regions.services.tasks.claim import task_claim
+    from regions.services.tasks.submit import task_submit
 
     reg = factories.agent(agent_id)
     user, _ = factories.caller("owner")
-    sub = task_services.task_submit(submitted_by=user, capability="echo", payload={"x": 1})
+    sub = task_submit(submitted_by=user, capability="echo", payload={"x": 1})
     task = Task.objects.get(id=sub.task.id)
-    claim = task_services.task_claim(task_id=str(task.id), attempt=task.attempt, agent_id=agent_id,
-                                     capabilities=["echo"], claim_id="c1")
+    claim = task_claim(task_id=str(task.id), attempt=task.attempt, agent_id=agent_id,
+                       capabilities=["echo"], claim_id="c1")
     assert claim.run
     return reg, task
 

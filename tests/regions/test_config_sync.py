@@ -10,9 +10,13 @@ from django.core.management import CommandError, call_command
 from django.test import TestCase
 
 from regions.models import Agent, ConfigVersion, Task
-from regions.services import agents as agent_services
-from regions.services import summary, tasks
+from regions.services import summary
+from regions.services.agents.heartbeat import heartbeat_record
+from regions.services.agents.registry import ForbiddenError, agent_register
 from regions.services.config import config_current, config_sync
+from regions.services.tasks.outcome import task_fail
+from regions.services.tasks.refusals import CapabilityRefused, RateLimited
+from regions.services.tasks.submit import task_submit
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -137,18 +141,18 @@ def test_dry_run_prints_changes_and_applies_nothing(repo, capsys):
 def test_agent_below_min_version_or_blocklisted_is_refused_at_registration(repo):
     repo.commit({"global.yaml": {**GLOBAL, "blocklist": {"agents": ["bad-1"]}}})
     sync(repo)
-    with pytest.raises(agent_services.ForbiddenError, match="below the minimum 1.0.0"):
-        agent_services.agent_register(agent_id="old-1", capabilities=["echo"], version="0.9.3")
-    with pytest.raises(agent_services.ForbiddenError, match="blocklisted"):
-        agent_services.agent_register(agent_id="bad-1", capabilities=["echo"], version="1.2.0")
-    assert agent_services.agent_register(agent_id="ok-1", capabilities=["echo"], version="1.0.0")
+    with pytest.raises(ForbiddenError, match="below the minimum 1.0.0"):
+        agent_register(agent_id="old-1", capabilities=["echo"], version="0.9.3")
+    with pytest.raises(ForbiddenError, match="blocklisted"):
+        agent_register(agent_id="bad-1", capabilities=["echo"], version="1.2.0")
+    assert agent_register(agent_id="ok-1", capabilities=["echo"], version="1.0.0")
 
 
 def test_a_connected_agent_added_to_the_blocklist_is_told_to_stop(repo):
-    reg = agent_services.agent_register(agent_id="a1", capabilities=["echo"], version="1.0.0")
+    reg = agent_register(agent_id="a1", capabilities=["echo"], version="1.0.0")
     repo.commit({"global.yaml": GLOBAL})
     sync(repo)
-    beat = lambda: agent_services.heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)  # noqa: E731
+    beat = lambda: heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)  # noqa: E731
     assert beat()["desired"] == "active" and beat()["interval"] == 5
     repo.commit({"global.yaml": {**GLOBAL, "blocklist": {"agents": ["a1"]}}})
     sync(repo)
@@ -160,14 +164,14 @@ def test_task_definitions_drive_timeouts_retries_and_where_a_capability_may_run(
     repo.commit({"global.yaml": GLOBAL})
     sync(repo)
     user, _ = factories.caller()
-    task = tasks.task_submit(submitted_by=user, capability="echo", payload={}).task
+    task = task_submit(submitted_by=user, capability="echo", payload={}).task
     assert (task.timeout, task.max_attempts) == (30, 2)
     Task.objects.filter(id=task.id).update(status=Task.Status.RUNNING, agent="a")
-    tasks.task_fail(task_id=task.id, attempt=1, agent_id="a", error="x")
+    task_fail(task_id=task.id, attempt=1, agent_id="a", error="x")
     task.refresh_from_db()
     assert 0 < (task.not_before - task.created_at).total_seconds() < 1.5  # retry_backoff 1 s
-    with pytest.raises(tasks.CapabilityRefused, match="not allowed in region unit-1"):
-        tasks.task_submit(submitted_by=user, capability="data_ingestion", payload={})
+    with pytest.raises(CapabilityRefused, match="not allowed in region unit-1"):
+        task_submit(submitted_by=user, capability="data_ingestion", payload={})
 
 
 def test_a_refused_capability_is_left_out_of_the_summary(repo):
@@ -184,9 +188,9 @@ def test_rate_limit_from_the_task_definition(repo):
     sync(repo)
     user, _ = factories.caller()
     for _ in range(3):
-        tasks.task_submit(submitted_by=user, capability="echo", payload={})
-    with pytest.raises(tasks.RateLimited) as exc:
-        tasks.task_submit(submitted_by=user, capability="echo", payload={})
+        task_submit(submitted_by=user, capability="echo", payload={})
+    with pytest.raises(RateLimited) as exc:
+        task_submit(submitted_by=user, capability="echo", payload={})
     assert exc.value.retry_after >= 1
 
 
@@ -280,12 +284,12 @@ def test_a_secret_is_only_sent_to_the_hosts_it_is_bound_to(repo, monkeypatch):
     repo.commit({"global.yaml": GLOBAL})
     sync(repo)
     user, _ = factories.caller()
-    with pytest.raises(tasks.CapabilityRefused, match="may not be sent to evil.example.net"):
-        tasks.task_submit(submitted_by=user, capability="echo",
-                          payload={"source": "https://evil.example.net/x", "auth_secret": "ingest_api_token"})
-    with pytest.raises(tasks.CapabilityRefused, match="no secret 'nope'"):
-        tasks.task_submit(submitted_by=user, capability="echo",
-                          payload={"source": "https://ingest.example.com/x", "auth_secret": "nope"})
-    ok = tasks.task_submit(submitted_by=user, capability="echo",
-                           payload={"source": "https://ingest.example.com/x", "auth_secret": "ingest_api_token"})
+    with pytest.raises(CapabilityRefused, match="may not be sent to evil.example.net"):
+        task_submit(submitted_by=user, capability="echo",
+                    payload={"source": "https://evil.example.net/x", "auth_secret": "ingest_api_token"})
+    with pytest.raises(CapabilityRefused, match="no secret 'nope'"):
+        task_submit(submitted_by=user, capability="echo",
+                    payload={"source": "https://ingest.example.com/x", "auth_secret": "nope"})
+    ok = task_submit(submitted_by=user, capability="echo",
+                     payload={"source": "https://ingest.example.com/x", "auth_secret": "ingest_api_token"})
     assert ok.created

@@ -6,9 +6,13 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
+from regions.clock.liveness_flush import liveness_flush
+from regions.clock.reaper import agent_reap
 from regions.models import Agent, CapabilityCounter
-from regions.services import agents as agent_services
 from regions.services import capabilities, liveness, summary
+from regions.services.agents import heartbeat
+from regions.services.agents.heartbeat import heartbeat_record
+from regions.services.agents.registry import agent_deregister, agent_register, agent_set_desired
 from regions.services.config import EffectiveConfig, config_current
 from tests import factories
 
@@ -56,20 +60,20 @@ def live_fleet(n: int, now: float) -> None:
 @pytest.fixture
 def fresh_config():
     config_current.cache_clear()
-    agent_services._fleet_seen[:] = [float("-inf"), 0]
+    heartbeat._fleet_seen[:] = [float("-inf"), 0]
     yield
     config_current.cache_clear()
-    agent_services._fleet_seen[:] = [float("-inf"), 0]
+    heartbeat._fleet_seen[:] = [float("-inf"), 0]
 
 
 @pytest.mark.django_db
 @override_settings(HEARTBEAT_INTERVAL=5, HEARTBEAT_TTL=15, HEARTBEAT_BUDGET_PER_SECOND=10)
 def test_heartbeat_reply_hands_out_the_interval_for_the_fleet_size(redis_clean, fresh_config):
     reg = factories.agent("a1")
-    assert agent_services.heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)["interval"] == 5
+    assert heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)["interval"] == 5
     live_fleet(199, liveness.now())  # 200 agents at a budget of 10/s: 20 s
-    agent_services._fleet_seen[:] = [float("-inf"), 0]  # the per-process count is read once a second
-    reply = agent_services.heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)
+    heartbeat._fleet_seen[:] = [float("-inf"), 0]  # the per-process count is read once a second
+    reply = heartbeat_record(agent_id="a1", raw_token=reg.token, busy=0)
     assert (reply["interval"], reply["ttl"]) == (20, 60)
 
 
@@ -96,7 +100,7 @@ def test_reaper_holds_agents_to_the_scaled_ttl_not_the_configured_one(redis_clea
     live_fleet(198, now)  # 200 agents: interval 20 s, TTL 60 s
     liveness.client().zadd(liveness.key("live"), {"quiet": now - 40, "dead": now - 61})
     liveness.reaped_set(now=now - 1)
-    result = agent_services.agent_reap(now=now)
+    result = agent_reap(now=now)
     assert result["evicted"] == ["dead"]  # 40 s of silence is within the scaled TTL (the configured one is 15 s)
     assert Agent.objects.get(agent_id="quiet").status == Agent.Status.ONLINE
 
@@ -109,16 +113,16 @@ def test_reaper_keeps_the_longer_ttl_for_one_ttl_after_the_fleet_shrinks(redis_c
     now = liveness.now()
     live_fleet(199, now)
     liveness.reaped_set(now=now - 1)
-    agent_services.agent_reap(now=now)  # 200 agents: TTL 60 s handed out
+    agent_reap(now=now)  # 200 agents: TTL 60 s handed out
     liveness.client().zrem(liveness.key("live"), *[f"sim-{i}" for i in range(199)])  # the fleet shrinks to 1
     # a1 was told "every 20 s" just before: 30 s of silence is not death yet.
     liveness.client().zadd(liveness.key("live"), {"a1": now + 10 - 30})
     liveness.reaped_set(now=now + 9)
-    assert agent_services.agent_reap(now=now + 10)["evicted"] == []
+    assert agent_reap(now=now + 10)["evicted"] == []
     # One long TTL later the configured timing is back.
     liveness.client().zadd(liveness.key("live"), {"a1": now + 70 - 16})
     liveness.reaped_set(now=now + 69)
-    assert agent_services.agent_reap(now=now + 70)["evicted"] == ["a1"]
+    assert agent_reap(now=now + 70)["evicted"] == ["a1"]
 
 
 # --- counters ----------------------------------------------------------------
@@ -144,22 +148,22 @@ def test_counters_follow_every_change_of_an_agent_and_match_the_scan(redis_clean
     assert capabilities.live_capabilities() == {"echo", "resize"}
 
     # busy, as the bulk flush writes it
-    agent_services.heartbeat_record(agent_id="a1", raw_token=a.token, busy=1)
-    agent_services.liveness_flush()
+    heartbeat_record(agent_id="a1", raw_token=a.token, busy=1)
+    liveness_flush()
     assert summary.capability_counts() == ({"echo": (2, 1), "resize": (1, 0)}, 1)
     assert capabilities.live_capabilities(idle_only=True) == {"echo"}
     assert_counters_match_a_scan()
 
     # cordoned, then active again
-    agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
+    agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
     assert capabilities.live_capabilities() == {"echo"}
     assert_counters_match_a_scan()
-    agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.ACTIVE)
+    agent_set_desired(agent_id="a1", desired=Agent.Desired.ACTIVE)
     assert capabilities.live_capabilities() == {"echo", "resize"}
     assert_counters_match_a_scan()
 
     # capability change: re-registered with other capabilities (the same agent, its token)
-    agent_services.agent_register(agent_id="a1", capabilities=["thumbnail"], current_token=a.token)
+    agent_register(agent_id="a1", capabilities=["thumbnail"], current_token=a.token)
     assert capabilities.live_capabilities() == {"echo", "thumbnail"}
     assert_counters_match_a_scan()
 
@@ -168,17 +172,17 @@ def test_counters_follow_every_change_of_an_agent_and_match_the_scan(redis_clean
     liveness.seed_mark(now=now)
     liveness.reaped_set(now=now - 1)
     liveness.client().zadd(liveness.key("live"), {"a2": now - 100})
-    assert agent_services.agent_reap(now=now)["evicted"] == ["a2"]
+    assert agent_reap(now=now)["evicted"] == ["a2"]
     assert capabilities.live_capabilities() == {"thumbnail"}
     assert_counters_match_a_scan()
 
     # deregistered, revoked, deleted, bulk updates that bypass the services
-    agent_services.agent_deregister(agent_id="a1")
+    agent_deregister(agent_id="a1")
     assert capabilities.live_capabilities() == set()
     assert_counters_match_a_scan()
     Agent.objects.update(status=Agent.Status.ONLINE)
     assert capabilities.live_capabilities() == {"echo", "thumbnail"}
-    agent_services.agent_set_desired(agent_id="a2", desired=Agent.Desired.STOPPED)
+    agent_set_desired(agent_id="a2", desired=Agent.Desired.STOPPED)
     assert_counters_match_a_scan()
     Agent.objects.filter(agent_id="a1").delete()
     assert capabilities.live_capabilities() == set()

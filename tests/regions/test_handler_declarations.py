@@ -7,7 +7,8 @@ from rest_framework.test import APIClient
 
 from regions.models import HandlerDeclaration, Task
 from regions.services import config as config_services
-from regions.services import handlers, tasks
+from regions.services import handlers
+from regions.services.tasks import submit, waiting
 
 pytestmark = pytest.mark.django_db
 
@@ -83,7 +84,8 @@ def test_the_handlers_timeout_is_the_default_after_the_configurations(api, regis
     assert api.post("/api/v1/tasks", {"capability": "checked"}, format="json").json()["timeout"] == 7
     assert api.post("/api/v1/tasks", {"capability": "checked", "timeout": 9}, format="json").json()["timeout"] == 9
     cfg = config_services.EffectiveConfig(sha="abc", content={"tasks": {"checked": {"timeout": 11}}})
-    monkeypatch.setattr(tasks, "config_current", lambda **kw: cfg)
+    monkeypatch.setattr(submit, "config_current", lambda **kw: cfg)
+    monkeypatch.setattr(waiting, "config_current", lambda **kw: cfg)
     assert api.post("/api/v1/tasks", {"capability": "checked"}, format="json").json()["timeout"] == 11
 
 
@@ -91,7 +93,8 @@ def test_the_configurations_schema_wins_and_holds_for_batches_too(api, register,
     register("a1", ["checked"], {"checked": {"payload_schema": SCHEMA}})
     cfg = config_services.EffectiveConfig(sha="abc", content={"tasks": {"checked": {"payload_schema": {
         "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}})
-    monkeypatch.setattr(tasks, "config_current", lambda **kw: cfg)
+    monkeypatch.setattr(submit, "config_current", lambda **kw: cfg)
+    monkeypatch.setattr(waiting, "config_current", lambda **kw: cfg)
     r = api.post("/api/v1/tasks/batch", {"tasks": [{"capability": "checked", "payload": {"name": "x"}},
                                                    {"capability": "checked", "payload": {"n": 1}},
                                                    {"capability": "checked", "payload": {"name": 5},
@@ -138,7 +141,8 @@ def test_a_schema_stored_before_the_checks_gives_a_400_naming_it_not_a_500(api, 
 def test_an_empty_schema_in_the_configuration_switches_the_declared_one_off(api, register, sent, monkeypatch):
     register("a1", ["checked"], {"checked": {"payload_schema": SCHEMA}})
     cfg = config_services.EffectiveConfig(sha="abc", content={"tasks": {"checked": {"payload_schema": {}}}})
-    monkeypatch.setattr(tasks, "config_current", lambda **kw: cfg)
+    monkeypatch.setattr(submit, "config_current", lambda **kw: cfg)
+    monkeypatch.setattr(waiting, "config_current", lambda **kw: cfg)
     assert api.post("/api/v1/tasks", {"capability": "checked", "payload": {"n": "any"}},
                     format="json").status_code == 201
 

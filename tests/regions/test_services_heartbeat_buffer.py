@@ -5,8 +5,10 @@ import types
 import pytest
 import redis
 
-from regions.services import agents as agent_services
 from regions.services import liveness
+from regions.services.agents import heartbeat, registry
+from regions.services.agents.heartbeat import heartbeat_record
+from regions.services.agents.registry import AuthError, ForbiddenError, agent_register, agent_set_desired
 from regions.services import heartbeat_buffer
 from regions.services.heartbeat_buffer import REVOCATION_BOUND_SECONDS, HeartbeatBuffer
 from tests import factories
@@ -17,12 +19,13 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def buffer(redis_clean, monkeypatch):
     buf = HeartbeatBuffer(flush_seconds=0.05, autostart=False)
-    monkeypatch.setattr(agent_services, "get_buffer", lambda: buf)
+    for module in (heartbeat, registry):
+        monkeypatch.setattr(module, "get_buffer", lambda: buf)
     return buf
 
 
 def beat(reg, busy=0):
-    return agent_services.heartbeat_record(agent_id=reg.agent.agent_id, raw_token=reg.token, busy=busy)
+    return heartbeat_record(agent_id=reg.agent.agent_id, raw_token=reg.token, busy=busy)
 
 
 def test_beats_are_written_in_one_flush(buffer, django_assert_num_queries):
@@ -51,10 +54,10 @@ def test_a_late_flush_never_rewinds_last_seen(buffer):
 def test_wrong_or_foreign_tokens_are_refused_even_when_cached(buffer):
     a, b = factories.agent("a1"), factories.agent("a2")
     beat(a)
-    with pytest.raises(agent_services.ForbiddenError):
-        agent_services.heartbeat_record(agent_id="a1", raw_token=b.token, busy=0)
-    with pytest.raises(agent_services.AuthError):
-        agent_services.heartbeat_record(agent_id="a1", raw_token="mat_forged", busy=0)
+    with pytest.raises(ForbiddenError):
+        heartbeat_record(agent_id="a1", raw_token=b.token, busy=0)
+    with pytest.raises(AuthError):
+        heartbeat_record(agent_id="a1", raw_token="mat_forged", busy=0)
 
 
 def test_desired_state_reaches_buffered_heartbeats_after_a_flush(buffer):
@@ -76,25 +79,26 @@ def test_redis_outage_turns_heartbeats_into_503_and_keeps_the_beats(buffer, monk
     with pytest.raises(liveness.RedisError):
         beat(reg)
     monkeypatch.undo()
-    monkeypatch.setattr(agent_services, "get_buffer", lambda: buffer)
+    for module in (heartbeat, registry):
+        monkeypatch.setattr(module, "get_buffer", lambda: buffer)
     assert buffer.flush() == 1 and buffer.healthy()
     assert liveness.agent_last_seen(agent_id="a1")[0] is not None
 
 
 def reregister(reg):
     """The agent registers again under its id, proving itself with its token."""
-    return agent_services.agent_register(agent_id=reg.agent.agent_id, capabilities=["echo"],
-                                         current_token=reg.token)
+    return agent_register(agent_id=reg.agent.agent_id, capabilities=["echo"],
+                          current_token=reg.token)
 
 
 def test_a_token_replaced_in_another_process_stops_working_after_one_flush(buffer, monkeypatch):
     old = factories.agent("a1")
     beat(old)
     assert buffer.digest_for("a1")
-    monkeypatch.setattr(agent_services, "_forget_locally", lambda agent_id: None)  # as if elsewhere
+    monkeypatch.setattr(registry, "_forget_locally", lambda agent_id: None)  # as if elsewhere
     new = reregister(old)
     buffer.flush()
-    with pytest.raises(agent_services.AuthError):
+    with pytest.raises(AuthError):
         beat(old)
     assert beat(new)["desired"] == "active"
 
@@ -129,7 +133,7 @@ class Clock:
 
 def elsewhere(monkeypatch):
     """What follows happens in another web process: this one's cache is not told."""
-    monkeypatch.setattr(agent_services, "_forget_locally", lambda agent_id: None)
+    monkeypatch.setattr(registry, "_forget_locally", lambda agent_id: None)
 
 
 def preloaded(monkeypatch) -> HeartbeatBuffer:
@@ -137,7 +141,8 @@ def preloaded(monkeypatch) -> HeartbeatBuffer:
     buf = HeartbeatBuffer(flush_seconds=0.05, autostart=False)
     buf.sync()
     buf.preload()
-    monkeypatch.setattr(agent_services, "get_buffer", lambda: buf)
+    for module in (heartbeat, registry):
+        monkeypatch.setattr(module, "get_buffer", lambda: buf)
     return buf
 
 
@@ -147,9 +152,9 @@ def test_a_revoked_token_is_refused_by_a_process_that_preloaded_and_never_flushe
     buf = preloaded(monkeypatch)
     assert buf.digest_for("a1")
     elsewhere(monkeypatch)
-    agent_services.agent_set_desired(agent_id="a1", desired="stopped")
+    agent_set_desired(agent_id="a1", desired="stopped")
     clock.advance(REVOCATION_BOUND_SECONDS + 0.01)  # 12 s later or 1 s later: the same
-    with pytest.raises(agent_services.AuthError):
+    with pytest.raises(AuthError):
         beat(reg)
 
 
@@ -161,7 +166,7 @@ def test_a_replaced_token_is_refused_by_a_process_that_preloaded_and_never_flush
     new = reregister(old)
     assert beat(new)["desired"] == "active"  # the new token works at once
     clock.advance(REVOCATION_BOUND_SECONDS + 0.01)
-    with pytest.raises(agent_services.AuthError):
+    with pytest.raises(AuthError):
         beat(old)
     assert beat(new)["desired"] == "active"
 
@@ -171,13 +176,14 @@ def test_revocation_reaches_a_process_whose_wall_clock_is_an_hour_off(redis_clea
     reg = factories.agent("a1")
     Clock(skew=skew).install(monkeypatch)
     buf = HeartbeatBuffer(flush_seconds=0.05, autostart=False)
-    monkeypatch.setattr(agent_services, "get_buffer", lambda: buf)
+    for module in (heartbeat, registry):
+        monkeypatch.setattr(module, "get_buffer", lambda: buf)
     beat(reg)
     assert buf.digest_for("a1")
     elsewhere(monkeypatch)
-    agent_services.agent_set_desired(agent_id="a1", desired="stopped")
+    agent_set_desired(agent_id="a1", desired="stopped")
     buf.flush()
-    with pytest.raises(agent_services.AuthError):
+    with pytest.raises(AuthError):
         beat(reg)
 
 
@@ -201,7 +207,7 @@ def test_a_process_trusts_no_cached_token_after_redis_lost_its_data(buffer, redi
     new = reregister(old)
     buffer.flush()
     assert buffer.digest_for("a1") == new.agent.token_hash  # reloaded from the database
-    with pytest.raises(agent_services.AuthError):
+    with pytest.raises(AuthError):
         beat(old)
 
 

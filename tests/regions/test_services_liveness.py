@@ -4,22 +4,25 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+from regions.clock.liveness_flush import liveness_flush
+from regions.clock.reaper import agent_reap, eviction_rule
 from regions.models import Agent, Task
-from regions.services import agents as agent_services
 from regions.services import liveness
+from regions.services.agents.heartbeat import heartbeat_record
+from regions.services.agents.registry import AuthError, ForbiddenError, agent_register, agent_set_desired
 from tests import factories
 
 pytestmark = pytest.mark.django_db
 
 
 def beat(reg, busy=0):
-    return agent_services.heartbeat_record(agent_id=reg.agent.agent_id, raw_token=reg.token, busy=busy)
+    return heartbeat_record(agent_id=reg.agent.agent_id, raw_token=reg.token, busy=busy)
 
 
 def reap(now: float) -> dict:
     """A reap by a reaper that has been ticking all along (no outage, so no grace)."""
     liveness.reaped_set(now=now - 1)
-    return agent_services.agent_reap(now=now)
+    return agent_reap(now=now)
 
 
 def running_task(agent_id: str, attempt: int = 1, max_attempts: int = 3) -> Task:
@@ -51,7 +54,7 @@ def test_reaper_marks_silent_agent_offline_and_requeues_its_running_task(redis_c
     task = running_task("dead")
     now = liveness.now()
     liveness.client().zadd(liveness.key("live"), {"dead": now - 11, "live": now})
-    result = agent_services.agent_reap(now=now)
+    result = agent_reap(now=now)
     assert result["evicted"] == ["dead"]
     assert Agent.objects.get(agent_id="dead").status == Agent.Status.OFFLINE
     assert Agent.objects.get(agent_id="live").status == Agent.Status.ONLINE
@@ -66,7 +69,7 @@ def test_reaper_fails_the_task_of_a_lost_agent_on_its_last_attempt(redis_clean):
     liveness.seed_mark(now=liveness.now())
     task = running_task("dead", attempt=3, max_attempts=3)
     liveness.client().zadd(liveness.key("live"), {"dead": liveness.now() - 60})
-    agent_services.agent_reap(now=liveness.now())
+    agent_reap(now=liveness.now())
     task.refresh_from_db()
     assert task.status == Task.Status.FAILED and "3 of 3" in task.error
 
@@ -98,10 +101,10 @@ def test_reaper_reseeds_from_the_database_after_a_redis_restart_without_evicting
     for i in range(3):
         factories.agent(f"a{i}")
     redis_clean.flushdb()  # Redis restarted: no liveness, no tokens
-    result = agent_services.agent_reap(now=liveness.now())
+    result = agent_reap(now=liveness.now())
     assert result["seeded"] is True
     assert liveness.live_count() == 3
-    assert agent_services.agent_reap(now=liveness.now())["evicted"] == []
+    assert agent_reap(now=liveness.now())["evicted"] == []
 
 
 def test_a_heartbeat_landing_during_the_reap_keeps_its_agent(redis_clean):
@@ -118,7 +121,7 @@ def test_flush_writes_last_seen_in_bulk_and_welcomes_back_offline_agents(redis_c
     for reg in regs:
         beat(reg, busy=1 if reg.agent.agent_id == "a3" else 0)
     with django_assert_max_num_queries(12):
-        assert agent_services.liveness_flush() == 50
+        assert liveness_flush() == 50
     assert Agent.objects.filter(last_seen__isnull=True).count() == 0
     assert Agent.objects.get(agent_id="a7").status == Agent.Status.ONLINE
     assert list(Agent.objects.filter(busy=True).values_list("agent_id", flat=True)) == ["a3"]
@@ -126,24 +129,24 @@ def test_flush_writes_last_seen_in_bulk_and_welcomes_back_offline_agents(redis_c
 
 def test_desired_state_reaches_the_agent_in_its_heartbeat_reply(redis_clean):
     reg = factories.agent("a1")
-    agent_services.agent_set_desired(agent_id="a1", desired="draining")
+    agent_set_desired(agent_id="a1", desired="draining")
     assert beat(reg)["desired"] == "draining"
-    agent_services.agent_set_desired(agent_id="a1", desired="active")
+    agent_set_desired(agent_id="a1", desired="active")
     assert beat(reg)["desired"] == "active"
 
 
 def test_re_registration_rotates_the_token(redis_clean):
     old = factories.agent("a1")
-    new = agent_services.agent_register(agent_id="a1", capabilities=["echo"], current_token=old.token)
-    with pytest.raises(agent_services.AuthError):
+    new = agent_register(agent_id="a1", capabilities=["echo"], current_token=old.token)
+    with pytest.raises(AuthError):
         beat(old)
     assert beat(new)["desired"] == "active"
 
 
 def test_revoked_agent_cannot_register_again(redis_clean):
     factories.agent("a1")
-    agent_services.agent_set_desired(agent_id="a1", desired="stopped")
-    with pytest.raises(agent_services.ForbiddenError):
+    agent_set_desired(agent_id="a1", desired="stopped")
+    with pytest.raises(ForbiddenError):
         factories.agent("a1")
 
 
@@ -153,10 +156,10 @@ def test_a_beat_older_than_the_eviction_does_not_revive_the_agent(redis_clean):
     Agent.objects.filter(agent_id="a1").update(status=Agent.Status.OFFLINE, offline_since=evicted_at)
     # A web process flushes a beat it buffered before the eviction.
     liveness.client().zadd(liveness.key("live"), {"a1": evicted_at.timestamp() - 3})
-    agent_services.liveness_flush()
+    liveness_flush()
     assert Agent.objects.get(agent_id="a1").status == Agent.Status.OFFLINE
     liveness.client().zadd(liveness.key("live"), {"a1": evicted_at.timestamp() + 1})
-    agent_services.liveness_flush()
+    liveness_flush()
     assert Agent.objects.get(agent_id="a1").status == Agent.Status.ONLINE
 
 
@@ -180,7 +183,7 @@ def test_an_agent_online_in_the_database_but_gone_from_redis_is_reaped(redis_cle
     liveness.client().zrem(liveness.key("live"), "lost")  # a reap that died half-way
     Agent.objects.filter(agent_id="lost").update(last_seen=timezone.now() - timezone.timedelta(seconds=60))
     task = running_task("lost")
-    assert agent_services.agent_reap(now=liveness.now())["evicted"] == ["lost"]
+    assert agent_reap(now=liveness.now())["evicted"] == ["lost"]
     assert Agent.objects.get(agent_id="lost").status == Agent.Status.OFFLINE
     task.refresh_from_db()
     assert task.attempt == 2
@@ -203,7 +206,7 @@ def test_an_agent_online_in_the_database_but_gone_from_redis_is_reaped(redis_cle
 ])
 @override_settings(EVICTION_HOLD_RATIO=0.5, EVICTION_LARGE_FLEET=50, EVICTION_SECONDARY_RATE=0.01)
 def test_eviction_rule_holds_small_fleets_and_slows_large_ones(silent, fleet, mode, limit):
-    rule = agent_services.eviction_rule(silent=silent, fleet=fleet)
+    rule = eviction_rule(silent=silent, fleet=fleet)
     assert (rule.mode, rule.limit) == (mode, limit)
 
 
@@ -291,14 +294,14 @@ def test_after_a_liveness_outage_every_agent_gets_a_full_ttl_of_grace(redis_clea
     now = liveness.now()
     make_fleet(2, now - 20)  # both beat last just before the outage
     liveness.reaped_set(now=now - 20)  # and so did the reaper
-    result = agent_services.agent_reap(now=now)
+    result = agent_reap(now=now)
     assert result["evicted"] == [] and "no reaper tick for 20.0s" in result["grace"]
     assert liveness.grace_get()["until"] == now + 10
     liveness.client().zadd(liveness.key("live"), {"f00": now + 1})  # f00 is heard again, f01 not
-    assert agent_services.agent_reap(now=now + 5)["grace"]  # still within the grace
-    assert agent_services.agent_reap(now=now + 9.9)["grace"]
+    assert agent_reap(now=now + 5)["grace"]  # still within the grace
+    assert agent_reap(now=now + 9.9)["grace"]
     liveness.client().zadd(liveness.key("live"), {"f00": now + 9.9})
-    assert agent_services.agent_reap(now=now + 10.5)["evicted"] == ["f01"]  # the grace is one TTL
+    assert agent_reap(now=now + 10.5)["evicted"] == ["f01"]  # the grace is one TTL
     assert offline() == {"f01"} and liveness.grace_get() is None
 
 
@@ -307,7 +310,7 @@ def test_a_late_reaper_tick_is_not_an_outage(redis_clean):
     now = liveness.now()
     make_fleet(1, now, silent=[0])
     liveness.reaped_set(now=now - 9)  # one tick missed
-    assert agent_services.agent_reap(now=now)["evicted"] == ["f00"]
+    assert agent_reap(now=now)["evicted"] == ["f00"]
 
 
 # --- registration while the liveness store is down ------------------------------------

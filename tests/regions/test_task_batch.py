@@ -5,7 +5,7 @@ from rest_framework.test import APIClient
 
 from regions.models import Task
 from regions.services import config as config_services
-from regions.services import tasks
+from regions.services.tasks import dispatch, submit, waiting
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +35,8 @@ def test_accepted_items_are_stored_and_sent_once_each_after_the_commit(api, sent
 def test_each_item_gets_its_own_answer(api, sent, monkeypatch, django_capture_on_commit_callbacks, settings):
     settings.TASK_PAYLOAD_LIMIT_BYTES = 1000
     cfg = config_services.EffectiveConfig(sha="abc", content={"blocklist": {"capabilities": ["banned"]}})
-    monkeypatch.setattr(tasks, "config_current", lambda **kw: cfg)
+    monkeypatch.setattr(submit, "config_current", lambda **kw: cfg)
+    monkeypatch.setattr(waiting, "config_current", lambda **kw: cfg)
     first = api.post("/api/v1/tasks", {"capability": "echo", "idempotency_key": "k1"}, format="json").json()
     items = [
         {"capability": "echo"},                                   # 201, waiting (nobody serves it)
@@ -82,7 +83,7 @@ def test_a_broker_refusal_leaves_the_batch_to_the_sweeper(api, monkeypatch, djan
     def broker_down(*args, **kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(tasks.app, "send_task", broker_down)
+    monkeypatch.setattr(dispatch.app, "send_task", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         r = batch(api, [{"capability": "echo"} for _ in range(3)])
     assert r.json()["accepted"] == 3

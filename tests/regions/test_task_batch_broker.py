@@ -9,7 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from regions.models import Task
-from regions.services import tasks
+from regions.services.tasks import dispatch
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +39,7 @@ def hung_broker(monkeypatch):
 
     threading.Thread(target=accept, daemon=True).start()
     url = f"amqp://guest:guest@127.0.0.1:{server.getsockname()[1]}//"
-    app = tasks.app
+    app = dispatch.app
     monkeypatch.setattr(app.conf, "broker_url", url)
     monkeypatch.setattr(app.conf, "broker_write_url", url)
     saved = app._pool, app.amqp._producer_pool

@@ -7,11 +7,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from regions.clock import wait_deadline
+from regions.clock.sweep import task_sweep
 from regions.models import Agent, Task, TaskAttempt
-from regions.services import agents as agent_services
 from regions.services import config as config_services
-from regions.services import task_events, tasks
+from regions.services import task_events
+from regions.services.agents.registry import agent_set_desired
 from regions.services.config import ConfigError, config_parse
+from regions.services.tasks import dispatch, submit, waiting
+from regions.services.tasks.claim import task_claim
+from regions.services.tasks.retry import task_retry
 from tests import factories
 from tests.harness import wait_for
 
@@ -20,7 +25,8 @@ pytestmark = pytest.mark.django_db
 
 def configure(monkeypatch, content: dict) -> None:
     cfg = config_services.EffectiveConfig(sha="abc", content=content)
-    monkeypatch.setattr(tasks, "config_current", lambda **kw: cfg)
+    for module in (submit, waiting, wait_deadline):
+        monkeypatch.setattr(module, "config_current", lambda **kw: cfg)
 
 
 def waiting_since(capability: str, seconds_ago: float, **fields) -> Task:
@@ -98,7 +104,7 @@ def test_require_agent_refuses_a_target_agent_that_is_not_online_or_does_not_ser
 
 def test_require_agent_refuses_when_the_only_agents_serving_it_are_cordoned(api, sent):
     factories.agent("a1", capabilities=("echo",))
-    agent_services.agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
+    agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)
     r = api.post("/api/v1/tasks", {"capability": "echo", "require_agent": True}, format="json")
     assert r.status_code == 409 and r.json()["error"] == "no_agent"
     assert "cordoned or draining (a1)" in r.json()["detail"]
@@ -132,7 +138,7 @@ def test_the_sweeper_fails_a_task_waiting_past_its_deadline_with_no_agent(redis_
     backlog = Task.objects.create(capability="echo", timeout=10, max_attempts=3, status=Task.Status.QUEUED)
     Task.objects.filter(id=backlog.id).update(created_at=timezone.now() - timedelta(hours=1),
                                               dispatched_at=timezone.now() - timedelta(hours=1))
-    result = tasks.task_sweep()
+    result = task_sweep()
     assert result["no_agent"] == 1
     backlog.refresh_from_db()
     assert backlog.status == Task.Status.QUEUED  # an agent serves it: an old queue is no reason to fail
@@ -144,7 +150,7 @@ def test_the_sweeper_fails_a_task_waiting_past_its_deadline_with_no_agent(redis_
     queued.refresh_from_db()
     # a queued task is not the deadline's business (the sweep only moved it to waiting: nobody serves it)
     assert queued.status == Task.Status.WAITING and "fails (no_agent) 60 s after it was sent" in queued.status_reason
-    assert tasks.task_sweep()["no_agent"] == 0  # done once
+    assert task_sweep()["no_agent"] == 0  # done once
 
 
 def test_the_deadline_of_the_capability_in_the_configuration_wins(redis_clean, sent, settings, monkeypatch):
@@ -154,7 +160,7 @@ def test_the_deadline_of_the_capability_in_the_configuration_wins(redis_clean, s
     long = waiting_since("long", 7200)
     other = waiting_since("other", 7200)
     other_young = waiting_since("other", 10)
-    assert tasks.task_sweep()["no_agent"] == 2
+    assert task_sweep()["no_agent"] == 2
     statuses = {t.capability + ("_young" if t.id == other_young.id else ""): t.status
                 for t in Task.objects.all()}
     assert statuses == {"short": "failed", "long": "waiting", "other": "failed", "other_young": "waiting"}
@@ -168,7 +174,7 @@ def test_the_wait_counts_from_the_current_attempts_send_not_the_submit(redis_cle
     settings.TASK_WAIT_DEADLINE = 60
     retried = waiting_since("nope", 10, attempt=2)
     Task.objects.filter(id=retried.id).update(created_at=timezone.now() - timedelta(days=3))
-    assert tasks.task_sweep()["no_agent"] == 0
+    assert task_sweep()["no_agent"] == 0
     retried.refresh_from_db()
     assert retried.status == Task.Status.WAITING
 
@@ -177,12 +183,12 @@ def test_a_task_retried_after_failing_with_no_agent_waits_its_full_deadline_agai
         redis_clean, sent, settings, django_capture_on_commit_callbacks):
     settings.TASK_WAIT_DEADLINE = 60
     task = waiting_since("nope", 3600)
-    assert tasks.task_sweep()["no_agent"] == 1
+    assert task_sweep()["no_agent"] == 1
     task.refresh_from_db()
     with django_capture_on_commit_callbacks(execute=True):
-        task = tasks.task_retry(task=task)
+        task = task_retry(task=task)
     assert task.status == Task.Status.WAITING and task.attempt == 2 and "fails (no_agent) at" in task.status_reason
-    assert tasks.task_sweep()["no_agent"] == 0
+    assert task_sweep()["no_agent"] == 0
     task.refresh_from_db()
     assert task.status == Task.Status.WAITING
 
@@ -194,10 +200,10 @@ def test_an_attempt_the_broker_has_not_taken_yet_is_not_counted_as_waiting_for_a
     def refuse(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(tasks.app, "send_task", refuse)
+    monkeypatch.setattr(dispatch.app, "send_task", refuse)
     unsent = waiting_since("nope", 3600)
     Task.objects.filter(id=unsent.id).update(dispatched_at=None)
-    assert tasks.task_sweep()["no_agent"] == 0  # the sweeper tried to send it, and failed
+    assert task_sweep()["no_agent"] == 0  # the sweeper tried to send it, and failed
     unsent.refresh_from_db()
     assert unsent.status == Task.Status.WAITING and unsent.dispatched_at is None
 
@@ -206,7 +212,7 @@ def test_a_waiting_task_an_agent_now_serves_is_woken_not_failed(redis_clean, sen
     settings.TASK_WAIT_DEADLINE = 60
     task = waiting_since("echo", 3600)
     factories.agent("a1", capabilities=("echo",))
-    result = tasks.task_sweep()
+    result = task_sweep()
     assert result["woke"] == 1 and result["no_agent"] == 0
     task.refresh_from_db()
     assert task.status == Task.Status.QUEUED
@@ -218,7 +224,7 @@ def test_a_task_waiting_for_its_online_target_agent_serving_it_is_not_failed(red
     busy_target = waiting_since("echo", 3600, target_agent="a1")
     gone_target = waiting_since("echo", 3600, target_agent="ghost")
     wrong_target = waiting_since("sleep", 3600, target_agent="a1")  # a1 is online but never runs it
-    assert tasks.task_sweep()["no_agent"] == 2
+    assert task_sweep()["no_agent"] == 2
     busy_target.refresh_from_db()
     gone_target.refresh_from_db()
     wrong_target.refresh_from_db()
@@ -232,14 +238,14 @@ def test_a_task_claimed_at_the_deadline_is_never_failed(redis_clean, sent, setti
     comes second changes nothing."""
     settings.TASK_WAIT_DEADLINE = 60
     task = waiting_since("nope", 3600)
-    assert tasks.task_claim(task_id=task.id, attempt=1, agent_id="late").run
-    assert tasks.task_sweep()["no_agent"] == 0
+    assert task_claim(task_id=task.id, attempt=1, agent_id="late").run
+    assert task_sweep()["no_agent"] == 0
     task.refresh_from_db()
     assert task.status == Task.Status.RUNNING
 
     other = waiting_since("nope", 3600)
-    assert tasks.task_sweep()["no_agent"] == 1
-    claim = tasks.task_claim(task_id=other.id, attempt=1, agent_id="late")
+    assert task_sweep()["no_agent"] == 1
+    claim = task_claim(task_id=other.id, attempt=1, agent_id="late")
     assert not claim.run and "failed" in claim.reason
 
 
@@ -247,7 +253,7 @@ def test_an_open_attempt_of_a_task_failed_by_the_deadline_is_closed_as_failed(re
     settings.TASK_WAIT_DEADLINE = 60
     task = waiting_since("nope", 3600)
     TaskAttempt.objects.create(task=task, number=1, agent="lost", started_at=timezone.now() - timedelta(hours=1))
-    assert tasks.task_sweep()["no_agent"] == 1
+    assert task_sweep()["no_agent"] == 1
     attempt = TaskAttempt.objects.get(task=task)
     assert attempt.outcome == TaskAttempt.Outcome.FAILED and attempt.error.startswith("no_agent:")
 
@@ -261,7 +267,7 @@ def test_tasks_failed_by_the_deadline_wake_their_long_poll_waiters(
     pubsub.subscribe(task_events.channel())
     assert wait_for(lambda: pubsub.get_message(timeout=0.1), 10, what="subscribed")["type"] == "subscribe"
     with django_capture_on_commit_callbacks(execute=True):
-        assert tasks.task_sweep()["no_agent"] == 1
+        assert task_sweep()["no_agent"] == 1
     message = wait_for(lambda: pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1), 10,
                        what="a task-finished message")
     data = message["data"].decode() if isinstance(message["data"], bytes) else message["data"]
@@ -273,8 +279,8 @@ def test_the_sweeper_fails_at_most_one_batch_per_tick(redis_clean, sent, setting
     settings.TASK_WAIT_DEADLINE = 60
     for _ in range(5):
         waiting_since("nope", 3600)
-    assert tasks.task_sweep(batch=3)["no_agent"] == 3
-    assert tasks.task_sweep(batch=3)["no_agent"] == 2
+    assert task_sweep(batch=3)["no_agent"] == 3
+    assert task_sweep(batch=3)["no_agent"] == 2
 
 
 @pytest.mark.parametrize("value,ok", [(1, True), (2_592_000, True), (0, False), (2_592_001, False), ("1h", False)])

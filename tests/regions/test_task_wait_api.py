@@ -9,7 +9,10 @@ from rest_framework.test import APIClient
 
 from project.waiting import WAIT_KEY, WaitAsk
 from regions.models import Task
-from regions.services import task_events, tasks
+from regions.services import task_events
+from regions.services.tasks.cancel import task_cancel
+from regions.services.tasks.outcome import task_fail, task_succeed
+from regions.services.tasks.requeue import tasks_requeue_for_agents
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -152,18 +155,18 @@ def test_every_final_transition_publishes_its_task_and_a_retry_does_not(finished
     cancelled = make_task(None)
     lost = make_task(None, status=Task.Status.RUNNING, agent="gone", attempt=3)
     with django_capture_on_commit_callbacks(execute=True):
-        assert tasks.task_succeed(task_id=succeeded.id, attempt=1, agent_id="a1", result={})
-        assert tasks.task_fail(task_id=failed.id, attempt=3, agent_id="a1", error="boom")
-        assert tasks.task_fail(task_id=retrying.id, attempt=1, agent_id="a1", error="again")
-        tasks.task_cancel(task=cancelled)
-        tasks.tasks_requeue_for_agents(agent_ids=["gone"], reason="agent lost")
+        assert task_succeed(task_id=succeeded.id, attempt=1, agent_id="a1", result={})
+        assert task_fail(task_id=failed.id, attempt=3, agent_id="a1", error="boom")
+        assert task_fail(task_id=retrying.id, attempt=1, agent_id="a1", error="again")
+        task_cancel(task=cancelled)
+        tasks_requeue_for_agents(agent_ids=["gone"], reason="agent lost")
     assert sorted(finished()) == sorted(str(t.id) for t in (succeeded, failed, cancelled, lost))
 
 
 def test_a_non_retryable_failure_is_final_and_published(finished, django_capture_on_commit_callbacks):
     task = make_task(None, status=Task.Status.RUNNING, agent="a1")
     with django_capture_on_commit_callbacks(execute=True):
-        assert tasks.task_fail(task_id=task.id, attempt=1, agent_id="a1", error="bad input", retryable=False)
+        assert task_fail(task_id=task.id, attempt=1, agent_id="a1", error="bad input", retryable=False)
     assert finished() == [str(task.id)]
 
 

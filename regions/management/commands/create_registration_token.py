@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from regions.services.agents import registration_token_create
+from regions.services.agents.registry import registration_token_create
 
 
 class Command(BaseCommand):

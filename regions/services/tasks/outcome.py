@@ -1,0 +1,153 @@
+"""An attempt's outcome, as the agent that claimed it reports it: success, or a
+failure retried with backoff while attempts remain. Only the claimant's current,
+running attempt changes: a late or duplicate report matches no row."""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone as dt_timezone
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from project.dbbackends import is_postgresql
+from regions.models import IngestedRecord, Task, TaskAttempt
+from regions.services.config import config_current
+from regions.services.task_events import task_finished_publish
+from regions.services.tasks.attempts import attempt_close
+from regions.services.tasks.claim import servable
+
+logger = logging.getLogger("regions.services.tasks")  # the lifecycle's log stream, whichever module writes
+
+
+def _owned(task_id: str, attempt: int, agent_id: str, capabilities: list[str] | None = None):
+    # Only the agent that claimed the attempt (synchronously, before its handler
+    # started) may report its outcome, and only while it is the current attempt.
+    return Task.objects.filter(servable(agent_id, capabilities), id=task_id, attempt=attempt,
+                               status=Task.Status.RUNNING, agent=agent_id)
+
+
+def _started(started_at: float | None):
+    # The result may be processed before its claim: keep the agent's start time.
+    when = datetime.fromtimestamp(started_at, tz=dt_timezone.utc) if started_at else timezone.now()
+    return Coalesce(F("started_at"), Value(when))
+
+
+def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
+                 started_at: float | None = None, capabilities: list[str] | None = None) -> bool:
+    records = result.pop("records", None) if isinstance(result, dict) else None
+    if not records and is_postgresql():
+        done = _succeed_sql(task_id=task_id, attempt=attempt, agent_id=agent_id, result=result,
+                            started_at=started_at, capabilities=capabilities)
+        if done:
+            task_finished_publish([task_id])
+        _succeeded_log(done, task_id=task_id, attempt=attempt, agent_id=agent_id)
+        return done
+    with transaction.atomic():
+        done = _owned(task_id, attempt, agent_id, capabilities).update(
+            status=Task.Status.SUCCEEDED, result=result, error="", agent=agent_id,
+            started_at=_started(started_at), finished_at=timezone.now(), status_reason="",
+        )
+        if done:
+            attempt_close(task_id=task_id, number=attempt, outcome=TaskAttempt.Outcome.SUCCEEDED, agent_id=agent_id)
+            task_finished_publish([task_id])
+        if done and records:
+            IngestedRecord.objects.bulk_create(
+                [IngestedRecord(task_id=task_id, line=r["line"], data=r["data"]) for r in records],
+                batch_size=2000, ignore_conflicts=True,
+            )
+    _succeeded_log(bool(done), task_id=task_id, attempt=attempt, agent_id=agent_id)
+    return bool(done)
+
+
+def _succeeded_log(done: bool, *, task_id, attempt: int, agent_id: str) -> None:
+    if not done:
+        logger.info("late or fenced result for task %s attempt %s from %s ignored", task_id, attempt, agent_id,
+                    extra={"agent": agent_id, "task": str(task_id)})
+    else:
+        logger.info("task %s attempt %s succeeded on %s", task_id, attempt, agent_id,
+                    extra={"agent": agent_id, "task": str(task_id)})
+
+
+# The fenced success (the _owned conditions) and the attempt's history row closed,
+# in one statement. An attempt without a row (claimed before attempts were kept)
+# gets one in the same statement.
+_SUCCEED_SQL = """
+WITH done AS (
+    UPDATE regions_task SET status = 'succeeded', result = %(result)s::jsonb, error = '', agent = %(agent)s,
+                            started_at = COALESCE(started_at, %(started)s), finished_at = %(now)s,
+                            status_reason = ''
+    WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running' AND agent = %(agent)s
+      AND (%(trusted)s OR target_agent = %(agent)s OR (target_agent = '' AND capability = ANY(%(caps)s)))
+    RETURNING id, started_at
+), closed AS (
+    UPDATE regions_taskattempt SET outcome = 'succeeded', error = '', finished_at = %(now)s
+    WHERE task_id = (SELECT id FROM done) AND number = %(attempt)s AND outcome = ''
+    RETURNING id
+), opened AS (
+    INSERT INTO regions_taskattempt (task_id, number, agent, started_at, finished_at, outcome, error)
+    SELECT id, %(attempt)s, %(agent)s, COALESCE(started_at, %(now)s), %(now)s, 'succeeded', '' FROM done
+    WHERE NOT EXISTS (SELECT 1 FROM closed)
+    ON CONFLICT (task_id, number) DO NOTHING
+)
+SELECT count(*) FROM done
+"""
+
+
+def _succeed_sql(*, task_id, attempt: int, agent_id: str, result, started_at: float | None, capabilities) -> bool:
+    now = timezone.now()
+    started = datetime.fromtimestamp(started_at, tz=dt_timezone.utc) if started_at else now
+    with connection.cursor() as cursor:
+        cursor.execute(_SUCCEED_SQL, {
+            "result": None if result is None else json.dumps(result), "agent": agent_id, "started": started,
+            "now": now, "id": str(task_id), "attempt": attempt, "trusted": capabilities is None,
+            "caps": list(capabilities or [])})
+        return bool(cursor.fetchone()[0])
+
+
+def retry_delay(attempt: int, base: float | None = None) -> float:
+    base = settings.TASK_RETRY_BACKOFF_BASE if base is None else base
+    return min(base * (2 ** (attempt - 1)), settings.TASK_RETRY_BACKOFF_MAX)
+
+
+def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryable: bool = True,
+              started_at: float | None = None, capabilities: list[str] | None = None,
+              outcome: str = TaskAttempt.Outcome.FAILED) -> bool:
+    """A failed attempt: retry with backoff while attempts remain, else fail."""
+    task = _owned(task_id, attempt, agent_id, capabilities).first()
+    if task is None:
+        return False
+    with transaction.atomic():
+        changed = _fail_owned(task, task_id=task_id, attempt=attempt, agent_id=agent_id, error=error,
+                              retryable=retryable, started_at=started_at, capabilities=capabilities)
+        if changed:
+            attempt_close(task_id=task_id, number=attempt, outcome=outcome, error=error, agent_id=agent_id)
+            if not (retryable and task.attempt < task.max_attempts):  # final: no attempt left, or not retryable
+                task_finished_publish([task_id])
+    if changed:
+        logger.warning("task %s attempt %s failed on %s (%s): %s", task_id, attempt, agent_id,
+                       "retrying" if retryable and task.attempt < task.max_attempts else "final", error[:300],
+                       extra={"agent": agent_id, "task": str(task_id)})
+    return bool(changed)
+
+
+def _fail_owned(task: Task, *, task_id: str, attempt: int, agent_id: str, error: str, retryable: bool,
+                started_at: float | None, capabilities: list[str] | None) -> int:
+    now = timezone.now()
+    if retryable and task.attempt < task.max_attempts:
+        changed = _owned(task_id, attempt, agent_id, capabilities).update(
+            status=Task.Status.RETRYING, attempt=F("attempt") + 1, agent="", error=error,
+            dispatched_at=None, started_at=None,
+            not_before=now + timedelta(seconds=retry_delay(
+                attempt, config_current().task_definition(task.capability).get("retry_backoff"))),
+            status_reason=f"attempt {attempt} failed; retrying",
+        )
+    else:
+        changed = _owned(task_id, attempt, agent_id, capabilities).update(
+            status=Task.Status.FAILED, error=error, agent=agent_id, finished_at=now,
+            started_at=_started(started_at), status_reason=f"failed after {attempt} attempt(s)",
+        )
+    return changed

@@ -1,0 +1,46 @@
+"""A caller or operator runs a failed or cancelled task again, as a new attempt,
+past the checks a submission passes."""
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+
+from regions.models import Task
+from regions.services.config import config_current
+from regions.services.tasks.dispatch import task_dispatch
+from regions.services.tasks.refusals import CapabilityRefused, InvalidState
+from regions.services.tasks.submit import rate_check
+from regions.services.tasks.waiting import initial_status
+
+
+RETRYABLE = (Task.Status.FAILED, Task.Status.CANCELLED)
+
+
+def task_retry(*, task: Task) -> Task:
+    """Run a failed or cancelled task again, as a new attempt (one more than it
+    had: a manual retry is granted even when its attempts were spent). The
+    previous attempts' errors stay in their TaskAttempt rows."""
+    if task.status not in RETRYABLE:
+        raise InvalidState(f"cannot retry: only a failed or cancelled task can be retried; this one is {task.status}")
+    # What submission checks, a retry checks too: a capability blocklisted or
+    # not allowed here since, and its rate limit (cancel-retry is no way around it).
+    config = config_current()
+    refusal = config.capability_refusal(task.capability)
+    if refusal:
+        raise CapabilityRefused(refusal)
+    rate_check(task.capability, config.task_definition(task.capability).get("rate_limit"))
+    status, reason = initial_status(capability=task.capability, target_agent=task.target_agent)
+    with transaction.atomic():
+        changed = Task.objects.filter(id=task.id, status__in=RETRYABLE, attempt=task.attempt).update(
+            status=status, status_reason=reason or f"retried after attempt {task.attempt}",
+            attempt=F("attempt") + 1, max_attempts=Greatest(F("max_attempts"), F("attempt") + 1),
+            agent="", claim_id="", error="", result=None, dispatched_at=None, not_before=None,
+            started_at=None, finished_at=None,
+        )
+        if changed:
+            transaction.on_commit(lambda: task_dispatch(task_id=task.id))
+    task.refresh_from_db()
+    if not changed:
+        raise InvalidState(f"cannot retry: only a failed or cancelled task can be retried; this one is {task.status}")
+    return task
