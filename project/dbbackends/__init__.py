@@ -1,8 +1,12 @@
-"""The database seam. The product runs on PostgreSQL; the demo's SQLite takes the
-portable ORM path. Where a statement is PostgreSQL's own (one-statement claims
-and outcomes, array parameters, counters, unlogged commits) the code asks
-is_postgresql() here; the two queries written in both dialects (the summary's
-counts, the overview's wait buckets) pick theirs by connection.vendor."""
+"""The database seam. The product runs on PostgreSQL; the demo runs each role on
+SQLite (it then needs nothing but a redis-server) and takes the portable ORM
+path. Where a statement is PostgreSQL's own (one-statement claims and
+outcomes, the capability counters, the waiters' array parameter, the router's
+unflushed commit of a summary) the code asks is_postgresql() here; JSON-list membership is
+json_list_has(); the two queries written in both dialects (the summary's
+counts, the overview's wait buckets) pick theirs by connection.vendor. Both
+sides run in every CI run on the database they serve: the services' tests
+again on SQLite (tests/test_storage_sqlite.py), and the demo itself."""
 import json
 
 from django.db import connection

@@ -137,6 +137,7 @@ def assert_counters_match_a_scan() -> None:
         assert capabilities.capability_live(capability) == (capability in live), capability
 
 
+@pytest.mark.postgresql
 @pytest.mark.django_db
 def test_counters_follow_every_change_of_an_agent_and_match_the_scan(redis_clean, fresh_config):
     assert connection.vendor == "postgresql"

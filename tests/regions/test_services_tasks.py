@@ -9,7 +9,7 @@ from regions.services.agents.heartbeat import heartbeat_record
 from regions.services.agents.registry import (AuthError, agent_deregister, agent_register, agent_set_desired,
                                               report_key_for)
 from regions.services.tasks import claim as claim_services
-from regions.services.tasks import dispatch, outcome
+from regions.services.tasks import dispatch
 from regions.services.tasks.claim import task_claim
 from regions.services.tasks.dispatch import task_dispatch
 from regions.services.tasks.outcome import retry_delay, task_fail, task_succeed
@@ -297,12 +297,10 @@ def test_a_clock_job_skips_while_the_database_is_away_but_a_query_bug_still_rais
         tick()
 
 
-@pytest.mark.parametrize("one_statement", [True, False], ids=["postgresql-statement", "orm"])
-def test_claim_and_success_paths_keep_the_same_fences_and_history(monkeypatch, one_statement):
+def test_claim_and_success_paths_keep_the_same_fences_and_history():
     """PostgreSQL claims and succeeds in one statement each; the ORM path (SQLite,
-    the embedded demo) must give the same answers and rows."""
-    monkeypatch.setattr(claim_services, "is_postgresql", lambda: one_statement)
-    monkeypatch.setattr(outcome, "is_postgresql", lambda: one_statement)
+    the embedded demo) must give the same answers and rows: this test runs on
+    both (on SQLite in tests/test_storage_sqlite.py)."""
     mine = make_task(payload={"n": 1, "deep": {"x": [1, 2]}})
     theirs = make_task(capability="sleep")
     targeted = make_task(capability="sleep", target_agent="a")
@@ -334,10 +332,7 @@ def test_claim_and_success_paths_keep_the_same_fences_and_history(monkeypatch, o
     assert theirs.status == Task.Status.QUEUED and not theirs.attempts.exists()
 
 
-@pytest.mark.parametrize("one_statement", [True, False], ids=["postgresql-statement", "orm"])
-def test_success_of_an_attempt_without_a_history_row_writes_one(monkeypatch, one_statement):
-    monkeypatch.setattr(claim_services, "is_postgresql", lambda: one_statement)
-    monkeypatch.setattr(outcome, "is_postgresql", lambda: one_statement)
+def test_success_of_an_attempt_without_a_history_row_writes_one():
     task = make_task(status=Task.Status.RUNNING, agent="a", started_at=timezone.now())  # claimed before rows were kept
     assert task_succeed(task_id=task.id, attempt=1, agent_id="a", result={"ok": True}) is True
     assert list(task.attempts.values_list("number", "agent", "outcome")) == [(1, "a", "succeeded")]

@@ -125,7 +125,8 @@ def test_an_absurd_summary_leaves_every_read_endpoint_answering(regions, caller,
 
 # --- readers: rows already stored with absurd values ---------------------------
 
-@pytest.mark.parametrize("interval", [1e308, float("inf"), float("nan"), -5.0, 0.0])
+@pytest.mark.parametrize("interval", [1e308, float("inf"), pytest.param(float("nan"), marks=pytest.mark.postgresql),
+                                      -5.0, 0.0])  # SQLite stores a NaN as NULL: no such row there
 def test_an_absurd_stored_interval_cannot_500_the_readers(regions, caller, staff, registration_token, interval):
     assert push(regions["eu-west-3"], summary(caps={"echo": {"count": 2, "idle": 1}})).status_code == 200
     Region.objects.filter(region_id="eu-west-3").update(summary_interval=interval)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from django.conf import settings
 from django.utils import timezone
 
-from project.dbbackends import is_postgresql
+from project.dbbackends import json_list_has
 from regions.models import Agent, Task
 from regions.services.capabilities import capability_live
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
@@ -60,10 +60,7 @@ def waiting_reason(capability: str, *, since: datetime | None = None) -> str:
     those online are held by the operator (cordoned or draining); and when the
     wait deadline fails it."""
     online_held = Agent.objects.filter(status=Agent.Status.ONLINE).exclude(desired=Agent.Desired.ACTIVE)
-    if is_postgresql():
-        held = list(online_held.filter(capabilities__contains=[capability]).values_list("agent_id", flat=True)[:4])
-    else:  # SQLite (the embedded demo): few agents, filtered here
-        held = [a for a, caps in online_held.values_list("agent_id", "capabilities")[:1000] if capability in caps][:4]
+    held = list(online_held.filter(json_list_has("capabilities", capability)).values_list("agent_id", flat=True)[:4])
     if held:
         names = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
         return _with_deadline(HELD_REASON.format(cap=capability, agents=names), capability=capability, since=since)
