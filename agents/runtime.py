@@ -126,16 +126,18 @@ def claim(*, task_id: str, attempt: int, claim_id: str) -> dict | None:
         return None
 
 
-def report_outcome(kind: str, *, task_id: str, attempt: int, body: dict) -> None:
+def report_outcome(kind: str, *, task_id: str, attempt: int, body: dict, kept: Path | None = None) -> None:
     """Tell the region how the attempt ended: over HTTP, or over the broker when
     the region's web does not answer (the orchestrator's collector takes it).
 
-    The outcome is written to the agent's local outbox first and removed once
-    delivered: an agent killed between its handler's end and the region's answer
-    delivers it when it starts again, before it re-registers (a finished
-    attempt is not run a second time because a report was lost with a process)."""
+    The outcome is in the agent's local outbox first (`kept`, or written here)
+    and removed once delivered: an agent killed between its handler's end and
+    the region's answer delivers it when it starts again, before it re-registers
+    (and if the reaper requeued the attempt meanwhile, the region keeps the
+    result while the next attempt is unclaimed): a finished attempt is not run a
+    second time because a report was lost with a process."""
     ident = identity()
-    spooled = outbox_put(ident.agent_id, kind=kind, task_id=task_id, attempt=attempt, body=body)
+    spooled = kept or outbox_put(ident.agent_id, kind=kind, task_id=task_id, attempt=attempt, body=body)
     if _deliver(region_client(ident.region_url), ident.agent_id, ident.token, kind, task_id, attempt, body,
                 settings.AGENT_REPORT_PATIENCE_SECONDS):
         spooled.unlink(missing_ok=True)
@@ -281,11 +283,11 @@ def report(kind: str, *, task_id: str, attempt: int, body: dict) -> None:
 def _set_consuming(ident: Identity, consuming: bool) -> None:
     if ident.consuming == consuming:
         return
-    for queue in ident.queues:
+    for name in ident.queues:
         if consuming:
-            app.control.add_consumer(queue, destination=[ident.hostname])
+            app.control.add_consumer(name, destination=[ident.hostname])
         else:
-            app.control.cancel_consumer(queue, destination=[ident.hostname])
+            app.control.cancel_consumer(name, destination=[ident.hostname])
     ident.consuming = consuming
     logger.warning("agent %s %s taking new tasks", ident.agent_id, "resumed" if consuming else "stopped")
 

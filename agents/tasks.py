@@ -82,10 +82,15 @@ def execute_task(self, *args, task_id=None, attempt=None, **_unused) -> str | No
         problem = _result_problem(result)
         body = {"error": f"result refused: {problem}", "retryable": False} if problem else {"result": result}
     kind = "success" if "result" in body else "failure"
-    logger.info("handler finish task=%s attempt=%s agent=%s outcome=%s seconds=%.3f", task_id, attempt,
-                ident.agent_id, kind, time.time() - started_at, extra={"agent": ident.agent_id, "task": str(task_id)})
+    seconds = time.time() - started_at
     body["started_at"] = started_at
-    runtime.report_outcome(kind, task_id=task_id, attempt=attempt, body=body)
+    # On the agent's disk first: from here the outcome reaches the region even if
+    # the agent dies now. (Dying between the handler's return and this write, a
+    # fraction of a millisecond, runs the handler again: handlers are idempotent.)
+    kept = runtime.outbox_put(ident.agent_id, kind=kind, task_id=task_id, attempt=attempt, body=body)
+    logger.info("handler finish task=%s attempt=%s agent=%s outcome=%s seconds=%.3f", task_id, attempt,
+                ident.agent_id, kind, seconds, extra={"agent": ident.agent_id, "task": str(task_id)})
+    runtime.report_outcome(kind, task_id=task_id, attempt=attempt, body=body, kept=kept)
     if kind == "failure":
         # Only after the region has it (or the outbox does): the exception is
         # for Celery's monitoring, the region's record is what counts.

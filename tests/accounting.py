@@ -1,7 +1,9 @@
 """Count what agents' handlers did, from the lines they log, and judge a run:
 every handler start and finish is logged with task id and attempt
 (agents/tasks.py), so a run can be checked for double completions and for
-starts of attempts that were no longer current."""
+starts of attempts that were no longer current. A finish is logged once the
+outcome is in the agent's outbox (on its disk): a completion the platform has
+been given, which must never be followed by another run of the task."""
 from __future__ import annotations
 
 import re

@@ -13,6 +13,7 @@ from regions.services.tasks import dispatch
 from regions.services.tasks.claim import task_claim
 from regions.services.tasks.dispatch import task_dispatch
 from regions.services.tasks.outcome import retry_delay, task_fail, task_succeed
+from regions.services.tasks.requeue import tasks_requeue_for_agents
 from regions.services.tasks.submit import task_submit
 from tests import factories
 from wire.signing import report_signature
@@ -32,6 +33,40 @@ def test_result_of_a_stale_attempt_is_ignored():
     task.refresh_from_db()
     assert task.result == {"x": 2}
     assert task_succeed(task_id=task.id, attempt=2, agent_id="b", result={"x": 3}) is False
+
+
+def _requeued_from(agent_id: str) -> Task:
+    """A task whose attempt 1 ran on agent_id, which was then lost: attempt 2 queued."""
+    task = make_task()
+    assert task_claim(task_id=task.id, attempt=1, agent_id=agent_id, capabilities=["echo"]).run
+    assert tasks_requeue_for_agents(agent_ids=[agent_id], reason="agent missed its heartbeat TTL") == 1
+    task.refresh_from_db()
+    assert (task.status, task.attempt) == (Task.Status.QUEUED, 2)
+    return task
+
+
+def test_a_late_success_of_a_requeued_attempt_stands_while_the_next_is_unclaimed():
+    """An agent killed after its handler finished, back after its TTL: its
+    outbox delivers the outcome of attempt 1 after the reaper queued attempt 2.
+    The work is done: it stands, and attempt 2 never runs."""
+    task = _requeued_from("a")
+    assert task_succeed(task_id=task.id, attempt=1, agent_id="a", result={"x": 1}, capabilities=["echo"]) is True
+    task.refresh_from_db()
+    assert (task.status, task.attempt, task.agent, task.result, task.status_reason) == (
+        Task.Status.SUCCEEDED, 1, "a", {"x": 1}, "")
+    assert list(task.attempts.values_list("number", "agent", "outcome")) == [(1, "a", "succeeded")]
+    assert task_claim(task_id=task.id, attempt=2, agent_id="b", capabilities=["echo"]).run is False
+    assert task_succeed(task_id=task.id, attempt=1, agent_id="a", result={"x": 2}, capabilities=["echo"]) is False
+
+
+def test_a_late_success_is_fenced_out_once_the_next_attempt_is_claimed_or_from_another_agent():
+    task = _requeued_from("a")
+    assert task_succeed(task_id=task.id, attempt=1, agent_id="b", result={}, capabilities=["echo"]) is False
+    assert task_claim(task_id=task.id, attempt=2, agent_id="b", capabilities=["echo"]).run
+    assert task_succeed(task_id=task.id, attempt=1, agent_id="a", result={"x": 1}, capabilities=["echo"]) is False
+    task.refresh_from_db()
+    assert (task.status, task.attempt, task.agent) == (Task.Status.RUNNING, 2, "b")
+    assert task_succeed(task_id=task.id, attempt=2, agent_id="b", result={"x": 2}, capabilities=["echo"]) is True
 
 
 def test_another_agent_cannot_complete_a_claimed_attempt():

@@ -19,6 +19,7 @@ from regions.services.config import config_current
 from regions.services.task_events import task_finished_publish
 from regions.services.tasks.attempts import attempt_close
 from regions.services.tasks.claim import servable
+from regions.services.tasks.dispatch import revoke
 
 logger = logging.getLogger("regions.services.tasks")  # the lifecycle's log stream, whichever module writes
 
@@ -42,34 +43,59 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
     if not records and is_postgresql():
         done = _succeed_sql(task_id=task_id, attempt=attempt, agent_id=agent_id, result=result,
                             started_at=started_at, capabilities=capabilities)
-        if done:
-            task_finished_publish([task_id])
-        _succeeded_log(done, task_id=task_id, attempt=attempt, agent_id=agent_id)
-        return done
-    with transaction.atomic():
-        done = _owned(task_id, attempt, agent_id, capabilities).update(
-            status=Task.Status.SUCCEEDED, result=result, error="", agent=agent_id,
-            started_at=_started(started_at), finished_at=timezone.now(), status_reason="",
-        )
-        if done:
-            attempt_close(task_id=task_id, number=attempt, outcome=TaskAttempt.Outcome.SUCCEEDED, agent_id=agent_id)
-            task_finished_publish([task_id])
-        if done and records:
-            IngestedRecord.objects.bulk_create(
-                [IngestedRecord(task_id=task_id, line=r["line"], data=r["data"]) for r in records],
-                batch_size=2000, ignore_conflicts=True,
-            )
-    _succeeded_log(bool(done), task_id=task_id, attempt=attempt, agent_id=agent_id)
-    return bool(done)
-
-
-def _succeeded_log(done: bool, *, task_id, attempt: int, agent_id: str) -> None:
-    if not done:
-        logger.info("late or fenced result for task %s attempt %s from %s ignored", task_id, attempt, agent_id,
+    else:
+        with transaction.atomic():
+            done = bool(_owned(task_id, attempt, agent_id, capabilities).update(
+                status=Task.Status.SUCCEEDED, result=result, error="", agent=agent_id,
+                started_at=_started(started_at), finished_at=timezone.now(), status_reason="",
+            ))
+            if done:
+                attempt_close(task_id=task_id, number=attempt, outcome=TaskAttempt.Outcome.SUCCEEDED,
+                              agent_id=agent_id)
+                _records_keep(task_id, records)
+    late = not done and _late_succeed(task_id=task_id, attempt=attempt, agent_id=agent_id, result=result,
+                                      records=records, started_at=started_at, capabilities=capabilities)
+    if done or late:
+        task_finished_publish([task_id])
+        logger.info("task %s attempt %s succeeded on %s%s", task_id, attempt, agent_id,
+                    " (reported after the attempt was requeued; the next attempt will not run)" if late else "",
                     extra={"agent": agent_id, "task": str(task_id)})
     else:
-        logger.info("task %s attempt %s succeeded on %s", task_id, attempt, agent_id,
+        logger.info("late or fenced result for task %s attempt %s from %s ignored", task_id, attempt, agent_id,
                     extra={"agent": agent_id, "task": str(task_id)})
+    return done or late
+
+
+def _records_keep(task_id, records) -> None:
+    if records:
+        IngestedRecord.objects.bulk_create(
+            [IngestedRecord(task_id=task_id, line=r["line"], data=r["data"]) for r in records],
+            batch_size=2000, ignore_conflicts=True,
+        )
+
+
+def _late_succeed(*, task_id, attempt: int, agent_id: str, result, records, started_at: float | None,
+                  capabilities: list[str] | None) -> bool:
+    """A success reported after its attempt was requeued because its agent was
+    lost (killed after the handler finished and back after its TTL, or frozen),
+    while the next attempt is still unclaimed: the work is done, so it stands,
+    and the next attempt never runs (its claim finds the task final; its message
+    is revoked). Once anyone claims the next attempt, the late result is fenced
+    out as before: a handler never runs for a superseded attempt, and a task
+    has one result."""
+    with transaction.atomic():
+        requeued = TaskAttempt.objects.filter(task_id=task_id, number=attempt, agent=agent_id,
+                                              outcome=TaskAttempt.Outcome.REQUEUED)
+        done = requeued.exists() and Task.objects.filter(
+            servable(agent_id, capabilities), id=task_id, attempt=attempt + 1, status__in=Task.PENDING,
+        ).update(status=Task.Status.SUCCEEDED, attempt=attempt, result=result, error="", agent=agent_id,
+                 started_at=_started(started_at), finished_at=timezone.now(), status_reason="")
+        if done:
+            requeued.update(outcome=TaskAttempt.Outcome.SUCCEEDED, error="", finished_at=timezone.now())
+            _records_keep(task_id, records)
+    if done:
+        revoke(task_id, attempt + 1)
+    return bool(done)
 
 
 # The fenced success (the _owned conditions) and the attempt's history row closed,
