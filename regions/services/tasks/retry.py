@@ -1,5 +1,5 @@
-"""A caller or operator runs a failed or cancelled task again, as a new attempt,
-past the checks a submission passes."""
+"""A caller or operator runs a failed or cancelled task again, as a new attempt;
+the retry must pass what a submission must (capability allowed, rate limit)."""
 from __future__ import annotations
 
 from django.db import transaction
