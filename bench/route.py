@@ -36,7 +36,7 @@ from tests.harness import Router, Template  # noqa: E402
 SEED = """
 import json, random
 from django.utils import timezone
-from router.services import region_create
+from router.services.regions import region_create
 from router.models import Region
 rng = random.Random(1)
 caps = [f"cap_{{i:03d}}" for i in range({caps})]

@@ -17,7 +17,10 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from console.formatting import age, age_text, badge, exact_time
-from router import inputs, selectors, services
+from router import inputs, selectors
+from router.services.refusals import RouterError
+from router.services.regions import (region_create, region_token_rotate, region_update, region_validate,
+                                     region_watermark_reset, registration_token_create, registration_token_revoke)
 from router.models import AddressRule, Region, RegistrationToken
 from wire.endpoints import DISCOVER
 
@@ -89,9 +92,9 @@ class RegionAddForm(forms.ModelForm):
         data = super().clean()
         if not self.errors:
             try:
-                services.region_validate(region_id=data["region_id"], orchestrator_url=data["orchestrator_url"],
-                                         labels=data["labels"], summary_interval=data["summary_interval"])
-            except services.RouterError as exc:
+                region_validate(region_id=data["region_id"], orchestrator_url=data["orchestrator_url"],
+                                labels=data["labels"], summary_interval=data["summary_interval"])
+            except RouterError as exc:
                 raise forms.ValidationError(exc.detail) from None
         return data
 
@@ -109,10 +112,10 @@ class RegionChangeForm(RegionAddForm):
         data = forms.ModelForm.clean(self)
         if not self.errors:
             try:
-                services.region_validate(region_id=self.instance.region_id,
-                                         orchestrator_url=data["orchestrator_url"], labels=data["labels"],
-                                         summary_interval=selectors.region_interval(self.instance.summary_interval))
-            except services.RouterError as exc:
+                region_validate(region_id=self.instance.region_id,
+                                orchestrator_url=data["orchestrator_url"], labels=data["labels"],
+                                summary_interval=selectors.region_interval(self.instance.summary_interval))
+            except RouterError as exc:
                 raise forms.ValidationError(exc.detail) from None
         return data
 
@@ -183,11 +186,11 @@ class RegionAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
         if change:
-            services.region_update(region_id=obj.region_id, orchestrator_url=data["orchestrator_url"],
-                                   labels=data["labels"], enabled=data["enabled"])
+            region_update(region_id=obj.region_id, orchestrator_url=data["orchestrator_url"],
+                          labels=data["labels"], enabled=data["enabled"])
             return
-        region, raw = services.region_create(region_id=data["region_id"], orchestrator_url=data["orchestrator_url"],
-                                             labels=data["labels"], summary_interval=data["summary_interval"])
+        region, raw = region_create(region_id=data["region_id"], orchestrator_url=data["orchestrator_url"],
+                                    labels=data["labels"], summary_interval=data["summary_interval"])
         obj.pk, obj.token_hash, obj.orchestrator_url = region.pk, region.token_hash, region.orchestrator_url
         obj._state.adding, obj._state.db = False, region._state.db
         request._meridian_tokens = [(region.region_id, raw)]
@@ -214,7 +217,7 @@ class RegionAdmin(admin.ModelAdmin):
     def reset_replay_watermark(self, request, queryset):
         region_ids = list(queryset.values_list("region_id", flat=True))
         for region_id in region_ids:
-            services.region_watermark_reset(region_id=region_id)
+            region_watermark_reset(region_id=region_id)
         self.message_user(request, f"Replay watermark cleared for {len(region_ids)} region(s): "
                                    f"{', '.join(region_ids)}.")
 
@@ -227,7 +230,7 @@ class RegionAdmin(admin.ModelAdmin):
                 "region_ids": region_ids, "queryset": queryset, "opts": self.model._meta,
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
             })
-        request._meridian_tokens = [(region_id, services.region_token_rotate(region_id=region_id)[1])
+        request._meridian_tokens = [(region_id, region_token_rotate(region_id=region_id)[1])
                                     for region_id in region_ids]
         return self._tokens_page(request, title=f"New summary token for {len(region_ids)} region(s)",
                                  what="region summary token",
@@ -359,8 +362,8 @@ class RegistrationTokenAdmin(admin.ModelAdmin):
         if change:
             obj.save(update_fields=["name", "regions"])
             return
-        token, raw = services.registration_token_create(name=form.cleaned_data["name"],
-                                                        regions=form.cleaned_data["regions"])
+        token, raw = registration_token_create(name=form.cleaned_data["name"],
+                                               regions=form.cleaned_data["regions"])
         obj.pk, obj.prefix, obj.token_hash = token.pk, token.prefix, token.token_hash
         obj._state.adding, obj._state.db = False, token._state.db
         request._meridian_tokens = [(token.name, raw)]
@@ -378,7 +381,7 @@ class RegistrationTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected registration tokens", permissions=["change"])
     def revoke(self, request, queryset):
-        revoked = sum(services.registration_token_revoke(token_id=pk) for pk in queryset.values_list("pk", flat=True))
+        revoked = sum(registration_token_revoke(token_id=pk) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"{revoked} registration token(s) revoked.", messages.SUCCESS)
 
     @admin.display(description="token", ordering="prefix")

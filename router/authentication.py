@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from project.accounts.authentication import REGION_TOKEN, REGISTRATION_TOKEN, BearerAuthentication, Principal
 from project.exceptions import Refused, credential_refused
-from router import services
+from router.services.regions import region_authenticate, registration_token_check
 
 
 class RegistrationTokenAuthentication(BearerAuthentication):
@@ -15,7 +15,7 @@ class RegistrationTokenAuthentication(BearerAuthentication):
 
     def verify(self, raw, request):
         try:
-            return Principal(), services.registration_token_check(raw)
+            return Principal(), registration_token_check(raw)
         except Refused as exc:
             raise credential_refused(exc) from exc
 
@@ -27,6 +27,6 @@ class RegionTokenAuthentication(BearerAuthentication):
 
     def verify(self, raw, request):
         try:
-            return Principal(), services.region_authenticate(raw)
+            return Principal(), region_authenticate(raw)
         except Refused as exc:
             raise credential_refused(exc) from exc

@@ -1,5 +1,5 @@
 """Router API: the article's two endpoints, routing and forwarding. Thin views: what the
-services refuse (services.RouterError) is answered by project.exceptions.api_exception_handler."""
+services refuse (router.services.refusals.RouterError) is answered by project.exceptions.api_exception_handler."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -12,7 +12,10 @@ from rest_framework.views import APIView
 
 from project.schema import FORWARDED, errors
 from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer
-from router import inputs, selectors, services
+from router import inputs, selectors
+from router.services.forwarding import task_batch_forward, task_forward, task_redirect
+from router.services.routing import region_pick, route
+from router.services.summaries import summary_ingest
 from router.authentication import RegionTokenAuthentication, RegistrationTokenAuthentication
 from wire.endpoints import REGISTER
 
@@ -36,10 +39,10 @@ class RegisterAgentApi(APIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        region = services.region_pick(capabilities=data.validated_data["capabilities"],
-                                      hint=data.validated_data.get("region"),
-                                      client_ip=_client_ip(request),
-                                      allowed=selectors.region_allowed(request.auth.regions))
+        region = region_pick(capabilities=data.validated_data["capabilities"],
+                             hint=data.validated_data.get("region"),
+                             client_ip=_client_ip(request),
+                             allowed=selectors.region_allowed(request.auth.regions))
         return Response({
             "message": f"Agent {data.validated_data['agent_id']} should join region {region.region_id}.",
             "agent_id": data.validated_data["agent_id"],
@@ -54,7 +57,7 @@ class UpdateRegionalStatusApi(APIView):
 
     @extend_schema(request=inputs.SummaryInputSerializer, responses={200: dict, **errors(400, 401, 403, 409, 503)})
     def post(self, request):
-        region = services.summary_ingest(region=request.auth, summary=request.data)
+        region = summary_ingest(region=request.auth, summary=request.data)
         return Response({"region_id": region.region_id, "accepted": True,
                          "received_at": region.received_at.isoformat()})
 
@@ -75,7 +78,7 @@ class RouteApi(APIView):
     def get(self, request):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        answer = services.route(**query.validated_data)
+        answer = route(**query.validated_data)
         # Why the other regions were passed over, for the first ROUTE_SKIPPED_SHOWN of them
         # (by region id) and how many there were: at 500 regions the full list was
         # most of the answer's bytes and of its time.
@@ -96,8 +99,8 @@ class TaskForwardApi(APIView):
     @extend_schema(request=InputSerializer, responses=FORWARDED)
     def post(self, request):
         head = inputs.task_forward_parse(request.data)  # any JSON: a 400 naming the problem, or the head
-        code, body = services.task_forward(**head, body=request.body,
-                                           authorization=request.META.get("HTTP_AUTHORIZATION", ""))
+        code, body = task_forward(**head, body=request.body,
+                                  authorization=request.META.get("HTTP_AUTHORIZATION", ""))
         return Response(body, status=code)
 
 
@@ -124,8 +127,8 @@ class TaskBatchForwardApi(APIView):
         **errors(503, 504)})
     def post(self, request):
         head = inputs.task_batch_forward_parse(request.data)
-        code, body = services.task_batch_forward(**head, body=request.body,
-                                                 authorization=request.META.get("HTTP_AUTHORIZATION", ""))
+        code, body = task_batch_forward(**head, body=request.body,
+                                        authorization=request.META.get("HTTP_AUTHORIZATION", ""))
         return Response(body, status=code)
 
 
@@ -149,8 +152,8 @@ class TaskRedirectApi(APIView):
         region_id = inputs.task_redirect_region(request.query_params)
         query = request.query_params.copy()
         query.pop("region", None)
-        location = services.task_redirect(region_id=region_id, path=request.path_info,
-                                          query=query.urlencode())
+        location = task_redirect(region_id=region_id, path=request.path_info,
+                                 query=query.urlencode())
         return Response({"region_id": region_id, "location": location}, status=status.HTTP_307_TEMPORARY_REDIRECT,
                         headers={"Location": location})
 

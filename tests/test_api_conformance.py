@@ -263,10 +263,10 @@ def test_agent_id_that_is_not_a_string_is_a_400_naming_it(path, settings, redis_
     """Found by schemathesis: `"agent_id": 0` registered an agent named "0"."""
     from rest_framework.test import APIClient
 
-    from router import services as router_services
+    from router.services.regions import registration_token_create
 
     settings.AGENT_REGISTRATION_TOKEN = "registration"
-    router_services.registration_token_create(name="conformance", token="registration")
+    registration_token_create(name="conformance", token="registration")
     if path == "/register_agent":
         settings.ROOT_URLCONF = "tests.router_urls"
     client = APIClient()

@@ -4,7 +4,8 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
-from router import services as router_services
+from router.services.regions import region_create
+from router.services.summaries import summary_ingest
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -42,8 +43,8 @@ def test_router_metrics_show_staleness_and_drift(settings):
     settings.METRICS_TOKEN = "scrape-me"
     settings.ROLE = "router"
     for region_id, sha in [("us-east-1", "aaa"), ("eu-west-3", "bbb")]:
-        region, _ = router_services.region_create(region_id=region_id, orchestrator_url="http://x:1")
-        router_services.summary_ingest(region=region, summary={
+        region, _ = region_create(region_id=region_id, orchestrator_url="http://x:1")
+        summary_ingest(region=region, summary={
             "region_id": region_id, "orchestrator_url": "http://x:1", "available_agents": 3,
             "agent_capabilities_summary": {}, "last_updated": time.time(), "config_version": sha})
     body = scrape(token="scrape-me").content.decode()

@@ -14,7 +14,9 @@ from django.utils import timezone
 from regions import selectors as region_selectors
 from regions.models import Agent, ConfigVersion, DeadLetter, Task
 from regions.services import liveness
-from router import inputs, services as router_services
+from router import inputs
+from router.services.regions import region_create
+from router.services.summaries import summary_ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -165,11 +167,11 @@ def router_fleet(settings):
                                        ("eu-west-3", major, "Tighten the blocklist"),
                                        ("ap-southeast-1", minor, None)):  # an older region: no subject
         url = f"http://{region_id}:8000"
-        region, _ = router_services.region_create(region_id=region_id, orchestrator_url=url, summary_interval=5)
-        router_services.summary_ingest(region=region, summary=_summary(
+        region, _ = region_create(region_id=region_id, orchestrator_url=url, summary_interval=5)
+        summary_ingest(region=region, summary=_summary(
             region_id, url, config=config, subject=subject, at=now - 1,
             caps={"echo": {"count": 4, "idle": 3}, "ocr": {"count": 2, "idle": 0}}))
-    router_services.region_create(region_id="sa-east-1", orchestrator_url="http://sa-east-1:8000")  # never reported
+    region_create(region_id="sa-east-1", orchestrator_url="http://sa-east-1:8000")  # never reported
     return {"major": major, "minor": minor}
 
 

@@ -8,7 +8,9 @@ import pytest
 from django.utils import timezone
 
 from project.accounts.tokens import token_hash
-from router import services
+from router.services.refusals import Unauthenticated
+from router.services.regions import region_authenticate, region_create, registration_token_check
+from router.services.summaries import summary_ingest
 from router.models import Region, RegistrationToken
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +26,7 @@ def summary(region_id, *, caps=None, config="", at=None):
 
 def push(token, body):
     """The summary path the /update_regional_status view takes."""
-    return services.summary_ingest(region=services.region_authenticate(token), summary=body)
+    return summary_ingest(region=region_authenticate(token), summary=body)
 
 
 @pytest.fixture
@@ -32,8 +34,8 @@ def fleet():
     """eu-west-3 fresh, us-east-1 stale (its summary 10 minutes old with a 60 s interval)."""
     tokens = {}
     for region_id, labels in [("eu-west-3", ["eu", "gdpr"]), ("us-east-1", ["us"])]:
-        _, tokens[region_id] = services.region_create(region_id=region_id, labels=labels,
-                                                      orchestrator_url=f"http://{region_id}.example:8000")
+        _, tokens[region_id] = region_create(region_id=region_id, labels=labels,
+                                             orchestrator_url=f"http://{region_id}.example:8000")
         push(tokens[region_id], summary(region_id, config="a" * 40))
     Region.objects.filter(region_id="us-east-1").update(received_at=timezone.now() - timedelta(minutes=10))
     return tokens
@@ -115,8 +117,8 @@ def test_rotating_a_region_token_asks_first_then_shows_the_new_one_and_the_old_o
     r = admin_client.post(CHANGELIST, {**form, "post": "yes"})
     assert r.status_code == 200 and "no-store" in r["Cache-Control"]
     new = token_on_page(r.content.decode(), "mrg")
-    with pytest.raises(services.Unauthenticated):
-        services.region_authenticate(fleet["eu-west-3"])
+    with pytest.raises(Unauthenticated):
+        region_authenticate(fleet["eu-west-3"])
     assert push(new, summary("eu-west-3")).region_id == "eu-west-3"
 
 
@@ -126,16 +128,16 @@ def test_a_registration_token_added_in_the_admin_is_shown_once_and_checks(admin_
     token = token_on_page(r.content.decode(), "mrt")
     stored = RegistrationToken.objects.get(name="fleet-eu")
     assert stored.token_hash == token_hash(token) and stored.regions == ["eu-west-3"]
-    assert services.registration_token_check(token).pk == stored.pk
+    assert registration_token_check(token).pk == stored.pk
     listing = admin_client.get("/admin/router/registrationtoken/").content.decode()
     assert f"{stored.prefix}…" in listing and stored.token_hash not in listing and token not in listing
     admin_client.post("/admin/router/registrationtoken/", {"action": "revoke", "_selected_action": [str(stored.pk)]})
-    with pytest.raises(services.Unauthenticated):
-        services.registration_token_check(token)
+    with pytest.raises(Unauthenticated):
+        registration_token_check(token)
 
 
 def test_the_drift_page_groups_regions_by_commit_and_marks_the_majority(admin_client, fleet):
-    _, token = services.region_create(region_id="ap-south-1", orchestrator_url="http://ap-south-1.example:8000")
+    _, token = region_create(region_id="ap-south-1", orchestrator_url="http://ap-south-1.example:8000")
     push(token, summary("ap-south-1", config="b" * 40))
     Region.objects.filter(region_id="ap-south-1").update(config_subject="Raise the echo timeout")
     html = admin_client.get(f"{CHANGELIST}drift/").content.decode()
@@ -159,7 +161,7 @@ def test_view_only_staff_cannot_rotate_a_token_nor_open_the_drift_page_without_v
     from django.contrib.auth.models import Permission
 
     from router.models import Region
-    from router.services import region_create
+    from router.services.regions import region_create
 
     region_create(region_id="eu-west-3", orchestrator_url="http://eu.example.com:8000", labels=["eu"])
     digest = Region.objects.get().token_hash

@@ -6,7 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from router.models import Region
-from router import services
+from router.services.regions import region_create, registration_token_create
 from tests import factories
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.router_urls")]
@@ -23,8 +23,8 @@ def summary(region_id="eu-west-3", url=None, caps=None, at=None, **extra):
 def regions():
     tokens = {}
     for region_id, labels in [("us-east-1", ["us"]), ("eu-west-3", ["eu"]), ("ap-southeast-1", ["apac"])]:
-        _, tokens[region_id] = services.region_create(region_id=region_id, labels=labels,
-                                                      orchestrator_url=f"http://{region_id}.example:8000")
+        _, tokens[region_id] = region_create(region_id=region_id, labels=labels,
+                                             orchestrator_url=f"http://{region_id}.example:8000")
     return tokens
 
 
@@ -57,7 +57,7 @@ def test_a_summary_cannot_move_the_regions_registered_url(regions):
 
 def test_a_summary_from_a_single_label_host_is_accepted(regions):
     """docker-compose's regions are http://us-east-1:8000: no dot, no TLD."""
-    services.region_create(region_id="us-east-1", orchestrator_url="http://us-east-1:8000", token=regions["us-east-1"])
+    region_create(region_id="us-east-1", orchestrator_url="http://us-east-1:8000", token=regions["us-east-1"])
     r = push(regions["us-east-1"], summary("us-east-1", url="http://us-east-1:8000"))
     assert r.status_code == 200, r.content
 
@@ -112,8 +112,8 @@ def test_route_ranks_by_idle_capacity_and_respects_residency(regions, caller):
 
 
 def test_a_route_answer_names_at_most_twenty_skipped_regions_and_counts_them(caller):
-    tokens = {f"r{i:02d}": services.region_create(region_id=f"r{i:02d}", labels=["eu"],
-                                                  orchestrator_url=f"http://r{i:02d}.example:8000")[1]
+    tokens = {f"r{i:02d}": region_create(region_id=f"r{i:02d}", labels=["eu"],
+                                         orchestrator_url=f"http://r{i:02d}.example:8000")[1]
               for i in range(25)}
     for region_id, token in tokens.items():
         caps = {"echo": {"count": 1, "idle": 1}} if region_id == "r24" else {"sleep": {"count": 1, "idle": 1}}
@@ -153,7 +153,7 @@ def register(token, body, **extra):
 def test_register_agent_picks_hint_then_cidr_then_spare_capacity(regions):
     for region_id, idle in [("us-east-1", 1), ("eu-west-3", 7), ("ap-southeast-1", 2)]:
         push(regions[region_id], summary(region_id, caps={"echo": {"count": 9, "idle": idle}}))
-    _, token = services.registration_token_create(name="fleet")
+    _, token = registration_token_create(name="fleet")
     body = {"agent_id": "a1", "capabilities": ["echo"]}
     assert register(token, body).json()["region_id"] == "eu-west-3"  # most spare capacity
     Region.objects.get(region_id="ap-southeast-1").address_rules.create(cidr="10.20.0.0/16")
@@ -168,7 +168,7 @@ def test_register_agent_errors(regions):
     body = {"agent_id": "a1", "capabilities": ["echo"]}
     assert register(None, body).status_code == 401
     assert register("mrt_forged", body).status_code == 401
-    _, limited = services.registration_token_create(name="eu only", regions=["eu-west-3"])
+    _, limited = registration_token_create(name="eu only", regions=["eu-west-3"])
     assert register(limited, body).status_code == 503  # no healthy region it may use
     push(regions["us-east-1"], summary("us-east-1"))
     assert register(limited, {**body, "region": "us-east-1"}).status_code == 403
@@ -179,7 +179,7 @@ def test_register_agent_errors(regions):
 
 def test_the_router_stores_no_per_agent_record(regions):
     push(regions["eu-west-3"], summary())
-    _, token = services.registration_token_create(name="fleet")
+    _, token = registration_token_create(name="fleet")
     from django.apps import apps
 
     before = {m._meta.db_table: m.objects.count() for m in apps.get_app_config("router").get_models()}

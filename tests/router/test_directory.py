@@ -8,7 +8,11 @@ from django.utils import timezone
 from hypothesis import given, settings, strategies as st
 from rest_framework import serializers
 
-from router import inputs, selectors, services
+from router import inputs, selectors
+from router.services.refusals import NoRegion, Stale
+from router.services.regions import region_create
+from router.services.routing import route
+from router.services.summaries import summary_ingest
 from router.models import Region
 
 pytestmark = pytest.mark.django_db
@@ -23,20 +27,20 @@ def summary(region_id, caps, at=None, config="c1"):
 def fleet():
     regions = {}
     for region_id, labels in [("r1", ["eu"]), ("r2", ["us"]), ("r3", ["eu"])]:
-        regions[region_id], _ = services.region_create(region_id=region_id, labels=labels,
-                                                       orchestrator_url=f"http://{region_id}.example:8000")
+        regions[region_id], _ = region_create(region_id=region_id, labels=labels,
+                                              orchestrator_url=f"http://{region_id}.example:8000")
     return regions
 
 
 def push(fleet, region_id, caps, **extra):
-    return services.summary_ingest(region=Region.objects.get(pk=fleet[region_id].pk),
-                                   summary=summary(region_id, caps, **extra))
+    return summary_ingest(region=Region.objects.get(pk=fleet[region_id].pk),
+                          summary=summary(region_id, caps, **extra))
 
 
 def routed(capability, **extra):
     try:
-        return [r["region_id"] for r in services.route(capability=capability, **extra).regions]
-    except services.NoRegion:
+        return [r["region_id"] for r in route(capability=capability, **extra).regions]
+    except NoRegion:
         return []
 
 
@@ -48,7 +52,7 @@ def test_a_newer_summary_replaces_what_routes_in_this_process(fleet):
     assert routed("echo") == ["r2", "r1"]  # no wait: this process put it in its directory
     push(fleet, "r1", {"echo": {"count": 5, "idle": 5}})  # sleep removed
     assert routed("sleep") == []
-    answer = services.route(capability="echo", residency="eu")
+    answer = route(capability="echo", residency="eu")
     assert [r["region_id"] for r in answer.regions] == ["r1"]
     assert answer.skipped == {"r2": "residency: not labelled eu", "r3": "stale: no summary for more than 3 intervals"}
 
@@ -90,7 +94,7 @@ def test_the_replay_watermark_and_config_since_hold_with_the_single_update(fleet
     region = push(fleet, "r1", {"echo": {"count": 1, "idle": 1}}, at=at)
     since = Region.objects.get(pk=region.pk).config_since
     assert since is not None
-    with pytest.raises(services.Stale, match="not newer"):
+    with pytest.raises(Stale, match="not newer"):
         push(fleet, "r1", {}, at=at)
     assert routed("echo") == ["r1"]  # the refused one changed nothing
     push(fleet, "r1", {"echo": {"count": 1, "idle": 1}}, at=at + 1)
@@ -108,7 +112,7 @@ def test_route_reads_stored_counts_as_capability_counts_does(fleet, monkeypatch)
             "r3": {"echo": {"count": 4, "idle": 9}}}
     for region_id, caps in rows.items():
         Region.objects.filter(region_id=region_id).update(capabilities=caps, received_at=now)
-    answer = services.route(capability="echo")
+    answer = route(capability="echo")
     got = {r["region_id"]: (r["count"], r["idle"]) for r in answer.regions}
     want = {rid: (c["count"], c["idle"]) for rid, caps in rows.items()
             if (c := selectors.capability_counts(caps, "echo")) and c["count"]}

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from router import services
+from router.services import forwarding
+from router.services.regions import region_create
 from tests.router.test_api import caller, push, summary  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.router_urls")]
@@ -75,7 +76,7 @@ def servers():
 
 
 def region_at(region_id: str, url: str, idle: int) -> None:
-    _, token = services.region_create(region_id=region_id, orchestrator_url=url)
+    _, token = region_create(region_id=region_id, orchestrator_url=url)
     r = push(token, summary(region_id, url=url, caps={"echo": {"count": 5, "idle": idle}}))
     assert r.status_code == 200, r.content
 
@@ -138,7 +139,7 @@ def test_a_pinned_forward_goes_to_that_region_only(caller, monkeypatch):
         def json(self):
             return {"id": "t1"}
 
-    monkeypatch.setattr(services.requests, "post", lambda url, **k: sent.append(url) or Created())
+    monkeypatch.setattr(forwarding.requests, "post", lambda url, **k: sent.append(url) or Created())
     r, _ = forward(caller, region="busy")
     assert r.status_code == 201 and r.json()["region_id"] == "busy", r.content
     assert sent == ["http://busy.example:8000/api/v1/tasks"]
@@ -146,8 +147,8 @@ def test_a_pinned_forward_goes_to_that_region_only(caller, monkeypatch):
 
 def test_a_forward_pinned_to_a_region_that_cannot_take_it_is_503_and_sent_nowhere(caller, monkeypatch):
     region_at("idle", "http://idle.example:8000", idle=5)
-    _, stale = services.region_create(region_id="gone", orchestrator_url="http://gone.example:8000")
-    monkeypatch.setattr(services.requests, "post", lambda *a, **k: pytest.fail("forwarded"))
+    _, stale = region_create(region_id="gone", orchestrator_url="http://gone.example:8000")
+    monkeypatch.setattr(forwarding.requests, "post", lambda *a, **k: pytest.fail("forwarded"))
     for pin, why in [("gone", "stale"), ("nowhere", "no such region")]:
         r, _ = forward(caller, region=pin)
         assert r.status_code == 503, r.content

@@ -11,7 +11,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from router import inputs, services
+from router import inputs
+from router.services import forwarding
+from router.services.refusals import RouterError
+from router.services.regions import region_create, region_watermark_reset, registration_token_create
 from router.models import Region
 from tests.router.test_api import caller, push, register, regions, summary  # noqa: F401 (fixtures)
 
@@ -32,7 +35,7 @@ def staff():
 
 @pytest.fixture
 def registration_token():
-    return services.registration_token_create(name="fleet")[1]
+    return registration_token_create(name="fleet")[1]
 
 
 def send(token, path, body):
@@ -153,13 +156,13 @@ def test_absurd_stored_capabilities_labels_and_dates_cannot_500_the_readers(regi
     assert caller.get("/api/v1/route?capability=echo&residency=eu").status_code == 200
     # A later summary puts the row right again.
     assert push(regions["us-east-1"], summary("us-east-1")).status_code == 409  # the watermark holds…
-    services.region_watermark_reset(region_id="us-east-1")
+    region_watermark_reset(region_id="us-east-1")
     assert push(regions["us-east-1"], summary("us-east-1")).status_code == 200  # …until an operator resets it
 
 
 def test_a_registration_token_with_an_absurd_region_list_cannot_500_registration(regions):
     push(regions["eu-west-3"], summary())
-    tok, raw = services.registration_token_create(name="odd")
+    tok, raw = registration_token_create(name="odd")
     for junk in [7, "eu-west-3", {"eu-west-3": 1}, [None, 3, "eu-west-3"]]:
         tok.regions = junk
         tok.save(update_fields=["regions"])
@@ -235,7 +238,7 @@ def test_a_region_answering_deeply_nested_json_cannot_500_the_forward(regions, c
         def json(self):
             return json.loads(DEEP)
 
-    monkeypatch.setattr(services.requests, "post", lambda *a, **k: Deep())
+    monkeypatch.setattr(forwarding.requests, "post", lambda *a, **k: Deep())
     r = caller.post("/api/v1/tasks", {"capability": "echo", "payload": {}}, format="json")
     assert r.status_code == 201, r.content[:300]
     assert r.json()["region_id"] == "eu-west-3" and "detail" in r.json()["task"]
@@ -289,13 +292,13 @@ def test_register_agent_and_summaries_refuse_non_object_bodies_with_400_json(reg
 
 
 def test_region_create_bounds_labels_and_url():
-    with pytest.raises(services.RouterError, match="label"):
-        services.region_create(region_id="x-1", orchestrator_url="http://x.example", labels=["Not A Label"])
-    with pytest.raises(services.RouterError, match="label"):
-        services.region_create(region_id="x-1", orchestrator_url="http://x.example",
-                               labels=[f"l{i}" for i in range(inputs.MAX_LABELS + 1)])
-    with pytest.raises(services.RouterError, match="orchestrator_url"):
-        services.region_create(region_id="x-1", orchestrator_url="http://x.example/" + "a" * 300)
-    with pytest.raises(services.RouterError, match="summary_interval"):
-        services.region_create(region_id="x-1", orchestrator_url="http://x.example", summary_interval=math.inf)
+    with pytest.raises(RouterError, match="label"):
+        region_create(region_id="x-1", orchestrator_url="http://x.example", labels=["Not A Label"])
+    with pytest.raises(RouterError, match="label"):
+        region_create(region_id="x-1", orchestrator_url="http://x.example",
+                      labels=[f"l{i}" for i in range(inputs.MAX_LABELS + 1)])
+    with pytest.raises(RouterError, match="orchestrator_url"):
+        region_create(region_id="x-1", orchestrator_url="http://x.example/" + "a" * 300)
+    with pytest.raises(RouterError, match="summary_interval"):
+        region_create(region_id="x-1", orchestrator_url="http://x.example", summary_interval=math.inf)
     assert not Region.objects.filter(region_id="x-1").exists()

@@ -13,7 +13,10 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
-from router import inputs, selectors, services
+from router import inputs, selectors
+from router.services.refusals import NoRegion
+from router.services.regions import region_create
+from router.services.routing import route
 
 NOW = 1_800_000_000.0
 # Bounded so the suite stays fast; no example database written to the work tree.
@@ -154,8 +157,8 @@ def test_readers_hold_any_stored_value_to_the_bounds(caps, labels, interval):
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(body=summaries)
 def test_any_summary_through_the_api_is_answered_in_json_and_leaves_reads_working(body):
-    region, token = services.region_create(region_id="eu-west-3", orchestrator_url="http://eu-west-3.example:8000",
-                                           token="mrg_property")
+    region, token = region_create(region_id="eu-west-3", orchestrator_url="http://eu-west-3.example:8000",
+                                  token="mrg_property")
     region.last_updated = None
     region.save(update_fields=["last_updated"])
     client = APIClient()
@@ -172,6 +175,6 @@ def test_any_summary_through_the_api_is_answered_in_json_and_leaves_reads_workin
     for capability in ["echo", *(caps if isinstance(caps, dict) else [])][:3]:
         if inputs.capability_name(capability):
             try:
-                services.route(capability=capability)
-            except services.NoRegion:
+                route(capability=capability)
+            except NoRegion:
                 pass

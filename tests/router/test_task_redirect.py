@@ -6,7 +6,8 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
-from router import services
+from router.services import forwarding
+from router.services.regions import region_create, region_update
 from tests.router.test_api import caller, push, summary  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.router_urls")]
@@ -15,7 +16,7 @@ TASK = str(uuid.uuid4())
 
 
 def region_at(region_id: str, url: str, caps: dict) -> None:
-    _, token = services.region_create(region_id=region_id, orchestrator_url=url)
+    _, token = region_create(region_id=region_id, orchestrator_url=url)
     r = push(token, summary(region_id, url=url, caps=caps))
     assert r.status_code == 200, r.content
 
@@ -36,8 +37,8 @@ def test_a_tasks_request_is_redirected_to_its_region_with_the_same_path_and_quer
 
 
 def test_a_redirect_carries_no_task_data_and_touches_no_region(caller, eu, monkeypatch):
-    monkeypatch.setattr(services.requests, "post", lambda *a, **k: pytest.fail("proxied"))
-    monkeypatch.setattr(services.requests, "get", lambda *a, **k: pytest.fail("proxied"), raising=False)
+    monkeypatch.setattr(forwarding.requests, "post", lambda *a, **k: pytest.fail("proxied"))
+    monkeypatch.setattr(forwarding.requests, "get", lambda *a, **k: pytest.fail("proxied"), raising=False)
     r = caller.get(f"/api/v1/tasks/{TASK}?region=eu-west-3")
     assert r.status_code == 307 and set(r.json()) == {"region_id", "location"}
 
@@ -52,8 +53,8 @@ def test_a_tasks_request_without_its_region_is_a_400_naming_region(caller, eu):
 def test_an_unknown_or_disabled_region_is_a_404(caller, eu):
     r = caller.get(f"/api/v1/tasks/{TASK}?region=nowhere")
     assert r.status_code == 404 and r.json()["error"] == "not_found" and "nowhere" in r.json()["detail"]
-    services.region_update(region_id="eu-west-3", orchestrator_url="http://eu.example:8000", labels=[],
-                           enabled=False)
+    region_update(region_id="eu-west-3", orchestrator_url="http://eu.example:8000", labels=[],
+                  enabled=False)
     r = caller.post(f"/api/v1/tasks/{TASK}/cancel?region=eu-west-3")
     assert r.status_code == 404, r.content
 
@@ -74,7 +75,7 @@ def test_a_batch_goes_whole_to_one_region_serving_all_its_capabilities(caller, m
     region_at("echo-only", "http://echo.example:8000", {"echo": {"count": 9, "idle": 9}})
     region_at("both", "http://both.example:8000", {"echo": {"count": 1, "idle": 1}, "sleep": {"count": 1, "idle": 1}})
     sent = []
-    monkeypatch.setattr(services.requests, "post", lambda url, **k: sent.append((url, k["data"])) or _Answer())
+    monkeypatch.setattr(forwarding.requests, "post", lambda url, **k: sent.append((url, k["data"])) or _Answer())
     body = {"tasks": [{"capability": "echo", "payload": {"n": 1}}, {"capability": "sleep", "payload": {}}]}
     r = caller.post("/api/v1/tasks/batch", body, format="json")
     assert r.status_code == 200, r.content
@@ -86,7 +87,7 @@ def test_a_batch_goes_whole_to_one_region_serving_all_its_capabilities(caller, m
 def test_a_batch_no_region_can_take_whole_is_a_503_and_sent_nowhere(caller, monkeypatch):
     region_at("echo-only", "http://echo.example:8000", {"echo": {"count": 9, "idle": 9}})
     region_at("sleep-only", "http://sleep.example:8000", {"sleep": {"count": 9, "idle": 9}})
-    monkeypatch.setattr(services.requests, "post", lambda *a, **k: pytest.fail("forwarded"))
+    monkeypatch.setattr(forwarding.requests, "post", lambda *a, **k: pytest.fail("forwarded"))
     r = caller.post("/api/v1/tasks/batch", {"tasks": [{"capability": "echo"}, {"capability": "sleep"}]},
                     format="json")
     assert r.status_code == 503 and "all of echo, sleep" in r.json()["detail"], r.content
@@ -96,7 +97,7 @@ def test_a_batch_is_pinned_and_bounded_like_a_single_forward(caller, monkeypatch
     region_at("busy", "http://busy.example:8000", {"echo": {"count": 1, "idle": 0}})
     region_at("idle", "http://idle.example:8000", {"echo": {"count": 5, "idle": 5}})
     sent = []
-    monkeypatch.setattr(services.requests, "post", lambda url, **k: sent.append(url) or _Answer())
+    monkeypatch.setattr(forwarding.requests, "post", lambda url, **k: sent.append(url) or _Answer())
     r = caller.post("/api/v1/tasks/batch", {"tasks": [{"capability": "echo"}], "region": "busy"}, format="json")
     assert r.status_code == 200 and sent == ["http://busy.example:8000/api/v1/tasks/batch"], r.content
     for body, field in [({"tasks": []}, "tasks"), ({"tasks": [{"capability": "Bad Name"}, 7]}, "tasks"),

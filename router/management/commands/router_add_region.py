@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from router.services import RouterError, region_create
+from router.services.refusals import RouterError
+from router.services.regions import region_create
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from router.services import registration_token_create
+from router.services.regions import registration_token_create
 
 
 class Command(BaseCommand):

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from router.services import RouterError, region_watermark_reset
+from router.services.refusals import RouterError
+from router.services.regions import region_watermark_reset
 
 
 class Command(BaseCommand):

@@ -1,0 +1,158 @@
+"""Routing answers from the cached directory: the regions for a capability
+(route), for every capability of a batch (route_all), and the region a
+registering agent is sent to (region_pick)."""
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.utils import timezone
+
+from router import inputs
+from router.models import AddressRule, Region
+from router.selectors import DirectoryEntry, capability_counts, directory_entries, region_is_stale
+from router.services.refusals import Forbidden, NoRegion, RouterError
+
+logger = logging.getLogger("router.services")  # the router's log stream, whichever module writes
+
+
+@dataclass
+class RouteAnswer:
+    regions: list[dict]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+_STALE = "stale: no summary for more than 3 intervals"
+
+
+def _healthy_entries(now: datetime) -> tuple[list[DirectoryEntry], dict[str, str]]:
+    healthy, skipped = [], {}
+    for entry in directory_entries():
+        if entry.stale(now):
+            skipped[entry.region.region_id] = _STALE
+        else:
+            healthy.append(entry)
+    return healthy, skipped
+
+
+def route(*, capability: str, residency: str | None = None, region: str | None = None,
+          count: int = 3) -> RouteAnswer:
+    """Regions that serve the capability, ranked by idle agents for it, then by
+    freshness. Residency is a hard constraint, and so is a pinned region.
+
+    One pass over the cached directory, one dict lookup per region: at 500
+    regions x 200 capabilities a query costs well under a millisecond, and the
+    number of capabilities does not enter it."""
+    now = timezone.now()
+    pinned = region
+    entries = directory_entries()
+    if pinned:
+        entries = [e for e in entries if e.region.region_id == pinned]
+    skipped: dict[str, str] = {}
+    if pinned and not entries:
+        skipped[pinned] = "no such region (or disabled)"
+    not_resident = f"residency: not labelled {residency}"
+    not_served = f"no agent serves {capability}"
+    candidates = []
+    for entry in entries:
+        region = entry.region
+        if entry.stale_after is None or now > entry.stale_after:
+            skipped[region.region_id] = _STALE
+        elif residency and residency not in region.labels:
+            skipped[region.region_id] = not_resident
+        elif (type(cap := entry.caps.get(capability)) is dict and type(total := cap.get("count")) is int
+              and total > 0 and type(idle := cap.get("idle", 0)) is int):
+            # selectors.capability_counts inlined (a call per region would be most of the query)
+            if not 0 <= idle <= total <= inputs.MAX_AGENTS:  # a stored row may predate the bounds
+                total = min(total, inputs.MAX_AGENTS)
+                idle = min(max(idle, 0), total)
+            candidates.append((idle, region.received_at, region, total))
+        else:
+            skipped[region.region_id] = not_served
+    if not candidates:
+        why = "; ".join(f"{r}: {reason}" for r, reason in sorted(skipped.items())) or "no regions registered"
+        raise NoRegion(f"No eligible region for capability {capability}"
+                       f"{f' with residency {residency}' if residency else ''}"
+                       f"{f' in region {pinned}' if pinned else ''} ({why}).", skipped=skipped)
+    # The `count` best by (idle, freshness), ties in region_id order: sorted(..., reverse=True)[:count].
+    best = heapq.nlargest(count, candidates, key=lambda c: (c[0], c[1]))
+    return RouteAnswer(regions=[{
+        "region_id": region.region_id,
+        "orchestrator_url": region.orchestrator_url,
+        "idle": idle,
+        "count": total,
+        "labels": region.labels,
+        "summary_age_seconds": round((now - received).total_seconds(), 3),
+    } for idle, received, region, total in best], skipped=skipped)
+
+
+def region_pick(*, capabilities: list[str], hint: str | None, client_ip: str | None,
+                allowed: list[str] | None) -> Region:
+    """For a registering agent: explicit hint, then address rules, then the
+    healthy region with the most spare capacity for its capabilities. `allowed`
+    limits the regions (the registration token's), None means all."""
+    now = timezone.now()
+    if hint:
+        region = Region.objects.filter(region_id=hint, enabled=True).first()
+        if region is None:
+            raise RouterError(f"Unknown region {hint}.")
+        if allowed is not None and hint not in allowed:
+            raise Forbidden(f"This registration token is not valid for region {hint}.")
+        if region_is_stale(region, now):
+            raise NoRegion(f"Region {hint} is not healthy (no recent summary).")
+        return region
+    entries, _ = _healthy_entries(now)
+    entries = [e for e in entries if allowed is None or e.region.region_id in allowed]
+    healthy = [e.region for e in entries]
+    if not healthy:
+        raise NoRegion("No healthy region can take this agent"
+                       f"{' (token limited to ' + ', '.join(allowed) + ')' if allowed is not None else ''}.")
+    if client_ip:
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:
+            address = None
+        by_id = {r.pk: r for r in healthy}
+        for rule in AddressRule.objects.filter(region_id__in=by_id):
+            try:
+                if address is not None and address in ipaddress.ip_network(rule.cidr, strict=False):
+                    return by_id[rule.region_id]
+            except ValueError:
+                logger.warning("address rule %s has an invalid CIDR", rule.pk)
+
+    def spare(entry: DirectoryEntry) -> tuple[int, int]:
+        idle = sum((capability_counts(entry.caps, c) or {"idle": 0})["idle"] for c in capabilities)
+        return (-idle, -entry.region.available_agents)  # most idle for these, then the most idle overall
+
+    return min(entries, key=spare).region
+
+
+def route_all(*, capabilities: list[str], residency: str | None = None, region: str | None = None,
+              count: int = 3) -> list[dict]:
+    """The regions that serve every one of `capabilities`, ranked by the idle
+    agents of their scarcest capability, then by freshness (route's order for
+    one). A capability no region serves raises route's NoRegion naming it."""
+    names = list(dict.fromkeys(capabilities))
+    if len(names) == 1:
+        return route(capability=names[0], residency=residency, region=region, count=count).regions
+    everywhere = len(directory_entries()) or 1
+    ranked: dict[str, dict] = {}
+    served: list[set[str]] = []
+    for name in names:
+        regions = route(capability=name, residency=residency, region=region, count=everywhere).regions
+        served.append({r["region_id"] for r in regions})
+        for answer in regions:
+            best = ranked.setdefault(answer["region_id"], dict(answer))
+            if answer["idle"] < best["idle"]:
+                best.update(idle=answer["idle"], count=answer["count"])
+    common = set.intersection(*served)
+    if not common:
+        raise NoRegion(f"No eligible region serves all of {', '.join(names)}"
+                       f"{f' with residency {residency}' if residency else ''}"
+                       f"{f' in region {region}' if region else ''}: split the batch.",
+                       skipped={})
+    best = sorted((ranked[r] for r in common), key=lambda r: (-r["idle"], r["summary_age_seconds"], r["region_id"]))
+    return best[:count]
