@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from project.jsonsafe import MAX_DEPTH, json_problem
 from wire.consumer import bounded_json_loads
 from kombu.exceptions import DecodeError
-from regions.api.views import MAX_BUSY, HeartbeatBodyInvalid, heartbeat_busy
+from regions.api.views.tasks import MAX_BUSY, HeartbeatBodyInvalid, heartbeat_busy
 from regions.services.config import ConfigError, config_parse
 from regions.services.reports import OutcomeInvalid, outcome_clean
 from tests import factories
