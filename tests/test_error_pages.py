@@ -6,7 +6,7 @@ import pytest
 from django.test import Client, override_settings
 
 from regions import selectors
-from regions.api import views as region_views
+from regions.api.views import agents as region_views
 
 pytestmark = pytest.mark.django_db
 

@@ -1,7 +1,7 @@
 from django.urls import URLPattern, path
 
 from project.validation import AgentIdConverter  # noqa: F401  registers <agent_id:...>
-from regions.api import views
+from regions.api.views import agents, attempts, fleet, tasks
 from wire.endpoints import CLAIM, DEAD_LETTERS, DEREGISTER, HEARTBEAT, REGISTER, REPORT, Endpoint
 
 
@@ -12,23 +12,23 @@ def agent_path(endpoint: Endpoint, view) -> URLPattern:
 
 urlpatterns = [
     # First: the hot path resolves without trying the others.
-    agent_path(HEARTBEAT, views.agent_heartbeat_view),
-    agent_path(REGISTER, views.AgentRegisterApi.as_view()),
-    path("agents", views.AgentListApi.as_view(), name="agent-list"),
-    path("agents/<agent_id:agent_id>", views.AgentDetailApi.as_view(), name="agent-detail"),
-    agent_path(CLAIM, views.TaskClaimApi.as_view()),
-    agent_path(DEAD_LETTERS, views.AgentDeadLetterApi.as_view()),
-    agent_path(REPORT, views.TaskReportApi.as_view()),
-    agent_path(DEREGISTER, views.AgentDeregisterApi.as_view()),
-    path("agents/<agent_id:agent_id>/drain", views.AgentDrainApi.as_view(), name="agent-drain"),
-    path("agents/<agent_id:agent_id>/cordon", views.AgentCordonApi.as_view(), name="agent-cordon"),
-    path("agents/<agent_id:agent_id>/uncordon", views.AgentUncordonApi.as_view(), name="agent-uncordon"),
-    path("agents/<agent_id:agent_id>/revoke", views.AgentRevokeApi.as_view(), name="agent-revoke"),
-    path("tasks", views.TaskListSubmitApi.as_view(), name="task-list"),
-    path("tasks/batch", views.TaskBatchSubmitApi.as_view(), name="task-batch"),
-    path("tasks/wait", views.TaskWaitApi.as_view(), name="task-wait"),
-    path("tasks/<uuid:task_id>", views.TaskDetailApi.as_view(), name="task-detail"),
-    path("tasks/<uuid:task_id>/cancel", views.TaskCancelApi.as_view(), name="task-cancel"),
-    path("tasks/<uuid:task_id>/retry", views.TaskRetryApi.as_view(), name="task-retry"),
-    path("region/status", views.RegionStatusApi.as_view(), name="region-status"),
+    agent_path(HEARTBEAT, agents.agent_heartbeat_view),
+    agent_path(REGISTER, agents.AgentRegisterApi.as_view()),
+    path("agents", fleet.AgentListApi.as_view(), name="agent-list"),
+    path("agents/<agent_id:agent_id>", fleet.AgentDetailApi.as_view(), name="agent-detail"),
+    agent_path(CLAIM, attempts.TaskClaimApi.as_view()),
+    agent_path(DEAD_LETTERS, attempts.AgentDeadLetterApi.as_view()),
+    agent_path(REPORT, attempts.TaskReportApi.as_view()),
+    agent_path(DEREGISTER, agents.AgentDeregisterApi.as_view()),
+    path("agents/<agent_id:agent_id>/drain", fleet.AgentDrainApi.as_view(), name="agent-drain"),
+    path("agents/<agent_id:agent_id>/cordon", fleet.AgentCordonApi.as_view(), name="agent-cordon"),
+    path("agents/<agent_id:agent_id>/uncordon", fleet.AgentUncordonApi.as_view(), name="agent-uncordon"),
+    path("agents/<agent_id:agent_id>/revoke", fleet.AgentRevokeApi.as_view(), name="agent-revoke"),
+    path("tasks", tasks.TaskListSubmitApi.as_view(), name="task-list"),
+    path("tasks/batch", tasks.TaskBatchSubmitApi.as_view(), name="task-batch"),
+    path("tasks/wait", tasks.TaskWaitApi.as_view(), name="task-wait"),
+    path("tasks/<uuid:task_id>", tasks.TaskDetailApi.as_view(), name="task-detail"),
+    path("tasks/<uuid:task_id>/cancel", tasks.TaskCancelApi.as_view(), name="task-cancel"),
+    path("tasks/<uuid:task_id>/retry", tasks.TaskRetryApi.as_view(), name="task-retry"),
+    path("region/status", tasks.RegionStatusApi.as_view(), name="region-status"),
 ]

@@ -204,7 +204,7 @@ def test_task_list_while_the_database_is_down_is_503_json_with_retry_after(api, 
 
 def test_task_submit_on_a_closed_database_connection_is_503_and_stores_nothing(api, monkeypatch):
     from django.db import InterfaceError
-    from regions.api import views as region_views
+    from regions.api.views import tasks as region_views
 
     monkeypatch.setattr(region_views, "task_submit", _raise(InterfaceError("connection already closed")))
     assert_database_503(api.post("/api/v1/tasks", {"capability": "echo"}, format="json"))
@@ -228,7 +228,7 @@ def test_api_key_check_while_the_database_is_down_is_503_not_401(redis_clean, mo
 def test_heartbeat_view_while_the_database_is_down_is_503_json_with_retry_after(redis_clean, monkeypatch):
     """A plain Django view: the middleware answers, not DRF."""
     from django.db import OperationalError
-    from regions.api import views as region_views
+    from regions.api.views import agents as region_views
 
     reg = factories.agent("a1")
     monkeypatch.setattr(region_views, "heartbeat_record", _raise(OperationalError("the database system is shutting down")))
@@ -236,7 +236,7 @@ def test_heartbeat_view_while_the_database_is_down_is_503_json_with_retry_after(
 
 
 def test_every_service_unavailable_answer_says_when_to_retry(redis_clean, settings, monkeypatch):
-    from regions.api import views as region_views
+    from regions.api.views import agents as region_views
     from regions.services import liveness
 
     settings.AGENT_REGISTRATION_TOKEN = "reg-secret"

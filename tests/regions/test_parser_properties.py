@@ -11,8 +11,9 @@ from rest_framework.test import APIClient
 
 from project.jsonsafe import MAX_DEPTH, json_problem
 from wire.consumer import bounded_json_loads
+from wire.endpoints import MAX_BUSY
 from kombu.exceptions import DecodeError
-from regions.api.views import MAX_BUSY, HeartbeatBodyInvalid, heartbeat_busy
+from regions.api.views.agents import HeartbeatBodyInvalid, heartbeat_busy
 from regions.services.config import ConfigError, config_parse
 from regions.services.reports import OutcomeInvalid, outcome_clean
 from tests import factories

@@ -1,0 +1,1 @@
+"""The region's HTTP API, one module per caller and resource."""
