@@ -1,5 +1,6 @@
 """One error shape for every API answer: {"error": code, "detail": message, ...}."""
 import logging
+from contextlib import contextmanager
 
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import JsonResponse
@@ -45,12 +46,17 @@ class Refused(Exception):
         self.extra = extra
 
 
-def credential_refused(exc: Refused) -> APIException:
-    """A refused credential as DRF's own exception, for an authentication class
-    to raise: DRF then marks the request unauthenticated (nothing asks again)
-    and a 401 carries the class's challenge."""
-    kind = {401: AuthenticationFailed, 403: PermissionDenied, 404: NotFound}[exc.status]
-    return kind(exc.detail, exc.code)
+@contextmanager
+def credential_refusals():
+    """Around an authentication class's check: a service's refusal of the
+    credential (401, 403, 404) is raised as DRF's own exception, so DRF marks
+    the request unauthenticated (nothing asks again) and a 401 carries the
+    class's challenge."""
+    try:
+        yield
+    except Refused as exc:
+        kind = {401: AuthenticationFailed, 403: PermissionDenied, 404: NotFound}[exc.status]
+        raise kind(exc.detail, exc.code) from exc
 
 
 def refused_response(exc: Refused) -> Response:

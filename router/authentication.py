@@ -4,7 +4,7 @@ only). API keys: project.accounts."""
 from __future__ import annotations
 
 from project.accounts.authentication import REGION_TOKEN, REGISTRATION_TOKEN, BearerAuthentication, Principal
-from project.exceptions import Refused, credential_refused
+from project.exceptions import credential_refusals
 from router.services.regions import region_authenticate, registration_token_check
 
 
@@ -14,10 +14,8 @@ class RegistrationTokenAuthentication(BearerAuthentication):
     scheme = REGISTRATION_TOKEN
 
     def verify(self, raw, request):
-        try:
+        with credential_refusals():
             return Principal(), registration_token_check(raw)
-        except Refused as exc:
-            raise credential_refused(exc) from exc
 
 
 class RegionTokenAuthentication(BearerAuthentication):
@@ -26,7 +24,5 @@ class RegionTokenAuthentication(BearerAuthentication):
     scheme = REGION_TOKEN
 
     def verify(self, raw, request):
-        try:
+        with credential_refusals():
             return Principal(), region_authenticate(raw)
-        except Refused as exc:
-            raise credential_refused(exc) from exc

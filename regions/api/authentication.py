@@ -7,7 +7,7 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.permissions import BasePermission
 
 from project.accounts.authentication import AGENT_TOKEN, REGISTRATION_TOKEN, BearerAuthentication, Principal
-from project.exceptions import Refused, credential_refused
+from project.exceptions import credential_refusals
 from regions.services.agent_auth import agent_caller
 from regions.services.agents.registry import registration_token_valid
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
@@ -29,10 +29,8 @@ class AgentTokenAuthentication(BearerAuthentication):
     scheme = AGENT_TOKEN
 
     def verify(self, raw, request):
-        try:
+        with credential_refusals():
             return agent_caller(agent_id=request.parser_context["kwargs"]["agent_id"], raw_token=raw), None
-        except Refused as exc:
-            raise credential_refused(exc) from exc
 
 
 class AgentNotBlocklisted(BasePermission):
