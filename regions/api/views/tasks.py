@@ -24,6 +24,14 @@ from regions.services.tasks.retry import task_retry
 from regions.services.tasks.submit import ItemRefused, task_submit, task_submit_batch
 
 
+def _body_within_payload_limit(request) -> None:
+    """Before the body is parsed: a submission (or a batch) larger than the
+    payload limit and 64 KiB of envelope is refused from its Content-Length."""
+    limit = settings.TASK_PAYLOAD_LIMIT_BYTES
+    if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
+        raise PayloadTooLarge(f"request body is larger than the payload limit of {limit} bytes")
+
+
 class TaskListSubmitApi(APIView):
     @extend_schema_serializer(component_name="TaskSubmit")
     class InputSerializer(serializers.Serializer):
@@ -55,9 +63,7 @@ class TaskListSubmitApi(APIView):
             "idempotency_key_reused: the key was used for a different request; no_agent: require_agent was set "
             "and no live agent serves the capability (or the target agent is not online), nothing stored."))})
     def post(self, request):
-        limit = settings.TASK_PAYLOAD_LIMIT_BYTES
-        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
-            raise PayloadTooLarge(f"request body is larger than the payload limit of {limit} bytes")
+        _body_within_payload_limit(request)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         sub = task_submit(submitted_by=request.user, **data.validated_data)
@@ -88,9 +94,7 @@ class TaskBatchSubmitApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 413, 503)})
     def post(self, request):
-        limit = settings.TASK_PAYLOAD_LIMIT_BYTES
-        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
-            raise PayloadTooLarge(f"request body is larger than the payload limit of {limit} bytes")
+        _body_within_payload_limit(request)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         answers: list[dict | None] = []
