@@ -10,6 +10,9 @@ CAPABILITY_RE = r"^[a-z][a-z0-9_]{0,63}$"
 AGENT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
 AGENT_ID_RE = rf"\A{AGENT_ID_PATTERN}\Z"  # \Z, not $: "a1\n" is not an id
 LABEL_RE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+# The most submissions in one batch: the region's POST /api/v1/tasks/batch and
+# the router's, which forwards a batch whole.
+BATCH_MAX_ITEMS = 500
 
 
 class AgentIdConverter:

@@ -29,6 +29,15 @@ def task_get(*, user, task_id) -> Task | None:
     return task_list(user=user).filter(id=task_id).first()
 
 
+def tasks_by_id(*, user, ids: list[str]) -> dict[str, Task]:
+    """The caller's tasks among these ids, by id (others' and unknown ids left out)."""
+    return {str(task.id): task for task in task_list(user=user).filter(id__in=ids)}
+
+
+def agent_get(*, agent_id: str) -> Agent | None:
+    return Agent.objects.filter(agent_id=agent_id).first()
+
+
 def agent_list(*, status: str | None = None, capability: str | None = None) -> QuerySet[Agent]:
     qs = Agent.objects.all()
     if status:

@@ -16,7 +16,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from project.region_summary import MAX_CAPABILITIES
-from project.validation import CAPABILITY_RE, LABEL_RE, StrictCharField, StrictRegexField
+from project.validation import BATCH_MAX_ITEMS, CAPABILITY_RE, LABEL_RE, StrictCharField, StrictRegexField
 
 SCHEMA_VERSION = 1
 # Per region: agents in all, and agents serving one capability.
@@ -186,7 +186,6 @@ def task_forward_parse(body: Any) -> dict:
             "region": data.validated_data.get("region")}
 
 
-BATCH_MAX_ITEMS = 500  # the region's POST /api/v1/tasks/batch limit
 
 
 class TaskBatchHeadSerializer(serializers.Serializer):

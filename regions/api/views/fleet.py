@@ -36,7 +36,7 @@ class AgentListApi(APIView):
 class AgentDetailApi(APIView):
     @extend_schema(responses={200: AgentOutputSerializer, **errors(401, 404, 503)})
     def get(self, request, agent_id: str):
-        agent = Agent.objects.filter(agent_id=agent_id).first()
+        agent = selectors.agent_get(agent_id=agent_id)
         if agent is None:
             raise NotFound(f"No agent {agent_id} in region {settings.REGION_ID}.")
         data = AgentOutputSerializer(agent).data

@@ -13,8 +13,8 @@ from project import waiting
 from project.exceptions import PayloadTooLarge
 from project.jsonsafe import json_problem
 from project.schema import PAGE_PARAMETERS, ErrorSerializer, errors, list_filters, paginated
-from project.validation import (AGENT_ID_RE, CAPABILITY_RE, JsonObjectField, StrictBooleanField, StrictCharField,
-                                StrictRegexField, StrictUUIDField)
+from project.validation import (AGENT_ID_RE, BATCH_MAX_ITEMS, CAPABILITY_RE, JsonObjectField, StrictBooleanField,
+                                StrictCharField, StrictRegexField, StrictUUIDField)
 from regions import selectors
 from regions.api.serializers import TaskOutputSerializer
 from regions.api.views.common import Pages, query_filters
@@ -78,9 +78,6 @@ class TaskListSubmitApi(APIView):
         paginator = Pages()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(TaskOutputSerializer(page, many=True).data)
-
-
-BATCH_MAX_ITEMS = 500
 
 
 class TaskBatchSubmitApi(APIView):
@@ -196,7 +193,7 @@ class TaskWaitApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         ids = list(dict.fromkeys(str(task_id) for task_id in data.validated_data["ids"]))
-        found = {str(task.id): task for task in selectors.task_list(user=request.user).filter(id__in=ids)}
+        found = selectors.tasks_by_id(user=request.user, ids=ids)
         done = [found[task_id] for task_id in ids if task_id in found and found[task_id].status not in Task.ACTIVE]
         pending = [task_id for task_id in ids if task_id in found and found[task_id].status in Task.ACTIVE]
         missing = [task_id for task_id in ids if task_id not in found]
