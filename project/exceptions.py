@@ -55,7 +55,9 @@ def credential_refusals():
     try:
         yield
     except Refused as exc:
-        kind = {401: AuthenticationFailed, 403: PermissionDenied, 404: NotFound}[exc.status]
+        kind = {401: AuthenticationFailed, 403: PermissionDenied, 404: NotFound}.get(exc.status)
+        if kind is None:
+            raise  # any other refusal is answered as itself
         raise kind(exc.detail, exc.code) from exc
 
 

@@ -31,6 +31,11 @@ class MetricsView(APIView):
     authentication_classes = [MetricsTokenAuthentication, ApiKeyAuthentication]
     permission_classes = [MetricsReader]
 
+    def perform_content_negotiation(self, request, force=False):
+        # The answer is Prometheus's text whatever the scraper's Accept says (a
+        # refusal is JSON): no 406 for `text/plain` or OpenMetrics.
+        return super().perform_content_negotiation(request, force=True)
+
     def get(self, request):
         registry = CollectorRegistry()
         registry.register(import_string(settings.METRICS_COLLECTORS[settings.ROLE])())

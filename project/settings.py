@@ -153,6 +153,10 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI's files come from this process (project.schema.DocsAssetView), never a CDN.
     "SWAGGER_UI_DIST": "/api/docs/assets",
     "SWAGGER_UI_FAVICON_HREF": "/api/docs/assets/favicon-32x32.png",
+    # Operation ids and tags are named below this prefix (a region's API lives under
+    # /api/; found by itself it would be "/" once /metrics, a DRF view, is counted,
+    # and every operation id would change). The router's paths start at "/".
+    "SCHEMA_PATH_PREFIX": "/api/" if ROLE == "region" else None,
 }
 
 # Redis holding liveness state (heartbeats never touch PostgreSQL).

@@ -115,7 +115,9 @@ class Task(models.Model):
 class TaskAttempt(models.Model):
     """One attempt of a task, kept after the task moved on: a retried task tells
     its story. Written by the task services at the transitions that start and
-    end an attempt, fenced like the Task row (a superseded attempt changes nothing)."""
+    end an attempt, fenced like the Task row (a superseded attempt changes nothing;
+    a requeued attempt whose success arrives before the next one is claimed
+    becomes succeeded)."""
 
     class Outcome(models.TextChoices):
         SUCCEEDED = "succeeded"

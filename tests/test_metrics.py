@@ -11,11 +11,22 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 
-def scrape(path="/metrics", token=None):
+def scrape(path="/metrics", token=None, accept=None):
     client = APIClient()
     if token:
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client.get(path)
+    return client.get(path, **({"HTTP_ACCEPT": accept} if accept else {}))
+
+
+@pytest.mark.parametrize("accept", ["text/plain", "application/openmetrics-text; version=1.0.0",
+                                    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"])
+def test_any_scraper_gets_the_text_whatever_it_accepts(redis_clean, settings, accept):
+    """Prometheus, an OpenMetrics scraper or a curl script: none is refused 406."""
+    settings.METRICS_TOKEN = "scrape-me"
+    answer = scrape(token="scrape-me", accept=accept)
+    assert answer.status_code == 200 and answer["Content-Type"].startswith("text/plain")
+    refused = scrape(accept=accept)
+    assert refused.status_code == 401 and refused.json()["error"] == "not_authenticated"
 
 
 def test_region_metrics_need_a_staff_key_or_the_metrics_token(redis_clean, settings):

@@ -145,3 +145,12 @@ def test_docs_load_swagger_ui_from_this_server_with_a_key():
     asset = client.get("/api/docs/assets/swagger-ui-bundle.js")
     assert asset.status_code == 200 and asset["Content-Type"] == "text/javascript"
     assert client.get("/api/docs/assets/..%2Fsettings.py").status_code == 404
+
+
+def test_operation_ids_and_tags_are_the_published_ones(region_schema, router_schema):
+    """A client generated from the schema names operations by these: they are a
+    promise (a region's /metrics, a DRF view, once renamed every one of them)."""
+    claim = region_schema["paths"]["/api/v1/agents/{agent_id}/claim"]["post"]
+    assert (claim["operationId"], claim["tags"]) == ("v1_agents_claim_create", ["v1"])
+    assert region_schema["paths"]["/api/schema"]["get"]["operationId"] == "schema_retrieve"
+    assert router_schema["paths"]["/register_agent"]["post"]["operationId"] == "register_agent_create"

@@ -8,8 +8,8 @@ from rest_framework.permissions import BasePermission
 
 from project.accounts.authentication import AGENT_TOKEN, REGISTRATION_TOKEN, BearerAuthentication, Principal
 from project.exceptions import credential_refusals
-from regions.services.agent_auth import agent_caller
-from regions.services.agents.registry import registration_token_valid
+from regions.services.agent_auth import AgentCaller, agent_caller
+from regions.services.agents.registry import agent_authenticate, registration_token_valid
 from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
 
 
@@ -24,13 +24,22 @@ class RegistrationTokenAuthentication(BearerAuthentication):
 
 class AgentTokenAuthentication(BearerAuthentication):
     """The agent named by the path's agent_id, proven by its own token:
-    another agent's token is a 403, an unknown agent a 404."""
+    another agent's token is a 403, an unknown agent a 404. On the task path
+    (claims, reports) a token this web process verified is trusted within the
+    revocation bound, without a database read (regions.services.agent_auth); a
+    view that changes the registration itself (deregistration) sets
+    `agent_token_checked = True` and the token is checked against the database
+    every time, so a token replaced a moment ago elsewhere is already refused."""
 
     scheme = AGENT_TOKEN
 
     def verify(self, raw, request):
+        agent_id = request.parser_context["kwargs"]["agent_id"]
         with credential_refusals():
-            return agent_caller(agent_id=request.parser_context["kwargs"]["agent_id"], raw_token=raw), None
+            if getattr(request.parser_context["view"], "agent_token_checked", False):
+                agent = agent_authenticate(agent_id=agent_id, raw_token=raw)
+                return AgentCaller(agent_id=agent.agent_id, capabilities=list(agent.capabilities)), None
+            return agent_caller(agent_id=agent_id, raw_token=raw), None
 
 
 class AgentNotBlocklisted(BasePermission):

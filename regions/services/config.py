@@ -321,7 +321,7 @@ class EffectiveConfig:
         from a counter (the live set's ZCARD), never a count(*).
 
         The reaper holds agents to the largest TTL it handed out within the last
-        such TTL (agents.agent_reap): an agent told a long interval just before
+        such TTL (regions/clock/reaper.py): an agent told a long interval just before
         the fleet shrank keeps it until its next beat."""
         base_interval, base_ttl = self.heartbeat_interval, self.heartbeat_ttl
         budget = self.heartbeat_budget

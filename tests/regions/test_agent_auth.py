@@ -91,3 +91,26 @@ def test_without_a_buffer_every_call_reads_the_database(redis_clean, monkeypatch
     caller(reg)
     with django_assert_num_queries(1):
         caller(reg)
+
+
+def test_a_replaced_token_cannot_deregister_the_agent_that_replaced_it(buffer, monkeypatch):
+    """Deregistration reads the database, not this process's cache: an old
+    process finishing its warm shutdown after its replacement registered (through
+    another web process) must not stop the new one."""
+    from rest_framework.test import APIClient
+
+    from regions.models import Agent
+
+    old = factories.agent("a1")
+    caller(old)  # this web process verified the old token
+    monkeypatch.setattr(registry, "_forget_locally", lambda agent_id: None)  # re-registered elsewhere
+    new = registry.agent_register(agent_id="a1", capabilities=["echo"], current_token=old.token)
+    assert new.token != old.token
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {old.token}")
+    refused = client.post("/api/v1/agents/a1/deregister")
+    assert refused.status_code == 401 and refused["WWW-Authenticate"].startswith("Bearer")
+    assert Agent.objects.get(agent_id="a1").status == Agent.Status.ONLINE
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {new.token}")
+    assert client.post("/api/v1/agents/a1/deregister").status_code == 200
+    assert Agent.objects.get(agent_id="a1").status == Agent.Status.STOPPED

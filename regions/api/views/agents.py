@@ -145,6 +145,7 @@ def agent_heartbeat_view(request, agent_id: str):
 
 class AgentDeregisterApi(APIView):
     authentication_classes = [AgentTokenAuthentication]
+    agent_token_checked = True  # against the database: a replaced token must not stop its replacement
 
     @extend_schema(request=None, responses={200: dict, **errors(401, 403, 404, 503)})
     def post(self, request, agent_id: str):

@@ -159,7 +159,7 @@ def agent_queues(agent: Agent) -> list[str]:
 
 
 def agent_authenticate(*, agent_id: str, raw_token: str | None) -> Agent:
-    """Database path: for the rare calls (deregister) and heartbeat cache misses."""
+    """Database path: for the rare calls (deregistration) and cache misses of the heartbeat and task paths."""
     if not raw_token:
         raise AuthError("Missing agent token.")
     digest = token_hash(raw_token)

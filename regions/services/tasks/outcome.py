@@ -1,6 +1,8 @@
 """An attempt's outcome, as the agent that claimed it reports it: success, or a
 failure retried with backoff while attempts remain. Only the claimant's current,
-running attempt changes: a late or duplicate report matches no row."""
+running attempt changes: a late or duplicate report matches no row, except a
+success of an attempt requeued from the same agent while the next attempt is
+unclaimed (_late_succeed)."""
 from __future__ import annotations
 
 import json

@@ -19,7 +19,8 @@ logger = logging.getLogger("regions.services.tasks")  # the lifecycle's log stre
 def tasks_requeue_for_agents(*, agent_ids: list[str], reason: str) -> int:
     """Put the running attempts of lost agents back on the queue (attempt + 1),
     or fail them when no attempt is left. The old attempt is fenced: its late
-    result matches no row."""
+    result matches no row, unless it is a success that arrives before anyone
+    claims the new attempt (outcome._late_succeed)."""
     count = 0
     now = timezone.now()
     for task in Task.objects.filter(agent__in=agent_ids, status=Task.Status.RUNNING).only(
