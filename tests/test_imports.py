@@ -206,28 +206,22 @@ def test_no_import_cycles():
 # by dotted strings (INSTALLED_APPS, include("regions.api.urls"), and settings
 # such as METRICS_COLLECTORS and WAIT_EVENTS that name what a role's app
 # provides), which are not imports. A function-local import counts like any other.
-def project_to_app_imports() -> set[tuple[str, str]]:
-    graph = import_graph()
-    return {(module, target) for module, edges in graph.items() if module.split(".")[0] == "project"
-            for target in edges if target.split(".")[0] in APPS}
+def app_imports_of(package: str) -> list[tuple[str, str]]:
+    """(module, app module) for every import of an app by a module of `package`."""
+    return sorted((module, target) for module, edges in import_graph().items() if module.split(".")[0] == package
+                  for target in edges if target.split(".")[0] in APPS)
 
 
 def test_project_imports_no_app():
-    found = sorted(project_to_app_imports())
+    found = app_imports_of("project")
     assert not found, ("project/ imports an app module (project/ sits below the apps; name the app by a "
                        f"dotted string where Django allows it, or move the code into the app): {found}")
 
 
 # wire/ is the agent <-> region contract both sides import (regions and agents
 # alike): it sits below every app.
-def wire_to_app_imports() -> set[tuple[str, str]]:
-    graph = import_graph()
-    return {(module, target) for module, edges in graph.items() if module.split(".")[0] == "wire"
-            for target in edges if target.split(".")[0] in APPS}
-
-
 def test_wire_imports_no_app():
-    found = sorted(wire_to_app_imports())
+    found = app_imports_of("wire")
     assert not found, ("wire/ imports an app module (both sides import the contract, so it can import neither: "
                        f"move what it needs into wire/, or pass it in): {found}")
 
