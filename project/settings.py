@@ -4,6 +4,7 @@ ROLE=region runs a regional orchestrator (REGION_ID names it); ROLE=router runs
 the Global Task Router. Defaults are for local use only: SQLite and Redis on
 localhost. The real deployment sets DATABASE_URL to PostgreSQL.
 """
+import sys
 from pathlib import Path
 
 import environ
@@ -100,6 +101,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # The same backend, with the health check skipped for a connection used
     # successfully within the last second (project/dbbackends/postgresql).
     DATABASES["default"]["ENGINE"] = "project.dbbackends.postgresql"
+    # Each process names itself (pg_stat_activity shows who holds what), and a
+    # process frozen inside a transaction (a paused VM, SIGSTOP, a debugger) has
+    # it ended by the server after DB_IDLE_IN_TRANSACTION_SECONDS, so the row
+    # locks it held come back: a web request waiting for one of them (an agent
+    # registering again) would otherwise wait as long as the freeze lasts. Well
+    # above any wait the code does inside a transaction (Redis and broker calls
+    # time out in seconds); 0 turns it off.
+    _command = sys.argv[1] if Path(sys.argv[0]).name == "manage.py" and len(sys.argv) > 1 else Path(sys.argv[0]).name
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options.setdefault("application_name", f"meridian {ROLE} {REGION_ID} {_command}"[:63])
+    _idle = env.int("DB_IDLE_IN_TRANSACTION_SECONDS", default=60)
+    _options["options"] = f"{_options.get('options', '')} -c idle_in_transaction_session_timeout={_idle * 1000}".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

@@ -2,6 +2,7 @@
 gunicorn, the orchestrator worker (with beat) and agent processes, per region."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -406,6 +407,32 @@ class Region:
                             what=f"task {task_id} in {statuses}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.task(task_id)}\n{self.logs()}") from None
+
+    @contextlib.contextmanager
+    def orchestrator_frozen(self, timeout: float = 30):
+        """SIGSTOP the orchestrator (worker and beat) between two transactions:
+        frozen inside one, it would hold its row locks as long as the freeze
+        lasts (or until DB_IDLE_IN_TRANSACTION_SECONDS), and a request waiting
+        for one of them would hang instead of showing what the test looks for."""
+        name = "meridian region %s run_region_worker" % self.region_id
+        busy = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() " \
+               "AND application_name = %s AND state <> 'idle'"
+
+        def freeze() -> bool:
+            self.orchestrator.signal(signal.SIGSTOP)
+            settled = time.monotonic() + 0.5  # a statement under way finishes; its transaction may not
+            while self.db_query(busy, (name,))[0][0]:
+                if time.monotonic() > settled:
+                    self.orchestrator.signal(signal.SIGCONT)
+                    return False
+                time.sleep(0.02)
+            return True
+
+        wait_for(freeze, timeout, interval=0.05, what="the orchestrator frozen outside a transaction")
+        try:
+            yield
+        finally:
+            self.orchestrator.signal(signal.SIGCONT)
 
     def db_query(self, sql: str, params=()) -> list[tuple]:
         conn = psycopg2.connect(self.database_url)

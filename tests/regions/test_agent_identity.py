@@ -187,8 +187,7 @@ def test_nobody_takes_over_a_live_agent_and_one_restarted_after_kill_9_rejoins_a
     agent = agents("echo", agent_id="k9.example.com")
     r = register_over_http(region, "k9.example.com")
     assert r.status_code == 409 and r.json()["error"] == "agent_id_in_use", r.text
-    region.orchestrator.signal(signal.SIGSTOP)  # no reaper: the old entry stays online throughout
-    try:
+    with region.orchestrator_frozen():  # no reaper: the old entry stays online throughout
         agent.signal(signal.SIGKILL)
         agent.popen.wait(10)
         started = time.monotonic()
@@ -197,8 +196,6 @@ def test_nobody_takes_over_a_live_agent_and_one_restarted_after_kill_9_rejoins_a
         rejoined = time.monotonic() - started
         assert again.alive() and TAKEN not in again.since(), again.tail()
         assert region.agent_info("k9.example.com")["status"] == "online"
-    finally:
-        region.orchestrator.signal(signal.SIGCONT)
     done = region.wait_task(region.submit("echo", {"n": 2}, target_agent="k9.example.com")["id"])
     assert done["agent"] == "k9.example.com"
     record(f"IDENTITY agent restarted after kill -9, old entry still online: rejoined in {rejoined:.1f}s")
@@ -207,16 +204,16 @@ def test_nobody_takes_over_a_live_agent_and_one_restarted_after_kill_9_rejoins_a
 @pytest.mark.integration
 def test_an_agent_that_lost_its_credential_waits_for_its_old_entry_to_go_offline(region, agents):
     agent = agents("echo", agent_id="lost.example.com")
-    region.orchestrator.signal(signal.SIGSTOP)  # no reaper until the new process has been refused
-    try:
+    with region.orchestrator_frozen():  # no reaper until the new process has been refused
         agent.signal(signal.SIGKILL)
         agent.popen.wait(10)
         (region.dir / "agents" / "lost.example.com" / "credential.json").unlink()
         again = restart(agents, agent)
-        wait_for(lambda: TAKEN in again.since(), 40, what="a 409 for the id still online")
+        try:
+            wait_for(lambda: TAKEN in again.since(), 40, what="a 409 for the id still online")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{again.since()[-3000:]}") from None
         assert again.alive(), again.tail()
-    finally:
-        region.orchestrator.signal(signal.SIGCONT)
     joined(again, 60)  # the reaper marks the old entry offline; the id is free
     assert again.alive(), again.tail()
     done = region.wait_task(region.submit("echo", {"n": 3}, target_agent="lost.example.com")["id"])
