@@ -11,7 +11,7 @@ import environ
 
 from project.logging import logging_config
 from wire.broker import celery_options as broker_celery_options
-from wire.protocol import CONTROL_QUEUE
+from wire.protocol import CONTROL_QUEUE, REPORT_ALLOWANCE_SECONDS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -290,6 +290,9 @@ AGENT_MAX_RECORDS = env.int("AGENT_MAX_RECORDS", default=50_000)
 # back to the broker (claim) or sends the outcome over the broker (report).
 AGENT_CLAIM_PATIENCE_SECONDS = env.float("AGENT_CLAIM_PATIENCE_SECONDS", default=60.0)
 AGENT_REPORT_PATIENCE_SECONDS = env.float("AGENT_REPORT_PATIENCE_SECONDS", default=15.0)
+# How long past its timeout (the soft limit) an attempt may take to report before
+# the hard limit kills it; well above AGENT_REPORT_PATIENCE_SECONDS.
+REPORT_ALLOWANCE_SECONDS = env.int("REPORT_ALLOWANCE_SECONDS", default=REPORT_ALLOWANCE_SECONDS)
 # Handler modules every agent of this host loads, comma-separated (besides
 # run_agent --handlers and the meridian.handlers entry points): agents/handlers/__init__.py.
 AGENT_HANDLER_MODULES = env.str("AGENT_HANDLER_MODULES", default="")

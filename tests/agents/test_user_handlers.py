@@ -7,9 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from tests import harness
+
 pytestmark = pytest.mark.integration
 
 PKG = str(Path(__file__).resolve().parent.parent / "handlers_pkg")
+
+
+@pytest.fixture(scope="module")
+def region(region_template):
+    """hang_hard waits out the hard limit: the region leaves 10 s to report past
+    the timeout instead of 60 (AGENT_REPORT_PATIENCE_SECONDS stays below it)."""
+    r = harness.Region(region_template, REPORT_ALLOWANCE_SECONDS="10", AGENT_REPORT_PATIENCE_SECONDS="5").start()
+    yield r
+    r.stop()
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def send_or_release(task: Task, *, dispatched_at, producer=None) -> bool:
             queue=queue,
             priority=message_priority(settings.CELERY_BROKER_URL, task.priority),
             soft_time_limit=task.timeout,
-            time_limit=hard_time_limit(task.timeout),
+            time_limit=hard_time_limit(task.timeout, settings.REPORT_ALLOWANCE_SECONDS),
             producer=producer,
             # One quick retry re-opens a pooled connection that went stale while
             # the broker was away; a broker that is still down fails fast.
