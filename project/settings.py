@@ -11,7 +11,7 @@ import environ
 
 from project.logging import logging_config
 from wire.broker import celery_options as broker_celery_options
-from wire.protocol import CONTROL_QUEUE, REPORT_ALLOWANCE_SECONDS
+from wire.protocol import CONTROL_QUEUE, MAX_ATTEMPT, REPORT_ALLOWANCE_SECONDS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -251,6 +251,11 @@ EVICTION_GRACE_AFTER_TICKS = env.float("EVICTION_GRACE_AFTER_TICKS", default=3.0
 TASK_PAYLOAD_LIMIT_BYTES = env.int("TASK_PAYLOAD_LIMIT_BYTES", default=256 * 1024)
 TASK_DEFAULT_TIMEOUT = env.int("TASK_DEFAULT_TIMEOUT", default=300)
 TASK_DEFAULT_MAX_ATTEMPTS = env.int("TASK_DEFAULT_MAX_ATTEMPTS", default=3)
+# The most attempts a task may have, manual retries included (submissions ask for at
+# most 20); a retry past it is refused: the caller submits the task again.
+TASK_ATTEMPTS_MAX = env.int("TASK_ATTEMPTS_MAX", default=50)
+if not 20 <= TASK_ATTEMPTS_MAX <= MAX_ATTEMPT:
+    raise environ.ImproperlyConfigured(f"TASK_ATTEMPTS_MAX must be from 20 to {MAX_ATTEMPT}")
 TASK_RETRY_BACKOFF_BASE = env.float("TASK_RETRY_BACKOFF_BASE", default=2.0)
 TASK_RETRY_BACKOFF_MAX = env.float("TASK_RETRY_BACKOFF_MAX", default=300.0)
 # A task still waiting for an agent this long after its current attempt was sent fails

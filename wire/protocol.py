@@ -49,12 +49,16 @@ class MessageInvalid(ValueError):
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
+# The highest attempt number a message may carry (a region's TASK_ATTEMPTS_MAX stays below it).
+MAX_ATTEMPT = 1000
+
+
 def attempt_parse(task_id, attempt) -> tuple[str, int]:
     """The (task id, attempt) a message names, or MessageInvalid."""
     if not isinstance(task_id, str) or not _UUID_RE.match(task_id):
         raise MessageInvalid("task_id must be a task's UUID")
-    if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt <= 1000:
-        raise MessageInvalid("attempt must be an integer from 1 to 1000")
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt <= MAX_ATTEMPT:
+        raise MessageInvalid(f"attempt must be an integer from 1 to {MAX_ATTEMPT}")
     return task_id, attempt
 
 

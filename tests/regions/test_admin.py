@@ -188,6 +188,28 @@ def test_retry_endpoint_retries_the_callers_failed_task_and_refuses_others(clien
     assert again.status_code == 409 and "cannot retry" in again.content.decode()
 
 
+def test_manual_retries_stop_at_the_attempt_limit_well_inside_the_wire_bound(client, redis_clean, settings):
+    """Cancel and retry in a loop once drove a task past the claim's bound (attempt
+    1000): it could never run again and the sweeper re-sent it into dead letters."""
+    from wire.protocol import MAX_ATTEMPT
+    assert settings.TASK_ATTEMPTS_MAX < MAX_ATTEMPT
+    settings.TASK_ATTEMPTS_MAX = 4
+    owner, raw = factories.caller("owner")
+    task = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.CANCELLED,
+                               submitted_by=owner)
+    url = f"/api/v1/tasks/{task.id}/retry"
+    for attempt in (2, 3, 4):
+        response = client.post(url, HTTP_AUTHORIZATION=f"Bearer {raw}")
+        assert response.status_code == 201 and response.json()["attempt"] == attempt, response.content
+        Task.objects.filter(id=task.id).update(status=Task.Status.CANCELLED)
+    refused = client.post(url, HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert refused.status_code == 409, refused.content
+    assert refused.json()["error"] == "attempt_limit", refused.content
+    assert "4 attempts" in refused.json()["detail"] and "submit it again" in refused.json()["detail"]
+    task.refresh_from_db()
+    assert task.attempt == 4 and task.status == Task.Status.CANCELLED
+
+
 def test_waiting_task_says_its_agents_are_cordoned(redis_clean):
     factories.agent("a1", ["echo"])
     agent_set_desired(agent_id="a1", desired=Agent.Desired.CORDONED)

@@ -15,6 +15,12 @@ class InvalidState(Refused):
     status, code = 409, "conflict"
 
 
+class AttemptLimit(Refused):
+    """The task has had as many attempts as a task may (settings.TASK_ATTEMPTS_MAX)."""
+
+    status, code = 409, "attempt_limit"
+
+
 class CapabilityRefused(Refused):
     """The active configuration does not let this region run the capability."""
 

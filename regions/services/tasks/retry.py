@@ -2,6 +2,7 @@
 the retry must pass what a submission must (capability allowed, rate limit)."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
@@ -9,7 +10,7 @@ from django.db.models.functions import Greatest
 from regions.models import Task
 from regions.services.config import config_current
 from regions.services.tasks.dispatch import task_dispatch
-from regions.services.tasks.refusals import CapabilityRefused, InvalidState
+from regions.services.tasks.refusals import AttemptLimit, CapabilityRefused, InvalidState
 from regions.services.tasks.submit import rate_check
 from regions.services.tasks.waiting import initial_status
 
@@ -20,9 +21,13 @@ RETRYABLE = (Task.Status.FAILED, Task.Status.CANCELLED)
 def task_retry(*, task: Task) -> Task:
     """Run a failed or cancelled task again, as a new attempt (one more than it
     had: a manual retry is granted even when its attempts were spent). The
-    previous attempts' errors stay in their TaskAttempt rows."""
+    previous attempts' errors stay in their TaskAttempt rows. Bounded: a cancel
+    and retry loop must not drive a task past what the wire carries."""
     if task.status not in RETRYABLE:
         raise InvalidState(f"cannot retry: only a failed or cancelled task can be retried; this one is {task.status}")
+    if task.attempt >= settings.TASK_ATTEMPTS_MAX:
+        raise AttemptLimit(f"cannot retry: this task has had {task.attempt} attempts, the most a task may have "
+                           f"(TASK_ATTEMPTS_MAX); submit it again as a new task")
     # What submission checks, a retry checks too: a capability blocklisted or
     # not allowed here since, and its rate limit (cancel-retry is no way around it).
     config = config_current()
