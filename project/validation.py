@@ -56,6 +56,10 @@ class StrictRegexField(_StringOnly, serializers.RegexField):
     pass
 
 
+class StrictSlugField(_StringOnly, serializers.SlugField):
+    pass
+
+
 class StrictUUIDField(_StringOnly, serializers.UUIDField):
     pass
 
@@ -91,3 +95,12 @@ class AgentIdentitySerializer(serializers.Serializer):
         "invalid": "agent_id must be 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit."
     })
     capabilities = serializers.ListField(child=serializers.RegexField(CAPABILITY_RE), min_length=1, max_length=200)
+
+
+class BatchItemsField(serializers.ListField):
+    """The items of a batch, 1 to BATCH_MAX_ITEMS, each any JSON value (null too):
+    an item that is not a submission is refused on its own, not the whole batch."""
+
+    def __init__(self, **kwargs):
+        super().__init__(child=serializers.JSONField(allow_null=True), min_length=1, max_length=BATCH_MAX_ITEMS,
+                         **kwargs)

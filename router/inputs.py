@@ -16,7 +16,8 @@ from django.conf import settings
 from rest_framework import serializers
 
 from project.region_summary import MAX_CAPABILITIES
-from project.validation import BATCH_MAX_ITEMS, CAPABILITY_RE, LABEL_RE, StrictCharField, StrictRegexField
+from project.validation import (CAPABILITY_RE, LABEL_RE, BatchItemsField, StrictCharField, StrictRegexField,
+                                StrictSlugField)
 
 SCHEMA_VERSION = 1
 # Per region: agents in all, and agents serving one capability.
@@ -108,16 +109,16 @@ def _plain_counts(data: dict) -> dict | None:
 
 
 class SummaryInputSerializer(serializers.Serializer):
-    region_id = serializers.SlugField(max_length=64)
-    orchestrator_url = serializers.CharField(max_length=MAX_URL_LENGTH)
+    region_id = StrictSlugField(max_length=64)
+    orchestrator_url = StrictCharField(max_length=MAX_URL_LENGTH)
     available_agents = serializers.IntegerField(min_value=0, max_value=MAX_AGENTS)
     agent_capabilities_summary = CapabilitiesField()
     last_updated = StrictFloatField(min_value=0, help_text="Unix time, the region's clock")
-    config_version = serializers.CharField(max_length=MAX_CONFIG_VERSION_LENGTH, required=False,
-                                           allow_blank=True, allow_null=True, default="")
+    config_version = StrictCharField(max_length=MAX_CONFIG_VERSION_LENGTH, required=False,
+                                     allow_blank=True, allow_null=True, default="")
     # The commit's subject line; a region of an older release sends none.
     config_subject = StrictCharField(max_length=MAX_CONFIG_SUBJECT_LENGTH, required=False, allow_blank=True,
-                                           allow_null=True, default="", trim_whitespace=False)
+                                     allow_null=True, default="")
     schema_version = serializers.IntegerField(min_value=1, required=False, default=SCHEMA_VERSION)
     summary_interval = StrictFloatField(min_value=MIN_SUMMARY_INTERVAL, max_value=MAX_SUMMARY_INTERVAL,
                                         required=False)
@@ -170,8 +171,8 @@ def summary_parse(body: Any, *, now: float | None = None) -> dict:
 class TaskHeadSerializer(serializers.Serializer):
     """What the router reads of a task it forwards; the rest passes through unread."""
 
-    capability = serializers.RegexField(CAPABILITY_RE)
-    residency = serializers.RegexField(LABEL_RE, required=False, allow_null=True)
+    capability = StrictRegexField(CAPABILITY_RE)
+    residency = StrictRegexField(LABEL_RE, required=False, allow_null=True)
     region = StrictRegexField(REGION_ID_RE, required=False, allow_null=True, help_text=(
         "Forward to this region only: a retry after a 504 goes where the first try may have landed "
         "(idempotency keys are kept per region)."))
@@ -192,8 +193,8 @@ class TaskBatchHeadSerializer(serializers.Serializer):
     """What the router reads of a batch it forwards: the items' capabilities and
     where the batch may go; the items pass through unread (the region checks them)."""
 
-    tasks = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=BATCH_MAX_ITEMS)
-    residency = serializers.RegexField(LABEL_RE, required=False, allow_null=True)
+    tasks = BatchItemsField()
+    residency = StrictRegexField(LABEL_RE, required=False, allow_null=True)
     region = StrictRegexField(REGION_ID_RE, required=False, allow_null=True)
 
     def validate_tasks(self, items: list) -> list:

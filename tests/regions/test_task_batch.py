@@ -46,19 +46,23 @@ def test_each_item_gets_its_own_answer(api, sent, monkeypatch, django_capture_on
         {"capability": "echo", "payload": {"x": "y" * 2000}},     # 413
         {"capability": "echo", "idempotency_key": "k1"},          # 200, the first task
         {"capability": "echo", "idempotency_key": "k1", "priority": 9},  # 409, another request
+        None,                                                     # 400, the others still answered
+        {"capability": 7},                                        # 400, a number is not a name
     ]
     with django_capture_on_commit_callbacks(execute=True):
         r = batch(api, items)
     assert r.status_code == 200, r.content
     results = r.json()["results"]
-    assert [x["status"] for x in results] == [201, 400, 400, 403, 413, 200, 409]
+    assert [x["status"] for x in results] == [201, 400, 400, 403, 413, 200, 409, 400, 400]
     assert results[0]["task"]["status"] == "waiting"
     assert "capability" in results[1]["detail"]
     assert results[3]["error"] == "permission_denied" and "banned" in results[3]["detail"]
     assert results[4]["error"] == "payload_too_large"
     assert results[5]["task"] == {"id": first["id"], "url": first["url"], "status": first["status"], "created": False}
     assert results[6]["error"] == "idempotency_key_reused"
-    assert (r.json()["accepted"], r.json()["refused"]) == (2, 5)
+    assert "JSON object" in results[7]["detail"]
+    assert "string" in str(results[8]["detail"]["capability"])
+    assert (r.json()["accepted"], r.json()["refused"]) == (2, 7)
     assert Task.objects.count() == 2  # the first single submission and item 0
 
 

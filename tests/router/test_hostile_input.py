@@ -92,6 +92,9 @@ def _caps(n):
     ("config_version", "ab\x00"),
     ("config_version", "\ud800"),
     ("region_id", "eu-west-3\x00"),
+    ("region_id", 3),
+    ("orchestrator_url", 8000),
+    ("config_version", 12),
     ("schema_version", 2 ** 40),
 ])
 def test_out_of_bounds_summary_fields_are_400_naming_the_field(regions, field, value):
@@ -209,6 +212,22 @@ def test_a_task_body_that_is_not_an_object_is_400_json(regions, caller, body):
     assert r.status_code == 400, r.content
     assert r["Content-Type"].startswith("application/json")
     assert "JSON object" in json.dumps(r.json())
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/api/v1/tasks", {"capability": "echo", "residency": 0}, "residency"),
+    ("/api/v1/tasks", {"capability": 7}, "capability"),
+    ("/api/v1/tasks/batch", {"tasks": [{"capability": "echo"}], "residency": 0}, "residency"),
+])
+def test_a_number_where_a_name_belongs_is_400_not_read_as_text(regions, caller, path, body, field):
+    """residency: 0 was read as "0" and routed on."""
+    r = caller.post(path, body, content_type="application/json")
+    assert r.status_code == 400, r.content
+    assert field in r.json()["fields"] and "string" in json.dumps(r.json()["fields"][field]), r.json()
+
+
+def test_a_null_batch_item_is_left_to_the_region_not_a_refusal_of_the_whole_batch():
+    assert inputs.task_batch_forward_parse({"tasks": [None, {"capability": "echo"}]})["capabilities"] == ["echo"]
 
 
 def test_json_nested_ten_thousand_deep_is_400_json_on_every_router_endpoint(regions, caller, registration_token):

@@ -13,7 +13,7 @@ from project import waiting
 from project.exceptions import PayloadTooLarge
 from project.jsonsafe import json_problem
 from project.schema import PAGE_PARAMETERS, ErrorSerializer, errors, list_filters, paginated
-from project.validation import (AGENT_ID_RE, BATCH_MAX_ITEMS, CAPABILITY_RE, JsonObjectField, StrictBooleanField,
+from project.validation import (AGENT_ID_RE, CAPABILITY_RE, BatchItemsField, JsonObjectField, StrictBooleanField,
                                 StrictCharField, StrictRegexField, StrictUUIDField)
 from regions import selectors
 from regions.api.serializers import TaskOutputSerializer
@@ -35,7 +35,7 @@ def _body_within_payload_limit(request) -> None:
 class TaskListSubmitApi(APIView):
     @extend_schema_serializer(component_name="TaskSubmit")
     class InputSerializer(serializers.Serializer):
-        capability = serializers.RegexField(CAPABILITY_RE, error_messages={
+        capability = StrictRegexField(CAPABILITY_RE, error_messages={
             "invalid": "capability must be lower-case letters, digits and _ (at most 64), starting with a letter."
         })
         payload = JsonObjectField(required=False, default=dict)
@@ -87,7 +87,7 @@ class TaskBatchSubmitApi(APIView):
 
     @extend_schema_serializer(component_name="TaskBatchSubmit")
     class InputSerializer(serializers.Serializer):
-        tasks = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=BATCH_MAX_ITEMS)
+        tasks = BatchItemsField()
 
     @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 413, 503)})
     def post(self, request):
