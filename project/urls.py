@@ -2,12 +2,14 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
+from django.views.decorators.http import require_safe
 
 from project.metrics import metrics_view
 from project.schema import DocsAssetView, DocsView, SchemaApi
 from wire.endpoints import REGION_API_ROOT
 
 
+@require_safe  # GET and HEAD: anything else (TRACE too) is 405
 def healthz(request):
     return JsonResponse({"ok": True, "role": settings.ROLE, "region_id": settings.REGION_ID})
 

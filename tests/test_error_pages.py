@@ -37,6 +37,15 @@ def test_a_wrong_method_on_the_plain_heartbeat_view_is_405_json_naming_the_allow
     assert response["Allow"] == "POST" and "GET" in body["detail"] and "POST" in body["detail"]
 
 
+@pytest.mark.parametrize("method", ["TRACE", "POST", "PUT", "DELETE"])
+def test_healthz_answers_get_and_head_only(client, method):
+    """TRACE /healthz answered 200."""
+    response = client.generic(method, "/healthz")
+    _json_error(response, 405, "method_not_allowed")
+    assert response["Allow"] == "GET, HEAD"
+    assert client.get("/healthz").status_code == 200 and client.head("/healthz").status_code == 200
+
+
 @override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
 def test_a_body_over_the_upload_limit_is_413_json(client):
     response = client.post("/api/v1/agents/some-agent/heartbeat", b'{"busy": 0, "pad": "' + b"x" * 2000 + b'"}',

@@ -22,7 +22,7 @@ from regions.api.views.common import LIVENESS_DOWN
 from regions.models import Agent
 from regions.services import liveness
 from regions.services.agents.heartbeat import fleet_size, heartbeat_record
-from regions.services.agents.registry import agent_deregister, agent_queues, agent_register
+from regions.services.agents.registry import agent_authenticate, agent_deregister, agent_queues, agent_register
 from regions.services.config import config_current
 from regions.services.handlers import schema_problem
 from wire.endpoints import AGENT_TOKEN_HEADER, MAX_BUSY
@@ -128,11 +128,14 @@ def _no_constant(name: str):
 def agent_heartbeat_view(request, agent_id: str):
     """The hot path: a plain Django view, one Redis round trip, no ORM."""
     try:
-        busy = heartbeat_busy(request.body)
-    except HeartbeatBodyInvalid as exc:
-        return _json_error("invalid", str(exc), 400)
-    try:
         raw_token = bearer_from_header(request.META.get("HTTP_AUTHORIZATION"))
+        try:
+            busy = heartbeat_busy(request.body)
+        except HeartbeatBodyInvalid as exc:
+            # Who asks first (off the hot path: only a bad body reads the database):
+            # nobody but the agent learns what its body should have been.
+            agent_authenticate(agent_id=agent_id, raw_token=raw_token)
+            return _json_error("invalid", str(exc), 400)
         reply = heartbeat_record(agent_id=agent_id, raw_token=raw_token, busy=busy)
     except Refused as exc:  # the agent's credential
         return _json_error(exc.code, exc.detail, exc.status, challenge=exc.status == 401)
