@@ -11,7 +11,7 @@ a network. Times are the command's own measurement (no Python start-up).
 Ends with a BENCH line (bench/common.py): the median sync of a new commit
 against 2 s. DESIGN.md states no number for configuration; the 2 s is the
 promise in BENCHMARKS.md, "every process of the region sees the new
-configuration within 2 s" (regions/services/config.py: an apply publishes the
+configuration within 2 s" (regions/services/config/: an apply publishes the
 new version, every process checks at most every 0.1 s on its hot path and the
 database every CONFIG_CHECK_SECONDS = 2 s), so the sync itself must take less.
 """

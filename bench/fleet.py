@@ -58,7 +58,7 @@ def curve(args) -> None:
     django.setup()
     from django.conf import settings
 
-    from regions.services.config import EffectiveConfig
+    from regions.services.config.current import EffectiveConfig
 
     agents = {"heartbeat_interval": args.interval, "heartbeat_ttl": args.ttl}
     if args.budget is not None:

@@ -216,7 +216,7 @@ CELERY_BROKER_POOL_LIMIT = env.int("CELERY_BROKER_POOL_LIMIT", default=10)
 # --- Region behaviour (seconds) ---------------------------------------------
 HEARTBEAT_INTERVAL = env.float("HEARTBEAT_INTERVAL", default=5.0)
 HEARTBEAT_TTL = env.float("HEARTBEAT_TTL", default=15.0)
-# Bounded chatter (regions.services.config.EffectiveConfig.heartbeat_timing): the
+# Bounded chatter (regions.services.config.current.EffectiveConfig.heartbeat_timing): the
 # interval handed to agents grows with the fleet so that it beats at most this
 # many times a second in total (0: no budget), up to HEARTBEAT_INTERVAL_MAX; the
 # TTL grows in proportion. Overridable per region (agents.heartbeat_budget,

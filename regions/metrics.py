@@ -8,7 +8,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
 from regions.models import Agent, Task
 from regions.services import liveness
-from regions.services.config import config_current
+from regions.services.config.current import config_current
 
 
 class RegionCollector:

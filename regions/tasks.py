@@ -106,7 +106,7 @@ def summary_push_task() -> dict:
 def config_sync_task() -> dict:
     from django.conf import settings
 
-    from regions.services.config import config_sync
+    from regions.services.config.sync import config_sync
 
     result = config_sync(repo=settings.CONFIG_REPO, ref=settings.CONFIG_REF)
     return {"sha": result.sha, "applied": result.applied, "error": result.error}

@@ -96,7 +96,7 @@ def router_template():
 def _fresh_process_caches():
     """In-process tests share one process: start each with empty caches."""
     from project.accounts import authentication
-    from regions.services.config import config_current
+    from regions.services.config.current import config_current
     from regions.services.handlers import _declared
 
     authentication._verified.clear()

@@ -213,7 +213,7 @@ def test_fleet_status_prints_the_router_overview(router_fleet):
 # --- the commit subject in summaries ----------------------------------------------------
 
 def test_summary_carries_the_active_commit_subject(redis_clean):
-    from regions.services.config import config_current
+    from regions.services.config.current import config_current
     from regions.services.summary import region_summary_build
 
     ConfigVersion.objects.create(sha="d" * 40, subject="Allow ocr in eu\x1b[31m", result="applied", is_active=True)

@@ -10,7 +10,7 @@ from project.accounts.authentication import AGENT_TOKEN, REGISTRATION_TOKEN, Bea
 from project.exceptions import credential_refusals
 from regions.services.agent_auth import AgentCaller, agent_caller
 from regions.services.agents.registry import agent_authenticate, registration_token_valid
-from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
+from regions.services.config.current import HOT_PATH_CHECK_SECONDS, config_current
 
 
 class RegistrationTokenAuthentication(BearerAuthentication):

@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from regions.models import Agent
 from regions.services import liveness
-from regions.services.config import HeartbeatTiming, config_current
+from regions.services.config.current import HeartbeatTiming, config_current
 from regions.services.tasks.requeue import tasks_requeue_for_agents
 
 logger = logging.getLogger("regions.services.agents")  # the agents' log stream, whichever module writes

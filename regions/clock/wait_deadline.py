@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F, Q
 
 from regions.models import Agent, Task, TaskAttempt
-from regions.services.config import config_current
+from regions.services.config.current import config_current
 from regions.services.task_events import task_finished_publish
 
 logger = logging.getLogger("regions.services.tasks")  # the task lifecycle's log stream

@@ -12,7 +12,7 @@ from project.dbbackends import is_postgresql
 from project.region_summary import MAX_CAPABILITIES
 from regions.models import Agent, CapabilityCounter, ConfigVersion
 from regions.services import liveness
-from regions.services.config import config_current
+from regions.services.config.current import config_current
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from regions.models import Agent, ConfigVersion, Task
 from regions.services import summary
 from regions.services.agents.heartbeat import heartbeat_record
 from regions.services.agents.registry import ForbiddenError, agent_register
-from regions.services.config import config_current, config_sync
+from regions.services.config.current import config_current
+from regions.services.config.sync import config_sync
 from regions.services.tasks.outcome import task_fail
 from regions.services.tasks.refusals import CapabilityRefused, RateLimited
 from regions.services.tasks.submit import task_submit
@@ -208,7 +209,7 @@ def test_secret_values_stay_references_in_the_database_summary_and_logs(repo, mo
 
 
 def test_a_new_configuration_is_in_force_in_every_process_as_soon_as_it_is_applied(repo):
-    from regions.services import config as config_module
+    from regions.services.config import current as config_module
 
     repo.commit({"global.yaml": GLOBAL})
     sync(repo)
@@ -223,7 +224,7 @@ def test_a_new_configuration_is_in_force_in_every_process_as_soon_as_it_is_appli
 
 def test_the_heartbeat_path_looks_at_the_published_version_at_most_every_100_ms(
         repo, monkeypatch, django_assert_num_queries):
-    from regions.services import config as config_module
+    from regions.services.config import current as config_module
     from regions.services import liveness
 
     repo.commit({"global.yaml": GLOBAL})
@@ -242,7 +243,7 @@ def test_the_heartbeat_path_looks_at_the_published_version_at_most_every_100_ms(
 
 
 def test_with_redis_down_a_new_configuration_comes_from_the_database_within_the_check_interval(repo, monkeypatch):
-    from regions.services import config as config_module
+    from regions.services.config import current as config_module
     from regions.services import liveness
 
     repo.commit({"global.yaml": GLOBAL})
@@ -265,7 +266,7 @@ def test_with_redis_down_a_new_configuration_comes_from_the_database_within_the_
 
 def test_a_stale_published_version_is_repaired_not_re_read_on_every_call(repo, django_assert_max_num_queries):
     """Redis came back with an id from before an apply it missed."""
-    from regions.services import config as config_module
+    from regions.services.config import current as config_module
     from regions.services import liveness
 
     repo.commit({"global.yaml": GLOBAL})

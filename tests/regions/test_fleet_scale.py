@@ -13,7 +13,7 @@ from regions.services import capabilities, liveness, summary
 from regions.services.agents import heartbeat
 from regions.services.agents.heartbeat import heartbeat_record
 from regions.services.agents.registry import agent_deregister, agent_register, agent_set_desired
-from regions.services.config import EffectiveConfig, config_current
+from regions.services.config.current import EffectiveConfig, config_current
 from tests import factories
 
 
@@ -212,8 +212,8 @@ def test_summary_counts_idle_agents_from_the_counters(redis_clean):
 
 
 def test_a_tiny_heartbeat_budget_gives_the_longest_interval_not_an_overflow():
-    from regions.services import config as config_services
+    from regions.services.config.parse import config_parse
 
-    content = config_services.config_parse({"global.yaml": "agents:\n  heartbeat_budget: 1.0e-320\n"})
-    cfg = config_services.EffectiveConfig(sha="x", content=content)
+    content = config_parse({"global.yaml": "agents:\n  heartbeat_budget: 1.0e-320\n"})
+    cfg = EffectiveConfig(sha="x", content=content)
     assert cfg.heartbeat_timing(10).interval == max(cfg.heartbeat_interval, cfg.heartbeat_interval_max)

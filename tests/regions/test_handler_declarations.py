@@ -6,7 +6,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from regions.models import HandlerDeclaration, Task
-from regions.services import config as config_services
+from regions.services.config.current import EffectiveConfig
+from regions.services.config.parse import ConfigError, config_parse
 from regions.services import handlers
 from regions.services.tasks import submit, waiting
 
@@ -83,7 +84,7 @@ def test_the_handlers_timeout_is_the_default_after_the_configurations(api, regis
     register("a1", ["checked"], {"checked": {"timeout": 7}})
     assert api.post("/api/v1/tasks", {"capability": "checked"}, format="json").json()["timeout"] == 7
     assert api.post("/api/v1/tasks", {"capability": "checked", "timeout": 9}, format="json").json()["timeout"] == 9
-    cfg = config_services.EffectiveConfig(sha="abc", content={"tasks": {"checked": {"timeout": 11}}})
+    cfg = EffectiveConfig(sha="abc", content={"tasks": {"checked": {"timeout": 11}}})
     monkeypatch.setattr(submit, "config_current", lambda **kw: cfg)
     monkeypatch.setattr(waiting, "config_current", lambda **kw: cfg)
     assert api.post("/api/v1/tasks", {"capability": "checked"}, format="json").json()["timeout"] == 11
@@ -91,7 +92,7 @@ def test_the_handlers_timeout_is_the_default_after_the_configurations(api, regis
 
 def test_the_configurations_schema_wins_and_holds_for_batches_too(api, register, sent, monkeypatch):
     register("a1", ["checked"], {"checked": {"payload_schema": SCHEMA}})
-    cfg = config_services.EffectiveConfig(sha="abc", content={"tasks": {"checked": {"payload_schema": {
+    cfg = EffectiveConfig(sha="abc", content={"tasks": {"checked": {"payload_schema": {
         "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}})
     monkeypatch.setattr(submit, "config_current", lambda **kw: cfg)
     monkeypatch.setattr(waiting, "config_current", lambda **kw: cfg)
@@ -107,9 +108,9 @@ def test_the_configurations_schema_wins_and_holds_for_batches_too(api, register,
 
 
 def test_a_configuration_with_a_broken_payload_schema_is_rejected_at_sync():
-    with pytest.raises(config_services.ConfigError, match=r"tasks.checked.payload_schema is not a valid JSON Schema"):
-        config_services.config_parse({"global.yaml": "schema_version: 1\ntasks:\n  checked:\n"
-                                                     "    payload_schema: {type: 12}\n"})
+    with pytest.raises(ConfigError, match=r"tasks.checked.payload_schema is not a valid JSON Schema"):
+        config_parse({"global.yaml": "schema_version: 1\ntasks:\n  checked:\n"
+                                     "    payload_schema: {type: 12}\n"})
 
 
 def test_a_catastrophic_pattern_costs_a_submission_no_time(api, register, sent):
@@ -140,7 +141,7 @@ def test_a_schema_stored_before_the_checks_gives_a_400_naming_it_not_a_500(api, 
 
 def test_an_empty_schema_in_the_configuration_switches_the_declared_one_off(api, register, sent, monkeypatch):
     register("a1", ["checked"], {"checked": {"payload_schema": SCHEMA}})
-    cfg = config_services.EffectiveConfig(sha="abc", content={"tasks": {"checked": {"payload_schema": {}}}})
+    cfg = EffectiveConfig(sha="abc", content={"tasks": {"checked": {"payload_schema": {}}}})
     monkeypatch.setattr(submit, "config_current", lambda **kw: cfg)
     monkeypatch.setattr(waiting, "config_current", lambda **kw: cfg)
     assert api.post("/api/v1/tasks", {"capability": "checked", "payload": {"n": "any"}},

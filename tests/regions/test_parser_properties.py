@@ -14,7 +14,7 @@ from wire.consumer import bounded_json_loads
 from wire.endpoints import MAX_BUSY
 from kombu.exceptions import DecodeError
 from regions.api.views.agents import HeartbeatBodyInvalid, heartbeat_busy
-from regions.services.config import ConfigError, config_parse
+from regions.services.config.parse import ConfigError, config_parse
 from regions.services.reports import OutcomeInvalid, outcome_clean
 from tests import factories
 

@@ -109,7 +109,7 @@ def test_only_the_claiming_agent_reports_the_outcome():
 
 def test_a_secret_is_resolved_for_the_claimed_attempt_only(monkeypatch):
     """The queued message carries no secret: the claim answer does."""
-    from regions.services import config as config_services
+    from regions.services.config import current as config_services
 
     monkeypatch.setenv("INGEST_TOKEN", "s3cret-value")
     cfg = config_services.EffectiveConfig(sha="abc", content={"secrets": {"ingest": {

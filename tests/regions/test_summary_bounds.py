@@ -7,7 +7,7 @@ import pytest
 
 from project.region_summary import MAX_CAPABILITIES
 from regions.models import Agent
-from regions.services.config import config_current
+from regions.services.config.current import config_current
 from regions.services.summary import region_summary_build
 from router import inputs
 

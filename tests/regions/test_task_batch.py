@@ -4,7 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from regions.models import Task
-from regions.services import config as config_services
+from regions.services.config import current as config_services
 from regions.services.tasks import dispatch, submit, waiting
 from tests import factories
 

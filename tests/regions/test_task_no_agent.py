@@ -10,10 +10,10 @@ from django.utils import timezone
 from regions.clock import wait_deadline
 from regions.clock.sweep import task_sweep
 from regions.models import Agent, Task, TaskAttempt
-from regions.services import config as config_services
+from regions.services.config import current as config_services
 from regions.services import task_events
 from regions.services.agents.registry import agent_set_desired
-from regions.services.config import ConfigError, config_parse
+from regions.services.config.parse import ConfigError, config_parse
 from regions.services.tasks import dispatch, submit, waiting
 from regions.services.tasks.claim import task_claim
 from regions.services.tasks.retry import task_retry

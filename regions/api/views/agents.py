@@ -23,7 +23,7 @@ from regions.models import Agent
 from regions.services import liveness
 from regions.services.agents.heartbeat import fleet_size, heartbeat_record
 from regions.services.agents.registry import agent_authenticate, agent_deregister, agent_queues, agent_register
-from regions.services.config import config_current
+from regions.services.config.current import config_current
 from regions.services.handlers import schema_problem
 from wire.endpoints import AGENT_TOKEN_HEADER, MAX_BUSY
 

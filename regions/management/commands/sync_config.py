@@ -4,7 +4,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from regions.services.config import config_sync
+from regions.services.config.sync import config_sync
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from project.accounts.tokens import token_hash
 from regions.models import Agent
 from regions.services import liveness
 from regions.services.agents.registry import AuthError, agent_authenticate
-from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
+from regions.services.config.current import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.heartbeat_buffer import get_buffer
 
 

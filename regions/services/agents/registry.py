@@ -16,7 +16,7 @@ from project.accounts.tokens import token_generate, token_hash
 from project.exceptions import Refused
 from regions.models import Agent, RegistrationToken
 from regions.services import liveness
-from regions.services.config import config_current, version_tuple
+from regions.services.config.current import config_current, version_tuple
 from regions.services.handlers import handlers_declare
 from regions.services.heartbeat_buffer import get_buffer
 from regions.services.tasks.requeue import tasks_requeue_for_agents

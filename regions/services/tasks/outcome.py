@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from project.dbbackends import is_postgresql
 from regions.models import IngestedRecord, Task, TaskAttempt
-from regions.services.config import config_current
+from regions.services.config.current import config_current
 from regions.services.task_events import task_finished_publish
 from regions.services.tasks.attempts import attempt_close
 from regions.services.tasks.claim import servable

@@ -8,7 +8,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 
 from regions.models import Task
-from regions.services.config import config_current
+from regions.services.config.current import config_current
 from regions.services.tasks.dispatch import task_dispatch
 from regions.services.tasks.refusals import AttemptLimit, CapabilityRefused, InvalidState
 from regions.services.tasks.submit import rate_check

@@ -17,7 +17,7 @@ from django.utils import timezone
 from project.exceptions import Refused
 from regions.models import Task
 from regions.services import liveness
-from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
+from regions.services.config.current import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.handlers import payload_check
 from regions.services.tasks.dispatch import send_many, send_or_release
 from regions.services.tasks.refusals import (CapabilityRefused, IdempotencyConflict, NoAgent, PayloadTooLargeError,

@@ -11,7 +11,7 @@ from django.utils import timezone
 from project.dbbackends import json_list_has
 from regions.models import Agent, Task
 from regions.services.capabilities import capability_live
-from regions.services.config import HOT_PATH_CHECK_SECONDS, config_current
+from regions.services.config.current import HOT_PATH_CHECK_SECONDS, config_current
 
 NO_AGENT_REASON = "no live agent serves capability {cap}; the task runs when one checks in"
 HELD_REASON = ("the agents serving capability {cap} are cordoned or draining ({agents}); the task runs when one is "

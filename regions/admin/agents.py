@@ -1,0 +1,159 @@
+"""Agents: their state at a glance, and drain, cordon, uncordon and revoke."""
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from console.formatting import age, badge, when
+from regions.admin.base import ReadOnlyAdmin
+from regions.admin.formatting import TASK_BADGES, attempt_outcome_badge, span, truncated
+from regions.models import Agent, Task, TaskAttempt
+from regions.services import liveness
+from regions.services.agents.registry import NotFound, agent_set_desired
+
+
+AGENT_STATES = {
+    # state: (label, colour, what it means)
+    "online_idle": ("online idle", "green", "heartbeating, takes tasks, none running"),
+    "online_busy": ("online busy", "blue", "heartbeating, running tasks"),
+    "cordoned": ("cordoned", "yellow", "takes no new tasks; keeps running what it has"),
+    "draining": ("draining", "orange", "finishes its tasks, then stops"),
+    "revoked": ("revoked", "grey", "credential withdrawn: told to stop, and stays stopped until re-admitted"),
+    "offline": ("offline", "red", "missed its heartbeat TTL"),
+    "stopped": ("stopped", "grey", "deregistered (stopped on request)"),
+}
+
+
+def agent_state(agent: Agent, running: int | None = None) -> str:
+    # A revoked agent is stopped by its revocation (it cannot deregister without a
+    # token, so its row goes offline): it reads as revoked, not as a lost agent.
+    if agent.desired == Agent.Desired.STOPPED:
+        return "revoked"
+    if agent.status == Agent.Status.STOPPED:
+        return "stopped"
+    if agent.status == Agent.Status.OFFLINE:
+        return "offline"
+    if agent.desired == Agent.Desired.DRAINING:
+        return "draining"
+    if agent.desired == Agent.Desired.CORDONED:
+        return "cordoned"
+    return "online_busy" if agent.busy or running else "online_idle"
+
+
+def _set_desired(desired: str, label: str, description: str):
+    def action(modeladmin, request, queryset):
+        done, failed = 0, []
+        for agent_id in queryset.values_list("agent_id", flat=True):
+            try:
+                agent_set_desired(agent_id=agent_id, desired=desired)
+                done += 1
+            except (NotFound, liveness.RedisError) as exc:
+                failed.append(f"{agent_id}: {exc}")
+        messages.info(request, f"{done} agent(s) {label}.")
+        if failed:
+            messages.error(request, "Not changed: " + "; ".join(failed[:10]))
+
+    action.short_description = description
+    action.__name__ = f"agent_{label}"
+    action.allowed_permissions = ("operate",)
+    return action
+
+
+def _running_count():
+    return Coalesce(Subquery(
+        Task.objects.filter(agent=OuterRef("agent_id"), status=Task.Status.RUNNING).order_by()
+        .values("agent").annotate(n=Count("id")).values("n"), output_field=IntegerField()), 0)
+
+
+@admin.register(Agent)
+class AgentAdmin(ReadOnlyAdmin):
+    list_display = ("agent_id", "state", "capabilities_list", "slots", "current_tasks", "last_seen_age", "version",
+                    "credential", "kind")
+    list_filter = ("status", "desired", "busy", "kind", "version")
+    search_fields = ("agent_id", "hostname")
+    fields = ("agent_id", "state", "status", "desired", "credential", "capabilities_list", "slots", "current_tasks",
+              "version", "hostname", "kind", "last_seen_exact", "registered_at_exact", "offline_since_exact",
+              "recent_tasks")
+    readonly_fields = fields
+    actions = [
+        _set_desired(Agent.Desired.DRAINING, "drained", "Drain: finish current tasks, then stop"),
+        _set_desired(Agent.Desired.CORDONED, "cordoned", "Cordon: take no new tasks"),
+        _set_desired(Agent.Desired.ACTIVE, "uncordoned", "Uncordon: take tasks again (re-admits a revoked agent)"),
+        _set_desired(Agent.Desired.STOPPED, "revoked", "Revoke: withdraw the credential and stop now"),
+    ]
+    change_form_template = "admin/regions/change_form_actions.html"
+    console_actions = (("agent_drained", "Drain"), ("agent_cordoned", "Cordon"), ("agent_uncordoned", "Uncordon"),
+                       ("agent_revoked", "Revoke"))
+    RECENT_TASKS = 20
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(running=_running_count())
+
+    @admin.display(description="state", ordering="status")
+    def state(self, obj: Agent):
+        label, colour, meaning = AGENT_STATES[agent_state(obj, getattr(obj, "running", None))]
+        return badge(label, colour, meaning)
+
+    @admin.display(description="capabilities")
+    def capabilities_list(self, obj: Agent):
+        return ", ".join(obj.capabilities)
+
+    @admin.display(description="slots in use")
+    def slots(self, obj: Agent):
+        return f"{getattr(obj, 'running', 0)} / {obj.concurrency}"
+
+    @admin.display(description="current tasks")
+    def current_tasks(self, obj: Agent):
+        if not getattr(obj, "running", 0):
+            return "—"
+        ids = Task.objects.filter(agent=obj.agent_id, status=Task.Status.RUNNING).values_list("id", flat=True)[:3]
+        links = format_html_join(" ", '<a href="{}" title="{}">{}</a>',
+                                 ((reverse("admin:regions_task_change", args=[i]), i, str(i)[:8]) for i in ids))
+        more = obj.running - len(ids)
+        return format_html("{}{}", links, f" +{more}" if more > 0 else "")
+
+    @admin.display(description="last seen", ordering="last_seen")
+    def last_seen_age(self, obj: Agent):
+        return age(obj.last_seen)
+
+    @admin.display(description="last seen")
+    def last_seen_exact(self, obj: Agent):
+        return format_html("{} ({})", when(obj.last_seen), age(obj.last_seen))
+
+    @admin.display(description="registered at")
+    def registered_at_exact(self, obj: Agent):
+        return when(obj.registered_at)
+
+    @admin.display(description="offline since")
+    def offline_since_exact(self, obj: Agent):
+        return when(obj.offline_since)
+
+    @admin.display(description="credential")
+    def credential(self, obj: Agent):
+        if obj.token_hash:
+            return badge("active", "green", "holds a token; its heartbeats and reports are accepted")
+        return badge("revoked (no token)", "red", "no token: it must be re-admitted and register again")
+
+    @admin.display(description="recent tasks")
+    def recent_tasks(self, obj: Agent):
+        """The attempts this agent ran, newest first (a task it lost to another
+        agent is listed too, with how its attempt here ended)."""
+        attempts = list(TaskAttempt.objects.filter(agent=obj.agent_id).select_related("task")
+                        .only("number", "started_at", "finished_at", "outcome", "error", "task__id",
+                              "task__capability", "task__status", "task__max_attempts")
+                        .order_by("-started_at")[:self.RECENT_TASKS])
+        if not attempts:
+            return "none"
+        rows = format_html_join(
+            "", "<tr><td><a href='{}' title='{}'>{}</a></td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td>"
+                "<td>{}</td><td>{}</td></tr>",
+            ((reverse("admin:regions_task_change", args=[a.task.id]), a.task.id, str(a.task.id)[:8],
+              a.task.capability, a.number, a.task.max_attempts, attempt_outcome_badge(a), when(a.started_at),
+              span(a.started_at, a.finished_at), TASK_BADGES.get(a.task.status, a.task.status),
+              truncated(a.error, 60)) for a in attempts))
+        return format_html("<table><thead><tr><th>task</th><th>capability</th><th>attempt</th><th>outcome here</th>"
+                           "<th>started</th><th>duration</th><th>task now</th><th>error</th></tr></thead>"
+                           "<tbody>{}</tbody></table>", rows)

@@ -1,0 +1,22 @@
+"""Dead letters: what the region's consumers dropped."""
+from __future__ import annotations
+
+from django.contrib import admin
+
+from regions.models import DeadLetter
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    """Read-only: what the region's consumers dropped, and why."""
+
+    list_display = ("received_at", "source", "queue", "task_name", "task_id", "reason")
+    list_filter = ("source", "queue", "task_name")
+    search_fields = ("task_id", "reason", "source")
+    date_hierarchy = "received_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
