@@ -1,5 +1,6 @@
 """Fencing and the outbox: state only moves forward, nothing accepted is lost."""
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from regions.clock.sweep import task_sweep
@@ -93,10 +94,22 @@ def test_an_attempt_is_granted_to_one_agent_only():
     task = make_task()
     assert task_claim(task_id=task.id, attempt=1, agent_id="a").run is True
     again = task_claim(task_id=task.id, attempt=1, agent_id="b")
-    assert again.run is False and "already running on agent a" in again.reason
-    assert task_claim(task_id=task.id, attempt=1, agent_id="a").run is False  # nor twice on the same one
+    # Which agent runs it is none of b's business.
+    assert again.run is False and again.reason == "attempt 1 is already running on another agent"
+    twice = task_claim(task_id=task.id, attempt=1, agent_id="a")  # nor twice on the same one
+    assert twice.run is False and "already running on this agent" in twice.reason
     task.refresh_from_db()
     assert (task.status, task.agent) == (Task.Status.RUNNING, "a")
+
+
+def test_a_claim_refusal_tells_an_agent_nothing_about_a_task_it_could_not_serve():
+    """Any agent could learn which agent runs a task id, and its state."""
+    task = make_task()
+    assert task_claim(task_id=task.id, attempt=1, agent_id="a", capabilities=["echo"]).run is True
+    for attempt in (1, 9):  # running on a; superseded
+        stranger = task_claim(task_id=task.id, attempt=attempt, agent_id="b", capabilities=["resize"])
+        assert stranger.run is False
+        assert stranger.reason == f"no task {task.id} that agent b may run in region {settings.REGION_ID}"
 
 
 def test_only_the_claiming_agent_reports_the_outcome():

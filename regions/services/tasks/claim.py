@@ -72,7 +72,7 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
                 attempt_start(task_id=task_id, number=attempt, agent_id=agent_id, when=now)
     if not claimed and not (claim_id and Task.objects.filter(
             id=task_id, attempt=attempt, status=Task.Status.RUNNING, agent=agent_id, claim_id=claim_id).exists()):
-        reason = _claim_refusal(task_id=task_id, attempt=attempt, agent_id=agent_id)
+        reason = _claim_refusal(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities)
         logger.info("claim of task %s attempt %s by %s refused: %s", task_id, attempt, agent_id, reason,
                     extra={"agent": agent_id, "task": str(task_id)})
         return Claim(run=False, reason=reason)
@@ -135,14 +135,14 @@ def _granted(*, task_id, attempt: int, agent_id: str, capability: str, payload, 
         return Claim(run=False, reason=error)
 
 
-def _claim_refusal(*, task_id: str, attempt: int, agent_id: str) -> str:
-    row = Task.objects.filter(id=task_id).values("attempt", "status", "agent").first()
+def _claim_refusal(*, task_id: str, attempt: int, agent_id: str, capabilities: list[str] | None) -> str:
+    """Why, as far as this agent may know: of a task it could not have been sent,
+    not even that it exists; never which other agent runs it (the log says)."""
+    row = Task.objects.filter(servable(agent_id, capabilities), id=task_id).values("attempt", "status", "agent").first()
     if row is None:
-        return f"no task {task_id} in region {settings.REGION_ID}"
+        return f"no task {task_id} that agent {agent_id} may run in region {settings.REGION_ID}"
     if row["attempt"] != attempt:
         return f"attempt {attempt} is superseded: the task is at attempt {row['attempt']} ({row['status']})"
     if row["status"] == Task.Status.RUNNING:
-        return f"attempt {attempt} is already running on agent {row['agent']}"
-    if row["status"] not in Task.PENDING:
-        return f"the task is already {row['status']}"
-    return f"agent {agent_id} does not serve this task"
+        return f"attempt {attempt} is already running on {'this' if row['agent'] == agent_id else 'another'} agent"
+    return f"the task is already {row['status']}"
