@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from regions.management.demo import local_services
 from regions.management.supervisor import EX_CONFIG, Restart, Supervisor
 from tests.accounting import record
 from tests.harness import ROOT, RedisServer, rabbitmqctl, wait_for
@@ -114,16 +115,12 @@ def test_supervisor_reports_a_child_killed_by_a_signal_and_restarts_it(tmp_path)
 
 
 def test_demo_falls_back_to_a_redis_broker_with_a_warning_without_rabbitmq(tmp_path, monkeypatch):
-    from regions.management.commands import demo
-
-    monkeypatch.setattr(demo.shutil, "which", lambda name: None if name == "rabbitmqctl" else "/bin/true")
+    monkeypatch.setattr(local_services.shutil, "which", lambda name: None if name == "rabbitmqctl" else "/bin/true")
     redis_server = RedisServer(tmp_path)
     try:
-        command = demo.Command()
-        command.broker_mode, command.vhost_prefix = "auto", "unused"
         said = []
-        command.say = said.append
-        urls = command._brokers(f"redis://127.0.0.1:{redis_server.port}")
+        urls = local_services.brokers_prepare(mode="auto", vhost_prefix="unused",
+                                              redis_base=f"redis://127.0.0.1:{redis_server.port}", say=said.append)
     finally:
         redis_server.stop()
     assert sorted(urls) == sorted(REGIONS)

@@ -1,0 +1,89 @@
+"""The fleet's layout: the regions and their agents, the ports, the
+environment of every process and the command lines they run."""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+
+from django.conf import settings
+
+# A team's own task code, in a package of its own (examples/acme-tasks): agents
+# load it with --handlers, the way a user's agents load theirs.
+ACME = Path(settings.BASE_DIR) / "examples" / "acme-tasks"
+ACME_HANDLERS = "acme_tasks.tasks"
+
+REGIONS = [
+    # region id, labels, agents: (agent id, capabilities; None: every handler of the
+    # modules, handler modules; None: the built-ins)
+    ("us-east-1", "us", [("us-ingest-1", "data_ingestion,echo", None), ("us-files-1", "file_processing,echo", None),
+                         ("us-acme-1", None, ACME_HANDLERS)]),
+    ("eu-west-3", "eu,gdpr", [("eu-ingest-1", "data_ingestion,echo", None), ("eu-ingest-2", "data_ingestion", None),
+                              ("eu-acme-1", None, ACME_HANDLERS)]),
+    ("ap-southeast-1", "apac", [("ap-files-1", "file_processing,sleep,echo", None)]),
+]
+
+
+class DemoError(Exception):
+    """The demo cannot go on; the command reports it and exits 1."""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def ports_free(*, base: int, n: int) -> list[int]:
+    """The first `n` ports from `base` up that nothing answers on."""
+    ports, port = [], base
+    while len(ports) < n:
+        if _port_free(port):
+            ports.append(port)
+        port += 1
+    return ports
+
+
+def role_env(*, root: Path, name: str, **extra: str) -> dict:
+    """The environment of one role (router or region): a SQLite database and a
+    var directory of its own under `root`, static files shared."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "EXTRA_APPS")}
+    env.update(DJANGO_SETTINGS_MODULE="project.settings", PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING",
+               DATABASE_URL=f"sqlite:///{root / name / 'db.sqlite3'}", SECRET_KEY=secrets.token_urlsafe(32),
+               ALLOWED_HOSTS="127.0.0.1,localhost", VAR_DIR=str(root / name / "var"),
+               STATIC_ROOT=str(root / "static"), **extra)
+    (root / name).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def region_env(*, root: Path, region_id: str, url: str, redis_url: str, broker_url: str, router_url: str,
+               registration_token: str, config_repo: Path) -> dict:
+    """A region's environment, with short intervals so that the demo is lively."""
+    return role_env(root=root, name=region_id, ROLE="region", REGION_ID=region_id, REGION_URL=url,
+                    REDIS_URL=redis_url, CELERY_BROKER_URL=broker_url,
+                    AGENT_DATA_ROOT=str(root / region_id / "data"), ROUTER_URL=router_url,
+                    SUMMARY_INTERVAL="3", HEARTBEAT_INTERVAL="2", AGENT_TASK_EVENTS="1",  # docs/flower.md
+                    HEARTBEAT_TTL="6", REAPER_INTERVAL="2", LIVENESS_FLUSH_INTERVAL="2",
+                    SWEEPER_INTERVAL="1", AGENT_REGISTRATION_TOKEN=registration_token,
+                    CONFIG_REPO=str(config_repo), CONFIG_REF="main", CONFIG_SYNC_INTERVAL="10")
+
+
+def web_args(*, port: int | str) -> list[str]:
+    return ["-m", "gunicorn", "-c", str(Path(settings.BASE_DIR) / "project" / "gunicorn_conf.py"), "-w", "2",
+            "-b", f"127.0.0.1:{port}"]
+
+
+def orchestrator_args() -> list[str]:
+    return ["manage.py", "run_region_worker", "--beat", "--concurrency", "2"]
+
+
+def agent_args(*, agent_id: str, capabilities: str | None, handlers: str | None, router_url: str,
+               region_id: str) -> list[str]:
+    # Discovery through the router, like the article's agents.
+    return ["manage.py", "run_agent", *(["--capabilities", capabilities] if capabilities else []),
+            *(["--handlers", handlers] if handlers else []), "--agent-id", agent_id, "--router-url", router_url,
+            "--region", region_id, "--concurrency", "2", "--loglevel", "WARNING"]
+
+
+def agent_env(*, env: dict, handlers: str | None) -> dict:
+    return {**env, "PYTHONPATH": str(ACME)} if handlers else env
