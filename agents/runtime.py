@@ -24,6 +24,7 @@ from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker import state as worker_state
 
+from agents import state
 from agents.client import RegionClient, RegionRefused
 from project.celery import app
 from wire import deadletter
@@ -137,7 +138,7 @@ def report_outcome(kind: str, *, task_id: str, attempt: int, body: dict, kept: P
     result while the next attempt is unclaimed): a finished attempt is not run a
     second time because a report was lost with a process."""
     ident = identity()
-    spooled = kept or outbox_put(ident.agent_id, kind=kind, task_id=task_id, attempt=attempt, body=body)
+    spooled = kept or state.outbox_put(ident.agent_id, kind=kind, task_id=task_id, attempt=attempt, body=body)
     if _deliver(region_client(ident.region_url), ident.agent_id, ident.token, kind, task_id, attempt, body,
                 settings.AGENT_REPORT_PATIENCE_SECONDS):
         spooled.unlink(missing_ok=True)
@@ -182,75 +183,20 @@ def _deliver(client: RegionClient, agent_id: str, token: str, kind: str, task_id
     return True
 
 
-# --- the local outbox and credential of an agent (its own state directory) -----------
-
-def state_dir(agent_id: str) -> Path:
-    path = Path(settings.AGENT_STATE_DIR) / agent_id
-    (path / "outbox").mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
-
-
-def _outbox_path(agent_id: str, task_id: str, attempt: int) -> Path:
-    return state_dir(agent_id) / "outbox" / f"{task_id}.{attempt}.json"
-
-
-def _write_private(path: Path, data: dict) -> None:
-    """Owner-only, and whole or not at all: a reader never sees half a file."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    tmp.replace(path)
-
-
-def outbox_put(agent_id: str, *, kind: str, task_id: str, attempt: int, body: dict) -> Path:
-    path = _outbox_path(agent_id, task_id, attempt)
-    _write_private(path, {"kind": kind, "task_id": task_id, "attempt": attempt, "body": body})
-    return path
-
-
-def credential_save(agent_id: str, *, region_url: str, token: str) -> None:
-    """Kept so that a restarted agent can deliver what it finished before it died."""
-    _write_private(state_dir(agent_id) / "credential.json", {"region_url": region_url, "token": token})
-
-
-def credential_load(agent_id: str, *, region_url: str) -> str | None:
-    """The token this agent saved for that region, if any: sent when it registers
-    again, to prove it is the agent holding the id (never sent to another region)."""
-    try:
-        saved = json.loads((state_dir(agent_id) / "credential.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(saved, dict) or str(saved.get("region_url", "")).rstrip("/") != region_url.rstrip("/"):
-        return None
-    token = saved.get("token")
-    return token if isinstance(token, str) and token else None
-
-
-def outbox_get(agent_id: str, *, task_id: str, attempt: int) -> dict | None:
-    try:
-        return json.loads(_outbox_path(agent_id, task_id, attempt).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def outbox_flush(agent_id: str, *, region_url: str | None = None, token: str | None = None,
                  min_age: float = 0.0) -> int:
     """Deliver outcomes left undelivered (by a previous run of this agent, or by a
     report that found neither the region nor the broker), with the credential
     saved (before re-registering rotates it) or the one given. Entries younger
     than min_age may still be in the hands of the process that wrote them."""
-    directory = state_dir(agent_id)
-    cutoff = time.time() - min_age
-    pending = sorted(p for p in (directory / "outbox").glob("*.json") if p.stat().st_mtime <= cutoff)
+    pending = state.outbox_pending(agent_id, min_age=min_age)
     if not pending:
         return 0
     if token is None:
-        try:
-            saved = json.loads((directory / "credential.json").read_text())
-            region_url, token = saved["region_url"], saved["token"]
-        except (OSError, ValueError, KeyError):
+        saved = state.credential_saved(agent_id)
+        if saved is None:
             return 0
+        region_url, token = saved
     client = RegionClient(region_url)
     delivered = 0
     for path in pending:
@@ -352,7 +298,7 @@ def _report_lost_attempt(sender=None, task_id=None, exception=None, kwargs=None,
     what = "hit its hard time limit" if isinstance(exception, TimeLimitExceeded) else "died"
     kind, body = "failure", {"error": f"the agent's worker process {what} while running it ({exception})",
                              "retryable": True}
-    spooled = outbox_get(identity().agent_id, task_id=tid, attempt=attempt)
+    spooled = state.outbox_get(identity().agent_id, task_id=tid, attempt=attempt)
     if spooled is not None:  # it finished and died reporting: the real outcome goes
         kind, body = spooled["kind"], spooled["body"]
     logger.error("task %s attempt %s: worker process %s (%s); reporting %s", tid, attempt, what, exception, kind)

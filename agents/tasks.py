@@ -8,7 +8,7 @@ from celery import shared_task, signals
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from django.conf import settings
 
-from agents import runtime
+from agents import runtime, state
 from agents.handlers import Context, HandlerError, handler_get
 from project.jsonsafe import json_problem
 from wire import deadletter
@@ -87,7 +87,7 @@ def execute_task(self, *args, task_id=None, attempt=None, **_unused) -> str | No
     # On the agent's disk first: from here the outcome reaches the region even if
     # the agent dies now. (Dying between the handler's return and this write, a
     # fraction of a millisecond, runs the handler again: handlers are idempotent.)
-    kept = runtime.outbox_put(ident.agent_id, kind=kind, task_id=task_id, attempt=attempt, body=body)
+    kept = state.outbox_put(ident.agent_id, kind=kind, task_id=task_id, attempt=attempt, body=body)
     logger.info("handler finish task=%s attempt=%s agent=%s outcome=%s seconds=%.3f", task_id, attempt,
                 ident.agent_id, kind, seconds, extra={"agent": ident.agent_id, "task": str(task_id)})
     runtime.report_outcome(kind, task_id=task_id, attempt=attempt, body=body, kept=kept)

@@ -6,151 +6,29 @@ Every operation is a generator that *describes* its I/O: it yields a
 for an iterator such as ``as_completed``). ``Client`` drives these generators
 with ``httpx.Client`` and ``time.sleep``, ``AsyncClient`` with
 ``httpx.AsyncClient`` and ``asyncio.sleep``: retries, redirects, long-poll
-loops and error mapping exist once, here, and nothing here does I/O.
+loops and error mapping exist once, here and in the modules this one builds
+on (``_effects``: the steps; ``_caller``: one request, retried where safe),
+and nothing here does I/O.
 """
 from __future__ import annotations
 
-import json
 import math
-import random
-import time
 import uuid
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Generator, Iterable, Mapping, Protocol, TypeVar
-from urllib.parse import urljoin, urlsplit
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-from meridian_client._version import __version__
-from meridian_client.errors import (APIError, ForwardUncertain, MeridianError, NoRegion, NotFound, RateLimited,
-                                    ServerError, TaskCancelled, TaskFailed, TransportError, Unavailable, WaitTimeout,
-                                    error_from_answer)
+from meridian_client._caller import Caller, NeverSent
+from meridian_client._effects import Emit, Gen, Reply, Sleep
+from meridian_client._refs import TASKS_PATH, RefState, final, region_url_from_task_url, task_outcome
+from meridian_client._refusals import Refusal
+from meridian_client._retry import backoff
+from meridian_client.errors import (APIError, ForwardUncertain, MeridianError, NoRegion, NotFound, ServerError,
+                                    TransportError, WaitTimeout)
 
 T = TypeVar("T")
 
-FINAL = frozenset({"succeeded", "failed", "cancelled"})
 MAX_WAIT = 60  # seconds, the server's bound for ?wait= and POST /api/v1/tasks/wait
 MAX_WAIT_IDS = 1000  # ids per POST /api/v1/tasks/wait
-MAX_REDIRECTS = 5
-TASKS_PATH = "/api/v1/tasks"
-
-
-# --- what an operation asks of its driver --------------------------------------------
-
-@dataclass(frozen=True)
-class Send:
-    """An HTTP request. ``read_timeout`` overrides the client's (long polls)."""
-
-    method: str
-    url: str
-    json: Any = None
-    params: Mapping[str, Any] | None = None
-    read_timeout: float | None = None
-
-
-@dataclass(frozen=True)
-class Sleep:
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Emit:
-    """A value for the caller of an iterating operation (as_completed)."""
-
-    value: Any
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: Mapping[str, str]  # lower-case names
-    body: Any  # the decoded JSON, or the text when it is not JSON
-    url: str
-
-
-@dataclass(frozen=True)
-class Failure:
-    """The request got no answer. ``connected`` False: it never left (refused,
-    connect timeout, TLS handshake), so sending it again cannot do anything twice."""
-
-    error: Exception
-    connected: bool
-
-
-Step = Send | Sleep | Emit
-Outcome = Reply | Failure | None
-Gen = Generator[Step, Outcome, T]
 GroupKey = tuple[str, tuple[tuple[str, Any], ...]]  # (base URL, sorted query) of one region
-
-
-def reply_from(status: int, headers: Mapping[str, str], content: bytes, url: str) -> Reply:
-    """A Reply from raw HTTP parts (the drivers' one parse)."""
-    body: Any = None
-    if content:
-        try:
-            body = json.loads(content)
-        except ValueError:
-            body = content.decode("utf-8", "replace")
-    return Reply(status=status, headers={k.lower(): v for k, v in headers.items()}, body=body, url=url)
-
-
-# --- pure helpers ------------------------------------------------------------------------
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date;
-    None when absent or unreadable, 0 for a date already past."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        return max(0.0, float(when.timestamp()) - (time.time() if now is None else now))
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, infinities
-        return None
-    return max(0.0, seconds)
-
-
-def backoff(attempt: int, *, retry_after: float | None = None, base: float = 0.5, cap: float = 30.0,
-            rand: Callable[[], float] = random.random) -> float:
-    """How long to wait before retry number ``attempt`` (0 for the first).
-
-    With a Retry-After: that long, plus up to 10% so that callers told the same
-    time do not all come back at once (never earlier than asked). Without:
-    exponential from ``base``, capped at ``cap``, with "equal jitter" (half
-    fixed, half random), so a retry always waits a little."""
-    if retry_after is not None:
-        return retry_after * (1 + 0.1 * rand())
-    ceiling = min(cap, base * (2.0 ** min(attempt, 32)))
-    return ceiling / 2 + ceiling / 2 * rand()
-
-
-def parse_ref(text: str) -> tuple[str | None, str]:
-    """``"<region_id>/<uuid>"`` or a bare ``"<uuid>"`` -> (region_id or None, uuid)."""
-    if not isinstance(text, str):
-        raise ValueError(f"a task reference is a string, not {type(text).__name__}")
-    region, _, task_id = text.strip().rpartition("/")
-    try:
-        task_id = str(uuid.UUID(task_id))
-    except ValueError:
-        raise ValueError(f"{text!r} is not a task reference (<region_id>/<task uuid>, or the uuid alone)") from None
-    if region and not all(c.isalnum() or c in "-_" for c in region) or len(region) > 64:
-        raise ValueError(f"{text!r}: {region!r} is not a region id")
-    return (region or None), task_id
-
-
-def region_url_from_task_url(task_url: Any) -> str | None:
-    """The region's base URL out of a task's ``url`` (…/api/v1/tasks/<id>)."""
-    if isinstance(task_url, str) and TASKS_PATH + "/" in task_url:
-        return task_url.rsplit(TASKS_PATH + "/", 1)[0]
-    return None
 
 
 def _seconds(value: float) -> float:
@@ -158,178 +36,12 @@ def _seconds(value: float) -> float:
     return max(0.0, math.floor(value * 10) / 10)
 
 
-def final(task: Mapping[str, Any] | None) -> bool:
-    """True for a task in a final state (succeeded, failed, cancelled)."""
-    if not task:
-        return False
-    return task.get("status") in FINAL
-
-
-def task_outcome(task: Mapping[str, Any]) -> Any:
-    """The result of a final task, or its failure as an exception."""
-    status = task.get("status")
-    if status == "succeeded":
-        return task.get("result")
-    if status == "cancelled":
-        raise TaskCancelled(f"task {task.get('id')} was cancelled", task=task)
-    error = task.get("error") or task.get("status_reason") or "failed"
-    raise TaskFailed(f"task {task.get('id')} failed after {task.get('attempt')} attempt(s): {error}", task=task)
-
-
-def _error_body(body: Any) -> Any:
-    """A region's refusal passed back by the router sits under "task" (or "batch")."""
-    if isinstance(body, dict) and "error" not in body and "regional_orchestrator_url" in body:
-        for key in ("task", "batch"):
-            if isinstance(body.get(key), dict):
-                # ... with the region it came from (a retry goes there only).
-                return {**body[key], "region_id": body.get("region_id"),
-                        "regional_orchestrator_url": body.get("regional_orchestrator_url")}
-    return body
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A batch item the region refused: its ``index`` in the batch, the HTTP
-    ``status`` it would have had alone, the ``error`` code and ``detail``."""
-
-    index: int
-    status: int
-    error: str
-    detail: Any
-
-    def exception(self) -> APIError:
-        """The exception a single submission would have raised."""
-        detail = self.detail if isinstance(self.detail, str) else json.dumps(self.detail)
-        body = {"error": self.error, "detail": detail}
-        if not isinstance(self.detail, str):
-            body["fields"] = self.detail
-        return error_from_answer(self.status, body)
-
-
-class RefState(Protocol):
-    """What the core reads and updates of a task reference."""
-
-    task_id: str
-    region_id: str | None
-    region_url: str | None
-    task: dict[str, Any] | None
-
-
 class _Missing(NotFound):
     """Tasks the many-wait did not find (not: the region has no many-wait)."""
 
 
-class _Never(Exception):
-    """The request never reached the server (for route-then-submit's failover)."""
-
-    def __init__(self, failure: Failure):
-        super().__init__(str(failure.error))
-        self.failure = failure
-
-
-# --- the logic ----------------------------------------------------------------------
-
-@dataclass
-class Core:
-    """Shared state and operations of a client: its URL, key, timeouts and what it
-    learned (whether its URL is a router or a region, where each region is)."""
-
-    url: str
-    api_key: str
-    timeout: float = 30.0
-    deadline: float = 120.0
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    rand: Callable[[], float] = random.random
-    clock: Callable[[], float] = time.monotonic
-    region_urls: dict[str, str] = field(default_factory=dict)
-    info: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        self.url = self.url.rstrip("/")
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must be an http(s) URL, not {self.url!r}")
-        if not self.api_key:
-            raise ValueError("an API key is required (api_key=..., or MERIDIAN_API_KEY for the CLI)")
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json",
-                "User-Agent": f"meridian-client/{__version__}"}
-
-    # --- one request, retried where safe ------------------------------------------
-    def call(self, method: str, url: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
-             safe: bool, read_timeout: float | None = None, within: float | None = None,
-             failover: bool = False) -> Gen[Reply]:
-        """Send until an answer below 400 (returned) or an error that is final
-        (raised). Retried, with backoff, within ``within`` seconds (the client's
-        deadline): 429 and 503 always (they say nothing was done; Retry-After
-        honoured); other 5xx and dropped connections only when ``safe`` (a read,
-        or a submission carrying its idempotency key); a request that never
-        left, always (unless ``failover``: then raised at once as _Never, for
-        the caller to try elsewhere). A 307/308 is followed here, re-sending the
-        key (httpx drops it across origins) and noting where the region is."""
-        end = self.clock() + (self.deadline if within is None else within)
-        attempt = redirects = 0
-        while True:
-            outcome = yield Send(method, url, json=json, params=params, read_timeout=read_timeout)
-            error: MeridianError
-            retry_after = None
-            if isinstance(outcome, Failure):
-                if failover and not outcome.connected:
-                    raise _Never(outcome)
-                error = TransportError(f"{method} {url}: {type(outcome.error).__name__}: {outcome.error}")
-                if outcome.connected and not safe:
-                    raise error from outcome.error
-            else:
-                assert isinstance(outcome, Reply)
-                if outcome.status in (307, 308) and "location" in outcome.headers:
-                    redirects += 1
-                    if redirects > MAX_REDIRECTS:
-                        raise TransportError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
-                    url = urljoin(outcome.url, outcome.headers["location"])
-                    if urlsplit(outcome.url).scheme == "https" and urlsplit(url).scheme != "https":
-                        # The key is sent again to the Location: never in the clear.
-                        raise TransportError(f"{method} {outcome.url}: refused to follow a redirect from https "
-                                             f"to {url} with the API key")
-                    params = None  # the Location carries the query
-                    self._learn_redirect(outcome, url)
-                    continue
-                if outcome.status < 400:
-                    return outcome
-                retry_after = parse_retry_after(outcome.headers.get("retry-after"))
-                error = error_from_answer(outcome.status, _error_body(outcome.body), retry_after=retry_after,
-                                          url=outcome.url)
-                if not self._retryable(error, safe):
-                    raise error
-            delay = backoff(attempt, retry_after=retry_after, base=self.backoff_base, cap=self.backoff_cap,
-                            rand=self.rand)
-            if self.clock() + delay > end:
-                raise error
-            yield Sleep(delay)
-            attempt += 1
-
-    @staticmethod
-    def _retryable(error: APIError, safe: bool) -> bool:
-        if isinstance(error, NoRegion):
-            return False  # no region serves it: waiting the deadline out would only hide that
-        if isinstance(error, (RateLimited, Unavailable)):
-            return True
-        return safe and isinstance(error, ServerError) and not isinstance(error, ForwardUncertain)
-
-    def _learn_redirect(self, reply: Reply, location: str) -> None:
-        region_id = reply.body.get("region_id") if isinstance(reply.body, dict) else None
-        base = location.split(TASKS_PATH, 1)[0] if TASKS_PATH in location else None
-        if isinstance(region_id, str) and base:
-            self.region_urls[region_id] = base
-
-    def server_info(self) -> Gen[dict[str, Any]]:
-        """What the client's URL is ({"role": "router"|"region", "region_id"}), asked once (/healthz)."""
-        if self.info is None:
-            reply = yield from self.call("GET", f"{self.url}/healthz", safe=True)
-            body = reply.body if isinstance(reply.body, dict) else {}
-            self.info = {"role": body.get("role", "region"), "region_id": body.get("region_id")}
-        return self.info
+class Core(Caller):
+    """The operations of a client, on the state and the one request of :class:`Caller`."""
 
     # --- where a task lives ------------------------------------------------------------
     def where(self, ref: RefState) -> Gen[tuple[str, dict[str, Any]]]:
@@ -559,12 +271,12 @@ class Core:
             raise NoRegion(f"no region {body['region']} among those serving {body['capability']}", status=503,
                            code="unavailable", body={"skipped": (reply.body or {}).get("skipped", {})})
         item = {k: v for k, v in body.items() if k not in ("residency", "region")}
-        last: _Never | None = None
+        last: NeverSent | None = None
         for candidate in regions:
             url = candidate["orchestrator_url"].rstrip("/")
             try:
                 answer = yield from self.call("POST", f"{url}{TASKS_PATH}", json=item, safe=True, failover=True)
-            except _Never as exc:
+            except NeverSent as exc:
                 last = exc
                 continue
             self.region_urls[candidate["region_id"]] = url

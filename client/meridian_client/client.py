@@ -7,8 +7,9 @@
         print(ref, ref.result(timeout=60))      # eu-west-3/0b6f…  {...}
 
 ``url`` may be the Global Task Router or one region's orchestrator. All the
-logic (retries, redirects, long-polls, errors) lives in ``meridian_client._core``;
-this module only carries its requests with httpx and sleeps.
+logic (retries, redirects, long-polls, errors) lives in ``meridian_client._core``
+and the private modules it builds on; this module only carries its requests
+with httpx and sleeps.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from collections.abc import Generator
 
 import httpx
 
-from meridian_client import _core
-from meridian_client._core import Failure, Refusal, Reply, Send, Sleep, reply_from
+from meridian_client._core import Core
+from meridian_client._effects import Emit, Failure, Gen, Outcome, Reply, Send, Sleep, Step, reply_from
+from meridian_client._refs import RefState, final, parse_ref
+from meridian_client._refusals import Refusal
 
 __all__ = ["Client", "AsyncClient", "TaskRef", "AsyncTaskRef", "Refusal"]
 
@@ -60,7 +63,7 @@ class _RefBase:
     @property
     def done(self) -> bool:
         """True once the latest state seen is final (succeeded, failed, cancelled)."""
-        return _core.final(self.task)
+        return final(self.task)
 
 
 class TaskRef(_RefBase):
@@ -123,7 +126,7 @@ class _ClientBase(Generic[R]):
         """``url``: the router or a region. ``timeout``: seconds for one HTTP request
         (a long poll adds its wait). ``deadline``: seconds within which one call
         retries (429, 503, dropped connections where safe) before raising."""
-        self._core = _core.Core(url=url, api_key=api_key, timeout=timeout, deadline=deadline)
+        self._core = Core(url=url, api_key=api_key, timeout=timeout, deadline=deadline)
 
     @property
     def url(self) -> str:
@@ -137,7 +140,7 @@ class _ClientBase(Generic[R]):
                 return ref
             return self._ref_class(self, task_id=ref.task_id, region_id=ref.region_id, region_url=ref.region_url,
                                    task=ref.task)
-        region_id, task_id = _core.parse_ref(ref)
+        region_id, task_id = parse_ref(ref)
         return self._ref_class(self, task_id=task_id, region_id=region_id,
                                region_url=self._core.region_urls.get(region_id) if region_id else None)
 
@@ -169,7 +172,7 @@ class Client(_ClientBase[TaskRef]):
         self._http.close()
 
     # --- the driver ------------------------------------------------------------------
-    def _run(self, gen: _core.Gen[T]) -> T:
+    def _run(self, gen: Gen[T]) -> T:
         steps = self._steps(gen)
         while True:
             try:
@@ -178,9 +181,9 @@ class Client(_ClientBase[TaskRef]):
                 value: T = stop.value
                 return value
 
-    def _steps(self, gen: _core.Gen[T]) -> Generator[Any, None, T]:
+    def _steps(self, gen: Gen[T]) -> Generator[Any, None, T]:
         """Carry out the operation's steps; yield what it emits; return its value."""
-        outcome: _core.Outcome = None
+        outcome: Outcome = None
         while True:
             try:
                 step = gen.send(outcome)
@@ -188,7 +191,7 @@ class Client(_ClientBase[TaskRef]):
                 value: T = stop.value
                 return value
             outcome = None
-            if isinstance(step, _core.Emit):
+            if isinstance(step, Emit):
                 yield step.value
             elif isinstance(step, Sleep):
                 time.sleep(step.seconds)
@@ -241,7 +244,7 @@ class Client(_ClientBase[TaskRef]):
     def as_completed(self, refs: Sequence[TaskRef | str], timeout: float | None = None) -> Iterator[TaskRef]:
         """Yield each reference as its task becomes final (``ref.result()`` then
         answers without a request). WaitTimeout (``.pending``) after ``timeout`` s."""
-        tracked: list[_core.RefState] = [self.task(r) for r in refs]
+        tracked: list[RefState] = [self.task(r) for r in refs]
         yield from self._steps(self._core.as_completed(tracked, timeout=timeout))
 
     def route(self, capability: str, residency: str | None = None) -> dict[str, Any]:
@@ -270,8 +273,8 @@ class AsyncClient(_ClientBase[AsyncTaskRef]):
         await self._http.aclose()
 
     # --- the driver ------------------------------------------------------------------
-    async def _run(self, gen: _core.Gen[T]) -> T:
-        outcome: _core.Outcome = None
+    async def _run(self, gen: Gen[T]) -> T:
+        outcome: Outcome = None
         while True:
             try:
                 step = gen.send(outcome)
@@ -280,24 +283,24 @@ class AsyncClient(_ClientBase[AsyncTaskRef]):
                 return value
             outcome = await self._do(step)
 
-    async def _iterate(self, gen: _core.Gen[Any]) -> AsyncIterator[Any]:
-        outcome: _core.Outcome = None
+    async def _iterate(self, gen: Gen[Any]) -> AsyncIterator[Any]:
+        outcome: Outcome = None
         while True:
             try:
                 step = gen.send(outcome)
             except StopIteration:
                 return
-            if isinstance(step, _core.Emit):
+            if isinstance(step, Emit):
                 outcome = None
                 yield step.value
             else:
                 outcome = await self._do(step)
 
-    async def _do(self, step: _core.Step) -> _core.Outcome:
+    async def _do(self, step: Step) -> Outcome:
         if isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
             return None
-        if isinstance(step, _core.Emit):
+        if isinstance(step, Emit):
             return None
         try:
             r = await self._http.request(step.method, step.url, json=step.json, params=step.params,
@@ -336,7 +339,7 @@ class AsyncClient(_ClientBase[AsyncTaskRef]):
     def as_completed(self, refs: Sequence[AsyncTaskRef | str],
                      timeout: float | None = None) -> AsyncIterator[AsyncTaskRef]:
         """See :meth:`Client.as_completed` (``async for ref in client.as_completed(refs)``)."""
-        tracked: list[_core.RefState] = [self.task(r) for r in refs]
+        tracked: list[RefState] = [self.task(r) for r in refs]
         return self._iterate(self._core.as_completed(tracked, timeout=timeout))
 
     async def route(self, capability: str, residency: str | None = None) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from meridian_client import _core, errors
-from meridian_client._core import Core, Emit, Failure, Reply, Send, Sleep
+from meridian_client import _refs, _retry, errors
+from meridian_client._core import Core
+from meridian_client._effects import Emit, Failure, Reply, Send, Sleep
 
 TASK = str(uuid.uuid4())
 
@@ -20,43 +21,43 @@ TASK = str(uuid.uuid4())
 @pytest.mark.parametrize("value, seconds", [("3", 3.0), (" 2.5 ", 2.5), ("0", 0.0), ("-4", 0.0), (None, None),
                                             ("", None), ("soon", None), ("nan", None), ("inf", None)])
 def test_retry_after_reads_delta_seconds(value, seconds):
-    assert _core.parse_retry_after(value) == seconds
+    assert _retry.parse_retry_after(value) == seconds
 
 
 def test_retry_after_reads_an_http_date_relative_to_now():
     now = datetime(2026, 12, 6, 7, 0, 0, tzinfo=timezone.utc)
     later = format_datetime(now + timedelta(seconds=30), usegmt=True)
-    assert _core.parse_retry_after(later, now=now.timestamp()) == pytest.approx(30)
-    assert _core.parse_retry_after(format_datetime(now - timedelta(seconds=5), usegmt=True),
+    assert _retry.parse_retry_after(later, now=now.timestamp()) == pytest.approx(30)
+    assert _retry.parse_retry_after(format_datetime(now - timedelta(seconds=5), usegmt=True),
                                    now=now.timestamp()) == 0.0
 
 
 def test_backoff_honours_retry_after_and_never_comes_back_earlier():
-    assert _core.backoff(0, retry_after=4, rand=lambda: 0.0) == 4
-    assert 4 <= _core.backoff(7, retry_after=4, rand=lambda: 1.0) <= 4.4
+    assert _retry.backoff(0, retry_after=4, rand=lambda: 0.0) == 4
+    assert 4 <= _retry.backoff(7, retry_after=4, rand=lambda: 1.0) <= 4.4
 
 
 def test_backoff_grows_exponentially_with_jitter_up_to_its_cap():
-    lows = [_core.backoff(n, base=0.5, cap=8, rand=lambda: 0.0) for n in range(8)]
-    highs = [_core.backoff(n, base=0.5, cap=8, rand=lambda: 1.0) for n in range(8)]
+    lows = [_retry.backoff(n, base=0.5, cap=8, rand=lambda: 0.0) for n in range(8)]
+    highs = [_retry.backoff(n, base=0.5, cap=8, rand=lambda: 1.0) for n in range(8)]
     assert lows == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
     assert highs == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
-    assert _core.backoff(10_000, base=0.5, cap=8, rand=lambda: 1.0) == 8
+    assert _retry.backoff(10_000, base=0.5, cap=8, rand=lambda: 1.0) == 8
 
 
 # --- references --------------------------------------------------------------------------
 
 def test_a_reference_is_region_slash_uuid_or_a_bare_uuid():
-    assert _core.parse_ref(f"eu-west-3/{TASK}") == ("eu-west-3", TASK)
-    assert _core.parse_ref(TASK.upper()) == (None, TASK)
+    assert _refs.parse_ref(f"eu-west-3/{TASK}") == ("eu-west-3", TASK)
+    assert _refs.parse_ref(TASK.upper()) == (None, TASK)
     for bad in ("eu-west-3/", "nope", f"eu west/{TASK}", f"a/b/{TASK}", ""):
         with pytest.raises(ValueError):
-            _core.parse_ref(bad)
+            _refs.parse_ref(bad)
 
 
 def test_a_task_url_gives_its_regions_url():
-    assert _core.region_url_from_task_url(f"http://eu:8000/api/v1/tasks/{TASK}") == "http://eu:8000"
-    assert _core.region_url_from_task_url(None) is None
+    assert _refs.region_url_from_task_url(f"http://eu:8000/api/v1/tasks/{TASK}") == "http://eu:8000"
+    assert _refs.region_url_from_task_url(None) is None
 
 
 # --- the error map -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import requests
 from django.urls import NoReverseMatch, resolve, reverse
 from rest_framework.test import APIClient
 
-from agents import runtime
+from agents import state
 from project.validation import AGENT_ID_RE, AgentIdentitySerializer
 from regions.models import Agent
 from regions.services.agents.registry import agent_set_desired
@@ -124,12 +124,12 @@ def test_a_revoked_agent_is_still_refused_with_403_not_409(redis_clean, registra
 
 def test_an_agent_sends_its_saved_credential_only_to_the_region_it_came_from(tmp_path, settings):
     settings.AGENT_STATE_DIR = str(tmp_path)
-    assert runtime.credential_load("host.example.com", region_url="http://eu:8000") is None
-    runtime.credential_save("host.example.com", region_url="http://eu:8000/", token="mat_x")
-    assert runtime.credential_load("host.example.com", region_url="http://eu:8000") == "mat_x"
-    assert runtime.credential_load("host.example.com", region_url="http://us:8000") is None
+    assert state.credential_load("host.example.com", region_url="http://eu:8000") is None
+    state.credential_save("host.example.com", region_url="http://eu:8000/", token="mat_x")
+    assert state.credential_load("host.example.com", region_url="http://eu:8000") == "mat_x"
+    assert state.credential_load("host.example.com", region_url="http://us:8000") is None
     (tmp_path / "host.example.com" / "credential.json").write_text("{not json")
-    assert runtime.credential_load("host.example.com", region_url="http://eu:8000") is None
+    assert state.credential_load("host.example.com", region_url="http://eu:8000") is None
 
 
 # --- end to end: a real worker with a dotted id ---------------------------------------------

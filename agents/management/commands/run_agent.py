@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 import agents
-from agents import runtime
+from agents import runtime, state
 from agents.client import RegionClient, RegionRefused, RouterClient
 from agents.handlers import HandlerLoadError, handler_modules, handlers_load
 from project.celery import app
@@ -77,7 +77,7 @@ class Command(BaseCommand):
         runtime.outbox_flush(agent_id)
         reg = self._register(RegionClient(region_url), registration_token, agent_id, caps, host, concurrency,
                              declared)
-        runtime.credential_save(agent_id, region_url=reg["regional_orchestrator_url"], token=reg["token"])
+        state.credential_save(agent_id, region_url=reg["regional_orchestrator_url"], token=reg["token"])
         self._use_broker(reg["broker_url"])
         runtime.IDENTITY = runtime.Identity(
             agent_id=agent_id, token=reg["token"], report_key=reg["report_key"],
@@ -123,7 +123,7 @@ class Command(BaseCommand):
     def _register(self, client, token, agent_id, caps, host, concurrency, declared) -> dict:
         # The credential a previous run saved proves this is the agent that holds
         # the id, even while its old entry is still online (after kill -9).
-        current = runtime.credential_load(agent_id, region_url=client.base_url)
+        current = state.credential_load(agent_id, region_url=client.base_url)
         return self._retrying("region", lambda: client.register(
             registration_token=token, agent_id=agent_id, capabilities=caps, version=agents.__version__,
             hostname=host, concurrency=concurrency, handlers=declared, current_token=current))
