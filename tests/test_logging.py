@@ -84,6 +84,22 @@ def test_log_format_text_stays_the_plain_line():
     assert out.stderr.strip().endswith("WARNING regions.services.tasks task t1 requeued")
 
 
+def test_a_request_with_a_bad_host_header_is_one_warning_line_not_an_error_with_a_traceback(tmp_path):
+    """Each such request wrote a 14-line traceback at ERROR: the client's fault,
+    and a flood of them buried the log."""
+    code = ("import django; django.setup(); from django.test import Client; "
+            "print(Client().get('/healthz', HTTP_HOST='evil.example').status_code)")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "ROLE": "region", "EXTRA_APPS": "regions,agents",
+           "STATIC_ROOT": str(tmp_path)}
+    env.pop("LOG_FORMAT", None)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "400", out.stdout + out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert " WARNING django.security.DisallowedHost Invalid HTTP_HOST header: 'evil.example'" in lines[0], lines
+
+
 def test_a_line_break_in_a_message_cannot_forge_a_text_log_line():
     import io
     import logging
