@@ -76,9 +76,19 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
         if self._in_head:
             # Counted before httptools buffers a header it has not finished: a
             # 76 MB header value would otherwise sit in memory before on_header.
-            if self._head_bytes > HEADERS_MAX_BYTES:
-                return self._refuse_head(f"request line and headers over {HEADERS_MAX_BYTES} bytes")
-            self._head_bytes += len(data)
+            # The parser gets no more than the allowance while the head lasts; a
+            # read that also holds the body goes on once the head is complete.
+            allowance = HEADERS_MAX_BYTES - self._head_bytes
+            if len(data) > allowance:
+                head, data = data[:allowance], data[allowance:]
+                self._head_bytes += len(head)
+                super().data_received(head)
+                if self._head_refusal is not None:
+                    return
+                if self._in_head:
+                    return self._refuse_head(f"request line and headers over {HEADERS_MAX_BYTES} bytes")
+            else:
+                self._head_bytes += len(data)
         super().data_received(data)
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -150,6 +150,7 @@ def _raw_answer(port: int, request: bytes, timeout: float = 10) -> str:
 @pytest.mark.parametrize("headers", [
     b"".join(b"X-A: aaaaaaaa\r\n" for _ in range(160_000)),  # 2.4 MB of repeated headers: once a worker timeout
     b"X-Big: " + b"y" * (3 * 1024 * 1024) + b"\r\n",  # one 3 MB value
+    b"X-Big: " + b"y" * (100 * 1024) + b"\r\n",  # 100 KiB: over 64 KiB, once let through within one more read
     b"".join(b"X-H%d: v\r\n" % i for i in range(101)),  # more fields than allowed
 ])
 def test_headers_over_the_bounds_are_431_json_and_the_worker_keeps_answering(served, headers):
