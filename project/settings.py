@@ -5,6 +5,7 @@ the Global Task Router. Defaults are for local use only: SQLite and Redis on
 localhost. The real deployment sets DATABASE_URL to PostgreSQL.
 """
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -39,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, vendored (project.schema.DocsAssetView)
@@ -62,7 +64,21 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: answers a locked-out login with 429.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# The admin login is throttled: AXES_FAILURE_LIMIT wrong passwords for one user
+# from one address lock that pair out for AXES_COOLOFF_MINUTES (429, the right
+# password included); a successful login before that resets the count. Failures
+# are counted in the database, so every web process of the role sees them.
+# API keys and agent tokens never pass through here (random, hashed, not guessable).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_SENSITIVE_PARAMETERS = ["username"]  # a password typed as a username stays out of the log; the address not
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"
