@@ -88,5 +88,6 @@ def logging_config(*, log_format: str = "text", level: str = "INFO", region: str
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format,
                                  "filters": ["context", "client_fault"]}},
         "root": {"handlers": ["console"], "level": level},
-        "loggers": {"django.server": {"level": "WARNING"}},
+        # axes: a lockout is a WARNING; its INFO chatter (each failed login, its start) is not kept.
+        "loggers": {"django.server": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
     }

@@ -2,7 +2,7 @@
 own state (database aggregates, Redis), so every web process answers the same
 without a multiprocess registry. The role's app reads that state: its collector
 is named in settings.METRICS_COLLECTORS (regions.metrics, router.metrics).
-Authenticated: METRICS_TOKEN as a bearer, or a staff API key."""
+Authenticated: METRICS_TOKEN as a bearer, or an API key with the fleet:read scope."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -10,20 +10,24 @@ from django.http import HttpResponse
 from django.utils.module_loading import import_string
 from drf_spectacular.utils import extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from rest_framework.exceptions import NotAuthenticated
+from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.permissions import BasePermission
 from rest_framework.views import APIView
 
 from project.accounts.authentication import ApiKeyAuthentication, MetricsTokenAuthentication, Principal
+from project.accounts.scopes import scopes_of
 
 
 class MetricsReader(BasePermission):
-    """The scraper's token or a staff key; anyone else is told what to bring (401)."""
+    """The scraper's token or a key that may read the fleet; anyone else is told
+    what to bring (401), a key without the scope what it lacks (403)."""
 
     def has_permission(self, request, view) -> bool:
-        if isinstance(request.user, Principal) or getattr(request.user, "is_staff", False):
+        if isinstance(request.user, Principal) or "fleet:read" in scopes_of(request):
             return True
-        raise NotAuthenticated("Bearer METRICS_TOKEN or a staff API key is required.")
+        if getattr(request.user, "is_authenticated", False):
+            raise PermissionDenied("This credential lacks the fleet:read scope (or bring METRICS_TOKEN).")
+        raise NotAuthenticated("Bearer METRICS_TOKEN or an API key with the fleet:read scope is required.")
 
 
 @extend_schema(exclude=True)  # described by project.schema's postprocessing hook (a text/plain answer)

@@ -44,7 +44,7 @@ SECURITY_SCHEMES = {
     REGION_TOKEN: {**_BEARER, "description":
                    "A region's token at the router (`manage.py router_add_region`): a region may only "
                    "update its own summary."},
-    METRICS_TOKEN: {**_BEARER, "description": "METRICS_TOKEN, for a Prometheus scraper (a staff API key works too)."},
+    METRICS_TOKEN: {**_BEARER, "description": "METRICS_TOKEN, for a Prometheus scraper (an API key with the fleet:read scope works too)."},
 }
 
 
@@ -170,11 +170,11 @@ def _metrics() -> dict:
     return {"get": {
         "operationId": "metrics", "tags": ["metrics"],
         "security": [{METRICS_TOKEN: []}, {API_KEY: []}],
-        "description": "Prometheus metrics of this role, computed at scrape time. Bearer METRICS_TOKEN or a "
-                       "staff API key.",
+        "description": "Prometheus metrics of this role, computed at scrape time. Bearer METRICS_TOKEN or an "
+                       "API key with the fleet:read scope.",
         "responses": {"200": {"description": "Prometheus text exposition format.",
                               "content": {"text/plain": {"schema": {"type": "string"}}}},
-                      **_error_answers(401, 503)},
+                      **_error_answers(401, 403, 503)},
     }}
 
 

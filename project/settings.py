@@ -152,7 +152,9 @@ REST_FRAMEWORK = {
         "project.accounts.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every view names the scopes it asks of an API key (project/accounts/scopes.py).
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated",
+                                   "project.accounts.scopes.HasScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["project.parsers.SafeJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -162,7 +164,7 @@ REST_FRAMEWORK = {
     # the view checks its own token). The schema, behind a credential, does that.
     "DEFAULT_METADATA_CLASS": None,
 }
-# Bearer token a Prometheus scraper presents at /metrics (a staff API key works too).
+# Bearer token a Prometheus scraper presents at /metrics (an API key with the fleet:read scope works too).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # What /metrics reads at scrape time, per role: the role's app's collector (project/metrics.py).
 METRICS_COLLECTORS = {"region": "regions.metrics.RegionCollector", "router": "router.metrics.RouterCollector"}

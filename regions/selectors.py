@@ -14,9 +14,11 @@ from regions.models import Agent, ConfigVersion, DeadLetter, Task
 from regions.services import liveness
 
 
-def task_list(*, user, status: str | None = None, capability: str | None = None) -> QuerySet[Task]:
+def task_list(*, user, see_all: bool = False, status: str | None = None,
+              capability: str | None = None) -> QuerySet[Task]:
+    """The tasks `user` submitted; every caller's with see_all (a scope says so)."""
     qs = Task.objects.all()
-    if not user.is_staff:
+    if not see_all:
         qs = qs.filter(submitted_by=user)
     if status:
         qs = qs.filter(status=status)
@@ -25,13 +27,13 @@ def task_list(*, user, status: str | None = None, capability: str | None = None)
     return qs
 
 
-def task_get(*, user, task_id) -> Task | None:
-    return task_list(user=user).filter(id=task_id).first()
+def task_get(*, user, task_id, see_all: bool = False) -> Task | None:
+    return task_list(user=user, see_all=see_all).filter(id=task_id).first()
 
 
-def tasks_by_id(*, user, ids: list[str]) -> dict[str, Task]:
+def tasks_by_id(*, user, ids: list[str], see_all: bool = False) -> dict[str, Task]:
     """The caller's tasks among these ids, by id (others' and unknown ids left out)."""
-    return {str(task.id): task for task in task_list(user=user).filter(id__in=ids)}
+    return {str(task.id): task for task in task_list(user=user, see_all=see_all).filter(id__in=ids)}
 
 
 def agent_get(*, agent_id: str) -> Agent | None:

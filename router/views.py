@@ -6,7 +6,6 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -27,6 +26,7 @@ def _client_ip(request) -> str | None:
 
 
 class RegisterAgentApi(APIView):
+    required_scopes = ()  # not an API key: the registration token is the permission
     """Discovery: which region should this agent join?"""
 
     authentication_classes = [RegistrationTokenAuthentication]
@@ -54,6 +54,7 @@ class RegisterAgentApi(APIView):
 
 class UpdateRegionalStatusApi(APIView):
     authentication_classes = [RegionTokenAuthentication]
+    required_scopes = ()  # not an API key: the region acts as itself
 
     @extend_schema(request=inputs.SummaryInputSerializer, responses={200: dict, **errors(400, 401, 403, 409, 503)})
     def post(self, request):
@@ -66,7 +67,7 @@ ROUTE_SKIPPED_SHOWN = 20
 
 
 class RouteApi(APIView):
-    permission_classes = [IsAuthenticated]
+    required_scopes = ("tasks:submit", "fleet:read")
 
     @extend_schema_serializer(component_name="RouteQuery")
     class QuerySerializer(serializers.Serializer):
@@ -74,7 +75,7 @@ class RouteApi(APIView):
         residency = serializers.RegexField(LABEL_RE, required=False)
         count = serializers.IntegerField(min_value=1, max_value=50, required=False, default=3)
 
-    @extend_schema(parameters=[QuerySerializer], responses={200: dict, **errors(400, 401, 503)})
+    @extend_schema(parameters=[QuerySerializer], responses={200: dict, **errors(400, 401, 403, 503)})
     def get(self, request):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -90,7 +91,7 @@ class RouteApi(APIView):
 class TaskForwardApi(APIView):
     """Pick a region and submit there; the payload passes through, never stored."""
 
-    permission_classes = [IsAuthenticated]
+    required_scopes = ("tasks:submit",)
 
     @extend_schema_serializer(component_name="TaskForward")
     class InputSerializer(inputs.TaskHeadSerializer):
@@ -114,7 +115,7 @@ _BATCH_FORWARD_OR_ERROR = {"anyOf": [{"$ref": "#/components/schemas/Error"}, _BA
 class TaskBatchForwardApi(APIView):
     """A batch of submissions forwarded whole to ONE region serving every capability in it."""
 
-    permission_classes = [IsAuthenticated]
+    required_scopes = ("tasks:submit",)
 
     @extend_schema_serializer(component_name="TaskBatchForward")
     class InputSerializer(inputs.TaskBatchHeadSerializer):
@@ -146,8 +147,6 @@ _REGION_PARAMETER = OpenApiParameter(
 class TaskRedirectApi(APIView):
     """A task's reads and actions, answered by its region: 307 there, never proxied."""
 
-    permission_classes = [IsAuthenticated]
-
     def _redirect(self, request) -> Response:
         region_id = inputs.task_redirect_region(request.query_params)
         query = request.query_params.copy()
@@ -159,39 +158,47 @@ class TaskRedirectApi(APIView):
 
 
 class TaskDetailRedirectApi(TaskRedirectApi):
+    required_scopes = ("tasks:read",)
+
     @extend_schema(operation_id="task_detail_redirect", parameters=[_REGION_PARAMETER, OpenApiParameter(
         "wait", int, OpenApiParameter.QUERY, required=False, description="passed on to the region (long-poll)"),
         _LOCATION],
-        responses={307: _REDIRECT, **errors(400, 401, 404)})
+        responses={307: _REDIRECT, **errors(400, 401, 403, 404)})
     def get(self, request, task_id):
         return self._redirect(request)
 
 
 class TaskCancelRedirectApi(TaskRedirectApi):
+    required_scopes = ("tasks:submit", "tasks:operate")
+
     @extend_schema(operation_id="task_cancel_redirect", request=None, parameters=[_REGION_PARAMETER, _LOCATION],
-                   responses={307: _REDIRECT, **errors(400, 401, 404)})
+                   responses={307: _REDIRECT, **errors(400, 401, 403, 404)})
     def post(self, request, task_id):
         return self._redirect(request)
 
 
 class TaskRetryRedirectApi(TaskRedirectApi):
+    required_scopes = ("tasks:submit", "tasks:operate")
+
     @extend_schema(operation_id="task_retry_redirect", request=None, parameters=[_REGION_PARAMETER, _LOCATION],
-                   responses={307: _REDIRECT, **errors(400, 401, 404)})
+                   responses={307: _REDIRECT, **errors(400, 401, 403, 404)})
     def post(self, request, task_id):
         return self._redirect(request)
 
 
 class TaskWaitRedirectApi(TaskRedirectApi):
+    required_scopes = ("tasks:read",)
+
     @extend_schema(operation_id="task_wait_redirect", request={"application/json": OpenApiTypes.OBJECT},
-                   parameters=[_REGION_PARAMETER, _LOCATION], responses={307: _REDIRECT, **errors(400, 401, 404)})
+                   parameters=[_REGION_PARAMETER, _LOCATION], responses={307: _REDIRECT, **errors(400, 401, 403, 404)})
     def post(self, request):
         return self._redirect(request)
 
 
 class RegionListApi(APIView):
-    permission_classes = [IsAuthenticated]
+    required_scopes = ("fleet:read",)
 
-    @extend_schema(responses={200: dict, **errors(401, 503)})
+    @extend_schema(responses={200: dict, **errors(401, 403, 503)})
     def get(self, request):
         return Response({"regions": [{
             "region_id": r.region_id, "orchestrator_url": r.orchestrator_url, "labels": r.labels,
@@ -205,8 +212,8 @@ class RegionListApi(APIView):
 class ConfigDriftApi(APIView):
     """Which regions run which configuration commit, and since when."""
 
-    permission_classes = [IsAuthenticated]
+    required_scopes = ("fleet:read",)
 
-    @extend_schema(responses={200: dict, **errors(401, 503)})
+    @extend_schema(responses={200: dict, **errors(401, 403, 503)})
     def get(self, request):
         return Response(selectors.config_drift())

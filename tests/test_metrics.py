@@ -29,11 +29,11 @@ def test_any_scraper_gets_the_text_whatever_it_accepts(redis_clean, settings, ac
     assert refused.status_code == 401 and refused.json()["error"] == "not_authenticated"
 
 
-def test_region_metrics_need_a_staff_key_or_the_metrics_token(redis_clean, settings):
+def test_region_metrics_need_the_metrics_token_or_a_key_that_reads_the_fleet(redis_clean, settings):
     settings.METRICS_TOKEN = "scrape-me"
     _, caller_key = factories.caller("plain")
     assert scrape().status_code == 401
-    assert scrape(token=caller_key).status_code == 401
+    assert scrape(token=caller_key).status_code == 403  # a caller's key: authenticated, without fleet:read
     assert scrape(token="scrape-me").status_code == 200
     _, staff_key = factories.caller("ops", staff=True)
     assert scrape(token=staff_key).status_code == 200

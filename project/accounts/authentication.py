@@ -76,8 +76,8 @@ class ApiKeyAuthentication(BearerAuthentication):
 
 
 class MetricsTokenAuthentication(BearerAuthentication):
-    """METRICS_TOKEN, a Prometheus scraper's (anything else: not this kind, so a
-    staff API key may authenticate instead)."""
+    """METRICS_TOKEN, a Prometheus scraper's (anything else: not this kind, so an
+    API key with the fleet:read scope may authenticate instead)."""
 
     scheme = METRICS_TOKEN
 

@@ -1,6 +1,26 @@
 from django.conf import settings
 from django.db import models
 
+# What an API key may do (project/accounts/scopes.py); one Django permission each
+# (accounts.<scope with _ for :>) gives a signed-in person the same on the API.
+SCOPES = {
+    "tasks:submit": "submit tasks, and cancel or retry its own",
+    "tasks:read": "read its own tasks and wait for them",
+    "tasks:read_all": "read every caller's tasks, payloads and results included",
+    "tasks:operate": "cancel and retry every caller's tasks",
+    "fleet:read": "read agents, the region's status and metrics, the router's regions and drift",
+    "fleet:operate": "drain, cordon, uncordon and revoke agents",
+}
+CALLER_SCOPES = ("tasks:submit", "tasks:read")  # a key's scopes unless others are chosen
+
+
+def scope_codename(scope: str) -> str:
+    return scope.replace(":", "_")
+
+
+def caller_scopes() -> list[str]:
+    return list(CALLER_SCOPES)
+
 
 class ApiKey(models.Model):
     """A caller's credential; only the digest is stored."""
@@ -9,8 +29,13 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, help_text="First characters, to recognise a key.")
     key_hash = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=caller_scopes, help_text="What the key may do: " + "; ".join(
+        f"{scope}: {what}" for scope, what in SCOPES.items()) + ".")
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        permissions = [(scope_codename(scope), f"API {scope}: {what}") for scope, what in SCOPES.items()]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

@@ -6,6 +6,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from project.accounts.models import ApiKey
 from regions.models import Task
 from tests import factories
 
@@ -169,6 +170,7 @@ def test_deregister_needs_the_agents_own_token(redis_clean):
 
 
 def test_agent_list_filters_by_status_and_capability(api):
+    ApiKey.objects.filter(user__username="caller").update(scopes=["fleet:read"])
     factories.agent("a1", capabilities=["echo"])
     factories.agent("a2", capabilities=["sleep"])
     r = api.get("/api/v1/agents?status=online&capability=sleep")

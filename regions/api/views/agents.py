@@ -42,6 +42,7 @@ class HandlerDeclarationSerializer(serializers.Serializer):
 
 class AgentRegisterApi(APIView):
     authentication_classes = [RegistrationTokenAuthentication]
+    required_scopes = ()  # not an API key: the registration token is the permission
 
     @extend_schema_serializer(component_name="AgentRegistration")
     class InputSerializer(AgentIdentitySerializer):
@@ -148,6 +149,7 @@ def agent_heartbeat_view(request, agent_id: str):
 
 class AgentDeregisterApi(APIView):
     authentication_classes = [AgentTokenAuthentication]
+    required_scopes = ()  # not an API key: the agent acts as itself
     agent_token_checked = True  # against the database: a replaced token must not stop its replacement
 
     @extend_schema(request=None, responses={200: dict, **errors(401, 403, 404, 503)})

@@ -23,6 +23,7 @@ class _AgentAttemptApi(APIView):
 
     authentication_classes = [AgentTokenAuthentication]
     permission_classes = [IsAuthenticated, AgentNotBlocklisted]
+    required_scopes = ()  # not an API key: the agent acts as itself
 
 
 class TaskClaimApi(_AgentAttemptApi):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import NotFound
-from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -24,8 +23,10 @@ class _AgentPages(Pages):
 
 
 class AgentListApi(APIView):
+    required_scopes = ("fleet:read",)
+
     @extend_schema(operation_id="agents_list", parameters=[*list_filters(Agent.Status.values), *PAGE_PARAMETERS],
-                   responses={200: paginated("PaginatedAgentList", AgentOutputSerializer), **errors(400, 401, 503)})
+                   responses={200: paginated("PaginatedAgentList", AgentOutputSerializer), **errors(400, 401, 403, 503)})
     def get(self, request):
         qs = selectors.agent_list(**query_filters(request, Agent.Status.values))
         paginator = _AgentPages()
@@ -34,7 +35,9 @@ class AgentListApi(APIView):
 
 
 class AgentDetailApi(APIView):
-    @extend_schema(responses={200: AgentOutputSerializer, **errors(401, 404, 503)})
+    required_scopes = ("fleet:read",)
+
+    @extend_schema(responses={200: AgentOutputSerializer, **errors(401, 403, 404, 503)})
     def get(self, request, agent_id: str):
         agent = selectors.agent_get(agent_id=agent_id)
         if agent is None:
@@ -47,7 +50,7 @@ class AgentDetailApi(APIView):
 
 def _desired_api(desired: str, name: str):
     class AgentDesiredApi(APIView):
-        permission_classes = [IsAdminUser]
+        required_scopes = ("fleet:operate",)
 
         @extend_schema(request=None, responses={200: AgentOutputSerializer, **errors(401, 403, 404, 503)},
                        operation_id=f"agent_{name}")

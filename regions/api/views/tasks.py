@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from project import waiting
+from project.accounts.scopes import scopes_of
 from project.exceptions import PayloadTooLarge
 from project.jsonsafe import json_problem
 from project.schema import PAGE_PARAMETERS, ErrorSerializer, errors, list_filters, paginated
@@ -32,7 +33,12 @@ def _body_within_payload_limit(request) -> None:
         raise PayloadTooLarge(f"request body is larger than the payload limit of {limit} bytes")
 
 
+READ_ALL, OPERATE = "tasks:read_all", "tasks:operate"
+
+
 class TaskListSubmitApi(APIView):
+    required_scopes = {"GET": ("tasks:read",), "POST": ("tasks:submit",)}
+
     @extend_schema_serializer(component_name="TaskSubmit")
     class InputSerializer(serializers.Serializer):
         capability = StrictRegexField(CAPABILITY_RE, error_messages={
@@ -72,9 +78,10 @@ class TaskListSubmitApi(APIView):
         return Response(body, status=status.HTTP_201_CREATED if sub.created else status.HTTP_200_OK)
 
     @extend_schema(operation_id="tasks_list", parameters=[*list_filters(Task.Status.values), *PAGE_PARAMETERS],
-                   responses={200: paginated("PaginatedTaskList", TaskOutputSerializer), **errors(400, 401, 503)})
+                   responses={200: paginated("PaginatedTaskList", TaskOutputSerializer), **errors(400, 401, 403, 503)})
     def get(self, request):
-        qs = selectors.task_list(user=request.user, **query_filters(request, Task.Status.values))
+        qs = selectors.task_list(user=request.user, see_all=READ_ALL in scopes_of(request),
+                                 **query_filters(request, Task.Status.values))
         paginator = Pages()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(TaskOutputSerializer(page, many=True).data)
@@ -85,11 +92,13 @@ class TaskBatchSubmitApi(APIView):
     single submission would answer it (201, 200 for an idempotent replay, or its
     4xx), and the accepted ones are stored in one transaction."""
 
+    required_scopes = ("tasks:submit",)
+
     @extend_schema_serializer(component_name="TaskBatchSubmit")
     class InputSerializer(serializers.Serializer):
         tasks = BatchItemsField()
 
-    @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 413, 503)})
+    @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 413, 503)})
     def post(self, request):
         _body_within_payload_limit(request)
         data = self.InputSerializer(data=request.data)
@@ -120,8 +129,10 @@ class TaskBatchSubmitApi(APIView):
         return Response({"accepted": accepted, "refused": len(answers) - accepted, "results": answers})
 
 
-def _task_or_404(request, task_id) -> Task:
-    task = selectors.task_get(user=request.user, task_id=task_id)
+def _task_or_404(request, task_id, *, see_all: str = READ_ALL) -> Task:
+    """The task, if the caller submitted it or holds the scope that shows it
+    (its own only otherwise: another caller's task is a 404, as an unknown one)."""
+    task = selectors.task_get(user=request.user, task_id=task_id, see_all=see_all in scopes_of(request))
     if task is None:
         raise NotFound(f"No task {task_id} in region {settings.REGION_ID}.")
     return task
@@ -156,10 +167,12 @@ def _wait_query(request) -> float:
 
 
 class TaskDetailApi(APIView):
+    required_scopes = ("tasks:read",)
+
     @extend_schema(parameters=[OpenApiParameter("wait", {"type": "number", "minimum": 0,
                                                          "maximum": waiting.MAX_WAIT_SECONDS},
                                                 required=False, description=WAIT_HELP)],
-                   responses={200: TaskOutputSerializer, **errors(400, 401, 404, 503)})
+                   responses={200: TaskOutputSerializer, **errors(400, 401, 403, 404, 503)})
     def get(self, request, task_id):
         wait = _wait_query(request)
         task = _task_or_404(request, task_id)
@@ -176,6 +189,8 @@ class TaskWaitApi(APIView):
     (at once when one already is, or one is not found), else at the end of
     `wait` with what is still pending."""
 
+    required_scopes = ("tasks:read",)
+
     @extend_schema_serializer(component_name="TaskWait")
     class InputSerializer(serializers.Serializer):
         ids = serializers.ListField(child=StrictUUIDField(), min_length=1, max_length=WAIT_MAX_IDS)
@@ -188,12 +203,12 @@ class TaskWaitApi(APIView):
         missing = serializers.ListField(child=serializers.UUIDField(), help_text="ids with no task of this caller's")
 
     @extend_schema(operation_id="tasks_wait", request=InputSerializer,
-                   responses={200: OutputSerializer, **errors(400, 401, 503)})
+                   responses={200: OutputSerializer, **errors(400, 401, 403, 503)})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         ids = list(dict.fromkeys(str(task_id) for task_id in data.validated_data["ids"]))
-        found = selectors.tasks_by_id(user=request.user, ids=ids)
+        found = selectors.tasks_by_id(user=request.user, ids=ids, see_all=READ_ALL in scopes_of(request))
         done = [found[task_id] for task_id in ids if task_id in found and found[task_id].status not in Task.ACTIVE]
         pending = [task_id for task_id in ids if task_id in found and found[task_id].status in Task.ACTIVE]
         missing = [task_id for task_id in ids if task_id not in found]
@@ -205,22 +220,28 @@ class TaskWaitApi(APIView):
 
 
 class TaskCancelApi(APIView):
-    @extend_schema(request=None, responses={200: TaskOutputSerializer, **errors(401, 404, 409, 503)})
+    required_scopes = ("tasks:submit", OPERATE)
+
+    @extend_schema(request=None, responses={200: TaskOutputSerializer, **errors(401, 403, 404, 409, 503)})
     def post(self, request, task_id):
-        task = _task_or_404(request, task_id)
+        task = _task_or_404(request, task_id, see_all=OPERATE)
         task = task_cancel(task=task)
         return Response(TaskOutputSerializer(task).data)
 
 
 class TaskRetryApi(APIView):
+    required_scopes = ("tasks:submit", OPERATE)
+
     @extend_schema(request=None, responses={201: TaskOutputSerializer, **errors(401, 403, 404, 409, 429, 503)})
     def post(self, request, task_id):
-        task = _task_or_404(request, task_id)
+        task = _task_or_404(request, task_id, see_all=OPERATE)
         task = task_retry(task=task)
         return Response(TaskOutputSerializer(task).data, status=status.HTTP_201_CREATED)
 
 
 class RegionStatusApi(APIView):
-    @extend_schema(responses={200: dict, **errors(401, 503)})
+    required_scopes = ("fleet:read",)
+
+    @extend_schema(responses={200: dict, **errors(401, 403, 503)})
     def get(self, request):
         return Response(selectors.region_status())

@@ -1,5 +1,6 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from project.accounts.models import CALLER_SCOPES, SCOPES
 from project.accounts.services import api_key_create
 
 
@@ -9,9 +10,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument("--name", default="default")
-        parser.add_argument("--staff", action="store_true")
+        parser.add_argument("--staff", action="store_true",
+                            help="an operator's key: every scope (unless --scope says otherwise)")
+        parser.add_argument("--scope", action="append", dest="scopes", metavar="SCOPE", choices=list(SCOPES),
+                            help=f"what the key may do, repeatable: {', '.join(SCOPES)} "
+                                 f"(default: {', '.join(CALLER_SCOPES)})")
         parser.add_argument("--key", default=None, help="import this key (mk_…) instead of a new one")
 
-    def handle(self, *args, username, name, staff, key, **options):
-        _, raw = api_key_create(username=username, name=name, staff=staff, raw=key)
+    def handle(self, *args, username, name, staff, scopes, key, **options):
+        try:
+            _, raw = api_key_create(username=username, name=name, staff=staff, scopes=scopes, raw=key)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         self.stdout.write(raw)
