@@ -17,6 +17,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from console.formatting import age, age_text, badge, exact_time
+from console.shown_once import TICKET_FIELD, ShownOnceAdmin, new_ticket
+from project.accounts.audit import audit_record, audited
 from router import inputs, selectors
 from router.services.refusals import RouterError
 from router.services.regions import (region_create, region_token_rotate, region_update, region_validate,
@@ -150,7 +152,7 @@ SUMMARY_FIELDS = ("available_agents", "capacity_table", "last_updated_exact", "r
 
 
 @admin.register(Region)
-class RegionAdmin(admin.ModelAdmin):
+class RegionAdmin(ShownOnceAdmin):
     list_display = ("region_id", "orchestrator", "label_list", "freshness", "agents", "capacity",
                     "config", "enabled")
     list_filter = ("enabled", ConfigFilter)
@@ -186,29 +188,24 @@ class RegionAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
         if change:
-            region_update(region_id=obj.region_id, orchestrator_url=data["orchestrator_url"],
-                          labels=data["labels"], enabled=data["enabled"])
+            with audited(request, "region.update", target=obj.region_id,
+                         detail=", ".join(f"{name}: {data[name]}" for name in form.changed_data if name in data)):
+                region_update(region_id=obj.region_id, orchestrator_url=data["orchestrator_url"],
+                              labels=data["labels"], enabled=data["enabled"])
             return
         region, raw = region_create(region_id=data["region_id"], orchestrator_url=data["orchestrator_url"],
                                     labels=data["labels"], summary_interval=data["summary_interval"])
         obj.pk, obj.token_hash, obj.orchestrator_url = region.pk, region.token_hash, region.orchestrator_url
         obj._state.adding, obj._state.db = False, region._state.db
+        self.record_made(request, action="region.create", target=region.region_id)
         request._meridian_tokens = [(region.region_id, raw)]
 
     def response_add(self, request, obj, post_url_continue=None):
-        return self._tokens_page(request, title=f"Region {obj.region_id} added",
-                                 what="region summary token",
-                                 hint="Set it as REGION_TOKEN in the region's environment; the region pushes "
-                                      "its summaries with it.",
-                                 back=reverse("admin:router_region_change", args=[obj.pk]))
-
-    def _tokens_page(self, request, *, title: str, what: str, hint: str, back: str):
-        response = TemplateResponse(request, "admin/token_once.html", {
-            **self.admin_site.each_context(request), "title": title, "what": what, "hint": hint,
-            "tokens": getattr(request, "_meridian_tokens", []), "back": back, "opts": self.model._meta,
-        })
-        response["Cache-Control"] = "no-store"
-        return response
+        return self.tokens_page(request, title=f"Region {obj.region_id} added", what="region summary token",
+                                tokens=getattr(request, "_meridian_tokens", []),
+                                hint="Set it as REGION_TOKEN in the region's environment; the region pushes "
+                                     "its summaries with it.",
+                                back=reverse("admin:router_region_change", args=[obj.pk]))
 
     # -- actions, through the services
 
@@ -217,7 +214,8 @@ class RegionAdmin(admin.ModelAdmin):
     def reset_replay_watermark(self, request, queryset):
         region_ids = list(queryset.values_list("region_id", flat=True))
         for region_id in region_ids:
-            region_watermark_reset(region_id=region_id)
+            with audited(request, "region.reset_watermark", target=region_id):
+                region_watermark_reset(region_id=region_id)
         self.message_user(request, f"Replay watermark cleared for {len(region_ids)} region(s): "
                                    f"{', '.join(region_ids)}.")
 
@@ -229,14 +227,19 @@ class RegionAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request), "title": "Rotate summary tokens?",
                 "region_ids": region_ids, "queryset": queryset, "opts": self.model._meta,
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "ticket_field": TICKET_FIELD, "ticket": new_ticket(),
             })
-        request._meridian_tokens = [(region_id, region_token_rotate(region_id=region_id)[1])
-                                    for region_id in region_ids]
-        return self._tokens_page(request, title=f"New summary token for {len(region_ids)} region(s)",
-                                 what="region summary token",
-                                 hint="The old token no longer works: set the new one as REGION_TOKEN in each "
-                                      "region's environment; its summaries are refused until then.",
-                                 back=reverse("admin:router_region_changelist"))
+        if self.sent_before(request):
+            return self.sent_before_page(request)
+        tokens = []
+        for region_id in region_ids:
+            tokens.append((region_id, region_token_rotate(region_id=region_id)[1]))
+            self.record_made(request, action="region.rotate_token", target=region_id)
+        return self.tokens_page(request, title=f"New summary token for {len(region_ids)} region(s)",
+                                what="region summary token", tokens=tokens,
+                                hint="The old token no longer works: set the new one as REGION_TOKEN in each "
+                                     "region's environment; its summaries are refused until then.",
+                                back=reverse("admin:router_region_changelist"))
 
     # -- columns and read-only fields
 
@@ -347,7 +350,7 @@ class RegistrationTokenForm(forms.ModelForm):
 
 
 @admin.register(RegistrationToken)
-class RegistrationTokenAdmin(admin.ModelAdmin):
+class RegistrationTokenAdmin(ShownOnceAdmin):
     form = RegistrationTokenForm
     list_display = ("name", "prefix_text", "regions", "created_exact", "revoked_exact")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
@@ -361,27 +364,32 @@ class RegistrationTokenAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             obj.save(update_fields=["name", "regions"])
+            audit_record(action="token.update", target=f"registration token {obj.name} ({obj.prefix}…)",
+                         request=request, detail=f"regions: {obj.regions or 'every region'}")
             return
         token, raw = registration_token_create(name=form.cleaned_data["name"],
                                                regions=form.cleaned_data["regions"])
         obj.pk, obj.prefix, obj.token_hash = token.pk, token.prefix, token.token_hash
         obj._state.adding, obj._state.db = False, token._state.db
+        self.record_made(request, action="token.create", target=f"registration token {token.name} ({token.prefix}…)")
         request._meridian_tokens = [(token.name, raw)]
 
     def response_add(self, request, obj, post_url_continue=None):
-        response = TemplateResponse(request, "admin/token_once.html", {
-            **self.admin_site.each_context(request), "title": f"Registration token {obj.name} created",
-            "what": "agent registration token", "tokens": getattr(request, "_meridian_tokens", []),
-            "hint": f"Agents present it to POST {DISCOVER.url()} (run_agent --registration-token or "
-                    "AGENT_REGISTRATION_TOKEN in the agent's environment).",
-            "back": reverse("admin:router_registrationtoken_changelist"), "opts": self.model._meta,
-        })
-        response["Cache-Control"] = "no-store"
-        return response
+        return self.tokens_page(
+            request, title=f"Registration token {obj.name} created", what="agent registration token",
+            tokens=getattr(request, "_meridian_tokens", []),
+            hint=f"Agents present it to POST {DISCOVER.url()} (run_agent --registration-token or "
+                 "AGENT_REGISTRATION_TOKEN in the agent's environment).",
+            back=reverse("admin:router_registrationtoken_changelist"))
 
     @admin.action(description="Revoke selected registration tokens", permissions=["change"])
     def revoke(self, request, queryset):
-        revoked = sum(registration_token_revoke(token_id=pk) for pk in queryset.values_list("pk", flat=True))
+        revoked = 0
+        for token in queryset:
+            if registration_token_revoke(token_id=token.pk):
+                audit_record(action="token.revoke", target=f"registration token {token.name} ({token.prefix}…)",
+                             request=request)
+                revoked += 1
         self.message_user(request, f"{revoked} registration token(s) revoked.", messages.SUCCESS)
 
     @admin.display(description="token", ordering="prefix")

@@ -55,3 +55,25 @@ class HashedToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class AuditEvent(models.Model):
+    """A state change made by a person, a key or an operator's command: who, what,
+    on what, when, from where, and how it ended. Written by project.accounts.audit
+    only; read-only everywhere else."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=200, help_text='"user <name>", "key <prefix>… of <name>", "command <name>" '
+                                                         'or "config sync"')
+    action = models.CharField(max_length=64, db_index=True, help_text="e.g. agent.drain, task.retry, token.create")
+    target = models.CharField(max_length=200, blank=True, db_index=True)
+    address = models.GenericIPAddressField(null=True, blank=True, help_text="the request's client address")
+    outcome = models.CharField(max_length=16, db_index=True, help_text="done, refused (4xx) or failed")
+    detail = models.TextField(blank=True, help_text="why it was refused, or what changed")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["actor", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target} {self.outcome}"

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from console.formatting import age, badge, when
+from project.accounts.audit import audited
 from regions.admin.base import ReadOnlyAdmin
 from regions.admin.formatting import TASK_BADGES, attempt_outcome_badge, span, truncated
 from regions.models import Agent, Task, TaskAttempt
@@ -43,15 +44,17 @@ def agent_state(agent: Agent, running: int | None = None) -> str:
     return "online_busy" if agent.busy or running else "online_idle"
 
 
-def _set_desired(desired: str, label: str, description: str):
+def _set_desired(desired: str, verb: str, label: str, description: str):
     def action(modeladmin, request, queryset):
         done, failed = 0, []
-        for agent_id in queryset.values_list("agent_id", flat=True):
+        for agent in queryset:
             try:
-                agent_set_desired(agent_id=agent_id, desired=desired)
+                with audited(request, f"agent.{verb}", target=agent.agent_id):
+                    agent_set_desired(agent_id=agent.agent_id, desired=desired)
+                modeladmin.log_change(request, agent, f"{label} (desired: {desired})")
                 done += 1
             except (NotFound, liveness.RedisError) as exc:
-                failed.append(f"{agent_id}: {exc}")
+                failed.append(f"{agent.agent_id}: {exc}")
         messages.info(request, f"{done} agent(s) {label}.")
         if failed:
             messages.error(request, "Not changed: " + "; ".join(failed[:10]))
@@ -79,10 +82,11 @@ class AgentAdmin(ReadOnlyAdmin):
               "recent_tasks")
     readonly_fields = fields
     actions = [
-        _set_desired(Agent.Desired.DRAINING, "drained", "Drain: finish current tasks, then stop"),
-        _set_desired(Agent.Desired.CORDONED, "cordoned", "Cordon: take no new tasks"),
-        _set_desired(Agent.Desired.ACTIVE, "uncordoned", "Uncordon: take tasks again (re-admits a revoked agent)"),
-        _set_desired(Agent.Desired.STOPPED, "revoked", "Revoke: withdraw the credential and stop now"),
+        _set_desired(Agent.Desired.DRAINING, "drain", "drained", "Drain: finish current tasks, then stop"),
+        _set_desired(Agent.Desired.CORDONED, "cordon", "cordoned", "Cordon: take no new tasks"),
+        _set_desired(Agent.Desired.ACTIVE, "uncordon", "uncordoned",
+                     "Uncordon: take tasks again (re-admits a revoked agent)"),
+        _set_desired(Agent.Desired.STOPPED, "revoke", "revoked", "Revoke: withdraw the credential and stop now"),
     ]
     change_form_template = "admin/regions/change_form_actions.html"
     console_actions = (("agent_drained", "Drain"), ("agent_cordoned", "Cordon"), ("agent_uncordoned", "Uncordon"),

@@ -6,11 +6,13 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from console.formatting import COLOURS, badge, when
+from project.accounts.audit import audited
+from project.exceptions import Refused
 from regions.admin.base import ReadOnlyAdmin
 from regions.admin.formatting import TASK_COLOURS, attempt_outcome_badge, pretty_json, span, truncated
 from regions.models import Task, TaskAttempt
 from regions.services.tasks.cancel import task_cancel
-from regions.services.tasks.refusals import CapabilityRefused, InvalidState, RateLimited
+from regions.services.tasks.refusals import InvalidState
 from regions.services.tasks.retry import task_retry
 
 
@@ -127,11 +129,13 @@ class TaskAdmin(ReadOnlyAdmin):
         done, refused, denied = 0, 0, []
         for task in queryset.defer("payload", "result"):
             try:
-                task_retry(task=task)
+                with audited(request, "task.retry", target=str(task.id)):
+                    task_retry(task=task)
+                self.log_change(request, task, f"retried: attempt {task.attempt}")
                 done += 1
             except InvalidState:
                 refused += 1
-            except (CapabilityRefused, RateLimited) as exc:
+            except Refused as exc:  # the capability refused here since, its rate limit, the attempt limit
                 denied.append(f"{task.id}: {exc}")
         messages.info(request, f"{done} task(s) retried.")
         if refused:
@@ -144,7 +148,9 @@ class TaskAdmin(ReadOnlyAdmin):
         done = 0
         for task in queryset.filter(status__in=Task.ACTIVE).defer("payload", "result"):
             try:
-                task_cancel(task=task)
+                with audited(request, "task.cancel", target=str(task.id)):
+                    task_cancel(task=task)
+                self.log_change(request, task, "cancelled")
                 done += 1
             except InvalidState:
                 pass

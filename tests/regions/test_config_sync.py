@@ -9,6 +9,7 @@ import yaml
 from django.core.management import CommandError, call_command
 from django.test import TestCase
 
+from project.accounts.models import AuditEvent
 from regions.models import Agent, ConfigVersion, Task
 from regions.services import summary
 from regions.services.agents.heartbeat import heartbeat_record
@@ -78,6 +79,8 @@ def test_applies_a_commit_and_records_it(repo):
     assert active.sha == sha and active.result == "applied" and active.content["summary_interval"] == 60
     assert config_current().sha == sha
     assert sync(repo).applied is False  # same commit again: nothing to do
+    applied = AuditEvent.objects.get(action="config.applied")  # once: the second sync changed nothing
+    assert applied.actor == "config sync" and sha[:12] in applied.target and applied.outcome == "done"
 
 
 def test_region_file_overrides_global_key_by_key(repo):
@@ -114,6 +117,9 @@ def test_an_invalid_commit_changes_nothing_and_names_file_key_and_reason(repo, f
     assert ConfigVersion.objects.get(is_active=True).sha == good
     assert config_current().sha == good
     assert ConfigVersion.objects.filter(result="rejected").count() == 1
+    sync(repo)  # the same broken commit again, as the next sync would: one audit event, not one a minute
+    rejected = AuditEvent.objects.get(action="config.rejected")
+    assert rejected.outcome == "refused" and expected in rejected.detail
 
 
 def test_rollback_to_an_earlier_commit(repo):

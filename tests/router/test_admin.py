@@ -174,3 +174,21 @@ def test_view_only_staff_cannot_rotate_a_token_nor_open_the_drift_page_without_v
                                                    "post": "yes", "index": 0})
     assert b"mrg_" not in answer.content and Region.objects.get().token_hash == digest
     assert client.get("/admin/router/region/drift/").status_code == 200
+
+
+def test_a_rotation_confirmed_twice_rotates_once_and_each_change_is_in_the_audit_trail(admin_client, fleet):
+    from project.accounts.models import AuditEvent
+
+    region = Region.objects.get(region_id="eu-west-3")
+    form = {"action": "rotate_token", "_selected_action": [str(region.pk)]}
+    confirm = admin_client.post(CHANGELIST, form).content.decode()
+    ticket = re.search(r'name="shown_once_ticket" value="([^"]+)"', confirm).group(1)
+    first = admin_client.post(CHANGELIST, {**form, "post": "yes", "shown_once_ticket": ticket})
+    new = token_on_page(first.content.decode(), "mrg")
+    again = admin_client.post(CHANGELIST, {**form, "post": "yes", "shown_once_ticket": ticket})
+    assert again.status_code == 409 and "mrg_" not in again.content.decode()
+    assert push(new, summary("eu-west-3")).region_id == "eu-west-3"  # the token shown first still works
+    event = AuditEvent.objects.get(action="region.rotate_token")
+    assert event.target == "eu-west-3" and event.actor.startswith("user ")
+    admin_client.post("/admin/router/registrationtoken/add/", {"name": "edge", "regions": ""})
+    assert AuditEvent.objects.filter(action="token.create", target__startswith="registration token edge").exists()

@@ -8,6 +8,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from project.accounts.audit import audited
 from project.exceptions import ServiceUnavailable
 from project.schema import PAGE_PARAMETERS, errors, list_filters, paginated
 from regions import selectors
@@ -55,10 +56,11 @@ def _desired_api(desired: str, name: str):
         @extend_schema(request=None, responses={200: AgentOutputSerializer, **errors(401, 403, 404, 503)},
                        operation_id=f"agent_{name}")
         def post(self, request, agent_id: str):
-            try:
-                agent = agent_set_desired(agent_id=agent_id, desired=desired)
-            except liveness.RedisError as exc:
-                raise ServiceUnavailable(LIVENESS_DOWN) from exc
+            with audited(request, f"agent.{name}", target=agent_id):
+                try:
+                    agent = agent_set_desired(agent_id=agent_id, desired=desired)
+                except liveness.RedisError as exc:
+                    raise ServiceUnavailable(LIVENESS_DOWN) from exc
             return Response(AgentOutputSerializer(agent).data)
 
     AgentDesiredApi.__name__ = f"Agent{name.capitalize()}Api"

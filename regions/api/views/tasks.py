@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from project import waiting
+from project.accounts.audit import audited
 from project.accounts.scopes import scopes_of
 from project.exceptions import PayloadTooLarge
 from project.jsonsafe import json_problem
@@ -225,7 +226,8 @@ class TaskCancelApi(APIView):
     @extend_schema(request=None, responses={200: TaskOutputSerializer, **errors(401, 403, 404, 409, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id, see_all=OPERATE)
-        task = task_cancel(task=task)
+        with audited(request, "task.cancel", target=task_id):
+            task = task_cancel(task=task)
         return Response(TaskOutputSerializer(task).data)
 
 
@@ -235,7 +237,8 @@ class TaskRetryApi(APIView):
     @extend_schema(request=None, responses={201: TaskOutputSerializer, **errors(401, 403, 404, 409, 429, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id, see_all=OPERATE)
-        task = task_retry(task=task)
+        with audited(request, "task.retry", target=task_id):
+            task = task_retry(task=task)
         return Response(TaskOutputSerializer(task).data, status=status.HTTP_201_CREATED)
 
 

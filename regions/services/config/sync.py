@@ -14,12 +14,14 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from project.accounts.audit import REFUSED, audit_record
 from regions.models import Agent, ConfigVersion
 from regions.services import liveness
 from regions.services.config.current import config_current, config_publish
 from regions.services.config.parse import ConfigError, config_diff, config_parse
 
 logger = logging.getLogger(__name__)
+CONFIG_SYNC = "config sync"  # the actor of a configuration applied or rejected, in the audit trail
 
 
 # --- fetching ----------------------------------------------------------------
@@ -91,6 +93,9 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
         content = config_parse(files)
     except ConfigError as exc:
         if not dry_run:
+            if not ConfigVersion.objects.filter(sha=sha or "?", result=ConfigVersion.Result.REJECTED).exists():
+                audit_record(action="config.rejected", target=f"{repo}@{ref} {sha[:12] or '?'}", actor=CONFIG_SYNC,
+                             outcome=REFUSED, detail=str(exc))
             ConfigVersion.objects.create(sha=sha or "?", subject=config_subject(sha=sha) if sha else "", ref=ref,
                                          repo=repo, result=ConfigVersion.Result.REJECTED, error=str(exc),
                                          duration_ms=_ms(started))
@@ -110,6 +115,8 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
                                                content=content, changes=changes, is_active=True,
                                                duration_ms=_ms(started))
         _enforce_blocklist(content)
+        audit_record(action="config.applied", target=f"{repo}@{ref} {sha[:12]}", actor=CONFIG_SYNC,
+                     detail=f"{len(changes)} changes: " + "; ".join(map(str, changes[:20])))
         # After the commit, never before: a process that sees the new id must find its row.
         transaction.on_commit(lambda: config_publish(version_id=version.id))
     config_current.cache_clear()

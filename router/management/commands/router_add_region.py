@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from project.accounts.audit import audited, command_actor
 from router.services.refusals import RouterError
 from router.services.regions import region_create
 
@@ -17,9 +18,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, region_id, orchestrator_url, labels, summary_interval, token, cidr, **options):
         try:
-            region, raw = region_create(region_id=region_id, orchestrator_url=orchestrator_url,
-                                        labels=[l for l in labels.split(",") if l],
-                                        summary_interval=summary_interval, token=token)
+            with audited(None, "region.create", target=region_id, actor=command_actor("router_add_region"),
+                         detail=f"{orchestrator_url} labels {labels or '-'}"):
+                region, raw = region_create(region_id=region_id, orchestrator_url=orchestrator_url,
+                                            labels=[l for l in labels.split(",") if l],
+                                            summary_interval=summary_interval, token=token)
         except RouterError as exc:
             raise CommandError(exc.detail) from None
         for block in cidr:

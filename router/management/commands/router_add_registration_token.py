@@ -1,5 +1,7 @@
 from django.core.management.base import BaseCommand
 
+from project.accounts.audit import audit_record, command_actor
+
 from router.services.regions import registration_token_create
 
 
@@ -12,5 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--token", default=None)
 
     def handle(self, *args, name, regions, token, **options):
-        _, raw = registration_token_create(name=name, regions=[r for r in regions.split(",") if r], token=token)
+        created, raw = registration_token_create(name=name, regions=[r for r in regions.split(",") if r], token=token)
+        audit_record(action="token.create", target=f"registration token {name} ({created.prefix}…)",
+                     actor=command_actor("router_add_registration_token"), detail=f"regions: {regions or 'every region'}")
         self.stdout.write(raw)

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from project.accounts.audit import audited, command_actor
 from router.services.refusals import RouterError
 from router.services.regions import region_watermark_reset
 
@@ -13,7 +14,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, region_id, **options):
         try:
-            region_watermark_reset(region_id=region_id)
+            with audited(None, "region.reset_watermark", target=region_id, actor=command_actor("router_reset_region")):
+                region_watermark_reset(region_id=region_id)
         except RouterError as exc:
             raise CommandError(exc.detail) from None
         self.stdout.write(f"{region_id}: replay watermark cleared; its next summary is accepted.")

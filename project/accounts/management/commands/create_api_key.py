@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from project.accounts.audit import audit_record, command_actor
 from project.accounts.models import CALLER_SCOPES, SCOPES
 from project.accounts.services import api_key_create
 
@@ -19,7 +20,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, username, name, staff, scopes, key, **options):
         try:
-            _, raw = api_key_create(username=username, name=name, staff=staff, scopes=scopes, raw=key)
+            created, raw = api_key_create(username=username, name=name, staff=staff, scopes=scopes, raw=key)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        audit_record(action="api_key.create", target=f"key {created.prefix}… of {username}",
+                     actor=command_actor("create_api_key"), detail="scopes: " + ", ".join(created.scopes))
         self.stdout.write(raw)
