@@ -44,7 +44,8 @@ SECURITY_SCHEMES = {
     REGION_TOKEN: {**_BEARER, "description":
                    "A region's token at the router (`manage.py router_add_region`): a region may only "
                    "update its own summary."},
-    METRICS_TOKEN: {**_BEARER, "description": "METRICS_TOKEN, for a Prometheus scraper (an API key with the fleet:read scope works too)."},
+    METRICS_TOKEN: {**_BEARER, "description": "METRICS_TOKEN, for a Prometheus scraper (an API key with the "
+                                              "fleet:read scope works too)."},
 }
 
 

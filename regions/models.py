@@ -200,6 +200,7 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ["-received_at"]
+        indexes = [models.Index(fields=["source", "-id"], name="deadletter_source_newest")]  # the fair prune
 
     def __str__(self) -> str:
         return f"{self.queue} {self.reason[:60]}"

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import Count
 
 from project.exceptions import Refused
 from regions.models import DeadLetter
@@ -56,15 +57,24 @@ def _agent_allowance(agent_id: str) -> None:
 
 
 def dead_letters_prune(*, now: datetime) -> int:
-    """Retention: rows older than DEAD_LETTER_RETENTION_DAYS go, and beyond the
-    newest DEAD_LETTER_MAX_ROWS (a flood) the oldest go first."""
+    """Retention: rows older than DEAD_LETTER_RETENTION_DAYS go; beyond
+    DEAD_LETTER_MAX_ROWS, the store is shared by source (the orchestrator, each
+    agent), max-min fair: a source with fewer rows than its share keeps them all,
+    the others keep their newest share each. So no agent, nor many of them (one
+    registration token made 300 in 17 s), can flush the others' letters."""
     deleted, _ = DeadLetter.objects.filter(received_at__lt=now - timedelta(days=settings.DEAD_LETTER_RETENTION_DAYS)
                                            ).delete()
-    keep = settings.DEAD_LETTER_MAX_ROWS
-    beyond = list(DeadLetter.objects.order_by("-id").values_list("id", flat=True)[keep:keep + 1])
-    if beyond:
-        extra, _ = DeadLetter.objects.filter(id__lte=beyond[0]).delete()
-        deleted += extra
+    counts = list(DeadLetter.objects.values_list("source").annotate(n=Count("id")).order_by("n", "source"))
+    if sum(n for _, n in counts) <= settings.DEAD_LETTER_MAX_ROWS:
+        return deleted
+    room = settings.DEAD_LETTER_MAX_ROWS
+    for index, (source, count) in enumerate(counts):
+        keep = min(count, room // (len(counts) - index))
+        room -= keep
+        if keep < count:
+            beyond = DeadLetter.objects.filter(source=source).order_by("-id").values_list("id", flat=True)[keep]
+            extra, _ = DeadLetter.objects.filter(source=source, id__lte=beyond).delete()
+            deleted += extra
     return deleted
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db.models import Count
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -289,3 +290,24 @@ def test_dead_letters_are_pruned_by_age_and_by_count(redis_clean, settings):
     assert dead_letters_prune(now=timezone.now()) == 3
     assert sorted(DeadLetter.objects.values_list("reason", flat=True)) == ["new 2", "new 3", "new 4"]
     assert rows
+
+
+def test_a_flood_of_agents_cannot_push_the_others_dead_letters_out_of_the_store(redis_clean, settings):
+    """The count bound is shared by source (max-min fair): once, 300 agents
+    registered with one token, each within its rate, flushed the genuine letters."""
+    from django.utils import timezone
+
+    from regions.services.deadletters import dead_letters_prune
+
+    settings.DEAD_LETTER_MAX_ROWS = 20
+    for i in range(3):
+        DeadLetter.objects.create(source="orchestrator", queue="q", reason=f"ours {i}")
+        DeadLetter.objects.create(source="agent:genuine", queue="q", reason=f"genuine {i}")
+    for fake in range(5):
+        for i in range(10):
+            DeadLetter.objects.create(source=f"agent:fake{fake}", queue="q", reason=f"fake {fake} {i}")
+    assert dead_letters_prune(now=timezone.now()) == 56 - 20
+    kept = dict(DeadLetter.objects.values_list("source").annotate(n=Count("id")))
+    assert kept["orchestrator"] >= 2 and kept["agent:genuine"] >= 2, kept  # at least 20 // 7 each
+    assert all(kept[f"agent:fake{fake}"] <= 3 for fake in range(5)), kept
+    assert DeadLetter.objects.filter(reason="genuine 2").exists()  # the newest of each source stay
