@@ -298,6 +298,10 @@ ROUTER_TRUST_FORWARDED_FOR = env.bool("ROUTER_TRUST_FORWARDED_FOR", default=Fals
 # How far ahead of the router's clock a summary may be dated (replays are refused
 # by date, so one dated far ahead would refuse the region's genuine ones).
 ROUTER_SUMMARY_MAX_SKEW_SECONDS = env.float("ROUTER_SUMMARY_MAX_SKEW_SECONDS", default=300.0)
+# The most agents (idle or not) a region's summary is believed for, unless the
+# operator set the region's own ceiling: a region token that claims a million idle
+# agents wins no more than this much of the ranking.
+ROUTER_REGION_CEILING = env.int("ROUTER_REGION_CEILING", default=20_000)
 
 # --- GitOps configuration (sync_config) --------------------------------------
 CONFIG_REPO = env.str("CONFIG_REPO", default="")

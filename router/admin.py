@@ -21,8 +21,9 @@ from console.shown_once import TICKET_FIELD, ShownOnceAdmin, new_ticket
 from project.accounts.audit import audit_record, audited
 from router import inputs, selectors
 from router.services.refusals import RouterError
-from router.services.regions import (region_create, region_token_rotate, region_update, region_validate,
-                                     region_watermark_reset, registration_token_create, registration_token_revoke)
+from router.services.regions import (region_create, region_hold_validate, region_token_rotate, region_update,
+                                     region_validate, region_watermark_reset, registration_token_create,
+                                     registration_token_revoke)
 from router.models import AddressRule, Region, RegistrationToken
 from wire.endpoints import DISCOVER
 
@@ -104,7 +105,7 @@ class RegionAddForm(forms.ModelForm):
 class RegionChangeForm(RegionAddForm):
     class Meta:
         model = Region
-        fields = ["orchestrator_url", "labels", "enabled"]
+        fields = ["orchestrator_url", "labels", "enabled", "capacity_ceiling", "weight"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -117,6 +118,7 @@ class RegionChangeForm(RegionAddForm):
                 region_validate(region_id=self.instance.region_id,
                                 orchestrator_url=data["orchestrator_url"], labels=data["labels"],
                                 summary_interval=selectors.region_interval(self.instance.summary_interval))
+                region_hold_validate(capacity_ceiling=data.get("capacity_ceiling"), weight=data.get("weight", 1.0))
             except RouterError as exc:
                 raise forms.ValidationError(exc.detail) from None
         return data
@@ -172,6 +174,9 @@ class RegionAdmin(ShownOnceAdmin):
                             "description": "The region's summary token is shown once, on the next page."})]
         return [
             (None, {"fields": ["region_id_text", "orchestrator_url", "labels", "enabled", "orchestrator_admin"]}),
+            ("What its summaries are believed for", {"fields": ["capacity_ceiling", "weight"], "description":
+                "Routing holds the region's claimed agents to the ceiling and multiplies its idle ones by the "
+                "weight, whatever its summaries say."}),
             ("Latest summary (sent by the region, read-only)", {"fields": list(SUMMARY_FIELDS)}),
             ("Token", {"fields": ["token_fingerprint"],
                        "description": "Only the token's digest is stored. Rotate it with the "
@@ -191,7 +196,8 @@ class RegionAdmin(ShownOnceAdmin):
             with audited(request, "region.update", target=obj.region_id,
                          detail=", ".join(f"{name}: {data[name]}" for name in form.changed_data if name in data)):
                 region_update(region_id=obj.region_id, orchestrator_url=data["orchestrator_url"],
-                              labels=data["labels"], enabled=data["enabled"])
+                              labels=data["labels"], enabled=data["enabled"],
+                              capacity_ceiling=data.get("capacity_ceiling"), weight=data.get("weight", 1.0))
             return
         region, raw = region_create(region_id=data["region_id"], orchestrator_url=data["orchestrator_url"],
                                     labels=data["labels"], summary_interval=data["summary_interval"])

@@ -12,6 +12,12 @@ class Region(models.Model):
     # Indexed: every summary (8 a second at 500 regions) looks its region up by it.
     token_hash = models.CharField(max_length=64, db_index=True, help_text="SHA-256 of the region's summary token")
     enabled = models.BooleanField(default=True)
+    # The operator's hold on what the region's own summaries claim (routing.py).
+    capacity_ceiling = models.PositiveIntegerField(
+        null=True, blank=True, help_text="the most agents (idle or not) this region's summaries are believed for; "
+                                         "empty: ROUTER_REGION_CEILING")
+    weight = models.FloatField(default=1.0, help_text="multiplies the region's idle capacity when ranking, 0 to 10 "
+                                                      "(0: chosen only when no other region serves)")
     # The latest summary (article format), replaced as a whole on each push.
     summary_interval = models.FloatField(default=60.0)
     available_agents = models.PositiveIntegerField(default=0)

@@ -20,17 +20,29 @@ logger = logging.getLogger("router.services")  # the router's log stream, whiche
 
 
 def region_create(*, region_id: str, orchestrator_url: str, labels: list[str] | None = None,
-                  summary_interval: float = 60.0, token: str | None = None) -> tuple[Region, str]:
+                  summary_interval: float = 60.0, token: str | None = None, capacity_ceiling: int | None = None,
+                  weight: float = 1.0) -> tuple[Region, str]:
     """Add (or re-key) a region; returns its summary token, shown once."""
     _region_check(region_id=region_id, orchestrator_url=orchestrator_url, labels=labels or [],
                   summary_interval=summary_interval)
+    region_hold_validate(capacity_ceiling=capacity_ceiling, weight=weight)
     raw = token or token_generate("mrg")
     region, _ = Region.objects.update_or_create(
         region_id=region_id,
         defaults={"orchestrator_url": orchestrator_url.rstrip("/"), "labels": labels or [],
-                  "token_hash": token_hash(raw), "summary_interval": summary_interval},
+                  "token_hash": token_hash(raw), "summary_interval": summary_interval,
+                  "capacity_ceiling": capacity_ceiling, "weight": weight},
     )
     return region, raw
+
+
+def region_hold_validate(*, capacity_ceiling: int | None, weight: float) -> None:
+    """The operator's hold on a region: a ceiling of 1 to MAX_AGENTS (or none), a weight of 0 to 10."""
+    if capacity_ceiling is not None and not (isinstance(capacity_ceiling, int)
+                                             and 1 <= capacity_ceiling <= inputs.MAX_AGENTS):
+        raise RouterError(f"capacity_ceiling: an integer from 1 to {inputs.MAX_AGENTS}, or empty.")
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight <= 10:
+        raise RouterError("weight: a number from 0 to 10.")
 
 
 def _region_check(*, region_id: str, orchestrator_url: str, labels: list[str], summary_interval: float) -> None:
@@ -95,7 +107,8 @@ def region_validate(*, region_id: str, orchestrator_url: str, labels: list[str],
                   summary_interval=summary_interval)
 
 
-def region_update(*, region_id: str, orchestrator_url: str, labels: list[str], enabled: bool) -> Region:
+def region_update(*, region_id: str, orchestrator_url: str, labels: list[str], enabled: bool,
+                  capacity_ceiling: int | None = None, weight: float = 1.0) -> Region:
     """The operator's fields of a region (the admin's change form); the summary
     fields belong to the region and its token to region_token_rotate."""
     with transaction.atomic():
@@ -104,10 +117,12 @@ def region_update(*, region_id: str, orchestrator_url: str, labels: list[str], e
             raise NotFound(f"Unknown region {region_id}.")
         _region_check(region_id=region_id, orchestrator_url=orchestrator_url, labels=labels,
                       summary_interval=region_interval(region.summary_interval))
+        region_hold_validate(capacity_ceiling=capacity_ceiling, weight=weight)
         region.orchestrator_url = orchestrator_url.rstrip("/")
         region.labels = labels
         region.enabled = enabled
-        region.save(update_fields=["orchestrator_url", "labels", "enabled"])
+        region.capacity_ceiling, region.weight = capacity_ceiling, weight
+        region.save(update_fields=["orchestrator_url", "labels", "enabled", "capacity_ceiling", "weight"])
     regions_directory_reset()
     return region
 

@@ -9,9 +9,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.utils import timezone
 
-from router import inputs
 from router.models import AddressRule, Region
 from router.selectors import DirectoryEntry, capability_counts, directory_entries, region_is_stale
 from router.services.refusals import Forbidden, NoRegion, RouterError
@@ -66,10 +66,11 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         elif (type(cap := entry.caps.get(capability)) is dict and type(total := cap.get("count")) is int
               and total > 0 and type(idle := cap.get("idle", 0)) is int):
             # selectors.capability_counts inlined (a call per region would be most of the query)
-            if not 0 <= idle <= total <= inputs.MAX_AGENTS:  # a stored row may predate the bounds
-                total = min(total, inputs.MAX_AGENTS)
+            ceiling = region.capacity_ceiling or settings.ROUTER_REGION_CEILING
+            if not 0 <= idle <= total <= ceiling:  # beyond what the operator believes (or a row before the bounds)
+                total = min(total, ceiling)
                 idle = min(max(idle, 0), total)
-            candidates.append((idle, region.received_at, region, total))
+            candidates.append((idle * region.weight, region.received_at, region, total, idle))
         else:
             skipped[region.region_id] = not_served
     if not candidates:
@@ -77,7 +78,7 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         raise NoRegion(f"No eligible region for capability {capability}"
                        f"{f' with residency {residency}' if residency else ''}"
                        f"{f' in region {pinned}' if pinned else ''} ({why}).", skipped=skipped)
-    # The `count` best by (idle, freshness), ties in region_id order: sorted(..., reverse=True)[:count].
+    # The `count` best by (weighted idle, freshness), ties in region_id order: sorted(..., reverse=True)[:count].
     best = heapq.nlargest(count, candidates, key=lambda c: (c[0], c[1]))
     return RouteAnswer(regions=[{
         "region_id": region.region_id,
@@ -86,7 +87,7 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         "count": total,
         "labels": region.labels,
         "summary_age_seconds": round((now - received).total_seconds(), 3),
-    } for idle, received, region, total in best], skipped=skipped)
+    } for _, received, region, total, idle in best], skipped=skipped)
 
 
 def region_pick(*, capabilities: list[str], hint: str | None, client_ip: str | None,
@@ -123,9 +124,12 @@ def region_pick(*, capabilities: list[str], hint: str | None, client_ip: str | N
             except ValueError:
                 logger.warning("address rule %s has an invalid CIDR", rule.pk)
 
-    def spare(entry: DirectoryEntry) -> tuple[int, int]:
-        idle = sum((capability_counts(entry.caps, c) or {"idle": 0})["idle"] for c in capabilities)
-        return (-idle, -entry.region.available_agents)  # most idle for these, then the most idle overall
+    def spare(entry: DirectoryEntry) -> tuple[float, float]:
+        region = entry.region
+        ceiling = region.capacity_ceiling or settings.ROUTER_REGION_CEILING
+        idle = min(sum((capability_counts(entry.caps, c) or {"idle": 0})["idle"] for c in capabilities), ceiling)
+        # most idle for these (held to the ceiling, weighted), then the most agents overall
+        return (-idle * region.weight, -min(region.available_agents, ceiling) * region.weight)
 
     return min(entries, key=spare).region
 

@@ -69,7 +69,7 @@ def test_posting_the_region_change_form_leaves_the_summary_fields_alone(admin_cl
     region = Region.objects.get(region_id="eu-west-3")
     before = Region.objects.filter(pk=region.pk).values().get()
     r = admin_client.post(f"{CHANGELIST}{region.pk}/change/", {
-        "orchestrator_url": "http://eu-west-3.example:8000", "labels": "eu", "enabled": "on",
+        "orchestrator_url": "http://eu-west-3.example:8000", "labels": "eu", "enabled": "on", "weight": "1.0",
         "available_agents": "999", "capabilities": '{"x": {"count": 9, "idle": 9}}', "config_version": "forged",
         "token_hash": "0" * 64, "last_updated": "2001-01-01 00:00:00", "received_at": "2001-01-01 00:00:00",
         "region_id": "moved", "summary_interval": "5",
@@ -192,3 +192,16 @@ def test_a_rotation_confirmed_twice_rotates_once_and_each_change_is_in_the_audit
     assert event.target == "eu-west-3" and event.actor.startswith("user ")
     admin_client.post("/admin/router/registrationtoken/add/", {"name": "edge", "regions": ""})
     assert AuditEvent.objects.filter(action="token.create", target__startswith="registration token edge").exists()
+
+
+def test_the_operator_sets_a_regions_ceiling_and_weight_in_the_change_form(admin_client, fleet):
+    region = Region.objects.get(region_id="eu-west-3")
+    form = {"orchestrator_url": "http://eu-west-3.example:8000", "labels": "eu", "enabled": "on",
+            "address_rules-TOTAL_FORMS": "0", "address_rules-INITIAL_FORMS": "0"}
+    refused = admin_client.post(f"{CHANGELIST}{region.pk}/change/", {**form, "capacity_ceiling": "100",
+                                                                     "weight": "11"})
+    assert refused.status_code == 200 and "weight: a number from 0 to 10" in refused.content.decode()
+    r = admin_client.post(f"{CHANGELIST}{region.pk}/change/", {**form, "capacity_ceiling": "100", "weight": "0.5"})
+    assert r.status_code == 302
+    region.refresh_from_db()
+    assert (region.capacity_ceiling, region.weight) == (100, 0.5)

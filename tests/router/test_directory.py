@@ -104,9 +104,11 @@ def test_the_replay_watermark_and_config_since_hold_with_the_single_update(fleet
     assert stored.config_since > since and stored.config_version == "c2" and stored.last_updated.timestamp() == pytest.approx(at + 2)
 
 
-def test_route_reads_stored_counts_as_capability_counts_does(fleet, monkeypatch):
-    """Rows that predate the bounds: route's inline reading clamps as the selector does."""
+def test_route_reads_stored_counts_as_capability_counts_does(fleet, monkeypatch, settings):
+    """Rows that predate the bounds: route's inline reading clamps as the selector does
+    (with no ceiling below the bounds: the ceiling's own test is below)."""
     monkeypatch.setattr(selectors, "DIRECTORY_CHECK_SECONDS", 0.0)
+    settings.ROUTER_REGION_CEILING = inputs.MAX_AGENTS
     now = timezone.now()
     rows = {"r1": {"echo": {"count": 2 ** 40, "idle": -3}}, "r2": {"echo": {"count": True, "idle": 1}},
             "r3": {"echo": {"count": 4, "idle": 9}}}
@@ -145,3 +147,25 @@ def test_anything_else_goes_through_the_serializer(caps):
     else:
         with pytest.raises(serializers.ValidationError):
             inputs.CapabilitiesField().run_validation(caps)
+
+
+def test_a_region_cannot_attract_more_than_its_operator_set_ceiling_allows(fleet, settings):
+    """A region token reported 1,000,000 idle agents (inside the summary's bounds)
+    and won every unpinned task and agent."""
+    from router.services.regions import region_update
+    from router.services.routing import region_pick
+
+    settings.ROUTER_REGION_CEILING = 500
+    push(fleet, "r1", {"echo": {"count": inputs.MAX_AGENTS, "idle": inputs.MAX_AGENTS}})  # the liar
+    push(fleet, "r2", {"echo": {"count": 300, "idle": 300}})
+    push(fleet, "r3", {"echo": {"count": 400, "idle": 400}})
+    answer = route(capability="echo")
+    assert [r["region_id"] for r in answer.regions] == ["r1", "r3", "r2"]  # held to the default ceiling, 500
+    assert answer.regions[0]["idle"] == 500 and answer.regions[0]["count"] == 500
+    region_update(region_id="r1", orchestrator_url="http://r1.example:8000", labels=["eu"], enabled=True,
+                  capacity_ceiling=100, weight=1.0)
+    assert routed("echo") == ["r3", "r2", "r1"]
+    region_update(region_id="r3", orchestrator_url="http://r3.example:8000", labels=["eu"], enabled=True,
+                  capacity_ceiling=None, weight=0.5)  # 400 x 0.5 ranks below r2's 300
+    assert routed("echo") == ["r2", "r3", "r1"]
+    assert region_pick(capabilities=["echo"], hint=None, client_ip=None, allowed=None).region_id == "r2"

@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timezone as dt_timezone
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
@@ -153,7 +154,7 @@ def test_absurd_stored_capabilities_labels_and_dates_cannot_500_the_readers(regi
     answers = assert_reads_answer(caller, staff, registration_token)
     route = answers["route"].json()
     assert [r["region_id"] for r in route["regions"]] == ["eu-west-3"]  # the clamped one still routes
-    assert route["regions"][0]["idle"] == 0 and route["regions"][0]["count"] == inputs.MAX_AGENTS
+    assert route["regions"][0]["idle"] == 0 and route["regions"][0]["count"] == settings.ROUTER_REGION_CEILING
     listed = {r["region_id"]: r for r in answers["regions"].json()["regions"]}
     assert listed["us-east-1"]["capabilities"] == {} and listed["us-east-1"]["labels"] == []
     assert caller.get("/api/v1/route?capability=echo&residency=eu").status_code == 200

@@ -15,14 +15,19 @@ class Command(BaseCommand):
         parser.add_argument("--summary-interval", type=float, default=60.0)
         parser.add_argument("--token", default=None, help="use this token instead of a random one")
         parser.add_argument("--cidr", action="append", default=[], help="client addresses of this region")
+        parser.add_argument("--ceiling", type=int, default=None,
+                            help="the most agents its summaries are believed for (default: ROUTER_REGION_CEILING)")
+        parser.add_argument("--weight", type=float, default=1.0, help="multiplies its idle capacity in the ranking")
 
-    def handle(self, *args, region_id, orchestrator_url, labels, summary_interval, token, cidr, **options):
+    def handle(self, *args, region_id, orchestrator_url, labels, summary_interval, token, cidr, ceiling, weight,
+               **options):
         try:
             with audited(None, "region.create", target=region_id, actor=command_actor("router_add_region"),
                          detail=f"{orchestrator_url} labels {labels or '-'}"):
                 region, raw = region_create(region_id=region_id, orchestrator_url=orchestrator_url,
                                             labels=[l for l in labels.split(",") if l],
-                                            summary_interval=summary_interval, token=token)
+                                            summary_interval=summary_interval, token=token,
+                                            capacity_ceiling=ceiling, weight=weight)
         except RouterError as exc:
             raise CommandError(exc.detail) from None
         for block in cidr:
