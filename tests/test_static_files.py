@@ -68,5 +68,5 @@ def test_every_deployment_collects_the_static_files_before_serving():
     assert dockerfile.index("RUN python manage.py collectstatic --noinput") < dockerfile.index("\nCMD ")
     unit = (root / "deploy" / "systemd" / "meridian-region-web@.service").read_text()
     assert re.search(r"^ExecStartPre=\S+python manage\.py collectstatic --noinput", unit, re.M)
-    demo = (root / "regions" / "management" / "commands" / "demo.py").read_text()
+    demo = (root / "regions" / "management" / "demo" / "fleet.py").read_text()
     assert demo.index('"collectstatic", "--noinput"') < demo.index('self._start("router-web"')
