@@ -1,21 +1,23 @@
 """Admin pages that make a credential and show it once (both roles).
 
 The page that shows a token answers the POST that made it, so a browser's
-refresh (or back and resend) sends that POST again. Each form that makes one
-carries a ticket; making it records the ticket in the audit trail, and a
-second POST with a used ticket makes nothing: it is answered 409 with a page
-saying so. (Each refresh once made, and showed, another token.)
+refresh (or back and resend, or a double click) sends that POST again. Each
+form that makes one carries a ticket, spent (a unique row) in the same
+transaction as what it makes: a second POST with the same ticket makes nothing
+and is answered 409 with a page saying so, even while the first is still under
+way. (Each refresh once made, and showed, another token.)
 """
 from __future__ import annotations
 
 import secrets
 
 from django.contrib import admin
+from django.db import IntegrityError, transaction
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from project.accounts.audit import audit_record
-from project.accounts.models import AuditEvent
+from project.accounts.models import SpentTicket
 
 TICKET_FIELD = "shown_once_ticket"
 
@@ -24,12 +26,8 @@ def new_ticket() -> str:
     return secrets.token_urlsafe(18)
 
 
-def ticket_detail(ticket: str) -> str:
-    return f"form ticket {ticket}"
-
-
-def ticket_used(ticket: str) -> bool:
-    return AuditEvent.objects.filter(detail__endswith=ticket_detail(ticket), outcome="done").exists()
+class TicketSpent(Exception):
+    """The form was sent before: what it made is not made again."""
 
 
 class ShownOnceAdmin(admin.ModelAdmin):
@@ -38,20 +36,27 @@ class ShownOnceAdmin(admin.ModelAdmin):
     add_form_template = "admin/shown_once_add_form.html"  # the add form, with a ticket
 
     def add_view(self, request, form_url="", extra_context=None):
-        # A post without a ticket (a script's) is not checked: a browser always sends it back.
-        if request.method == "POST" and self.sent_before(request):
+        try:  # the add form saves in one transaction: a spent ticket undoes all of it
+            return super().add_view(request, form_url, {**(extra_context or {}), "ticket_field": TICKET_FIELD,
+                                                        "ticket": new_ticket()})
+        except TicketSpent:
             return self.sent_before_page(request)
-        return super().add_view(request, form_url, {**(extra_context or {}), "ticket_field": TICKET_FIELD,
-                                                    "ticket": new_ticket()})
 
-    def sent_before(self, request) -> bool:
+    def spend_ticket(self, request) -> None:
+        """Before making anything, inside the transaction that makes it: TicketSpent
+        if the form's ticket was spent (a post without one, a script's, is not checked)."""
         ticket = request.POST.get(TICKET_FIELD, "")
-        return bool(ticket) and ticket_used(ticket)
+        if not ticket:
+            return
+        try:
+            with transaction.atomic():
+                SpentTicket.objects.create(ticket=ticket[:64])
+        except IntegrityError:
+            raise TicketSpent from None
 
-    def record_made(self, request, *, action: str, target: str) -> None:
-        """The credential was made: the audit trail says by whom, and spends the form's ticket."""
-        ticket = request.POST.get(TICKET_FIELD, "")
-        audit_record(action=action, target=target, request=request, detail=ticket_detail(ticket) if ticket else "")
+    def record_made(self, request, *, action: str, target: str, detail: str = "") -> None:
+        """The credential was made: the audit trail says by whom."""
+        audit_record(action=action, target=target, request=request, detail=detail)
 
     def tokens_page(self, request, *, title: str, what: str, hint: str, back: str,
                     tokens: list[tuple[str, str]]) -> TemplateResponse:

@@ -33,8 +33,10 @@ from wire import endpoints
 _BEARER = {"type": "http", "scheme": "bearer"}
 SECURITY_SCHEMES = {
     API_KEY: {**_BEARER, "bearerFormat": "mk_…", "description":
-              "A caller's API key (`manage.py create_api_key USER [--staff]`). Staff keys may also "
-              "drain, cordon, uncordon and revoke agents and read /metrics."},
+              "A caller's API key (`manage.py create_api_key USER [--scope S]… [--staff]`). What it may do "
+              "are its scopes: tasks:submit and tasks:read by default; tasks:read_all, tasks:operate, "
+              "fleet:read (agents, region status, /metrics) and fleet:operate (drain, cordon, uncordon, revoke) "
+              "when given. A call without the scope is 403 naming it."},
     AGENT_TOKEN: {**_BEARER, "description":
                   "The agent's own token, issued by its region at registration. An agent acts only as "
                   "itself: another agent's token is refused with 403."},

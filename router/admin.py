@@ -11,13 +11,14 @@ from datetime import datetime
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from console.formatting import age, age_text, badge, exact_time
-from console.shown_once import TICKET_FIELD, ShownOnceAdmin, new_ticket
+from console.shown_once import TICKET_FIELD, ShownOnceAdmin, TicketSpent, new_ticket
 from project.accounts.audit import audit_record, audited
 from router import inputs, selectors
 from router.services.refusals import RouterError
@@ -193,12 +194,16 @@ class RegionAdmin(ShownOnceAdmin):
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
         if change:
-            with audited(request, "region.update", target=obj.region_id,
-                         detail=", ".join(f"{name}: {data[name]}" for name in form.changed_data if name in data)):
+            fields = ["orchestrator_url", "labels", "enabled", "capacity_ceiling", "weight"]
+            before = Region.objects.filter(pk=obj.pk).values(*fields).get()
+            changed = ", ".join(f"{name}: {before[name]} -> {data.get(name)}" for name in fields
+                                if name in data and before[name] != data[name])
+            with audited(request, "region.update", target=obj.region_id, detail=changed or "nothing changed"):
                 region_update(region_id=obj.region_id, orchestrator_url=data["orchestrator_url"],
                               labels=data["labels"], enabled=data["enabled"],
                               capacity_ceiling=data.get("capacity_ceiling"), weight=data.get("weight", 1.0))
             return
+        self.spend_ticket(request)
         region, raw = region_create(region_id=data["region_id"], orchestrator_url=data["orchestrator_url"],
                                     labels=data["labels"], summary_interval=data["summary_interval"])
         obj.pk, obj.token_hash, obj.orchestrator_url = region.pk, region.token_hash, region.orchestrator_url
@@ -235,12 +240,15 @@ class RegionAdmin(ShownOnceAdmin):
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
                 "ticket_field": TICKET_FIELD, "ticket": new_ticket(),
             })
-        if self.sent_before(request):
-            return self.sent_before_page(request)
         tokens = []
-        for region_id in region_ids:
-            tokens.append((region_id, region_token_rotate(region_id=region_id)[1]))
-            self.record_made(request, action="region.rotate_token", target=region_id)
+        try:
+            with transaction.atomic():
+                self.spend_ticket(request)
+                for region_id in region_ids:
+                    tokens.append((region_id, region_token_rotate(region_id=region_id)[1]))
+                    self.record_made(request, action="region.rotate_token", target=region_id)
+        except TicketSpent:
+            return self.sent_before_page(request)
         return self.tokens_page(request, title=f"New summary token for {len(region_ids)} region(s)",
                                 what="region summary token", tokens=tokens,
                                 hint="The old token no longer works: set the new one as REGION_TOKEN in each "
@@ -373,11 +381,13 @@ class RegistrationTokenAdmin(ShownOnceAdmin):
             audit_record(action="token.update", target=f"registration token {obj.name} ({obj.prefix}…)",
                          request=request, detail=f"regions: {obj.regions or 'every region'}")
             return
+        self.spend_ticket(request)
         token, raw = registration_token_create(name=form.cleaned_data["name"],
                                                regions=form.cleaned_data["regions"])
         obj.pk, obj.prefix, obj.token_hash = token.pk, token.prefix, token.token_hash
         obj._state.adding, obj._state.db = False, token._state.db
-        self.record_made(request, action="token.create", target=f"registration token {token.name} ({token.prefix}…)")
+        self.record_made(request, action="token.create", target=f"registration token {token.name} ({token.prefix}…)",
+                         detail=f"regions: {', '.join(token.regions) or 'every region'}")
         request._meridian_tokens = [(token.name, raw)]
 
     def response_add(self, request, obj, post_url_continue=None):

@@ -38,11 +38,20 @@ def test_a_fleet_action_through_the_api_is_recorded_with_who_and_where(redis_cle
     assert line.audit_action == "agent.drain" and line.audit_outcome == "done" and "a1" in line.getMessage()
 
 
-def test_a_refused_action_is_recorded_as_refused_with_the_reason(redis_clean, operator):
+def test_a_refused_fleet_action_is_recorded_as_refused_with_the_reason(redis_clean, operator):
+    assert operator.post("/api/v1/agents/nobody/revoke").status_code == 404
+    event = AuditEvent.objects.get(action="agent.revoke")
+    assert event.outcome == "refused" and "nobody" in event.detail and event.target == "nobody"
+
+
+def test_a_caller_refused_on_its_tasks_in_a_loop_does_not_fill_the_trail(redis_clean, operator):
     task = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.SUCCEEDED)
-    assert operator.post(f"/api/v1/tasks/{task.id}/retry").status_code == 409
-    event = AuditEvent.objects.get(action="task.retry")
-    assert event.outcome == "refused" and "cannot retry" in event.detail and event.target == str(task.id)
+    for _ in range(20):
+        assert operator.post(f"/api/v1/tasks/{task.id}/retry").status_code == 409
+    assert not AuditEvent.objects.exists()
+    cancelled = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED)
+    assert operator.post(f"/api/v1/tasks/{cancelled.id}/cancel").status_code == 200
+    assert AuditEvent.objects.get().action == "task.cancel"
 
 
 @pytest.fixture

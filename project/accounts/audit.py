@@ -55,14 +55,18 @@ def audit_record(*, action: str, target: str = "", request=None, actor: str | No
 
 
 @contextlib.contextmanager
-def audited(request, action: str, *, target: str = "", actor: str | None = None, detail: str = ""):
+def audited(request, action: str, *, target: str = "", actor: str | None = None, detail: str = "",
+            refusals: bool = True):
     """Record the block's outcome: done when it returns, refused or failed (with
-    the exception's text) when it raises; the exception goes on."""
+    the exception's text) when it raises; the exception goes on. refusals=False
+    records only what changed something (a caller refused on its own tasks, in a
+    loop, must not fill the trail)."""
     try:
         yield
     except Exception as exc:
         status = getattr(exc, "status", None) or getattr(exc, "status_code", None) or 500
-        audit_record(action=action, target=target, request=request, actor=actor,
-                     outcome=REFUSED if status < 500 else FAILED, detail=str(getattr(exc, "detail", "") or exc))
+        if refusals or status >= 500:
+            audit_record(action=action, target=target, request=request, actor=actor,
+                         outcome=REFUSED if status < 500 else FAILED, detail=str(getattr(exc, "detail", "") or exc))
         raise
     audit_record(action=action, target=target, request=request, actor=actor, detail=detail)

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 # What an API key may do (project/accounts/scopes.py); one Django permission each
@@ -7,7 +8,7 @@ SCOPES = {
     "tasks:submit": "submit tasks, and cancel or retry its own",
     "tasks:read": "read its own tasks and wait for them",
     "tasks:read_all": "read every caller's tasks, payloads and results included",
-    "tasks:operate": "cancel and retry every caller's tasks",
+    "tasks:operate": "cancel and retry every caller's tasks (the answer shows the task, payload included)",
     "fleet:read": "read agents, the region's status and metrics, the router's regions and drift",
     "fleet:operate": "drain, cordon, uncordon and revoke agents",
 }
@@ -22,6 +23,12 @@ def caller_scopes() -> list[str]:
     return list(CALLER_SCOPES)
 
 
+def scopes_validate(value) -> None:
+    """A list of known scope names, nothing else (a dict's keys or a string must not pass for scopes)."""
+    if not isinstance(value, list) or not all(isinstance(s, str) and s in SCOPES for s in value):
+        raise ValidationError(f"scopes: a list of scope names from {', '.join(SCOPES)}")
+
+
 class ApiKey(models.Model):
     """A caller's credential; only the digest is stored."""
 
@@ -29,7 +36,7 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, help_text="First characters, to recognise a key.")
     key_hash = models.CharField(max_length=64, unique=True)
-    scopes = models.JSONField(default=caller_scopes, help_text="What the key may do: " + "; ".join(
+    scopes = models.JSONField(default=caller_scopes, validators=[scopes_validate], help_text="What the key may do: " + "; ".join(
         f"{scope}: {what}" for scope, what in SCOPES.items()) + ".")
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -77,3 +84,11 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target} {self.outcome}"
+
+
+class SpentTicket(models.Model):
+    """The ticket of a form that made a credential shown once (console/shown_once.py):
+    unique, so a second post of the same form (a refresh, a double click) makes nothing."""
+
+    ticket = models.CharField(max_length=64, unique=True)
+    at = models.DateTimeField(auto_now_add=True)

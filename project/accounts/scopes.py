@@ -22,7 +22,9 @@ def scopes_of(request) -> frozenset[str]:
     """The scopes of whoever made the request: its API key's, or those its
     Django permissions give a signed-in person; none for anything else."""
     if isinstance(request.auth, ApiKey):
-        return frozenset(request.auth.scopes)
+        scopes = request.auth.scopes  # a list of names (scopes_validate); anything else grants nothing
+        return frozenset(s for s in scopes if isinstance(s, str) and s in SCOPES) if isinstance(scopes, list) \
+            else frozenset()
     user = request.user
     if getattr(user, "is_authenticated", False) and hasattr(user, "has_perm"):
         return frozenset(s for s in SCOPES if user.has_perm(f"accounts.{scope_codename(s)}"))

@@ -28,6 +28,7 @@ class RegistrationTokenAdmin(ShownOnceAdmin):
                 audit_record(action="token.revoke" if obj.revoked_at else "token.unrevoke",
                              target=f"registration token {obj.name} ({obj.prefix}…)", request=request)
             return
+        self.spend_ticket(request)
         token, raw = registration_token_create(name=form.cleaned_data["name"])
         obj.pk, obj.prefix, obj.token_hash, obj.created_at = token.pk, token.prefix, token.token_hash, token.created_at
         obj._state.adding, obj._state.db = False, token._state.db

@@ -21,17 +21,19 @@ logger = logging.getLogger("router.services")  # the router's log stream, whiche
 
 def region_create(*, region_id: str, orchestrator_url: str, labels: list[str] | None = None,
                   summary_interval: float = 60.0, token: str | None = None, capacity_ceiling: int | None = None,
-                  weight: float = 1.0) -> tuple[Region, str]:
-    """Add (or re-key) a region; returns its summary token, shown once."""
+                  weight: float | None = None) -> tuple[Region, str]:
+    """Add (or re-key) a region; returns its summary token, shown once. Its
+    ceiling and weight change only when given (a re-key keeps the operator's)."""
     _region_check(region_id=region_id, orchestrator_url=orchestrator_url, labels=labels or [],
                   summary_interval=summary_interval)
-    region_hold_validate(capacity_ceiling=capacity_ceiling, weight=weight)
+    region_hold_validate(capacity_ceiling=capacity_ceiling, weight=1.0 if weight is None else weight)
     raw = token or token_generate("mrg")
+    hold = {**({"capacity_ceiling": capacity_ceiling} if capacity_ceiling is not None else {}),
+            **({"weight": weight} if weight is not None else {})}
     region, _ = Region.objects.update_or_create(
         region_id=region_id,
         defaults={"orchestrator_url": orchestrator_url.rstrip("/"), "labels": labels or [],
-                  "token_hash": token_hash(raw), "summary_interval": summary_interval,
-                  "capacity_ceiling": capacity_ceiling, "weight": weight},
+                  "token_hash": token_hash(raw), "summary_interval": summary_interval, **hold},
     )
     return region, raw
 

@@ -38,6 +38,11 @@ def _healthy_entries(now: datetime) -> tuple[list[DirectoryEntry], dict[str, str
     return healthy, skipped
 
 
+def region_ceiling(region: Region) -> int:
+    """The most agents the region's summaries are believed for."""
+    return region.capacity_ceiling or settings.ROUTER_REGION_CEILING
+
+
 def route(*, capability: str, residency: str | None = None, region: str | None = None,
           count: int = 3) -> RouteAnswer:
     """Regions that serve the capability, ranked by idle agents for it, then by
@@ -66,11 +71,11 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         elif (type(cap := entry.caps.get(capability)) is dict and type(total := cap.get("count")) is int
               and total > 0 and type(idle := cap.get("idle", 0)) is int):
             # selectors.capability_counts inlined (a call per region would be most of the query)
-            ceiling = region.capacity_ceiling or settings.ROUTER_REGION_CEILING
+            ceiling = region_ceiling(region)
             if not 0 <= idle <= total <= ceiling:  # beyond what the operator believes (or a row before the bounds)
                 total = min(total, ceiling)
                 idle = min(max(idle, 0), total)
-            candidates.append((idle * region.weight, region.received_at, region, total, idle))
+            candidates.append(((region.weight > 0, idle * region.weight), region.received_at, region, total, idle))
         else:
             skipped[region.region_id] = not_served
     if not candidates:
@@ -78,7 +83,8 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         raise NoRegion(f"No eligible region for capability {capability}"
                        f"{f' with residency {residency}' if residency else ''}"
                        f"{f' in region {pinned}' if pinned else ''} ({why}).", skipped=skipped)
-    # The `count` best by (weighted idle, freshness), ties in region_id order: sorted(..., reverse=True)[:count].
+    # The `count` best by (weight above 0, weighted idle, freshness), ties in region_id order:
+    # sorted(..., reverse=True)[:count]. A region weighed 0 is chosen only when no other serves.
     best = heapq.nlargest(count, candidates, key=lambda c: (c[0], c[1]))
     return RouteAnswer(regions=[{
         "region_id": region.region_id,
@@ -124,12 +130,12 @@ def region_pick(*, capabilities: list[str], hint: str | None, client_ip: str | N
             except ValueError:
                 logger.warning("address rule %s has an invalid CIDR", rule.pk)
 
-    def spare(entry: DirectoryEntry) -> tuple[float, float]:
+    def spare(entry: DirectoryEntry) -> tuple[bool, float, float]:
         region = entry.region
-        ceiling = region.capacity_ceiling or settings.ROUTER_REGION_CEILING
+        ceiling = region_ceiling(region)
         idle = min(sum((capability_counts(entry.caps, c) or {"idle": 0})["idle"] for c in capabilities), ceiling)
-        # most idle for these (held to the ceiling, weighted), then the most agents overall
-        return (-idle * region.weight, -min(region.available_agents, ceiling) * region.weight)
+        # weighted above 0 first; most idle for these (held to the ceiling, weighted), then the most agents overall
+        return (region.weight <= 0, -idle * region.weight, -min(region.available_agents, ceiling) * region.weight)
 
     return min(entries, key=spare).region
 

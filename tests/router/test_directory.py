@@ -169,3 +169,10 @@ def test_a_region_cannot_attract_more_than_its_operator_set_ceiling_allows(fleet
                   capacity_ceiling=None, weight=0.5)  # 400 x 0.5 ranks below r2's 300
     assert routed("echo") == ["r2", "r3", "r1"]
     assert region_pick(capabilities=["echo"], hint=None, client_ip=None, allowed=None).region_id == "r2"
+    region_update(region_id="r2", orchestrator_url="http://r2.example:8000", labels=["us"], enabled=True,
+                  capacity_ceiling=None, weight=0)  # chosen only when no other region serves
+    push(fleet, "r1", {"echo": {"count": 100, "idle": 0}})
+    assert routed("echo") == ["r3", "r1", "r2"]
+    assert region_pick(capabilities=["echo"], hint=None, client_ip=None, allowed=None).region_id == "r3"
+    region_create(region_id="r1", orchestrator_url="http://r1.example:8000", labels=["eu"])  # a re-key
+    assert Region.objects.get(region_id="r1").capacity_ceiling == 100  # keeps the operator's hold

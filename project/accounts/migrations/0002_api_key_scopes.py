@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='apikey',
             name='scopes',
-            field=models.JSONField(default=project.accounts.models.caller_scopes, help_text="What the key may do: tasks:submit: submit tasks, and cancel or retry its own; tasks:read: read its own tasks and wait for them; tasks:read_all: read every caller's tasks, payloads and results included; tasks:operate: cancel and retry every caller's tasks; fleet:read: read agents, the region's status and metrics, the router's regions and drift; fleet:operate: drain, cordon, uncordon and revoke agents."),
+            field=models.JSONField(default=project.accounts.models.caller_scopes, validators=[project.accounts.models.scopes_validate], help_text="What the key may do: tasks:submit: submit tasks, and cancel or retry its own; tasks:read: read its own tasks and wait for them; tasks:read_all: read every caller's tasks, payloads and results included; tasks:operate: cancel and retry every caller's tasks; fleet:read: read agents, the region's status and metrics, the router's regions and drift; fleet:operate: drain, cordon, uncordon and revoke agents."),
         ),
         migrations.RunPython(staff_keys_keep_every_scope, migrations.RunPython.noop),
     ]

@@ -226,7 +226,7 @@ class TaskCancelApi(APIView):
     @extend_schema(request=None, responses={200: TaskOutputSerializer, **errors(401, 403, 404, 409, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id, see_all=OPERATE)
-        with audited(request, "task.cancel", target=task_id):
+        with audited(request, "task.cancel", target=task_id, refusals=False):
             task = task_cancel(task=task)
         return Response(TaskOutputSerializer(task).data)
 
@@ -237,7 +237,7 @@ class TaskRetryApi(APIView):
     @extend_schema(request=None, responses={201: TaskOutputSerializer, **errors(401, 403, 404, 409, 429, 503)})
     def post(self, request, task_id):
         task = _task_or_404(request, task_id, see_all=OPERATE)
-        with audited(request, "task.retry", target=task_id):
+        with audited(request, "task.retry", target=task_id, refusals=False):
             task = task_retry(task=task)
         return Response(TaskOutputSerializer(task).data, status=status.HTTP_201_CREATED)
 

@@ -10,11 +10,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import transaction
 
-from project.accounts.audit import REFUSED, audit_record
+from project.accounts.audit import FAILED, REFUSED, audit_record
 from regions.models import Agent, ConfigVersion
 from regions.services import liveness
 from regions.services.config.current import config_current, config_publish
@@ -83,6 +84,14 @@ class SyncResult:
     duration_ms: int = 0
 
 
+def _without_credentials(repo: str) -> str:
+    """The repository as the audit trail names it: https://user:token@host/… loses its user and token."""
+    parts = urlsplit(repo)
+    if not parts.password and not parts.username:
+        return repo
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
 def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
     """Pull, validate and apply one commit atomically. An invalid commit changes
     nothing (and is recorded as rejected); the same commit again is a no-op."""
@@ -94,8 +103,8 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
     except ConfigError as exc:
         if not dry_run:
             if not ConfigVersion.objects.filter(sha=sha or "?", result=ConfigVersion.Result.REJECTED).exists():
-                audit_record(action="config.rejected", target=f"{repo}@{ref} {sha[:12] or '?'}", actor=CONFIG_SYNC,
-                             outcome=REFUSED, detail=str(exc))
+                audit_record(action="config.rejected", target=f"{_without_credentials(repo)}@{ref} {sha[:12] or '?'}",
+                             actor=CONFIG_SYNC, outcome=REFUSED if sha else FAILED, detail=str(exc))
             ConfigVersion.objects.create(sha=sha or "?", subject=config_subject(sha=sha) if sha else "", ref=ref,
                                          repo=repo, result=ConfigVersion.Result.REJECTED, error=str(exc),
                                          duration_ms=_ms(started))
@@ -115,7 +124,7 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
                                                content=content, changes=changes, is_active=True,
                                                duration_ms=_ms(started))
         _enforce_blocklist(content)
-        audit_record(action="config.applied", target=f"{repo}@{ref} {sha[:12]}", actor=CONFIG_SYNC,
+        audit_record(action="config.applied", target=f"{_without_credentials(repo)}@{ref} {sha[:12]}", actor=CONFIG_SYNC,
                      detail=f"{len(changes)} changes: " + "; ".join(map(str, changes[:20])))
         # After the commit, never before: a process that sees the new id must find its row.
         transaction.on_commit(lambda: config_publish(version_id=version.id))

@@ -14,8 +14,9 @@ class Command(BaseCommand):
         parser.add_argument("--staff", action="store_true",
                             help="an operator's key: every scope (unless --scope says otherwise)")
         parser.add_argument("--scope", action="append", dest="scopes", metavar="SCOPE", choices=list(SCOPES),
-                            help=f"what the key may do, repeatable: {', '.join(SCOPES)} "
-                                 f"(default: {', '.join(CALLER_SCOPES)})")
+                            help="what the key may do, repeatable (default: "
+                                 f"{', '.join(CALLER_SCOPES)}): " + "; ".join(f"{s}: {what}" for s, what in SCOPES.items())
+                                 + " (docs/security.md)")
         parser.add_argument("--key", default=None, help="import this key (mk_…) instead of a new one")
 
     def handle(self, *args, username, name, staff, scopes, key, **options):
