@@ -471,11 +471,18 @@ class Router(Region):
         return self
 
     def add_region(self, region: Region, labels: str = "", interval: float = 1.0) -> str:
-        """Register a region and point its summaries at this router."""
+        """Register a region, point its summaries at this router and make it trust
+        this router's key (a web already started is restarted to read it; the
+        other processes read the rest when they start)."""
         token = self.manage("router_add_region", region.region_id, region.url, "--labels", labels,
                             "--summary-interval", str(interval))
         region.env.update(ROUTER_URL=self.url, REGION_TOKEN=token, SUMMARY_INTERVAL=str(interval),
                           ROUTER_PUBLIC_KEYS=self.public_key)
+        if getattr(region, "web", None) is not None and region.web.alive():
+            # Already serving: its web must learn this router's key to take what it forwards.
+            region.web.stop()
+            region.procs.remove(region.web)
+            region.start_web()
         return token
 
     def regions(self) -> dict:
