@@ -25,7 +25,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from project.accounts.authentication import (AGENT_TOKEN, API_KEY, METRICS_TOKEN, REGION_TOKEN,
-                                             REGISTRATION_TOKEN)
+                                             REGISTRATION_TOKEN, ROUTER_ASSERTION)
 from project.validation import CAPABILITY_RE
 from wire import endpoints
 
@@ -42,7 +42,14 @@ SECURITY_SCHEMES = {
                   "itself: another agent's token is refused with 403."},
     REGISTRATION_TOKEN: {**_BEARER, "description":
                          "A registration token (`manage.py create_registration_token`, at the router "
-                         "`manage.py router_add_registration_token`): lets an agent join."},
+                         "`manage.py router_add_registration_token`): lets an agent join. At a region, "
+                         "the router's registration grant (`mra_…`, from the router's register_agent "
+                         "answer) works too, for the agent id it names only."},
+    ROUTER_ASSERTION: {**_BEARER, "bearerFormat": "mra_…", "description":
+                       "The router's assertion for a caller it forwards (signed with the router's Ed25519 key, "
+                       "for this region, this body, once, for seconds): never made by hand. Refused with 401 "
+                       "when invalid, expired, for another region or body, or already used; 503 when the "
+                       "region cannot check it was used once."},
     REGION_TOKEN: {**_BEARER, "description":
                    "A region's token at the router (`manage.py router_add_region`): a region may only "
                    "update its own summary."},

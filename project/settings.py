@@ -302,6 +302,19 @@ ROUTER_SUMMARY_MAX_SKEW_SECONDS = env.float("ROUTER_SUMMARY_MAX_SKEW_SECONDS", d
 # operator set the region's own ceiling: a region token that claims a million idle
 # agents wins no more than this much of the ranking.
 ROUTER_REGION_CEILING = env.int("ROUTER_REGION_CEILING", default=20_000)
+# Router assertions (project/accounts/assertions.py, docs/security.md): the router never
+# relays a caller's credential; it forwards with a short-lived assertion signed by its
+# Ed25519 key, and hands a joining agent a registration grant signed the same way.
+# Router side: its private key (base64 of the 32 raw bytes, or a PEM; `manage.py
+# router_signing_key` makes one). Region side: the router's public key(s), comma-separated
+# (more than one while a key is being rotated). Empty: no forward, no grant.
+ROUTER_SIGNING_KEY = env.str("ROUTER_SIGNING_KEY", default="", multiline=True)
+ROUTER_PUBLIC_KEYS = env.list("ROUTER_PUBLIC_KEYS", default=[]) + (
+    [env.str("ROUTER_PUBLIC_KEY", multiline=True)] if env.str("ROUTER_PUBLIC_KEY", default="") else [])
+ROUTER_ASSERTION_TTL_SECONDS = env.float("ROUTER_ASSERTION_TTL_SECONDS", default=30.0)
+ROUTER_GRANT_TTL_SECONDS = env.float("ROUTER_GRANT_TTL_SECONDS", default=300.0)
+# How far the router's and a region's clocks may differ when an assertion is checked.
+ROUTER_ASSERTION_SKEW_SECONDS = env.float("ROUTER_ASSERTION_SKEW_SECONDS", default=5.0)
 
 # --- GitOps configuration (sync_config) --------------------------------------
 CONFIG_REPO = env.str("CONFIG_REPO", default="")

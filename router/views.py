@@ -9,20 +9,27 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from project.accounts.scopes import scopes_of
 from project.schema import FORWARDED, errors
 from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer
 from router import inputs, selectors
-from router.services.forwarding import task_batch_forward, task_forward, task_redirect
+from router.services.forwarding import Caller, task_batch_forward, task_forward, task_redirect
+from router.services.regions import registration_grant
 from router.services.routing import region_pick, route
 from router.services.summaries import summary_ingest
 from router.authentication import RegionTokenAuthentication, RegistrationTokenAuthentication
-from wire.endpoints import REGISTER
+from wire.endpoints import REGISTER, REGISTRATION_GRANT
 
 
 def _client_ip(request) -> str | None:
     if settings.ROUTER_TRUST_FORWARDED_FOR and request.META.get("HTTP_X_FORWARDED_FOR"):
         return request.META["HTTP_X_FORWARDED_FOR"].split(",")[0].strip()
     return request.META.get("REMOTE_ADDR")
+
+
+def _caller(request) -> Caller:
+    """Who the router vouches for when it forwards (never the credential itself)."""
+    return Caller(username=request.user.get_username(), scopes=scopes_of(request))
 
 
 class RegisterAgentApi(APIView):
@@ -43,12 +50,15 @@ class RegisterAgentApi(APIView):
                              hint=data.validated_data.get("region"),
                              client_ip=_client_ip(request),
                              allowed=selectors.region_allowed(request.auth.regions))
+        agent_id = data.validated_data["agent_id"]
+        grant = registration_grant(region_id=region.region_id, agent_id=agent_id)
         return Response({
-            "message": f"Agent {data.validated_data['agent_id']} should join region {region.region_id}.",
-            "agent_id": data.validated_data["agent_id"],
+            "message": f"Agent {agent_id} should join region {region.region_id}.",
+            "agent_id": agent_id,
             "region_id": region.region_id,
             "regional_orchestrator_url": region.orchestrator_url,
             "register_url": f"{region.orchestrator_url}{REGISTER.url()}",
+            **({REGISTRATION_GRANT: grant} if grant else {}),
         })
 
 
@@ -100,8 +110,7 @@ class TaskForwardApi(APIView):
     @extend_schema(request=InputSerializer, responses=FORWARDED)
     def post(self, request):
         head = inputs.task_forward_parse(request.data)  # any JSON: a 400 naming the problem, or the head
-        code, body = task_forward(**head, body=request.body,
-                                  authorization=request.META.get("HTTP_AUTHORIZATION", ""))
+        code, body = task_forward(**head, body=request.body, caller=_caller(request))
         return Response(body, status=code)
 
 
@@ -128,8 +137,7 @@ class TaskBatchForwardApi(APIView):
         **errors(503, 504)})
     def post(self, request):
         head = inputs.task_batch_forward_parse(request.data)
-        code, body = task_batch_forward(**head, body=request.body,
-                                        authorization=request.META.get("HTTP_AUTHORIZATION", ""))
+        code, body = task_batch_forward(**head, body=request.body, caller=_caller(request))
         return Response(body, status=code)
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import psycopg2
 import requests
 
+from project.accounts.assertions import keypair_generate
+
 ROOT = Path(__file__).resolve().parent.parent
 PG = dict(host=os.environ.get("PGHOST", "127.0.0.1"), port=int(os.environ.get("PGPORT", "5432")),
           user=os.environ.get("PGUSER", "postgres"))
@@ -275,6 +277,11 @@ class Proc:
             return ""
 
 
+# What a spawned process never takes from the test run's environment: the apps of
+# both roles, and the in-process tests' router key pair (a harness Router makes its own).
+NOT_INHERITED = {"EXTRA_APPS", "ROUTER_SIGNING_KEY", "ROUTER_PUBLIC_KEYS", "ROUTER_PUBLIC_KEY"}
+
+
 class Region:
     def __init__(self, template: Template, region_id: str | None = None, broker: str = "amqp",
                  database_url: str | None = None, **env_overrides):
@@ -297,7 +304,7 @@ class Region:
         self.url = f"http://127.0.0.1:{self.port}"
         (self.dir / "data").mkdir()
         self.env = {
-            **{k: v for k, v in os.environ.items() if k != "EXTRA_APPS"}, **FAST,
+            **{k: v for k, v in os.environ.items() if k not in NOT_INHERITED}, **FAST,
             "DJANGO_SETTINGS_MODULE": "project.settings", "ROLE": "region", "REGION_ID": self.region_id,
             "REGION_URL": self.url, "DATABASE_URL": self.database_url, "REDIS_URL": self.redis.url,
             "CELERY_BROKER_URL": broker_url, "AGENT_REGISTRATION_TOKEN": REGISTRATION_TOKEN,
@@ -450,6 +457,10 @@ class Router(Region):
     def __init__(self, template: Template):
         super().__init__(template, region_id="router", broker="none")
         self.env["ROLE"] = "router"
+        # A key pair of this router's own: it signs forwards and registration
+        # grants, and every region it adds trusts the public half.
+        self.signing_key, self.public_key = keypair_generate()
+        self.env["ROUTER_SIGNING_KEY"] = self.signing_key
         self.redis.stop()  # the router needs no Redis
 
     def start(self, api_key: str | None = None) -> "Router":
@@ -460,10 +471,18 @@ class Router(Region):
         return self
 
     def add_region(self, region: Region, labels: str = "", interval: float = 1.0) -> str:
-        """Register a region and point its summaries at this router."""
+        """Register a region, point its summaries at this router and make it trust
+        this router's key (a web already started is restarted to read it; the
+        other processes read the rest when they start)."""
         token = self.manage("router_add_region", region.region_id, region.url, "--labels", labels,
                             "--summary-interval", str(interval))
-        region.env.update(ROUTER_URL=self.url, REGION_TOKEN=token, SUMMARY_INTERVAL=str(interval))
+        region.env.update(ROUTER_URL=self.url, REGION_TOKEN=token, SUMMARY_INTERVAL=str(interval),
+                          ROUTER_PUBLIC_KEYS=self.public_key)
+        if getattr(region, "web", None) is not None and region.web.alive():
+            # Already serving: its web must learn this router's key to take what it forwards.
+            region.web.stop()
+            region.procs.remove(region.web)
+            region.start_web()
         return token
 
     def regions(self) -> dict:

@@ -46,6 +46,12 @@ os.environ.setdefault("HEARTBEAT_FLUSH_SECONDS", "0")
 # Both roles' apps in one test database, so router services test in-process too.
 os.environ.setdefault("EXTRA_APPS", "regions,agents,router")
 
+# One router key pair per run: in-process tests are the router and a region at once.
+if "ROUTER_SIGNING_KEY" not in os.environ:
+    from project.accounts.assertions import keypair_generate  # noqa: E402
+
+    os.environ["ROUTER_SIGNING_KEY"], os.environ["ROUTER_PUBLIC_KEYS"] = keypair_generate()
+
 from project.settings import *  # noqa: E402,F401,F403
 
 # One test database per run, so two runs on one machine (a developer's and CI's) never collide

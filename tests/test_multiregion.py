@@ -1,9 +1,12 @@
 """Several regions and the Global Task Router on one machine, all real processes:
 each region has its own PostgreSQL database, redis-server, beat and agents; the
 router has its own database."""
+import http.server
+import json
 import os
 import signal
 import sys
+import threading
 import time
 
 import psycopg2
@@ -179,6 +182,89 @@ def test_router_input_errors(fleet):
     assert r.status_code == 503 and "no agent serves" in r.json()["detail"]
     bad = router.call("POST", "/api/v1/tasks", json={"capability": "echo", "payload": {"x": "y" * 300_000}})
     assert bad.status_code == 413  # the region's answer passes through
+
+
+def test_a_forward_carries_the_routers_assertion_never_the_callers_key(fleet):
+    """A region behind the real router that records what reaches it: the
+    router's one-request assertion, never the caller's API key."""
+    router, _, _ = fleet
+    seen = []
+
+    class Capture(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append((str(self.headers), body))
+            answer = json.dumps({"id": "captured"}).encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        token = router.manage("router_add_region", "capture", url, "--summary-interval", "60")
+        r = requests.post(f"{router.url}/update_regional_status", headers={"Authorization": f"Bearer {token}"},
+                          timeout=10, json={"region_id": "capture", "orchestrator_url": url,
+                                            "available_agents": 1, "last_updated": time.time(),
+                                            "agent_capabilities_summary": {"capture_only": {"count": 1, "idle": 1}}})
+        assert r.status_code == 200, r.text
+        for key in (router.api_key, router.user_key):  # a staff key and a caller's
+            sub = router.call("POST", "/api/v1/tasks", key=key, json={"capability": "capture_only"})
+            assert sub.status_code == 201 and sub.json()["region_id"] == "capture", sub.text
+        assert len(seen) == 2
+        for headers, body in seen:
+            assert "Bearer mra_" in headers
+            for key in (router.api_key, router.user_key):
+                assert key not in headers and key.encode() not in body
+    finally:
+        server.shutdown()
+        router.manage("shell", "-c", "from router.models import Region; "
+                                     "Region.objects.filter(region_id='capture').update(enabled=False)")
+
+
+def test_a_forwarded_task_is_the_callers_own_at_the_region(fleet):
+    """The router's caller is the region's user of the same name: its own key
+    there reads the task the router forwarded (no shared key), and an assertion
+    caught on the way cannot be used again."""
+    router, us, eu = fleet
+    sub = router.call("POST", "/api/v1/tasks", key=router.user_key,
+                      json={"capability": "echo", "region": "us-east-1", "payload": {"mine": 1}})
+    assert sub.status_code == 201, sub.text
+    task_id = sub.json()["task"]["id"]
+    assert router.user_key != us.user_key
+    assert us.call("GET", f"/api/v1/tasks/{task_id}", key=us.user_key).status_code == 200
+    assert us.wait_task(task_id)["result"]["echo"] == {"mine": 1}
+    # Forwarding did not make the router's key a credential at the region.
+    assert us.call("GET", f"/api/v1/tasks/{task_id}", key=router.user_key).status_code == 401
+
+
+def test_a_registration_token_made_only_at_the_router_lets_an_agent_join_and_work(fleet):
+    """No region knows this token: the router's registration grant admits the
+    agent in the region it chose, for that agent id only."""
+    router, us, _ = fleet
+    token = router.manage("router_add_registration_token", "--name", "router-only")
+    assert token != REGISTRATION_TOKEN
+    assert requests.post(f"{us.url}/api/v1/agents/register", timeout=10, headers={
+        "Authorization": f"Bearer {token}"}, json={"agent_id": "x", "capabilities": ["echo"]}).status_code == 401
+    agent = us._spawn("agent-router-only", [
+        sys.executable, "manage.py", "run_agent", "--capabilities", "echo", "--agent-id", "router-only-1",
+        "--router-url", router.url, "--region", "us-east-1", "--registration-token", token,
+    ])
+    try:
+        wait_for(lambda: "ready." in agent.log.read_text(errors="replace") or not agent.alive(), 40,
+                 what="router-only-1 ready")
+        assert agent.alive(), agent.tail()
+        task = us.submit("echo", {"via": "grant"}, target_agent="router-only-1")
+        done = us.wait_task(task["id"])
+        assert done["agent"] == "router-only-1" and done["result"]["echo"] == {"via": "grant"}
+    finally:
+        agent.stop()
 
 
 def test_stale_region_is_skipped_and_traffic_moves_then_comes_back(fleet):

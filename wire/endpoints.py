@@ -47,6 +47,11 @@ AGENT_ENDPOINTS = (HEARTBEAT, REGISTER, CLAIM, DEAD_LETTERS, REPORT, DEREGISTER)
 # Agent -> router: discovery, before the agent knows its region.
 DISCOVER = Endpoint("register-agent", "register_agent", root="")
 
+# In the router's discovery answer: a registration grant, signed by the router for
+# the region it names and this agent id only (project/accounts/assertions.py), which
+# the agent presents to that region as its registration token (minutes, then expired).
+REGISTRATION_GRANT = "registration_grant"
+
 # Sent with a registration, next to the registration token: the agent's current
 # token, which proves it is the agent holding the id (re-registering an online
 # agent's id without it is refused with 409).

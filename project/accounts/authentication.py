@@ -22,6 +22,7 @@ AGENT_TOKEN = "agentToken"
 REGISTRATION_TOKEN = "registrationToken"
 REGION_TOKEN = "regionToken"
 METRICS_TOKEN = "metricsToken"
+ROUTER_ASSERTION = "routerAssertion"
 
 _verified: dict[str, tuple[float, object, ApiKey]] = {}
 _MAX_CACHED = 10_000

@@ -6,6 +6,9 @@ what their Django permissions give: one permission per scope
 (`accounts.<scope with _ for :>`, e.g. `accounts.fleet_read`), all of them for a
 superuser. `is_staff` alone grants nothing on the API: it only opens the admin.
 
+A request the router forwarded carries the scopes of the caller's key at the
+router (project/accounts/assertions.py).
+
 A key without `tasks:read_all` sees only the tasks it submitted; one without
 `tasks:operate` cancels and retries only those.
 """
@@ -13,18 +16,22 @@ from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
+from project.accounts.assertions import Assertion
 from project.accounts.models import SCOPES, ApiKey, scope_codename
 
 EVERY_SCOPE = tuple(SCOPES)
 
 
 def scopes_of(request) -> frozenset[str]:
-    """The scopes of whoever made the request: its API key's, or those its
-    Django permissions give a signed-in person; none for anything else."""
+    """The scopes of whoever made the request: its API key's, those the router
+    asserted for a forwarded caller, or those its Django permissions give a
+    signed-in person; none for anything else."""
     if isinstance(request.auth, ApiKey):
         scopes = request.auth.scopes  # a list of names (scopes_validate); anything else grants nothing
         return frozenset(s for s in scopes if isinstance(s, str) and s in SCOPES) if isinstance(scopes, list) \
             else frozenset()
+    if isinstance(request.auth, Assertion):
+        return frozenset(request.auth.scopes) & frozenset(SCOPES)
     user = request.user
     if getattr(user, "is_authenticated", False) and hasattr(user, "has_perm"):
         return frozenset(s for s in SCOPES if user.has_perm(f"accounts.{scope_codename(s)}"))

@@ -1,25 +1,63 @@
 """The credentials a region takes besides API keys: a registration token (an
-agent joining) and an agent's own token (its claims, reports and dead letters,
-for the agent named in the path only). API keys: project.accounts."""
+agent joining; or the router's registration grant for an agent it placed here),
+an agent's own token (its claims, reports and dead letters, for the agent named
+in the path only) and the router's assertion for a caller it forwards. API keys:
+project.accounts."""
 from __future__ import annotations
+
+import time
 
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.permissions import BasePermission
+from rest_framework.settings import api_settings
 
-from project.accounts.authentication import AGENT_TOKEN, REGISTRATION_TOKEN, BearerAuthentication, Principal
+from project.accounts.assertions import PREFIX as ASSERTION_PREFIX
+from project.accounts.authentication import (
+    AGENT_TOKEN,
+    REGISTRATION_TOKEN,
+    ROUTER_ASSERTION,
+    BearerAuthentication,
+    Principal,
+)
 from project.exceptions import credential_refusals
 from regions.services.agent_auth import AgentCaller, agent_caller
 from regions.services.agents.registry import agent_authenticate, registration_token_valid
 from regions.services.config.current import HOT_PATH_CHECK_SECONDS, config_current
+from regions.services.router_assertions import forwarded_caller, registration_grant_check
 
 
 class RegistrationTokenAuthentication(BearerAuthentication):
+    """One of this region's registration tokens, or the router's registration
+    grant (`mra_…`) for exactly the agent id in the body (request.auth: the grant)."""
+
     scheme = REGISTRATION_TOKEN
 
     def verify(self, raw, request):
+        if raw and raw.startswith(ASSERTION_PREFIX):
+            data = request.data
+            with credential_refusals():
+                grant = registration_grant_check(raw=raw, agent_id=data.get("agent_id") if isinstance(
+                    data, dict) else None)
+            return Principal(), grant
         if not registration_token_valid(raw):
             raise AuthenticationFailed("A valid registration token is required (Authorization: Bearer …).")
         return Principal(), None
+
+
+class RouterAssertionAuthentication(BearerAuthentication):
+    """`Authorization: Bearer mra_…`: a caller the router authenticated and
+    forwarded here (project/accounts/assertions.py). request.user: this
+    region's user of that username; request.auth: the assertion, whose scopes
+    project.accounts.scopes.scopes_of reads. Anything else: not this kind."""
+
+    scheme = ROUTER_ASSERTION
+
+    def verify(self, raw, request):
+        if raw is None or not raw.startswith(ASSERTION_PREFIX):
+            return None
+        with credential_refusals():
+            return forwarded_caller(raw=raw, body=request.body, method=request.method, path=request.path_info,
+                                    now=time.time())
 
 
 class AgentTokenAuthentication(BearerAuthentication):
@@ -51,3 +89,8 @@ class AgentNotBlocklisted(BasePermission):
             raise PermissionDenied(f"Agent {request.user.agent_id} is blocklisted by configuration "
                                    f"{config.sha[:12]}.")
         return True
+
+
+# The submissions the router forwards (task, batch): the region's own credentials,
+# or the router's assertion.
+FORWARDABLE = [*api_settings.DEFAULT_AUTHENTICATION_CLASSES, RouterAssertionAuthentication]

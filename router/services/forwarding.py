@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from project.accounts.assertions import FORWARD, assertion_sign, router_signing_key
 from router.selectors import directory_entries
-from router.services.refusals import ForwardBudgetSpent, ForwardUncertain, NoRegion, NotFound
+from router.services.refusals import ForwardBudgetSpent, ForwardUncertain, NoRegion, NoSigningKey, NotFound
 from router.services.routing import route, route_all
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who the router vouches for: its username and scopes here. Its credential
+    itself never leaves the router."""
+
+    username: str
+    scopes: frozenset[str]
+
+
 def task_forward(*, capability: str, residency: str | None, region: str | None = None, body: bytes,
-                 authorization: str) -> tuple[int, dict]:
+                 caller: Caller) -> tuple[int, dict]:
     """Send a submission to the best region, the next one if it cannot be
     reached. Nothing is stored here: the body passes through. `region` pins the
     forward to that region (a retry after an uncertain forward must go where the
@@ -25,24 +37,42 @@ def task_forward(*, capability: str, residency: str | None, region: str | None =
     (each connect to ROUTER_FORWARD_CONNECT_TIMEOUT): the web worker runs one
     request at a time, and gunicorn kills it past its 30 s timeout."""
     candidates = route(capability=capability, residency=residency, region=region, count=5).regions
-    return _forward(candidates=candidates, path="/api/v1/tasks", key="task", body=body, authorization=authorization)
+    return _forward(candidates=candidates, path="/api/v1/tasks", key="task", body=body, caller=caller)
 
 
 def task_batch_forward(*, capabilities: list[str], residency: str | None, region: str | None = None, body: bytes,
-                       authorization: str) -> tuple[int, dict]:
+                       caller: Caller) -> tuple[int, dict]:
     """Send a whole batch to ONE region that serves every capability in it (a
     batch is one request to one region: its items are answered together, and a
     retry after an uncertain forward goes to that region with the same keys).
     Same candidates, budget and uncertainty rules as task_forward."""
     candidates = route_all(capabilities=capabilities, residency=residency, region=region, count=5)
-    return _forward(candidates=candidates, path="/api/v1/tasks/batch", key="batch", body=body,
-                    authorization=authorization)
+    return _forward(candidates=candidates, path="/api/v1/tasks/batch", key="batch", body=body, caller=caller)
 
 
-def _forward(*, candidates: list[dict], path: str, key: str, body: bytes, authorization: str) -> tuple[int, dict]:
+def signing_key() -> Ed25519PrivateKey:
+    key = router_signing_key()
+    if key is None:
+        raise NoSigningKey("The router cannot forward: ROUTER_SIGNING_KEY is not set (manage.py "
+                           "router_signing_key makes one). Submit to a region directly.")
+    return key
+
+
+def forward_assertion(*, caller: Caller, region_id: str, path: str, body: bytes) -> str:
+    """What the router sends a region instead of the caller's credential: a
+    signed statement, for that region only, of who the caller is, what it may
+    do and which body it sent, good once and for ROUTER_ASSERTION_TTL_SECONDS."""
+    return assertion_sign(key=signing_key(), audience=region_id, subject=caller.username, purpose=FORWARD,
+                          ttl=settings.ROUTER_ASSERTION_TTL_SECONDS, scopes=sorted(caller.scopes), body=body,
+                          method="POST", path=path)
+
+
+def _forward(*, candidates: list[dict], path: str, key: str, body: bytes, caller: Caller) -> tuple[int, dict]:
     """POST `body` to `path` of the first candidate region that can be reached,
     within ROUTER_FORWARD_BUDGET_SECONDS; the region's answer comes back under
-    `key`, with the region's status code."""
+    `key`, with the region's status code. Each region gets an assertion of its
+    own (forward_assertion), never the caller's credential."""
+    signing_key()  # no key, no forward: refused before any region is tried
     budget = float(settings.ROUTER_FORWARD_BUDGET_SECONDS)
     deadline = time.monotonic() + budget
     errors = {}
@@ -54,9 +84,11 @@ def _forward(*, candidates: list[dict], path: str, key: str, body: bytes, author
                 f"(ROUTER_FORWARD_BUDGET_SECONDS); the task was sent nowhere: retry later.",
                 retry_after=max(1, math.ceil(budget)), errors=errors)
         url = f"{candidate['orchestrator_url']}{path}"
+        assertion = forward_assertion(caller=caller, region_id=candidate["region_id"], path=path, body=body)
         try:
             response = requests.post(url, data=body, timeout=(min(settings.ROUTER_FORWARD_CONNECT_TIMEOUT, left), left),
-                                     headers={"Authorization": authorization, "Content-Type": "application/json"})
+                                     headers={"Authorization": f"Bearer {assertion}",
+                                              "Content-Type": "application/json"})
         except requests.RequestException as exc:
             if _never_sent(exc):
                 # Not connected: the region never saw the task, the next one may take it.

@@ -39,3 +39,7 @@ class ForwardBudgetSpent(NoRegion):
     def __init__(self, detail: str, *, retry_after: int, **extra):
         super().__init__(detail, **extra)
         self.retry_after = retry_after
+
+
+class NoSigningKey(NoRegion):
+    """The router has no ROUTER_SIGNING_KEY: it cannot vouch for a caller to a region."""

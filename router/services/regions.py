@@ -1,15 +1,18 @@
 """The router's regions and registration tokens: the operator's side of a region
 (create, validate, update, rotate its summary token, clear its replay
-watermark), the region token's and the registration token's checks, and
-registration tokens' lifecycle."""
+watermark), the region token's and the registration token's checks,
+registration tokens' lifecycle, and the registration grant an agent placed in
+a region takes there."""
 from __future__ import annotations
 
 import logging
 import re
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from project.accounts.assertions import REGISTER, assertion_sign, router_signing_key
 from project.accounts.tokens import token_generate, token_hash
 from router import inputs
 from router.models import Region, RegistrationToken
@@ -156,3 +159,15 @@ def registration_token_revoke(*, token_id: int) -> bool:
     """Revoke a registration token; False if it was already revoked."""
     return bool(RegistrationToken.objects.filter(pk=token_id, revoked_at__isnull=True)
                 .update(revoked_at=timezone.now()))
+
+
+def registration_grant(*, region_id: str, agent_id: str) -> str | None:
+    """What lets an agent the router placed in `region_id` register there: a
+    grant signed by the router for that region and that agent id only, valid
+    ROUTER_GRANT_TTL_SECONDS. None when the router has no signing key (the
+    agent then presents its registration token to the region, which must know it)."""
+    key = router_signing_key()
+    if key is None:
+        return None
+    return assertion_sign(key=key, audience=region_id, subject=agent_id, purpose=REGISTER,
+                          ttl=settings.ROUTER_GRANT_TTL_SECONDS)

@@ -3,10 +3,12 @@ shared by every client test of this package: the client, the CLI and the async
 twin all run against them.
 
 The region reaches its database through a TcpProxy (tests/faults.py), so a test
-can make it answer 503 (database unavailable) and recover. The router also
-knows a second door into the same region, "eu-door": a relay that can deliver a
-request and swallow the answer, as a region that accepts and never answers does
-(the router's forward then ends in 504, uncertain).
+can make it answer 503 (database unavailable) and recover. A second router
+knows the same region through a door: a relay that can deliver a request and
+swallow the answer, as a region that accepts and never answers does (the
+router's forward then ends in 504, uncertain). A second router, not a second
+region id at the first: a router's assertion is good only at the region it
+names, and the region trusts both routers' keys.
 """
 from __future__ import annotations
 
@@ -97,7 +99,8 @@ class Fleet:
     region: harness.Region
     db_proxy: TcpProxy
     door: AnswerEater
-    api_key: str  # valid at the router and at the region
+    door_router: harness.Router  # a second router, whose road to the region goes through the door
+    api_key: str  # valid at both routers and at the region
 
 
 @pytest.fixture(scope="package")
@@ -106,6 +109,13 @@ def fleet(region_template, router_template):
     # A forward that hears nothing gives up (504) within 3 s, not 10.
     router.env.update(ROUTER_FORWARD_BUDGET_SECONDS="3", ROUTER_FORWARD_CONNECT_TIMEOUT="1")
     router.start()
+    # The door: a road to the region that can swallow answers. The router's assertion
+    # is for the region it names, so the door is the region's road at a router of its
+    # own (the region trusts both routers' keys, as while a key is rotated).
+    door_router = harness.Router(router_template)
+    door_router.env.update(ROUTER_FORWARD_BUDGET_SECONDS="3", ROUTER_FORWARD_CONNECT_TIMEOUT="1")
+    door_router.start()
+    door_router.manage("create_api_key", "operator", "--staff", "--name", "shared", "--key", router.api_key)
     db = f"mt_client_{uuid.uuid4().hex[:8]}"
     harness.pg_admin(f"CREATE DATABASE {db} TEMPLATE {region_template.name}")
     db_proxy = TcpProxy(harness.PG["host"], harness.PG["port"])
@@ -114,21 +124,23 @@ def fleet(region_template, router_template):
     door = None
     try:
         router.add_region(region, labels="eu")
+        region.env["ROUTER_PUBLIC_KEYS"] += f",{door_router.public_key}"
         region.start(api_key=router.api_key)
         region.agents = [region.agent("echo,fail,sleep", agent_id="client-agent", concurrency=4)]
         door = AnswerEater(("127.0.0.1", region.port))
-        token = router.manage("router_add_region", "eu-door", door.url, "--labels", "door",
-                              "--summary-interval", "600")
-        r = router.call("POST", "/update_regional_status", key=token, json={
-            "region_id": "eu-door", "orchestrator_url": door.url, "available_agents": 0,
+        token = door_router.manage("router_add_region", "eu-west-3", door.url, "--labels", "door",
+                                   "--summary-interval", "600")
+        r = door_router.call("POST", "/update_regional_status", key=token, json={
+            "region_id": "eu-west-3", "orchestrator_url": door.url, "available_agents": 0,
             "agent_capabilities_summary": {"echo": {"count": 1, "idle": 0}}, "last_updated": time.time(),
             "summary_interval": 600})
         assert r.status_code == 200, r.text
         wait_for(lambda: "echo" in router.regions()["eu-west-3"]["capabilities"], 60,
                  what="the region's first summary at the router")
-        yield Fleet(router=router, region=region, db_proxy=db_proxy, door=door, api_key=router.api_key)
+        yield Fleet(router=router, region=region, db_proxy=db_proxy, door=door, door_router=door_router,
+                    api_key=router.api_key)
     finally:
-        for r in (region, router):
+        for r in (region, router, door_router):
             r.stop()
         if door:
             door.close()

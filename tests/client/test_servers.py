@@ -155,26 +155,27 @@ def test_a_capability_nobody_serves_is_refused_at_once_when_asked(via_router, vi
     assert time.monotonic() - started < 10
 
 
-def test_an_uncertain_forward_is_retried_in_that_region_only_and_lands_once(fleet, via_router):
+def test_an_uncertain_forward_is_retried_in_that_region_only_and_lands_once(fleet):
     key = uuid.uuid4().hex
     before = fleet.door.swallowed
     fleet.door.swallow(1)  # the region gets the first forward; the router never hears back
-    ref = via_router.submit("echo", {"door": 1}, region="eu-door", idempotency_key=key)
-    assert fleet.door.swallowed == before + 1
-    assert ref.region_id == "eu-door" and ref.task["created"] is False  # the replay of the one delivered
-    assert _tasks_with_key(fleet, key) == 1
-    assert ref.result(timeout=60)["echo"] == {"door": 1}
+    with Client(fleet.door_router.url, fleet.api_key, deadline=60) as via_door:
+        ref = via_door.submit("echo", {"door": 1}, region="eu-west-3", idempotency_key=key)
+        assert fleet.door.swallowed == before + 1
+        assert ref.region_id == "eu-west-3" and ref.task["created"] is False  # the replay of the one delivered
+        assert _tasks_with_key(fleet, key) == 1
+        assert ref.result(timeout=60)["echo"] == {"door": 1}
 
 
 def test_an_uncertain_forward_past_the_deadline_raises_forward_uncertain(fleet):
     fleet.door.swallow(100)
     try:
-        with Client(fleet.router.url, fleet.api_key, deadline=4) as client:
+        with Client(fleet.door_router.url, fleet.api_key, deadline=4) as client:
             with pytest.raises(ForwardUncertain) as caught:
-                client.submit("echo", {"door": 2}, region="eu-door")
+                client.submit("echo", {"door": 2}, region="eu-west-3")
     finally:
         fleet.door.swallow(0)
-    assert caught.value.region_id == "eu-door" and caught.value.status == 504
+    assert caught.value.region_id == "eu-west-3" and caught.value.status == 504
 
 
 # --- the region's database goes away (last: the agent sees it too) ------------------------

@@ -14,6 +14,7 @@ from agents.client import RegionClient, RegionRefused, RouterClient
 from agents.handlers import HandlerLoadError, handler_modules, handlers_load
 from project.celery import app
 from wire.broker import BROKER_ENV_OVERRIDES, celery_options
+from wire.endpoints import REGISTRATION_GRANT
 
 # How long registration is retried (503, 429, a 409 while the id's old entry is
 # still online, the router or region unreachable) before the agent gives up.
@@ -69,7 +70,10 @@ class Command(BaseCommand):
         # --agent-id to run several agents of the same capabilities on one host.
         agent_id = agent_id or default_agent_id(host, caps)
         if not region_url and router_url:
-            region_url = self._discover(router_url, registration_token, agent_id, caps, region)
+            # The router's grant, for this agent and that region only, stands in for
+            # the registration token there (a region need not know the router's tokens).
+            region_url, grant = self._discover(router_url, registration_token, agent_id, caps, region)
+            registration_token = grant or registration_token
         region_url = region_url or settings.REGION_URL
         # What a previous run of this agent finished but could not report goes
         # first, with its old credential: re-registering rotates it and puts
@@ -113,12 +117,12 @@ class Command(BaseCommand):
             os.environ.pop(name, None)
         app.conf.update(celery_options(url))
 
-    def _discover(self, router_url, token, agent_id, caps, hint) -> str:
+    def _discover(self, router_url, token, agent_id, caps, hint) -> tuple[str, str | None]:
         answer = self._retrying("router", lambda: RouterClient(router_url).register_agent(
             registration_token=token, agent_id=agent_id, capabilities=caps, region=hint))
         self.stdout.write(f"router sent agent {agent_id} to region {answer['region_id']} "
                           f"at {answer['regional_orchestrator_url']}")
-        return answer["regional_orchestrator_url"]
+        return answer["regional_orchestrator_url"], answer.get(REGISTRATION_GRANT)
 
     def _register(self, client, token, agent_id, caps, host, concurrency, declared) -> dict:
         # The credential a previous run saved proves this is the agent that holds

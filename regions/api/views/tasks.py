@@ -18,6 +18,7 @@ from project.schema import PAGE_PARAMETERS, ErrorSerializer, errors, list_filter
 from project.validation import (AGENT_ID_RE, CAPABILITY_RE, BatchItemsField, JsonObjectField, StrictBooleanField,
                                 StrictCharField, StrictRegexField, StrictUUIDField)
 from regions import selectors
+from regions.api.authentication import FORWARDABLE
 from regions.api.serializers import TaskOutputSerializer
 from regions.api.views.common import Pages, query_filters
 from regions.models import Task
@@ -39,6 +40,7 @@ READ_ALL, OPERATE = "tasks:read_all", "tasks:operate"
 
 class TaskListSubmitApi(APIView):
     required_scopes = {"GET": ("tasks:read",), "POST": ("tasks:submit",)}
+    authentication_classes = FORWARDABLE  # the router forwards submissions here
 
     @extend_schema_serializer(component_name="TaskSubmit")
     class InputSerializer(serializers.Serializer):
@@ -94,6 +96,7 @@ class TaskBatchSubmitApi(APIView):
     4xx), and the accepted ones are stored in one transaction."""
 
     required_scopes = ("tasks:submit",)
+    authentication_classes = FORWARDABLE  # the router forwards batches here
 
     @extend_schema_serializer(component_name="TaskBatchSubmit")
     class InputSerializer(serializers.Serializer):

@@ -30,6 +30,7 @@ from typing import Callable
 
 from django.conf import settings
 
+from project.accounts.assertions import keypair_generate
 from project.accounts.tokens import token_generate
 from regions.management.demo import layout, local_services, report, traffic
 from regions.management.demo.layout import REGIONS, DemoError
@@ -83,8 +84,10 @@ class Fleet:
         self.your_token = token_generate("mrt")
         self.password = secrets.token_urlsafe(9)
         router_url = f"http://127.0.0.1:{ports[0]}"
+        # The router's assertion key pair: it signs, every region checks (docs/security.md).
+        signing_key, public_key = keypair_generate()
         self.router_env = layout.role_env(root=self.root, name="router", ROLE="router", REGION_ID="router",
-                                          REGION_URL=router_url)
+                                          REGION_URL=router_url, ROUTER_SIGNING_KEY=signing_key)
         self.say(f"router at {router_url}; regions on ports {', '.join(map(str, ports[1:]))}; data in {self.root}")
         self.api_key = token_generate("mk")  # the same caller known to the router and every region
         config_repo = local_services.config_repo_create(root=self.root, say=self.say)
@@ -92,7 +95,7 @@ class Fleet:
             url = f"http://127.0.0.1:{port}"
             env = layout.region_env(root=self.root, region_id=region_id, url=url,
                                     redis_url=f"{redis_base}/{redis_db + 1}", broker_url=brokers[region_id],
-                                    router_url=router_url, registration_token=self.registration_token,
+                                    router_url=router_url, router_public_key=public_key,
                                     config_repo=config_repo)
             self.regions[region_id] = {"url": url, "env": env, "agents": agents, "labels": labels}
         # Static files, hashed and compressed, one copy that every web process serves.
@@ -112,7 +115,8 @@ class Fleet:
             self._wait(lambda u=url: traffic.get_ok(f"{u}/healthz") is not None, 30, f"{url} to answer")
         for region_id, region in self.regions.items():
             for agent_id, caps, handlers in region["agents"]:
-                self._start(f"agent-{agent_id}", layout.agent_env(env=region["env"], handlers=handlers),
+                self._start(f"agent-{agent_id}", layout.agent_env(env=region["env"], handlers=handlers,
+                                                                  registration_token=self.registration_token),
                             *layout.agent_args(agent_id=agent_id, capabilities=caps, handlers=handlers,
                                                router_url=router_url, region_id=region_id),
                             restart=Restart.ON_FAILURE, tier=1)
@@ -137,8 +141,8 @@ class Fleet:
         self._manage(self.router_env, "router_add_registration_token", "--name", "demo",
                      f"--token={self.registration_token}")
         self._manage(self.router_env, "create_api_key", "demo", "--staff", f"--key={self.api_key}")
-        # A registration token for the reader's own agents (printed at the end),
-        # known to the router and to every region.
+        # A registration token for the reader's own agents (printed at the end). Only
+        # the router knows it: it hands each agent a grant for the region it chose.
         self._manage(self.router_env, "router_add_registration_token", "--name", "yours",
                      f"--token={self.your_token}")
         self._superuser(self.router_env)
@@ -155,7 +159,6 @@ class Fleet:
         self._manage(env, "migrate", "-v0")
         self.say(f"{region_id}: {self._manage(env, 'sync_config').splitlines()[0]}")
         self._manage(env, "create_api_key", "demo", "--staff", f"--key={self.api_key}")
-        self._manage(env, "create_registration_token", "--name", "yours", f"--token={self.your_token}")
         self._superuser(env)
 
     def _redis(self) -> str:

@@ -57,14 +57,16 @@ def role_env(*, root: Path, name: str, **extra: str) -> dict:
 
 
 def region_env(*, root: Path, region_id: str, url: str, redis_url: str, broker_url: str, router_url: str,
-               registration_token: str, config_repo: Path) -> dict:
-    """A region's environment, with short intervals so that the demo is lively."""
+               router_public_key: str, config_repo: Path) -> dict:
+    """A region's environment, with short intervals so that the demo is lively. It
+    trusts the router's key (forwarded callers, the agents it places here) and
+    knows none of the router's registration tokens."""
     return role_env(root=root, name=region_id, ROLE="region", REGION_ID=region_id, REGION_URL=url,
                     REDIS_URL=redis_url, CELERY_BROKER_URL=broker_url,
                     AGENT_DATA_ROOT=str(root / region_id / "data"), ROUTER_URL=router_url,
                     SUMMARY_INTERVAL="3", HEARTBEAT_INTERVAL="2", AGENT_TASK_EVENTS="1",  # docs/flower.md
                     HEARTBEAT_TTL="6", REAPER_INTERVAL="2", LIVENESS_FLUSH_INTERVAL="2",
-                    SWEEPER_INTERVAL="1", AGENT_REGISTRATION_TOKEN=registration_token,
+                    SWEEPER_INTERVAL="1", ROUTER_PUBLIC_KEYS=router_public_key,
                     CONFIG_REPO=str(config_repo), CONFIG_REF="main", CONFIG_SYNC_INTERVAL="10")
 
 
@@ -85,5 +87,8 @@ def agent_args(*, agent_id: str, capabilities: str | None, handlers: str | None,
             "--region", region_id, "--concurrency", "2", "--loglevel", "WARNING"]
 
 
-def agent_env(*, env: dict, handlers: str | None) -> dict:
-    return {**env, "PYTHONPATH": str(ACME)} if handlers else env
+def agent_env(*, env: dict, handlers: str | None, registration_token: str) -> dict:
+    """An agent's: its region's, and the router's registration token (the router
+    hands it a grant for that region)."""
+    return {**env, "AGENT_REGISTRATION_TOKEN": registration_token,
+            **({"PYTHONPATH": str(ACME)} if handlers else {})}
