@@ -193,7 +193,7 @@ def test_router_reset_region_clears_the_replay_watermark(regions):
 def test_the_admin_action_resets_the_selected_regions_watermarks(regions, monkeypatch):
     from django.contrib import admin
 
-    from router.admin import RegionAdmin
+    from router.admin.regions import RegionAdmin
 
     Region.objects.update(last_updated=datetime(3000, 1, 1, tzinfo=dt_timezone.utc))
     model_admin = RegionAdmin(Region, admin.site)

@@ -1,15 +1,8 @@
-"""The router's admin: the region directory as an operator reads it.
-
-Summary fields belong to the regions (read-only here); tokens are made by the
-services and shown once, on the page right after (never stored, never put in a
-message cookie); only their digests are kept.
-"""
+"""The region directory: regions added, changed and re-keyed through the services."""
 from __future__ import annotations
 
-from datetime import datetime
-
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.template.response import TemplateResponse
@@ -17,63 +10,18 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from console.formatting import age, age_text, badge, exact_time
+from console.formatting import age_text, badge, exact_time
 from console.shown_once import TICKET_FIELD, ShownOnceAdmin, TicketSpent, new_ticket
-from project.accounts.audit import audit_record, audited
+from project.accounts.audit import audited
 from router import inputs, selectors
+from router.admin.formatting import LabelsField, freshness_badge, label_chips, orchestrator_link
 from router.services.refusals import RouterError
 from router.services.regions import (region_create, region_hold_validate, region_token_rotate, region_update,
-                                     region_validate, region_watermark_reset, registration_token_create,
-                                     registration_token_revoke)
-from router.models import AddressRule, Region, RegistrationToken
-from wire.endpoints import DISCOVER
+                                     region_validate, region_watermark_reset)
+from router.models import AddressRule, Region
 
 CAPACITY_IN_LIST = 6
 
-
-# --- presentation helpers ----------------------------------------------------------
-
-def freshness_badge(region: Region, now: datetime | None = None):
-    now = now or timezone.now()
-    if region.received_at is None:
-        return format_html("{} never", badge("stale", "red", "no summary received yet"))
-    stale = selectors.region_is_stale(region, now)
-    limit = selectors.STALE_AFTER_INTERVALS * selectors.region_interval(region.summary_interval)
-    title = f"last summary {exact_time(region.received_at)}; stale after {limit:g} s without one"
-    return format_html('<span style="white-space:nowrap">{} {}</span>',
-                       badge("stale", "red", title) if stale else badge("fresh", "green", title),
-                       age(region.received_at, now))
-
-
-def label_chips(labels) -> str:
-    return format_html_join(
-        " ", '<span class="mrd-chip" style="display:inline-block;padding:0 6px;border:1px solid #999;'
-        'border-radius:9px;font-size:11px">{}</span>', ((label,) for label in selectors.region_labels(labels))
-    ) or "—"
-
-
-def orchestrator_link(url: str):
-    """The region's own admin, in a new tab; plain text if the stored URL is not http(s)."""
-    url = (url or "").rstrip("/")
-    if not inputs.orchestrator_url(url):
-        return url or "—"
-    return format_html('<a href="{}/admin/" target="_blank" rel="noopener noreferrer">{}</a>', url, url)
-
-
-class LabelsField(forms.CharField):
-    """Labels as an operator types them: comma-separated."""
-
-    def prepare_value(self, value):
-        if isinstance(value, list):
-            return ", ".join(str(v) for v in value)
-        return value
-
-    def to_python(self, value):
-        value = super().to_python(value)
-        return [label.strip() for label in value.split(",") if label.strip()]
-
-
-# --- regions -----------------------------------------------------------------------
 
 class RegionAddForm(forms.ModelForm):
     orchestrator_url = forms.CharField(max_length=inputs.MAX_URL_LENGTH,
@@ -351,71 +299,3 @@ class RegionAdmin(ShownOnceAdmin):
             "majority_badge": badge("majority", "green"),
             "opts": self.model._meta,
         })
-
-
-# --- registration tokens ------------------------------------------------------------
-
-class RegistrationTokenForm(forms.ModelForm):
-    regions = LabelsField(required=False, help_text="comma-separated region ids; empty means every region")
-
-    class Meta:
-        model = RegistrationToken
-        fields = ["name", "regions"]
-
-
-@admin.register(RegistrationToken)
-class RegistrationTokenAdmin(ShownOnceAdmin):
-    form = RegistrationTokenForm
-    list_display = ("name", "prefix_text", "regions", "created_exact", "revoked_exact")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
-    readonly_fields = ("prefix_text", "created_exact", "revoked_exact")
-    actions = ["revoke"]
-
-    def get_fields(self, request, obj=None):
-        return ["name", "regions"] if obj is None else ["name", "regions", "prefix_text", "created_exact",
-                                                        "revoked_exact"]
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            obj.save(update_fields=["name", "regions"])
-            audit_record(action="token.update", target=f"registration token {obj.name} ({obj.prefix}…)",
-                         request=request, detail=f"regions: {obj.regions or 'every region'}")
-            return
-        self.spend_ticket(request)
-        token, raw = registration_token_create(name=form.cleaned_data["name"],
-                                               regions=form.cleaned_data["regions"])
-        obj.pk, obj.prefix, obj.token_hash = token.pk, token.prefix, token.token_hash
-        obj._state.adding, obj._state.db = False, token._state.db
-        self.record_made(request, action="token.create", target=f"registration token {token.name} ({token.prefix}…)",
-                         detail=f"regions: {', '.join(token.regions) or 'every region'}")
-        request._meridian_tokens = [(token.name, raw)]
-
-    def response_add(self, request, obj, post_url_continue=None):
-        return self.tokens_page(
-            request, title=f"Registration token {obj.name} created", what="agent registration token",
-            tokens=getattr(request, "_meridian_tokens", []),
-            hint=f"Agents present it to POST {DISCOVER.url()} (run_agent --registration-token or "
-                 "AGENT_REGISTRATION_TOKEN in the agent's environment).",
-            back=reverse("admin:router_registrationtoken_changelist"))
-
-    @admin.action(description="Revoke selected registration tokens", permissions=["change"])
-    def revoke(self, request, queryset):
-        revoked = 0
-        for token in queryset:
-            if registration_token_revoke(token_id=token.pk):
-                audit_record(action="token.revoke", target=f"registration token {token.name} ({token.prefix}…)",
-                             request=request)
-                revoked += 1
-        self.message_user(request, f"{revoked} registration token(s) revoked.", messages.SUCCESS)
-
-    @admin.display(description="token", ordering="prefix")
-    def prefix_text(self, token):
-        return format_html("<code>{}…</code>", token.prefix)
-
-    @admin.display(description="created", ordering="created_at")
-    def created_exact(self, token):
-        return exact_time(token.created_at)
-
-    @admin.display(description="revoked", ordering="revoked_at")
-    def revoked_exact(self, token):
-        return exact_time(token.revoked_at) if token.revoked_at else "—"
