@@ -91,6 +91,11 @@ class Task(models.Model):
     # not_before passed means the sweeper must (re)send it.
     dispatched_at = models.DateTimeField(null=True, blank=True)
     not_before = models.DateTimeField(null=True, blank=True)
+    # Fair dispatch: beyond its tenant's window on the capability, so not sent
+    # yet (dispatched_at is NULL); sent when one of the tenant's tasks there
+    # leaves the window (regions/services/tasks/fair.py).
+    held = models.BooleanField(default=False, help_text="beyond its tenant's window on the capability: sent "
+                                                        "when one of the tenant's tasks there leaves it")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -106,6 +111,11 @@ class Task(models.Model):
         indexes = [
             models.Index(fields=["status", "dispatched_at"], name="task_outbox_idx"),
             models.Index(fields=["status", "capability"], name="task_status_cap_idx"),
+            models.Index(fields=["submitted_by", "capability", "-priority", "created_at"], name="task_held_idx",
+                         condition=models.Q(held=True)),
+            models.Index(fields=["submitted_by", "capability"], name="task_window_idx",
+                         condition=models.Q(dispatched_at__isnull=False, status__in=["waiting", "queued", "running"],
+                                            target_agent="")),
         ]
 
     def __str__(self) -> str:
@@ -209,7 +219,7 @@ class DeadLetter(models.Model):
 class CapabilityCounter(models.Model):
     """Online agents that take work (status online, desired active), per
     capability, and how many of them are idle: kept by PostgreSQL triggers on
-    regions_agent (migration 0007), whatever writes the rows (services, bulk
+    regions_agent (migrations 0007, 0010), whatever writes the rows (services, bulk
     updates, the admin), in the same transaction. The row with capability ""
     counts the whole fleet. The summary and the submit-time capability check read
     these rows instead of scanning the agents (regions/services/summary.py,
@@ -220,6 +230,7 @@ class CapabilityCounter(models.Model):
     capability = models.TextField(primary_key=True)
     agents = models.IntegerField(default=0)
     idle = models.IntegerField(default=0)
+    slots = models.IntegerField(default=0, help_text="their summed concurrency (migration 0010)")
 
     def __str__(self) -> str:
         return f"{self.capability or '(fleet)'}: {self.agents} ({self.idle} idle)"
