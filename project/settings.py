@@ -274,6 +274,16 @@ TASK_DEFAULT_MAX_ATTEMPTS = env.int("TASK_DEFAULT_MAX_ATTEMPTS", default=3)
 TASK_ATTEMPTS_MAX = env.int("TASK_ATTEMPTS_MAX", default=50)
 if not 20 <= TASK_ATTEMPTS_MAX <= MAX_ATTEMPT:
     raise environ.ImproperlyConfigured(f"TASK_ATTEMPTS_MAX must be from 20 to {MAX_ATTEMPT}")
+# Fair dispatch between tenants (regions/services/tasks/fair.py): a tenant has
+# at most this many of its tasks per capability sent and not yet claimed,
+# TENANT_WINDOW_PER_SLOT per slot (the summed concurrency of the agents serving
+# the capability), at least TENANT_WINDOW_MIN; the rest wait in the database,
+# and each claim sends the next. A flooding tenant waits behind its own work.
+# TENANT_WINDOW_PER_SLOT=0 turns it off (every task is sent at once).
+TENANT_WINDOW_PER_SLOT = env.float("TENANT_WINDOW_PER_SLOT", default=1.0)
+TENANT_WINDOW_MIN = env.int("TENANT_WINDOW_MIN", default=4)
+if TENANT_WINDOW_PER_SLOT < 0 or TENANT_WINDOW_MIN < 1:
+    raise environ.ImproperlyConfigured("TENANT_WINDOW_PER_SLOT must be >= 0 and TENANT_WINDOW_MIN >= 1")
 TASK_RETRY_BACKOFF_BASE = env.float("TASK_RETRY_BACKOFF_BASE", default=2.0)
 TASK_RETRY_BACKOFF_MAX = env.float("TASK_RETRY_BACKOFF_MAX", default=300.0)
 # A task still waiting for an agent this long after its current attempt was sent fails

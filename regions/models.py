@@ -114,7 +114,7 @@ class Task(models.Model):
             models.Index(fields=["submitted_by", "capability", "-priority", "created_at"], name="task_held_idx",
                          condition=models.Q(held=True)),
             models.Index(fields=["submitted_by", "capability"], name="task_window_idx",
-                         condition=models.Q(dispatched_at__isnull=False, status__in=["waiting", "queued", "running"],
+                         condition=models.Q(dispatched_at__isnull=False, status__in=["waiting", "queued"],
                                             target_agent="")),
         ]
 

@@ -1,5 +1,6 @@
 """The outbox: a task whose current attempt the broker never got (its send was
-refused and released, or a retry's backoff is over) is sent now."""
+refused and released, or a retry's backoff is over) is sent now. A task held
+beyond its caller's fair share is not unsent: it waits for its turn (held.py)."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -12,7 +13,7 @@ from regions.services.tasks.dispatch import task_dispatch
 
 def send_unsent(*, now, batch: int) -> int:
     due = list(
-        Task.objects.filter(status__in=Task.PENDING, dispatched_at__isnull=True,
+        Task.objects.filter(status__in=Task.PENDING, dispatched_at__isnull=True, held=False,
                             created_at__lt=now - timedelta(seconds=1))
         .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
         .order_by("created_at").values_list("id", flat=True)[:batch]

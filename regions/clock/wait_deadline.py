@@ -63,7 +63,7 @@ def fail_waiting_past_deadline(*, now, batch: int, live: set[str]) -> int:
                 error = (f"no_agent: no live agent serving capability {capability!r} checked in within the wait "
                          f"deadline of {seconds} s")
             changed = Task.objects.filter(id__in=ids, status=Task.Status.WAITING).update(
-                status=Task.Status.FAILED, error=error, status_reason="no_agent", finished_at=now)
+                status=Task.Status.FAILED, error=error, status_reason="no_agent", finished_at=now, held=False)
             # An open history row of the current attempt (rare: a waiting attempt
             # normally has none) is closed as failed too.
             TaskAttempt.objects.filter(task_id__in=ids, number=F("task__attempt"), outcome="").update(

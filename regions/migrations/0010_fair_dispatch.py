@@ -79,7 +79,7 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name='task',
             index=models.Index(condition=models.Q(('dispatched_at__isnull', False),
-                                                  ('status__in', ['waiting', 'queued', 'running']),
+                                                  ('status__in', ['waiting', 'queued']),
                                                   ('target_agent', '')),
                                fields=['submitted_by', 'capability'], name='task_window_idx'),
         ),

@@ -16,6 +16,7 @@ from regions.models import Task, TaskAttempt
 from regions.services.config.current import config_current
 from regions.services.task_events import task_finished_publish
 from regions.services.tasks.attempts import attempt_close, attempt_start
+from regions.services.tasks.fair import held_exists, release_held
 
 logger = logging.getLogger("regions.services.tasks")  # the lifecycle's log stream, whichever module writes
 
@@ -58,6 +59,8 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
         row = _claim_sql(task_id=task_id, attempt=attempt, agent_id=agent_id, capabilities=capabilities,
                          claim_id=claim_id, now=now)
         if row is not None:
+            if row[4]:  # the claim left room in its caller's window, and something waits for it
+                release_held(submitted_by_id=row[3], capability=row[0])
             return _granted(task_id=task_id, attempt=attempt, agent_id=agent_id, capability=row[0],
                             payload=json.loads(row[1]) if isinstance(row[1], str) else row[1], timeout=row[2])
         claimed = 0
@@ -76,27 +79,35 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
         logger.info("claim of task %s attempt %s by %s refused: %s", task_id, attempt, agent_id, reason,
                     extra={"agent": agent_id, "task": str(task_id)})
         return Claim(run=False, reason=reason)
-    task = Task.objects.only("capability", "payload", "timeout").get(id=task_id)
+    task = Task.objects.only("capability", "payload", "timeout", "submitted_by_id", "target_agent").get(id=task_id)
+    if claimed and not task.target_agent and held_exists(submitted_by_id=task.submitted_by_id,
+                                                         capability=task.capability):
+        release_held(submitted_by_id=task.submitted_by_id, capability=task.capability)
     return _granted(task_id=task_id, attempt=attempt, agent_id=agent_id, capability=task.capability,
                     payload=task.payload, timeout=task.timeout)
 
 
 # One statement, one round trip, no transaction to open and commit: the fenced
 # UPDATE (same conditions as the ORM path: this attempt, still pending, a task
-# this agent could have been sent), the attempt's history row, and what to run.
+# this agent could have been sent), the attempt's history row, what to run, and
+# whether the caller has tasks held for its fair share (fair.py) to send next.
 _CLAIM_SQL = """
 WITH claimed AS (
     UPDATE regions_task SET status = 'running', agent = %(agent)s, started_at = %(now)s, status_reason = '',
                             claim_id = %(claim_id)s, error = ''
     WHERE id = %(id)s AND attempt = %(attempt)s AND status IN ('waiting', 'queued', 'retrying')
       AND (%(trusted)s OR target_agent = %(agent)s OR (target_agent = '' AND capability = ANY(%(caps)s)))
-    RETURNING id, capability, payload, timeout
+    RETURNING id, capability, payload, timeout, submitted_by_id, target_agent
 ), history AS (
     INSERT INTO regions_taskattempt (task_id, number, agent, started_at, finished_at, outcome, error)
     SELECT id, %(attempt)s, %(agent)s, %(now)s, NULL, '', '' FROM claimed
     ON CONFLICT (task_id, number) DO NOTHING
 )
-SELECT capability, payload::text, timeout FROM claimed
+SELECT c.capability, c.payload::text, c.timeout, c.submitted_by_id,
+       c.target_agent = '' AND EXISTS (
+           SELECT 1 FROM regions_task h WHERE h.held AND h.status IN ('waiting', 'queued')
+           AND h.capability = c.capability AND h.submitted_by_id IS NOT DISTINCT FROM c.submitted_by_id)
+FROM claimed c
 """
 
 

@@ -20,6 +20,7 @@ from regions.services import liveness
 from regions.services.config.current import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.handlers import payload_check
 from regions.services.tasks.dispatch import send_many, send_or_release
+from regions.services.tasks.fair import hold_beyond_window
 from regions.services.tasks.refusals import (CapabilityRefused, IdempotencyConflict, NoAgent, PayloadTooLargeError,
                                              RateLimited)
 from regions.services.tasks.waiting import initial_status
@@ -86,14 +87,17 @@ def task_submit(
     task = _new_task(definition, submitted_by=submitted_by, capability=capability, payload=payload,
                      priority=priority, timeout=timeout, max_attempts=max_attempts, target_agent=target_agent,
                      idempotency_key=idempotency_key, digest=digest, initial=initial)
+    hold_beyond_window([task])
     try:
         with transaction.atomic():
             # The send is claimed by the INSERT itself (dispatched_at), and the
             # message goes out right after the commit from what is in hand: no
             # read back, no second UPDATE. If the broker refuses, dispatched_at
-            # is cleared again and the sweeper sends it (the outbox).
+            # is cleared again and the sweeper sends it (the outbox). A task
+            # beyond its caller's fair share is held instead (fair.py).
             task.save(force_insert=True)
-            transaction.on_commit(lambda: send_or_release(task, dispatched_at=task.dispatched_at))
+            if not task.held:
+                transaction.on_commit(lambda: send_or_release(task, dispatched_at=task.dispatched_at))
     except IntegrityError:
         # The same key raced us in another request: answer with the winner.
         existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=idempotency_key).first()
@@ -186,9 +190,11 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
             target_agent=target, idempotency_key=None, digest="", initial=initial[(capability, target)])))
     if fresh:
         tasks = [task for _, task in fresh]
+        hold_beyond_window(tasks)
+        sent = [task for task in tasks if not task.held]
         with transaction.atomic():
             Task.objects.bulk_create(tasks, batch_size=1000)
-            transaction.on_commit(lambda: send_many(tasks))
+            transaction.on_commit(lambda: send_many(sent))
         for index, task in fresh:
             results[index] = Submission(task=task, created=True)
         logger.info("%d tasks submitted in a batch", len(tasks))

@@ -1,0 +1,121 @@
+"""Fair dispatch between tenants of one capability: each tenant (the account
+that submitted) has a window of tasks sent to the capability's queue and not
+yet claimed; what is beyond it waits in the database (Task.held) and is sent,
+highest priority and oldest first, as the tenant's own tasks are claimed. The
+capability queue therefore holds at most one window per tenant: a tenant that
+floods it waits behind its own work, and another tenant's task is taken after
+at most one window of the flood (Hatchet's group round robin, Kubernetes' API
+priority and fairness), however long the flood's backlog.
+
+The window is sized from the capability's slots (the summed concurrency of the
+online agents that take work, kept by the counters' triggers), so a tenant
+alone still keeps every slot busy. Tasks for a named agent (target_agent) go to
+that agent's own queue and are not windowed. A task that leaves the window
+otherwise than by a claim (cancelled, failed waiting) releases too, and the
+sweeper releases whatever a lost release left held (regions/clock/held.py)."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from project.dbbackends import is_postgresql, json_list_has
+from regions.models import Agent, CapabilityCounter, Task
+from regions.services.tasks.dispatch import send_many
+
+logger = logging.getLogger("regions.services.tasks")  # the lifecycle's log stream, whichever module writes
+
+WINDOWED = (Task.Status.WAITING, Task.Status.QUEUED)  # sent and not yet claimed
+HELD_REASON = ("held: {window} tasks of this caller for {capability} are already queued (its fair share); "
+               "sent as they start")
+_SLOTS_MAX_AGE = 1.0  # seconds a process reuses a capability's slot count
+_slots_seen: dict[str, tuple[float, int]] = {}
+
+
+def windowing() -> bool:
+    return settings.TENANT_WINDOW_PER_SLOT > 0
+
+
+def capability_slots(capability: str) -> int:
+    """The summed concurrency of the online agents that take work and serve
+    `capability` (read at most once a second per process)."""
+    seen = _slots_seen.get(capability)
+    now = time.monotonic()
+    if seen is not None and now - seen[0] < _SLOTS_MAX_AGE:
+        return seen[1]
+    if is_postgresql():
+        slots = CapabilityCounter.objects.filter(capability=capability).values_list("slots", flat=True).first() or 0
+    else:
+        slots = (Agent.objects.filter(json_list_has("capabilities", capability), status=Agent.Status.ONLINE,
+                                      desired=Agent.Desired.ACTIVE).aggregate(n=Sum("concurrency"))["n"] or 0)
+    _slots_seen[capability] = (now, slots)
+    return slots
+
+
+def tenant_window(capability: str) -> int:
+    return max(settings.TENANT_WINDOW_MIN, math.ceil(settings.TENANT_WINDOW_PER_SLOT * capability_slots(capability)))
+
+
+def window_used(*, submitted_by_id, capability: str, window: int) -> int:
+    """How many of the tenant's tasks of `capability` are sent and unclaimed,
+    counted up to `window` (a partial index holds exactly these rows)."""
+    return (Task.objects.filter(submitted_by_id=submitted_by_id, capability=capability, target_agent="",
+                                dispatched_at__isnull=False, status__in=WINDOWED)[:window].count())
+
+
+def hold_beyond_window(tasks: list[Task]) -> None:
+    """At submission, before the INSERT: of new tasks (one tenant's), those
+    beyond the tenant's window on their capability are held (not sent: no
+    dispatched_at, and a reason saying why); the others keep their claimed send."""
+    if not windowing():
+        return
+    room: dict[str, tuple[int, int]] = {}  # capability -> (window, room left)
+    for task in tasks:
+        if task.target_agent:
+            continue
+        if task.capability not in room:
+            window = tenant_window(task.capability)
+            used = window_used(submitted_by_id=task.submitted_by_id, capability=task.capability, window=window)
+            room[task.capability] = (window, window - used)
+        window, left = room[task.capability]
+        if left > 0:
+            room[task.capability] = (window, left - 1)
+            continue
+        task.held, task.dispatched_at = True, None
+        # A task waiting for an agent says so first: that is what it waits for.
+        task.status_reason = task.status_reason or HELD_REASON.format(window=window, capability=task.capability)
+
+
+def release_held(*, submitted_by_id, capability: str) -> int:
+    """Send as many of the tenant's held tasks of `capability` as its window has
+    room for, highest priority and oldest first. Concurrent releases skip each
+    other's rows; the sends go out after the commit (a refused one is left to
+    the outbox sweeper)."""
+    window = tenant_window(capability) if windowing() else 10 ** 6
+    with transaction.atomic():
+        room = window - window_used(submitted_by_id=submitted_by_id, capability=capability, window=window)
+        if room <= 0:
+            return 0
+        ids = list(Task.objects.filter(held=True, submitted_by_id=submitted_by_id, capability=capability,
+                                       status__in=WINDOWED)
+                   .order_by("-priority", "created_at").select_for_update(skip_locked=True)
+                   .values_list("id", flat=True)[:room])
+        if not ids:
+            return 0
+        now = timezone.now()
+        Task.objects.filter(id__in=ids, held=True).update(held=False, dispatched_at=now, status_reason="")
+        tasks = list(Task.objects.filter(id__in=ids).only(
+            "id", "attempt", "capability", "target_agent", "timeout", "priority", "dispatched_at"))
+        transaction.on_commit(lambda: send_many(tasks))
+    logger.debug("released %d held tasks of %s for caller %s", len(ids), capability, submitted_by_id)
+    return len(ids)
+
+
+def held_exists(*, submitted_by_id, capability: str) -> bool:
+    return Task.objects.filter(held=True, submitted_by_id=submitted_by_id, capability=capability,
+                               status__in=WINDOWED).exists()
