@@ -274,6 +274,11 @@ TASK_DEFAULT_MAX_ATTEMPTS = env.int("TASK_DEFAULT_MAX_ATTEMPTS", default=3)
 TASK_ATTEMPTS_MAX = env.int("TASK_ATTEMPTS_MAX", default=50)
 if not 20 <= TASK_ATTEMPTS_MAX <= MAX_ATTEMPT:
     raise environ.ImproperlyConfigured(f"TASK_ATTEMPTS_MAX must be from 20 to {MAX_ATTEMPT}")
+# A caller's quotas at the region when the configuration repository's callers
+# section sets none (0: no limit): tasks submitted per second (a batch counts
+# each item) and tasks waiting or running at once. Over either: 429 naming it.
+CALLER_SUBMISSIONS_PER_SECOND = env.int("CALLER_SUBMISSIONS_PER_SECOND", default=500)
+CALLER_MAX_IN_FLIGHT = env.int("CALLER_MAX_IN_FLIGHT", default=20_000)
 # Fair dispatch between tenants (regions/services/tasks/fair.py): a tenant has
 # at most this many of its tasks per capability sent and not yet claimed,
 # TENANT_WINDOW_PER_SLOT per slot (the summed concurrency of the agents serving

@@ -15,11 +15,24 @@ TASK_DEFINITION = {
         "max_attempts": {"type": "integer", "minimum": 1, "maximum": 20},
         "retry_backoff": {"type": "number", "minimum": 0, "maximum": 3600},
         "rate_limit": {"type": "string", "pattern": r"^[1-9][0-9]*/(s|m|h)$"},
+        # Whom rate_limit counts: the region as a whole, or each caller on its own.
+        "rate_limit_per": {"enum": ["region", "caller"]},
         "regions": {"type": "array", "items": {"type": "string", "pattern": r"^(\*|[a-z0-9-]+)$"}},
         # Seconds a task may wait for an agent serving it before it fails (no_agent).
         "wait_deadline": {"type": "integer", "minimum": 1, "maximum": 2_592_000},
         # A JSON Schema every payload of the capability must meet (checked as one at sync).
         "payload_schema": {"type": "object"},
+    },
+}
+
+# A caller's quota at the region (0: no limit). callers.default applies to every
+# caller without its own entry; a key missing from both takes the setting.
+CALLER_QUOTA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "submissions_per_second": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+        "max_in_flight": {"type": "integer", "minimum": 0, "maximum": 100_000_000},
     },
 }
 
@@ -53,6 +66,11 @@ SCHEMA = {
             "propertyNames": {"pattern": CAPABILITY_RE},
             "additionalProperties": TASK_DEFINITION,
         },
+        "callers": {
+            "type": "object",
+            "propertyNames": {"pattern": r"^[\w.@+-]{1,150}$"},  # Django usernames
+            "additionalProperties": CALLER_QUOTA,
+        },
         "secrets": {
             "type": "object",
             "propertyNames": {"pattern": r"^[a-z][a-z0-9_]{0,63}$"},
@@ -77,7 +95,10 @@ KEYS_SUPPORTED = [
     "agents.heartbeat_budget (beats/s; 0: none)", "agents.heartbeat_interval_max",
     "summary_interval", "blocklist.agents", "blocklist.capabilities", "tasks.<capability>.timeout",
     "tasks.<capability>.max_attempts", "tasks.<capability>.retry_backoff", "tasks.<capability>.rate_limit",
+    "tasks.<capability>.rate_limit_per (region or caller)",
     "tasks.<capability>.regions", "tasks.<capability>.wait_deadline (seconds)",
     "tasks.<capability>.payload_schema (a JSON Schema)",
+    "callers.<username or default>.submissions_per_second (0: none)",
+    "callers.<username or default>.max_in_flight (0: none)",
     "secrets.<name>.ref (env:NAME or file:/path)", "secrets.<name>.hosts",
 ]

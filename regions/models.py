@@ -113,6 +113,8 @@ class Task(models.Model):
             models.Index(fields=["status", "capability"], name="task_status_cap_idx"),
             models.Index(fields=["submitted_by", "capability", "-priority", "created_at"], name="task_held_idx",
                          condition=models.Q(held=True)),
+            models.Index(fields=["submitted_by"], name="task_active_by_caller_idx",
+                         condition=models.Q(status__in=["waiting", "queued", "running", "retrying"])),
             models.Index(fields=["submitted_by", "capability"], name="task_window_idx",
                          condition=models.Q(dispatched_at__isnull=False, status__in=["waiting", "queued"],
                                             target_agent="")),

@@ -98,8 +98,10 @@ def _fresh_process_caches():
     from project.accounts import authentication
     from regions.services.config.current import config_current
     from regions.services.handlers import _declared
+    from regions.services.tasks import fair
 
     authentication._verified.clear()
+    fair._slots_seen.clear()
     config_current.cache_clear()
     _declared.clear()
     try:

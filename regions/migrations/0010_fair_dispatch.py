@@ -1,8 +1,9 @@
-"""Fair dispatch between tenants: a task beyond its tenant's window on a
+"""Fair dispatch between tenants, and their quotas: a task beyond its tenant's window on a
 capability is held in the database (Task.held) until one of that tenant's
 tasks leaves the window; the window is sized from the capability's slots
 (the summed concurrency of the online agents that take work), which the
-counters now keep beside agents and idle. The trigger functions of 0007 are
+counters now keep beside agents and idle; a caller's tasks in flight are
+counted from a partial index of the active tasks by caller. The trigger functions of 0007 are
 replaced by ones that also sum slots (and count a change of concurrency)."""
 from django.db import migrations, models
 
@@ -82,6 +83,11 @@ class Migration(migrations.Migration):
                                                   ('status__in', ['waiting', 'queued']),
                                                   ('target_agent', '')),
                                fields=['submitted_by', 'capability'], name='task_window_idx'),
+        ),
+        migrations.AddIndex(
+            model_name='task',
+            index=models.Index(condition=models.Q(('status__in', ['waiting', 'queued', 'running', 'retrying'])),
+                               fields=['submitted_by'], name='task_active_by_caller_idx'),
         ),
         # The old functions stay on the way back: they ignore the new column.
         migrations.RunPython(forward, migrations.RunPython.noop),

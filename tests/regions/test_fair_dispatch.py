@@ -22,7 +22,6 @@ def window(settings, redis_clean, sent):
     settings.TENANT_WINDOW_MIN = 3
     settings.TENANT_WINDOW_PER_SLOT = 1.0
     factories.agent("a0", capabilities=("echo",))
-    fair._slots_seen.clear()
     return 3
 
 

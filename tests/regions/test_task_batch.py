@@ -15,7 +15,9 @@ def batch(api, items, **kwargs):
     return api.post("/api/v1/tasks/batch", {"tasks": items}, format="json", **kwargs)
 
 
-def test_accepted_items_are_stored_and_sent_once_each_after_the_commit(api, sent, django_capture_on_commit_callbacks):
+def test_accepted_items_are_stored_and_sent_once_each_after_the_commit(api, sent, django_capture_on_commit_callbacks,
+                                                                      settings):
+    settings.TENANT_WINDOW_MIN = 50  # all within the caller's fair share (test_fair_dispatch.py holds the rest)
     factories.agent("a1", capabilities=("echo",))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         r = batch(api, [{"capability": "echo", "payload": {"i": i}} for i in range(50)])

@@ -132,6 +132,16 @@ class EffectiveConfig:
     def task_definition(self, capability: str) -> dict:
         return self._get("tasks", capability, default={}) or {}
 
+    def caller_quota(self, username: str) -> dict[str, int]:
+        """The caller's quotas: its own entry in callers, then callers.default,
+        then the settings (CALLER_SUBMISSIONS_PER_SECOND, CALLER_MAX_IN_FLIGHT).
+        0 means no limit."""
+        own = self._get("callers", username, default={}) or {}
+        default = self._get("callers", "default", default={}) or {}
+        return {name: int(own.get(name, default.get(name, fallback))) for name, fallback in (
+            ("submissions_per_second", settings.CALLER_SUBMISSIONS_PER_SECOND),
+            ("max_in_flight", settings.CALLER_MAX_IN_FLIGHT))}
+
     def capability_refusal(self, capability: str) -> str | None:
         """Why this region may not run the capability, or None."""
         if capability in self._get("blocklist", "capabilities", default=[]):

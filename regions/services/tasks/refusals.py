@@ -42,6 +42,13 @@ class IdempotencyConflict(Refused):
 class RateLimited(Refused):
     status, code = 429, "throttled"
 
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
+    def __init__(self, message: str, retry_after: int, **extra):
+        super().__init__(message, **extra)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(RateLimited):
+    """A caller's quota (callers.<name> in the configuration) is spent; the
+    answer names the quota and its limit."""
+
+    code = "quota_exceeded"

@@ -34,7 +34,7 @@ def task_retry(*, task: Task) -> Task:
     refusal = config.capability_refusal(task.capability)
     if refusal:
         raise CapabilityRefused(refusal)
-    rate_check(task.capability, config.task_definition(task.capability).get("rate_limit"))
+    rate_check(task.capability, config.task_definition(task.capability), task.submitted_by)
     status, reason = initial_status(capability=task.capability, target_agent=task.target_agent)
     with transaction.atomic():
         changed = Task.objects.filter(id=task.id, status__in=RETRYABLE, attempt=task.attempt).update(

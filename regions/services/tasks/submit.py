@@ -1,7 +1,8 @@
 """Submission, single and batch: what refuses a task before anything is stored
-(size, configuration, payload schema, require_agent, rate limit), idempotency
-keys, and the INSERT that claims the first send (the message goes out after the
-commit; a send the broker refuses is left to the sweeper)."""
+(size, configuration, payload schema, require_agent, the caller's quotas, rate
+limit), idempotency keys, and the INSERT that claims the first send (the
+message goes out after the commit; a send the broker refuses is left to the
+sweeper; a task beyond its caller's fair share is held, fair.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +22,7 @@ from regions.services.config.current import HOT_PATH_CHECK_SECONDS, config_curre
 from regions.services.handlers import payload_check
 from regions.services.tasks.dispatch import send_many, send_or_release
 from regions.services.tasks.fair import hold_beyond_window
+from regions.services.tasks.quotas import quota_admit
 from regions.services.tasks.refusals import (CapabilityRefused, IdempotencyConflict, NoAgent, PayloadTooLargeError,
                                              RateLimited)
 from regions.services.tasks.waiting import initial_status
@@ -30,14 +32,18 @@ logger = logging.getLogger("regions.services.tasks")  # the lifecycle's log stre
 _WINDOWS = {"s": 1, "m": 60, "h": 3600}
 
 
-def rate_check(capability: str, limit: str | None) -> None:
-    """Fixed-window submission limit per capability, counted in Redis."""
+def rate_check(capability: str, definition: dict, caller) -> None:
+    """The capability's fixed-window submission limit (tasks.<capability>.
+    rate_limit), counted in Redis for the whole region or, with rate_limit_per:
+    caller, for each caller on its own."""
+    limit = definition.get("rate_limit")
     if not limit:
         return
     count, unit = limit.split("/")
     window = _WINDOWS[unit]
     slot = int(time.time() // window)
-    key = liveness.key(f"rate:{capability}:{slot}")
+    per_caller = definition.get("rate_limit_per") == "caller"
+    key = liveness.key(f"rate:{capability}:{caller.pk}:{slot}" if per_caller else f"rate:{capability}:{slot}")
     try:
         pipe = liveness.client().pipeline()
         pipe.incr(key)
@@ -46,7 +52,8 @@ def rate_check(capability: str, limit: str | None) -> None:
     except liveness.RedisError:
         return  # no counter, no limit: accepting beats refusing while Redis is away
     if used > int(count):
-        raise RateLimited(f"rate limit {limit} for {capability} reached; retry later",
+        raise RateLimited(f"rate limit {limit} for {capability} reached"
+                          f"{' for your tasks' if per_caller else ''}; retry later",
                           retry_after=max(1, int(window - time.time() % window)))
 
 
@@ -83,7 +90,10 @@ def task_submit(
     # Before the rate limit: a refused submission spends none of it.
     initial = initial_status(capability=capability, target_agent=target_agent)
     _agent_required(require_agent, capability=capability, target_agent=target_agent, initial=initial)
-    rate_check(capability, definition.get("rate_limit"))
+    admitted, refusal = quota_admit(config, caller=submitted_by, count=1)
+    if not admitted:
+        raise refusal
+    rate_check(capability, definition, submitted_by)
     task = _new_task(definition, submitted_by=submitted_by, capability=capability, payload=payload,
                      priority=priority, timeout=timeout, max_attempts=max_attempts, target_agent=target_agent,
                      idempotency_key=idempotency_key, digest=digest, initial=initial)
@@ -167,7 +177,7 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
     replay and race handling). All stored items are durable before any is sent."""
     config = config_current(max_age=HOT_PATH_CHECK_SECONDS)
     results: list[Submission | ItemRefused | None] = [None] * len(items)
-    fresh: list[tuple[int, Task]] = []
+    candidates: list[tuple[int, dict, dict]] = []
     initial: dict[tuple[str, str], tuple[str, str]] = {}
     for index, item in enumerate(items):
         try:
@@ -180,7 +190,20 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
                 initial[(capability, target)] = initial_status(capability=capability, target_agent=target)
             _agent_required(item.get("require_agent", False), capability=capability, target_agent=target,
                             initial=initial[(capability, target)])
-            rate_check(capability, definition.get("rate_limit"))
+        except Refused as exc:
+            results[index] = item_refused(exc)
+            continue
+        candidates.append((index, item, definition))
+    # The caller's quotas admit the first items; the rest are refused as the
+    # single submission would be (and spend no capability rate limit).
+    admitted, refusal = quota_admit(config, caller=submitted_by, count=len(candidates)) if candidates else (0, None)
+    fresh: list[tuple[int, Task]] = []
+    for position, (index, item, definition) in enumerate(candidates):
+        capability, target = item["capability"], item.get("target_agent", "")
+        try:
+            if position >= admitted:
+                raise refusal
+            rate_check(capability, definition, submitted_by)
         except Refused as exc:
             results[index] = item_refused(exc)
             continue

@@ -1,0 +1,56 @@
+"""A caller's quotas at the region, applied before anything is stored:
+submissions per second (a batch counts each item; a fixed one-second window in
+the region's Redis) and tasks in flight (waiting, queued or running, counted in
+the database up to the limit). The limits come from the configuration
+repository (callers.<username>, callers.default) or the settings; 0 is none.
+A refusal is a 429 naming the quota, its limit and when to come back."""
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+
+from regions.models import Task
+from regions.services import liveness
+from regions.services.tasks.refusals import QuotaExceeded
+
+IN_FLIGHT_RETRY_AFTER = 5  # seconds: until some of the caller's tasks finish
+
+
+def quota_admit(config, *, caller, count: int) -> tuple[int, QuotaExceeded | None]:
+    """How many of `count` new tasks the caller's quotas admit now, and the
+    refusal for the rest (None when all are admitted)."""
+    quota = config.caller_quota(caller.get_username())
+    admitted, refusal = count, None
+    limit = quota["max_in_flight"]
+    if limit:
+        in_flight = Task.objects.filter(submitted_by=caller, status__in=Task.ACTIVE)[:limit].count()
+        if in_flight + admitted > limit:
+            admitted = max(0, limit - in_flight)
+            refusal = QuotaExceeded(
+                f"quota max_in_flight={limit} reached: {in_flight} of your tasks are waiting or running in region "
+                f"{settings.REGION_ID}; submit more as they finish",
+                retry_after=IN_FLIGHT_RETRY_AFTER, quota="max_in_flight", limit=limit)
+    limit = quota["submissions_per_second"]
+    if limit and admitted:
+        admitted, refused = _per_second(caller.pk, admitted, limit)
+        if refused:
+            refusal = QuotaExceeded(
+                f"quota submissions_per_second={limit} reached in region {settings.REGION_ID}; retry in a second",
+                retry_after=1, quota="submissions_per_second", limit=limit)
+    return admitted, refusal
+
+
+def _per_second(caller_id, count: int, limit: int) -> tuple[int, bool]:
+    key = liveness.key(f"quota:{caller_id}:{int(time.time())}")
+    try:
+        pipe = liveness.client().pipeline()
+        pipe.incrby(key, count)
+        pipe.expire(key, 2)
+        used = pipe.execute()[0]
+        admitted = max(0, min(count, limit - (used - count)))
+        if admitted < count:
+            liveness.client().decrby(key, count - admitted)  # what is refused spends nothing
+    except liveness.RedisError:
+        return count, False  # no counter, no limit: accepting beats refusing while Redis is away
+    return admitted, admitted < count
