@@ -138,3 +138,17 @@ def test_another_callers_task_runs_after_one_window_of_a_flood_not_after_the_flo
     assert started_before <= 12, (started_before, held)
     wait_for(lambda: region.db_query("SELECT count(*) FROM regions_task WHERE capability = 'sleep' "
                                      "AND status <> 'succeeded'")[0][0] == 0, 60, what="the flood done")
+
+
+def test_claims_refill_a_quarter_window_at_a_time(window, settings, sent, django_capture_on_commit_callbacks):
+    settings.TENANT_WINDOW_MIN = 8
+    user, _ = factories.caller("flooder")
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks = [r.task for r in task_submit_batch(submitted_by=user, items=[{"capability": "echo"}] * 12)]
+    assert len(sent) == 8
+    with django_capture_on_commit_callbacks(execute=True):
+        task_claim(task_id=tasks[0].id, attempt=1, agent_id="a0")
+    assert len(sent) == 8  # one place free: not yet
+    with django_capture_on_commit_callbacks(execute=True):
+        task_claim(task_id=tasks[1].id, attempt=1, agent_id="a0")
+    assert len(sent) == 10 and Task.objects.filter(held=True).count() == 2

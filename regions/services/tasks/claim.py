@@ -60,7 +60,7 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
                          claim_id=claim_id, now=now)
         if row is not None:
             if row[4]:  # the claim left room in its caller's window, and something waits for it
-                release_held(submitted_by_id=row[3], capability=row[0])
+                release_held(submitted_by_id=row[3], capability=row[0], refill=True)
             return _granted(task_id=task_id, attempt=attempt, agent_id=agent_id, capability=row[0],
                             payload=json.loads(row[1]) if isinstance(row[1], str) else row[1], timeout=row[2])
         claimed = 0
@@ -82,7 +82,7 @@ def task_claim(*, task_id: str, attempt: int, agent_id: str, capabilities: list[
     task = Task.objects.only("capability", "payload", "timeout", "submitted_by_id", "target_agent").get(id=task_id)
     if claimed and not task.target_agent and held_exists(submitted_by_id=task.submitted_by_id,
                                                          capability=task.capability):
-        release_held(submitted_by_id=task.submitted_by_id, capability=task.capability)
+        release_held(submitted_by_id=task.submitted_by_id, capability=task.capability, refill=True)
     return _granted(task_id=task_id, attempt=attempt, agent_id=agent_id, capability=task.capability,
                     payload=task.payload, timeout=task.timeout)
 

@@ -91,15 +91,18 @@ def hold_beyond_window(tasks: list[Task]) -> None:
         task.status_reason = task.status_reason or HELD_REASON.format(window=window, capability=task.capability)
 
 
-def release_held(*, submitted_by_id, capability: str) -> int:
+def release_held(*, submitted_by_id, capability: str, refill: bool = False) -> int:
     """Send as many of the tenant's held tasks of `capability` as its window has
     room for, highest priority and oldest first. Concurrent releases skip each
     other's rows; the sends go out after the commit (a refused one is left to
-    the outbox sweeper)."""
+    the outbox sweeper). refill (a claim): only once a quarter of the window is
+    free, so a busy capability sends its held tasks several at a time on one
+    connection, not one per claim; three quarters of a window still feed the
+    agents meanwhile."""
     window = tenant_window(capability) if windowing() else 10 ** 6
     with transaction.atomic():
         room = window - window_used(submitted_by_id=submitted_by_id, capability=capability, window=window)
-        if room <= 0:
+        if room < (max(1, window // 4) if refill else 1):
             return 0
         ids = list(Task.objects.filter(held=True, submitted_by_id=submitted_by_id, capability=capability,
                                        status__in=WINDOWED)
