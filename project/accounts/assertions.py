@@ -78,38 +78,33 @@ def _b64decode(text: str) -> bytes:
 
 # --- keys -------------------------------------------------------------------
 
-def private_key_load(value: str) -> Ed25519PrivateKey:
-    """A PEM (PKCS#8) Ed25519 private key, or its 32 raw bytes in base64."""
+def _key_load(value: str, *, private: bool, setting: str):
+    """A PEM Ed25519 key (PKCS#8 private, SubjectPublicKeyInfo public), or its
+    32 raw bytes in base64; errors name the setting it came from."""
     value = value.strip()
+    kind = Ed25519PrivateKey if private else Ed25519PublicKey
+    what = "private" if private else "public"
     if value.startswith("-----BEGIN"):
-        key = serialization.load_pem_private_key(value.encode(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError("ROUTER_SIGNING_KEY: not an Ed25519 private key")
+        key = (serialization.load_pem_private_key(value.encode(), password=None) if private
+               else serialization.load_pem_public_key(value.encode()))
+        if not isinstance(key, kind):
+            raise ValueError(f"{setting}: not an Ed25519 {what} key")
         return key
     try:
         raw = base64.b64decode(value, validate=True)
     except binascii.Error as exc:
-        raise ValueError("ROUTER_SIGNING_KEY: neither a PEM key nor base64") from exc
+        raise ValueError(f"{setting}: neither a PEM key nor base64") from exc
     if len(raw) != 32:
-        raise ValueError("ROUTER_SIGNING_KEY: an Ed25519 raw key is 32 bytes")
-    return Ed25519PrivateKey.from_private_bytes(raw)
+        raise ValueError(f"{setting}: an Ed25519 raw {what} key is 32 bytes")
+    return kind.from_private_bytes(raw) if private else kind.from_public_bytes(raw)
+
+
+def private_key_load(value: str) -> Ed25519PrivateKey:
+    return _key_load(value, private=True, setting="ROUTER_SIGNING_KEY")
 
 
 def public_key_load(value: str) -> Ed25519PublicKey:
-    """A PEM (SubjectPublicKeyInfo) Ed25519 public key, or its 32 raw bytes in base64."""
-    value = value.strip()
-    if value.startswith("-----BEGIN"):
-        key = serialization.load_pem_public_key(value.encode())
-        if not isinstance(key, Ed25519PublicKey):
-            raise ValueError("ROUTER_PUBLIC_KEYS: not an Ed25519 public key")
-        return key
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except binascii.Error as exc:
-        raise ValueError("ROUTER_PUBLIC_KEYS: neither a PEM key nor base64") from exc
-    if len(raw) != 32:
-        raise ValueError("ROUTER_PUBLIC_KEYS: an Ed25519 raw public key is 32 bytes")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    return _key_load(value, private=False, setting="ROUTER_PUBLIC_KEYS")
 
 
 def keypair_generate() -> tuple[str, str]:
