@@ -44,7 +44,10 @@ SECURITY_SCHEMES = {
                          "A registration token (`manage.py create_registration_token`, at the router "
                          "`manage.py router_add_registration_token`): lets an agent join. At a region, "
                          "the router's registration grant (`mra_…`, from the router's register_agent "
-                         "answer) works too, for the agent id it names only."},
+                         "answer) works too, for the agent id it names only. A token may have a number of "
+                         "uses (`--max-uses`) and an expiry (`--expires-in`): past them it is refused with "
+                         "401 token_used_up or token_expired; more than REGISTRATION_RATE_PER_TOKEN "
+                         "registrations a minute with one token: 429 with Retry-After."},
     ROUTER_ASSERTION: {**_BEARER, "bearerFormat": "mra_…", "description":
                        "The router's assertion for a caller it forwards (signed with the router's Ed25519 key, "
                        "for this region, this body, once, for seconds): never made by hand. Refused with 401 "

@@ -296,6 +296,11 @@ TASK_RETRY_BACKOFF_MAX = env.float("TASK_RETRY_BACKOFF_MAX", default=300.0)
 TASK_WAIT_DEADLINE = env.int("TASK_WAIT_DEADLINE", default=3 * 3600)
 # A registration token accepted in addition to those in the database (bootstrap/demo).
 AGENT_REGISTRATION_TOKEN = env.str("AGENT_REGISTRATION_TOKEN", default="")
+# At most this many registrations per minute with one registration token (a region's
+# at the region, the router's where the router places agents), counted in Redis: over
+# it, 429 with Retry-After. 0: no limit. Redis down: no limit. The bootstrap token
+# above is not limited.
+REGISTRATION_RATE_PER_TOKEN = env.int("REGISTRATION_RATE_PER_TOKEN", default=60)
 
 # --- Region <-> router ------------------------------------------------------
 # Where this region pushes its summary (empty: no router, the region runs alone).

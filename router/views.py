@@ -14,8 +14,8 @@ from project.schema import FORWARDED, errors
 from project.validation import CAPABILITY_RE, LABEL_RE, AgentIdentitySerializer
 from router import inputs, selectors
 from router.services.forwarding import Caller, task_batch_forward, task_forward, task_redirect
-from router.services.regions import registration_grant
-from router.services.routing import region_pick, route
+from router.services.placement import agent_place
+from router.services.routing import route
 from router.services.summaries import summary_ingest
 from router.authentication import RegionTokenAuthentication, RegistrationTokenAuthentication
 from wire.endpoints import REGISTER, REGISTRATION_GRANT
@@ -42,16 +42,15 @@ class RegisterAgentApi(APIView):
     class InputSerializer(AgentIdentitySerializer):
         region = serializers.SlugField(max_length=64, required=False, help_text="explicit region hint")
 
-    @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 503)})
+    @extend_schema(request=InputSerializer, responses={200: dict, **errors(400, 401, 403, 429, 503)})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        region = region_pick(capabilities=data.validated_data["capabilities"],
-                             hint=data.validated_data.get("region"),
-                             client_ip=_client_ip(request),
-                             allowed=selectors.region_allowed(request.auth.regions))
         agent_id = data.validated_data["agent_id"]
-        grant = registration_grant(region_id=region.region_id, agent_id=agent_id)
+        placement = agent_place(token=request.auth, agent_id=agent_id,
+                                capabilities=data.validated_data["capabilities"],
+                                hint=data.validated_data.get("region"), client_ip=_client_ip(request))
+        region, grant = placement.region, placement.grant
         return Response({
             "message": f"Agent {agent_id} should join region {region.region_id}.",
             "agent_id": agent_id,

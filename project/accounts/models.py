@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 # What an API key may do (project/accounts/scopes.py); one Django permission each
@@ -49,13 +50,20 @@ class ApiKey(models.Model):
 
 
 class HashedToken(models.Model):
-    """A bearer token known only by its digest (registration tokens of both roles)."""
+    """A bearer token known only by its digest (registration tokens of both roles),
+    bounded by a number of uses and an expiry chosen when it is made
+    (project/accounts/registration.py spends and checks them)."""
 
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16)
     token_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    max_uses = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
+                                           help_text="registrations it may make; empty means unlimited")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="refused from then on; empty means never")
+    uses = models.PositiveIntegerField(default=0, help_text="registrations made with it (counted, not editable)")
+    last_used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         abstract = True

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from console.shown_once import ShownOnceAdmin
 from project.accounts.audit import audit_record
+from project.accounts.registration import bounds_describe, uses_describe
 from regions.models import RegistrationToken
 from regions.services.agents.registry import registration_token_create
 
@@ -15,24 +16,36 @@ class RegistrationTokenAdmin(ShownOnceAdmin):
     """Added through the service (a token is generated, only its digest kept) and
     shown once; a row added with a form alone would hold no token at all."""
 
-    list_display = ("name", "prefix", "created_at", "revoked_at")
-    readonly_fields = ("prefix", "token_hash", "created_at")
+    list_display = ("name", "prefix", "uses_text", "expires_at", "last_used_at", "created_at", "revoked_at")
+    readonly_fields = ("prefix", "token_hash", "created_at", "uses_text", "last_used_at")
 
     def get_fields(self, request, obj=None):
-        return ["name"] if obj is None else ["name", "prefix", "created_at", "revoked_at"]
+        bounds = ["max_uses", "expires_at"]
+        return ["name", *bounds] if obj is None else ["name", "prefix", "created_at", "revoked_at", *bounds,
+                                                      "uses_text", "last_used_at"]
 
     def save_model(self, request, obj, form, change):
         if change:
-            super().save_model(request, obj, form, change)
-            if "revoked_at" in form.changed_data:
-                audit_record(action="token.revoke" if obj.revoked_at else "token.unrevoke",
-                             target=f"registration token {obj.name} ({obj.prefix}…)", request=request)
+            # Only what the form changed: `uses` is counted by registrations meanwhile.
+            changed = [f for f in ("name", "revoked_at", "max_uses", "expires_at") if f in form.changed_data]
+            if changed:
+                obj.save(update_fields=changed)
+            target = f"registration token {obj.name} ({obj.prefix}…)"
+            if "revoked_at" in changed:
+                audit_record(action="token.revoke" if obj.revoked_at else "token.unrevoke", target=target,
+                             request=request)
+            if {"max_uses", "expires_at"} & set(changed):
+                audit_record(action="token.update", target=target, request=request,
+                             detail=bounds_describe(max_uses=obj.max_uses, expires_at=obj.expires_at))
             return
         self.spend_ticket(request)
-        token, raw = registration_token_create(name=form.cleaned_data["name"])
+        token, raw = registration_token_create(name=form.cleaned_data["name"],
+                                               max_uses=form.cleaned_data.get("max_uses"),
+                                               expires_at=form.cleaned_data.get("expires_at"))
         obj.pk, obj.prefix, obj.token_hash, obj.created_at = token.pk, token.prefix, token.token_hash, token.created_at
         obj._state.adding, obj._state.db = False, token._state.db
-        self.record_made(request, action="token.create", target=f"registration token {obj.name} ({obj.prefix}…)")
+        self.record_made(request, action="token.create", target=f"registration token {obj.name} ({obj.prefix}…)",
+                         detail=bounds_describe(max_uses=token.max_uses, expires_at=token.expires_at))
         request._meridian_tokens = [(obj.name, raw)]
 
     def response_add(self, request, obj, post_url_continue=None):
@@ -42,3 +55,7 @@ class RegistrationTokenAdmin(ShownOnceAdmin):
             hint="Agents trade it for a credential of their own: manage.py run_agent --registration-token … "
                  "(or AGENT_REGISTRATION_TOKEN in their environment).",
             back=reverse("admin:regions_registrationtoken_changelist"))
+
+    @admin.display(description="uses")
+    def uses_text(self, token):
+        return uses_describe(token)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import BasePermission
 from rest_framework.settings import api_settings
 
@@ -21,14 +21,17 @@ from project.accounts.authentication import (
 )
 from project.exceptions import credential_refusals
 from regions.services.agent_auth import AgentCaller, agent_caller
-from regions.services.agents.registry import agent_authenticate, registration_token_valid
+from regions.services.agents.registry import agent_authenticate, registration_token_check
 from regions.services.config.current import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.router_assertions import forwarded_caller, registration_grant_check
 
 
 class RegistrationTokenAuthentication(BearerAuthentication):
-    """One of this region's registration tokens, or the router's registration
-    grant (`mra_…`) for exactly the agent id in the body (request.auth: the grant)."""
+    """One of this region's registration tokens (request.auth: the
+    RegistrationToken, None for the bootstrap token of the settings), or the
+    router's registration grant (`mra_…`) for exactly the agent id in the body
+    (request.auth: the grant). An expired token is refused here; its uses and
+    rate are spent by the registration."""
 
     scheme = REGISTRATION_TOKEN
 
@@ -39,9 +42,8 @@ class RegistrationTokenAuthentication(BearerAuthentication):
                 grant = registration_grant_check(raw=raw, agent_id=data.get("agent_id") if isinstance(
                     data, dict) else None)
             return Principal(), grant
-        if not registration_token_valid(raw):
-            raise AuthenticationFailed("A valid registration token is required (Authorization: Bearer …).")
-        return Principal(), None
+        with credential_refusals():
+            return Principal(), registration_token_check(raw)
 
 
 class RouterAssertionAuthentication(BearerAuthentication):

@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from console.formatting import exact_time
 from console.shown_once import ShownOnceAdmin
 from project.accounts.audit import audit_record
+from project.accounts.registration import bounds_describe, uses_describe
 from router.admin.formatting import LabelsField
 from router.models import RegistrationToken
 from router.services.regions import registration_token_create, registration_token_revoke
@@ -20,34 +21,41 @@ class RegistrationTokenForm(forms.ModelForm):
 
     class Meta:
         model = RegistrationToken
-        fields = ["name", "regions"]
+        fields = ["name", "regions", "max_uses", "expires_at"]
 
 
 @admin.register(RegistrationToken)
 class RegistrationTokenAdmin(ShownOnceAdmin):
     form = RegistrationTokenForm
-    list_display = ("name", "prefix_text", "regions", "created_exact", "revoked_exact")
+    list_display = ("name", "prefix_text", "regions", "uses_text", "expires_exact", "created_exact",
+                    "revoked_exact")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
-    readonly_fields = ("prefix_text", "created_exact", "revoked_exact")
+    readonly_fields = ("prefix_text", "created_exact", "revoked_exact", "uses_text", "last_used_exact")
     actions = ["revoke"]
 
     def get_fields(self, request, obj=None):
-        return ["name", "regions"] if obj is None else ["name", "regions", "prefix_text", "created_exact",
-                                                        "revoked_exact"]
+        editable = ["name", "regions", "max_uses", "expires_at"]
+        return editable if obj is None else [*editable, "uses_text", "last_used_exact", "prefix_text",
+                                             "created_exact", "revoked_exact"]
 
     def save_model(self, request, obj, form, change):
         if change:
-            obj.save(update_fields=["name", "regions"])
+            # Not `uses`: placements count it meanwhile.
+            obj.save(update_fields=["name", "regions", "max_uses", "expires_at"])
             audit_record(action="token.update", target=f"registration token {obj.name} ({obj.prefix}…)",
-                         request=request, detail=f"regions: {obj.regions or 'every region'}")
+                         request=request, detail=f"regions: {obj.regions or 'every region'}; "
+                                                 f"{bounds_describe(max_uses=obj.max_uses, expires_at=obj.expires_at)}")
             return
         self.spend_ticket(request)
         token, raw = registration_token_create(name=form.cleaned_data["name"],
-                                               regions=form.cleaned_data["regions"])
+                                               regions=form.cleaned_data["regions"],
+                                               max_uses=form.cleaned_data.get("max_uses"),
+                                               expires_at=form.cleaned_data.get("expires_at"))
         obj.pk, obj.prefix, obj.token_hash = token.pk, token.prefix, token.token_hash
         obj._state.adding, obj._state.db = False, token._state.db
         self.record_made(request, action="token.create", target=f"registration token {token.name} ({token.prefix}…)",
-                         detail=f"regions: {', '.join(token.regions) or 'every region'}")
+                         detail=f"regions: {', '.join(token.regions) or 'every region'}; "
+                                f"{bounds_describe(max_uses=token.max_uses, expires_at=token.expires_at)}")
         request._meridian_tokens = [(token.name, raw)]
 
     def response_add(self, request, obj, post_url_continue=None):
@@ -79,3 +87,15 @@ class RegistrationTokenAdmin(ShownOnceAdmin):
     @admin.display(description="revoked", ordering="revoked_at")
     def revoked_exact(self, token):
         return exact_time(token.revoked_at) if token.revoked_at else "—"
+
+    @admin.display(description="uses")
+    def uses_text(self, token):
+        return uses_describe(token)
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires_exact(self, token):
+        return exact_time(token.expires_at) if token.expires_at else "never"
+
+    @admin.display(description="last used", ordering="last_used_at")
+    def last_used_exact(self, token):
+        return exact_time(token.last_used_at) if token.last_used_at else "—"

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from project.accounts import registration
 from project.accounts.assertions import REGISTER, assertion_sign, router_signing_key
 from project.accounts.tokens import token_generate, token_hash
 from router import inputs
@@ -102,6 +104,7 @@ def registration_token_check(raw: str | None) -> RegistrationToken:
     tok = RegistrationToken.objects.filter(token_hash=token_hash(raw), revoked_at__isnull=True).first()
     if tok is None:
         raise Unauthenticated("Invalid or revoked registration token.")
+    registration.token_expiry_check(tok)  # its uses are spent where an agent is placed (services.placement)
     return tok
 
 
@@ -146,11 +149,15 @@ def region_token_rotate(*, region_id: str) -> tuple[Region, str]:
     return region, raw
 
 
-def registration_token_create(*, name: str, regions: list[str] | None = None,
-                              token: str | None = None) -> tuple[RegistrationToken, str]:
+def registration_token_create(*, name: str, regions: list[str] | None = None, token: str | None = None,
+                              max_uses: int | None = None, expires_at: datetime | None = None,
+                              ) -> tuple[RegistrationToken, str]:
+    """max_uses, expires_at: None is unlimited, never. Again with the same `token`:
+    its name, regions and bounds are replaced; the uses counted so far stay."""
     raw = token or token_generate("mrt")
     tok, _ = RegistrationToken.objects.update_or_create(
-        token_hash=token_hash(raw), defaults={"name": name, "prefix": raw[:10], "regions": regions or []}
+        token_hash=token_hash(raw), defaults={"name": name, "prefix": raw[:10], "regions": regions or [],
+                                              "max_uses": max_uses, "expires_at": expires_at}
     )
     return tok, raw
 

@@ -19,7 +19,7 @@ from project.schema import AGENT_TOKEN_PARAMETER, errors
 from project.validation import AgentIdentitySerializer, JsonObjectField, StrictCharField
 from regions.api.authentication import AgentTokenAuthentication, RegistrationTokenAuthentication
 from regions.api.views.common import LIVENESS_DOWN
-from regions.models import Agent
+from regions.models import Agent, RegistrationToken
 from regions.services import liveness
 from regions.services.agents.heartbeat import fleet_size, heartbeat_record
 from regions.services.agents.registry import agent_authenticate, agent_deregister, agent_queues, agent_register
@@ -60,12 +60,14 @@ class AgentRegisterApi(APIView):
             return attrs
 
     @extend_schema(request=InputSerializer, parameters=[AGENT_TOKEN_PARAMETER],
-                   responses={201: dict, **errors(400, 401, 403, 409, 503)})
+                   responses={201: dict, **errors(400, 401, 403, 409, 429, 503)})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            reg = agent_register(**data.validated_data, current_token=request.headers.get(AGENT_TOKEN_HEADER))
+            reg = agent_register(**data.validated_data, current_token=request.headers.get(AGENT_TOKEN_HEADER),
+                                 registration_token=request.auth if isinstance(request.auth, RegistrationToken)
+                                 else None)
         except liveness.RedisError as exc:
             raise ServiceUnavailable(LIVENESS_DOWN) from exc  # with Retry-After, as every 503
         try:  # what the heartbeat replies will say for this fleet (the chatter budget)

@@ -6,12 +6,14 @@ import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from project.accounts import registration
 from project.accounts.tokens import token_generate, token_hash
 from project.exceptions import Refused
 from regions.models import Agent, RegistrationToken
@@ -61,25 +63,45 @@ def report_key_for(*, agent_id: str, token_digest: str) -> str:
     return hmac.new(settings.SECRET_KEY.encode(), msg, hashlib.sha256).hexdigest()
 
 
-def registration_token_valid(raw: str | None) -> bool:
+def registration_token_check(raw: str | None) -> RegistrationToken | None:
+    """The registration token `raw` names, if it may still be used: the row, or
+    None for the bootstrap token of the settings (AGENT_REGISTRATION_TOKEN, no
+    row and no bounds). Unknown or revoked: AuthError; expired: TokenExpired.
+    Whether a use is left is decided when one is spent (agent_register): an
+    agent re-registering with its own credential spends none."""
     if not raw:
-        return False
+        raise AuthError("A valid registration token is required (Authorization: Bearer …).")
     if settings.AGENT_REGISTRATION_TOKEN and hmac.compare_digest(raw, settings.AGENT_REGISTRATION_TOKEN):
-        return True
-    return RegistrationToken.objects.filter(token_hash=token_hash(raw), revoked_at__isnull=True).exists()
+        return None
+    tok = RegistrationToken.objects.filter(token_hash=token_hash(raw), revoked_at__isnull=True).first()
+    if tok is None:
+        raise AuthError("A valid registration token is required (Authorization: Bearer …).")
+    registration.token_expiry_check(tok)
+    return tok
 
 
-def registration_token_create(*, name: str, raw: str | None = None) -> tuple[RegistrationToken, str]:
-    """raw: a value chosen by the caller (the same token the router knows), else a new one."""
+def registration_token_valid(raw: str | None) -> bool:
+    try:
+        registration_token_check(raw)
+    except Refused:
+        return False
+    return True
+
+
+def registration_token_create(*, name: str, raw: str | None = None, max_uses: int | None = None,
+                              expires_at: datetime | None = None) -> tuple[RegistrationToken, str]:
+    """raw: a value chosen by the caller (the same token the router knows), else a
+    new one. max_uses, expires_at: None is unlimited, never."""
     raw = raw or token_generate("mrt")
-    tok = RegistrationToken.objects.create(name=name, prefix=raw[:10], token_hash=token_hash(raw))
+    tok = RegistrationToken.objects.create(name=name, prefix=raw[:10], token_hash=token_hash(raw),
+                                           max_uses=max_uses, expires_at=expires_at)
     return tok, raw
 
 
 def agent_register(
     *, agent_id: str, capabilities: list[str], version: str = "", hostname: str = "",
     kind: str = "celery", concurrency: int = 1, handlers: dict[str, dict] | None = None,
-    current_token: str | None = None,
+    current_token: str | None = None, registration_token: RegistrationToken | None = None,
 ) -> Registration:
     """Create or re-register an agent and issue it a fresh credential.
 
@@ -90,6 +112,10 @@ def agent_register(
     offline or stopped may be taken over with the registration token alone. (An
     agent restarting after kill -9, its entry still online, sends the token it
     saved.)
+
+    registration_token: the token presented (None for the router's grant or the
+    bootstrap token of the settings): rate-limited per token, and one of its uses
+    is spent unless the agent proves it already holds its credential.
     """
     config = config_current()
     if config.agent_blocked(agent_id):
@@ -98,6 +124,10 @@ def agent_register(
     if floor and version_tuple(version or "0") < version_tuple(floor):
         raise ForbiddenError(f"Agent version {version or 'unknown'} is below the minimum {floor} required by "
                              f"configuration {config.sha[:12]}; upgrade the agent.")
+    if registration_token is not None:
+        # Before anything is written; a registration refused above spends none of the rate.
+        registration.rate_check(key=liveness.key(f"regrate:{registration_token.pk}"),
+                                per_minute=settings.REGISTRATION_RATE_PER_TOKEN)
     raw = token_generate("mat")
     digest = token_hash(raw)
     now = timezone.now()
@@ -118,6 +148,11 @@ def agent_register(
                 agent_ids=[agent_id], reason="agent re-registered (restarted)"))
         if agent.desired == Agent.Desired.STOPPED:
             raise ForbiddenError(f"Agent {agent_id} is revoked; an operator must re-admit it.")
+        holds_credential = not created and bool(agent.token_hash) and bool(current_token) and hmac.compare_digest(
+            agent.token_hash, token_hash(current_token))
+        if registration_token is not None and not holds_credential:
+            # In this transaction: a registration that fails below gives its use back.
+            registration.token_use(registration_token)
         # A drained agent that is started again comes back active; a cordon stays.
         desired = Agent.Desired.ACTIVE if agent.desired == Agent.Desired.DRAINING else agent.desired
         agent.capabilities = sorted(set(capabilities))
