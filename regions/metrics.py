@@ -24,6 +24,10 @@ class RegionCollector:
         for status in Task.Status.values:
             tasks.add_metric([region, status], counts.get(status, 0))
         yield tasks
+        held = GaugeMetricFamily("meridian_tasks_held", "Tasks held beyond their caller's fair share of a "
+                                 "capability (sent as the caller's earlier tasks start)", labels=["region"])
+        held.add_metric([region], Task.objects.filter(held=True, status__in=Task.PENDING).count())
+        yield held
         up = GaugeMetricFamily("meridian_liveness_up", "1 when the liveness store (Redis) answers", labels=["region"])
         live = GaugeMetricFamily("meridian_agents_live", "Agents heartbeating within the TTL", labels=["region"])
         hold = GaugeMetricFamily("meridian_eviction_hold", "1 while mass eviction is held", labels=["region"])

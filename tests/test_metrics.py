@@ -4,6 +4,7 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
+from regions.models import Task
 from router.services.regions import region_create
 from router.services.summaries import summary_ingest
 from tests import factories
@@ -42,8 +43,10 @@ def test_region_metrics_need_the_metrics_token_or_a_key_that_reads_the_fleet(red
 def test_region_metrics_count_agents_tasks_and_liveness(redis_clean, settings):
     settings.METRICS_TOKEN = "scrape-me"
     factories.agent("a1")
+    Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED, held=True)
     body = scrape(token="scrape-me").content.decode()
     assert 'meridian_agents{region="unit-1",status="online"} 1.0' in body
+    assert 'meridian_tasks_held{region="unit-1"} 1.0' in body
     assert 'meridian_liveness_up{region="unit-1"} 1.0' in body
     assert 'meridian_agents_live{region="unit-1"} 1.0' in body
     assert "meridian_config_info" in body
