@@ -315,6 +315,11 @@ SUMMARY_INTERVAL = env.float("SUMMARY_INTERVAL", default=60.0)
 ROUTER_FORWARD_CONNECT_TIMEOUT = env.float("ROUTER_FORWARD_CONNECT_TIMEOUT", default=2.0)
 ROUTER_FORWARD_BUDGET_SECONDS = env.float("ROUTER_FORWARD_BUDGET_SECONDS", default=10.0)
 ROUTER_TRUST_FORWARDED_FOR = env.bool("ROUTER_TRUST_FORWARDED_FOR", default=False)
+# Forwards a region refused (429, 503, 401), did not answer or failed (5xx), or could
+# not be reached count against its rank (docs/api.md, the router): they weigh half after a
+# quarter of this window, and none once its latest failure is this old, so a region
+# that recovers regains its rank within the window.
+ROUTER_FORWARD_PENALTY_WINDOW_SECONDS = env.float("ROUTER_FORWARD_PENALTY_WINDOW_SECONDS", default=180.0)
 # How far ahead of the router's clock a summary may be dated (replays are refused
 # by date, so one dated far ahead would refuse the region's genuine ones).
 ROUTER_SUMMARY_MAX_SKEW_SECONDS = env.float("ROUTER_SUMMARY_MAX_SKEW_SECONDS", default=300.0)

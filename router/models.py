@@ -54,3 +54,34 @@ class AddressRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cidr} → {self.region_id}"
+
+
+class ForwardOutcomes(models.Model):
+    """How the router's forwards to a region went: lately (routing ranks by it)
+    and in all (metrics). Outcomes only, one row per region, moved by one UPDATE
+    per forward (router/services/outcomes.py): nothing of a task, its caller or
+    its payload is kept here.
+
+    `failed` and `answered` are counts that halve every quarter of
+    ROUTER_FORWARD_PENALTY_WINDOW_SECONDS (each brought to `at` before it is
+    added to); times are epoch seconds, so the decay is arithmetic any database
+    does in the UPDATE itself."""
+
+    region = models.OneToOneField(Region, on_delete=models.CASCADE, primary_key=True,
+                                  related_name="forward_outcomes")
+    failed = models.FloatField(default=0.0)
+    answered = models.FloatField(default=0.0)
+    at = models.FloatField(default=0.0, help_text="epoch seconds of the latest outcome")
+    failed_at = models.FloatField(null=True, blank=True, help_text="epoch seconds of the latest failure")
+    last_failure = models.CharField(max_length=16, blank=True, help_text="refused, unreachable, no_answer or error")
+    answered_total = models.PositiveBigIntegerField(default=0)
+    refused_total = models.PositiveBigIntegerField(default=0)
+    unreachable_total = models.PositiveBigIntegerField(default=0)
+    no_answer_total = models.PositiveBigIntegerField(default=0)
+    error_total = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "forward outcomes"
+
+    def __str__(self) -> str:
+        return f"forward outcomes of {self.region_id}"

@@ -24,18 +24,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from router import inputs
-from router.models import Region
+from router.models import ForwardOutcomes, Region
 
 DIRECTORY_CHECK_SECONDS = 0.5
 STALE_AFTER_INTERVALS = 3
 # Summaries committed out of order by concurrent requests: look back this far.
 _LOOKBACK = timedelta(seconds=5)
 _lock = threading.Lock()
-_cache: dict = {"shape": None, "last": None, "regions": {}, "entries": (), "checked": -math.inf}
+_cache: dict = {"shape": None, "last": None, "regions": {}, "entries": (), "checked": -math.inf, "forwarded": None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +66,9 @@ def regions_directory() -> list[Region]:
 
 
 def _refresh(now: float) -> None:
+    # One row at most per region in forward_outcomes: the join adds no row to count.
     stats = Region.objects.aggregate(n=Count("id"), ids=Max("id"), on=Count("id", filter=Q(enabled=True)),
-                                     last=Max("received_at"))
+                                     last=Max("received_at"), forwarded=Max("forward_outcomes__at"))
     shape = (stats["n"], stats["ids"], stats["on"])
     regions = _cache["regions"]
     if shape != _cache["shape"]:
@@ -79,7 +81,9 @@ def _refresh(now: float) -> None:
             regions = {**regions, **{r.pk: directory_entry(r) for r in Region.objects.filter(pk__in=changed,
                                                                                            enabled=True)}}
     _publish(regions)
-    _cache.update(shape=shape, last=stats["last"], checked=now)
+    if stats["forwarded"] != _cache["forwarded"]:  # a forward's outcome recorded (here or elsewhere)
+        _penalties_read()
+    _cache.update(shape=shape, last=stats["last"], checked=now, forwarded=stats["forwarded"])
 
 
 def _publish(regions: dict) -> None:
@@ -105,7 +109,74 @@ def directory_put(region: Region) -> None:
 
 def regions_directory_reset() -> None:
     with _lock:
-        _cache.update(shape=None, last=None, regions={}, entries=(), checked=-math.inf)
+        _cache.update(shape=None, last=None, regions={}, entries=(), checked=-math.inf, forwarded=None)
+        _penalties.update(by_region={}, stale=False)
+
+
+# --- forward outcomes as routing reads them ------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ForwardPenalty:
+    """A region whose forwards failed within ROUTER_FORWARD_PENALTY_WINDOW_SECONDS."""
+
+    rate: float  # of its recent forwards, the share that failed (each weighed by its age)
+    last_failure: str  # router.services.outcomes.FAILURES
+    failed_at: float  # epoch seconds
+
+
+_penalties: dict = {"by_region": {}, "stale": False}
+
+
+def forward_penalties() -> dict[int, ForwardPenalty]:
+    """{region pk: ForwardPenalty} of the regions whose latest failed forward is
+    within ROUTER_FORWARD_PENALTY_WINDOW_SECONDS, as of the directory (call
+    directory_entries first). The directory's check reads them again only when
+    a forward's outcome was recorded since (the newest outcome's time rides on
+    its aggregate): no query of its own while nothing is forwarded."""
+    if _penalties["stale"]:
+        _penalties_read()
+    by_region = _penalties["by_region"]
+    if not by_region:
+        return by_region
+    since = time.time() - float(settings.ROUTER_FORWARD_PENALTY_WINDOW_SECONDS)
+    return {pk: penalty for pk, penalty in by_region.items() if penalty.failed_at >= since}
+
+
+def forward_penalties_reset() -> None:
+    """This process recorded an outcome: its next routing query reads them again."""
+    _penalties["stale"] = True
+
+
+def _penalties_read() -> None:
+    _penalties["stale"] = False
+    since = time.time() - float(settings.ROUTER_FORWARD_PENALTY_WINDOW_SECONDS)
+    rows = ForwardOutcomes.objects.filter(failed_at__gte=since)
+    _penalties["by_region"] = {row.region_id: penalty for row in rows
+                               if (penalty := forward_penalty(row, since=since))}
+
+
+def forward_penalty(row: ForwardOutcomes | None, *, since: float | None = None) -> ForwardPenalty | None:
+    """The row's penalty, None when no forward failed since `since` (by default
+    the window back from now). Bounded as read: the row may come from SQL."""
+    if since is None:
+        since = time.time() - float(settings.ROUTER_FORWARD_PENALTY_WINDOW_SECONDS)
+    if row is None or row.failed_at is None or not row.failed_at >= since:
+        return None
+    failed, answered = max(row.failed, 0.0), max(row.answered, 0.0)
+    rate = failed / (failed + answered) if failed + answered > 0 else 1.0
+    if not 0.0 <= rate <= 1.0:  # NaN or infinities written by hand
+        rate = 1.0
+    return ForwardPenalty(rate=rate, last_failure=row.last_failure, failed_at=row.failed_at)
+
+
+def region_forward_penalty(region: Region) -> ForwardPenalty | None:
+    """The admin's and the metrics' read, from a region fetched with
+    select_related("forward_outcomes")."""
+    try:
+        row = region.forward_outcomes
+    except ForwardOutcomes.DoesNotExist:
+        return None
+    return forward_penalty(row)
 
 
 def directory_entry(region: Region) -> DirectoryEntry:

@@ -1,7 +1,10 @@
 """The region directory: regions added, changed and re-keyed through the services."""
 from __future__ import annotations
 
+import time
+
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -105,7 +108,8 @@ SUMMARY_FIELDS = ("available_agents", "capacity_table", "last_updated_exact", "r
 @admin.register(Region)
 class RegionAdmin(ShownOnceAdmin):
     list_display = ("region_id", "orchestrator", "label_list", "freshness", "agents", "capacity",
-                    "config", "enabled")
+                    "forwards", "config", "enabled")
+    list_select_related = ("forward_outcomes",)
     list_filter = ("enabled", ConfigFilter)
     search_fields = ("region_id", "orchestrator_url")
     inlines = [AddressRuleInline]
@@ -237,6 +241,16 @@ class RegionAdmin(ShownOnceAdmin):
         if len(caps) > CAPACITY_IN_LIST:
             items = format_html("{} · +{} more", items, len(caps) - CAPACITY_IN_LIST)
         return items or "—"
+
+    @admin.display(description="forwards lately")
+    def forwards(self, region):
+        penalty = selectors.region_forward_penalty(region)
+        if penalty is None:
+            return "—"
+        return format_html('<span class="mrd-forwards" title="ranked lower by it until none fails for {} s">'
+                           "{}% failed · last {} {}</span>",
+                           f"{settings.ROUTER_FORWARD_PENALTY_WINDOW_SECONDS:g}", round(penalty.rate * 100),
+                           penalty.last_failure, age_text(time.time() - penalty.failed_at))
 
     @admin.display(description="capacity")
     def capacity_table(self, region):

@@ -13,6 +13,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from project.accounts.assertions import FORWARD, assertion_sign, router_signing_key
 from router.selectors import directory_entries
+from router.services.outcomes import forward_outcome_of_status, forward_outcome_record
 from router.services.refusals import ForwardBudgetSpent, ForwardUncertain, NoRegion, NoSigningKey, NotFound
 from router.services.routing import route, route_all
 
@@ -90,7 +91,10 @@ def _forward(*, candidates: list[dict], path: str, key: str, body: bytes, caller
                                      headers={"Authorization": f"Bearer {assertion}",
                                               "Content-Type": "application/json"})
         except requests.RequestException as exc:
-            if _never_sent(exc):
+            never_sent = _never_sent(exc)
+            forward_outcome_record(region_id=candidate["region_id"],
+                                   outcome="unreachable" if never_sent else "no_answer")
+            if never_sent:
                 # Not connected: the region never saw the task, the next one may take it.
                 errors[candidate["region_id"]] = f"unreachable: {exc.__class__.__name__}"
                 continue
@@ -105,6 +109,10 @@ def _forward(*, candidates: list[dict], path: str, key: str, body: bytes, caller
                 f"\"{candidate['region_id']}\"). An unpinned retry here may pick another region and run it twice.",
                 region_id=candidate["region_id"], regional_orchestrator_url=candidate["orchestrator_url"],
                 retry_with={"region": candidate["region_id"]}) from exc
+        # A refusal (429, 503) or an error answer goes back to the caller as it is: the
+        # region answered, and whether it kept the task only it can say.
+        forward_outcome_record(region_id=candidate["region_id"],
+                               outcome=forward_outcome_of_status(response.status_code))
         try:
             data = response.json()
         except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses

@@ -13,7 +13,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from router.models import AddressRule, Region
-from router.selectors import DirectoryEntry, capability_counts, directory_entries, region_is_stale
+from router.selectors import (DirectoryEntry, ForwardPenalty, capability_counts, directory_entries,
+                              forward_penalties, region_is_stale)
 from router.services.refusals import Forbidden, NoRegion, RouterError
 
 logger = logging.getLogger("router.services")  # the router's log stream, whichever module writes
@@ -38,6 +39,11 @@ def _healthy_entries(now: datetime) -> tuple[list[DirectoryEntry], dict[str, str
     return healthy, skipped
 
 
+# More of a region's recent forwards failed than were answered: it ranks after
+# every region that answers more than it fails (and is still used when no other serves).
+FAILING_RATE = 0.5
+
+
 def region_ceiling(region: Region) -> int:
     """The most agents the region's summaries are believed for."""
     return region.capacity_ceiling or settings.ROUTER_REGION_CEILING
@@ -45,8 +51,9 @@ def region_ceiling(region: Region) -> int:
 
 def route(*, capability: str, residency: str | None = None, region: str | None = None,
           count: int = 3) -> RouteAnswer:
-    """Regions that serve the capability, ranked by idle agents for it, then by
-    freshness. Residency is a hard constraint, and so is a pinned region.
+    """Regions that serve the capability, ranked by idle agents for it (held to
+    the ceiling, weighted, less the share of recent forwards that failed), then
+    by freshness. Residency is a hard constraint, and so is a pinned region.
 
     One pass over the cached directory, one dict lookup per region: at 500
     regions x 200 capabilities a query costs well under a millisecond, and the
@@ -61,6 +68,7 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         skipped[pinned] = "no such region (or disabled)"
     not_resident = f"residency: not labelled {residency}"
     not_served = f"no agent serves {capability}"
+    penalties = forward_penalties()
     candidates = []
     for entry in entries:
         region = entry.region
@@ -75,7 +83,12 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
             if not 0 <= idle <= total <= ceiling:  # beyond what the operator believes (or a row before the bounds)
                 total = min(total, ceiling)
                 idle = min(max(idle, 0), total)
-            candidates.append(((region.weight > 0, idle * region.weight), region.received_at, region, total, idle))
+            # Larger first: not failing most forwards, weighed above 0, weighted idle agents
+            # less the share of recent forwards that failed, then the fewer failures.
+            penalty = penalties.get(region.pk) if penalties else None
+            rate = penalty.rate if penalty else 0.0
+            candidates.append(((rate <= FAILING_RATE, region.weight > 0, idle * region.weight * (1.0 - rate), -rate),
+                               region.received_at, region, total, idle, penalty))
         else:
             skipped[region.region_id] = not_served
     if not candidates:
@@ -83,8 +96,9 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         raise NoRegion(f"No eligible region for capability {capability}"
                        f"{f' with residency {residency}' if residency else ''}"
                        f"{f' in region {pinned}' if pinned else ''} ({why}).", skipped=skipped)
-    # The `count` best by (weight above 0, weighted idle, freshness), ties in region_id order:
-    # sorted(..., reverse=True)[:count]. A region weighed 0 is chosen only when no other serves.
+    # The `count` best by (that key, freshness), ties in region_id order: sorted(..., reverse=True)[:count].
+    # A region weighed 0 is chosen only when no other serves; one failing most of its
+    # forwards ranks after every region that does not.
     best = heapq.nlargest(count, candidates, key=lambda c: (c[0], c[1]))
     return RouteAnswer(regions=[{
         "region_id": region.region_id,
@@ -93,7 +107,16 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         "count": total,
         "labels": region.labels,
         "summary_age_seconds": round((now - received).total_seconds(), 3),
-    } for _, received, region, total, idle in best], skipped=skipped)
+        **_forward_failures(penalty),
+    } for _, received, region, total, idle, penalty in best], skipped=skipped)
+
+
+def _forward_failures(penalty: ForwardPenalty | None) -> dict:
+    """Why a region ranks lower than its capacity says: the share of its recent
+    forwards that failed, and how the latest failed."""
+    if penalty is None:
+        return {"forward_failure_rate": 0.0}
+    return {"forward_failure_rate": round(penalty.rate, 3), "last_forward_failure": penalty.last_failure}
 
 
 def region_pick(*, capabilities: list[str], hint: str | None, client_ip: str | None,
@@ -143,8 +166,8 @@ def region_pick(*, capabilities: list[str], hint: str | None, client_ip: str | N
 def route_all(*, capabilities: list[str], residency: str | None = None, region: str | None = None,
               count: int = 3) -> list[dict]:
     """The regions that serve every one of `capabilities`, ranked by the idle
-    agents of their scarcest capability, then by freshness (route's order for
-    one). A capability no region serves raises route's NoRegion naming it."""
+    agents of their scarcest capability less their recent forward failures,
+    then by freshness (route's order for one). A capability no region serves raises route's NoRegion naming it."""
     names = list(dict.fromkeys(capabilities))
     if len(names) == 1:
         return route(capability=names[0], residency=residency, region=region, count=count).regions
@@ -164,5 +187,11 @@ def route_all(*, capabilities: list[str], residency: str | None = None, region: 
                        f"{f' with residency {residency}' if residency else ''}"
                        f"{f' in region {region}' if region else ''}: split the batch.",
                        skipped={})
-    best = sorted((ranked[r] for r in common), key=lambda r: (-r["idle"], r["summary_age_seconds"], r["region_id"]))
+    # route's order for the scarcest capability: recent forward failures count as they do there.
+    def order(answer: dict) -> tuple:
+        rate = answer["forward_failure_rate"]
+        return (rate > FAILING_RATE, -answer["idle"] * (1.0 - rate), rate, answer["summary_age_seconds"],
+                answer["region_id"])
+
+    best = sorted((ranked[r] for r in common), key=order)
     return best[:count]
