@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('router', '0004_region_capacity_ceiling_and_weight'),
+        ('router', '0005_registration_token_bounds'),
     ]
 
     operations = [
