@@ -64,7 +64,7 @@ def forward_assertion(*, caller: Caller, region_id: str, path: str, body: bytes)
     signed statement, for that region only, of who the caller is, what it may
     do and which body it sent, good once and for ROUTER_ASSERTION_TTL_SECONDS."""
     return assertion_sign(key=signing_key(), audience=region_id, subject=caller.username, purpose=FORWARD,
-                          ttl=settings.ROUTER_ASSERTION_TTL_SECONDS, scopes=sorted(caller.scopes), body=body,
+                          ttl=settings.ROUTER_ASSERTION_TTL_SECONDS, scopes=caller.scopes, body=body,
                           method="POST", path=path)
 
 
