@@ -397,6 +397,9 @@ WAIT_HOLD_MAX_SECONDS = env.float("WAIT_HOLD_MAX_SECONDS", default=60.0)
 # Dead letters (messages a consumer dropped): kept this long, at most this many,
 # and an agent may report this many a minute (wire/deadletter.py).
 DEAD_LETTER_RETENTION_DAYS = env.int("DEAD_LETTER_RETENTION_DAYS", default=7)
+# Audit rows older than this are deleted (region: daily by beat; router: manage.py
+# audit_prune from the operator's scheduler). 0 keeps every row.
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=400)
 DEAD_LETTER_MAX_ROWS = env.int("DEAD_LETTER_MAX_ROWS", default=100_000)  # shared fairly by source
 DEAD_LETTER_AGENT_RATE_PER_MINUTE = env.int("DEAD_LETTER_AGENT_RATE_PER_MINUTE", default=60)
 

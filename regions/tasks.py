@@ -93,6 +93,14 @@ def dead_letters_prune_task() -> int:
     return dead_letters_prune(now=timezone.now())
 
 
+@shared_task(name="regions.audit_prune", ignore_result=True, acks_late=False, time_limit=300)
+@clock_job
+def audit_prune_task() -> int:
+    from project.accounts.audit import audit_prune
+
+    return audit_prune(now=timezone.now())
+
+
 @shared_task(name="regions.summary_push", ignore_result=True, acks_late=False, time_limit=30)
 @clock_job
 def summary_push_task() -> dict:

@@ -3,6 +3,7 @@ or an operator's command makes is a row (who, what, on what, when, from where,
 how it ended) and a line on the meridian.audit stream; the admin shows it
 read-only. Once, drain, revoke, cancel, retry, token changes and configuration
 left nothing behind (the admin's History was empty after actions)."""
+import io
 import re
 
 import pytest
@@ -101,3 +102,22 @@ def test_the_trail_is_read_only_in_the_admin(staff):
     page = staff.get(f"/admin/accounts/auditevent/{event.pk}/change/")
     assert page.status_code == 200 and "Save" not in page.content.decode()
     assert staff.post(f"/admin/accounts/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_rows_past_the_retention_are_pruned_and_the_rest_kept(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.AUDIT_RETENTION_DAYS = 30
+    old = AuditEvent.objects.create(actor="user ada", action="agent.drain", target="a1", outcome="done")
+    recent = AuditEvent.objects.create(actor="user ada", action="agent.drain", target="a2", outcome="done")
+    AuditEvent.objects.filter(id=old.id).update(at=timezone.now() - timedelta(days=31))
+    call_command("audit_prune", stdout=(out := io.StringIO()))
+    assert "1 audit rows" in out.getvalue()
+    assert list(AuditEvent.objects.values_list("id", flat=True)) == [recent.id]
+    settings.AUDIT_RETENTION_DAYS = 0  # keep everything
+    AuditEvent.objects.filter(id=recent.id).update(at=timezone.now() - timedelta(days=3000))
+    call_command("audit_prune", stdout=io.StringIO())
+    assert AuditEvent.objects.filter(id=recent.id).exists()

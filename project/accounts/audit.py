@@ -70,3 +70,23 @@ def audited(request, action: str, *, target: str = "", actor: str | None = None,
                          outcome=REFUSED if status < 500 else FAILED, detail=str(getattr(exc, "detail", "") or exc))
         raise
     audit_record(action=action, target=target, request=request, actor=actor, detail=detail)
+
+
+def audit_prune(*, now, batch: int = 10_000) -> int:
+    """Delete audit rows older than AUDIT_RETENTION_DAYS (0 keeps them all), a
+    batch at a time so a long backlog never holds one long transaction. The
+    region's beat runs it daily; the router's operators run `manage.py
+    audit_prune` from their scheduler (the router has no beat)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    if settings.AUDIT_RETENTION_DAYS <= 0:
+        return 0
+    cutoff = now - timedelta(days=settings.AUDIT_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(AuditEvent.objects.filter(at__lt=cutoff).order_by("at").values_list("id", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += AuditEvent.objects.filter(id__in=ids).delete()[0]

@@ -1,0 +1,14 @@
+"""Delete audit rows older than AUDIT_RETENTION_DAYS (the router's operators run
+it from their scheduler; a region's beat runs it daily)."""
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from project.accounts.audit import audit_prune
+
+
+class Command(BaseCommand):
+    help = "Delete audit trail rows older than AUDIT_RETENTION_DAYS (0: keep every row)."
+
+    def handle(self, *args, **options):
+        deleted = audit_prune(now=timezone.now())
+        self.stdout.write(f"{deleted} audit rows older than the retention deleted")
