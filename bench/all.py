@@ -43,6 +43,7 @@ BENCHMARKS = [
     ("requeue", ("region",)),
     ("config_sync", ("region",)),
     ("waiters", ("region",)),
+    ("fairness", ("region",)),
 ]
 QUICK_TIMEOUT = 240  # seconds; a quick benchmark that takes longer is stuck
 
