@@ -138,6 +138,22 @@ class Flood(threading.Thread):
             batch = again
 
 
+STAGES = ("accepted", "queued", "ran", "answered")
+
+
+def stages(task: dict, *, submitted: float, answered: float) -> tuple[float, ...]:
+    """Where B's latency went, in ms (one machine, one clock): the POST until the
+    row was stored (created_at), stored until claimed (started_at: the queue),
+    claimed until its result was stored (finished_at: the run and the report),
+    stored until the answer arrived (the long-poll's wake)."""
+    from datetime import datetime
+
+    created, started, finished = (datetime.fromisoformat(task[k].replace("Z", "+00:00")).timestamp()
+                                  for k in ("created_at", "started_at", "finished_at"))
+    return tuple(round(max(0.0, b - a) * 1000, 1) for a, b in
+                 ((submitted, created), (created, started), (started, finished), (finished, answered)))
+
+
 class Caller:
     """Tenant B: one echo task at a time, submit then long-poll until final."""
 
@@ -148,7 +164,7 @@ class Caller:
     def sample(self) -> tuple[float, dict]:
         """Milliseconds from before the submit to the final answer, and the task."""
         self.n += 1
-        sent = time.monotonic()
+        sent, wall = time.monotonic(), time.time()
         while True:
             r = self.client.post("/api/v1/tasks", json={"capability": "echo", "payload": {"b": self.n}})
             if r.status_code != 429:
@@ -162,6 +178,7 @@ class Caller:
             task = r.json()
         ms = (time.monotonic() - sent) * 1000
         assert task["status"] == "succeeded", f"B's task: {task}"
+        task["_stages"] = stages(task, submitted=wall, answered=time.time())
         return ms, task
 
     def close(self) -> None:
@@ -212,13 +229,15 @@ def main() -> None:
 
         # (round, side, ms, A's backlog at B's submit, at B's finish, A's accepted at B's submit)
         samples: list[tuple[int, str, float, int, int, int]] = []
+        stage_ms: dict[str, list[tuple[float, ...]]] = {}  # side -> each sample's stages
         rows = []
         for number, side in enumerate(sides, 1):
             started = time.monotonic()
             if side == "idle":
                 for _ in range(args.samples):
-                    ms, _task = caller.sample()
+                    ms, task = caller.sample()
                     samples.append((number, side, ms, 0, 0, 0))
+                    stage_ms.setdefault(side, []).append(task["_stages"])
                 rows.append({"round": number, "side": side, "seconds": time.monotonic() - started,
                              "samples": args.samples, "drain": 0.0, "throttled": 0, "resent": 0})
                 print(f"round {number} (idle): {args.samples} samples", flush=True)
@@ -239,8 +258,9 @@ def main() -> None:
                 at_submit, accepted = backlog(), flood.accepted
                 if taken and at_submit < need and not (flood.throttled and flood.is_alive()):
                     break
-                ms, _task = caller.sample()
+                ms, task = caller.sample()
                 samples.append((number, side, ms, at_submit, backlog(), accepted))
+                stage_ms.setdefault(side, []).append(task["_stages"])
                 taken += 1
             flood.join(600)
             assert not flood.errors and flood.accepted == args.flood, (flood.errors, flood.accepted)
@@ -284,6 +304,10 @@ def main() -> None:
         print(f"\n{'side':6} {'B p50':>9} {'B p95':>9} {'samples':>8}")
         for side, (p50, p95, n) in summary.items():
             print(f"{side:6} {p50:7.1f}ms {p95:7.1f}ms {n:8d}")
+        print("\nwhere B's time went, p50 ms per stage: " + ", ".join(
+            f"{side}: " + " ".join(f"{name} {percentile([row[i] for row in rows_], 50):.0f}"
+                                   for i, name in enumerate(STAGES))
+            for side, rows_ in stage_ms.items()))
         (idle50, idle95, _), (flood50, flood95, _) = summary["idle"], summary["flood"]
         print(f"fairness: idle_p50_ms={idle50:.1f} flood_p50_ms={flood50:.1f} ratio={flood50 / idle50:.2f} "
               f"idle_p95_ms={idle95:.1f} flood_p95_ms={flood95:.1f} ratio_p95={flood95 / idle95:.2f} target=2.0\n")
