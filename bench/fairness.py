@@ -25,6 +25,7 @@ finished is recorded: the table shows the measurement was taken under load.
 
     .venv/bin/python bench/fairness.py              # 8 rounds, 30 samples a round: about 3 min
     .venv/bin/python bench/fairness.py --quick      # 4 rounds, 10 samples a round: 1-1.5 min (make bench)
+    .venv/bin/python bench/fairness.py --quick --profile  # py-spy during the first flood round
 
 Ends with two BENCH lines (bench/common.py): B's submit -> succeeded p50 and p95
 during A's flood against the same figure idle (target: at most 2x). Without
@@ -49,7 +50,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import bench_line, percentile  # noqa: E402
-from bench.tasks import PRODUCTION_CLOCKS, Db, wait_progress  # noqa: E402
+from bench.tasks import PRODUCTION_CLOCKS, Db, profile_start, profile_stop, profile_summary, wait_progress  # noqa: E402
 from tests.harness import Region, Template  # noqa: E402
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -196,6 +197,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="web workers")
     parser.add_argument("--quick", action="store_true", help="4 rounds, 10 samples a round: under 2 minutes")
     parser.add_argument("--full", action="store_true", help="the full version (the default; for symmetry)")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy on the web, orchestrator and agents during the first flood round")
     args = parser.parse_args()
     if args.quick and args.full:
         parser.error("--quick or --full, not both")
@@ -214,8 +217,9 @@ def main() -> None:
         region.start_orchestrator()
         key_a = region.manage("create_api_key", "tenant-a")
         key_b = region.manage("create_api_key", "tenant-b")
-        for i in range(args.agents):
-            region.agent("echo", agent_id=f"bench-fair-{i}", concurrency=args.concurrency)
+        agents = [region.agent("echo", agent_id=f"bench-fair-{i}", concurrency=args.concurrency)
+                  for i in range(args.agents)]
+        profilers = profiles = None
         db = Db(region.database_url)
         user_a = db.value("SELECT id FROM auth_user WHERE username = 'tenant-a'")
         count_a = "SELECT count(*) FROM regions_task WHERE submitted_by_id = %s AND status IN %s"
@@ -243,6 +247,8 @@ def main() -> None:
                 print(f"round {number} (idle): {args.samples} samples", flush=True)
                 continue
             before = db.value(count_a, (user_a, FINAL))
+            if args.profile and profiles is None:
+                profilers = profile_start(region, agents)
             flood = Flood(region.url, key_a, args.flood, tag=str(number))
             floods.append(flood)
             flood.start()
@@ -267,6 +273,8 @@ def main() -> None:
             drain_from = time.monotonic()
             wait_progress(lambda: db.value(count_a, (user_a, FINAL)) - before, args.flood,
                           f"A's flood of round {number} finished", logs=region.logs)
+            if profilers and profiles is None:
+                profiles = profile_stop(profilers)
             rows.append({"round": number, "side": side, "seconds": time.monotonic() - started, "samples": taken,
                          "drain": time.monotonic() - drain_from, "throttled": flood.throttled,
                          "resent": flood.resent,
@@ -311,6 +319,8 @@ def main() -> None:
         (idle50, idle95, _), (flood50, flood95, _) = summary["idle"], summary["flood"]
         print(f"fairness: idle_p50_ms={idle50:.1f} flood_p50_ms={flood50:.1f} ratio={flood50 / idle50:.2f} "
               f"idle_p95_ms={idle95:.1f} flood_p95_ms={flood95:.1f} ratio_p95={flood95 / idle95:.2f} target=2.0\n")
+        if profiles:
+            profile_summary(profiles)
         bench_line("fairness_flood_p50", flood50, "ms", ref=idle50, target="<=2.0x", ok=flood50 <= 2.0 * idle50)
         bench_line("fairness_flood_p95", flood95, "ms", ref=idle95, target="<=2.0x", ok=flood95 <= 2.0 * idle95)
     finally:
