@@ -231,17 +231,15 @@ def main() -> None:
         for _ in range(5):  # warm-up: every agent and web worker has served the path
             caller.sample()
 
-        # (round, side, ms, A's backlog at B's submit, at B's finish, A's accepted at B's submit)
-        samples: list[tuple[int, str, float, int, int, int]] = []
-        stage_ms: dict[str, list[tuple[float, ...]]] = {}  # side -> each sample's stages
+        # (round, side, ms, A's backlog at B's submit, at B's finish, A's accepted at B's submit, stages)
+        samples: list[tuple[int, str, float, int, int, int, tuple]] = []
         rows = []
         for number, side in enumerate(sides, 1):
             started = time.monotonic()
             if side == "idle":
                 for _ in range(args.samples):
                     ms, task = caller.sample()
-                    samples.append((number, side, ms, 0, 0, 0))
-                    stage_ms.setdefault(side, []).append(task["_stages"])
+                    samples.append((number, side, ms, 0, 0, 0, task["_stages"]))
                 rows.append({"round": number, "side": side, "seconds": time.monotonic() - started,
                              "samples": args.samples, "drain": 0.0, "throttled": 0, "resent": 0})
                 print(f"round {number} (idle): {args.samples} samples", flush=True)
@@ -265,8 +263,7 @@ def main() -> None:
                 if taken and at_submit < need and not (flood.throttled and flood.is_alive()):
                     break
                 ms, task = caller.sample()
-                samples.append((number, side, ms, at_submit, backlog(), accepted))
-                stage_ms.setdefault(side, []).append(task["_stages"])
+                samples.append((number, side, ms, at_submit, backlog(), accepted, task["_stages"]))
                 taken += 1
             flood.join(600)
             assert not flood.errors and flood.accepted == args.flood, (flood.errors, flood.accepted)
@@ -301,9 +298,10 @@ def main() -> None:
             print(f"{r['round']:5d} {r['side']:6} {len(mine):7d} {percentile(ms, 50):7.1f}ms "
                   f"{percentile(ms, 95):7.1f}ms {max(ms):7.1f}ms {at:>40} {r['throttled']:7d} {r['resent']:7d} {r['seconds']:8.1f}")
         print(f"\nB's flood samples, each: latency (A's backlog, accepted and not final, at B's submit -> at B's "
-              f"finish) [A's flood accepted of {args.flood} at B's submit]")
+              f"finish) [A's flood accepted of {args.flood} at B's submit] {'/'.join(STAGES)} ms")
         for number in sorted({s[0] for s in samples if s[1] == "flood"}):
-            print(f"  round {number}: " + ", ".join(f"{s[2]:.0f} ms ({s[3]}->{s[4]}) [{s[5]}]"
+            print(f"  round {number}: " + ", ".join(f"{s[2]:.0f} ms ({s[3]}->{s[4]}) [{s[5]}] "
+                                                     f"{'/'.join(f'{x:.0f}' for x in s[6])}"
                                                      for s in samples if s[0] == number))
         idle = [s[2] for s in samples if s[1] == "idle"]
         flood_ms = [s[2] for s in samples if s[1] == "flood"]
@@ -313,9 +311,9 @@ def main() -> None:
         for side, (p50, p95, n) in summary.items():
             print(f"{side:6} {p50:7.1f}ms {p95:7.1f}ms {n:8d}")
         print("\nwhere B's time went, p50 ms per stage: " + ", ".join(
-            f"{side}: " + " ".join(f"{name} {percentile([row[i] for row in rows_], 50):.0f}"
+            f"{side}: " + " ".join(f"{name} {percentile([x[6][i] for x in samples if x[1] == side], 50):.0f}"
                                    for i, name in enumerate(STAGES))
-            for side, rows_ in stage_ms.items()))
+            for side in ("idle", "flood")))
         (idle50, idle95, _), (flood50, flood95, _) = summary["idle"], summary["flood"]
         print(f"fairness: idle_p50_ms={idle50:.1f} flood_p50_ms={flood50:.1f} ratio={flood50 / idle50:.2f} "
               f"idle_p95_ms={idle95:.1f} flood_p95_ms={flood95:.1f} ratio_p95={flood95 / idle95:.2f} target=2.0\n")
