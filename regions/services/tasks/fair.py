@@ -20,7 +20,7 @@ import math
 import time
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -100,23 +100,63 @@ def release_held(*, submitted_by_id, capability: str, refill: bool = False) -> i
     connection, not one per claim; three quarters of a window still feed the
     agents meanwhile."""
     window = tenant_window(capability) if windowing() else 10 ** 6
+    min_room = max(1, window // 4) if refill else 1
+    now = timezone.now()
     with transaction.atomic():
-        room = window - window_used(submitted_by_id=submitted_by_id, capability=capability, window=window)
-        if room < (max(1, window // 4) if refill else 1):
-            return 0
-        ids = list(Task.objects.filter(held=True, submitted_by_id=submitted_by_id, capability=capability,
-                                       status__in=WINDOWED)
-                   .order_by("-priority", "created_at").select_for_update(skip_locked=True)
-                   .values_list("id", flat=True)[:room])
-        if not ids:
-            return 0
-        now = timezone.now()
-        Task.objects.filter(id__in=ids, held=True).update(held=False, dispatched_at=now, status_reason="")
-        tasks = list(Task.objects.filter(id__in=ids).only(
-            "id", "attempt", "capability", "target_agent", "timeout", "priority", "dispatched_at"))
-        transaction.on_commit(lambda: send_many(tasks))
-    logger.debug("released %d held tasks of %s for caller %s", len(ids), capability, submitted_by_id)
-    return len(ids)
+        if is_postgresql():  # the claim's path: one statement
+            tasks = _release_sql(submitted_by_id=submitted_by_id, capability=capability, window=window,
+                                 min_room=min_room, now=now)
+        else:
+            room = window - window_used(submitted_by_id=submitted_by_id, capability=capability, window=window)
+            ids = [] if room < min_room else list(
+                Task.objects.filter(held=True, submitted_by_id=submitted_by_id, capability=capability,
+                                    status__in=WINDOWED)
+                .order_by("-priority", "created_at").select_for_update(skip_locked=True)
+                .values_list("id", flat=True)[:room])
+            Task.objects.filter(id__in=ids, held=True).update(held=False, dispatched_at=now, status_reason="")
+            tasks = list(Task.objects.filter(id__in=ids).only(*_SENT_FIELDS))
+        if tasks:
+            transaction.on_commit(lambda: send_many(tasks))
+    if tasks:
+        logger.debug("released %d held tasks of %s for caller %s", len(tasks), capability, submitted_by_id)
+    return len(tasks)
+
+
+_SENT_FIELDS = ("id", "attempt", "capability", "target_agent", "timeout", "priority", "dispatched_at")
+
+# The room left in the caller's window (its sent, unclaimed tasks counted up to
+# the window), and that many of its held tasks sent, in one statement.
+_RELEASE_SQL = """
+WITH used AS (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM regions_task
+        WHERE {caller} AND capability = %(capability)s AND target_agent = ''
+          AND dispatched_at IS NOT NULL AND status IN ('waiting', 'queued')
+        LIMIT %(window)s
+    ) sent
+), next AS (
+    SELECT id FROM regions_task
+    WHERE held AND {caller} AND capability = %(capability)s AND status IN ('waiting', 'queued')
+    ORDER BY priority DESC, created_at
+    LIMIT (SELECT CASE WHEN %(window)s - n >= %(min_room)s THEN %(window)s - n ELSE 0 END FROM used)
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE regions_task t SET held = false, dispatched_at = %(now)s, status_reason = ''
+FROM next WHERE t.id = next.id
+RETURNING t.id, t.attempt, t.capability, t.target_agent, t.timeout, t.priority
+"""
+
+
+def _release_sql(*, submitted_by_id, capability: str, window: int, min_room: int, now) -> list[Task]:
+    # Equality (not IS NOT DISTINCT FROM) for a caller: the partial indexes serve it.
+    caller = "submitted_by_id IS NULL" if submitted_by_id is None else "submitted_by_id = %(caller)s"
+    with connection.cursor() as cursor:
+        cursor.execute(_RELEASE_SQL.format(caller=caller), {
+            "caller": submitted_by_id, "capability": capability, "window": window, "min_room": min_room,
+            "now": now})
+        rows = cursor.fetchall()
+    return [Task(id=row[0], attempt=row[1], capability=row[2], target_agent=row[3], timeout=row[4],
+                 priority=row[5], dispatched_at=now) for row in rows]
 
 
 def held_exists(*, submitted_by_id, capability: str) -> bool:
