@@ -45,7 +45,8 @@ django_application = get_wsgi_application()
 from django.conf import settings  # noqa: E402  (configured by the line above)
 
 from project.waiting import WaitHub, held_answer, wait_asked  # noqa: E402
-from wire.endpoints import REPORT  # noqa: E402
+from project.turns import FairTurns, flow_of  # noqa: E402
+from wire.endpoints import HEARTBEAT, REPORT  # noqa: E402
 
 
 def _environ(scope: dict, body: bytes) -> dict:
@@ -160,7 +161,7 @@ class BufferBudget:
 
 
 def wsgi_after_body(wsgi_app, limit: int | None, default_limit: int | None = None,
-                    budget: int | None = None, hub: WaitHub | None = None):
+                    budget: int | None = None, hub: WaitHub | None = None, turns: FairTurns | None = None):
     """An ASGI application that runs `wsgi_app` once the whole body is in. A
     body over its path's limit (body_limit: DATA_UPLOAD_MAX_MEMORY_SIZE for an
     agent's report, WEB_BODY_LIMIT otherwise) is refused with 413 JSON, by its
@@ -169,7 +170,8 @@ def wsgi_after_body(wsgi_app, limit: int | None, default_limit: int | None = Non
     A client that goes away (or is dropped by the server's read timeouts,
     project/gunicorn_conf.py) before its body is complete ends its request:
     nothing runs. A view that asks to wait (project/waiting.py) has its answer
-    held on `hub` and its request run again when woken (no hub: sent at once)."""
+    held on `hub` and its request run again when woken (no hub: sent at once).
+    With `turns`, ready requests run round robin by caller (project/turns.py)."""
     held = BufferBudget(budget)
 
     async def app(scope, receive, send):
@@ -198,7 +200,11 @@ def wsgi_after_body(wsgi_app, limit: int | None, default_limit: int | None = Non
                 if not message.get("more_body", False):
                     break
             request_body = b"".join(chunks)
-            answer, ask = _run(wsgi_app, scope, request_body)
+            if turns is None or HEARTBEAT.matches(scope["path"]):
+                answer, ask = _run(wsgi_app, scope, request_body)
+            else:
+                async with turns.turn(flow_of(scope)):
+                    answer, ask = _run(wsgi_app, scope, request_body)
         finally:
             held.give_back(size)
         if ask is not None:
@@ -246,7 +252,7 @@ def _wait_hub() -> WaitHub | None:
 wait_hub = _wait_hub()
 application = wsgi_after_body(django_application, settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
                               default_limit=settings.WEB_BODY_LIMIT, budget=settings.WEB_BUFFER_BUDGET,
-                              hub=wait_hub)
+                              hub=wait_hub, turns=FairTurns())
 
 
 def _freeze_loaded_objects() -> None:
