@@ -132,6 +132,15 @@ class EffectiveConfig:
     def task_definition(self, capability: str) -> dict:
         return self._get("tasks", capability, default={}) or {}
 
+    @cached_property
+    def schedules(self) -> dict[str, dict]:
+        """The schedules that run in this region: those of global.yaml naming it (or
+        no region, or "*") merged with those of its own file."""
+        from regions.services.schedules import schedule_applies
+
+        return {name: definition for name, definition in sorted(self._get("schedules", default={}).items())
+                if schedule_applies(definition, settings.REGION_ID)}
+
     def caller_quota(self, username: str) -> dict[str, int]:
         """The caller's quotas: its own entry in callers, then callers.default,
         then the settings (CALLER_SUBMISSIONS_PER_SECOND, CALLER_MAX_IN_FLIGHT).
