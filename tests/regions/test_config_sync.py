@@ -330,8 +330,9 @@ def test_a_secret_is_only_sent_to_the_hosts_it_is_bound_to(repo, monkeypatch):
 
 def test_a_schedule_is_applied_with_the_rest_and_a_region_file_overrides_its_keys(repo):
     schedule = {"cron": "0 3 * * *", "timezone": "Europe/Paris", "capability": "echo", "payload": {"a": 1}}
-    repo.commit({"global.yaml": {**GLOBAL, "schedules": {"nightly": schedule,
-                                                         "elsewhere": {**schedule, "regions": ["eu-west-3"]}}},
+    repo.commit({"global.yaml": {**GLOBAL, "schedules": {"nightly": schedule,  # (no YAML aliases: copies)
+                                                         "elsewhere": {**schedule, "payload": {"a": 1},
+                                                                       "regions": ["eu-west-3"]}}},
                  "regions/unit-1.yaml": {"schedules": {"nightly": {"priority": 9}}}})
     assert sync(repo).applied
     assert config_current().schedules == {"nightly": {**schedule, "priority": 9}}
