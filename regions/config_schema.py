@@ -28,7 +28,7 @@ TASK_DEFINITION = {
 # A schedule: a cron expression (in its time zone, UTC by default) or an interval
 # in seconds, and the task each due time creates. Every key is checked per file;
 # the merged schedule must name a capability and exactly one of cron or interval
-# (config_parse, regions/services/schedules.py).
+# (config_parse, regions/services/schedules/due.py).
 SCHEDULE_NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 SCHEDULE = {
     "type": "object",

@@ -261,7 +261,7 @@ class ScheduleRun(models.Model):
     """One due time of a schedule of the configuration repository (schedules.<name>)
     and what became of it. Unique on (schedule, due_at) and inserted in the same
     transaction as its task: a due time is run once however many clocks tick
-    (regions/services/schedules.py)."""
+    (regions/services/schedules/runs.py)."""
 
     class Outcome(models.TextChoices):
         CREATED = "created"    # its task was submitted

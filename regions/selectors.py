@@ -224,7 +224,8 @@ def schedule_list(*, now: datetime | None = None) -> list[dict]:
     from regions.clock.schedules import late_after
     from regions.models import ScheduleRun
     from regions.services.config.current import config_current
-    from regions.services.schedules import CATCH_UP_DEFAULT, OVERLAP_DEFAULT, schedule_due_after, schedule_due_before
+    from regions.services.schedules.due import (CATCH_UP_DEFAULT, OVERLAP_DEFAULT, schedule_due_after,
+                                                schedule_due_before)
 
     now = now or timezone.now()
     schedules = config_current().schedules

@@ -1,5 +1,5 @@
 """The schedules' tick (regions.schedules_tick): the latest due time of each
-schedule of the active configuration, run once (regions/services/schedules.py).
+schedule of the active configuration, run once (regions/services/schedules/runs.py).
 
 Every orchestrator's beat may tick at once: a due time that another clock already
 ran is a no-op (its ScheduleRun row), so overlapping ticks are safe. Only the
@@ -15,7 +15,8 @@ from django.db.models import Max
 
 from regions.models import ScheduleRun
 from regions.services.config.current import config_current
-from regions.services.schedules import CATCH_UP_DEFAULT, schedule_due_before, schedule_run_create
+from regions.services.schedules.due import CATCH_UP_DEFAULT, schedule_due_before
+from regions.services.schedules.runs import schedule_run_create
 
 
 def late_after() -> timedelta:

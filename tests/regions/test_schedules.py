@@ -9,7 +9,7 @@ from django.test import TestCase
 
 from regions.clock.schedules import schedules_tick
 from regions.models import ScheduleRun, Task
-from regions.services.schedules import schedule_due_after, schedule_due_before
+from regions.services.schedules.due import schedule_due_after, schedule_due_before
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -205,3 +205,17 @@ def test_the_admin_lists_schedule_runs_read_only(region, admin_client):
     r = admin_client.get("/admin/regions/schedulerun/")
     assert r.status_code == 200 and b"report" in r.content
     assert admin_client.get("/admin/regions/schedulerun/add/").status_code == 403
+
+
+def test_the_example_configuration_repository_has_valid_schedules(settings):
+    from regions.services.config.current import EffectiveConfig
+    from regions.services.config.parse import config_parse
+    from tests.harness import ROOT
+
+    example = ROOT / "examples" / "config-repo"
+    for region_id, expected in [("eu-west-3", {"echo-every-minute", "nightly-report"}),
+                                ("us-east-1", {"echo-every-minute"})]:
+        settings.REGION_ID = region_id
+        files = {"global.yaml": (example / "global.yaml").read_text(),
+                 f"regions/{region_id}.yaml": (example / "regions" / f"{region_id}.yaml").read_text()}
+        assert set(EffectiveConfig(sha="x", content=config_parse(files)).schedules) == expected

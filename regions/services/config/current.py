@@ -29,6 +29,7 @@ from django.db import DatabaseError
 
 from regions.models import ConfigVersion
 from regions.services import liveness
+from regions.services.schedules.due import schedule_applies
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,6 @@ class EffectiveConfig:
     def schedules(self) -> dict[str, dict]:
         """The schedules that run in this region: those of global.yaml naming it (or
         no region, or "*") merged with those of its own file."""
-        from regions.services.schedules import schedule_applies
-
         return {name: definition for name, definition in sorted(self._get("schedules", default={}).items())
                 if schedule_applies(definition, settings.REGION_ID)}
 

@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 from project.jsonsafe import json_problem
 from regions.config_schema import SCHEMA
 from regions.services.handlers import schema_problem
-from regions.services.schedules import schedule_problem
+from regions.services.schedules.due import schedule_problem
 
 CONFIG_FILE_MAX_BYTES = 1024 * 1024
 
