@@ -7,8 +7,10 @@ from django.utils.html import format_html
 
 from console.formatting import badge, when
 from regions.admin.base import ReadOnlyAdmin
+from regions import selectors
 from regions.admin.formatting import truncated
 from regions.models import ScheduleRun
+from regions.services.config.current import config_current
 
 _OUTCOME_COLOURS = {"created": "green", "skipped": "grey", "missed": "orange", "refused": "red"}
 
@@ -23,6 +25,12 @@ class ScheduleRunAdmin(ReadOnlyAdmin):
     fields = ("schedule", "due", "outcome_badge", "task_link", "task_status", "detail", "made")
     readonly_fields = fields
     list_select_related = ("task",)
+
+    def changelist_view(self, request, extra_context=None):
+        # Above the runs: each schedule in force here, its next due time and its last run.
+        extra_context = {**(extra_context or {}), "schedules": selectors.schedule_list(),
+                         "schedules_sha": config_current().sha[:12]}
+        return super().changelist_view(request, extra_context=extra_context)
 
     @admin.display(description="due at", ordering="due_at")
     def due(self, obj: ScheduleRun):

@@ -204,6 +204,7 @@ def test_the_admin_lists_schedule_runs_read_only(region, admin_client):
     tick(T0)
     r = admin_client.get("/admin/regions/schedulerun/")
     assert r.status_code == 200 and b"report" in r.content
+    assert b'id="schedules"' in r.content and b"every 60 s" in r.content  # the schedules, above their runs
     assert admin_client.get("/admin/regions/schedulerun/add/").status_code == 403
 
 
