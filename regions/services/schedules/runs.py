@@ -51,18 +51,21 @@ def schedule_run_create(*, name: str, definition: dict, due_at: datetime, missed
                                              f"task {previous.task_id} of the run due "
                                              f"{previous.due_at.isoformat()} is still {previous.task.status}"),
                              run=run)
-        if previous is not None and overlap == "replace":
-            try:
-                # Its revoke goes out at once; should this transaction then roll back,
-                # the attempt it killed is failed by the sweeper (overdue) and retried.
-                task_cancel(task=previous.task, reason=f"replaced by the next run of schedule {name}")
-            except InvalidState:
-                pass  # it finished meanwhile: nothing to replace
         try:
             submission = task_submit(submitted_by=None, capability=definition["capability"],
                                      payload=definition.get("payload", {}), priority=definition.get("priority", 5))
         except Refused as exc:
+            # A refused run replaces nothing: the previous task goes on.
             return RunResult(outcome=_finish(run, ScheduleRun.Outcome.REFUSED, str(exc)), run=run)
+        if previous is not None and overlap == "replace":
+            try:
+                # Its revoke goes out at once, before this transaction commits; should
+                # it then roll back (a database error), the task is left running in the
+                # database with its attempt stopped, and the sweeper's overdue check
+                # fails that attempt (retried if the task has attempts left).
+                task_cancel(task=previous.task, reason=f"replaced by the next run of schedule {name}")
+            except InvalidState:
+                pass  # it finished meanwhile: nothing to replace
         run.task = submission.task
         run.save(update_fields=["task"])
     logger.info("schedule %s: run due %s created task %s", name, due_at.isoformat(), run.task_id,
