@@ -30,6 +30,7 @@ def _beat_schedule() -> dict:
         "reap": every("regions.agent_reap", settings.REAPER_INTERVAL),
         "flush": every("regions.liveness_flush", settings.LIVENESS_FLUSH_INTERVAL),
         "sweep": every("regions.task_sweep", settings.SWEEPER_INTERVAL),
+        "schedules": every("regions.schedules_tick", settings.SCHEDULE_TICK_SECONDS),
         "dead-letters": every("regions.dead_letters_prune", 600.0),
         "audit": every("regions.audit_prune", 86400.0),
     }

@@ -249,6 +249,9 @@ REAPER_INTERVAL = env.float("REAPER_INTERVAL", default=5.0)
 REAPER_WEB_CHECK_URL = env.str("REAPER_WEB_CHECK_URL", default=f"{REGION_URL}/healthz")
 LIVENESS_FLUSH_INTERVAL = env.float("LIVENESS_FLUSH_INTERVAL", default=10.0)
 SWEEPER_INTERVAL = env.float("SWEEPER_INTERVAL", default=2.0)
+# Beat ticks the schedules of the configuration repository this often (regions/clock/schedules.py);
+# a due time first seen more than three ticks late counts as missed (catch_up).
+SCHEDULE_TICK_SECONDS = env.float("SCHEDULE_TICK_SECONDS", default=5.0)
 # A dispatched task nobody has claimed for this long while agents serving it are
 # idle is presumed lost in flight and re-sent as the same attempt
 # (regions/clock/lost_in_flight.py).

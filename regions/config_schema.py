@@ -25,6 +25,31 @@ TASK_DEFINITION = {
     },
 }
 
+# A schedule: a cron expression (in its time zone, UTC by default) or an interval
+# in seconds, and the task each due time creates. Every key is checked per file;
+# the merged schedule must name a capability and exactly one of cron or interval
+# (config_parse, regions/services/schedules/due.py).
+SCHEDULE_NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+SCHEDULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "cron": {"type": "string", "minLength": 1, "maxLength": 200},
+        "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
+        "interval": {"type": "integer", "minimum": 1, "maximum": 31_622_400},
+        "capability": {"type": "string", "pattern": CAPABILITY_RE},
+        "payload": {"type": "object"},
+        "priority": {"type": "integer", "minimum": 0, "maximum": 9},
+        # Where a schedule of global.yaml runs (default: every region).
+        "regions": {"type": "array", "items": {"type": "string", "pattern": r"^(\*|[a-z0-9-]+)$"}},
+        # While the previous run's task is still active: skip this run, run beside it,
+        # or cancel it and run.
+        "overlap": {"enum": ["skip", "allow", "replace"]},
+        # A due time missed while the region was down: run the latest missed one, or none.
+        "catch_up": {"enum": ["latest", "none"]},
+    },
+}
+
 # A caller's quota at the region (0: no limit). callers.default applies to every
 # caller without its own entry; a key missing from both takes the setting.
 CALLER_QUOTA = {
@@ -71,6 +96,11 @@ SCHEMA = {
             "propertyNames": {"pattern": r"^[\w.@+-]{1,150}$"},  # Django usernames
             "additionalProperties": CALLER_QUOTA,
         },
+        "schedules": {
+            "type": "object",
+            "propertyNames": {"pattern": SCHEDULE_NAME_RE},
+            "additionalProperties": SCHEDULE,
+        },
         "secrets": {
             "type": "object",
             "propertyNames": {"pattern": r"^[a-z][a-z0-9_]{0,63}$"},
@@ -101,4 +131,8 @@ KEYS_SUPPORTED = [
     "callers.<username or default>.submissions_per_second (0: none)",
     "callers.<username or default>.max_in_flight (0: none)",
     "secrets.<name>.ref (env:NAME or file:/path)", "secrets.<name>.hosts",
+    "schedules.<name>.cron", "schedules.<name>.timezone (IANA name; default UTC)",
+    "schedules.<name>.interval (seconds)", "schedules.<name>.capability", "schedules.<name>.payload",
+    "schedules.<name>.priority", "schedules.<name>.regions", "schedules.<name>.overlap (skip, allow or replace)",
+    "schedules.<name>.catch_up (latest or none)",
 ]

@@ -255,3 +255,30 @@ class HandlerDeclaration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.capability} {self.version}".strip()
+
+
+class ScheduleRun(models.Model):
+    """One due time of a schedule of the configuration repository (schedules.<name>)
+    and what became of it. Unique on (schedule, due_at) and inserted in the same
+    transaction as its task: a due time is run once however many clocks tick
+    (regions/services/schedules/runs.py)."""
+
+    class Outcome(models.TextChoices):
+        CREATED = "created"    # its task was submitted
+        SKIPPED = "skipped"    # overlap: skip, and the previous run's task was still active
+        MISSED = "missed"      # due while the region was down, and catch_up is none (or before the schedule)
+        REFUSED = "refused"    # the submission checks refused the task (detail says why)
+
+    schedule = models.CharField(max_length=64)
+    due_at = models.DateTimeField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    detail = models.CharField(max_length=255, blank=True)
+    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-due_at"]
+        constraints = [models.UniqueConstraint(fields=["schedule", "due_at"], name="schedule_run_once_per_due_time")]
+
+    def __str__(self) -> str:
+        return f"{self.schedule}@{self.due_at:%Y-%m-%dT%H:%M:%SZ}"

@@ -210,4 +210,57 @@ def fleet_overview(*, now: datetime | None = None) -> dict:
         "dead_letters": {"count": dead.count(),
                          "latest": list(dead.values("received_at", "source", "queue", "reason")[:5])},
         "config": ConfigVersion.objects.filter(is_active=True).values("sha", "subject", "created_at").first(),
+        "schedules_behind": [s for s in schedule_list(now=now) if s["behind"]],
     }
+
+
+# --- schedules (schedules.<name> of the configuration repository) ---------------
+
+def schedule_list(*, now: datetime | None = None) -> list[dict]:
+    """Each schedule of the active configuration that runs in this region, with
+    its next due time, its last run (and that run's task) and whether it is
+    behind: a due time passed more than three ticks ago with no run. One query
+    for the runs, whatever the number of schedules."""
+    from regions.clock.schedules import late_after
+    from regions.models import ScheduleRun
+    from regions.services.config.current import config_current
+    from regions.services.schedules.due import (CATCH_UP_DEFAULT, OVERLAP_DEFAULT, schedule_due_after,
+                                                schedule_due_before)
+
+    now = now or timezone.now()
+    schedules = config_current().schedules
+    last = {}
+    if schedules:
+        # The latest run of each schedule: PostgreSQL's DISTINCT ON, or a loop elsewhere (the demo's SQLite).
+        runs = ScheduleRun.objects.filter(schedule__in=list(schedules)).select_related("task")
+        if connection.vendor == "postgresql":
+            runs = runs.order_by("schedule", "-due_at").distinct("schedule")
+        else:
+            runs = [r for name in schedules if (r := runs.filter(schedule=name).order_by("-due_at").first())]
+        last = {run.schedule: run for run in runs}
+    # A schedule with no run yet is in force since the active configuration was applied, at least.
+    applied = ConfigVersion.objects.filter(is_active=True).values_list("created_at", flat=True).first()
+    out = []
+    for name, definition in schedules.items():
+        run = last.get(name)
+        overdue = schedule_due_before(definition, now - late_after())
+        behind = run.due_at < overdue if run is not None else applied is not None and overdue > applied
+        out.append({
+            "name": name,
+            "cron": definition.get("cron"),
+            "timezone": definition.get("timezone", "UTC") if "cron" in definition else None,
+            "interval": definition.get("interval"),
+            "capability": definition["capability"],
+            "priority": definition.get("priority", 5),
+            "regions": definition.get("regions", ["*"]),
+            "overlap": definition.get("overlap", OVERLAP_DEFAULT),
+            "catch_up": definition.get("catch_up", CATCH_UP_DEFAULT),
+            "next_due": schedule_due_after(definition, now),
+            "behind": behind,
+            "behind_since": overdue if behind else None,
+            "last_run": None if run is None else {
+                "due_at": run.due_at, "created_at": run.created_at, "outcome": run.outcome, "detail": run.detail,
+                "task_id": run.task_id, "task_status": run.task.status if run.task else None,
+            },
+        })
+    return out

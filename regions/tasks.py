@@ -14,6 +14,7 @@ from django.utils import timezone
 from project.exceptions import database_error_line, database_unavailable
 from regions.clock.liveness_flush import liveness_flush
 from regions.clock.reaper import agent_reap, web_unreachable
+from regions.clock.schedules import schedules_tick
 from regions.clock.sweep import task_sweep
 from regions.services import liveness, reports
 from wire import deadletter
@@ -83,6 +84,18 @@ def liveness_flush_task() -> int:
 @clock_job
 def task_sweep_task() -> dict:
     return task_sweep(now=timezone.now())
+
+
+@shared_task(name="regions.schedules_tick", ignore_result=True, acks_late=False, time_limit=60)
+@clock_job
+def schedules_tick_task() -> dict:
+    # Safe to run twice at once (two orchestrators' beats): a due time's run is
+    # one row under a unique constraint, made with its task in one transaction.
+    try:
+        return schedules_tick(now=timezone.now())
+    except liveness.RedisError as exc:
+        # A run whose submission met Redis away was rolled back with its row: the next tick makes it.
+        return {"skipped": f"liveness store unavailable: {exc}"}
 
 
 @shared_task(name="regions.dead_letters_prune", ignore_result=True, acks_late=False, time_limit=300)

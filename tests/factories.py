@@ -10,3 +10,15 @@ def caller(username: str = "caller", staff: bool = False):
 
 def agent(agent_id: str = "a1", capabilities=("echo",)):
     return agent_register(agent_id=agent_id, capabilities=list(capabilities))
+
+
+def config(content: dict, sha: str = "c" * 40):
+    """Make `content` the region's active configuration, as an applied sync would."""
+    from regions.models import ConfigVersion
+    from regions.services.config.current import config_current
+
+    ConfigVersion.objects.filter(is_active=True).update(is_active=False)
+    version = ConfigVersion.objects.create(sha=sha, result=ConfigVersion.Result.APPLIED, content=content,
+                                           is_active=True)
+    config_current.cache_clear()
+    return version

@@ -111,6 +111,28 @@ def test_region_file_overrides_global_key_by_key(repo):
      "agents.heartbeat_ttl: 6 is shorter than two heartbeat intervals"),
     ({"global.yaml": {"schema_version": 1, "agents": {"heartbeat_interval": 30}}},
      "agents.heartbeat_ttl: 15.0 is shorter than two heartbeat intervals"),
+    ({"global.yaml": {**GLOBAL, "schedules": {"report": {"cron": "61 * * * *", "capability": "echo"}}}},
+     "global.yaml: schedules.report.cron: '61 * * * *' is not a valid cron expression"),
+    ({"global.yaml": {**GLOBAL, "schedules": {"report": {"cron": "0 3 * * *", "timezone": "Mars/Olympus",
+                                                         "capability": "echo"}}}},
+     "global.yaml: schedules.report.timezone: unknown time zone 'Mars/Olympus'"),
+    ({"global.yaml": {**GLOBAL, "schedules": {"report": {"cron": "0 3 * * *", "interval": 60,
+                                                         "capability": "echo"}}}},
+     "global.yaml: schedules.report: give cron or interval, not both"),
+    ({"global.yaml": GLOBAL, "regions/unit-1.yaml": {"schedules": {"report": {"interval": 60}}}},
+     "regions/unit-1.yaml: schedules.report: capability is required"),
+    ({"global.yaml": {**GLOBAL, "schedules": {"report": {"capability": "echo"}}}},
+     "global.yaml: schedules.report: give cron or interval"),
+    ({"global.yaml": {**GLOBAL, "schedules": {"report": {"interval": 0, "capability": "echo"}}}},
+     "global.yaml: schedules.report.interval:"),
+    ({"global.yaml": {**GLOBAL, "schedules": {"report": {"interval": 60, "capability": "echo",
+                                                         "overlap": "queue"}}}},
+     "global.yaml: schedules.report.overlap:"),
+    ({"global.yaml": {**GLOBAL, "schedules": {"report": {"interval": 60, "capability": "echo",
+                                                         "catch_up": "all"}}}},
+     "global.yaml: schedules.report.catch_up:"),
+    ({"global.yaml": {**GLOBAL, "schedules": {"Report Now": {"interval": 60, "capability": "echo"}}}},
+     "global.yaml: schedules: 'Report Now' does not match"),
 ])
 def test_an_invalid_commit_changes_nothing_and_names_file_key_and_reason(repo, files, expected):
     good = repo.commit({"global.yaml": GLOBAL})
@@ -304,3 +326,15 @@ def test_a_secret_is_only_sent_to_the_hosts_it_is_bound_to(repo, monkeypatch):
     ok = task_submit(submitted_by=user, capability="echo",
                      payload={"source": "https://ingest.example.com/x", "auth_secret": "ingest_api_token"})
     assert ok.created
+
+
+def test_a_schedule_is_applied_with_the_rest_and_a_region_file_overrides_its_keys(repo):
+    schedule = {"cron": "0 3 * * *", "timezone": "Europe/Paris", "capability": "echo", "payload": {"a": 1}}
+    repo.commit({"global.yaml": {**GLOBAL, "schedules": {"nightly": schedule,  # (no YAML aliases: copies)
+                                                         "elsewhere": {**schedule, "payload": {"a": 1},
+                                                                       "regions": ["eu-west-3"]}}},
+                 "regions/unit-1.yaml": {"schedules": {"nightly": {"priority": 9}}}})
+    assert sync(repo).applied
+    assert config_current().schedules == {"nightly": {**schedule, "priority": 9}}
+    repo.commit({"global.yaml": GLOBAL, "regions/unit-1.yaml": {}}, "remove the schedules")
+    assert sync(repo).applied and config_current().schedules == {}

@@ -72,6 +72,13 @@ def region_text(data: dict) -> str:
         table(["capability", "failed", "succeeded"],
               [[c["capability"], c["failed"], c["succeeded"]] for c in data["capabilities"]]
               or [["(none)", 0, 0]], right={1, 2}),
+        "",
+        "Schedules behind (a due time passed with no run: is beat running?)",
+        table(["schedule", "due since", "last run due", "last outcome"],
+              [[s["name"], exact_time(s["behind_since"]),
+                exact_time(s["last_run"]["due_at"]) if s["last_run"] else None,
+                s["last_run"]["outcome"] if s["last_run"] else None] for s in data.get("schedules_behind", [])]
+              or [["(none)", "", "", ""]]),
     ]
     return "\n".join(parts)
 

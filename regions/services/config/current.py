@@ -29,6 +29,7 @@ from django.db import DatabaseError
 
 from regions.models import ConfigVersion
 from regions.services import liveness
+from regions.services.schedules.due import schedule_applies
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,13 @@ class EffectiveConfig:
 
     def task_definition(self, capability: str) -> dict:
         return self._get("tasks", capability, default={}) or {}
+
+    @cached_property
+    def schedules(self) -> dict[str, dict]:
+        """The schedules that run in this region: those of global.yaml naming it (or
+        no region, or "*") merged with those of its own file."""
+        return {name: definition for name, definition in sorted(self._get("schedules", default={}).items())
+                if schedule_applies(definition, settings.REGION_ID)}
 
     def caller_quota(self, username: str) -> dict[str, int]:
         """The caller's quotas: its own entry in callers, then callers.default,

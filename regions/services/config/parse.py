@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 from project.jsonsafe import json_problem
 from regions.config_schema import SCHEMA
 from regions.services.handlers import schema_problem
+from regions.services.schedules.due import schedule_problem
 
 CONFIG_FILE_MAX_BYTES = 1024 * 1024
 
@@ -59,14 +60,25 @@ def _yaml_load(path: str, text: str):
 def config_parse(files: dict[str, str]) -> dict:
     """Parse and validate each file, then overlay region on global key by key."""
     merged: dict = {}
+    parsed: dict[str, dict] = {}
     for path, text in files.items():
         data = _yaml_load(path, text)
         _validate_file(path, data)
+        parsed[path] = data
         merged = deep_merge(merged, data)
     for capability, definition in sorted(merged.get("tasks", {}).items()):
         problem = "payload_schema" in definition and schema_problem(definition["payload_schema"])
         if problem:
             raise ConfigError(f"tasks.{capability}.payload_schema {problem}")
+    for name, definition in sorted(merged.get("schedules", {}).items()):
+        problem = schedule_problem(definition)
+        if problem:
+            key, reason = problem
+            # The file that set the key (or, for the schedule as a whole, the last that names it).
+            where = next((path for path, data in reversed(parsed.items())
+                          if name in (data.get("schedules") or {})
+                          and (not key or key in data["schedules"][name])), "global.yaml")
+            raise ConfigError(f"{where}: schedules.{name}{'.' + key if key else ''}: {reason}")
     ttl = merged.get("agents", {}).get("heartbeat_ttl", settings.HEARTBEAT_TTL)
     interval = merged.get("agents", {}).get("heartbeat_interval", settings.HEARTBEAT_INTERVAL)
     if ttl < 2 * interval:

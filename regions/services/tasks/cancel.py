@@ -12,14 +12,14 @@ from regions.services.tasks.fair import WINDOWED, release_held
 from regions.services.tasks.refusals import InvalidState
 
 
-def task_cancel(*, task: Task) -> Task:
+def task_cancel(*, task: Task, reason: str = "cancelled by caller") -> Task:
     if task.status not in Task.ACTIVE:
         raise InvalidState(f"cannot cancel: task is already {task.status}")
     # Sent and not yet claimed: its place in its caller's fair share frees up.
     windowed = task.status in WINDOWED and not task.held and not task.target_agent
     with transaction.atomic():
         changed = Task.objects.filter(id=task.id, attempt=task.attempt, status__in=Task.ACTIVE).update(
-            status=Task.Status.CANCELLED, finished_at=timezone.now(), status_reason="cancelled by caller", held=False,
+            status=Task.Status.CANCELLED, finished_at=timezone.now(), status_reason=reason[:255], held=False,
         )
         if changed:  # a running attempt ends here; a queued one never started (no row)
             TaskAttempt.objects.filter(task_id=task.id, number=task.attempt, outcome="").update(

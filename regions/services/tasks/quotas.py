@@ -19,7 +19,10 @@ IN_FLIGHT_RETRY_AFTER = 5  # seconds: until some of the caller's tasks finish
 
 def quota_admit(config, *, caller, count: int) -> tuple[int, QuotaExceeded | None]:
     """How many of `count` new tasks the caller's quotas admit now, and the
-    refusal for the rest (None when all are admitted)."""
+    refusal for the rest (None when all are admitted). No caller (the region's
+    own schedules, bounded by its configuration) has no quota."""
+    if caller is None:
+        return count, None
     quota = config.caller_quota(caller.get_username())
     admitted, refusal = count, None
     limit = quota["max_in_flight"]

@@ -43,7 +43,7 @@ def rate_check(capability: str, definition: dict, caller) -> None:
     window = _WINDOWS[unit]
     slot = int(time.time() // window)
     per_caller = definition.get("rate_limit_per") == "caller"
-    key = liveness.key(f"rate:{capability}:{caller.pk}:{slot}" if per_caller else f"rate:{capability}:{slot}")
+    key = liveness.key(f"rate:{capability}:{getattr(caller, 'pk', None)}:{slot}" if per_caller else f"rate:{capability}:{slot}")
     try:
         pipe = liveness.client().pipeline()
         pipe.incr(key)
