@@ -139,20 +139,22 @@ class Flood(threading.Thread):
             batch = again
 
 
-STAGES = ("accepted", "queued", "ran", "answered")
+STAGES = ("accepted", "sent", "queued", "ran", "answered")
 
 
 def stages(task: dict, *, submitted: float, answered: float) -> tuple[float, ...]:
     """Where B's latency went, in ms (one machine, one clock): the POST until the
-    row was stored (created_at), stored until claimed (started_at: the queue),
-    claimed until its result was stored (finished_at: the run and the report),
-    stored until the answer arrived (the long-poll's wake)."""
+    row was stored (created_at), stored until its message was sent
+    (dispatched_at: held back by fair dispatch, or not), sent until claimed
+    (started_at: the queue, and the claim's request), claimed until its result
+    was stored (finished_at: the run and the report), stored until the answer
+    arrived (the long-poll's wake)."""
     from datetime import datetime
 
-    created, started, finished = (datetime.fromisoformat(task[k].replace("Z", "+00:00")).timestamp()
-                                  for k in ("created_at", "started_at", "finished_at"))
+    created, sent, started, finished = (datetime.fromisoformat(task[k].replace("Z", "+00:00")).timestamp()
+                                        for k in ("created_at", "dispatched_at", "started_at", "finished_at"))
     return tuple(round(max(0.0, b - a) * 1000, 1) for a, b in
-                 ((submitted, created), (created, started), (started, finished), (finished, answered)))
+                 ((submitted, created), (created, sent), (sent, started), (started, finished), (finished, answered)))
 
 
 class Caller:
