@@ -298,7 +298,8 @@ def main() -> None:
             at = f"{percentile([s[3] for s in mine], 50):.0f} / {percentile([s[4] for s in mine], 50):.0f}" \
                 if r["side"] == "flood" else "-"
             print(f"{r['round']:5d} {r['side']:6} {len(mine):7d} {percentile(ms, 50):7.1f}ms "
-                  f"{percentile(ms, 95):7.1f}ms {max(ms):7.1f}ms {at:>40} {r['throttled']:7d} {r['resent']:7d} {r['seconds']:8.1f}")
+                  f"{percentile(ms, 95):7.1f}ms {max(ms):7.1f}ms {at:>40} {r['throttled']:7d} {r['resent']:7d} "
+                  f"{r['seconds']:8.1f}")
         print(f"\nB's flood samples, each: latency (A's backlog, accepted and not final, at B's submit -> at B's "
               f"finish) [A's flood accepted of {args.flood} at B's submit] {'/'.join(STAGES)} ms")
         for number in sorted({s[0] for s in samples if s[1] == "flood"}):

@@ -43,7 +43,8 @@ def rate_check(capability: str, definition: dict, caller) -> None:
     window = _WINDOWS[unit]
     slot = int(time.time() // window)
     per_caller = definition.get("rate_limit_per") == "caller"
-    key = liveness.key(f"rate:{capability}:{getattr(caller, 'pk', None)}:{slot}" if per_caller else f"rate:{capability}:{slot}")
+    scope = f"{getattr(caller, 'pk', None)}:" if per_caller else ""  # no caller: the region's schedules
+    key = liveness.key(f"rate:{capability}:{scope}{slot}")
     try:
         pipe = liveness.client().pipeline()
         pipe.incr(key)
