@@ -6,10 +6,13 @@ several requests are ready at once, arrival order lets one caller's burst (a
 flood of batch submissions, or the claims and reports of the agents working
 through it) make everyone else's request wait behind all of it. Here each
 ready request joins its flow's line (a flow is the caller's credential, else
-its address) and the worker takes one request from each flow in turn, as
-Kubernetes' API priority and fairness queues requests by flow in front of its
-API server: a caller's request waits for at most one request of each other
-busy caller, however many those have queued.
+its address) and the worker gives the next turn to the waiting flow that has
+used the least of the worker's time since it began waiting (start-time fair
+queuing, as Kubernetes' API priority and fairness queues requests by flow in
+front of its API server): a flow that just ran a 400 ms batch waits while
+others' 5 ms requests run, and a caller arriving with one request starts level
+with the least served flow, so it waits for at most about one request of each
+other busy caller, however many those have queued.
 
 The agents' heartbeats do not queue (project/asgi.py passes them straight
 through): a heartbeat is the smallest request there is and must never wait for
@@ -17,6 +20,9 @@ a turn."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import time
 from collections import deque
 
 
@@ -25,7 +31,8 @@ class FairTurns:
     is the flow's turn; the bodies never overlap (a body must not await)."""
 
     def __init__(self) -> None:
-        self._lines: dict[bytes, deque[asyncio.Future]] = {}  # flows in turn order
+        self._lines: dict[bytes, deque[asyncio.Future]] = {}  # waiting flows, in arrival order
+        self._used: dict[bytes, float] = {}  # seconds of turns each waiting (or running) flow has had
         self._busy = False  # a turn is given and its body has not ended
         self._picking = False  # a pick is scheduled
 
@@ -35,17 +42,24 @@ class FairTurns:
     async def _enter(self, flow: bytes) -> None:
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
+        if flow not in self._lines and flow not in self._used:
+            # A flow that was idle starts level with the least served one waiting.
+            self._used[flow] = min((self._used.get(f, 0.0) for f in self._lines), default=0.0)
         self._lines.setdefault(flow, deque()).append(waiter)
         self._schedule_pick(loop)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():  # given the turn, gone before using it
-                self._leave()
-            raise
+                self._leave(flow, 0.0)
+            raise  # still in its line: the pick skips it
 
-    def _leave(self) -> None:
+    def _leave(self, flow: bytes, seconds: float) -> None:
         self._busy = False
+        if flow in self._lines:
+            self._used[flow] = self._used.get(flow, 0.0) + seconds
+        else:
+            self._used.pop(flow, None)  # idle again: forgotten (bounded by the flows waiting)
         if self._lines:
             self._schedule_pick(asyncio.get_running_loop())
 
@@ -59,14 +73,17 @@ class FairTurns:
     def _pick(self) -> None:
         self._picking = False
         while self._lines and not self._busy:
-            flow = next(iter(self._lines))
-            line = self._lines.pop(flow)
+            flow = min(self._lines, key=lambda f: self._used.get(f, 0.0))  # ties: the earliest waiting
+            line = self._lines[flow]
             waiter = line.popleft()
-            if line:
-                self._lines[flow] = line  # the flow goes to the back of the round
-            if not waiter.cancelled():
-                self._busy = True
-                waiter.set_result(None)
+            if not line:
+                del self._lines[flow]  # its usage stays until its turn ends (_leave)
+            if waiter.cancelled():
+                if flow not in self._lines:
+                    self._used.pop(flow, None)  # nobody runs now (not busy): the flow is idle
+                continue
+            self._busy = True
+            waiter.set_result(None)
 
     @property
     def waiting(self) -> int:
@@ -79,16 +96,30 @@ class _Turn:
 
     async def __aenter__(self) -> None:
         await self.turns._enter(self.flow)
+        self.began = time.monotonic()
 
     async def __aexit__(self, *exc) -> None:
-        self.turns._leave()
+        self.turns._leave(self.flow, time.monotonic() - self.began)
+
+
+_ASSERTION = b"Bearer mra_"  # project/accounts/assertions.py: the router's, for a caller it forwards
 
 
 def flow_of(scope: dict) -> bytes:
     """The caller a request belongs to: its bearer credential (the first 48
-    bytes: enough to tell any two apart, never stored), else its address."""
+    bytes: enough to tell any two keys apart; never stored), the caller named
+    by a router's assertion (each assertion is new, its caller is not; the
+    signature is checked later, by the view: a forged one only names a flow),
+    else its address."""
     for name, value in scope["headers"]:
         if name == b"authorization":
+            if value.startswith(_ASSERTION):
+                try:
+                    claims = value[len(_ASSERTION):].split(b".", 1)[0]
+                    subject = json.loads(base64.urlsafe_b64decode(claims + b"=" * (-len(claims) % 4)))["sub"]
+                    return b"router:" + str(subject)[:150].encode()
+                except (ValueError, KeyError, TypeError):
+                    pass
             return value[:48]
     client = scope.get("client")
     return (client[0] if client else "").encode()

@@ -1,8 +1,10 @@
 """A web worker runs ready requests round robin by caller (project/turns.py)."""
 import asyncio
+import time
 
 import pytest
 
+from project.accounts.assertions import FORWARD, assertion_sign, keypair_generate, private_key_load
 from project.asgi import wsgi_after_body
 from project.turns import FairTurns, flow_of
 
@@ -25,6 +27,19 @@ def test_a_callers_request_waits_for_one_of_each_other_busy_caller_not_for_all_t
     assert turns.waiting == 0
 
 
+def test_a_flow_that_used_the_worker_longer_waits_while_others_short_requests_run():
+    turns, order = FairTurns(), []
+
+    async def request(flow: bytes, name: str, seconds: float):
+        async with turns.turn(flow):
+            order.append(name)
+            time.sleep(seconds)  # a view runs in the loop: it blocks it for its length
+
+    _run_all([request(b"A", f"a{i}", 0.05) for i in range(3)] + [request(b"C", f"c{i}", 0) for i in range(3)])
+    assert order == ["a0", "c0", "c1", "c2", "a1", "a2"]
+    assert not turns._used and not turns._lines  # nothing kept for idle flows
+
+
 def test_a_request_cancelled_while_it_waits_or_once_given_its_turn_never_stalls_the_rest():
     turns, order = FairTurns(), []
 
@@ -42,12 +57,20 @@ def test_a_request_cancelled_while_it_waits_or_once_given_its_turn_never_stalls_
 
     asyncio.run(main())
     assert order == ["c0", "c1", "c2"]
+    assert not turns._used and not turns._lines and not turns._busy
 
 
 def test_the_flow_is_the_credential_else_the_address():
     assert flow_of({"headers": [(b"authorization", b"Bearer mk_" + b"x" * 100)], "client": ("10.0.0.1", 5)}) \
         == (b"Bearer mk_" + b"x" * 100)[:48]
     assert flow_of({"headers": [], "client": ("10.0.0.1", 5)}) == b"10.0.0.1"
+    # Every forwarded request carries a new assertion; its caller is the flow.
+    key = private_key_load(keypair_generate()[0])
+    flows = {flow_of({"headers": [(b"authorization", b"Bearer " + assertion_sign(
+        key=key, audience="eu-1", subject="ada", purpose=FORWARD, ttl=30, scopes=["tasks:submit"], body=b"{}",
+        method="POST", path="/api/v1/tasks").encode())]}) for _ in range(3)}
+    assert flows == {b"router:ada"}
+    assert flow_of({"headers": [(b"authorization", b"Bearer mra_%%%.x")]}) == b"Bearer mra_%%%.x"
 
 
 @pytest.mark.parametrize("path,queued", [("/api/v1/tasks", True), ("/api/v1/agents/a1/heartbeat", False)])
