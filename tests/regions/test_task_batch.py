@@ -94,3 +94,43 @@ def test_a_broker_refusal_leaves_the_batch_to_the_sweeper(api, monkeypatch, djan
         r = batch(api, [{"capability": "echo"} for _ in range(3)])
     assert r.json()["accepted"] == 3
     assert Task.objects.filter(dispatched_at__isnull=True).count() == 3  # nothing lost: the outbox has them
+
+
+def test_keyed_items_are_stored_together_and_a_key_repeated_or_raced_answers_its_first_task(
+        api, sent, monkeypatch, django_capture_on_commit_callbacks, settings):
+    settings.TENANT_WINDOW_MIN = 50  # all within the caller's fair share
+    factories.agent("a1", capabilities=("echo",))
+    items = [{"capability": "echo", "idempotency_key": f"k{i}", "payload": {"i": i}} for i in range(3)]
+    items += [{"capability": "echo", "idempotency_key": "k0", "payload": {"i": 0}},   # 200: item 0's task
+              {"capability": "echo", "idempotency_key": "k1", "payload": {"i": 9}}]   # 409: another request
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        r = batch(api, items)
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [201, 201, 201, 200, 409], results
+    assert len(callbacks) == 1  # one commit for the batch, keys and all
+    assert results[3]["task"]["id"] == results[0]["task"]["id"]
+    assert Task.objects.count() == 3 and len(sent) == 3
+    # A concurrent request stores k9 between this batch's lookup and its INSERT:
+    # the INSERT skips it, and the item is answered with the winner's task.
+    winner = {}
+    real_filter = Task.objects.filter
+
+    def lookup_then_race(*args, **kwargs):
+        result = real_filter(*args, **kwargs)
+        if "idempotency_key__in" in kwargs and not winner:
+            result = list(result)  # the batch's lookup has run: k9 is not there yet
+            winner["task"] = Task.objects.create(capability="echo", timeout=10, max_attempts=1,
+                                                 status=Task.Status.QUEUED, submitted_by=api.user,
+                                                 idempotency_key="k9",
+                                                 request_digest=submit.request_digest(
+                                                     capability="echo", payload={}, priority=5, timeout=None,
+                                                     max_attempts=None, target_agent=""))
+        return result
+
+    monkeypatch.setattr(Task.objects, "filter", lookup_then_race)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = batch(api, [{"capability": "echo", "idempotency_key": "k9"}, {"capability": "echo"}])
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [200, 201], results
+    assert results[0]["task"]["id"] == str(winner["task"].id)
+    assert len(sent) == 4  # the unkeyed one only

@@ -172,20 +172,29 @@ def item_refused(exc: Refused) -> ItemRefused:
 
 def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | ItemRefused]:
     """Several submissions in one call, each accepted or refused on its own, with
-    the single submission's checks and answers. The items without an idempotency
-    key are stored in one INSERT and one commit, and their messages sent after it
-    on one broker connection; an item with a key takes the single path (its
-    replay and race handling). All stored items are durable before any is sent."""
+    the single submission's checks and answers, stored in one INSERT and one
+    commit and sent after it on one broker connection. Idempotency keys as the
+    single path has them: a key used before (one lookup for the whole batch),
+    or earlier in the same batch, answers its first task (409 for another
+    request); a key a concurrent request takes first is answered with its task
+    (the INSERT skips the conflict). All stored items are durable before any
+    is sent."""
     config = config_current(max_age=HOT_PATH_CHECK_SECONDS)
     results: list[Submission | ItemRefused | None] = [None] * len(items)
-    candidates: list[tuple[int, dict, dict]] = []
+    keys = [item["idempotency_key"] for item in items if item.get("idempotency_key")]
+    known = {task.idempotency_key: task for task in
+             Task.objects.filter(submitted_by=submitted_by, idempotency_key__in=keys)} if keys else {}
+    candidates: list[tuple[int, dict, dict, str]] = []
     initial: dict[tuple[str, str], tuple[str, str]] = {}
     for index, item in enumerate(items):
+        capability, target, key = item["capability"], item.get("target_agent", ""), item.get("idempotency_key")
         try:
-            if item.get("idempotency_key"):
-                results[index] = task_submit(submitted_by=submitted_by, **item)
+            digest = request_digest(capability=capability, payload=item.get("payload", {}),
+                                    priority=item.get("priority", 5), timeout=item.get("timeout"),
+                                    max_attempts=item.get("max_attempts"), target_agent=target) if key else ""
+            if key in known:  # a replay is answered before any check, as the single path does
+                results[index] = _replayed(known[key], idempotency_key=key, digest=digest)
                 continue
-            capability, target = item["capability"], item.get("target_agent", "")
             definition = _admitted(config, capability=capability, payload=item.get("payload", {}))
             if (capability, target) not in initial:  # one counter read per capability and target
                 initial[(capability, target)] = initial_status(capability=capability, target_agent=target)
@@ -194,35 +203,60 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
         except Refused as exc:
             results[index] = item_refused(exc)
             continue
-        candidates.append((index, item, definition))
+        candidates.append((index, item, definition, digest))
     # The caller's quotas admit the first items; the rest are refused as the
     # single submission would be (and spend no capability rate limit).
     admitted, refusal = quota_admit(config, caller=submitted_by, count=len(candidates)) if candidates else (0, None)
     fresh: list[tuple[int, Task]] = []
-    for position, (index, item, definition) in enumerate(candidates):
-        capability, target = item["capability"], item.get("target_agent", "")
+    first_of_key: dict[str, Task] = {}
+    for position, (index, item, definition, digest) in enumerate(candidates):
+        capability, target, key = item["capability"], item.get("target_agent", ""), item.get("idempotency_key")
         try:
+            if key in first_of_key:  # the same key earlier in this batch
+                results[index] = _replayed(first_of_key[key], idempotency_key=key, digest=digest)
+                continue
             if position >= admitted:
                 raise refusal
             rate_check(capability, definition, submitted_by)
         except Refused as exc:
             results[index] = item_refused(exc)
             continue
-        fresh.append((index, _new_task(
+        task = _new_task(
             definition, submitted_by=submitted_by, capability=capability, payload=item.get("payload", {}),
             priority=item.get("priority", 5), timeout=item.get("timeout"), max_attempts=item.get("max_attempts"),
-            target_agent=target, idempotency_key=None, digest="", initial=initial[(capability, target)])))
+            target_agent=target, idempotency_key=key, digest=digest, initial=initial[(capability, target)])
+        if key:
+            first_of_key[key] = task
+        fresh.append((index, task))
     if fresh:
-        tasks = [task for _, task in fresh]
-        hold_beyond_window(tasks)
-        sent = [task for task in tasks if not task.held]
-        with transaction.atomic():
-            Task.objects.bulk_create(tasks, batch_size=1000)
-            transaction.on_commit(lambda: send_many(sent))
-        for index, task in fresh:
-            results[index] = Submission(task=task, created=True)
-        logger.info("%d tasks submitted in a batch", len(tasks))
+        _store_batch(fresh, results, submitted_by=submitted_by)
     return results
+
+
+def _store_batch(fresh: list[tuple[int, Task]], results: list, *, submitted_by) -> None:
+    tasks = [task for _, task in fresh]
+    hold_beyond_window(tasks)
+    with transaction.atomic():
+        # A key a concurrent request stored first is skipped here (ON CONFLICT
+        # DO NOTHING) and answered with that request's task below.
+        Task.objects.bulk_create(tasks, batch_size=1000, ignore_conflicts=True)
+        keyed = [task for task in tasks if task.idempotency_key]
+        stored = set(Task.objects.filter(id__in=[t.id for t in keyed]).values_list("id", flat=True)) if keyed else set()
+        lost = {t.idempotency_key: t for t in keyed if t.id not in stored}
+        winners = {t.idempotency_key: t for t in Task.objects.filter(
+            submitted_by=submitted_by, idempotency_key__in=list(lost))} if lost else {}
+        sent = [t for t in tasks if not t.held and (not t.idempotency_key or t.id in stored)]
+        transaction.on_commit(lambda: send_many(sent))
+    for index, task in fresh:
+        if task.idempotency_key in lost:
+            try:
+                results[index] = _replayed(winners[task.idempotency_key], idempotency_key=task.idempotency_key,
+                                           digest=task.request_digest)
+            except Refused as exc:
+                results[index] = item_refused(exc)
+        else:
+            results[index] = Submission(task=task, created=True)
+    logger.info("%d tasks submitted in a batch", len(tasks) - len(lost))
 
 
 def request_digest(*, capability: str, payload: dict, priority: int, timeout: int | None,
