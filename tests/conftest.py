@@ -1,3 +1,10 @@
+import sys
+from pathlib import Path
+
+# This checkout's client library, not whichever one the environment installed
+# (an editable install may point at another worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client"))
+
 import pytest
 
 from tests import harness
