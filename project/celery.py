@@ -31,6 +31,7 @@ def _beat_schedule() -> dict:
         "flush": every("regions.liveness_flush", settings.LIVENESS_FLUSH_INTERVAL),
         "sweep": every("regions.task_sweep", settings.SWEEPER_INTERVAL),
         "dead-letters": every("regions.dead_letters_prune", 600.0),
+        "callbacks": every("regions.callback_sweep", settings.CALLBACK_SWEEP_INTERVAL),
     }
     if settings.ROUTER_URL:
         # Ticks often; the task pushes once per the configured (live) interval.

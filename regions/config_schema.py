@@ -71,6 +71,18 @@ SCHEMA = {
             "propertyNames": {"pattern": r"^[\w.@+-]{1,150}$"},  # Django usernames
             "additionalProperties": CALLER_QUOTA,
         },
+        # Completion callbacks go only to these (regions/services/callbacks/guard.py):
+        # a host name (any port), host:port, an address, or a CIDR. Empty: none.
+        "callbacks": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "allowed_hosts": {"type": "array", "maxItems": 1000, "items": {
+                    "type": "string", "maxLength": 300,
+                    "pattern": r"^([A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?|[0-9A-Fa-f:.]+(/[0-9]{1,3})?)$",
+                }},
+            },
+        },
         "secrets": {
             "type": "object",
             "propertyNames": {"pattern": r"^[a-z][a-z0-9_]{0,63}$"},
@@ -101,4 +113,5 @@ KEYS_SUPPORTED = [
     "callers.<username or default>.submissions_per_second (0: none)",
     "callers.<username or default>.max_in_flight (0: none)",
     "secrets.<name>.ref (env:NAME or file:/path)", "secrets.<name>.hosts",
+    "callbacks.allowed_hosts (host, host:port, address or CIDR)",
 ]

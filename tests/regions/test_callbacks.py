@@ -6,13 +6,14 @@ against what DNS says at delivery time (the SSRF guard). Real HTTP receivers
 (tests/regions/conftest.py Receiver), the real database and Redis."""
 import json
 import threading
+from urllib.parse import urlsplit
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from meridian_client import CallbackVerificationError, verify_callback
-from regions.models import CallbackAttempt, CallbackDelivery, Task
+from regions.models import Agent, CallbackAttempt, CallbackDelivery, Task
 from regions.services.callbacks import guard
 from regions.services.callbacks.deliver import callbacks_deliver_due
 from regions.services.config.current import EffectiveConfig
@@ -58,7 +59,8 @@ def submit(api, url, **fields):
 
 def finish(task_id, ok=True):
     """The task's attempt claimed and reported by an agent, as the services do it."""
-    factories.agent("a1", capabilities=("echo",))
+    if not Agent.objects.filter(agent_id="a1").exists():
+        factories.agent("a1", capabilities=("echo",))
     assert task_claim(task_id=task_id, attempt=1, agent_id="a1").run
     if ok:
         assert task_succeed(task_id=task_id, attempt=1, agent_id="a1", result={"echo": 1})
@@ -286,7 +288,9 @@ def test_private_ranges_are_refused_unless_a_cidr_allows_them(allow, dns):
 
 def test_the_regions_own_services_are_refused_even_on_an_allowed_loopback(allow, settings):
     allow("127.0.0.0/8", "localhost")
-    for url in ("http://127.0.0.1:5432/", f"http://127.0.0.1:{guard.own_ports()[0]}/", "http://localhost:6379/"):
+    redis_port = urlsplit(settings.REDIS_URL).port
+    for url in ("http://127.0.0.1:5432/", f"http://127.0.0.1:{guard.own_ports()[0]}/",
+                f"http://localhost:{redis_port}/"):
         with pytest.raises(guard.DeliveryRefused, match="own"):
             guard.pinned_targets(url)
 

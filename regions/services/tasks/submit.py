@@ -16,15 +16,16 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from project.exceptions import Refused
-from regions.models import Task
+from regions.models import CallbackDelivery, CallbackSecret, Task
 from regions.services import liveness
+from regions.services.callbacks.guard import url_refusal
 from regions.services.config.current import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.handlers import payload_check
 from regions.services.tasks.dispatch import send_many, send_or_release
 from regions.services.tasks.fair import hold_beyond_window
 from regions.services.tasks.quotas import quota_admit
-from regions.services.tasks.refusals import (CapabilityRefused, IdempotencyConflict, NoAgent, PayloadTooLargeError,
-                                             RateLimited)
+from regions.services.tasks.refusals import (CallbackRefused, CallbackSecretMissing, CapabilityRefused,
+                                             IdempotencyConflict, NoAgent, PayloadTooLargeError, RateLimited)
 from regions.services.tasks.waiting import initial_status
 
 logger = logging.getLogger("regions.services.tasks")  # the lifecycle's log stream, whichever module writes
@@ -70,7 +71,7 @@ def payload_size(payload) -> int:
 def task_submit(
     *, submitted_by, capability: str, payload: dict, priority: int = 5, timeout: int | None = None,
     max_attempts: int | None = None, idempotency_key: str | None = None, target_agent: str = "",
-    require_agent: bool = False,
+    require_agent: bool = False, callback_url: str = "",
 ) -> Submission:
     """Persist first, dispatch after commit: a failed send is retried by the sweeper.
     require_agent: refuse (NoAgent) instead of storing a task that would wait."""
@@ -78,7 +79,8 @@ def task_submit(
     # HOT_PATH_CHECK_SECONDS (one Redis GET per 100 ms per process, not per task).
     config = config_current(max_age=HOT_PATH_CHECK_SECONDS)
     digest = request_digest(capability=capability, payload=payload, priority=priority, timeout=timeout,
-                            max_attempts=max_attempts, target_agent=target_agent) if idempotency_key else ""
+                            max_attempts=max_attempts, target_agent=target_agent,
+                            callback_url=callback_url) if idempotency_key else ""
     if idempotency_key:
         # A replay answers the task the first request made, before any check that
         # may have changed since (a tightened schema, a new blocklist): a client
@@ -87,6 +89,7 @@ def task_submit(
         if existing is not None:
             return _replayed(existing, idempotency_key=idempotency_key, digest=digest)
     definition = _admitted(config, capability=capability, payload=payload)
+    callback_check(callback_url, submitted_by=submitted_by)
     # Before the rate limit: a refused submission spends none of it.
     initial = initial_status(capability=capability, target_agent=target_agent)
     _agent_required(require_agent, capability=capability, target_agent=target_agent, initial=initial)
@@ -96,7 +99,7 @@ def task_submit(
     rate_check(capability, definition, submitted_by)
     task = _new_task(definition, submitted_by=submitted_by, capability=capability, payload=payload,
                      priority=priority, timeout=timeout, max_attempts=max_attempts, target_agent=target_agent,
-                     idempotency_key=idempotency_key, digest=digest, initial=initial)
+                     idempotency_key=idempotency_key, digest=digest, initial=initial, callback_url=callback_url)
     hold_beyond_window([task])
     try:
         with transaction.atomic():
@@ -106,6 +109,8 @@ def task_submit(
             # is cleared again and the sweeper sends it (the outbox). A task
             # beyond its caller's fair share is held instead (fair.py).
             task.save(force_insert=True)
+            if callback_url:  # the callback's outbox row, due once the task is final
+                CallbackDelivery.objects.create(task=task)
             if not task.held:
                 transaction.on_commit(lambda: send_or_release(task, dispatched_at=task.dispatched_at))
     except IntegrityError:
@@ -140,9 +145,23 @@ def _admitted(config, *, capability: str, payload) -> dict:
     return definition
 
 
+def callback_check(callback_url: str, *, submitted_by) -> None:
+    """A callback_url must be one the configuration allows (checked again at
+    delivery, with what DNS says then), and the caller must have a secret to
+    sign it with."""
+    if not callback_url:
+        return
+    refusal = url_refusal(callback_url)
+    if refusal:
+        raise CallbackRefused(refusal)
+    if not CallbackSecret.objects.filter(user=submitted_by).exists():
+        raise CallbackSecretMissing("a callback_url needs your signing secret first: create it with "
+                                    "POST /api/v1/callbacks/secret (shown once)")
+
+
 def _new_task(definition: dict, *, submitted_by, capability: str, payload, priority: int, timeout: int | None,
               max_attempts: int | None, target_agent: str, idempotency_key: str | None, digest: str,
-              initial: tuple[str, str]) -> Task:
+              initial: tuple[str, str], callback_url: str = "") -> Task:
     status, reason = initial
     return Task(
         capability=capability, payload=payload, priority=priority,
@@ -150,7 +169,7 @@ def _new_task(definition: dict, *, submitted_by, capability: str, payload, prior
         max_attempts=max_attempts or definition.get("max_attempts") or settings.TASK_DEFAULT_MAX_ATTEMPTS,
         status=status, status_reason=reason, idempotency_key=idempotency_key or None,
         request_digest=digest, target_agent=target_agent, submitted_by=submitted_by,
-        dispatched_at=timezone.now(),
+        dispatched_at=timezone.now(), callback_url=callback_url,
     )
 
 
@@ -186,6 +205,7 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
                 continue
             capability, target = item["capability"], item.get("target_agent", "")
             definition = _admitted(config, capability=capability, payload=item.get("payload", {}))
+            callback_check(item.get("callback_url", ""), submitted_by=submitted_by)
             if (capability, target) not in initial:  # one counter read per capability and target
                 initial[(capability, target)] = initial_status(capability=capability, target_agent=target)
             _agent_required(item.get("require_agent", False), capability=capability, target_agent=target,
@@ -210,13 +230,15 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
         fresh.append((index, _new_task(
             definition, submitted_by=submitted_by, capability=capability, payload=item.get("payload", {}),
             priority=item.get("priority", 5), timeout=item.get("timeout"), max_attempts=item.get("max_attempts"),
-            target_agent=target, idempotency_key=None, digest="", initial=initial[(capability, target)])))
+            target_agent=target, idempotency_key=None, digest="", initial=initial[(capability, target)],
+            callback_url=item.get("callback_url", ""))))
     if fresh:
         tasks = [task for _, task in fresh]
         hold_beyond_window(tasks)
         sent = [task for task in tasks if not task.held]
         with transaction.atomic():
             Task.objects.bulk_create(tasks, batch_size=1000)
+            CallbackDelivery.objects.bulk_create([CallbackDelivery(task=t) for t in tasks if t.callback_url])
             transaction.on_commit(lambda: send_many(sent))
         for index, task in fresh:
             results[index] = Submission(task=task, created=True)
@@ -225,10 +247,14 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
 
 
 def request_digest(*, capability: str, payload: dict, priority: int, timeout: int | None,
-                   max_attempts: int | None, target_agent: str) -> str:
-    """What a submission asked for, canonically (key order does not matter)."""
-    canonical = json.dumps({"capability": capability, "payload": payload, "priority": priority, "timeout": timeout,
-                            "max_attempts": max_attempts, "target_agent": target_agent},
+                   max_attempts: int | None, target_agent: str, callback_url: str = "") -> str:
+    """What a submission asked for, canonically (key order does not matter; a
+    callback_url only when given, so the digests stored before it stay valid)."""
+    asked = {"capability": capability, "payload": payload, "priority": priority, "timeout": timeout,
+             "max_attempts": max_attempts, "target_agent": target_agent}
+    if callback_url:
+        asked["callback_url"] = callback_url
+    canonical = json.dumps(asked,
                            sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
