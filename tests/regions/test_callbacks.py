@@ -22,6 +22,7 @@ from regions.services.tasks.claim import task_claim
 from regions.services.tasks.outcome import task_fail, task_succeed
 from tests import factories
 from tests.harness import wait_for
+from tests.regions.test_config_sync import repo  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -345,3 +346,35 @@ def test_two_sweepers_racing_deliver_each_callback_once(api, sent, allow, secret
     assert sum(counts) == 6
     assert deliver() == 0 and len(hook.requests) == 6
     assert set(CallbackDelivery.objects.values_list("state", flat=True)) == {"delivered"}
+
+
+# --- the configuration -----------------------------------------------------------------
+
+def test_sync_config_refuses_an_allowed_host_that_is_not_a_host_address_or_cidr(repo):
+    from tests.regions.test_config_sync import GLOBAL, sync
+
+    repo.commit({"global.yaml": {**GLOBAL, "callbacks": {"allowed_hosts": ["hooks.example.com", "10.0.0.0/99"]}}})
+    result = sync(repo)
+    assert not result.applied and "callbacks.allowed_hosts" in result.error and "10.0.0.0/99" in result.error
+    repo.commit({"global.yaml": {**GLOBAL, "callbacks": {"allowed_hosts": ["hooks.example.com:8443", "10.0.0.0/8",
+                                                                           "[::1]:9000", "127.0.0.1"]}}})
+    assert sync(repo).applied
+    allowed = guard.allowed_hosts()
+    assert allowed.names["hooks.example.com"] == {8443} and allowed.names["::1"] == {9000}
+    assert guard.url_refusal("https://hooks.example.com:8443/x") is None
+
+
+def test_the_admin_task_page_shows_the_callback_and_its_attempts_never_the_secret(api, sent, allow, secret,
+                                                                                   receiver, client):
+    from django.contrib.auth import get_user_model
+
+    hook = receiver(answers=[(500, {}), (200, {})])
+    allow("127.0.0.1")
+    task_id = submitted_and_finished(api, hook.url)
+    deliver()
+    staff = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(staff)
+    page = client.get(f"/admin/regions/task/{task_id}/change/").content.decode()
+    assert "completion callback" in page.lower() and "callback attempts" in page.lower()
+    assert hook.url in page and "answered 500" in page
+    assert secret not in page

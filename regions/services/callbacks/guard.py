@@ -68,28 +68,49 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
-def allow_list(entries) -> AllowList:
+def allowed_host_problem(entry: str) -> str | None:
+    """What is wrong with an entry of callbacks.allowed_hosts (sync_config
+    refuses the configuration), or None."""
+    try:
+        allow_list([entry], strict=True)
+    except ValueError as exc:
+        return str(exc) or "not a host, host:port, address or CIDR"
+    return None
+
+
+def allow_list(entries, *, strict: bool = False) -> AllowList:
+    """The entries parsed; one that does not parse is skipped (sync_config
+    refused it already) unless strict."""
     names: dict[str, set[int] | None] = {}
     networks = []
     for raw in entries or ():
-        entry = str(raw).strip().lower().rstrip(".")
-        if "/" in entry:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-            continue
-        host, port = entry, None
-        if entry.startswith("["):  # [v6]:port
-            host, _, rest = entry[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else None
-        elif entry.count(":") == 1:
-            host, _, port_text = entry.partition(":")
-            port = int(port_text)
-        literal = _literal(host)
-        key = str(literal) if literal else host
-        if port is None:
-            names[key] = None
-        elif names.get(key, set()) is not None:
-            names.setdefault(key, set()).add(port)
+        try:
+            _entry_add(str(raw).strip().lower().rstrip("."), names, networks)
+        except ValueError:
+            if strict:
+                raise
     return AllowList({k: (None if v is None else frozenset(v)) for k, v in names.items()}, tuple(networks))
+
+
+def _entry_add(entry: str, names: dict, networks: list) -> None:
+    if "/" in entry:
+        networks.append(ipaddress.ip_network(entry, strict=False))
+        return
+    host, port = entry, None
+    if entry.startswith("["):  # [v6]:port
+        host, _, rest = entry[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else None
+    elif entry.count(":") == 1:
+        host, _, port_text = entry.partition(":")
+        port = int(port_text)
+    if not host or (port is not None and not 0 < port < 65536):
+        raise ValueError("not a host, host:port, address or CIDR")
+    literal = _literal(host)
+    key = str(literal) if literal else host
+    if port is None:
+        names[key] = None
+    elif names.get(key, set()) is not None:
+        names.setdefault(key, set()).add(port)
 
 
 def allowed_hosts() -> AllowList:
