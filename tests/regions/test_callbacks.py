@@ -6,6 +6,7 @@ against what DNS says at delivery time (the SSRF guard). Real HTTP receivers
 (tests/regions/conftest.py Receiver), the real database and Redis."""
 import json
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 from datetime import timedelta
 
@@ -378,3 +379,16 @@ def test_the_admin_task_page_shows_the_callback_and_its_attempts_never_the_secre
     assert "completion callback" in page.lower() and "callback attempts" in page.lower()
     assert hook.url in page and "answered 500" in page
     assert secret not in page
+
+
+def test_the_demo_configuration_allows_callbacks_to_its_loopback_receivers(tmp_path, settings):
+    from regions.management.demo.local_services import config_repo_create
+    from regions.services.config.parse import config_parse
+
+    repo = config_repo_create(root=tmp_path, say=lambda _: None)
+    merged = config_parse({"global.yaml": (repo / "global.yaml").read_text()})
+    allowed = guard.allow_list(merged["callbacks"]["allowed_hosts"])
+    assert guard.url_refusal("http://127.0.0.1:8787/meridian", allowed) is None
+    example = config_parse({"global.yaml": (Path(settings.BASE_DIR) / "examples" / "config-repo" / "global.yaml")
+                            .read_text()})
+    assert guard.allow_list(example["callbacks"]["allowed_hosts"]).empty  # the example allows none
