@@ -75,3 +75,12 @@ def test_refuses_a_body_that_is_not_a_json_object_even_if_signed():
 def test_refuses_an_empty_secret():
     with pytest.raises(ValueError, match="secret"):
         verify_callback(BODY, header_for(BODY), "")
+
+
+def test_submit_sends_the_callback_url_when_one_is_given():
+    from meridian_client._core import Core
+
+    core = Core("http://region.invalid", "mk_x")
+    assert core.submission("echo", {}, callback_url="https://hooks.example.com/x")["callback_url"] == \
+        "https://hooks.example.com/x"
+    assert "callback_url" not in core.submission("echo", {})
