@@ -158,14 +158,17 @@ def _send(target: guard.Target, *, body: bytes, headers: dict) -> int:
     literal = f"[{target.address}]" if ":" in target.address else target.address
     url = f"{target.scheme}://{literal}:{target.port}{target.path}"
     timeout = httpx.Timeout(settings.CALLBACK_TIMEOUT_SECONDS, connect=min(3.0, settings.CALLBACK_TIMEOUT_SECONDS))
+    deadline = time.monotonic() + settings.CALLBACK_TIMEOUT_SECONDS
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         with client.stream("POST", url, content=body, headers={**headers, "Host": target.host_header},
                            extensions=extensions) as response:
             read = 0
-            for chunk in response.iter_bytes():  # at most 64 KiB of the answer is read, none kept
+            # At most 64 KiB of the answer is read (none kept), within the
+            # attempt's time: a receiver that drips its answer is not waited for.
+            for chunk in response.iter_bytes():
                 read += len(chunk)
-                if read > 65536:
+                if read > 65536 or time.monotonic() > deadline:
                     break
             return response.status_code
 
