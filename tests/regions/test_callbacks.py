@@ -147,7 +147,8 @@ def test_a_finished_task_is_posted_signed_to_a_real_receiver(api, sent, allow, s
     task = verify_callback(request["body"], request["headers"]["Meridian-Signature"], secret)
     assert task["id"] == task_id and task["status"] == "succeeded" and task["result"] == {"echo": 1}
     assert request["headers"]["Content-Type"] == "application/json"
-    assert request["headers"]["Meridian-Delivery"].startswith(task_id)
+    assert request["headers"]["Meridian-Delivery"] == f"{task_id}.1"
+    assert request["headers"]["Meridian-Delivery-Attempt"] == "1"
     with pytest.raises(CallbackVerificationError):
         verify_callback(request["body"], request["headers"]["Meridian-Signature"], "whsec_someone_else")
     # recorded, and visible on the task
@@ -178,9 +179,8 @@ def test_the_finish_sends_the_delivery_at_once_after_its_commit(api, sent, allow
     r = submit(api, receiver().url)
     with django_capture_on_commit_callbacks(execute=True):
         finish(r.json()["id"])
-    assert any(m.get("kwargs", {}).get("task_id") == r.json()["id"] for m in sent
-               if m.get("name") == "regions.callback_deliver") or \
-        any(str(r.json()["id"]) in json.dumps(m, default=str) for m in sent)
+    kicks = [m for m in sent if m.get("kwargs") == {"task_id": r.json()["id"]}]  # regions.callback_deliver's
+    assert len(kicks) == 1
 
 
 def test_an_unfinished_task_is_not_delivered(api, sent, allow, secret, receiver):
@@ -204,8 +204,10 @@ def test_a_500_is_retried_with_exponential_backoff_until_a_200(api, sent, allow,
     codes = list(CallbackAttempt.objects.filter(task_id=task_id).order_by("number").values_list(
         "response_code", "outcome"))
     assert codes == [(500, "failed"), (500, "failed"), (200, "delivered")]
-    # each attempt is signed anew, every one verifies
+    # each attempt is signed anew, every one verifies; one event, tried three times
     assert all(verify_callback(x["body"], x["headers"]["Meridian-Signature"], secret) for x in hook.requests)
+    assert {x["headers"]["Meridian-Delivery"] for x in hook.requests} == {f"{task_id}.1"}
+    assert [x["headers"]["Meridian-Delivery-Attempt"] for x in hook.requests] == ["1", "2", "3"]
 
 
 def test_delivery_gives_up_after_the_retry_window(api, sent, allow, secret, receiver, settings):

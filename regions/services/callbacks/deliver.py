@@ -29,8 +29,8 @@ from rest_framework.renderers import JSONRenderer
 from regions.models import CallbackAttempt, CallbackDelivery, Task
 from regions.services.callbacks import guard
 from regions.services.callbacks.secret import callback_secret_of
-from regions.services.callbacks.signature import (DELIVERY_HEADER, EVENT, EVENT_HEADER, SIGNATURE_HEADER,
-                                                  callback_signature)
+from regions.services.callbacks.signature import (ATTEMPT_HEADER, DELIVERY_HEADER, EVENT, EVENT_HEADER,
+                                                  SIGNATURE_HEADER, callback_signature)
 
 logger = logging.getLogger("regions.services.callbacks")
 
@@ -132,7 +132,8 @@ def _post(task: Task, delivery: CallbackDelivery) -> tuple[str, int | None, str]
     body = representation(task)
     headers = {"Content-Type": "application/json", "User-Agent": "Meridian-Callbacks/1",
                SIGNATURE_HEADER: callback_signature(body=body, secret=secret, timestamp=int(time.time())),
-               DELIVERY_HEADER: f"{task.id}.{task.attempt}.{delivery.attempts + 1}", EVENT_HEADER: EVENT}
+               DELIVERY_HEADER: f"{task.id}.{task.attempt}", ATTEMPT_HEADER: str(delivery.attempts + 1),
+               EVENT_HEADER: EVENT}
     error = ""
     for target in targets:
         try:

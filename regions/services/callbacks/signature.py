@@ -7,7 +7,8 @@ import hashlib
 import hmac
 
 SIGNATURE_HEADER = "Meridian-Signature"
-DELIVERY_HEADER = "Meridian-Delivery"
+DELIVERY_HEADER = "Meridian-Delivery"  # <task id>.<task attempt>: the same for every try of one event
+ATTEMPT_HEADER = "Meridian-Delivery-Attempt"  # 1, 2, …
 EVENT_HEADER = "Meridian-Event"
 EVENT = "task.finished"
 
