@@ -33,6 +33,7 @@ def _beat_schedule() -> dict:
         "schedules": every("regions.schedules_tick", settings.SCHEDULE_TICK_SECONDS),
         "dead-letters": every("regions.dead_letters_prune", 600.0),
         "audit": every("regions.audit_prune", 86400.0),
+        "callbacks": every("regions.callback_sweep", settings.CALLBACK_SWEEP_INTERVAL),
     }
     if settings.ROUTER_URL:
         # Ticks often; the task pushes once per the configured (live) interval.

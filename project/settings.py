@@ -297,6 +297,15 @@ TASK_RETRY_BACKOFF_MAX = env.float("TASK_RETRY_BACKOFF_MAX", default=300.0)
 # A task still waiting for an agent this long after its current attempt was sent fails
 # with reason no_agent (the sweeper); configuration tasks.<capability>.wait_deadline wins.
 TASK_WAIT_DEADLINE = env.int("TASK_WAIT_DEADLINE", default=3 * 3600)
+# Completion callbacks (regions/services/callbacks/): retried with backoff (the
+# base doubled, capped) for this long after the task's finish, then given up.
+CALLBACK_RETRY_HOURS = env.float("CALLBACK_RETRY_HOURS", default=24.0)
+CALLBACK_BACKOFF_BASE = env.float("CALLBACK_BACKOFF_BASE", default=10.0)
+CALLBACK_BACKOFF_MAX = env.float("CALLBACK_BACKOFF_MAX", default=3600.0)
+CALLBACK_TIMEOUT_SECONDS = env.float("CALLBACK_TIMEOUT_SECONDS", default=5.0)  # one attempt, connect included
+# A claimed delivery is another sender's to take only after this: longer than any attempt.
+CALLBACK_LEASE_SECONDS = env.float("CALLBACK_LEASE_SECONDS", default=60.0)
+CALLBACK_SWEEP_INTERVAL = env.float("CALLBACK_SWEEP_INTERVAL", default=2.0)
 # A registration token accepted in addition to those in the database (bootstrap/demo).
 AGENT_REGISTRATION_TOKEN = env.str("AGENT_REGISTRATION_TOKEN", default="")
 # At most this many registrations per minute with one registration token (a region's

@@ -101,6 +101,18 @@ SCHEMA = {
             "propertyNames": {"pattern": SCHEDULE_NAME_RE},
             "additionalProperties": SCHEDULE,
         },
+        # Completion callbacks go only to these (regions/services/callbacks/guard.py):
+        # a host name (any port), host:port, an address, or a CIDR. Empty: none.
+        "callbacks": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "allowed_hosts": {"type": "array", "maxItems": 1000, "items": {
+                    "type": "string", "maxLength": 300,
+                    "pattern": r"^([A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?|[0-9A-Fa-f:.]+(/[0-9]{1,3})?)$",
+                }},
+            },
+        },
         "secrets": {
             "type": "object",
             "propertyNames": {"pattern": r"^[a-z][a-z0-9_]{0,63}$"},
@@ -135,4 +147,5 @@ KEYS_SUPPORTED = [
     "schedules.<name>.interval (seconds)", "schedules.<name>.capability", "schedules.<name>.payload",
     "schedules.<name>.priority", "schedules.<name>.regions", "schedules.<name>.overlap (skip, allow or replace)",
     "schedules.<name>.catch_up (latest or none)",
+    "callbacks.allowed_hosts (host, host:port, address or CIDR)",
 ]

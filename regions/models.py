@@ -98,6 +98,8 @@ class Task(models.Model):
                                                         "when one of the tenant's tasks there leaves it")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Completion callback: POSTed, signed, when the task is final (CallbackDelivery).
+    callback_url = models.CharField(max_length=2048, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-created_at"]
@@ -282,3 +284,70 @@ class ScheduleRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule}@{self.due_at:%Y-%m-%dT%H:%M:%SZ}"
+
+
+class CallbackSecret(models.Model):
+    """A caller's key for signing its completion callbacks (HMAC-SHA256). Shown
+    to the caller once; kept here as it is, because the region must sign with
+    it: it never leaves the region (not sent to the router, not logged, not in
+    the admin). See docs/security.md."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="callback_secret")
+    secret = models.CharField(max_length=100)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"callback secret of {self.user}"
+
+
+class CallbackDelivery(models.Model):
+    """The outbox of a task's completion callback: stored with the task at
+    submission, so the task becoming final (in whatever transaction) is what
+    makes it due, and nothing is lost between the two. Sent after the finish
+    commits (regions.callback_deliver) and by the sweeper (regions.callback_sweep)
+    for what is due and not sent; claimed with a lease (lease_until, lease_token)
+    so one delivery never runs twice at once."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # waits for the task to be final, or for its next attempt
+        DELIVERED = "delivered"
+        GAVE_UP = "gave_up"  # no 2xx within CALLBACK_RETRY_HOURS of the finish
+
+    task = models.OneToOneField(Task, on_delete=models.CASCADE, related_name="callback_delivery")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="empty: as soon as the task is final")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    lease_token = models.CharField(max_length=32, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["next_attempt_at"], name="callback_pending_idx",
+                                condition=models.Q(state="pending"))]
+
+    def __str__(self) -> str:
+        return f"callback of {self.task_id}: {self.state}"
+
+
+class CallbackAttempt(models.Model):
+    """One POST of a completion callback (or its refusal by the SSRF guard)."""
+
+    class Outcome(models.TextChoices):
+        DELIVERED = "delivered"  # a 2xx
+        FAILED = "failed"  # another status, a redirect, a timeout or a connection error
+        REFUSED = "refused"  # the guard: host not allowed, or it resolves to a forbidden address
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="callback_attempts")
+    number = models.PositiveIntegerField()
+    at = models.DateTimeField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["task", "number"]
+        constraints = [models.UniqueConstraint(fields=["task", "number"], name="one_row_per_callback_attempt")]
+
+    def __str__(self) -> str:
+        return f"callback attempt {self.number}: {self.outcome}"

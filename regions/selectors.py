@@ -10,7 +10,7 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from project.dbbackends import json_list_has
-from regions.models import Agent, ConfigVersion, DeadLetter, Task
+from regions.models import Agent, CallbackAttempt, CallbackDelivery, ConfigVersion, DeadLetter, Task
 from regions.services import liveness
 
 
@@ -29,6 +29,17 @@ def task_list(*, user, see_all: bool = False, status: str | None = None,
 
 def task_get(*, user, task_id, see_all: bool = False) -> Task | None:
     return task_list(user=user, see_all=see_all).filter(id=task_id).first()
+
+
+def task_callback(task: Task) -> dict | None:
+    """The task's completion callback: its state and every attempt so far."""
+    delivery = CallbackDelivery.objects.filter(task_id=task.id).values(
+        "state", "attempts", "next_attempt_at", "delivered_at").first()
+    if delivery is None:
+        return None
+    attempts = CallbackAttempt.objects.filter(task_id=task.id).order_by("number").values(
+        "number", "at", "outcome", "response_code", "error", "duration_ms")
+    return {**delivery, "attempts": list(attempts)}
 
 
 def tasks_by_id(*, user, ids: list[str], see_all: bool = False) -> dict[str, Task]:

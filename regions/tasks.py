@@ -131,3 +131,25 @@ def config_sync_task() -> dict:
 
     result = config_sync(repo=settings.CONFIG_REPO, ref=settings.CONFIG_REF)
     return {"sha": result.sha, "applied": result.applied, "error": result.error}
+
+
+@shared_task(name="regions.callback_deliver", ignore_result=True, acks_late=False, time_limit=120)
+def callback_deliver_task(task_id: str) -> bool:
+    # Acked on receipt: a lost message is the sweeper's to send (the outbox row
+    # stays pending). Never twice at once: the delivery is claimed with a lease.
+    from regions.services.callbacks.deliver import callback_deliver
+
+    try:
+        return callback_deliver(task_id=task_id)
+    except DatabaseError as exc:
+        if not database_unavailable(exc):
+            raise
+        return False
+
+
+@shared_task(name="regions.callback_sweep", ignore_result=True, acks_late=False, time_limit=300)
+@clock_job
+def callback_sweep_task() -> int:
+    from regions.clock.callbacks_due import deliver_due_callbacks
+
+    return deliver_due_callbacks(now=timezone.now())

@@ -398,3 +398,26 @@ def test_config_drift_is_visible_at_the_router_and_secrets_never_leave_the_regio
         assert SECRET not in _dump_database(name), name
     for proc in (*router.procs, *eu.procs, *us.procs):
         assert SECRET not in proc.log.read_text(errors="replace"), proc.name
+
+
+def test_a_callback_url_forwarded_by_the_router_reaches_the_receiver_signed(fleet, receiver, tmp_path):
+    """The router passes the body on: the region the task runs in delivers its
+    callback, signed with the caller's secret there (made at the region itself,
+    never through the router)."""
+    from meridian_client import verify_callback
+
+    router, us, _ = fleet
+    commit = harness.config_repo(tmp_path / "config")
+    sha = commit({"schema_version": 1, "callbacks": {"allowed_hosts": ["127.0.0.1"]}})
+    assert "applied" in us.manage("sync_config", "--repo", str(tmp_path / "config"), "--ref", sha)
+    assert router.call("POST", "/api/v1/callbacks/secret", key=router.user_key).status_code == 404
+    secret = us.call("POST", "/api/v1/callbacks/secret", key=us.user_key).json()["secret"]
+    hook = receiver()
+    sub = router.call("POST", "/api/v1/tasks", key=router.user_key,
+                      json={"capability": "echo", "region": "us-east-1", "payload": {"hook": 1},
+                            "callback_url": hook.url})
+    assert sub.status_code == 201, sub.text
+    wait_for(lambda: hook.requests, 30, what="the callback at the receiver")
+    task = verify_callback(hook.requests[0]["body"], hook.requests[0]["headers"]["Meridian-Signature"], secret)
+    assert task["id"] == sub.json()["task"]["id"] and task["region_id"] == "us-east-1"
+    assert task["result"]["echo"] == {"hook": 1}

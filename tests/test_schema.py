@@ -70,6 +70,8 @@ def test_each_operation_names_the_credential_it_takes(region_schema, router_sche
     # What the router forwards takes its assertion too (never the caller's key).
     assert security(region_schema, "/api/v1/tasks", "post") == ["apiKey", "cookieAuth", "routerAssertion"]
     assert security(region_schema, "/api/v1/tasks/batch", "post") == ["apiKey", "cookieAuth", "routerAssertion"]
+    # The callback signing secret is the region's alone: never through the router.
+    assert security(region_schema, "/api/v1/callbacks/secret", "post") == ["apiKey", "cookieAuth"]
     assert security(region_schema, "/api/v1/agents/register", "post") == ["registrationToken"]
     for action in ("heartbeat", "claim", "report", "deregister"):
         assert security(region_schema, f"/api/v1/agents/{{agent_id}}/{action}", "post") == ["agentToken"]

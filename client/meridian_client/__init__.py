@@ -8,9 +8,13 @@ Submit and wait (``Client`` / ``AsyncClient``, docs/client.md)::
         ref = client.submit("echo", {"hello": "world"}, residency="eu")
         print(ref.result(timeout=60))
 
+Receiving a completion callback (``verify_callback``): see
+``meridian_client.callbacks``.
+
 Task code (``handler``, ``Context``, ``HandlerError``): see
 ``meridian_client.handlers``.
 """
+from meridian_client.callbacks import CallbackVerificationError, verify_callback
 from meridian_client.client import AsyncClient, AsyncTaskRef, Client, Refusal, TaskRef
 from meridian_client.errors import (APIError, AuthenticationError, Conflict, ForwardUncertain, IdempotencyConflict,
                                     MeridianError, NoAgent, NoRegion, NotFound, PayloadTooLarge, PermissionDenied,
@@ -22,6 +26,8 @@ from meridian_client.handlers import Context, HandlerError, HandlerSpec, handler
 __all__ = [
     # task code
     "Context", "HandlerError", "HandlerSpec", "handler", "registered",
+    # receiving a completion callback
+    "verify_callback", "CallbackVerificationError",
     # the client
     "Client", "AsyncClient", "TaskRef", "AsyncTaskRef", "Refusal",
     # errors

@@ -200,13 +200,13 @@ class Core(Caller):
     def submission(self, capability: str, payload: Mapping[str, Any] | None = None, *,
                    residency: str | None = None, region: str | None = None, priority: int | None = None,
                    timeout: int | None = None, max_attempts: int | None = None, idempotency_key: str | None = None,
-                   require_agent: bool = False) -> dict[str, Any]:
+                   require_agent: bool = False, callback_url: str | None = None) -> dict[str, Any]:
         """The body of a submission; every one carries an idempotency key (a new
         uuid4 when none is given), so sending it again never makes a second task."""
         body: dict[str, Any] = {"capability": capability, "payload": dict(payload or {}),
                                 "idempotency_key": idempotency_key or uuid.uuid4().hex}
         for name, value in (("residency", residency), ("region", region), ("priority", priority),
-                            ("timeout", timeout), ("max_attempts", max_attempts)):
+                            ("timeout", timeout), ("max_attempts", max_attempts), ("callback_url", callback_url)):
             if value is not None:
                 body[name] = value
         if require_agent:

@@ -92,7 +92,8 @@ def _task_exit(task: dict[str, Any]) -> int:
 def cmd_submit(client: Client, args: argparse.Namespace, out: Output) -> int:
     ref = client.submit(args.capability, _payload(args.payload), residency=args.residency, region=args.region,
                         priority=args.priority, timeout=args.task_timeout, max_attempts=args.max_attempts,
-                        idempotency_key=args.idempotency_key, require_agent=args.require_agent, direct=args.direct)
+                        idempotency_key=args.idempotency_key, require_agent=args.require_agent, direct=args.direct,
+                        callback_url=args.callback_url)
     if not args.wait:
         out.out(f"{ref}  {(ref.task or {}).get('status', 'submitted')}", {"ref": str(ref), "task": ref.task})
         return OK
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int)
     p.add_argument("--idempotency-key", help="default: a new one (a retried submit never runs twice)")
     p.add_argument("--require-agent", action="store_true", help="refuse at once if no agent serves it")
+    p.add_argument("--callback-url", help="the region POSTs the final task there, signed (docs/api.md)")
     p.add_argument("--direct", action="store_true",
                    help="route at the router, submit to the region itself (the payload never crosses the router)")
     p.add_argument("--wait", action="store_true", help="wait for the result; exit code as `result`")

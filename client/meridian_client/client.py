@@ -212,7 +212,7 @@ class Client(_ClientBase[TaskRef]):
     def submit(self, capability: str, payload: Mapping[str, Any] | None = None, *, residency: str | None = None,
                region: str | None = None, priority: int | None = None, timeout: int | None = None,
                max_attempts: int | None = None, idempotency_key: str | None = None, require_agent: bool = False,
-               direct: bool = False) -> TaskRef:
+               direct: bool = False, callback_url: str | None = None) -> TaskRef:
         """Submit a task; returns its reference at once (``ref.result()`` waits).
 
         ``residency``/``region`` constrain where (at the router); ``priority`` 0-9,
@@ -220,10 +220,11 @@ class Client(_ClientBase[TaskRef]):
         (a new one when None: a retry after a timeout never runs it twice);
         ``require_agent``: refused (NoAgent) if no agent serves the capability;
         ``direct``: ask the router where, then submit to that region itself, so the
-        payload never crosses the router."""
+        payload never crosses the router; ``callback_url``: the region POSTs the
+        final task there, signed (check it with :func:`verify_callback`)."""
         body = self._core.submission(capability, payload, residency=residency, region=region, priority=priority,
                                      timeout=timeout, max_attempts=max_attempts, idempotency_key=idempotency_key,
-                                     require_agent=require_agent)
+                                     require_agent=require_agent, callback_url=callback_url)
         return self._run(self._core.submit(body, direct=direct, new_ref=self._new_ref))
 
     def submit_many(self, items: Iterable[Mapping[str, Any]], *, residency: str | None = None,
@@ -316,11 +317,11 @@ class AsyncClient(_ClientBase[AsyncTaskRef]):
                      residency: str | None = None, region: str | None = None, priority: int | None = None,
                      timeout: int | None = None, max_attempts: int | None = None,
                      idempotency_key: str | None = None, require_agent: bool = False,
-                     direct: bool = False) -> AsyncTaskRef:
+                     direct: bool = False, callback_url: str | None = None) -> AsyncTaskRef:
         """See :meth:`Client.submit`."""
         body = self._core.submission(capability, payload, residency=residency, region=region, priority=priority,
                                      timeout=timeout, max_attempts=max_attempts, idempotency_key=idempotency_key,
-                                     require_agent=require_agent)
+                                     require_agent=require_agent, callback_url=callback_url)
         return await self._run(self._core.submit(body, direct=direct, new_ref=self._new_ref))
 
     async def submit_many(self, items: Iterable[Mapping[str, Any]], *, residency: str | None = None,

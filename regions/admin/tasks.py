@@ -10,7 +10,7 @@ from project.accounts.audit import audited
 from project.exceptions import Refused
 from regions.admin.base import ReadOnlyAdmin
 from regions.admin.formatting import TASK_COLOURS, attempt_outcome_badge, pretty_json, span, truncated
-from regions.models import Task, TaskAttempt
+from regions.models import CallbackAttempt, CallbackDelivery, Task, TaskAttempt
 from regions.services.tasks.cancel import task_cancel
 from regions.services.tasks.refusals import InvalidState
 from regions.services.tasks.retry import task_retry
@@ -48,6 +48,55 @@ class TaskAttemptInline(admin.TabularInline):
         return attempt_outcome_badge(obj)
 
 
+class CallbackDeliveryInline(admin.TabularInline):
+    """The completion callback's state (its signing secret is never shown)."""
+
+    model = CallbackDelivery
+    extra = 0
+    can_delete = False
+    fields = ("state", "attempts", "next_attempt", "delivered", "lease")
+    readonly_fields = fields
+    verbose_name_plural = "completion callback"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="next attempt")
+    def next_attempt(self, obj: CallbackDelivery):
+        return when(obj.next_attempt_at)
+
+    @admin.display(description="delivered")
+    def delivered(self, obj: CallbackDelivery):
+        return when(obj.delivered_at)
+
+    @admin.display(description="claimed until")
+    def lease(self, obj: CallbackDelivery):
+        return when(obj.lease_until)
+
+
+class CallbackAttemptInline(admin.TabularInline):
+    model = CallbackAttempt
+    extra = 0
+    can_delete = False
+    fields = ("number", "attempted", "outcome", "response_code", "duration_ms", "error")
+    readonly_fields = fields
+    ordering = ("number",)
+    verbose_name_plural = "callback attempts"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="at")
+    def attempted(self, obj: CallbackAttempt):
+        return when(obj.at)
+
+
 @admin.register(Task)
 class TaskAdmin(ReadOnlyAdmin):
     list_display = ("short_id", "capability", "status_badge", "attempts", "agent_link", "queue_wait", "duration",
@@ -56,9 +105,9 @@ class TaskAdmin(ReadOnlyAdmin):
     search_fields = ("id", "idempotency_key", "agent", "error")
     fields = ("id", "capability", "status_badge", "status_reason", "attempts", "agent", "target_agent", "priority",
               "timeout", "submitted_by", "idempotency_key", "created", "started", "finished", "queue_wait",
-              "duration", "error", "payload_pretty", "result_pretty")
+              "duration", "error", "callback_url", "payload_pretty", "result_pretty")
     readonly_fields = fields
-    inlines = [TaskAttemptInline]
+    inlines = [TaskAttemptInline, CallbackDeliveryInline, CallbackAttemptInline]
     actions = ["retry", "cancel"]
     change_form_template = "admin/regions/change_form_actions.html"
     console_actions = (("retry", "Retry"), ("cancel", "Cancel"))

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from regions.models import Agent, Task
@@ -18,15 +19,33 @@ class SharedFieldsMixin:
         return shared
 
 
+class CallbackAttemptSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    at = serializers.DateTimeField()
+    outcome = serializers.ChoiceField(choices=["delivered", "failed", "refused"])
+    response_code = serializers.IntegerField(allow_null=True, help_text="the receiver's HTTP status, if it answered")
+    error = serializers.CharField()
+    duration_ms = serializers.IntegerField()
+
+
+class CallbackStateSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["pending", "delivered", "gave_up"])
+    attempts = CallbackAttemptSerializer(many=True)
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    delivered_at = serializers.DateTimeField(allow_null=True)
+
+
 class TaskOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     region_id = serializers.SerializerMethodField()
+    callback = serializers.SerializerMethodField()
 
     class Meta:
         model = Task
         fields = ["id", "url", "capability", "status", "status_reason", "priority", "timeout", "max_attempts",
                   "attempt", "idempotency_key", "target_agent", "agent", "payload", "result", "error",
-                  "created_at", "dispatched_at", "started_at", "finished_at", "region_id"]
+                  "created_at", "dispatched_at", "started_at", "finished_at", "region_id", "callback_url",
+                  "callback"]
 
     def get_url(self, task) -> str:
         from django.conf import settings
@@ -37,6 +56,16 @@ class TaskOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
         from django.conf import settings
 
         return settings.REGION_ID
+
+    @extend_schema_field(CallbackStateSerializer(allow_null=True))
+    def get_callback(self, task):
+        """null without a callback_url (no query then)."""
+        if not task.callback_url:
+            return None
+        from regions.selectors import task_callback
+
+        shown = task_callback(task)
+        return CallbackStateSerializer(shown).data if shown else None
 
 
 class AgentOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):

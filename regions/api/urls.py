@@ -1,7 +1,7 @@
 from django.urls import URLPattern, path
 
 from project.validation import AgentIdConverter  # noqa: F401  registers <agent_id:...>
-from regions.api.views import agents, attempts, fleet, schedules, tasks
+from regions.api.views import agents, attempts, callbacks, fleet, schedules, tasks
 from wire.endpoints import CLAIM, DEAD_LETTERS, DEREGISTER, HEARTBEAT, REGISTER, REPORT, Endpoint
 
 
@@ -30,6 +30,7 @@ urlpatterns = [
     path("tasks/<uuid:task_id>", tasks.TaskDetailApi.as_view(), name="task-detail"),
     path("tasks/<uuid:task_id>/cancel", tasks.TaskCancelApi.as_view(), name="task-cancel"),
     path("tasks/<uuid:task_id>/retry", tasks.TaskRetryApi.as_view(), name="task-retry"),
+    path("callbacks/secret", callbacks.CallbackSecretRotateApi.as_view(), name="callback-secret"),
     path("region/status", tasks.RegionStatusApi.as_view(), name="region-status"),
     path("schedules", schedules.ScheduleListApi.as_view(), name="schedule-list"),
 ]

@@ -38,6 +38,18 @@ def task_finished_publish(task_ids: Iterable) -> None:
     ids = [str(task_id) for task_id in task_ids]
     if ids:
         transaction.on_commit(lambda: _publish(ids))
+        # Their completion callbacks, if any, are sent now (the sweeper sends
+        # them anyway: this only saves its tick).
+        transaction.on_commit(lambda: _callbacks_kick(ids))
+
+
+def _callbacks_kick(ids: list[str]) -> None:
+    from regions.services.callbacks.deliver import callbacks_kick
+
+    try:
+        callbacks_kick(ids)
+    except Exception:  # never the finish's problem: the sweeper delivers
+        logger.exception("completion callbacks of %d tasks left to the sweeper", len(ids))
 
 
 def _publish(ids: list[str]) -> None:

@@ -21,3 +21,4 @@ def sent(monkeypatch):
     messages = []
     monkeypatch.setattr(dispatch.app, "send_task", lambda *a, **kw: messages.append(kw))
     return messages
+

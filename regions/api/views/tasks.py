@@ -2,6 +2,8 @@
 cancel, retry; and the region's status."""
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
@@ -22,6 +24,7 @@ from regions.api.authentication import FORWARDABLE
 from regions.api.serializers import TaskOutputSerializer
 from regions.api.views.common import Pages, query_filters
 from regions.models import Task
+from regions.services.callbacks.guard import URL_MAX
 from regions.services.tasks.cancel import task_cancel
 from regions.services.tasks.retry import task_retry
 from regions.services.tasks.submit import ItemRefused, task_submit, task_submit_batch
@@ -53,10 +56,29 @@ class TaskListSubmitApi(APIView):
         max_attempts = serializers.IntegerField(min_value=1, max_value=20, required=False)
         idempotency_key = StrictCharField(max_length=128, required=False)
         target_agent = StrictRegexField(AGENT_ID_RE, required=False, default="")
+        callback_url = StrictCharField(
+            max_length=URL_MAX, required=False, default="",
+            help_text="an http(s) URL the region POSTs the final task to, signed (docs/api.md); its host must be in "
+                      "the region's callbacks.allowed_hosts")
         require_agent = StrictBooleanField(
             required=False, default=False,
             help_text="refuse at once (409 no_agent, nothing stored) when no live agent would take the task, "
                       "instead of storing it as waiting")
+
+        def validate_callback_url(self, value: str) -> str:
+            if value and (not value.isprintable() or " " in value):
+                raise serializers.ValidationError("callback_url must be a URL without spaces or control characters.")
+            if value:
+                try:
+                    parts = urlsplit(value)
+                    parts.port  # noqa: B018 (raises on a bad port)
+                except ValueError:
+                    raise serializers.ValidationError("callback_url is not a valid URL.") from None
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    raise serializers.ValidationError("callback_url must be an http or https URL with a host.")
+                if parts.username is not None or parts.password is not None:
+                    raise serializers.ValidationError("callback_url must not carry credentials.")
+            return value
 
         def validate_payload(self, value):
             if not isinstance(value, dict):
@@ -68,9 +90,13 @@ class TaskListSubmitApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={
         201: TaskOutputSerializer, 200: TaskOutputSerializer, **errors(400, 401, 403, 409, 413, 429, 503),
+        403: OpenApiResponse(ErrorSerializer, description=(
+            "permission_denied: the capability is not allowed here, or the key lacks the scope; callback_refused: "
+            "the callback_url's host is not in callbacks.allowed_hosts (or is an address never called).")),
         409: OpenApiResponse(ErrorSerializer, description=(
             "idempotency_key_reused: the key was used for a different request; no_agent: require_agent was set "
-            "and no live agent serves the capability (or the target agent is not online), nothing stored."))})
+            "and no live agent serves the capability (or the target agent is not online), nothing stored; "
+            "callback_secret_missing: a callback_url needs the caller's signing secret first."))})
     def post(self, request):
         _body_within_payload_limit(request)
         data = self.InputSerializer(data=request.data)

@@ -109,9 +109,12 @@ def config_repo_create(*, root: Path, say: Callable[[str], None]) -> Path:
     text = (repo / "global.yaml").read_text()
     text = (text.replace("heartbeat_interval: 5 ", "heartbeat_interval: 2 ")
             .replace("heartbeat_ttl: 15 ", "heartbeat_ttl: 6  ").replace("summary_interval: 60 ", "summary_interval: 3  "))
+    # Completion callbacks to receivers on this machine (examples/callback-receiver):
+    # loopback, which a real deployment would not allow (docs/security.md).
+    text = text.replace("callbacks:\n  allowed_hosts: []", 'callbacks:\n  allowed_hosts: ["127.0.0.1", "localhost"]')
     (repo / "global.yaml").write_text(text)
     (repo / "regions" / "us-east-1.yaml").write_text("summary_interval: 3\n")
-    git("commit", "-q", "-am", "Demo: short heartbeat and summary intervals")
+    git("commit", "-q", "-am", "Demo: short heartbeat and summary intervals, callbacks to loopback receivers")
     sha = git("rev-parse", "HEAD")
     say(f"configuration repository {repo} at {sha[:12]}")
     return repo

@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 from project.jsonsafe import json_problem
 from regions.config_schema import SCHEMA
 from regions.services.handlers import schema_problem
+from regions.services.callbacks.guard import allowed_host_problem
 from regions.services.schedules.due import schedule_problem
 
 CONFIG_FILE_MAX_BYTES = 1024 * 1024
@@ -79,6 +80,10 @@ def config_parse(files: dict[str, str]) -> dict:
                           if name in (data.get("schedules") or {})
                           and (not key or key in data["schedules"][name])), "global.yaml")
             raise ConfigError(f"{where}: schedules.{name}{'.' + key if key else ''}: {reason}")
+    for entry in merged.get("callbacks", {}).get("allowed_hosts", []):
+        problem = allowed_host_problem(entry)
+        if problem:
+            raise ConfigError(f"callbacks.allowed_hosts: {entry!r}: {problem}")
     ttl = merged.get("agents", {}).get("heartbeat_ttl", settings.HEARTBEAT_TTL)
     interval = merged.get("agents", {}).get("heartbeat_interval", settings.HEARTBEAT_INTERVAL)
     if ttl < 2 * interval:

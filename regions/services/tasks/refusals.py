@@ -39,6 +39,19 @@ class IdempotencyConflict(Refused):
     status, code = 409, "idempotency_key_reused"
 
 
+class CallbackRefused(Refused):
+    """The callback_url is not one this region may call (callbacks.allowed_hosts,
+    the SSRF guard)."""
+
+    status, code = 403, "callback_refused"
+
+
+class CallbackSecretMissing(Refused):
+    """A callback_url was given before the caller had a signing secret."""
+
+    status, code = 409, "callback_secret_missing"
+
+
 class RateLimited(Refused):
     status, code = 429, "throttled"
 

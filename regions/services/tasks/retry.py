@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
-from regions.models import Task
+from regions.models import CallbackDelivery, Task
 from regions.services.config.current import config_current
 from regions.services.tasks.dispatch import task_dispatch
 from regions.services.tasks.refusals import AttemptLimit, CapabilityRefused, InvalidState
@@ -44,6 +44,12 @@ def task_retry(*, task: Task) -> Task:
             started_at=None, finished_at=None,
         )
         if changed:
+            if task.callback_url:
+                # Final again later: its callback is due again then. The lease
+                # stays (a delivery of the previous final state may be in flight;
+                # without its token it records its attempt and nothing else).
+                CallbackDelivery.objects.filter(task_id=task.id).update(
+                    state=CallbackDelivery.State.PENDING, next_attempt_at=None, lease_token="", delivered_at=None)
             transaction.on_commit(lambda: task_dispatch(task_id=task.id))
     task.refresh_from_db()
     if not changed:

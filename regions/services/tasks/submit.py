@@ -16,15 +16,16 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from project.exceptions import Refused
-from regions.models import Task
+from regions.models import CallbackDelivery, CallbackSecret, Task
 from regions.services import liveness
+from regions.services.callbacks.guard import url_refusal
 from regions.services.config.current import HOT_PATH_CHECK_SECONDS, config_current
 from regions.services.handlers import payload_check
 from regions.services.tasks.dispatch import send_many, send_or_release
 from regions.services.tasks.fair import hold_beyond_window
 from regions.services.tasks.quotas import quota_admit
-from regions.services.tasks.refusals import (CapabilityRefused, IdempotencyConflict, NoAgent, PayloadTooLargeError,
-                                             RateLimited)
+from regions.services.tasks.refusals import (CallbackRefused, CallbackSecretMissing, CapabilityRefused,
+                                             IdempotencyConflict, NoAgent, PayloadTooLargeError, RateLimited)
 from regions.services.tasks.waiting import initial_status
 
 logger = logging.getLogger("regions.services.tasks")  # the lifecycle's log stream, whichever module writes
@@ -71,7 +72,7 @@ def payload_size(payload) -> int:
 def task_submit(
     *, submitted_by, capability: str, payload: dict, priority: int = 5, timeout: int | None = None,
     max_attempts: int | None = None, idempotency_key: str | None = None, target_agent: str = "",
-    require_agent: bool = False,
+    require_agent: bool = False, callback_url: str = "",
 ) -> Submission:
     """Persist first, dispatch after commit: a failed send is retried by the sweeper.
     require_agent: refuse (NoAgent) instead of storing a task that would wait."""
@@ -79,7 +80,8 @@ def task_submit(
     # HOT_PATH_CHECK_SECONDS (one Redis GET per 100 ms per process, not per task).
     config = config_current(max_age=HOT_PATH_CHECK_SECONDS)
     digest = request_digest(capability=capability, payload=payload, priority=priority, timeout=timeout,
-                            max_attempts=max_attempts, target_agent=target_agent) if idempotency_key else ""
+                            max_attempts=max_attempts, target_agent=target_agent,
+                            callback_url=callback_url) if idempotency_key else ""
     if idempotency_key:
         # A replay answers the task the first request made, before any check that
         # may have changed since (a tightened schema, a new blocklist): a client
@@ -88,6 +90,7 @@ def task_submit(
         if existing is not None:
             return _replayed(existing, idempotency_key=idempotency_key, digest=digest)
     definition = _admitted(config, capability=capability, payload=payload)
+    callback_check(callback_url, submitted_by=submitted_by)
     # Before the rate limit: a refused submission spends none of it.
     initial = initial_status(capability=capability, target_agent=target_agent)
     _agent_required(require_agent, capability=capability, target_agent=target_agent, initial=initial)
@@ -97,7 +100,7 @@ def task_submit(
     rate_check(capability, definition, submitted_by)
     task = _new_task(definition, submitted_by=submitted_by, capability=capability, payload=payload,
                      priority=priority, timeout=timeout, max_attempts=max_attempts, target_agent=target_agent,
-                     idempotency_key=idempotency_key, digest=digest, initial=initial)
+                     idempotency_key=idempotency_key, digest=digest, initial=initial, callback_url=callback_url)
     hold_beyond_window([task])
     try:
         with transaction.atomic():
@@ -107,6 +110,8 @@ def task_submit(
             # is cleared again and the sweeper sends it (the outbox). A task
             # beyond its caller's fair share is held instead (fair.py).
             task.save(force_insert=True)
+            if callback_url:  # the callback's outbox row, due once the task is final
+                CallbackDelivery.objects.create(task=task)
             if not task.held:
                 transaction.on_commit(lambda: send_or_release(task, dispatched_at=task.dispatched_at))
     except IntegrityError:
@@ -141,9 +146,23 @@ def _admitted(config, *, capability: str, payload) -> dict:
     return definition
 
 
+def callback_check(callback_url: str, *, submitted_by) -> None:
+    """A callback_url must be one the configuration allows (checked again at
+    delivery, with what DNS says then), and the caller must have a secret to
+    sign it with."""
+    if not callback_url:
+        return
+    refusal = url_refusal(callback_url)
+    if refusal:
+        raise CallbackRefused(refusal)
+    if not CallbackSecret.objects.filter(user=submitted_by).exists():
+        raise CallbackSecretMissing("a callback_url needs your signing secret first: create it with "
+                                    "POST /api/v1/callbacks/secret (shown once)")
+
+
 def _new_task(definition: dict, *, submitted_by, capability: str, payload, priority: int, timeout: int | None,
               max_attempts: int | None, target_agent: str, idempotency_key: str | None, digest: str,
-              initial: tuple[str, str]) -> Task:
+              initial: tuple[str, str], callback_url: str = "") -> Task:
     status, reason = initial
     return Task(
         capability=capability, payload=payload, priority=priority,
@@ -151,7 +170,7 @@ def _new_task(definition: dict, *, submitted_by, capability: str, payload, prior
         max_attempts=max_attempts or definition.get("max_attempts") or settings.TASK_DEFAULT_MAX_ATTEMPTS,
         status=status, status_reason=reason, idempotency_key=idempotency_key or None,
         request_digest=digest, target_agent=target_agent, submitted_by=submitted_by,
-        dispatched_at=timezone.now(),
+        dispatched_at=timezone.now(), callback_url=callback_url,
     )
 
 
@@ -191,11 +210,13 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
         try:
             digest = request_digest(capability=capability, payload=item.get("payload", {}),
                                     priority=item.get("priority", 5), timeout=item.get("timeout"),
-                                    max_attempts=item.get("max_attempts"), target_agent=target) if key else ""
+                                    max_attempts=item.get("max_attempts"), target_agent=target,
+                                    callback_url=item.get("callback_url", "")) if key else ""
             if key in known:  # a replay is answered before any check, as the single path does
                 results[index] = _replayed(known[key], idempotency_key=key, digest=digest)
                 continue
             definition = _admitted(config, capability=capability, payload=item.get("payload", {}))
+            callback_check(item.get("callback_url", ""), submitted_by=submitted_by)
             if (capability, target) not in initial:  # one counter read per capability and target
                 initial[(capability, target)] = initial_status(capability=capability, target_agent=target)
             _agent_required(item.get("require_agent", False), capability=capability, target_agent=target,
@@ -224,7 +245,8 @@ def task_submit_batch(*, submitted_by, items: list[dict]) -> list[Submission | I
         task = _new_task(
             definition, submitted_by=submitted_by, capability=capability, payload=item.get("payload", {}),
             priority=item.get("priority", 5), timeout=item.get("timeout"), max_attempts=item.get("max_attempts"),
-            target_agent=target, idempotency_key=key, digest=digest, initial=initial[(capability, target)])
+            target_agent=target, idempotency_key=key, digest=digest, initial=initial[(capability, target)],
+            callback_url=item.get("callback_url", ""))
         if key:
             first_of_key[key] = task
         fresh.append((index, task))
@@ -241,11 +263,14 @@ def _store_batch(fresh: list[tuple[int, Task]], results: list, *, submitted_by) 
         # DO NOTHING) and answered with that request's task below.
         Task.objects.bulk_create(tasks, batch_size=1000, ignore_conflicts=True)
         keyed = [task for task in tasks if task.idempotency_key]
-        stored = set(Task.objects.filter(id__in=[t.id for t in keyed]).values_list("id", flat=True)) if keyed else set()
+        stored = set(Task.objects.filter(id__in=[t.id for t in keyed]).values_list("id", flat=True)) \
+            if keyed else set()
         lost = {t.idempotency_key: t for t in keyed if t.id not in stored}
         winners = {t.idempotency_key: t for t in Task.objects.filter(
             submitted_by=submitted_by, idempotency_key__in=list(lost))} if lost else {}
-        sent = [t for t in tasks if not t.held and (not t.idempotency_key or t.id in stored)]
+        kept = [t for t in tasks if not t.idempotency_key or t.id in stored]
+        CallbackDelivery.objects.bulk_create([CallbackDelivery(task=t) for t in kept if t.callback_url])
+        sent = [t for t in kept if not t.held]
         transaction.on_commit(lambda: send_many(sent))
     for index, task in fresh:
         if task.idempotency_key in lost:
@@ -260,10 +285,14 @@ def _store_batch(fresh: list[tuple[int, Task]], results: list, *, submitted_by) 
 
 
 def request_digest(*, capability: str, payload: dict, priority: int, timeout: int | None,
-                   max_attempts: int | None, target_agent: str) -> str:
-    """What a submission asked for, canonically (key order does not matter)."""
-    canonical = json.dumps({"capability": capability, "payload": payload, "priority": priority, "timeout": timeout,
-                            "max_attempts": max_attempts, "target_agent": target_agent},
+                   max_attempts: int | None, target_agent: str, callback_url: str = "") -> str:
+    """What a submission asked for, canonically (key order does not matter; a
+    callback_url only when given, so the digests stored before it stay valid)."""
+    asked = {"capability": capability, "payload": payload, "priority": priority, "timeout": timeout,
+             "max_attempts": max_attempts, "target_agent": target_agent}
+    if callback_url:
+        asked["callback_url"] = callback_url
+    canonical = json.dumps(asked,
                            sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
