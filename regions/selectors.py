@@ -232,10 +232,9 @@ def schedule_list(*, now: datetime | None = None) -> list[dict]:
     its next due time, its last run (and that run's task) and whether it is
     behind: a due time passed more than three ticks ago with no run. One query
     for the runs, whatever the number of schedules."""
-    from regions.clock.schedules import late_after
     from regions.models import ScheduleRun
     from regions.services.config.current import config_current
-    from regions.services.schedules.due import (CATCH_UP_DEFAULT, OVERLAP_DEFAULT, schedule_due_after,
+    from regions.services.schedules.due import (CATCH_UP_DEFAULT, OVERLAP_DEFAULT, late_after, schedule_due_after,
                                                 schedule_due_before)
 
     now = now or timezone.now()

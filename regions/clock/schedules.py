@@ -8,21 +8,14 @@ run once (catch_up: latest) or recorded as missed (catch_up: none), never replay
 due time by due time."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.db.models import Max
 
 from regions.models import ScheduleRun
 from regions.services.config.current import config_current
-from regions.services.schedules.due import CATCH_UP_DEFAULT, schedule_due_before
+from regions.services.schedules.due import CATCH_UP_DEFAULT, late_after, schedule_due_before
 from regions.services.schedules.runs import schedule_run_create
-
-
-def late_after() -> timedelta:
-    """A due time this much in the past when it is first seen was missed (the
-    region was down), not merely reached between two ticks."""
-    return timedelta(seconds=3 * settings.SCHEDULE_TICK_SECONDS)
 
 
 def schedules_tick(*, now: datetime) -> dict:

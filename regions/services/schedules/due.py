@@ -88,3 +88,9 @@ def schedule_due_before(definition: dict, at: datetime) -> datetime:
             return local.astimezone(UTC)
 
 
+def late_after() -> timedelta:
+    """A due time this much in the past when it is first seen was missed (the
+    region was down), not merely reached between two ticks."""
+    from django.conf import settings
+
+    return timedelta(seconds=3 * settings.SCHEDULE_TICK_SECONDS)
