@@ -4,13 +4,11 @@ it was. Agents re-registering with their own credential spend no use."""
 from __future__ import annotations
 
 import re
-import threading
 from datetime import timedelta
 
 import pytest
 import redis
 from django.core.management import CommandError, call_command
-from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -18,9 +16,9 @@ from rest_framework.test import APIClient
 from project.accounts import registration
 from project.accounts.assertions import REGISTER, assertion_sign, private_key_load
 from project.accounts.models import AuditEvent
-from project.exceptions import Refused
 from regions.models import RegistrationToken
 from regions.services.agents.registry import agent_register, registration_token_create
+from tests.races import race
 
 pytestmark = pytest.mark.django_db
 
@@ -72,27 +70,7 @@ def test_two_concurrent_registrations_for_the_last_use_exactly_one_wins(redis_cl
     RegistrationToken.objects.filter(pk=token.pk).update(uses=2)
     token.refresh_from_db()
     contenders = 6
-    start = threading.Barrier(contenders)
-    won, refused, failed = [], [], []
-
-    def contend(i: int) -> None:
-        try:
-            start.wait()
-            agent_register(agent_id=f"race-{i}", capabilities=["echo"], registration_token=token)
-            won.append(i)
-        except Refused as exc:
-            refused.append(exc)
-        except Exception as exc:  # pragma: no cover - reported below
-            failed.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not failed, failed
+    won, refused = race(contenders, lambda i: agent_register(agent_id=f"race-{i}", capabilities=["echo"], registration_token=token))
     assert len(won) == 1 and len(refused) == contenders - 1
     assert {exc.code for exc in refused} == {"token_used_up"}
     assert RegistrationToken.objects.get(pk=token.pk).uses == 3

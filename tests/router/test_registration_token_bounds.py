@@ -4,23 +4,21 @@ region then takes the router's grant, one use already bounded here."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from project.accounts.models import AuditEvent
-from project.exceptions import Refused
 from router.models import RegistrationToken
 from router.selectors import regions_directory_reset
 from router.services.placement import agent_place
 from router.services.regions import region_authenticate, region_create, registration_token_create
 from router.services.summaries import summary_ingest
+from tests.races import race
 
 pytestmark = pytest.mark.django_db
 router_urls = pytest.mark.urls("tests.router_urls")  # the API tests; the admin is in the project's
@@ -71,26 +69,7 @@ def test_two_concurrent_placements_for_the_last_use_exactly_one_wins(redis_clean
     region_ready()
     token, _ = registration_token_create(name="last", max_uses=1)
     contenders = 6
-    start = threading.Barrier(contenders)
-    won, refused, failed = [], [], []
-
-    def contend(i: int) -> None:
-        try:
-            start.wait()
-            won.append(agent_place(token=token, agent_id=f"race-{i}", capabilities=["echo"]))
-        except Refused as exc:
-            refused.append(exc)
-        except Exception as exc:  # pragma: no cover - reported below
-            failed.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not failed, failed
+    won, refused = race(contenders, lambda i: agent_place(token=token, agent_id=f"race-{i}", capabilities=["echo"]))
     assert len(won) == 1 and len(refused) == contenders - 1
     assert {exc.code for exc in refused} == {"token_used_up"}
     assert RegistrationToken.objects.get(pk=token.pk).uses == 1
