@@ -13,6 +13,7 @@ from regions.services.tasks.dispatch import task_dispatch
 from regions.services.tasks.refusals import AttemptLimit, CapabilityRefused, InvalidState
 from regions.services.tasks.submit import rate_check
 from regions.services.tasks.waiting import initial_status
+from regions.services.workflows.retry import workflow_resume
 
 
 RETRYABLE = (Task.Status.FAILED, Task.Status.CANCELLED)
@@ -44,6 +45,8 @@ def task_retry(*, task: Task) -> Task:
             started_at=None, finished_at=None,
         )
         if changed:
+            if task.workflow_step_id:
+                workflow_resume(workflow_step_id=task.workflow_step_id)
             transaction.on_commit(lambda: task_dispatch(task_id=task.id))
     task.refresh_from_db()
     if not changed:
