@@ -1,7 +1,7 @@
 from django.urls import URLPattern, path
 
 from project.validation import AgentIdConverter  # noqa: F401  registers <agent_id:...>
-from regions.api.views import agents, attempts, fleet, tasks
+from regions.api.views import agents, attempts, fleet, tasks, workflows
 from wire.endpoints import CLAIM, DEAD_LETTERS, DEREGISTER, HEARTBEAT, REGISTER, REPORT, Endpoint
 
 
@@ -30,5 +30,9 @@ urlpatterns = [
     path("tasks/<uuid:task_id>", tasks.TaskDetailApi.as_view(), name="task-detail"),
     path("tasks/<uuid:task_id>/cancel", tasks.TaskCancelApi.as_view(), name="task-cancel"),
     path("tasks/<uuid:task_id>/retry", tasks.TaskRetryApi.as_view(), name="task-retry"),
+    path("workflows", workflows.WorkflowListSubmitApi.as_view(), name="workflow-list"),
+    path("workflows/<uuid:workflow_id>", workflows.WorkflowDetailApi.as_view(), name="workflow-detail"),
+    path("workflows/<uuid:workflow_id>/cancel", workflows.WorkflowCancelApi.as_view(), name="workflow-cancel"),
+    path("workflows/<uuid:workflow_id>/retry", workflows.WorkflowRetryApi.as_view(), name="workflow-retry"),
     path("region/status", tasks.RegionStatusApi.as_view(), name="region-status"),
 ]
