@@ -22,6 +22,7 @@ from regions.services.task_events import task_finished_publish
 from regions.services.tasks.attempts import attempt_close
 from regions.services.tasks.claim import servable
 from regions.services.tasks.dispatch import revoke
+from regions.services.workflows.advance import workflow_advance, workflow_of_task
 
 logger = logging.getLogger("regions.services.tasks")  # the lifecycle's log stream, whichever module writes
 
@@ -77,8 +78,6 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
 
 def _workflow_advance(task_id, workflow_step_id=None) -> None:
     """In the transaction that ended a task: its workflow's next step, or its end."""
-    from regions.services.workflows.advance import workflow_advance, workflow_of_task
-
     workflow_id = (workflow_of_task(task_id) if workflow_step_id is None else
                    WorkflowStep.objects.filter(id=workflow_step_id).values_list("workflow_id", flat=True).first())
     if workflow_id is not None:

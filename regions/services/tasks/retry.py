@@ -13,7 +13,7 @@ from regions.services.tasks.dispatch import task_dispatch
 from regions.services.tasks.refusals import AttemptLimit, CapabilityRefused, InvalidState
 from regions.services.tasks.submit import rate_check
 from regions.services.tasks.waiting import initial_status
-from regions.services.workflows.retry import workflow_resume
+from regions.services.workflows.advance import workflow_resume
 
 
 RETRYABLE = (Task.Status.FAILED, Task.Status.CANCELLED)

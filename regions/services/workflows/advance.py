@@ -112,3 +112,10 @@ def _create(workflow: Workflow, steps: list[WorkflowStep], previous) -> None:
 def workflow_of_task(task_id) -> str | None:
     return (Task.objects.filter(id=task_id, workflow_step__isnull=False)
             .values_list("workflow_step__workflow_id", flat=True).first())
+
+
+def workflow_resume(*, workflow_step_id) -> None:
+    """In the transaction that retries a step's task: its failed workflow runs
+    again (the sweeper fails it anew if another step is still failed)."""
+    Workflow.objects.filter(steps__id=workflow_step_id, status=Workflow.Status.FAILED).update(
+        status=Workflow.Status.RUNNING, error="", finished_at=None)

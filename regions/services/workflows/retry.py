@@ -1,7 +1,7 @@
 """A caller or operator resumes a failed or cancelled workflow: its failed and
 cancelled tasks run again (a task retry each, with its checks) and the steps it
 never reached start when their turn comes. Retrying a failed step's task alone
-(POST /tasks/<id>/retry) resumes its workflow too (workflow_resume)."""
+(POST /tasks/<id>/retry) resumes its workflow too (advance.workflow_resume)."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +10,7 @@ from django.db import transaction
 
 from regions.models import Task, Workflow
 from regions.services.tasks.refusals import InvalidState
+from regions.services.tasks.retry import task_retry
 from regions.services.workflows.advance import workflow_advance
 
 logger = logging.getLogger("regions.services.workflows")
@@ -18,8 +19,6 @@ RETRYABLE = (Workflow.Status.FAILED, Workflow.Status.CANCELLED)
 
 
 def workflow_retry(*, workflow: Workflow) -> Workflow:
-    from regions.services.tasks.retry import task_retry  # retry.py calls workflow_resume
-
     with transaction.atomic():
         changed = Workflow.objects.filter(id=workflow.id, status__in=RETRYABLE).update(
             status=Workflow.Status.RUNNING, error="", finished_at=None, result=None)
@@ -34,10 +33,3 @@ def workflow_retry(*, workflow: Workflow) -> Workflow:
     workflow.refresh_from_db()
     logger.info("workflow %s retried", workflow.id)
     return workflow
-
-
-def workflow_resume(*, workflow_step_id) -> None:
-    """In the transaction that retries a step's task: its failed workflow runs
-    again (the sweeper fails it anew if another step is still failed)."""
-    Workflow.objects.filter(steps__id=workflow_step_id, status=Workflow.Status.FAILED).update(
-        status=Workflow.Status.RUNNING, error="", finished_at=None)
