@@ -257,9 +257,19 @@ def test_a_task_outside_workflows_still_succeeds_in_one_statement(user, sent, dj
     task = task_submit(submitted_by=user, capability="echo", payload={}).task
     assert task_claim(task_id=task.id, attempt=1, agent_id="a1", capabilities=["echo"]).run
     with django_assert_num_queries(1):
-        from regions.services.tasks.outcome import _succeed_sql
-        assert _succeed_sql(task_id=task.id, attempt=1, agent_id="a1", result={}, started_at=None,
-                            capabilities=["echo"])
+        assert task_succeed(task_id=task.id, attempt=1, agent_id="a1", result={}, capabilities=["echo"])
+
+
+def test_a_late_success_of_a_requeued_step_starts_the_next_step(user, sent):
+    from regions.services.tasks.requeue import tasks_requeue_for_agents
+
+    workflow = workflow_submit(submitted_by=user, steps=[step(), step()]).workflow
+    first = tasks_of(workflow, 0)[0]
+    assert task_claim(task_id=first.id, attempt=1, agent_id="a1", capabilities=["echo"]).run
+    assert tasks_requeue_for_agents(agent_ids=["a1"], reason="agent missed its heartbeat TTL") == 1
+    assert task_succeed(task_id=first.id, attempt=1, agent_id="a1", result={"late": 1}, capabilities=["echo"])
+    [second] = tasks_of(workflow, 1)
+    assert second.payload == {"late": 1}
 
 
 def test_cancel_of_a_steps_task_alone_fails_the_workflow_naming_it(user, sent):
