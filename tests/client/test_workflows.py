@@ -4,6 +4,7 @@ failure naming the step, cancel and retry, the async twin."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -84,3 +85,20 @@ def test_the_async_client_runs_a_workflow(fleet):
             return await client.workflow_result(workflow, timeout=60)
 
     assert asyncio.run(main())["echo"]["echo"]["a"] == 1
+
+
+def test_the_cli_submits_a_workflow_waits_for_it_and_shows_its_steps(fleet, meridian, tmp_path):
+    steps = tmp_path / "steps.json"
+    steps.write_text(json.dumps({"steps": [{"capability": "echo", "payload": {"a": 1}},
+                                           {"group": [{"capability": "echo"}, {"capability": "echo"}]}]}))
+    done = meridian("workflow", "submit", "--steps", f"@{steps}", "--wait", "--wait-timeout", "90", "--json",
+                    url=fleet.region.url)
+    assert done.returncode == 0, done.stderr
+    workflow = json.loads(done.stdout)
+    assert workflow["status"] == "succeeded" and len(workflow["result"]) == 2
+    shown = meridian("workflow", "status", workflow["id"], url=fleet.region.url)
+    assert shown.returncode == 0 and "step 1 (group, succeeded): echo succeeded, echo succeeded" in shown.stdout
+    failing = meridian("workflow", "submit", "--steps", '[{"capability": "fail", "max_attempts": 1}]', "--wait",
+                       url=fleet.region.url)
+    assert failing.returncode == 1 and "step 0, fail failed" in failing.stdout
+    assert meridian("workflow", "submit", "--steps", "[{", url=fleet.region.url).returncode == 2
