@@ -279,3 +279,13 @@ def test_cancel_of_a_steps_task_alone_fails_the_workflow_naming_it(user, sent):
     task_sweep()
     workflow.refresh_from_db()
     assert workflow.status == Workflow.Status.FAILED and workflow.error.startswith("step 0, echo cancelled")
+
+
+def test_a_step_whose_merged_input_is_over_the_payload_limit_fails_the_workflow_naming_it(user, sent, settings):
+    settings.TASK_PAYLOAD_LIMIT_BYTES = 2000
+    workflow = workflow_submit(submitted_by=user, steps=[{"group": [step(), step()]}, step("sleep")]).workflow
+    for member in tasks_of(workflow, 0):
+        run(member, {"blob": "x" * 1500})
+    workflow.refresh_from_db()
+    assert workflow.status == Workflow.Status.FAILED
+    assert workflow.error.startswith("step 1, sleep: its input") and tasks_of(workflow, 1) == []

@@ -7,12 +7,14 @@ from __future__ import annotations
 import logging
 from itertools import groupby
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from regions.models import Task, Workflow, WorkflowStep
 from regions.services.tasks.dispatch import send_or_release
 from regions.services.tasks.fair import hold_beyond_window
+from regions.services.tasks.submit import payload_size
 from regions.services.tasks.waiting import initial_status
 
 logger = logging.getLogger("regions.services.workflows")
@@ -67,6 +69,14 @@ def workflow_advance(*, workflow_id) -> str:
                 return "failed"
             missing = [step for step in rows if step.id not in tasks]
             if missing:
+                too_large = _input_too_large(missing, previous)
+                if too_large is not None:
+                    workflow.status, workflow.finished_at = Workflow.Status.FAILED, timezone.now()
+                    workflow.error = (f"{step_name(too_large)}: its input (its payload merged with the previous "
+                                      f"step's results) is larger than the payload limit of "
+                                      f"{settings.TASK_PAYLOAD_LIMIT_BYTES} bytes")
+                    workflow.save(update_fields=["status", "error", "finished_at"])
+                    return "failed"
                 _create(workflow, missing, previous)
                 return "created"
             if any(tasks[step.id].status != Task.Status.SUCCEEDED for step in rows):
@@ -78,6 +88,13 @@ def workflow_advance(*, workflow_id) -> str:
         workflow.save(update_fields=["status", "result", "finished_at"])
         logger.info("workflow %s succeeded", workflow_id)
         return "succeeded"
+
+
+def _input_too_large(steps: list[WorkflowStep], previous) -> WorkflowStep | None:
+    """A step whose input would be refused as a submission's payload is (the
+    previous results can make it large): the workflow fails there, naming it."""
+    return next((step for step in steps
+                 if payload_size(step_input(step, previous)) > settings.TASK_PAYLOAD_LIMIT_BYTES), None)
 
 
 def step_tasks(workflow: Workflow, steps: list[WorkflowStep],
