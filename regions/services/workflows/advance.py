@@ -52,42 +52,53 @@ def workflow_advance(*, workflow_id) -> str:
         if workflow is None:
             return ""
         steps = list(WorkflowStep.objects.filter(workflow_id=workflow_id).order_by("index", "member"))
+        # Results are read only for the step the next one starts from (or the last).
         tasks = {task.workflow_step_id: task for task in Task.objects.filter(workflow_step__workflow_id=workflow_id)
-                 .only("id", "status", "result", "error", "workflow_step_id")}
-        previous: list[tuple[WorkflowStep, Task]] | None = None
+                 .only("id", "status", "error", "workflow_step_id")}
+        previous: list[WorkflowStep] | None = None
         for _, rows in groupby(steps, key=lambda step: step.index):
             rows = list(rows)
-            ended = [(step, tasks[step.id]) for step in rows
-                     if step.id in tasks and tasks[step.id].status in ENDED]
+            ended = [step for step in rows if step.id in tasks and tasks[step.id].status in ENDED]
             if ended:
-                step, task = ended[0]
-                workflow.status, workflow.finished_at = Workflow.Status.FAILED, timezone.now()
-                workflow.error = (f"{step_name(step)} {task.status}"
-                                  + (f": {task.error}" if task.error else ""))[:2000]
-                workflow.save(update_fields=["status", "error", "finished_at"])
-                logger.warning("workflow %s failed: %s", workflow_id, workflow.error[:300])
-                return "failed"
+                task = tasks[ended[0].id]
+                return _fail(workflow, f"{step_name(ended[0])} {task.status}"
+                                       + (f": {task.error}" if task.error else ""))
             missing = [step for step in rows if step.id not in tasks]
             if missing:
-                too_large = _input_too_large(missing, previous)
+                results = _results(previous, tasks)
+                too_large = _input_too_large(missing, results)
                 if too_large is not None:
-                    workflow.status, workflow.finished_at = Workflow.Status.FAILED, timezone.now()
-                    workflow.error = (f"{step_name(too_large)}: its input (its payload merged with the previous "
-                                      f"step's results) is larger than the payload limit of "
-                                      f"{settings.TASK_PAYLOAD_LIMIT_BYTES} bytes")
-                    workflow.save(update_fields=["status", "error", "finished_at"])
-                    return "failed"
-                _create(workflow, missing, previous)
+                    return _fail(workflow, f"{step_name(too_large)}: its input (its payload merged with the "
+                                           f"previous step's results) is larger than the payload limit of "
+                                           f"{settings.TASK_PAYLOAD_LIMIT_BYTES} bytes")
+                _create(workflow, missing, results)
                 return "created"
             if any(tasks[step.id].status != Task.Status.SUCCEEDED for step in rows):
                 return ""  # still running
-            previous = [(step, tasks[step.id]) for step in rows]
+            previous = rows
+        results = _results(previous, tasks)
         workflow.status, workflow.finished_at = Workflow.Status.SUCCEEDED, timezone.now()
-        workflow.result = ([task.result for _, task in previous] if previous and previous[0][0].in_group
-                           else previous[0][1].result if previous else None)
+        workflow.result = ([task.result for _, task in results] if results and results[0][0].in_group
+                           else results[0][1].result if results else None)
         workflow.save(update_fields=["status", "result", "finished_at"])
         logger.info("workflow %s succeeded", workflow_id)
         return "succeeded"
+
+
+def _results(steps: list[WorkflowStep] | None, tasks: dict) -> list[tuple[WorkflowStep, Task]] | None:
+    """The steps with their tasks, results loaded (one query)."""
+    if not steps:
+        return None
+    loaded = {task.id: task for task in Task.objects.filter(id__in=[tasks[s.id].id for s in steps])
+              .only("id", "result")}
+    return [(step, loaded[tasks[step.id].id]) for step in steps]
+
+
+def _fail(workflow: Workflow, error: str) -> str:
+    workflow.status, workflow.finished_at, workflow.error = Workflow.Status.FAILED, timezone.now(), error[:2000]
+    workflow.save(update_fields=["status", "error", "finished_at"])
+    logger.warning("workflow %s failed: %s", workflow.id, workflow.error[:300])
+    return "failed"
 
 
 def _input_too_large(steps: list[WorkflowStep], previous) -> WorkflowStep | None:
