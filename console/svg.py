@@ -111,3 +111,48 @@ def _axis(left: int, plot_w: float, plot_h: float, top: float, unit: str) -> str
     return (f'<line x1="{left}" y1="{plot_h + 6}" x2="{_num(left + plot_w)}" y2="{plot_h + 6}" stroke="{MUTED}"/>'
             f'<text x="{left - 4}" y="12" text-anchor="end" fill="{MUTED}">{_num(top)}{escape(unit)}</text>'
             f'<text x="{left - 4}" y="{plot_h + 6}" text-anchor="end" fill="{MUTED}">0</text>')
+
+
+def flow(columns: list[list[tuple[str, str, str]]], *, box_w: int = 96, box_h: int = 22,
+         gap_x: int = 34, gap_y: int = 6) -> SafeString:
+    """Steps left to right, one column per step: each box a (label, fill colour,
+    tooltip), a group's members stacked in their column; an arrow from every box
+    of a column to every box of the next (a fan-out, then a join). Columns of
+    more than 12 boxes show 11 and a "+n more" box."""
+    shown = []
+    for boxes in columns:
+        if len(boxes) > 12:
+            more = len(boxes) - 11
+            boxes = boxes[:11] + [(f"+{more} more", MUTED, f"{more} more members")]
+        shown.append(boxes)
+    tallest = max((len(boxes) for boxes in shown), default=1)
+    height = tallest * (box_h + gap_y) + gap_y
+    width = max(len(shown), 1) * (box_w + gap_x) - gap_x + 8
+    out = [f'<svg class="chart flow" role="img" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" {FONT}>',
+           '<defs><marker id="flow-arrow" viewBox="0 0 6 6" refX="6" refY="3" markerWidth="6" markerHeight="6" '
+           f'orient="auto"><path d="M0,0 L6,3 L0,6 z" fill="{MUTED}"/></marker></defs>']
+
+    def centre_y(count: int, i: int) -> float:
+        top = (height - count * (box_h + gap_y) + gap_y) / 2
+        return top + i * (box_h + gap_y) + box_h / 2
+
+    for c, boxes in enumerate(shown):
+        x = 4 + c * (box_w + gap_x)
+        if c:
+            prev = shown[c - 1]
+            for i in range(len(prev)):
+                for j in range(len(boxes)):
+                    if len(prev) > 1 and len(boxes) > 1 and i != j:
+                        continue  # group to group: member by member, not a mesh
+                    out.append(f'<line x1="{_num(x - gap_x)}" y1="{_num(centre_y(len(prev), i))}" '
+                               f'x2="{_num(x - 2)}" y2="{_num(centre_y(len(boxes), j))}" stroke="{MUTED}" '
+                               f'marker-end="url(#flow-arrow)"/>')
+        for i, (label, colour, tip) in enumerate(boxes):
+            y = centre_y(len(boxes), i) - box_h / 2
+            text = label if len(label) <= 14 else label[:13] + "…"
+            out.append(f'<g><title>{escape(tip)}</title><rect x="{x}" y="{_num(y)}" width="{box_w}" '
+                       f'height="{box_h}" rx="4" fill="{colour}"/><text x="{_num(x + box_w / 2)}" '
+                       f'y="{_num(y + box_h / 2 + 4)}" text-anchor="middle" fill="#fff">{escape(text)}</text></g>')
+    out.append("</svg>")
+    return mark_safe("".join(out))

@@ -96,6 +96,10 @@ class Task(models.Model):
     # leaves the window (regions/services/tasks/fair.py).
     held = models.BooleanField(default=False, help_text="beyond its tenant's window on the capability: sent "
                                                         "when one of the tenant's tasks there leaves it")
+    # A step of a workflow (regions/services/workflows/): at most one task per
+    # step, by the partial unique constraint below, so a step is never created twice.
+    workflow_step = models.ForeignKey("WorkflowStep", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="tasks", db_index=False)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # Completion callback: POSTed, signed, when the task is final (CallbackDelivery).
@@ -108,7 +112,9 @@ class Task(models.Model):
                 fields=["submitted_by", "idempotency_key"],
                 name="task_idempotency_key_per_caller",
                 condition=models.Q(idempotency_key__isnull=False),
-            )
+            ),
+            models.UniqueConstraint(fields=["workflow_step"], name="one_task_per_workflow_step",
+                                    condition=models.Q(workflow_step__isnull=False)),
         ]
         indexes = [
             models.Index(fields=["status", "dispatched_at"], name="task_outbox_idx"),
@@ -351,3 +357,61 @@ class CallbackAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"callback attempt {self.number}: {self.outcome}"
+
+
+class Workflow(models.Model):
+    """Steps run in order, a group's members in parallel; each step is an
+    ordinary Task, created in the transaction that records the success of the
+    step before it (regions/services/workflows/). Everything about its progress
+    is in these rows and its tasks: nothing lives only in a broker or in memory."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    error = models.TextField(blank=True, help_text="names the step that failed")
+    result = models.JSONField(null=True, blank=True, help_text="the last step's result (a list after a group)")
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    request_digest = models.CharField(max_length=64, blank=True)
+    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["submitted_by", "idempotency_key"],
+                                    name="workflow_idempotency_key_per_caller",
+                                    condition=models.Q(idempotency_key__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"workflow:{self.id}"
+
+
+class WorkflowStep(models.Model):
+    """One task of a workflow as it was accepted: a step of its own (member 0,
+    in_group false) or one member of a group. Its task is created when the step
+    before it has succeeded (all of a group's members, for the step after it)."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
+    index = models.PositiveSmallIntegerField(help_text="the step's position in the workflow, from 0")
+    member = models.PositiveSmallIntegerField(default=0, help_text="its position in its group, from 0")
+    in_group = models.BooleanField(default=False)
+    capability = models.SlugField(max_length=64)
+    payload = models.JSONField(default=dict)
+    priority = models.PositiveSmallIntegerField(default=5)
+    timeout = models.PositiveIntegerField(null=True, blank=True)
+    max_attempts = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["workflow", "index", "member"]
+        constraints = [models.UniqueConstraint(fields=["workflow", "index", "member"],
+                                               name="one_row_per_workflow_step_member")]
+
+    def __str__(self) -> str:
+        return f"step {self.index}" + (f".{self.member}" if self.in_group else "")

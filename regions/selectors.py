@@ -5,12 +5,13 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from project.dbbackends import json_list_has
-from regions.models import Agent, CallbackAttempt, CallbackDelivery, ConfigVersion, DeadLetter, Task
+from regions.models import (Agent, CallbackAttempt, CallbackDelivery, ConfigVersion, DeadLetter, Task, Workflow,
+                            WorkflowStep)
 from regions.services import liveness
 
 
@@ -274,3 +275,47 @@ def schedule_list(*, now: datetime | None = None) -> list[dict]:
             },
         })
     return out
+def workflow_list(*, user, see_all: bool = False, status: str | None = None) -> QuerySet[Workflow]:
+    """The workflows `user` submitted (every caller's with see_all), each with
+    its steps and their tasks' ids and statuses in two more queries."""
+    qs = Workflow.objects.prefetch_related(
+        Prefetch("steps", queryset=WorkflowStep.objects.order_by("index", "member")),
+        Prefetch("steps__tasks", queryset=Task.objects.only("id", "status", "workflow_step_id")))
+    if not see_all:
+        qs = qs.filter(submitted_by=user)
+    if status:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def workflow_get(*, user, workflow_id, see_all: bool = False) -> Workflow | None:
+    return workflow_list(user=user, see_all=see_all).filter(id=workflow_id).first()
+
+
+def workflow_steps(workflow: Workflow) -> list[dict]:
+    """Each step in order: its kind (task or group), its state, and each of its
+    tasks (a group's members in order) with its id, once created, and status."""
+    steps: list[dict] = []
+    for row in workflow.steps.all():
+        task = next(iter(row.tasks.all()), None)
+        if not steps or steps[-1]["index"] != row.index:
+            steps.append({"index": row.index, "kind": "group" if row.in_group else "task", "tasks": []})
+        steps[-1]["tasks"].append({"member": row.member, "capability": row.capability,
+                                   "task_id": task.id if task else None,
+                                   "status": task.status if task else "pending"})
+    for step in steps:
+        step["status"] = step_status([task["status"] for task in step["tasks"]])
+    return steps
+
+
+def step_status(statuses: list[str]) -> str:
+    """A step's state from its tasks': failed or cancelled if one is, succeeded
+    when all are, pending while none started, else running."""
+    for final in (Task.Status.FAILED, Task.Status.CANCELLED):
+        if final in statuses:
+            return final
+    if all(s == Task.Status.SUCCEEDED for s in statuses):
+        return Task.Status.SUCCEEDED
+    if all(s == "pending" for s in statuses):
+        return "pending"
+    return Task.Status.RUNNING

@@ -287,6 +287,8 @@ def test_demo_runs_tasks_across_three_regions(demo):
     for region in REGIONS:
         assert f"{region}" in text and "/admin/" in text
     assert "records stored" in text and "gzip" in text
+    assert "succeeded" in text.split("a workflow at eu-west-3", 1)[1].split("\n")[1]  # issue 18: one workflow
+    assert "the join received 3 results" in text
     # Residency held: eu tasks ran in eu-west-3 only.
     eu_rows = [line for line in text.splitlines() if " data_ingestion " in line and " eu " in line]
     assert eu_rows and all(line.strip().startswith("eu-west-3") for line in eu_rows)

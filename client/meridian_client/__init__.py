@@ -19,7 +19,8 @@ from meridian_client.client import AsyncClient, AsyncTaskRef, Client, Refusal, T
 from meridian_client.errors import (APIError, AuthenticationError, Conflict, ForwardUncertain, IdempotencyConflict,
                                     MeridianError, NoAgent, NoRegion, NotFound, PayloadTooLarge, PermissionDenied,
                                     RateLimited, ServerError, TaskCancelled, TaskError, TaskFailed, TransportError,
-                                    Unavailable, ValidationError, WaitTimeout)
+                                    Unavailable, ValidationError, WaitTimeout, WorkflowCancelled, WorkflowError,
+                                    WorkflowFailed)
 from meridian_client._version import __version__
 from meridian_client.handlers import Context, HandlerError, HandlerSpec, handler, registered
 
@@ -34,5 +35,6 @@ __all__ = [
     "MeridianError", "APIError", "ValidationError", "AuthenticationError", "PermissionDenied", "NotFound",
     "Conflict", "IdempotencyConflict", "NoAgent", "PayloadTooLarge", "RateLimited", "ServerError", "Unavailable",
     "NoRegion", "ForwardUncertain", "TransportError", "TaskError", "TaskFailed", "TaskCancelled", "WaitTimeout",
+    "WorkflowError", "WorkflowFailed", "WorkflowCancelled",
     "__version__",
 ]

@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from meridian_client._caller import Caller, NeverSent
 from meridian_client._effects import Emit, Gen, Reply, Sleep
-from meridian_client._refs import TASKS_PATH, RefState, final, region_url_from_task_url, task_outcome
+from meridian_client._refs import FINAL, TASKS_PATH, RefState, final, region_url_from_task_url, task_outcome
 from meridian_client._refusals import Refusal
 from meridian_client._retry import backoff
 from meridian_client.errors import (APIError, ForwardUncertain, MeridianError, NoRegion, NotFound, ServerError,
-                                    TransportError, WaitTimeout)
+                                    TransportError, WaitTimeout, WorkflowCancelled, WorkflowFailed)
 
 T = TypeVar("T")
 
@@ -344,3 +344,65 @@ class Core(Caller):
             params["count"] = count
         reply = yield from self.call("GET", f"{self.url}/api/v1/route", params=params, safe=True)
         return reply.body if isinstance(reply.body, dict) else {}
+
+    # --- workflows (at a region: the router does not take them) --------------------------
+    def workflow_submit(self, steps: Iterable[Mapping[str, Any]], *,
+                        idempotency_key: str | None) -> Gen[dict[str, Any]]:
+        """POST /api/v1/workflows, with an idempotency key (a new one when None), so
+        it is sent again after a dropped connection and never makes two workflows."""
+        body = {"steps": [dict(step) for step in steps], "idempotency_key": idempotency_key or uuid.uuid4().hex}
+        reply = yield from self.call("POST", f"{self.url}{WORKFLOWS_PATH}", json=body, safe=True)
+        return _workflow(reply.body)
+
+    def workflow_get(self, workflow_id: str) -> Gen[dict[str, Any]]:
+        reply = yield from self.call("GET", f"{self.url}{WORKFLOWS_PATH}/{_workflow_id(workflow_id)}", safe=True)
+        return _workflow(reply.body)
+
+    def workflow_action(self, workflow_id: str, name: str) -> Gen[dict[str, Any]]:
+        """cancel or retry: not repeated after a dropped connection (it may have happened)."""
+        reply = yield from self.call("POST", f"{self.url}{WORKFLOWS_PATH}/{_workflow_id(workflow_id)}/{name}",
+                                     safe=False)
+        return _workflow(reply.body)
+
+    def workflow_wait(self, workflow_id: str, *, timeout: float | None) -> Gen[dict[str, Any]]:
+        """The workflow once final, polled after a short, growing pause (at most 2 s);
+        WaitTimeout after ``timeout`` seconds (None: no limit)."""
+        end = None if timeout is None else self.clock() + timeout
+        pause = 0.1
+        while True:
+            workflow = yield from self.workflow_get(workflow_id)
+            if workflow.get("status") in FINAL:
+                return workflow
+            remaining = None if end is None else end - self.clock()
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeout(f"workflow {workflow.get('id')} still {workflow.get('status')} after "
+                                  f"{timeout:g} s", task=workflow)
+            yield Sleep(pause if remaining is None else min(pause, remaining))
+            pause = min(pause * 1.5, 2.0)
+
+    def workflow_result(self, workflow_id: str, *, timeout: float | None) -> Gen[Any]:
+        workflow = yield from self.workflow_wait(workflow_id, timeout=timeout)
+        if workflow.get("status") == "succeeded":
+            return workflow.get("result")
+        if workflow.get("status") == "cancelled":
+            raise WorkflowCancelled(f"workflow {workflow.get('id')} was cancelled", workflow=workflow)
+        raise WorkflowFailed(f"workflow {workflow.get('id')} failed: {workflow.get('error') or 'failed'}",
+                             workflow=workflow)
+
+
+WORKFLOWS_PATH = "/api/v1/workflows"
+
+
+def _workflow_id(workflow: str | Mapping[str, Any]) -> str:
+    """A workflow's id, from the id or the workflow's state as answered."""
+    text = workflow.get("id") if isinstance(workflow, Mapping) else workflow
+    try:
+        return str(uuid.UUID(str(text)))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a workflow id (a uuid)") from None
+
+
+def _workflow(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or "id" not in body or "steps" not in body:
+        raise MeridianError(f"the server answered {str(body)[:200]!r}, not a workflow")
+    return body

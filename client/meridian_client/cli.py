@@ -13,15 +13,15 @@ from typing import Any, Callable, Sequence
 
 from meridian_client.client import Client, TaskRef
 from meridian_client.errors import (APIError, MeridianError, ServerError, TaskCancelled, TaskFailed, TransportError,
-                                    WaitTimeout)
+                                    WaitTimeout, WorkflowCancelled, WorkflowFailed)
 
 OK, FAILED, USAGE, TIMEOUT, CANCELLED, REFUSED, UNAVAILABLE = 0, 1, 2, 3, 4, 5, 6
 EXIT_CODES = f"""exit codes:
   {OK}  succeeded / done
-  {FAILED}  the task failed
+  {FAILED}  the task (or a workflow's step) failed
   {USAGE}  usage error (bad arguments, unreadable --payload)
   {TIMEOUT}  timed out waiting for the task(s)
-  {CANCELLED}  the task was cancelled
+  {CANCELLED}  the task (or workflow) was cancelled
   {REFUSED}  the API refused the request (4xx: bad key, not found, invalid, conflict)
   {UNAVAILABLE}  unavailable or unreachable (5xx after retries, network error)
 """
@@ -173,6 +173,78 @@ def cmd_route(client: Client, args: argparse.Namespace, out: Output) -> int:
     return OK
 
 
+def _json_arg(text: str, what: str) -> Any:
+    if text.startswith("@"):
+        path = text[1:]
+        try:
+            with (sys.stdin if path == "-" else open(path, encoding="utf-8")) as f:
+                text = f.read()
+        except OSError as exc:
+            raise Usage(f"{what} {text}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise Usage(f"{what} is not JSON: {exc}") from None
+
+
+def _workflow_lines(workflow: dict[str, Any]) -> str:
+    lines = [f"workflow {workflow.get('id')}  {workflow.get('status')}"
+             + (f"\n  error: {workflow['error']}" if workflow.get("error") else "")]
+    for step in workflow.get("steps") or []:
+        tasks = step.get("tasks") or []
+        names = ", ".join(f"{t.get('capability')} {t.get('status')}" for t in tasks)
+        lines.append(f"  step {step.get('index')} ({step.get('kind')}, {step.get('status')}): {names}")
+    return "\n".join(lines)
+
+
+def _workflow_exit(workflow: dict[str, Any]) -> int:
+    return {"succeeded": OK, "failed": FAILED, "cancelled": CANCELLED}.get(workflow.get("status", ""), OK)
+
+
+def cmd_workflow_submit(client: Client, args: argparse.Namespace, out: Output) -> int:
+    steps = _json_arg(args.steps, "--steps")
+    if isinstance(steps, dict) and "steps" in steps:
+        steps = steps["steps"]
+    if not isinstance(steps, list):
+        raise Usage('--steps must be a JSON list of steps (or {"steps": [...]})')
+    workflow = client.workflow(steps, idempotency_key=args.idempotency_key)
+    if args.wait:
+        if not out.json:
+            out.err(f"submitted workflow {workflow['id']}, waiting…")
+        workflow = client.workflow_wait(workflow, timeout=args.wait_timeout)
+    out.out(_workflow_lines(workflow), workflow)
+    return _workflow_exit(workflow) if args.wait else OK
+
+
+def cmd_workflow_status(client: Client, args: argparse.Namespace, out: Output) -> int:
+    workflow = client.workflow_status(args.id)
+    out.out(_workflow_lines(workflow), workflow)
+    return OK
+
+
+def cmd_workflow_result(client: Client, args: argparse.Namespace, out: Output) -> int:
+    workflow = client.workflow_wait(args.id, timeout=args.timeout)
+    if workflow.get("status") == "succeeded" and not out.json:
+        print(_dump(workflow.get("result")))
+    elif out.json:
+        out.out("", workflow)
+    else:
+        out.err(_workflow_lines(workflow))
+    return _workflow_exit(workflow)
+
+
+def cmd_workflow_cancel(client: Client, args: argparse.Namespace, out: Output) -> int:
+    workflow = client.workflow_cancel(args.id)
+    out.out(_workflow_lines(workflow), workflow)
+    return OK
+
+
+def cmd_workflow_retry(client: Client, args: argparse.Namespace, out: Output) -> int:
+    workflow = client.workflow_retry(args.id)
+    out.out(_workflow_lines(workflow), workflow)
+    return OK
+
+
 # --- parser ------------------------------------------------------------------------------
 
 def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -233,6 +305,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("route", cmd_route, "which regions can take a capability, best first")
     p.add_argument("capability")
     p.add_argument("--residency")
+
+    p = sub.add_parser("workflow", help="chains and fan-outs with a join, at a region (submit, status, result, "
+                                        "cancel, retry)", description="workflows, at a region's URL")
+    _common(p, suppress=True)
+    flows = p.add_subparsers(dest="workflow_command", required=True, metavar="WORKFLOW_COMMAND")
+
+    def workflow_command(name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
+        q = flows.add_parser(name, help=help, description=help, epilog=EXIT_CODES,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        _common(q, suppress=True)
+        q.set_defaults(handler=handler)
+        return q
+
+    q = workflow_command("submit", cmd_workflow_submit, "submit a workflow; prints its state (or, with --wait, "
+                                                        "its end)")
+    q.add_argument("--steps", required=True,
+                   help='the steps as JSON, or @file.json (@- for stdin): [{"capability": …, "payload": …}, '
+                        '{"group": [{…}, …]}, …]')
+    q.add_argument("--idempotency-key", help="default: a new one (a retried submit never makes two)")
+    q.add_argument("--wait", action="store_true", help="wait until it ends; exit code as `workflow result`")
+    q.add_argument("--wait-timeout", type=float, help="seconds to wait (default: no limit)")
+    q = workflow_command("status", cmd_workflow_status, "the workflow's state and every step's")
+    q.add_argument("id")
+    q = workflow_command("result", cmd_workflow_result,
+                         "wait for the workflow and print its result (exit 1 if a step failed)")
+    q.add_argument("id")
+    q.add_argument("--timeout", type=float, help="seconds to wait (default: no limit)")
+    q = workflow_command("cancel", cmd_workflow_cancel, "cancel a workflow and its active tasks")
+    q.add_argument("id")
+    q = workflow_command("retry", cmd_workflow_retry, "resume a failed or cancelled workflow")
+    q.add_argument("id")
     return parser
 
 
@@ -257,6 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.err(f"failed: {exc.error} (after {exc.attempts} attempt(s))")
         return FAILED
     except TaskCancelled:
+        out.err("cancelled")
+        return CANCELLED
+    except WorkflowFailed as exc:
+        out.err(f"failed: {exc.workflow.get('error')}")
+        return FAILED
+    except WorkflowCancelled:
         out.err("cancelled")
         return CANCELLED
     except WaitTimeout as exc:

@@ -252,6 +252,40 @@ class Client(_ClientBase[TaskRef]):
         """The router's answer: which regions can take the capability, best first."""
         return self._run(self._core.route(capability, residency=residency))
 
+    # --- workflows ----------------------------------------------------------------------
+    def workflow(self, steps: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit a workflow to this client's region (not the router): ``steps`` in
+        order, each a task ``{"capability", "payload", "priority", "timeout",
+        "max_attempts"}`` or a group ``{"group": [task, ...]}`` run in parallel.
+        A step's input is its payload merged with the previous step's result;
+        after a group, its payload with ``"results"``, the members' results in
+        order. Returns the workflow's state (``["id"]``, ``["steps"]``)."""
+        return self._run(self._core.workflow_submit(steps, idempotency_key=idempotency_key))
+
+    def workflow_status(self, workflow: str | Mapping[str, Any]) -> dict[str, Any]:
+        """The workflow's state now: status, error (naming the failed step), result,
+        and every step with its tasks' ids and statuses."""
+        return self._run(self._core.workflow_get(workflow))
+
+    def workflow_wait(self, workflow: str | Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Block until the workflow is final (succeeded, failed, cancelled); its
+        state. WaitTimeout after ``timeout`` seconds."""
+        return self._run(self._core.workflow_wait(workflow, timeout=timeout))
+
+    def workflow_result(self, workflow: str | Mapping[str, Any], timeout: float | None = None) -> Any:
+        """The last step's result (a list after a group), waiting for it;
+        WorkflowFailed (naming the step) or WorkflowCancelled otherwise."""
+        return self._run(self._core.workflow_result(workflow, timeout=timeout))
+
+    def workflow_cancel(self, workflow: str | Mapping[str, Any]) -> dict[str, Any]:
+        """Cancel the workflow: its active tasks are cancelled and no step starts."""
+        return self._run(self._core.workflow_action(workflow, "cancel"))
+
+    def workflow_retry(self, workflow: str | Mapping[str, Any]) -> dict[str, Any]:
+        """Resume a failed or cancelled workflow: its failed and cancelled tasks
+        run again and the steps after them follow."""
+        return self._run(self._core.workflow_action(workflow, "retry"))
+
 
 class AsyncClient(_ClientBase[AsyncTaskRef]):
     """The asyncio client: the same API as :class:`Client`, awaited
@@ -346,3 +380,24 @@ class AsyncClient(_ClientBase[AsyncTaskRef]):
     async def route(self, capability: str, residency: str | None = None) -> dict[str, Any]:
         """See :meth:`Client.route`."""
         return await self._run(self._core.route(capability, residency=residency))
+
+    # --- workflows ----------------------------------------------------------------------
+    async def workflow(self, steps: Sequence[Mapping[str, Any]], *,
+                       idempotency_key: str | None = None) -> dict[str, Any]:
+        """See :meth:`Client.workflow`."""
+        return await self._run(self._core.workflow_submit(steps, idempotency_key=idempotency_key))
+
+    async def workflow_status(self, workflow: str | Mapping[str, Any]) -> dict[str, Any]:
+        return await self._run(self._core.workflow_get(workflow))
+
+    async def workflow_wait(self, workflow: str | Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        return await self._run(self._core.workflow_wait(workflow, timeout=timeout))
+
+    async def workflow_result(self, workflow: str | Mapping[str, Any], timeout: float | None = None) -> Any:
+        return await self._run(self._core.workflow_result(workflow, timeout=timeout))
+
+    async def workflow_cancel(self, workflow: str | Mapping[str, Any]) -> dict[str, Any]:
+        return await self._run(self._core.workflow_action(workflow, "cancel"))
+
+    async def workflow_retry(self, workflow: str | Mapping[str, Any]) -> dict[str, Any]:
+        return await self._run(self._core.workflow_action(workflow, "retry"))

@@ -166,6 +166,23 @@ class WaitTimeout(TaskError):
         self.pending: list[Any] = list(pending or [])
 
 
+class WorkflowError(MeridianError):
+    """A workflow ended without a result; ``workflow`` is its state as answered
+    (``workflow["error"]`` names the step, ``workflow["steps"]`` has every step)."""
+
+    def __init__(self, message: str, *, workflow: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.workflow: dict[str, Any] = dict(workflow)
+
+
+class WorkflowFailed(WorkflowError):
+    """A step of the workflow failed (its attempts spent); ``workflow_retry`` resumes it."""
+
+
+class WorkflowCancelled(WorkflowError):
+    """The workflow was cancelled."""
+
+
 # --- from an answer ---------------------------------------------------------------------
 
 _BY_STATUS: dict[int, type[APIError]] = {

@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from regions.models import Agent, Task
+from regions.models import Agent, Task, Workflow
 
 
 class SharedFieldsMixin:
@@ -73,3 +73,46 @@ class AgentOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
         model = Agent
         fields = ["agent_id", "capabilities", "status", "desired", "busy", "kind", "version", "hostname",
                   "concurrency", "registered_at", "last_seen", "offline_since"]
+
+
+class WorkflowStepTaskSerializer(serializers.Serializer):
+    member = serializers.IntegerField(help_text="its position in its group (0 for a step of its own)")
+    capability = serializers.CharField()
+    task_id = serializers.UUIDField(allow_null=True, help_text="null until the step starts")
+    status = serializers.CharField(help_text="the task's status, or pending before it exists")
+
+
+class WorkflowStepSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=["task", "group"])
+    status = serializers.CharField(help_text="pending, running, succeeded, failed or cancelled")
+    tasks = WorkflowStepTaskSerializer(many=True)
+
+
+class WorkflowOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    url = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(choices=Workflow.Status.choices)
+    error = serializers.CharField(help_text="names the step that failed")
+    result = serializers.JSONField(allow_null=True, help_text="the last step's result (a list after a group)")
+    idempotency_key = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    region_id = serializers.SerializerMethodField()
+    steps = serializers.SerializerMethodField()
+
+    def get_url(self, workflow) -> str:
+        from django.conf import settings
+
+        return f"{settings.REGION_URL}/api/v1/workflows/{workflow.id}"
+
+    def get_region_id(self, workflow) -> str:
+        from django.conf import settings
+
+        return settings.REGION_ID
+
+    @extend_schema_field(WorkflowStepSerializer(many=True))
+    def get_steps(self, workflow) -> list[dict]:
+        from regions.selectors import workflow_steps
+
+        return WorkflowStepSerializer(workflow_steps(workflow), many=True).data

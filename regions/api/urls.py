@@ -1,7 +1,7 @@
 from django.urls import URLPattern, path
 
 from project.validation import AgentIdConverter  # noqa: F401  registers <agent_id:...>
-from regions.api.views import agents, attempts, callbacks, fleet, schedules, tasks
+from regions.api.views import agents, attempts, callbacks, fleet, schedules, tasks, workflows
 from wire.endpoints import CLAIM, DEAD_LETTERS, DEREGISTER, HEARTBEAT, REGISTER, REPORT, Endpoint
 
 
@@ -31,6 +31,10 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/cancel", tasks.TaskCancelApi.as_view(), name="task-cancel"),
     path("tasks/<uuid:task_id>/retry", tasks.TaskRetryApi.as_view(), name="task-retry"),
     path("callbacks/secret", callbacks.CallbackSecretRotateApi.as_view(), name="callback-secret"),
+    path("workflows", workflows.WorkflowListSubmitApi.as_view(), name="workflow-list"),
+    path("workflows/<uuid:workflow_id>", workflows.WorkflowDetailApi.as_view(), name="workflow-detail"),
+    path("workflows/<uuid:workflow_id>/cancel", workflows.WorkflowCancelApi.as_view(), name="workflow-cancel"),
+    path("workflows/<uuid:workflow_id>/retry", workflows.WorkflowRetryApi.as_view(), name="workflow-retry"),
     path("region/status", tasks.RegionStatusApi.as_view(), name="region-status"),
     path("schedules", schedules.ScheduleListApi.as_view(), name="schedule-list"),
 ]

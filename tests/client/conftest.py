@@ -12,7 +12,10 @@ names, and the region trusts both routers' keys.
 """
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -146,3 +149,14 @@ def fleet(region_template, router_template):
             door.close()
         db_proxy.close()
         harness.pg_admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+@pytest.fixture
+def meridian(fleet):
+    """The `meridian` CLI run as a process (at the router unless url= says otherwise)."""
+    def run(*args: str, url: str | None = None, stdin: str | None = None, timeout: float = 120,
+            **env: str) -> subprocess.CompletedProcess:
+        environ = {**os.environ, "MERIDIAN_URL": url or fleet.router.url, "MERIDIAN_API_KEY": fleet.api_key, **env}
+        return subprocess.run([sys.executable, "-m", "meridian_client.cli", *args], cwd=harness.ROOT, env=environ,
+                              input=stdin, capture_output=True, text=True, timeout=timeout)
+    return run

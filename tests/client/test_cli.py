@@ -4,28 +4,15 @@ router and region, its output and its exit codes (0 ok, 1 failed, 2 usage,
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import pytest
 
-from tests.harness import ROOT, free_port
+from tests.harness import free_port
 
 pytestmark = pytest.mark.integration
 
 NOBODY = "nobody_serves_this"
-
-
-@pytest.fixture
-def meridian(fleet):
-    def run(*args: str, url: str | None = None, stdin: str | None = None, timeout: float = 120,
-            **env: str) -> subprocess.CompletedProcess:
-        environ = {**os.environ, "MERIDIAN_URL": url or fleet.router.url, "MERIDIAN_API_KEY": fleet.api_key, **env}
-        return subprocess.run([sys.executable, "-m", "meridian_client.cli", *args], cwd=ROOT, env=environ,
-                              input=stdin, capture_output=True, text=True, timeout=timeout)
-    return run
 
 
 def test_submit_and_wait_prints_the_result_and_exits_0(meridian, tmp_path):

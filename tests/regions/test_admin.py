@@ -376,3 +376,30 @@ def test_a_retry_is_refused_like_a_submission_when_the_capability_is_blocklisted
     response = client.post(f"/api/v1/tasks/{task.id}/retry", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert response.status_code == 403 and "blocklisted" in response.json()["detail"]
     assert Task.objects.get(id=task.id).status == Task.Status.FAILED
+
+
+def test_workflow_pages_draw_their_steps_and_the_actions_go_through_the_services(staff, redis_clean, monkeypatch):
+    from regions.models import Workflow
+    from regions.services.tasks import dispatch
+    from regions.services.workflows.submit import workflow_submit
+
+    monkeypatch.setattr(dispatch.app, "send_task", lambda *a, **kw: None)
+    user, _ = factories.caller()
+    workflow = workflow_submit(submitted_by=user, steps=[
+        {"capability": "echo", "payload": {}},
+        {"group": [{"capability": "echo", "payload": {"i": i}} for i in range(15)]},
+        {"capability": "sleep", "payload": {}}]).workflow
+    first = Task.objects.get(workflow_step__workflow=workflow)
+    assert task_claim(task_id=first.id, attempt=1, agent_id="a1").run
+    assert task_fail(task_id=first.id, attempt=1, agent_id="a1", error="no <good>", retryable=False)
+    listing = staff.get(reverse("admin:regions_workflow_changelist")).content.decode()
+    assert "<svg" in listing and "failed" in listing
+    page = staff.get(reverse("admin:regions_workflow_change", args=[workflow.pk])).content.decode()
+    assert "<svg" in page and "+4 more" in page and "no &lt;good&gt;" in page and "step 0, echo failed" in page
+    assert 'name="_save"' not in page
+    _changelist_post(staff, "workflow", "retry", [workflow.pk])
+    workflow.refresh_from_db()
+    assert workflow.status == Workflow.Status.RUNNING
+    _changelist_post(staff, "workflow", "cancel", [workflow.pk])
+    workflow.refresh_from_db()
+    assert workflow.status == Workflow.Status.CANCELLED

@@ -92,3 +92,23 @@ def invoice_total(payload: dict, ctx: Context) -> dict:
     total = net + sum(Decimal(v) for v in tax.values())
     return {"currency": currency, "lines": len(payload["lines"]), "net": str(net), "tax": tax,
             "total": str(total.quantize(cent, ROUND_HALF_EVEN))}
+
+
+@handler("text_stats_merge", version="1.0.0", timeout=30, payload_schema={
+    "type": "object",
+    "required": ["results"],
+    "properties": {"results": {"type": "array", "maxItems": 100}, "top": {"type": "integer", "minimum": 1}},
+})
+def text_stats_merge(payload: dict, ctx: Context) -> dict:
+    """The join of a workflow (acme_tasks/workflow.py): ``results`` holds the
+    text_stats result of every member of the group before it, in order."""
+    results = payload["results"]
+    if not all(isinstance(r, dict) and "words" in r for r in results):
+        raise HandlerError("results must be text_stats results (each with words, sentences, top)")
+    top: Counter = Counter()
+    for result in results:
+        top.update({word: n for word, n in result.get("top", [])})
+    words = sum(r["words"] for r in results)
+    return {"parts": len(results), "words": words, "sentences": sum(r["sentences"] for r in results),
+            "reading_seconds": round(words / 238 * 60),
+            "top": [[word, n] for word, n in top.most_common(payload.get("top", 5))]}

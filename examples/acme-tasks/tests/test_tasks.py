@@ -42,3 +42,18 @@ def test_handlers_declare_version_timeout_and_schema():
     spec = registered()["invoice_total"]
     assert spec.version == "2.0.1" and spec.timeout == 30
     assert spec.payload_schema["required"] == ["currency", "lines"]
+
+
+def test_text_stats_merge_joins_the_results_of_a_group():
+    from acme_tasks.tasks import text_stats_merge
+    from acme_tasks.workflow import report_steps
+
+    parts = ["The cat sat. The cat ran!", "A dog? A cat."]
+    steps = report_steps(parts, top=2)
+    assert [m["payload"]["text"] for m in steps[0]["group"]] == parts and steps[1]["capability"] == "text_stats_merge"
+    results = [text_stats({"text": part, "top": 2}, CTX) for part in parts]
+    merged = text_stats_merge({"top": 2, "results": results}, CTX)
+    assert (merged["parts"], merged["words"], merged["sentences"]) == (2, 10, 4)
+    assert merged["top"][0] == ["cat", 3]
+    with pytest.raises(HandlerError):
+        text_stats_merge({"results": [{"nope": 1}]}, CTX)

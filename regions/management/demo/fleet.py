@@ -126,6 +126,8 @@ class Fleet:
         self.sup.publish(router_url=router_url, api_key=self.api_key,
                          regions={rid: r["url"] for rid, r in self.regions.items()})
         traffic.tasks_submit_and_watch(router_url=router_url, api_key=self.api_key, count=tasks, say=self.say)
+        traffic.workflow_submit_and_watch(region_id="eu-west-3", region_url=self.regions["eu-west-3"]["url"],
+                                          api_key=self.api_key, say=self.say)
         report.access_show(router_url=router_url, region_urls={rid: r["url"] for rid, r in self.regions.items()},
                            api_key=self.api_key, password=self.password, registration_token=self.your_token,
                            say=self.say)

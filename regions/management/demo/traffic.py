@@ -96,3 +96,35 @@ def _brief(task: dict) -> str:
     if "size_bytes" in result:
         return f"{result['size_bytes']} bytes → gzip {result['compressed_bytes']} (sha256 {result['digests']['sha256'][:12]}…)"
     return str(result)[:60] if result else task.get("error", "")[:60]
+
+
+WORKFLOW = [
+    {"capability": "text_stats", "payload": {"text": TEXT, "top": 3}},
+    {"group": [{"capability": "echo", "payload": {"part": part}} for part in range(3)]},
+    {"capability": "echo", "payload": {"joined": True}},
+]
+
+
+def workflow_submit_and_watch(*, region_id: str, region_url: str, api_key: str,
+                              say: Callable[[str], None]) -> None:
+    """One workflow at a region (text_stats, then a 3-way fan-out of echo, then
+    a join), watched until it ends; DemoError unless it succeeded within 60 s."""
+    headers = auth_headers(api_key)
+    say(f"\na workflow at {region_id} ({region_url}/api/v1/workflows): text_stats → 3 × echo → echo (join)")
+    started = time.monotonic()
+    response = requests.post(f"{region_url}/api/v1/workflows", json={"steps": WORKFLOW,
+                                                                     "idempotency_key": "demo-workflow"},
+                             headers=headers, timeout=15)
+    if response.status_code not in (200, 201):
+        raise DemoError(f"the workflow was refused: {response.status_code} {response.text[:300]}")
+    url = response.json()["url"]
+    workflow = response.json()
+    while time.monotonic() < started + 60 and workflow["status"] == "running":
+        time.sleep(0.2)
+        workflow = (get_ok(url, headers=headers) or response).json()
+    steps = " → ".join("+".join(t["status"] for t in step["tasks"]) for step in workflow["steps"])
+    say(f"  workflow {workflow['id']} {workflow['status']} in {time.monotonic() - started:.2f} s: {steps}")
+    if workflow["status"] != "succeeded":
+        raise DemoError(f"the workflow did not succeed: {workflow.get('error') or workflow['status']}")
+    results = (workflow.get("result") or {}).get("echo", {}).get("results", [])
+    say(f"  the join received {len(results)} results, one per member of the group")

@@ -16,12 +16,13 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from project.dbbackends import is_postgresql
-from regions.models import IngestedRecord, Task, TaskAttempt
+from regions.models import IngestedRecord, Task, TaskAttempt, WorkflowStep
 from regions.services.config.current import config_current
 from regions.services.task_events import task_finished_publish
 from regions.services.tasks.attempts import attempt_close
 from regions.services.tasks.claim import servable
 from regions.services.tasks.dispatch import revoke
+from regions.services.workflows.advance import workflow_advance, workflow_of_task
 
 logger = logging.getLogger("regions.services.tasks")  # the lifecycle's log stream, whichever module writes
 
@@ -42,12 +43,18 @@ def _started(started_at: float | None):
 def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
                  started_at: float | None = None, capabilities: list[str] | None = None) -> bool:
     records = result.pop("records", None) if isinstance(result, dict) else None
-    if not records and is_postgresql():
-        done = _succeed_sql(task_id=task_id, attempt=attempt, agent_id=agent_id, result=result,
-                            started_at=started_at, capabilities=capabilities)
-    else:
+    # The single statement takes tasks outside workflows only; a workflow's step
+    # (and a fenced report, which matches nothing either way) takes the
+    # transaction that also creates the next step.
+    done = not records and is_postgresql() and _succeed_sql(
+        task_id=task_id, attempt=attempt, agent_id=agent_id, result=result, started_at=started_at,
+        capabilities=capabilities)
+    if not done:
         with transaction.atomic():
-            done = bool(_owned(task_id, attempt, agent_id, capabilities).update(
+            owned = _owned(task_id, attempt, agent_id, capabilities)
+            if not records and is_postgresql():
+                owned = owned.filter(workflow_step__isnull=False)
+            done = bool(owned.update(
                 status=Task.Status.SUCCEEDED, result=result, error="", agent=agent_id,
                 started_at=_started(started_at), finished_at=timezone.now(), status_reason="",
             ))
@@ -55,6 +62,7 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
                 attempt_close(task_id=task_id, number=attempt, outcome=TaskAttempt.Outcome.SUCCEEDED,
                               agent_id=agent_id)
                 _records_keep(task_id, records)
+                _workflow_advance(task_id)
     late = not done and _late_succeed(task_id=task_id, attempt=attempt, agent_id=agent_id, result=result,
                                       records=records, started_at=started_at, capabilities=capabilities)
     if done or late:
@@ -66,6 +74,14 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
         logger.info("late or fenced result for task %s attempt %s from %s ignored", task_id, attempt, agent_id,
                     extra={"agent": agent_id, "task": str(task_id)})
     return done or late
+
+
+def _workflow_advance(task_id, workflow_step_id=None) -> None:
+    """In the transaction that ended a task: its workflow's next step, or its end."""
+    workflow_id = (workflow_of_task(task_id) if workflow_step_id is None else
+                   WorkflowStep.objects.filter(id=workflow_step_id).values_list("workflow_id", flat=True).first())
+    if workflow_id is not None:
+        workflow_advance(workflow_id=workflow_id)
 
 
 def _records_keep(task_id, records) -> None:
@@ -95,13 +111,14 @@ def _late_succeed(*, task_id, attempt: int, agent_id: str, result, records, star
         if done:
             requeued.update(outcome=TaskAttempt.Outcome.SUCCEEDED, error="", finished_at=timezone.now())
             _records_keep(task_id, records)
+            _workflow_advance(task_id)
     if done:
         revoke(task_id, attempt + 1)
     return bool(done)
 
 
 # The fenced success (the _owned conditions) and the attempt's history row closed,
-# in one statement. An attempt without a row (claimed before attempts were kept)
+# in one statement, for a task outside any workflow. An attempt without a row (claimed before attempts were kept)
 # gets one in the same statement.
 _SUCCEED_SQL = """
 WITH done AS (
@@ -109,6 +126,7 @@ WITH done AS (
                             started_at = COALESCE(started_at, %(started)s), finished_at = %(now)s,
                             status_reason = ''
     WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running' AND agent = %(agent)s
+      AND workflow_step_id IS NULL
       AND (%(trusted)s OR target_agent = %(agent)s OR (target_agent = '' AND capability = ANY(%(caps)s)))
     RETURNING id, started_at
 ), closed AS (
@@ -155,6 +173,8 @@ def task_fail(*, task_id: str, attempt: int, agent_id: str, error: str, retryabl
             attempt_close(task_id=task_id, number=attempt, outcome=outcome, error=error, agent_id=agent_id)
             if not (retryable and task.attempt < task.max_attempts):  # final: no attempt left, or not retryable
                 task_finished_publish([task_id])
+                if task.workflow_step_id:
+                    _workflow_advance(task_id, task.workflow_step_id)  # fails the workflow, naming the step
     if changed:
         logger.warning("task %s attempt %s failed on %s (%s): %s", task_id, attempt, agent_id,
                        "retrying" if retryable and task.attempt < task.max_attempts else "final", error[:300],

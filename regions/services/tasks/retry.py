@@ -13,6 +13,7 @@ from regions.services.tasks.dispatch import task_dispatch
 from regions.services.tasks.refusals import AttemptLimit, CapabilityRefused, InvalidState
 from regions.services.tasks.submit import rate_check
 from regions.services.tasks.waiting import initial_status
+from regions.services.workflows.advance import workflow_resume
 
 
 RETRYABLE = (Task.Status.FAILED, Task.Status.CANCELLED)
@@ -50,6 +51,8 @@ def task_retry(*, task: Task) -> Task:
                 # without its token it records its attempt and nothing else).
                 CallbackDelivery.objects.filter(task_id=task.id).update(
                     state=CallbackDelivery.State.PENDING, next_attempt_at=None, lease_token="", delivered_at=None)
+            if task.workflow_step_id:
+                workflow_resume(workflow_step_id=task.workflow_step_id)
             transaction.on_commit(lambda: task_dispatch(task_id=task.id))
     task.refresh_from_db()
     if not changed:
