@@ -31,16 +31,18 @@ def channel() -> str:
     return liveness.key("task-finished")
 
 
-def task_finished_publish(task_ids: Iterable) -> None:
+def task_finished_publish(task_ids: Iterable, *, callbacks: bool = True) -> None:
     """Call from every transition that makes tasks final, inside or outside its
     transaction: the ids are published once it commits (at once in autocommit);
-    nothing is published if it rolls back."""
+    nothing is published if it rolls back. callbacks=False: the caller knows
+    none of them has a completion callback (no query for one)."""
     ids = [str(task_id) for task_id in task_ids]
     if ids:
         transaction.on_commit(lambda: _publish(ids))
-        # Their completion callbacks, if any, are sent now (the sweeper sends
-        # them anyway: this only saves its tick).
-        transaction.on_commit(lambda: _callbacks_kick(ids))
+        if callbacks:
+            # Their completion callbacks, if any, are sent now (the sweeper sends
+            # them anyway: this only saves its tick).
+            transaction.on_commit(lambda: _callbacks_kick(ids))
 
 
 def _callbacks_kick(ids: list[str]) -> None:

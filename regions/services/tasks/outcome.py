@@ -46,10 +46,13 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
     # The single statement takes tasks outside workflows only; a workflow's step
     # (and a fenced report, which matches nothing either way) takes the
     # transaction that also creates the next step.
-    done = not records and is_postgresql() and _succeed_sql(
-        task_id=task_id, attempt=attempt, agent_id=agent_id, result=result, started_at=started_at,
-        capabilities=capabilities)
+    # callback: whether a completion callback may be due (the single statement
+    # knows; otherwise the callbacks' own query finds out).
+    done, callback = (_succeed_sql(task_id=task_id, attempt=attempt, agent_id=agent_id, result=result,
+                                   started_at=started_at, capabilities=capabilities)
+                      if not records and is_postgresql() else (False, True))
     if not done:
+        callback = True
         with transaction.atomic():
             owned = _owned(task_id, attempt, agent_id, capabilities)
             if not records and is_postgresql():
@@ -66,7 +69,7 @@ def task_succeed(*, task_id: str, attempt: int, agent_id: str, result: dict,
     late = not done and _late_succeed(task_id=task_id, attempt=attempt, agent_id=agent_id, result=result,
                                       records=records, started_at=started_at, capabilities=capabilities)
     if done or late:
-        task_finished_publish([task_id])
+        task_finished_publish([task_id], callbacks=callback)
         logger.info("task %s attempt %s succeeded on %s%s", task_id, attempt, agent_id,
                     " (reported after the attempt was requeued; the next attempt will not run)" if late else "",
                     extra={"agent": agent_id, "task": str(task_id)})
@@ -128,7 +131,7 @@ WITH done AS (
     WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running' AND agent = %(agent)s
       AND workflow_step_id IS NULL
       AND (%(trusted)s OR target_agent = %(agent)s OR (target_agent = '' AND capability = ANY(%(caps)s)))
-    RETURNING id, started_at
+    RETURNING id, started_at, callback_url
 ), closed AS (
     UPDATE regions_taskattempt SET outcome = 'succeeded', error = '', finished_at = %(now)s
     WHERE task_id = (SELECT id FROM done) AND number = %(attempt)s AND outcome = ''
@@ -139,11 +142,13 @@ WITH done AS (
     WHERE NOT EXISTS (SELECT 1 FROM closed)
     ON CONFLICT (task_id, number) DO NOTHING
 )
-SELECT count(*) FROM done
+SELECT count(*), coalesce(bool_or(callback_url <> ''), false) FROM done
 """
 
 
-def _succeed_sql(*, task_id, attempt: int, agent_id: str, result, started_at: float | None, capabilities) -> bool:
+def _succeed_sql(*, task_id, attempt: int, agent_id: str, result, started_at: float | None,
+                 capabilities) -> tuple[bool, bool]:
+    """(succeeded, whether it has a completion callback to send)."""
     now = timezone.now()
     started = datetime.fromtimestamp(started_at, tz=dt_timezone.utc) if started_at else now
     with connection.cursor() as cursor:
@@ -151,7 +156,8 @@ def _succeed_sql(*, task_id, attempt: int, agent_id: str, result, started_at: fl
             "result": None if result is None else json.dumps(result), "agent": agent_id, "started": started,
             "now": now, "id": str(task_id), "attempt": attempt, "trusted": capabilities is None,
             "caps": list(capabilities or [])})
-        return bool(cursor.fetchone()[0])
+        done, callback = cursor.fetchone()
+        return bool(done), bool(callback)
 
 
 def retry_delay(attempt: int, base: float | None = None) -> float:
