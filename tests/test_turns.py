@@ -1,5 +1,6 @@
 """A web worker runs ready requests round robin by caller (project/turns.py)."""
 import asyncio
+import base64
 import time
 
 import pytest
@@ -71,6 +72,16 @@ def test_the_flow_is_the_credential_else_the_address():
         method="POST", path="/api/v1/tasks").encode())]}) for _ in range(3)}
     assert flows == {b"router:ada"}
     assert flow_of({"headers": [(b"authorization", b"Bearer mra_%%%.x")]}) == b"Bearer mra_%%%.x"
+
+
+@pytest.mark.parametrize("claims", [b"[" * 3000, b"{" * 5000, b'{"sub": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+                                    b"x" * 200_000])
+def test_a_forged_assertion_of_any_shape_only_names_a_flow_never_fails_the_request(claims):
+    """flow_of reads an assertion before anything checks it: deep nesting (a
+    RecursionError in json) or a huge header must not become a 500."""
+    value = b"Bearer mra_" + base64.urlsafe_b64encode(claims).rstrip(b"=") + b".x"
+    flow = flow_of({"headers": [(b"authorization", value)], "client": ("10.0.0.1", 5)})
+    assert flow == value[:48]
 
 
 @pytest.mark.parametrize("path,queued", [("/api/v1/tasks", True), ("/api/v1/agents/a1/heartbeat", False)])
