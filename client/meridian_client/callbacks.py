@@ -81,7 +81,10 @@ def verify_callback(body: bytes, header: str | None, secret: str, tolerance: flo
         body = body.encode()
     timestamp, signatures = _parse(header)
     expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + bytes(body), hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+    # As bytes: compare_digest refuses str with non-ASCII characters, and a
+    # forged header may carry any.
+    if not any(hmac.compare_digest(expected.encode(), candidate.encode("utf-8", "surrogatepass"))
+               for candidate in signatures):
         raise CallbackVerificationError("no signature matches: not signed with this secret, or the body was changed")
     age = (time.time() if now is None else now) - timestamp
     if abs(age) > tolerance:

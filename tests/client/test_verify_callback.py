@@ -66,6 +66,14 @@ def test_refuses_a_missing_or_malformed_header(header):
         verify_callback(BODY, header, SECRET)
 
 
+@pytest.mark.parametrize("signature", ["\u00e9" * 64, "\udcff", "0" * 10_000])
+def test_a_forged_signature_of_any_characters_is_refused_not_an_error(signature):
+    """A header is attacker's text (http.server decodes it as latin-1): a
+    non-ASCII v1 must be refused like any forgery, not raise TypeError."""
+    with pytest.raises(CallbackVerificationError, match="signature"):
+        verify_callback(BODY, f"t={int(time.time())},v1={signature}", SECRET)
+
+
 def test_refuses_a_body_that_is_not_a_json_object_even_if_signed():
     body = b"[1, 2]"
     with pytest.raises(CallbackVerificationError, match="JSON object"):
