@@ -111,12 +111,12 @@ def _forward(*, candidates: list[dict], path: str, key: str, body: bytes, caller
                 retry_with={"region": candidate["region_id"]}) from exc
         # A refusal (429, 503) or an error answer goes back to the caller as it is: the
         # region answered, and whether it kept the task only it can say.
-        forward_outcome_record(region_id=candidate["region_id"],
-                               outcome=forward_outcome_of_status(response.status_code))
         try:
             data = response.json()
         except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
             data = {"detail": response.text[:500]}
+        forward_outcome_record(region_id=candidate["region_id"],
+                               outcome=forward_outcome_of_status(response.status_code, data))
         return response.status_code, {"region_id": candidate["region_id"],
                                       "regional_orchestrator_url": candidate["orchestrator_url"],
                                       key: data}

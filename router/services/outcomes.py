@@ -32,9 +32,18 @@ OUTCOMES = (ANSWERED, *FAILURES)
 _MAX_HALVINGS = 60.0
 
 
-def forward_outcome_of_status(status: int) -> str:
+# A 429 the caller caused: its own quota at the region (callers.<name>), spent
+# by its own traffic. Counted as a refusal, one tenant overrunning its quota on
+# purpose would push the region down the ranking for everyone.
+CALLERS_OWN_REFUSALS = ("quota_exceeded",)
+
+
+def forward_outcome_of_status(status: int, body=None) -> str:
     """A region's answer as the ranking counts it: a 4xx the caller caused
-    (400, 403, 404, 409, 413, ...) is an answer like a 2xx."""
+    (400, 403, 404, 409, 413, a 429 for the caller's own quota, ...) is an
+    answer like a 2xx. `body`: the answer's JSON, when it is JSON."""
+    if status == 429 and isinstance(body, dict) and body.get("error") in CALLERS_OWN_REFUSALS:
+        return ANSWERED
     if status in (401, 429, 503):
         return "refused"
     if status >= 500:

@@ -100,6 +100,17 @@ def test_an_answer_is_classified_by_whose_fault_it_is(status, outcome):
     assert outcomes.forward_outcome_of_status(status) == outcome
 
 
+@pytest.mark.parametrize("body, outcome", [
+    ({"error": "quota_exceeded", "quota": "max_in_flight"}, "answered"),
+    ({"error": "throttled"}, "refused"), ({"detail": "not json"}, "refused"), (["x"], "refused"), (None, "refused"),
+])
+def test_a_callers_own_quota_refusal_does_not_cost_the_region_its_rank(body, outcome):
+    """A tenant over its own quota at a region (callers.<name>) is told so with a
+    429: that says nothing of the region, and must not let one tenant push a
+    region down the ranking for everyone by overrunning its quota on purpose."""
+    assert outcomes.forward_outcome_of_status(429, body) == outcome
+
+
 # --- rank ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("status", [503, 429, 500])
