@@ -351,6 +351,34 @@ def test_two_sweepers_racing_deliver_each_callback_once(api, sent, allow, secret
     assert set(CallbackDelivery.objects.values_list("state", flat=True)) == {"delivered"}
 
 
+def test_a_batch_claim_renews_each_rows_lease_when_its_attempt_starts(api, sent, allow, secret, receiver,
+                                                                      monkeypatch):
+    """A sweeper delivers its batch one row after another: by the time it reaches
+    a row, the lease taken at the claim may be nearly over. The attempt must not
+    start on what is left of it, or another sweeper takes the row over while the
+    POST is under way and the receiver gets the callback twice at once."""
+    from regions.services.callbacks import deliver as deliver_module
+
+    hook = receiver()
+    allow("127.0.0.1")
+    task_id = submitted_and_finished(api, hook.url)
+    ids, token = deliver_module._claim(timezone.now(), batch=10)
+    assert len(ids) == 1
+    # The rows before it took the batch's lease nearly to its end.
+    CallbackDelivery.objects.filter(id=ids[0]).update(lease_until=timezone.now() + timedelta(seconds=1))
+    taken_over = []
+    real_send = deliver_module._send
+
+    def send_while_another_sweeper_ticks(target, **kwargs):
+        taken_over.extend(deliver_module._claim(timezone.now() + timedelta(seconds=5), batch=10)[0])
+        return real_send(target, **kwargs)
+
+    monkeypatch.setattr(deliver_module, "_send", send_while_another_sweeper_ticks)
+    assert deliver_module._deliver(ids[0], token=token, now=timezone.now())
+    assert taken_over == [] and len(hook.requests) == 1
+    assert json.loads(hook.requests[0]["body"])["id"] == task_id
+
+
 # --- the configuration -----------------------------------------------------------------
 
 def test_sync_config_refuses_an_allowed_host_that_is_not_a_host_address_or_cidr(repo):

@@ -7,8 +7,9 @@ due and not sent: the kick is an optimisation, the sweeper the guarantee.
 One delivery never runs twice at once: a sender claims due rows with SELECT …
 FOR UPDATE SKIP LOCKED (of the delivery rows only: a task's row is never
 locked here, so delivery never waits on task processing nor holds it up) and
-a lease (lease_until, lease_token); another sender skips a leased row until the
-lease runs out, which outlasts any attempt (its timeouts are bounded). An
+a lease (lease_until, lease_token), renewed as each row's attempt starts; another
+sender skips a leased row until the lease runs out, which outlasts any attempt
+(its timeouts are bounded). An
 attempt's record is fenced on the lease token: a sender whose lease was taken
 over records its attempt, and changes nothing else."""
 from __future__ import annotations
@@ -95,8 +96,16 @@ def callbacks_kick(task_ids: Iterable) -> None:
 
 
 def _deliver(delivery_id: int, *, token: str, now) -> bool:
-    delivery = CallbackDelivery.objects.select_related("task").filter(id=delivery_id, lease_token=token).first()
-    if delivery is None:
+    # A batch is delivered one row after another, so the lease taken at the
+    # claim may be nearly over when this row's turn comes: the attempt starts
+    # on a lease of its own (renewed while the row is still this sender's),
+    # never on the rest of the batch's, or another sender could take the row
+    # over mid-POST and the receiver would get it twice at once.
+    renewed = CallbackDelivery.objects.filter(id=delivery_id, lease_token=token).update(
+        lease_until=timezone.now() + timedelta(seconds=settings.CALLBACK_LEASE_SECONDS))
+    delivery = renewed and CallbackDelivery.objects.select_related("task").filter(
+        id=delivery_id, lease_token=token).first()
+    if not delivery:
         return False
     task = delivery.task
     finished = task.finished_at or now
