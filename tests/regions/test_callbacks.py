@@ -290,6 +290,30 @@ def test_private_ranges_are_refused_unless_a_cidr_allows_them(allow, dns):
         guard.pinned_targets("http://hooks.internal/x")
 
 
+@pytest.mark.parametrize("address, why", [
+    ("64:ff9b::a9fe:a9fe", "metadata"),  # NAT64 (RFC 6052) of 169.254.169.254
+    ("64:ff9b::a00:5", "private"),  # NAT64 of 10.0.0.5
+    ("2002:a9fe:a9fe::1", "metadata"),  # 6to4 of 169.254.169.254
+    ("::ffff:0:a00:5", "private"),  # SIIT (RFC 2765) of 10.0.0.5
+    ("::7f00:1", "loopback"),  # IPv4-compatible 127.0.0.1
+    ("64:ff9b:1::a00:5", "NAT64"),  # local-use NAT64 (RFC 8215): any IPv4 behind it
+])
+def test_an_ipv6_address_that_carries_an_internal_ipv4_address_is_refused(allow, dns, address, why):
+    """On an IPv6-only network with DNS64/NAT64 (EKS and GKE IPv6 clusters),
+    64:ff9b::a9fe:a9fe reaches the metadata service: a name that resolves to
+    it is refused as the IPv4 address it carries would be."""
+    allow("hooks.example.com")
+    dns({"hooks.example.com": [address]})
+    with pytest.raises(guard.DeliveryRefused, match=why):
+        guard.pinned_targets("http://hooks.example.com/x")
+
+
+def test_a_public_ipv4_address_behind_nat64_is_called_at_its_ipv6_address(allow, dns):
+    allow("hooks.example.com")
+    dns({"hooks.example.com": ["64:ff9b::5db8:d822"]})  # 93.184.216.34
+    assert [t.address for t in guard.pinned_targets("http://hooks.example.com/x")] == ["64:ff9b::5db8:d822"]
+
+
 def test_the_regions_own_services_are_refused_even_on_an_allowed_loopback(allow, settings):
     allow("127.0.0.0/8", "localhost")
     redis_port = urlsplit(settings.REDIS_URL).port

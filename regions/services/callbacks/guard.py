@@ -7,7 +7,9 @@ An entry of callbacks.allowed_hosts is a host name (any port), host:port, an
 address (or [v6]:port), or a CIDR. A URL's host must be named by an entry (an
 address literal may also fall in a CIDR). Its resolved addresses must then be
 public, or be covered by a CIDR or named exactly: loopback, private, shared
-(100.64/10) and unique-local addresses are refused otherwise. Never allowed,
+(100.64/10), unique-local and local-use NAT64 addresses are refused otherwise.
+An IPv6 address that leads to an IPv4 one (NAT64 64:ff9b::/96, SIIT, 6to4,
+IPv4-compatible) is checked as that IPv4 address too. Never allowed,
 whatever the list says: link-local (169.254/16, fe80::/10), the cloud metadata
 addresses, unspecified, multicast and reserved addresses, and the region's own
 services (its web, database, Redis and broker ports)."""
@@ -27,6 +29,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
             ipaddress.ip_address("100.100.100.200")}  # AWS/GCP/Azure/OpenStack, AWS IPv6, Alibaba
 SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: not the public internet
+# IPv6 addresses that carry an IPv4 address in their last 32 bits, which a
+# translator (NAT64 with DNS64, SIIT) or the host reaches: checked as that IPv4
+# address too (64:ff9b::a9fe:a9fe is the metadata service behind NAT64).
+CARRIES_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::ffff:0:0:0/96"),
+                ipaddress.ip_network("::/96"))
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: an operator's own translator, any prefix length
 URL_MAX = 2048
 
 
@@ -174,14 +182,30 @@ def _never(ip: IPAddress, port: int) -> str | None:
     return None
 
 
+def _carried(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to (NAT64, SIIT, IPv4-compatible,
+    6to4), or None."""
+    if ip.version != 6 or ip.is_unspecified or ip.is_loopback:
+        return None
+    if any(ip in net for net in CARRIES_IPV4):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
 def address_refusal(ip: IPAddress, port: int, allowed: AllowList) -> str | None:
     """Why the region must not connect to this resolved address, or None."""
     ip = _normal(ip)
+    carried = _carried(ip)
+    if carried is not None:
+        why = address_refusal(carried, port, allowed)
+        if why:
+            return f"{ip}, which leads to {why}"
     never = _never(ip, port)
     if never:
         return never
     internal = ("loopback" if ip.is_loopback else "private" if ip.is_private
-                else "shared (carrier-grade NAT)" if ip in SHARED else None)
+                else "shared (carrier-grade NAT)" if ip in SHARED
+                else "local-use NAT64 (any IPv4 address behind it)" if ip in LOCAL_NAT64 else None)
     if internal is None:
         return None
     if _named(allowed, str(ip), port) or any(ip in net for net in allowed.networks if net.version == ip.version):
