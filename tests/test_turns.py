@@ -61,27 +61,33 @@ def test_a_request_cancelled_while_it_waits_or_once_given_its_turn_never_stalls_
     assert not turns._used and not turns._lines and not turns._busy
 
 
-def test_the_flow_is_the_credential_else_the_address():
+def test_the_flow_is_the_credential_else_the_address(settings):
     assert flow_of({"headers": [(b"authorization", b"Bearer mk_" + b"x" * 100)], "client": ("10.0.0.1", 5)}) \
         == (b"Bearer mk_" + b"x" * 100)[:48]
     assert flow_of({"headers": [], "client": ("10.0.0.1", 5)}) == b"10.0.0.1"
-    # Every forwarded request carries a new assertion; its caller is the flow.
-    key = private_key_load(keypair_generate()[0])
-    flows = {flow_of({"headers": [(b"authorization", b"Bearer " + assertion_sign(
-        key=key, audience="eu-1", subject="ada", purpose=FORWARD, ttl=30, scopes=["tasks:submit"], body=b"{}",
-        method="POST", path="/api/v1/tasks").encode())]}) for _ in range(3)}
-    assert flows == {b"router:ada"}
-    assert flow_of({"headers": [(b"authorization", b"Bearer mra_%%%.x")]}) == b"Bearer mra_%%%.x"
+    # Every forwarded request carries a new assertion; its caller, when the
+    # router signed it, is the flow; anyone else's is the sender's address.
+    private, public = keypair_generate()
+    settings.ROUTER_PUBLIC_KEYS = [public]
+
+    def forwarded(key, subject="ada") -> dict:
+        return {"headers": [(b"authorization", b"Bearer " + assertion_sign(
+            key=key, audience="eu-1", subject=subject, purpose=FORWARD, ttl=30, scopes=["tasks:submit"],
+            body=b"{}", method="POST", path="/api/v1/tasks").encode())], "client": ("10.0.0.9", 5)}
+
+    assert {flow_of(forwarded(private_key_load(private))) for _ in range(3)} == {b"router:ada"}
+    forger = private_key_load(keypair_generate()[0])
+    assert flow_of(forwarded(forger, subject="victim")) == b"10.0.0.9"  # no place in the victim's line
 
 
 @pytest.mark.parametrize("claims", [b"[" * 3000, b"{" * 5000, b'{"sub": ' + b"[" * 3000 + b"]" * 3000 + b"}",
-                                    b"x" * 200_000])
-def test_a_forged_assertion_of_any_shape_only_names_a_flow_never_fails_the_request(claims):
-    """flow_of reads an assertion before anything checks it: deep nesting (a
-    RecursionError in json) or a huge header must not become a 500."""
+                                    b"x" * 200_000, b'{"sub": "ada"}'])
+def test_a_forged_assertion_of_any_shape_only_names_a_flow_never_fails_the_request(claims, settings):
+    """flow_of reads an assertion before the view checks it: deep nesting, a
+    huge header or a bad signature must not become a 500, nor a caller's flow."""
+    settings.ROUTER_PUBLIC_KEYS = [keypair_generate()[1]]
     value = b"Bearer mra_" + base64.urlsafe_b64encode(claims).rstrip(b"=") + b".x"
-    flow = flow_of({"headers": [(b"authorization", value)], "client": ("10.0.0.1", 5)})
-    assert flow == value[:48]
+    assert flow_of({"headers": [(b"authorization", value)], "client": ("10.0.0.1", 5)}) == b"10.0.0.1"
 
 
 @pytest.mark.parametrize("path,queued", [("/api/v1/tasks", True), ("/api/v1/agents/a1/heartbeat", False)])

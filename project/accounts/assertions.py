@@ -208,3 +208,25 @@ def router_signing_key() -> Ed25519PrivateKey | None:
 def router_public_keys() -> list[Ed25519PublicKey]:
     """The router keys a region trusts (ROUTER_PUBLIC_KEYS; several while one is rotated)."""
     return list(_public_cached(tuple(v for v in settings.ROUTER_PUBLIC_KEYS if v.strip())))
+
+
+def assertion_subject(raw: str) -> str | None:
+    """The caller a router assertion names, if one of ROUTER_PUBLIC_KEYS signed
+    it (expiry, audience and replay are the view's to check): a web worker's
+    turns (project/turns.py) queue a forwarded request as that caller's, and a
+    forged assertion names nobody. None for anything else."""
+    if not raw.startswith(PREFIX) or len(raw) > _MAX_LENGTH or raw.count(".") != 1:
+        return None
+    encoded, _, signature_text = raw[len(PREFIX):].partition(".")
+    try:
+        signature = _b64decode(signature_text)
+        for key in router_public_keys():
+            try:
+                key.verify(signature, _SIGNED_PREFIX + encoded.encode())
+            except InvalidSignature:
+                continue
+            subject = json.loads(_b64decode(encoded)).get("sub")
+            return subject if isinstance(subject, str) else None
+    except (binascii.Error, ValueError, AttributeError, RecursionError):
+        return None
+    return None
