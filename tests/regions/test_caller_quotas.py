@@ -88,3 +88,19 @@ def test_a_capability_rate_limit_per_caller_leaves_other_callers_their_own(repo,
     assert "for your tasks" in str(refused.value)
     for _ in range(2):
         task_submit(submitted_by=second, capability="echo", payload={})
+
+
+def test_a_workflow_reserves_all_its_steps_against_tasks_in_flight(repo, sent):  # noqa: F811
+    from regions.services.workflows.submit import workflow_submit
+
+    _configure(repo, {"caller": {"max_in_flight": 10}})
+    caller, _ = factories.caller("caller")
+    steps = [{"capability": "echo", "payload": {}}, {"group": [{"capability": "echo", "payload": {}}] * 5}]
+    workflow_submit(submitted_by=caller, steps=steps)  # 1 task now, 5 reserved
+    with pytest.raises(QuotaExceeded) as refused:
+        workflow_submit(submitted_by=caller, steps=steps)  # 6 + 6 > 10
+    assert refused.value.extra["quota"] == "max_in_flight"
+    for _ in range(4):
+        task_submit(submitted_by=caller, capability="echo", payload={})
+    with pytest.raises(QuotaExceeded):
+        task_submit(submitted_by=caller, capability="echo", payload={})

@@ -10,7 +10,7 @@ import time
 
 from django.conf import settings
 
-from regions.models import Task
+from regions.models import Task, Workflow, WorkflowStep
 from regions.services import liveness
 from regions.services.tasks.refusals import QuotaExceeded
 
@@ -27,7 +27,7 @@ def quota_admit(config, *, caller, count: int) -> tuple[int, QuotaExceeded | Non
     admitted, refusal = count, None
     limit = quota["max_in_flight"]
     if limit:
-        in_flight = Task.objects.filter(submitted_by=caller, status__in=Task.ACTIVE)[:limit].count()
+        in_flight = in_flight_count(caller, limit=limit)
         if in_flight + admitted > limit:
             admitted = max(0, limit - in_flight)
             refusal = QuotaExceeded(
@@ -42,6 +42,16 @@ def quota_admit(config, *, caller, count: int) -> tuple[int, QuotaExceeded | Non
                 f"quota submissions_per_second={limit} reached in region {settings.REGION_ID}; retry in a second",
                 retry_after=1, quota="submissions_per_second", limit=limit)
     return admitted, refusal
+
+
+def in_flight_count(caller, *, limit: int) -> int:
+    """The caller's tasks waiting, queued or running, and the steps its running
+    workflows will still start (each reserved when its workflow was accepted),
+    counted up to `limit` each."""
+    tasks = Task.objects.filter(submitted_by=caller, status__in=Task.ACTIVE)[:limit].count()
+    steps = (WorkflowStep.objects.filter(workflow__submitted_by=caller, workflow__status=Workflow.Status.RUNNING,
+                                         tasks__isnull=True)[:limit].count())
+    return tasks + steps
 
 
 def _per_second(caller_id, count: int, limit: int) -> tuple[int, bool]:

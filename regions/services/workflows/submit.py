@@ -56,8 +56,9 @@ def workflow_submit(*, submitted_by, steps: list[dict], idempotency_key: str | N
                 max_attempts=(item.get("max_attempts") or definition.get("max_attempts")
                               or settings.TASK_DEFAULT_MAX_ATTEMPTS)))
     first = [row for row in rows if row.index == 0]
-    admitted, refusal = quota_admit(config, caller=submitted_by, count=len(first))
-    if admitted < len(first):
+    # Every step's task is reserved now: its later steps start without asking.
+    admitted, refusal = quota_admit(config, caller=submitted_by, count=len(rows))
+    if admitted < len(rows):
         raise refusal
     for capability in dict.fromkeys(row.capability for row in first):
         rate_check(capability, config.task_definition(capability), submitted_by)
