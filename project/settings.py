@@ -300,6 +300,8 @@ TASK_WAIT_DEADLINE = env.int("TASK_WAIT_DEADLINE", default=3 * 3600)
 # Completion callbacks (regions/services/callbacks/): retried with backoff (the
 # base doubled, capped) for this long after the task's finish, then given up.
 CALLBACK_RETRY_HOURS = env.float("CALLBACK_RETRY_HOURS", default=24.0)
+# A rotated callback secret keeps signing beside its successor this long.
+CALLBACK_SECRET_GRACE_HOURS = env.float("CALLBACK_SECRET_GRACE_HOURS", default=24.0)
 CALLBACK_BACKOFF_BASE = env.float("CALLBACK_BACKOFF_BASE", default=10.0)
 CALLBACK_BACKOFF_MAX = env.float("CALLBACK_BACKOFF_MAX", default=3600.0)
 CALLBACK_TIMEOUT_SECONDS = env.float("CALLBACK_TIMEOUT_SECONDS", default=5.0)  # one attempt, connect included

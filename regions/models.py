@@ -301,6 +301,9 @@ class CallbackSecret(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="callback_secret")
     secret = models.CharField(max_length=100)
     created_at = models.DateTimeField()
+    # The secret this one replaced, still signing beside it until previous_until.
+    previous = models.CharField(max_length=100, blank=True)
+    previous_until = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"callback secret of {self.user}"

@@ -24,6 +24,8 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('secret', models.CharField(max_length=100)),
                 ('created_at', models.DateTimeField()),
+                ('previous', models.CharField(blank=True, max_length=100)),
+                ('previous_until', models.DateTimeField(blank=True, null=True)),
                 ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='callback_secret', to=settings.AUTH_USER_MODEL)),
             ],
         ),

@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 
 from meridian_client import CallbackVerificationError, verify_callback
-from regions.models import Agent, CallbackAttempt, CallbackDelivery, Task
+from regions.models import Agent, CallbackAttempt, CallbackDelivery, CallbackSecret, Task
 from regions.services.callbacks import guard
 from regions.services.callbacks.deliver import callbacks_deliver_due
 from regions.services.config.current import EffectiveConfig
@@ -134,6 +134,27 @@ def test_the_signing_secret_is_shown_once_and_rotated_by_asking_again(api):
     assert first.status_code == second.status_code == 201
     assert first.json()["secret"].startswith("whsec_") and first.json()["secret"] != second.json()["secret"]
     assert api.get("/api/v1/callbacks/secret").status_code == 405  # never shown again
+
+
+def test_a_rotated_secret_keeps_signing_beside_its_successor_for_the_grace(api, sent, allow, secret, receiver,
+                                                                          settings):
+    hook = receiver()
+    allow("127.0.0.1")
+    new = api.post("/api/v1/callbacks/secret").json()["secret"]
+    submitted_and_finished(api, hook.url)
+    assert deliver() == 1
+    header = hook.requests[-1]["headers"]["Meridian-Signature"]
+    assert header.count("v1=") == 2
+    for key in (secret, new):  # a receiver on either secret accepts it during the switch
+        verify_callback(hook.requests[-1]["body"], header, key)
+    CallbackSecret.objects.update(previous_until=timezone.now())  # the grace is over
+    submitted_and_finished(api, hook.url)
+    assert deliver() == 1
+    header = hook.requests[-1]["headers"]["Meridian-Signature"]
+    assert header.count("v1=") == 1
+    verify_callback(hook.requests[-1]["body"], header, new)
+    with pytest.raises(CallbackVerificationError):
+        verify_callback(hook.requests[-1]["body"], header, secret)
 
 
 # --- delivery ---------------------------------------------------------------------

@@ -29,7 +29,7 @@ from rest_framework.renderers import JSONRenderer
 
 from regions.models import CallbackAttempt, CallbackDelivery, Task
 from regions.services.callbacks import guard
-from regions.services.callbacks.secret import callback_secret_of
+from regions.services.callbacks.secret import callback_secrets_of
 from regions.services.callbacks.signature import (ATTEMPT_HEADER, DELIVERY_HEADER, EVENT, EVENT_HEADER,
                                                   SIGNATURE_HEADER, callback_signature)
 
@@ -128,8 +128,8 @@ def representation(task: Task) -> bytes:
 
 
 def _post(task: Task, delivery: CallbackDelivery) -> tuple[str, int | None, str]:
-    secret = callback_secret_of(task.submitted_by_id)
-    if not secret:
+    secrets = callback_secrets_of(task.submitted_by_id)
+    if not secrets:
         return CallbackAttempt.Outcome.REFUSED, None, "the caller has no signing secret (POST /api/v1/callbacks/secret)"
     try:
         targets = guard.pinned_targets(task.callback_url)
@@ -140,7 +140,8 @@ def _post(task: Task, delivery: CallbackDelivery) -> tuple[str, int | None, str]
         return CallbackAttempt.Outcome.FAILED, None, f"cannot resolve: {exc}"[:500]
     body = representation(task)
     headers = {"Content-Type": "application/json", "User-Agent": "Meridian-Callbacks/1",
-               SIGNATURE_HEADER: callback_signature(body=body, secret=secret, timestamp=int(time.time())),
+               SIGNATURE_HEADER: callback_signature(body=body, secret=secrets[0], previous=secrets[1],
+                                                    timestamp=int(time.time())),
                DELIVERY_HEADER: f"{task.id}.{task.attempt}", ATTEMPT_HEADER: str(delivery.attempts + 1),
                EVENT_HEADER: EVENT}
     error = ""
