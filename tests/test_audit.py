@@ -115,7 +115,7 @@ def test_rows_past_the_retention_are_pruned_and_the_rest_kept(settings):
     recent = AuditEvent.objects.create(actor="user ada", action="agent.drain", target="a2", outcome="done")
     AuditEvent.objects.filter(id=old.id).update(at=timezone.now() - timedelta(days=31))
     call_command("audit_prune", stdout=(out := io.StringIO()))
-    assert "1 audit rows" in out.getvalue()
+    assert "1 audit rows older than 30 days" in out.getvalue()
     assert list(AuditEvent.objects.values_list("id", flat=True)) == [recent.id]
     settings.AUDIT_RETENTION_DAYS = 0  # keep everything
     AuditEvent.objects.filter(id=recent.id).update(at=timezone.now() - timedelta(days=3000))
