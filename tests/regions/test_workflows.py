@@ -289,3 +289,8 @@ def test_a_step_whose_merged_input_is_over_the_payload_limit_fails_the_workflow_
     workflow.refresh_from_db()
     assert workflow.status == Workflow.Status.FAILED
     assert workflow.error.startswith("step 1, sleep: its input") and tasks_of(workflow, 1) == []
+    # A retry would fail it again at once: refused (409), and it stays as it was.
+    with pytest.raises(InvalidState, match="fails again at once"):
+        workflow_retry(workflow=workflow)
+    workflow.refresh_from_db()
+    assert workflow.status == Workflow.Status.FAILED and workflow.error.startswith("step 1, sleep: its input")

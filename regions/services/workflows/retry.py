@@ -19,17 +19,24 @@ RETRYABLE = (Workflow.Status.FAILED, Workflow.Status.CANCELLED)
 
 
 def workflow_retry(*, workflow: Workflow) -> Workflow:
+    """All or nothing, in one transaction: a task retry refused (its capability
+    no longer allowed, its rate limit, its attempt cap), or a workflow that
+    fails again at once (a step's input over the payload limit), leaves it as
+    it was and is the caller's answer (4xx)."""
     with transaction.atomic():
         changed = Workflow.objects.filter(id=workflow.id, status__in=RETRYABLE).update(
             status=Workflow.Status.RUNNING, error="", finished_at=None, result=None)
-    if not changed:
+        if not changed:
+            workflow.refresh_from_db()
+            raise InvalidState(f"cannot retry: only a failed or cancelled workflow can be retried; "
+                               f"this one is {workflow.status}")
+        for task in Task.objects.filter(workflow_step__workflow_id=workflow.id,
+                                        status__in=(Task.Status.FAILED, Task.Status.CANCELLED)):
+            task_retry(task=task)
+        workflow_advance(workflow_id=workflow.id)  # a cancel between two steps left the next one to start
         workflow.refresh_from_db()
-        raise InvalidState(f"cannot retry: only a failed or cancelled workflow can be retried; "
-                           f"this one is {workflow.status}")
-    for task in Task.objects.filter(workflow_step__workflow_id=workflow.id,
-                                    status__in=(Task.Status.FAILED, Task.Status.CANCELLED)):
-        task_retry(task=task)  # a refusal (capability no longer allowed, rate) is the caller's answer
-    workflow_advance(workflow_id=workflow.id)  # a cancel between two steps left the next one to start
-    workflow.refresh_from_db()
+        if workflow.status == Workflow.Status.FAILED:
+            error = workflow.error
+            raise InvalidState(f"cannot retry: the workflow fails again at once: {error}")
     logger.info("workflow %s retried", workflow.id)
     return workflow
