@@ -104,3 +104,17 @@ def test_a_workflow_reserves_all_its_steps_against_tasks_in_flight(repo, sent): 
         task_submit(submitted_by=caller, capability="echo", payload={})
     with pytest.raises(QuotaExceeded):
         task_submit(submitted_by=caller, capability="echo", payload={})
+
+
+def test_a_retry_answers_to_the_callers_quota(repo, sent):  # noqa: F811
+    from regions.services.tasks.cancel import task_cancel
+    from regions.services.tasks.retry import task_retry
+
+    _configure(repo, {"caller": {"max_in_flight": 2}})
+    caller, _ = factories.caller("caller")
+    first = task_submit(submitted_by=caller, capability="echo", payload={}).task
+    task_submit(submitted_by=caller, capability="echo", payload={})
+    task_cancel(task=Task.objects.get(id=first.id))
+    task_submit(submitted_by=caller, capability="echo", payload={})  # its place, taken
+    with pytest.raises(QuotaExceeded):
+        task_retry(task=Task.objects.get(id=first.id))

@@ -152,3 +152,16 @@ def test_claims_refill_a_quarter_window_at_a_time(window, settings, sent, django
     with django_capture_on_commit_callbacks(execute=True):
         task_claim(task_id=tasks[1].id, attempt=1, agent_id="a0")
     assert len(sent) == 10 and Task.objects.filter(held=True).count() == 2
+
+
+def test_a_retry_takes_its_place_in_the_callers_window(window, sent, django_capture_on_commit_callbacks):
+    from regions.services.tasks.retry import task_retry
+
+    user, _ = factories.caller("flooder")
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks = [task_submit(submitted_by=user, capability="echo", payload={}).task for _ in range(4)]
+    with django_capture_on_commit_callbacks(execute=True):
+        task_cancel(task=Task.objects.get(id=tasks[3].id))  # held: cancelled without a send
+        retried = task_retry(task=Task.objects.get(id=tasks[3].id))
+    assert retried.held and retried.dispatched_at is None and "fair share" in retried.status_reason
+    assert len(sent) == 3  # the window is still full: the retry waits its turn

@@ -23,12 +23,12 @@ def task_dispatch(*, task_id) -> bool:
     is claimed by a conditional UPDATE first (the sweeper and an on-commit
     dispatch may race), and released again if the broker refuses it."""
     now = timezone.now()
-    task = (Task.objects.filter(id=task_id, status__in=Task.PENDING, dispatched_at__isnull=True)
+    task = (Task.objects.filter(id=task_id, status__in=Task.PENDING, dispatched_at__isnull=True, held=False)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=now)).first())
     if task is None:
         return False
     claimed = Task.objects.filter(id=task.id, attempt=task.attempt, status__in=Task.PENDING,
-                                  dispatched_at__isnull=True).update(
+                                  dispatched_at__isnull=True, held=False).update(
         dispatched_at=now,
         status=Case(When(status=Task.Status.RETRYING, then=Value(Task.Status.QUEUED)), default=F("status")),
     )

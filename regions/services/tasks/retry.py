@@ -1,5 +1,6 @@
 """A caller or operator runs a failed or cancelled task again, as a new attempt;
-the retry must pass what a submission must (capability allowed, rate limit)."""
+the retry must pass what a submission must (capability allowed, the caller's
+quotas, rate limit), and takes its place in its caller's fair share (fair.py)."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -10,6 +11,8 @@ from django.db.models.functions import Greatest
 from regions.models import CallbackDelivery, Task
 from regions.services.config.current import config_current
 from regions.services.tasks.dispatch import task_dispatch
+from regions.services.tasks.fair import hold_beyond_window
+from regions.services.tasks.quotas import quota_admit
 from regions.services.tasks.refusals import AttemptLimit, CapabilityRefused, InvalidState
 from regions.services.tasks.submit import rate_check
 from regions.services.tasks.waiting import initial_status
@@ -35,11 +38,19 @@ def task_retry(*, task: Task) -> Task:
     refusal = config.capability_refusal(task.capability)
     if refusal:
         raise CapabilityRefused(refusal)
+    admitted, quota_refusal = quota_admit(config, caller=task.submitted_by, count=1)
+    if not admitted:
+        raise quota_refusal
     rate_check(task.capability, config.task_definition(task.capability), task.submitted_by)
     status, reason = initial_status(capability=task.capability, target_agent=task.target_agent)
+    # Beyond its caller's window it is held, as a new submission would be.
+    turn = Task(capability=task.capability, submitted_by_id=task.submitted_by_id, target_agent=task.target_agent,
+                status_reason=reason)
+    hold_beyond_window([turn])
     with transaction.atomic():
         changed = Task.objects.filter(id=task.id, status__in=RETRYABLE, attempt=task.attempt).update(
-            status=status, status_reason=reason or f"retried after attempt {task.attempt}",
+            status=status, status_reason=turn.status_reason or f"retried after attempt {task.attempt}",
+            held=turn.held,
             attempt=F("attempt") + 1, max_attempts=Greatest(F("max_attempts"), F("attempt") + 1),
             agent="", claim_id="", error="", result=None, dispatched_at=None, not_before=None,
             started_at=None, finished_at=None,
@@ -53,7 +64,8 @@ def task_retry(*, task: Task) -> Task:
                     state=CallbackDelivery.State.PENDING, next_attempt_at=None, lease_token="", delivered_at=None)
             if task.workflow_step_id:
                 workflow_resume(workflow_step_id=task.workflow_step_id)
-            transaction.on_commit(lambda: task_dispatch(task_id=task.id))
+            if not turn.held:
+                transaction.on_commit(lambda: task_dispatch(task_id=task.id))
     task.refresh_from_db()
     if not changed:
         raise InvalidState(f"cannot retry: only a failed or cancelled task can be retried; this one is {task.status}")
