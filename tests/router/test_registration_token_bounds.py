@@ -64,6 +64,7 @@ def test_a_placement_refused_for_want_of_a_region_spends_no_use(redis_clean):
     assert token.uses == 1
 
 
+@pytest.mark.postgresql  # concurrent writers: SQLite locks the table
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_placements_for_the_last_use_exactly_one_wins(redis_clean):
     region_ready()
