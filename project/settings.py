@@ -308,6 +308,9 @@ CALLBACK_TIMEOUT_SECONDS = env.float("CALLBACK_TIMEOUT_SECONDS", default=5.0)  #
 # A claimed delivery is another sender's to take only after this: longer than any attempt.
 CALLBACK_LEASE_SECONDS = env.float("CALLBACK_LEASE_SECONDS", default=60.0)
 CALLBACK_SWEEP_INTERVAL = env.float("CALLBACK_SWEEP_INTERVAL", default=2.0)
+# One sender at a time per region, sending for at most this long per tick: the
+# orchestrator's other worker slot stays free for the clock jobs.
+CALLBACK_SEND_BUDGET_SECONDS = env.float("CALLBACK_SEND_BUDGET_SECONDS", default=10.0)
 # A registration token accepted in addition to those in the database (bootstrap/demo).
 AGENT_REGISTRATION_TOKEN = env.str("AGENT_REGISTRATION_TOKEN", default="")
 # At most this many registrations per minute with one registration token (a region's

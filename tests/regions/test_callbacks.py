@@ -157,6 +157,36 @@ def test_a_rotated_secret_keeps_signing_beside_its_successor_for_the_grace(api, 
         verify_callback(hook.requests[-1]["body"], header, secret)
 
 
+def test_callers_take_turns_and_one_sender_at_a_time_sends_for_a_bounded_time(api, sent, allow, secret, receiver,
+                                                                             settings):
+    from regions.services import liveness
+    from regions.services.callbacks import deliver as delivery
+    from regions.services.callbacks.secret import callback_secret_rotate
+    from regions.services.tasks.submit import task_submit
+
+    hook = receiver()
+    allow("127.0.0.1")
+    flood = [submitted_and_finished(api, hook.url) for _ in range(3)]
+    other, _ = factories.caller("other")
+    callback_secret_rotate(user=other)
+    mine = task_submit(submitted_by=other, capability="echo", payload={}, callback_url=hook.url).task
+    finish(mine.id)
+    ids, _ = delivery._claim(timezone.now(), batch=10)
+    order = list(CallbackDelivery.objects.filter(id__in=ids).values_list("id", "task_id"))
+    by_id = {i: str(t) for i, t in order}
+    assert [by_id[i] for i in ids] == [flood[0], str(mine.id), flood[1], flood[2]]  # round robin by caller
+    CallbackDelivery.objects.update(lease_until=None, lease_token="")
+    # Another sender runs: neither the sweeper nor a kick sends anything meanwhile.
+    liveness.client().set(liveness.key("callbacks:sender"), "someone else", px=60_000)
+    assert deliver() == 0 and not delivery.callback_deliver(task_id=mine.id) and hook.requests == []
+    liveness.client().delete(liveness.key("callbacks:sender"))
+    # A tick sends for CALLBACK_SEND_BUDGET_SECONDS at most (at least one), and leaves the rest to the next.
+    settings.CALLBACK_SEND_BUDGET_SECONDS = 0
+    assert deliver() == 1
+    assert CallbackDelivery.objects.filter(state=CallbackDelivery.State.PENDING, lease_token="").count() == 3
+    assert deliver() == 1 and deliver() == 1 and deliver() == 1 and len(hook.requests) == 4
+
+
 # --- delivery ---------------------------------------------------------------------
 
 def test_a_finished_task_is_posted_signed_to_a_real_receiver(api, sent, allow, secret, receiver):

@@ -17,17 +17,20 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Iterable
 
 import httpx
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
 from regions.models import CallbackAttempt, CallbackDelivery, Task
+from regions.services import liveness
 from regions.services.callbacks import guard
 from regions.services.callbacks.secret import callback_secrets_of
 from regions.services.callbacks.signature import (ATTEMPT_HEADER, DELIVERY_HEADER, EVENT, EVENT_HEADER,
@@ -52,33 +55,79 @@ def _due(now) -> Q:
 
 
 def _claim(now, *, batch: int, task_id=None) -> tuple[list[int], str]:
+    """Due rows, each caller's oldest first, round robin between callers (one
+    caller's many callbacks to a slow receiver wait behind each other, not in
+    front of everyone else's), leased to this sender."""
     token = uuid.uuid4().hex
     rows = CallbackDelivery.objects.filter(_due(now))
     if task_id is not None:
         rows = rows.filter(task_id=task_id)
+    turns = Window(RowNumber(), partition_by=[F("task__submitted_by")], order_by=[F("next_attempt_at").asc(
+        nulls_first=True), F("id").asc()])
+    order = list(rows.annotate(turn=turns).order_by("turn", "next_attempt_at", "id")
+                 .values_list("id", flat=True)[:batch])
     with transaction.atomic():
         # skip_locked: a row another sender is claiming is its; of=self: the
         # joined task row is only read, never locked.
-        ids = list(rows.select_for_update(skip_locked=True, of=("self",)).order_by("next_attempt_at", "id")
-                   .values_list("id", flat=True)[:batch])
+        locked = set(CallbackDelivery.objects.filter(_due(now), id__in=order)
+                     .select_for_update(skip_locked=True, of=("self",)).values_list("id", flat=True))
+        ids = [delivery_id for delivery_id in order if delivery_id in locked]
         if ids:
             lease = now + timedelta(seconds=settings.CALLBACK_LEASE_SECONDS)
             CallbackDelivery.objects.filter(id__in=ids).update(lease_until=lease, lease_token=token)
     return ids, token
 
 
+@contextmanager
+def _sender_slot():
+    """At most one sender in the region at a time (a lock in its Redis): the
+    orchestrator's other worker slot stays free for the clock jobs, however
+    slowly receivers answer. Redis away: no lock (the leases still keep one
+    callback from being sent twice at once)."""
+    client, key, mine = liveness.client(), liveness.key("callbacks:sender"), uuid.uuid4().hex
+    hold_ms = int((settings.CALLBACK_SEND_BUDGET_SECONDS + 2 * settings.CALLBACK_TIMEOUT_SECONDS) * 1000)
+    try:
+        got = bool(client.set(key, mine, nx=True, px=hold_ms))
+    except liveness.RedisError:
+        got = True
+    try:
+        yield got
+    finally:
+        if got:
+            try:
+                if client.get(key) in (mine, mine.encode()):  # a client that decodes or not
+                    client.delete(key)
+            except liveness.RedisError:
+                pass  # it expires
+
+
 def callbacks_deliver_due(*, now, batch: int) -> int:
-    """The sweeper's job: claim what is due (a batch) and deliver it; the
-    number delivered."""
-    ids, token = _claim(now, batch=batch)
-    return sum(1 for delivery_id in ids if _deliver(delivery_id, token=token, now=now))
+    """The sweeper's job: claim what is due (a batch) and deliver it, for at
+    most CALLBACK_SEND_BUDGET_SECONDS (what is left is released to the next
+    tick); the number delivered. Nothing while another sender runs."""
+    with _sender_slot() as mine:
+        if not mine:
+            return 0
+        ids, token = _claim(now, batch=batch)
+        delivered, deadline = 0, time.monotonic() + settings.CALLBACK_SEND_BUDGET_SECONDS
+        for index, delivery_id in enumerate(ids):
+            if index and time.monotonic() > deadline:  # at least one a tick
+                CallbackDelivery.objects.filter(id__in=ids[index:], lease_token=token).update(
+                    lease_until=None, lease_token="")
+                break
+            delivered += _deliver(delivery_id, token=token, now=now)
+        return delivered
 
 
 def callback_deliver(*, task_id) -> bool:
     """The kick after a task's finish commits: deliver its callback if it is
-    due and nobody else holds it."""
-    ids, token = _claim(timezone.now(), batch=1, task_id=task_id)
-    return bool(ids) and _deliver(ids[0], token=token, now=timezone.now())
+    due, nobody else holds it and no other sender runs (else the sweeper, within
+    CALLBACK_SWEEP_INTERVAL, does)."""
+    with _sender_slot() as mine:
+        if not mine:
+            return False
+        ids, token = _claim(timezone.now(), batch=1, task_id=task_id)
+        return bool(ids) and _deliver(ids[0], token=token, now=timezone.now())
 
 
 def callbacks_kick(task_ids: Iterable) -> None:
