@@ -165,3 +165,10 @@ def test_a_retry_takes_its_place_in_the_callers_window(window, sent, django_capt
         retried = task_retry(task=Task.objects.get(id=tasks[3].id))
     assert retried.held and retried.dispatched_at is None and "fair share" in retried.status_reason
     assert len(sent) == 3  # the window is still full: the retry waits its turn
+
+
+def test_the_slot_counts_a_process_keeps_stay_bounded_whatever_names_are_submitted(window):
+    for n in range(fair._SLOTS_SEEN_MAX + 5):
+        fair._slots_seen[f"cap-{n}"] = (0.0, 0)  # as many names as submissions could bring
+    fair.capability_slots("echo")
+    assert len(fair._slots_seen) <= fair._SLOTS_SEEN_MAX

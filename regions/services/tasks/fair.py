@@ -34,6 +34,7 @@ WINDOWED = (Task.Status.WAITING, Task.Status.QUEUED)  # sent and not yet claimed
 HELD_REASON = ("held: {window} tasks of this caller for {capability} are already queued (its fair share); "
                "sent as they start")
 _SLOTS_MAX_AGE = 1.0  # seconds a process reuses a capability's slot count
+_SLOTS_SEEN_MAX = 10_000
 _slots_seen: dict[str, tuple[float, int]] = {}
 
 
@@ -53,6 +54,8 @@ def capability_slots(capability: str) -> int:
     else:
         slots = (Agent.objects.filter(json_list_has("capabilities", capability), status=Agent.Status.ONLINE,
                                       desired=Agent.Desired.ACTIVE).aggregate(n=Sum("concurrency"))["n"] or 0)
+    if len(_slots_seen) >= _SLOTS_SEEN_MAX:  # any name may be submitted: the memory stays bounded
+        _slots_seen.clear()
     _slots_seen[capability] = (now, slots)
     return slots
 
