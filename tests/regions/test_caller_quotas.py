@@ -118,3 +118,15 @@ def test_a_retry_answers_to_the_callers_quota(repo, sent):  # noqa: F811
     task_submit(submitted_by=caller, capability="echo", payload={})  # its place, taken
     with pytest.raises(QuotaExceeded):
         task_retry(task=Task.objects.get(id=first.id))
+
+
+def test_a_large_workflow_counts_only_its_first_step_against_submissions_per_second(repo, sent,  # noqa: F811
+                                                                                   one_second):
+    from regions.services.workflows.submit import workflow_submit
+
+    _configure(repo, {"caller": {"submissions_per_second": 5, "max_in_flight": 0}})
+    caller, _ = factories.caller("caller")
+    steps = [{"capability": "echo", "payload": {}}, {"group": [{"capability": "echo", "payload": {}}] * 20}]
+    workflow_submit(submitted_by=caller, steps=steps)  # 21 tasks, 1 submitted now
+    key = liveness.key(f"quota:{caller.pk}:{int(quotas.time.time())}")
+    assert int(liveness.client().get(key)) == 1

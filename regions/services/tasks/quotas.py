@@ -17,10 +17,13 @@ from regions.services.tasks.refusals import QuotaExceeded
 IN_FLIGHT_RETRY_AFTER = 5  # seconds: until some of the caller's tasks finish
 
 
-def quota_admit(config, *, caller, count: int) -> tuple[int, QuotaExceeded | None]:
+def quota_admit(config, *, caller, count: int, submitted_now: int | None = None) -> tuple[int, QuotaExceeded | None]:
     """How many of `count` new tasks the caller's quotas admit now, and the
-    refusal for the rest (None when all are admitted). No caller (the region's
-    own schedules, bounded by its configuration) has no quota."""
+    refusal for the rest (None when all are admitted). submitted_now: of them,
+    how many are submitted now (a workflow reserves all its steps in flight but
+    submits its first step only); a refusal by the rate then admits none. No
+    caller (the region's own schedules, bounded by its configuration) has no
+    quota."""
     if caller is None:
         return count, None
     quota = config.caller_quota(caller.get_username())
@@ -36,8 +39,9 @@ def quota_admit(config, *, caller, count: int) -> tuple[int, QuotaExceeded | Non
                 retry_after=IN_FLIGHT_RETRY_AFTER, quota="max_in_flight", limit=limit)
     limit = quota["submissions_per_second"]
     if limit and admitted:
-        admitted, refused = _per_second(caller.pk, admitted, limit)
+        allowed, refused = _per_second(caller.pk, admitted if submitted_now is None else submitted_now, limit)
         if refused:
+            admitted = allowed if submitted_now is None else 0
             refusal = QuotaExceeded(
                 f"quota submissions_per_second={limit} reached in region {settings.REGION_ID}; retry in a second",
                 retry_after=1, quota="submissions_per_second", limit=limit)

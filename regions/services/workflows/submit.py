@@ -57,7 +57,7 @@ def workflow_submit(*, submitted_by, steps: list[dict], idempotency_key: str | N
                               or settings.TASK_DEFAULT_MAX_ATTEMPTS)))
     first = [row for row in rows if row.index == 0]
     # Every step's task is reserved now: its later steps start without asking.
-    admitted, refusal = quota_admit(config, caller=submitted_by, count=len(rows))
+    admitted, refusal = quota_admit(config, caller=submitted_by, count=len(rows), submitted_now=len(first))
     if admitted < len(rows):
         raise refusal
     for capability in dict.fromkeys(row.capability for row in first):
