@@ -1,10 +1,14 @@
 """The base of every read-only page of the region's admin."""
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+
+from project.accounts.audit import audited
+from project.exceptions import Refused
+from regions.services.tasks.refusals import InvalidState
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -41,3 +45,28 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def act_on_each(model_admin, request, objects, *, action: str, service, noun: str, verb: str,
+                logged=None, only: str = "") -> None:
+    """An admin action's loop: service(obj) for each object, audited as `action`
+    and in the object's History (logged(obj), else the verb); then one message
+    with how many, one with how many did not apply (InvalidState: `only` says
+    which do) and one naming any other refusal (a capability refused since, a
+    rate limit, a quota)."""
+    done, not_applicable, refused = 0, 0, []
+    for obj in objects:
+        try:
+            with audited(request, action, target=str(obj.pk)):
+                service(obj)
+            model_admin.log_change(request, obj, logged(obj) if logged else verb)
+            done += 1
+        except InvalidState:
+            not_applicable += 1
+        except Refused as exc:
+            refused.append(f"{obj.pk}: {exc}")
+    messages.info(request, f"{done} {noun}(s) {verb}.")
+    if not_applicable and only:
+        messages.warning(request, f"{not_applicable} {noun}(s) not {verb}: {only}")
+    if refused:
+        messages.error(request, f"Not {verb}: " + "; ".join(refused[:10]))

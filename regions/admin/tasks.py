@@ -1,18 +1,15 @@
 """Tasks and their attempts: what ran where and how it ended, and retry and cancel."""
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
 from console.formatting import COLOURS, badge, when
-from project.accounts.audit import audited
-from project.exceptions import Refused
-from regions.admin.base import ReadOnlyAdmin
+from regions.admin.base import ReadOnlyAdmin, act_on_each
 from regions.admin.formatting import TASK_COLOURS, attempt_outcome_badge, pretty_json, span, truncated
 from regions.models import CallbackAttempt, CallbackDelivery, Task, TaskAttempt
 from regions.services.tasks.cancel import task_cancel
-from regions.services.tasks.refusals import InvalidState
 from regions.services.tasks.retry import task_retry
 
 
@@ -175,32 +172,12 @@ class TaskAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Retry selected failed or cancelled tasks (a new attempt)", permissions=["operate"])
     def retry(self, request, queryset):
-        done, refused, denied = 0, 0, []
-        for task in queryset.defer("payload", "result"):
-            try:
-                with audited(request, "task.retry", target=str(task.id)):
-                    task_retry(task=task)
-                self.log_change(request, task, f"retried: attempt {task.attempt}")
-                done += 1
-            except InvalidState:
-                refused += 1
-            except Refused as exc:  # the capability refused here since, its rate limit, the attempt limit
-                denied.append(f"{task.id}: {exc}")
-        messages.info(request, f"{done} task(s) retried.")
-        if refused:
-            messages.warning(request, f"{refused} task(s) not retried: only failed or cancelled tasks can be.")
-        if denied:
-            messages.error(request, "Not retried: " + "; ".join(denied[:10]))
+        act_on_each(self, request, queryset.defer("payload", "result"), action="task.retry",
+                    service=lambda task: task_retry(task=task), noun="task", verb="retried",
+                    logged=lambda task: f"retried: attempt {task.attempt}",
+                    only="only failed or cancelled tasks can be.")
 
     @admin.action(description="Cancel selected tasks", permissions=["operate"])
     def cancel(self, request, queryset):
-        done = 0
-        for task in queryset.filter(status__in=Task.ACTIVE).defer("payload", "result"):
-            try:
-                with audited(request, "task.cancel", target=str(task.id)):
-                    task_cancel(task=task)
-                self.log_change(request, task, "cancelled")
-                done += 1
-            except InvalidState:
-                pass
-        messages.info(request, f"{done} task(s) cancelled.")
+        act_on_each(self, request, queryset.filter(status__in=Task.ACTIVE).defer("payload", "result"),
+                    action="task.cancel", service=lambda task: task_cancel(task=task), noun="task", verb="cancelled")

@@ -2,19 +2,16 @@
 server, console/svg.py), and retry and cancel through the services."""
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from console.formatting import COLOURS, badge, when
 from console.svg import MUTED, flow
-from project.accounts.audit import audited
-from project.exceptions import Refused
-from regions.admin.base import ReadOnlyAdmin
+from regions.admin.base import ReadOnlyAdmin, act_on_each
 from regions.admin.formatting import TASK_COLOURS, pretty_json, span, truncated
 from regions.models import Workflow
 from regions.selectors import workflow_steps
-from regions.services.tasks.refusals import InvalidState
 from regions.services.workflows.cancel import workflow_cancel
 from regions.services.workflows.retry import workflow_retry
 
@@ -93,32 +90,11 @@ class WorkflowAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Retry selected failed or cancelled workflows", permissions=["operate"])
     def retry(self, request, queryset):
-        done, refused, denied = 0, 0, []
-        for workflow in queryset:
-            try:
-                with audited(request, "workflow.retry", target=str(workflow.id)):
-                    workflow_retry(workflow=workflow)
-                self.log_change(request, workflow, "retried")
-                done += 1
-            except InvalidState:
-                refused += 1
-            except Refused as exc:
-                denied.append(f"{workflow.id}: {exc}")
-        messages.info(request, f"{done} workflow(s) retried.")
-        if refused:
-            messages.warning(request, f"{refused} workflow(s) not retried: only failed or cancelled ones can be.")
-        if denied:
-            messages.error(request, "Not retried: " + "; ".join(denied[:10]))
+        act_on_each(self, request, queryset, action="workflow.retry", noun="workflow", verb="retried",
+                    service=lambda workflow: workflow_retry(workflow=workflow),
+                    only="only failed or cancelled ones can be.")
 
     @admin.action(description="Cancel selected workflows (and their active tasks)", permissions=["operate"])
     def cancel(self, request, queryset):
-        done = 0
-        for workflow in queryset.filter(status=Workflow.Status.RUNNING):
-            try:
-                with audited(request, "workflow.cancel", target=str(workflow.id)):
-                    workflow_cancel(workflow=workflow)
-                self.log_change(request, workflow, "cancelled")
-                done += 1
-            except InvalidState:
-                pass
-        messages.info(request, f"{done} workflow(s) cancelled.")
+        act_on_each(self, request, queryset.filter(status=Workflow.Status.RUNNING), action="workflow.cancel",
+                    service=lambda workflow: workflow_cancel(workflow=workflow), noun="workflow", verb="cancelled")
