@@ -259,6 +259,15 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="seconds one request is retried for (429, 503, network) before giving up (120)")
 
 
+def _command(subparsers, name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
+    """One subcommand: its help as description, the exit codes as epilog, the common options."""
+    p = subparsers.add_parser(name, help=help, description=help, epilog=EXIT_CODES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p, suppress=True)
+    p.set_defaults(handler=handler)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meridian", description="Submit tasks to a Meridian fleet and wait for their results.",
@@ -267,14 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, epilog=EXIT_CODES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        _common(p, suppress=True)
-        p.set_defaults(handler=handler)
-        return p
-
-    p = command("submit", cmd_submit, "submit a task; prints its reference (or, with --wait, its result)")
+    p = _command(sub, "submit", cmd_submit, "submit a task; prints its reference (or, with --wait, its result)")
     p.add_argument("capability")
     p.add_argument("--payload", help="a JSON object, or @file.json (@- for stdin)")
     p.add_argument("--residency", help="only regions with this label (e.g. eu)")
@@ -290,19 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the result; exit code as `result`")
     p.add_argument("--wait-timeout", type=float, help="seconds to wait (default: no limit)")
 
-    p = command("status", cmd_status, "the task's current state")
+    p = _command(sub, "status", cmd_status, "the task's current state")
     p.add_argument("id")
-    p = command("result", cmd_result, "wait for the task and print its result (exit 1 if it failed)")
+    p = _command(sub, "result", cmd_result, "wait for the task and print its result (exit 1 if it failed)")
     p.add_argument("id")
     p.add_argument("--timeout", type=float, help="seconds to wait (default: no limit)")
-    p = command("wait", cmd_wait, "wait for tasks to finish (a progress bar on stderr for several)")
+    p = _command(sub, "wait", cmd_wait, "wait for tasks to finish (a progress bar on stderr for several)")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--timeout", type=float, help="seconds to wait (default: no limit)")
-    p = command("cancel", cmd_cancel, "cancel a task")
+    p = _command(sub, "cancel", cmd_cancel, "cancel a task")
     p.add_argument("id")
-    p = command("retry", cmd_retry, "run a failed or cancelled task again")
+    p = _command(sub, "retry", cmd_retry, "run a failed or cancelled task again")
     p.add_argument("id")
-    p = command("route", cmd_route, "which regions can take a capability, best first")
+    p = _command(sub, "route", cmd_route, "which regions can take a capability, best first")
     p.add_argument("capability")
     p.add_argument("--residency")
 
@@ -311,30 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, suppress=True)
     flows = p.add_subparsers(dest="workflow_command", required=True, metavar="WORKFLOW_COMMAND")
 
-    def workflow_command(name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
-        q = flows.add_parser(name, help=help, description=help, epilog=EXIT_CODES,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        _common(q, suppress=True)
-        q.set_defaults(handler=handler)
-        return q
-
-    q = workflow_command("submit", cmd_workflow_submit, "submit a workflow; prints its state (or, with --wait, "
-                                                        "its end)")
+    q = _command(flows, "submit", cmd_workflow_submit, "submit a workflow; prints its state (or, with --wait, "
+                                                                "its end)")
     q.add_argument("--steps", required=True,
                    help='the steps as JSON, or @file.json (@- for stdin): [{"capability": …, "payload": …}, '
                         '{"group": [{…}, …]}, …]')
     q.add_argument("--idempotency-key", help="default: a new one (a retried submit never makes two)")
     q.add_argument("--wait", action="store_true", help="wait until it ends; exit code as `workflow result`")
     q.add_argument("--wait-timeout", type=float, help="seconds to wait (default: no limit)")
-    q = workflow_command("status", cmd_workflow_status, "the workflow's state and every step's")
+    q = _command(flows, "status", cmd_workflow_status, "the workflow's state and every step's")
     q.add_argument("id")
-    q = workflow_command("result", cmd_workflow_result,
-                         "wait for the workflow and print its result (exit 1 if a step failed)")
+    q = _command(flows, "result", cmd_workflow_result,
+              "wait for the workflow and print its result (exit 1 if a step failed)")
     q.add_argument("id")
     q.add_argument("--timeout", type=float, help="seconds to wait (default: no limit)")
-    q = workflow_command("cancel", cmd_workflow_cancel, "cancel a workflow and its active tasks")
+    q = _command(flows, "cancel", cmd_workflow_cancel, "cancel a workflow and its active tasks")
     q.add_argument("id")
-    q = workflow_command("retry", cmd_workflow_retry, "resume a failed or cancelled workflow")
+    q = _command(flows, "retry", cmd_workflow_retry, "resume a failed or cancelled workflow")
     q.add_argument("id")
     return parser
 
