@@ -199,3 +199,17 @@ def test_many_silent_regions_are_asked_in_parallel_within_the_budget(silent, set
     assert took < BUDGET + 1.0, took
     assert not found.found and len(found.silent) == 12
     assert {answer.outcome for answer in found.silent} == {"timeout"}
+
+
+def test_the_overview_search_box_sends_its_id_to_the_finder(admin_client, fleet, task, settings):
+    """console/templates/overview/task_finder.html, for the router's overview:
+    its form's action and field are the finder's."""
+    import re
+
+    from django.template.loader import render_to_string
+
+    box = render_to_string("overview/task_finder.html")
+    action = re.search(r'action="([^"]+)"', box).group(1)
+    assert action == FINDER and 'name="task_id"' in box and 'role="search"' in box
+    r = admin_client.get(action, {"task_id": str(task.id)})
+    assert f"Found in {settings.REGION_ID}" in text(r)
