@@ -92,7 +92,11 @@ def test_the_console_finds_the_task_in_the_region_that_ran_it(admin_client, dire
     html = r.content.decode()
     text = words(html)
     assert "Found in eu-west-3;" in text and "succeeded" in text and "echo" in text
-    assert f'href="{eu.url}/admin/regions/task/{task_id}/change/"' in html
+    link = f"{eu.url}/admin/regions/task/{task_id}/change/"
+    assert f'href="{link}"' in html
+    # The link is the task's page in eu-west-3's console (its login first, then the task).
+    page = requests.get(link, allow_redirects=False, timeout=10)
+    assert page.status_code == 302 and "/admin/login/" in page.headers["Location"], page.status_code
     assert "us-east-1" in text.split("Answered, not there:")[1]
     assert "sa-down-1 did not answer (unreachable)" in text
     assert "ap-mute-1 did not answer (timeout)" in text
