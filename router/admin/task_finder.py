@@ -14,7 +14,8 @@ from project.accounts.audit import audit_record
 from router.services.locate import task_locate
 from router.services.refusals import RouterError
 
-NOT_A_UUID = "A task id is a UUID, like 0b6f3c1e-9a4d-4b7e-8f21-5d2c7a90e413 (as the API and the region's console show it)."
+NOT_A_UUID = ("A task id is a UUID, like 0b6f3c1e-9a4d-4b7e-8f21-5d2c7a90e413 (as the API and the region's "
+              "console show it).")
 
 
 class TaskFinderForm(forms.Form):
