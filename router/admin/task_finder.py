@@ -39,6 +39,8 @@ def task_finder_view(request, *, model_admin):
         raise PermissionDenied
     form = TaskFinderForm(request.GET if "task_id" in request.GET else None)
     location, refusal = None, None
+    if form.is_bound and not form.is_valid():
+        form.fields["task_id"].widget.attrs.update({"aria-invalid": "true", "aria-describedby": "task-id-errors"})
     if form.is_bound and form.is_valid():
         task_id = form.cleaned_data["task_id"]
         try:

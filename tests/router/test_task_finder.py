@@ -153,18 +153,30 @@ def test_the_router_stores_nothing_of_the_answer(admin_client, fleet, task):
     assert list(Region.objects.order_by("region_id").values()) == before
 
 
+@pytest.fixture
+def unasked(bounds):
+    """Regions that must not be asked (no live server: these tests need no transaction)."""
+    region_create(region_id="eu-west", orchestrator_url=closed_port())
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("typed", ["nope", "12345", "<script>alert(1)</script>", "a" * 500, "6ba7b810-9dad",
                                    "\x00", " "])
-def test_anything_but_a_uuid_is_a_form_error_and_asks_no_region(admin_client, fleet, typed, monkeypatch):
+def test_anything_but_a_uuid_is_a_form_error_and_asks_no_region(admin_client, unasked, typed, monkeypatch):
     monkeypatch.setattr(locate_service.requests, "get", lambda *a, **k: pytest.fail("a region was asked"))
     r = admin_client.get(FINDER, {"task_id": typed})
     assert r.status_code == 200, r.content
     assert "A task id is a UUID" in text(r)
-    assert "<script>alert" not in r.content.decode()
+    html = r.content.decode()
+    assert "<script>alert" not in html
+    # The error is announced and tied to the field it is about.
+    assert 'role="alert" id="task-id-errors"' in html
+    assert 'aria-invalid="true"' in html and 'aria-describedby="task-id-errors"' in html
     assert not AuditEvent.objects.filter(action="task.locate").exists()
 
 
-def test_the_empty_page_shows_the_form_and_asks_nobody(admin_client, fleet, monkeypatch):
+@pytest.mark.django_db
+def test_the_empty_page_shows_the_form_and_asks_nobody(admin_client, unasked, monkeypatch):
     monkeypatch.setattr(locate_service.requests, "get", lambda *a, **k: pytest.fail("a region was asked"))
     r = admin_client.get(FINDER)
     assert r.status_code == 200 and 'name="task_id"' in r.content.decode()
@@ -177,18 +189,21 @@ def test_a_disabled_region_is_not_asked(admin_client, fleet, task):
     assert "ap-silent" not in text(r) and took < PER_REGION + MARGIN
 
 
-def test_without_a_signing_key_the_page_says_so(admin_client, fleet, task, settings):
+@pytest.mark.django_db
+def test_without_a_signing_key_the_page_says_so(admin_client, unasked, settings):
     settings.ROUTER_SIGNING_KEY = ""
-    r = admin_client.get(FINDER, {"task_id": str(task.id)})
+    r = admin_client.get(FINDER, {"task_id": str(uuid.uuid4())})
     assert r.status_code == 200 and "ROUTER_SIGNING_KEY is not set" in text(r)
 
 
-def test_an_operator_without_view_permission_on_regions_is_refused(client, fleet, task):
+@pytest.mark.django_db
+def test_an_operator_without_view_permission_on_regions_is_refused(client, unasked):
     get_user_model().objects.create_user("intern", password="pw", is_staff=True)
     client.force_login(get_user_model().objects.get(username="intern"))
-    assert client.get(FINDER, {"task_id": str(task.id)}).status_code == 403
+    assert client.get(FINDER, {"task_id": str(uuid.uuid4())}).status_code == 403
 
 
+@pytest.mark.django_db
 def test_many_silent_regions_are_asked_in_parallel_within_the_budget(silent, settings, bounds):
     settings.ROUTER_LOCATE_CONCURRENCY = 4
     for n in range(12):
@@ -213,3 +228,9 @@ def test_the_overview_search_box_sends_its_id_to_the_finder(admin_client, fleet,
     assert action == FINDER and 'name="task_id"' in box and 'role="search"' in box
     r = admin_client.get(action, {"task_id": str(task.id)})
     assert f"Found in {settings.REGION_ID}" in text(r)
+
+
+@pytest.mark.django_db
+def test_the_regions_list_links_to_the_finder(admin_client):
+    html = admin_client.get("/admin/router/region/").content.decode()
+    assert f'href="{FINDER}"' in html and "Find a task" in html
