@@ -22,7 +22,7 @@ from datetime import datetime
 import requests
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
-from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
 
 from project.accounts.assertions import LOCATE, assertion_sign
 from project.validation import CAPABILITY_RE
@@ -153,12 +153,12 @@ def _ask(*, region_id: str, url: str, task_id: str, assertion: str, timeout: flo
                                 allow_redirects=False, stream=True)
         with response:
             body = response.raw.read(_ANSWER_MAX + 1, decode_content=True)
-    except (requests.Timeout, TimeoutError):
+    except (requests.Timeout, TimeoutError, ReadTimeoutError):  # before its answer, or in the middle of it
         return RegionAnswer(region_id=region_id, outcome=TIMEOUT)
     except requests.RequestException as exc:
         return RegionAnswer(region_id=region_id, outcome=TIMEOUT if _timed_out(exc) else UNREACHABLE)
-    except Exception:  # noqa: BLE001  a socket error mid-read: the region did not answer
-        return RegionAnswer(region_id=region_id, outcome=UNREACHABLE)
+    except (HTTPError, OSError):  # the connection dropped in the middle of the answer
+        return RegionAnswer(region_id=region_id, outcome=ERROR)
     if response.status_code in (401, 403):
         return RegionAnswer(region_id=region_id, outcome=REFUSED)
     if response.status_code != 200 or len(body) > _ANSWER_MAX:

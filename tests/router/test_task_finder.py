@@ -234,3 +234,66 @@ def test_the_overview_search_box_sends_its_id_to_the_finder(admin_client, fleet,
 def test_the_regions_list_links_to_the_finder(admin_client):
     html = admin_client.get("/admin/router/region/").content.decode()
     assert f'href="{FINDER}"' in html and "Find a task" in html
+
+
+@pytest.mark.django_db
+def test_a_region_that_stalls_mid_answer_is_a_timeout_within_the_budget(bounds):
+    """Headers sent, then nothing: the answer is not awaited past the region's timeout."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        region_create(region_id="stalling", orchestrator_url=f"http://127.0.0.1:{sock.getsockname()[1]}")
+        started = time.monotonic()
+        found = task_locate(task_id=uuid.uuid4())
+        assert time.monotonic() - started < BUDGET + 1.0
+        assert [(a.region_id, a.outcome) for a in found.silent] == [("stalling", "timeout")]
+    finally:
+        for s in [sock, *held]:
+            s.close()
+
+
+@pytest.mark.django_db
+def test_what_a_region_sends_beyond_the_contract_is_never_shown(admin_client, bounds):
+    """A region (an old or a broken one) that answers with the task's data too:
+    the router reads the five fields of the contract, checked, and nothing else."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Leaky(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = json.dumps({"found": True, "status": "failed", "capability": f"<b>{MARKER}</b>",
+                               "created_at": MARKER, "finished_at": None, "payload": {"note": MARKER},
+                               "error": MARKER, "result": MARKER}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Leaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        region_create(region_id="leaky-1", orchestrator_url=f"http://127.0.0.1:{server.server_address[1]}")
+        r = admin_client.get(FINDER, {"task_id": str(uuid.uuid4())})
+        assert "Found in leaky-1" in text(r) and "failed" in text(r)
+        assert MARKER not in r.content.decode()
+    finally:
+        server.shutdown()
+        server.server_close()
