@@ -25,7 +25,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from project.accounts.authentication import (AGENT_TOKEN, API_KEY, METRICS_TOKEN, REGION_TOKEN,
-                                             REGISTRATION_TOKEN, ROUTER_ASSERTION)
+                                             REGISTRATION_TOKEN, ROUTER_ASSERTION, ROUTER_LOCATE)
 from project.validation import CAPABILITY_RE
 from wire import endpoints
 
@@ -53,6 +53,10 @@ SECURITY_SCHEMES = {
                        "for this region, this body, once, for seconds): never made by hand. Refused with 401 "
                        "when invalid, expired, for another region or body, or already used; 503 when the "
                        "region cannot check it was used once."},
+    ROUTER_LOCATE: {**_BEARER, "bearerFormat": "mra_…", "description":
+                    "The router's locate assertion (purpose \"locate\"), made by its task finder for one region "
+                    "and one task id, once, for seconds: it learns where a task is and nothing of what it holds. "
+                    "No API key or forward assertion is taken in its place (401); one made for another task: 403."},
     REGION_TOKEN: {**_BEARER, "description":
                    "A region's token at the router (`manage.py router_add_region`): a region may only "
                    "update its own summary."},

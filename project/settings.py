@@ -331,6 +331,11 @@ SUMMARY_INTERVAL = env.float("SUMMARY_INTERVAL", default=60.0)
 # left of it): well under the web worker's 30 s timeout (project/gunicorn_conf.py).
 ROUTER_FORWARD_CONNECT_TIMEOUT = env.float("ROUTER_FORWARD_CONNECT_TIMEOUT", default=2.0)
 ROUTER_FORWARD_BUDGET_SECONDS = env.float("ROUTER_FORWARD_BUDGET_SECONDS", default=10.0)
+# The console's task finder (router/services/locate.py) asks every enabled region at
+# once: each within the timeout, all within the budget, this many at a time.
+ROUTER_LOCATE_TIMEOUT_SECONDS = env.float("ROUTER_LOCATE_TIMEOUT_SECONDS", default=3.0)
+ROUTER_LOCATE_BUDGET_SECONDS = env.float("ROUTER_LOCATE_BUDGET_SECONDS", default=8.0)
+ROUTER_LOCATE_CONCURRENCY = env.int("ROUTER_LOCATE_CONCURRENCY", default=32)
 ROUTER_TRUST_FORWARDED_FOR = env.bool("ROUTER_TRUST_FORWARDED_FOR", default=False)
 # Forwards a region refused (429, 503, 401), did not answer or failed (5xx), or could
 # not be reached count against its rank (docs/api.md, the router): they weigh half after a

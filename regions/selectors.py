@@ -32,6 +32,13 @@ def task_get(*, user, task_id, see_all: bool = False) -> Task | None:
     return task_list(user=user, see_all=see_all).filter(id=task_id).first()
 
 
+def task_location(*, task_id) -> dict | None:
+    """Where a task stands, for the router's task finder: its status,
+    capability and times only. The payload, result and error are never read
+    (data residency: the router never sees task data)."""
+    return Task.objects.filter(id=task_id).values("status", "capability", "created_at", "finished_at").first()
+
+
 def task_callback(task: Task) -> dict | None:
     """The task's completion callback: its state and every attempt so far."""
     delivery = CallbackDelivery.objects.filter(task_id=task.id).values(

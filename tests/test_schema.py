@@ -75,6 +75,8 @@ def test_each_operation_names_the_credential_it_takes(region_schema, router_sche
     assert security(region_schema, "/api/v1/agents/register", "post") == ["registrationToken"]
     for action in ("heartbeat", "claim", "report", "deregister"):
         assert security(region_schema, f"/api/v1/agents/{{agent_id}}/{action}", "post") == ["agentToken"]
+    # The router's task finder: its locate assertion only, no caller's key (it would see others' tasks).
+    assert security(region_schema, "/api/v1/tasks/{task_id}/locate", "get") == ["routerLocate"]
     assert security(router_schema, "/register_agent", "post") == ["registrationToken"]
     assert security(router_schema, "/update_regional_status", "post") == ["regionToken"]
     assert security(router_schema, "/metrics", "get") == ["metricsToken", "apiKey"]
@@ -158,3 +160,10 @@ def test_operation_ids_and_tags_are_the_published_ones(region_schema, router_sch
     assert (claim["operationId"], claim["tags"]) == ("v1_agents_claim_create", ["v1"])
     assert region_schema["paths"]["/api/schema"]["get"]["operationId"] == "schema_retrieve"
     assert router_schema["paths"]["/register_agent"]["post"]["operationId"] == "register_agent_create"
+
+
+def test_the_locate_answer_is_where_a_task_is_never_what_it_holds(region_schema):
+    operation = region_schema["paths"]["/api/v1/tasks/{task_id}/locate"]["get"]
+    assert {"200", "400", "401", "403"} <= set(operation["responses"])
+    body = _resolve(region_schema, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(body["properties"]) == {"found", "status", "capability", "created_at", "finished_at"}

@@ -10,10 +10,14 @@ can check with the router's public key (ROUTER_PUBLIC_KEYS):
 The signature covers the bytes `mra1.` + the encoded claims. Claims:
 
 - `iss` "router"; `aud` the one region it is for; `sub` the caller's username
-  (a forward) or the agent id (a registration grant); `purpose` "forward" or
-  "register"; `iat`, `exp` (Unix seconds); `jti` a random id.
+  (a forward), the agent id (a registration grant) or the operator (a locate);
+  `purpose` "forward", "register" or "locate"; `iat`, `exp` (Unix seconds);
+  `jti` a random id.
 - A forward also carries `scopes` (the caller's, at the router), `body` (the
   SHA-256 hex digest of the exact request body), `method` and `path`.
+- A locate (the router's task finder asking where a task is) carries `task`,
+  the one task id it may ask about; it opens nothing but that question
+  (regions/api/views/locate.py): no task's payload, result or error.
 
 Both roles import this module (project/ imports no app): the router signs, a
 region verifies (regions/api/authentication.py), and also refuses a `jti` it
@@ -39,6 +43,7 @@ PREFIX = "mra_"
 ISSUER = "router"
 FORWARD = "forward"
 REGISTER = "register"
+LOCATE = "locate"
 _SIGNED_PREFIX = b"mra1."
 _MAX_LENGTH = 4096  # an assertion is a few hundred bytes; anything longer is not one
 
@@ -124,12 +129,14 @@ def public_key_text(key: Ed25519PrivateKey) -> str:
 
 def assertion_sign(*, key: Ed25519PrivateKey, audience: str, subject: str, purpose: str, ttl: float,
                    scopes: tuple[str, ...] | list[str] = (), body: bytes | None = None, method: str = "",
-                   path: str = "", now: float | None = None) -> str:
+                   path: str = "", task: str = "", now: float | None = None) -> str:
     now = time.time() if now is None else now
     claims = {"iss": ISSUER, "aud": audience, "sub": subject, "purpose": purpose,
               "iat": int(now), "exp": int(now + ttl), "jti": secrets.token_urlsafe(16)}
     if purpose == FORWARD:
         claims.update(scopes=sorted(scopes), body=body_digest(body or b""), method=method.upper(), path=path)
+    if purpose == LOCATE:
+        claims["task"] = task
     encoded = _b64encode(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
     signature = key.sign(_SIGNED_PREFIX + encoded.encode())
     return f"{PREFIX}{encoded}.{_b64encode(signature)}"

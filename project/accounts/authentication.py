@@ -23,6 +23,7 @@ REGISTRATION_TOKEN = "registrationToken"
 REGION_TOKEN = "regionToken"
 METRICS_TOKEN = "metricsToken"
 ROUTER_ASSERTION = "routerAssertion"
+ROUTER_LOCATE = "routerLocate"
 
 _verified: dict[str, tuple[float, object, ApiKey]] = {}
 _MAX_CACHED = 10_000

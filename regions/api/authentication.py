@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.permissions import BasePermission
 from rest_framework.settings import api_settings
 
@@ -16,6 +16,7 @@ from project.accounts.authentication import (
     AGENT_TOKEN,
     REGISTRATION_TOKEN,
     ROUTER_ASSERTION,
+    ROUTER_LOCATE,
     BearerAuthentication,
     Principal,
 )
@@ -23,7 +24,7 @@ from project.exceptions import credential_refusals
 from regions.services.agent_auth import AgentCaller, agent_caller
 from regions.services.agents.registry import agent_authenticate, registration_token_check
 from regions.services.config.current import HOT_PATH_CHECK_SECONDS, config_current
-from regions.services.router_assertions import forwarded_caller, registration_grant_check
+from regions.services.router_assertions import forwarded_caller, locate_grant_check, registration_grant_check
 
 
 class RegistrationTokenAuthentication(BearerAuthentication):
@@ -60,6 +61,35 @@ class RouterAssertionAuthentication(BearerAuthentication):
         with credential_refusals():
             return forwarded_caller(raw=raw, body=request.body, method=request.method, path=request.path_info,
                                     now=time.time())
+
+
+class RouterLocator(Principal):
+    """The router asking where a task is, for an operator of its console: no
+    user of this region, so it owns no task and no scope (scopes_of: none)."""
+
+    def __init__(self, operator: str):
+        self.operator = operator
+
+
+class RouterLocateAuthentication(BearerAuthentication):
+    """`Authorization: Bearer mra_…` with purpose "locate", made for the task id
+    in the path: the router's task finder (regions/api/views/locate.py).
+    request.user: a RouterLocator naming the operator; request.auth: the
+    assertion. Refused (401) as anything else, so no API key, session or
+    forward assertion locates a task: a caller learns nothing here of another
+    tenant's tasks."""
+
+    scheme = ROUTER_LOCATE
+
+    def verify(self, raw, request):
+        if raw is None:
+            return None
+        if not raw.startswith(ASSERTION_PREFIX):
+            raise AuthenticationFailed("Only the router's locate assertion is taken here.")
+        with credential_refusals():
+            assertion = locate_grant_check(raw=raw, task_id=request.parser_context["kwargs"]["task_id"],
+                                           now=time.time())
+        return RouterLocator(assertion.subject), assertion
 
 
 class AgentTokenAuthentication(BearerAuthentication):

@@ -1,7 +1,7 @@
 from django.urls import URLPattern, path
 
 from project.validation import AgentIdConverter  # noqa: F401  registers <agent_id:...>
-from regions.api.views import agents, attempts, callbacks, fleet, schedules, tasks, workflows
+from regions.api.views import agents, attempts, callbacks, fleet, locate, schedules, tasks, workflows
 from wire.endpoints import CLAIM, DEAD_LETTERS, DEREGISTER, HEARTBEAT, REGISTER, REPORT, Endpoint
 
 
@@ -30,6 +30,8 @@ urlpatterns = [
     path("tasks/<uuid:task_id>", tasks.TaskDetailApi.as_view(), name="task-detail"),
     path("tasks/<uuid:task_id>/cancel", tasks.TaskCancelApi.as_view(), name="task-cancel"),
     path("tasks/<uuid:task_id>/retry", tasks.TaskRetryApi.as_view(), name="task-retry"),
+    # Any string: an id that is not a UUID is a 400 here, not a 404 (the router's task finder).
+    path("tasks/<str:task_id>/locate", locate.TaskLocateApi.as_view(), name="task-locate"),
     path("callbacks/secret", callbacks.CallbackSecretRotateApi.as_view(), name="callback-secret"),
     path("workflows", workflows.WorkflowListSubmitApi.as_view(), name="workflow-list"),
     path("workflows/<uuid:workflow_id>", workflows.WorkflowDetailApi.as_view(), name="workflow-detail"),

@@ -1,4 +1,5 @@
-"""What the router asserts to this region: a forwarded caller, or an agent it
+"""What the router asserts to this region: a forwarded caller, an operator's
+question of where a task is (the router's task finder), or an agent it
 placed here (project/accounts/assertions.py says how they are made). The router
 never relays a caller's key; a region believes only what is signed by a router
 key it is configured with (ROUTER_PUBLIC_KEYS), for this region, fresh, and
@@ -13,6 +14,7 @@ from django.contrib.auth import get_user_model
 
 from project.accounts.assertions import (
     FORWARD,
+    LOCATE,
     REGISTER,
     Assertion,
     AssertionInvalid,
@@ -22,7 +24,7 @@ from project.accounts.assertions import (
 )
 from project.exceptions import ServiceUnavailable
 from regions.services import liveness
-from regions.services.agents.registry import AuthError
+from regions.services.agents.registry import AuthError, ForbiddenError
 
 logger = logging.getLogger("regions.services.router_assertions")
 
@@ -75,4 +77,19 @@ def registration_grant_check(*, raw: str, agent_id: object) -> Assertion:
     assertion = _verified(raw, purpose=REGISTER)
     if not isinstance(agent_id, str) or assertion.subject != agent_id:
         raise AuthError("This registration grant is for another agent.")
+    return assertion
+
+
+def locate_grant_check(*, raw: str, task_id: str, now: float) -> Assertion:
+    """The router's question "do you hold task `task_id`?", asked for an
+    operator of its console: signed by the router, for this region, fresh,
+    seen once and made for exactly this task id. It is no caller: it reads no
+    task (a forward assertion and an API key are not this), so nothing but the
+    locate endpoint takes it."""
+    assertion = _verified(raw, purpose=LOCATE)
+    if assertion.claims.get("task") != task_id:
+        raise ForbiddenError("Router locate assertion was made for another task.")
+    if not assertion_jti_claim(jti=assertion.jti, expires_at=assertion.expires_at, now=now):
+        logger.warning("router locate assertion %s for %s replayed", assertion.jti, assertion.subject)
+        raise AuthError("Router assertion already used.")
     return assertion

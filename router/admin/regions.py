@@ -18,6 +18,7 @@ from console.shown_once import TICKET_FIELD, ShownOnceAdmin, TicketSpent, new_ti
 from project.accounts.audit import audited
 from router import inputs, selectors
 from router.admin.formatting import LabelsField, freshness_badge, label_chips, orchestrator_link
+from router.admin.task_finder import task_finder_urls
 from router.services.refusals import RouterError
 from router.services.regions import (region_create, region_hold_validate, region_token_rotate, region_update,
                                      region_validate, region_watermark_reset)
@@ -297,7 +298,7 @@ class RegionAdmin(ShownOnceAdmin):
 
     def get_urls(self):
         return [path("drift/", self.admin_site.admin_view(self.drift_view), name="router_region_drift"),
-                *super().get_urls()]
+                *task_finder_urls(self), *super().get_urls()]
 
     def drift_view(self, request):
         if not self.has_view_permission(request):
