@@ -10,6 +10,7 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from project.dbbackends import json_list_has
+from regions.attention import region_attention
 from regions.models import (Agent, CallbackAttempt, CallbackDelivery, ConfigVersion, DeadLetter, Task, Workflow,
                             WorkflowStep)
 from regions.services import liveness
@@ -208,6 +209,9 @@ def fleet_overview(*, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     since = now - OVERVIEW_WINDOW
     dead = DeadLetter.objects.filter(received_at__gte=since)
+    health = liveness_health()
+    dead_count = dead.count()
+    behind = [s for s in schedule_list(now=now) if s["behind"]]
     return {
         "role": "region",
         "region_id": settings.REGION_ID,
@@ -218,11 +222,12 @@ def fleet_overview(*, now: datetime | None = None) -> dict:
         "throughput": task_throughput(since=since, until=now),
         "queue_wait": task_queue_wait(since=since, until=now),
         "capabilities": task_outcomes_by_capability(since=since),
-        "liveness": liveness_health(),
-        "dead_letters": {"count": dead.count(),
+        "liveness": health,
+        "dead_letters": {"count": dead_count,
                          "latest": list(dead.values("received_at", "source", "queue", "reason")[:5])},
         "config": ConfigVersion.objects.filter(is_active=True).values("sha", "subject", "created_at").first(),
-        "schedules_behind": [s for s in schedule_list(now=now) if s["behind"]],
+        "schedules_behind": behind,
+        "attention": region_attention(now=now, health=health, dead_count=dead_count, behind=behind),
     }
 
 

@@ -1,6 +1,7 @@
 """The region's summary for the router (the article's format), and its push."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -107,6 +108,41 @@ def _due(interval: float) -> bool:
         return True
 
 
+# The router's refusal is kept this many summary intervals (and at least
+# REFUSAL_KEEP_MIN seconds): long enough to be seen between pushes, not for ever
+# once the region stops pushing.
+REFUSAL_KEEP_INTERVALS = 5
+REFUSAL_KEEP_MIN = 60.0
+REFUSAL_TEXT_MAX = 300
+
+
+def _trimmed(text: str) -> str:
+    return "".join(ch for ch in " ".join(text.split()) if ch.isprintable())[:REFUSAL_TEXT_MAX]
+
+
+def _router_error(response: requests.Response) -> str:
+    """The router's own words: its JSON error's message (or its field errors), else the body's start."""
+    try:
+        body = response.json()
+    except ValueError:
+        return _trimmed(response.text)
+    if isinstance(body, dict):
+        words = body.get("detail") or body.get("error") or body
+        words = words if isinstance(words, str) else json.dumps(words, sort_keys=True)
+        if body.get("fields"):  # the router's field errors name what it refused
+            words = f"{words} {json.dumps(body['fields'], sort_keys=True)}"
+        return _trimmed(words)
+    return _trimmed(json.dumps(body))
+
+
+def _refusal_keep(info: dict | None, *, interval: float) -> None:
+    """Kept where the overview reads it (the liveness store); None clears it (an accepted push)."""
+    try:
+        liveness.router_refusal_set(info, ttl=max(REFUSAL_KEEP_INTERVALS * interval, REFUSAL_KEEP_MIN))
+    except liveness.RedisError:
+        logger.warning("router's answer not kept for the overview: liveness store unavailable")
+
+
 def summary_push(*, force: bool = False) -> dict:
     """Send the summary; the router being down is logged and retried next time.
     The region keeps working without it."""
@@ -121,10 +157,15 @@ def summary_push(*, force: bool = False) -> dict:
                                  headers={"Authorization": f"Bearer {settings.REGION_TOKEN}"}, timeout=5)
     except requests.RequestException as exc:
         logger.warning("router unreachable, summary not sent (next try in %ss): %s", interval, exc)
+        _refusal_keep({"kind": "unreachable", "status": None, "error": _trimmed(str(exc)), "at": time.time()},
+                      interval=interval)
         return {"sent": False, "reason": str(exc)}
     if response.status_code != 200:
         logger.warning("router refused the summary: %s %s", response.status_code, response.text[:300])
+        _refusal_keep({"kind": "refused", "status": response.status_code, "error": _router_error(response),
+                       "at": time.time()}, interval=interval)
         return {"sent": False, "status": response.status_code}
+    _refusal_keep(None, interval=interval)
     logger.info("summary pushed to the router (%d agents available)", summary["available_agents"])
     return {"sent": True, "available_agents": summary["available_agents"]}
 
