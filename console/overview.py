@@ -27,7 +27,8 @@ def overview_data(role: str | None = None) -> dict:
 
 def overview_context() -> dict:
     data = overview_data()
-    context = {"overview": data, "refresh_seconds": REFRESH_SECONDS, "now_text": exact_time(data["now"])}
+    context = {"overview": data, "refresh_seconds": REFRESH_SECONDS, "now_text": exact_time(data["now"]),
+               "attention": data.get("attention", [])}
     context.update(_router(data) if data["role"] == "router" else _region(data))
     return context
 

@@ -199,3 +199,24 @@ def test_router_unreachable_is_a_warning(redis_clean, router_stub, settings):
     assert summary_push(force=True)["sent"] is False
     item = _kinds(attention.region_attention())["router_unreachable"]
     assert item["severity"] == "warning" and item["text"].startswith("router unreachable")
+
+
+# --- the panel at the top of the overview ------------------------------------------------
+
+def test_overview_panel_lists_each_item_with_its_badge_and_link(redis_clean, admin_client):
+    _task("pdf", Task.Status.WAITING, status_reason="no live agent serves capability pdf")
+    page = admin_client.get("/admin/").content.decode()
+    panel = page.split('id="ov-attention"')[1].split('id="ov-agents"')[0]
+    assert page.index('id="ov-attention"') < page.index('id="ov-agents"')  # at the top
+    assert "Needs attention (3)" in panel
+    assert 'data-kind="no_agents" data-severity="critical"' in panel
+    assert '<a href="/admin/regions/task/?waits_for=no_agent">1 task waiting: no live agent serves its capability</a>' \
+        in panel
+    assert 'ov-badge ov-bad">critical</span>' in panel and 'ov-badge ov-warn">warning</span>' in panel
+
+
+def test_overview_panel_says_when_nothing_needs_attention(redis_clean, admin_client):
+    _agent("a1", ["echo"])
+    _live("a1")
+    page = admin_client.get("/admin/").content.decode()
+    assert "Needs attention (0)" in page and "Nothing needs attention." in page
