@@ -7,10 +7,10 @@ import time
 
 import requests
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from project.dbbackends import is_postgresql
-from project.region_summary import MAX_CAPABILITIES
+from project.region_summary import MAX_ATTENTION_ITEMS, MAX_ATTENTION_TEXT, MAX_CAPABILITIES
 from regions.models import Agent, CapabilityCounter, ConfigVersion
 from regions.services import liveness
 from regions.services.config.current import config_current
@@ -52,7 +52,28 @@ def region_summary_build() -> dict:
         "config_subject": _config_subject(config.sha),
         "schema_version": SCHEMA_VERSION,
         "summary_interval": config.summary_interval,
+        "attention": attention_for_router(),
     }
+
+
+# The router's own answer is not news to it: these stay in the region's panel.
+_NOT_SENT = ("router_refused", "router_unreachable")
+
+
+def attention_for_router() -> list[dict]:
+    """The region's "needs attention" items as the router takes them: kind,
+    severity, text and count (no link, nothing of a task), at most
+    MAX_ATTENTION_ITEMS. A failure to read them never holds the summary back."""
+    from regions.attention import region_attention
+
+    try:
+        items = region_attention()
+    except (DatabaseError, liveness.RedisError):
+        logger.warning("summary: attention items not read; sent without them", exc_info=True)
+        return []
+    return [{"kind": i["kind"], "severity": i["severity"], "count": min(int(i["count"]), 10 ** 9),
+             "text": "".join(ch for ch in i["text"] if ch.isprintable())[:MAX_ATTENTION_TEXT]}
+            for i in items if i["kind"] not in _NOT_SENT][:MAX_ATTENTION_ITEMS]
 
 
 def capability_counts() -> tuple[dict[str, tuple[int, int]], int]:
