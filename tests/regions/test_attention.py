@@ -232,3 +232,22 @@ def test_the_summary_carries_the_items_without_links_and_the_router_takes_them(r
     assert [i["kind"] for i in sent] == ["no_agents", "no_live_agent", "waiting_no_agent"]  # not the router's own
     assert all(set(i) == {"kind", "severity", "text", "count"} for i in sent)
     assert inputs.summary_parse(region_summary_build())["attention"] == sent
+
+
+def test_the_panel_costs_the_same_queries_whatever_the_number_of_tasks(redis_clean):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as seen:
+            attention.region_attention()
+        return len(seen)
+
+    _task("pdf", Task.Status.WAITING)
+    queries()  # the process's caches (the active configuration) filled
+    few = queries()
+    for i in range(40):
+        _task(f"cap{i % 20}", Task.Status.WAITING if i % 2 else Task.Status.QUEUED, held=i % 3 == 0)
+        task = _task(f"cap{i % 20}", Task.Status.FAILED)
+        Task.objects.filter(pk=task.pk).update(finished_at=timezone.now())
+    assert queries() == few

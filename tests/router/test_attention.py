@@ -111,3 +111,21 @@ def test_router_overview_shows_the_panel(regions, settings, admin_client):
     panel = page.split('id="ov-attention"')[1].split('id="ov-regions"')[0]
     assert "Needs attention (" in panel and 'href="http://us-east-1.example:8000/admin/"' in panel
     assert "us-east-1: capability pdf" in panel
+
+
+def test_fleet_status_on_the_router_prints_the_panel_first(regions, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from console.management.commands.fleet_status import exit_status
+
+    settings.ROLE = "router"
+    push(regions["us-east-1"], summary("us-east-1", attention=[{**ITEM, "severity": "warning"}]))
+    out = StringIO()
+    call_command("fleet_status", stdout=out)
+    text = out.getvalue()
+    assert text.startswith("Needs attention (")
+    assert "  WARNING   us-east-1: capability pdf" in text.split("Router as of")[0]
+    assert exit_status(router_attention()) == 2  # eu-west-3 and ap-southeast-1 never reported: critical
+    assert exit_status([{**ITEM, "severity": "warning"}]) == 1 and exit_status([]) == 0
