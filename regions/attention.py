@@ -15,7 +15,8 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from regions.models import ConfigVersion, DeadLetter, Task
+from project.dbbackends import is_postgresql
+from regions.models import Agent, CapabilityCounter, ConfigVersion, Task
 from regions.services import liveness
 
 CRITICAL, WARNING = "critical", "warning"
@@ -198,30 +199,34 @@ def capabilities_failing(*, now: datetime) -> list[dict]:
     return _capped("failing", WARNING, items, what="capabilities failing", href=_href(TASKS, status__exact="failed"))
 
 
-def region_attention(*, now: datetime | None = None, health: dict | None = None, dead_count: int | None = None,
-                     behind: list[dict] | None = None) -> list[dict]:
-    """Every item, critical first. The overview passes what it already read
-    (liveness health, dead letters, schedules behind) so nothing is read twice."""
-    from regions import selectors
-    from regions.services.summary import capability_counts
+def capabilities_served() -> set[str]:
+    """Capabilities with at least one online agent taking work: the counters
+    PostgreSQL keeps (models.CapabilityCounter), or a scan where none are kept
+    (SQLite, the embedded demo's handful of agents)."""
+    if is_postgresql():
+        return set(CapabilityCounter.objects.filter(agents__gt=0).exclude(capability=CapabilityCounter.FLEET)
+                   .values_list("capability", flat=True))
+    served: set[str] = set()
+    for caps in Agent.objects.filter(status=Agent.Status.ONLINE, desired=Agent.Desired.ACTIVE).values_list(
+            "capabilities", flat=True):
+        served.update(c for c in caps if isinstance(c, str))
+    return served
 
-    now = now or timezone.now()
-    health = health if health is not None else selectors.liveness_health()
-    if dead_count is None:
-        dead_count = DeadLetter.objects.filter(received_at__gte=now - selectors.OVERVIEW_WINDOW).count()
-    if behind is None:
-        behind = [s for s in selectors.schedule_list(now=now) if s["behind"]]
-    counts, _ = capability_counts()  # capabilities with an online agent taking work
+
+def attention_items(*, now: datetime, health: dict, dead_count: int, behind: list[dict],
+                    served: set[str]) -> list[dict]:
+    """Every item, critical first (each kind keeps its order). The reads this
+    takes as arguments are the overview's own (regions.selectors.region_attention)."""
     items = [
         *liveness_items(health),
-        *agents_none(live=health.get("live_agents") if health["ok"] else None, fleet=len(counts)),
+        *agents_none(live=health.get("live_agents") if health["ok"] else None, fleet=len(served)),
         *router_items(),
         *config_rejected(),
-        *capabilities_unserved(served=set(counts)),
+        *capabilities_unserved(served=served),
         *tasks_waiting(now=now),
         *capabilities_failing(now=now),
         *dead_letters(count=dead_count),
         *schedules_behind(behind),
     ]
-    items.sort(key=lambda i: SEVERITIES.index(i["severity"]))  # stable: each kind keeps its order
+    items.sort(key=lambda i: SEVERITIES.index(i["severity"]))
     return items

@@ -379,11 +379,4 @@ def fleet_overview(*, now=None) -> dict:
         "fresh": sum(1 for r in rows if r["enabled"] and not r["stale"]),
         "stale": sum(1 for r in rows if r["enabled"] and r["stale"]),
         "drift": drift,
-        "attention": _attention(now=now),
     }
-
-
-def _attention(*, now) -> list[dict]:
-    from router.attention import router_attention  # it reads this module's selectors
-
-    return router_attention(now=now)

@@ -64,7 +64,7 @@ def attention_for_router() -> list[dict]:
     """The region's "needs attention" items as the router takes them: kind,
     severity, text and count (no link, nothing of a task), at most
     MAX_ATTENTION_ITEMS. A failure to read them never holds the summary back."""
-    from regions.attention import region_attention
+    from regions.selectors import region_attention
 
     try:
         items = region_attention()

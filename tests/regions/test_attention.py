@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 
-from regions import attention
+from regions.selectors import region_attention
 from regions.models import Agent, ConfigVersion, DeadLetter, Task
 from regions.services import liveness
 
@@ -40,11 +40,11 @@ def test_nothing_needs_attention_in_a_healthy_region(redis_clean):
     _agent("a1", ["echo"])
     _live("a1")
     _task("echo", Task.Status.RUNNING, agent="a1")
-    assert attention.region_attention() == []
+    assert region_attention() == []
 
 
 def test_zero_live_agents_is_critical(redis_clean):
-    items = attention.region_attention()
+    items = region_attention()
     assert _kinds(items)["no_agents"]["severity"] == "critical"
     assert items[0]["kind"] == "no_agents"
 
@@ -60,13 +60,13 @@ def test_waiting_tasks_are_grouped_by_why_each_a_link_to_the_same_rows(redis_cle
     _task("echo", Task.Status.QUEUED, held=True)
     _task("echo", Task.Status.QUEUED, dispatched_at=timezone.now() - timedelta(minutes=7))
     _task("echo", Task.Status.QUEUED, dispatched_at=timezone.now())  # just sent: fine
-    items = _kinds(attention.region_attention())
+    items = _kinds(region_attention())
     assert {k: items[f"waiting_{k}"]["count"] for k in ("no_agent", "agents_held", "target_agent", "fair_share",
                                                          "queued_long")} == {
         "no_agent": 3, "agents_held": 1, "target_agent": 1, "fair_share": 1, "queued_long": 1}
     assert items["waiting_no_agent"]["text"] == "3 tasks waiting: no live agent serves its capability"
     # Capabilities with pending tasks and no agent taking work: pdf (none) and ocr (cordoned).
-    unserved = [i for i in attention.region_attention() if i["kind"] == "no_live_agent"]
+    unserved = [i for i in region_attention() if i["kind"] == "no_live_agent"]
     assert [(i["text"], i["severity"]) for i in unserved] == [
         ("capability pdf: 3 pending tasks and no live agent takes its work", "critical"),
         ("capability ocr: 1 pending task and no live agent takes its work", "critical")]
@@ -94,7 +94,7 @@ def test_capability_failing_above_its_usual_rate(redis_clean):
     finished("ocr", Task.Status.SUCCEEDED, timedelta(minutes=10), 4)
     finished("ocr", Task.Status.FAILED, timedelta(minutes=10), 6)  # 60 % in the last hour
     finished("echo", Task.Status.FAILED, timedelta(minutes=10), 1)  # one failure is no alarm
-    items = [i for i in attention.region_attention(now=now) if i["kind"] == "failing"]
+    items = [i for i in region_attention(now=now) if i["kind"] == "failing"]
     assert [i["text"] for i in items] == ["capability ocr: 6 of 10 failed in the last hour (60%; usually 10%)"]
     assert items[0]["href"] == "/admin/regions/task/?capability__exact=ocr&status__exact=failed"
 
@@ -105,15 +105,15 @@ def test_dead_letters_rejected_config_liveness_and_hold(redis_clean, monkeypatch
     DeadLetter.objects.create(source="orchestrator", queue="q", reason="undecodable")
     ConfigVersion.objects.create(sha="f" * 40, result="rejected", error="global.yaml: bad\nline 3")
     liveness.hold_set({"mode": "hold", "reason": "4 of 7 agents silent"})
-    items = _kinds(attention.region_attention())
+    items = _kinds(region_attention())
     assert items["dead_letters"]["text"] == "1 dead letter in the last hour"
     assert items["config_rejected"]["text"] == "configuration commit ffffffffffff rejected: global.yaml: bad line 3"
     assert items["config_rejected"]["severity"] == "critical"
     assert items["eviction_hold"]["text"].endswith("(4 of 7 agents silent)")
     ConfigVersion.objects.create(sha="e" * 40, result="applied", is_active=True)
-    assert "config_rejected" not in _kinds(attention.region_attention())
+    assert "config_rejected" not in _kinds(region_attention())
     monkeypatch.setattr(liveness, "ping", lambda: False)
-    assert _kinds(attention.region_attention())["liveness_down"]["severity"] == "critical"
+    assert _kinds(region_attention())["liveness_down"]["severity"] == "critical"
 
 
 def test_overview_carries_the_attention_items(redis_clean):
@@ -180,14 +180,14 @@ def test_router_refusal_is_kept_shown_as_critical_and_cleared_by_the_next_accept
     kept = liveness.router_refusal_get()
     assert kept["status"] == 400 and "at most 50 items" in kept["error"] and kept["at"] <= time.time()
     assert 0 < liveness.client().pttl(liveness.key("router")) <= 300_000  # expires after a few intervals
-    item = _kinds(attention.region_attention())["router_refused"]
+    item = _kinds(region_attention())["router_refused"]
     assert item["severity"] == "critical"
     assert item["text"].startswith("the router refused this region's summary (400): Invalid input.")
     assert item["href"].startswith(router.url + "/admin/router/region/?q=")
     router.status, router.body = 200, {}
     assert summary_push(force=True)["sent"] is True
     assert liveness.router_refusal_get() is None
-    assert "router_refused" not in _kinds(attention.region_attention())
+    assert "router_refused" not in _kinds(region_attention())
 
 
 def test_router_unreachable_is_a_warning(redis_clean, router_stub, settings):
@@ -197,7 +197,7 @@ def test_router_unreachable_is_a_warning(redis_clean, router_stub, settings):
     router.stop()  # nothing listens there any more
     settings.ROUTER_URL = router.url
     assert summary_push(force=True)["sent"] is False
-    item = _kinds(attention.region_attention())["router_unreachable"]
+    item = _kinds(region_attention())["router_unreachable"]
     assert item["severity"] == "warning" and item["text"].startswith("router unreachable")
 
 
@@ -240,7 +240,7 @@ def test_the_panel_costs_the_same_queries_whatever_the_number_of_tasks(redis_cle
 
     def queries() -> int:
         with CaptureQueriesContext(connection) as seen:
-            attention.region_attention()
+            region_attention()
         return len(seen)
 
     _task("pdf", Task.Status.WAITING)

@@ -341,7 +341,7 @@ def test_a_schedule_is_applied_with_the_rest_and_a_region_file_overrides_its_key
 
 
 def test_a_rejected_commit_is_recorded_once_however_many_syncs_see_it(repo):
-    from regions.attention import region_attention
+    from regions.selectors import region_attention
 
     good = repo.commit({"global.yaml": GLOBAL})
     sync(repo)
