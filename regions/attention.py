@@ -151,9 +151,17 @@ def router_items() -> list[dict]:
 
 
 def config_rejected() -> list[dict]:
-    """The latest configuration commit was rejected (and none applied since)."""
-    latest = ConfigVersion.objects.order_by("-created_at", "-id").values("result", "sha", "error").first()
+    """The latest configuration commit was rejected (and none applied since, nor
+    the ref found back on the active one)."""
+    latest = ConfigVersion.objects.order_by("-created_at", "-id").values("result", "sha", "error",
+                                                                         "created_at").first()
     if not latest or latest["result"] != ConfigVersion.Result.REJECTED:
+        return []
+    try:  # a sync found the ref back on the active commit since (config_sync)
+        seen = liveness.config_current_seen_get()
+    except liveness.RedisError:
+        seen = None
+    if seen is not None and seen > latest["created_at"].timestamp():
         return []
     error = " ".join(latest["error"].split())[:200]
     return [_item("config_rejected", CRITICAL, f"configuration commit {latest['sha'][:12]} rejected: {error}", 1,

@@ -13,6 +13,8 @@ Keys (all under ``m:<region>:``):
   router   STR   JSON {"kind", "status", "error", "at"}: the router's latest
                  refusal of the summary (or its being out of reach), expiring
                  after a few summary intervals; deleted by an accepted push
+  configok STR   unix time of the latest sync that found the ref on the active
+                 commit: a rejection older than it is no longer in force
   grace    STR   JSON {"until", "reason"}: nobody is evicted before `until`
   timing   STR   JSON {"interval", "ttl", "until"}: the largest heartbeat
                  timing handed out lately; the reaper holds agents to it
@@ -265,6 +267,15 @@ def router_refusal_set(info: dict | None, *, ttl: float = 0) -> None:
 
 def router_refusal_get() -> dict | None:
     return _record_get("router")
+
+
+def config_current_seen_set(*, now: float) -> None:
+    client().set(key("configok"), now)
+
+
+def config_current_seen_get() -> float | None:
+    raw = client().get(key("configok"))
+    return float(raw) if raw else None
 
 
 def config_publish(*, version_id: int) -> None:

@@ -367,3 +367,16 @@ def test_a_ref_that_cannot_be_fetched_is_recorded_once(repo):
     for _ in range(3):
         assert not sync(repo, ref="no-such-branch").applied
     assert ConfigVersion.objects.filter(result="rejected", sha="?").count() == 1
+
+
+def test_a_rejection_is_no_longer_shown_once_the_ref_is_back_on_the_active_commit(repo):
+    from regions.selectors import region_attention
+
+    good = repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    repo.commit({"global.yaml": {**GLOBAL, "summary_interval": "often"}}, "broken")
+    sync(repo)
+    assert [i for i in region_attention() if i["kind"] == "config_rejected"]
+    repo.git("reset", "-q", "--hard", good)  # the operator force-pushes main back
+    assert sync(repo).applied is False  # nothing to apply: it runs already
+    assert not [i for i in region_attention() if i["kind"] == "config_rejected"]

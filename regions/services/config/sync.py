@@ -115,6 +115,11 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
     if dry_run or (active is not None and active.sha == sha and not changes):
         if not dry_run:
             config_publish(version_id=active.id)  # re-publish: Redis may have restarted without it
+            # The ref is back on the active commit: a rejection recorded before is no longer in force.
+            try:
+                liveness.config_current_seen_set(now=time.time())
+            except liveness.RedisError:
+                pass  # the panel shows the rejection a while longer; nothing else depends on it
         return SyncResult(sha=sha, applied=False, changes=changes, dry_run=dry_run, duration_ms=_ms(started))
     with transaction.atomic():
         ConfigVersion.objects.filter(is_active=True).update(is_active=False)
