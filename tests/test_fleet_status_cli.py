@@ -91,3 +91,16 @@ def test_panel_is_printed_first_and_json_carries_the_items(redis_clean):
     out = StringIO()
     call_command("fleet_status", "--json", stdout=out)
     assert [i["kind"] for i in json.loads(out.getvalue())["attention"]] == ["no_agents"]
+
+
+def test_the_demo_writes_each_roles_environment_without_secrets(tmp_path):
+    from regions.management.demo import layout
+
+    env = layout.region_env(root=tmp_path, region_id="eu-west-3", url="http://127.0.0.1:8002",
+                            redis_url="redis://127.0.0.1:6379/2", broker_url="amqp://guest:guest@127.0.0.1/v",
+                            router_url="http://127.0.0.1:8000", router_public_key="pk", config_repo=tmp_path)
+    path = tmp_path / "eu-west-3" / "env"
+    assert (path.stat().st_mode & 0o777) == 0o600
+    read = layout.env_file_read(path)
+    assert read["REDIS_URL"] == "redis://127.0.0.1:6379/2" and read["DATABASE_URL"] == env["DATABASE_URL"]
+    assert read["REGION_ID"] == "eu-west-3" and "SECRET_KEY" not in path.read_text()

@@ -251,3 +251,24 @@ def test_the_panel_costs_the_same_queries_whatever_the_number_of_tasks(redis_cle
         task = _task(f"cap{i % 20}", Task.Status.FAILED)
         Task.objects.filter(pk=task.pk).update(finished_at=timezone.now())
     assert queries() == few
+
+
+def test_every_link_opens_its_filtered_list(redis_clean, admin_client, monkeypatch):
+    from regions.models import ScheduleRun
+
+    _task("pdf", Task.Status.WAITING, status_reason="no live agent serves capability pdf")
+    for _ in range(6):
+        task = _task("ocr", Task.Status.FAILED)
+        Task.objects.filter(pk=task.pk).update(finished_at=timezone.now())
+    DeadLetter.objects.create(source="orchestrator", queue="q", reason="undecodable")
+    ConfigVersion.objects.create(sha="f" * 40, result="rejected", error="bad")
+    ScheduleRun.objects.create(schedule="nightly", due_at=timezone.now(), outcome="created")
+    monkeypatch.setattr("regions.selectors.schedule_list", lambda now=None: [{"name": "nightly", "behind": True}])
+    items = region_attention()
+    assert {"no_agents", "no_live_agent", "waiting_no_agent", "failing", "dead_letters", "config_rejected",
+            "schedule_behind"} <= {i["kind"] for i in items}
+    for item in items:
+        r = admin_client.get(item["href"])
+        assert r.status_code == 200, (item, r.get("Location"))
+    r = admin_client.get(next(i["href"] for i in items if i["kind"] == "schedule_behind"))
+    assert "nightly" in r.content.decode()
