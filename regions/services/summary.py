@@ -35,7 +35,8 @@ _SQL = {
 
 def region_summary_build() -> dict:
     """The summary, from the counters PostgreSQL keeps (models.CapabilityCounter):
-    one small query whatever the fleet size, no scan of the agents."""
+    one small query whatever the fleet size, no scan of the agents; plus the
+    region's attention items (counts and GROUP BYs, regions/attention.py)."""
     config = config_current()
     counts, available = capability_counts()
     # A capability the configuration refuses here is not offered: the router skips it.
