@@ -19,15 +19,19 @@ SUCCEEDED, FAILED, CANCELLED = "#2e9d57", "#ba2121", "#9aa0a6"
 def overview_data(role: str | None = None) -> dict:
     """The selector of the role this process runs."""
     if (role or settings.ROLE) == "router":
+        from router.attention import router_attention
         from router.selectors import fleet_overview
-    else:
-        from regions.selectors import fleet_overview
+
+        data = fleet_overview()
+        return {**data, "attention": router_attention(now=data["now"])}
+    from regions.selectors import fleet_overview
     return fleet_overview()
 
 
 def overview_context() -> dict:
     data = overview_data()
-    context = {"overview": data, "refresh_seconds": REFRESH_SECONDS, "now_text": exact_time(data["now"])}
+    context = {"overview": data, "refresh_seconds": REFRESH_SECONDS, "now_text": exact_time(data["now"]),
+               "attention": data.get("attention", [])}
     context.update(_router(data) if data["role"] == "router" else _region(data))
     return context
 

@@ -10,6 +10,7 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from project.dbbackends import json_list_has
+from regions.attention import attention_items, capabilities_served
 from regions.models import (Agent, CallbackAttempt, CallbackDelivery, ConfigVersion, DeadLetter, Task, Workflow,
                             WorkflowStep)
 from regions.services import liveness
@@ -210,11 +211,28 @@ def liveness_health() -> dict:
         return {**down, "error": f"liveness store unavailable: {exc}"}
 
 
+def region_attention(*, now: datetime | None = None, health: dict | None = None, dead_count: int | None = None,
+                     behind: list[dict] | None = None) -> list[dict]:
+    """What needs an operator here (regions/attention.py), critical first; the
+    overview passes what it has already read so nothing is read twice."""
+    now = now or timezone.now()
+    health = health if health is not None else liveness_health()
+    if dead_count is None:
+        dead_count = DeadLetter.objects.filter(received_at__gte=now - OVERVIEW_WINDOW).count()
+    if behind is None:
+        behind = [s for s in schedule_list(now=now) if s["behind"]]
+    return attention_items(now=now, health=health, dead_count=dead_count, behind=behind,
+                           served=capabilities_served())
+
+
 def fleet_overview(*, now: datetime | None = None) -> dict:
     """What the region's admin home and `manage.py fleet_status` show."""
     now = now or timezone.now()
     since = now - OVERVIEW_WINDOW
     dead = DeadLetter.objects.filter(received_at__gte=since)
+    health = liveness_health()
+    dead_count = dead.count()
+    behind = [s for s in schedule_list(now=now) if s["behind"]]
     return {
         "role": "region",
         "region_id": settings.REGION_ID,
@@ -225,11 +243,12 @@ def fleet_overview(*, now: datetime | None = None) -> dict:
         "throughput": task_throughput(since=since, until=now),
         "queue_wait": task_queue_wait(since=since, until=now),
         "capabilities": task_outcomes_by_capability(since=since),
-        "liveness": liveness_health(),
-        "dead_letters": {"count": dead.count(),
+        "liveness": health,
+        "dead_letters": {"count": dead_count,
                          "latest": list(dead.values("received_at", "source", "queue", "reason")[:5])},
         "config": ConfigVersion.objects.filter(is_active=True).values("sha", "subject", "created_at").first(),
-        "schedules_behind": [s for s in schedule_list(now=now) if s["behind"]],
+        "schedules_behind": behind,
+        "attention": region_attention(now=now, health=health, dead_count=dead_count, behind=behind),
     }
 
 

@@ -15,7 +15,8 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from project.region_summary import MAX_CAPABILITIES
+from project.region_summary import (ATTENTION_SEVERITIES, MAX_ATTENTION_COUNT, MAX_ATTENTION_ITEMS,
+                                    MAX_ATTENTION_KIND, MAX_ATTENTION_TEXT, MAX_CAPABILITIES)
 from project.validation import (CAPABILITY_RE, LABEL_RE, BatchItemsField, StrictCharField, StrictRegexField,
                                 StrictSlugField)
 
@@ -108,6 +109,35 @@ def _plain_counts(data: dict) -> dict | None:
     return out
 
 
+class AttentionItemSerializer(serializers.Serializer):
+    """One of a region's "needs attention" items: what it is, how bad, one line, a count."""
+
+    kind = StrictSlugField(max_length=MAX_ATTENTION_KIND)
+    severity = serializers.ChoiceField(choices=ATTENTION_SEVERITIES)
+    text = StrictCharField(max_length=MAX_ATTENTION_TEXT)
+    count = serializers.IntegerField(min_value=0, max_value=MAX_ATTENTION_COUNT)
+
+    def validate_text(self, value: str) -> str:
+        if not value.isprintable():
+            raise serializers.ValidationError("only printable characters")
+        return value
+
+
+class AttentionField(serializers.ListField):
+    """At most MAX_ATTENTION_ITEMS items; null or absent (a region of an older release) is none."""
+
+    child = AttentionItemSerializer()
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=MAX_ATTENTION_ITEMS, required=False, allow_null=True, default=list,
+                         allow_empty=True, **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, list) and len(data) > MAX_ATTENTION_ITEMS:  # before validating each of them
+            raise serializers.ValidationError(f"at most {MAX_ATTENTION_ITEMS} items, not {len(data)}")
+        return [dict(item) for item in super().to_internal_value(data)]
+
+
 class SummaryInputSerializer(serializers.Serializer):
     region_id = StrictSlugField(max_length=64)
     orchestrator_url = StrictCharField(max_length=MAX_URL_LENGTH)
@@ -122,6 +152,7 @@ class SummaryInputSerializer(serializers.Serializer):
     schema_version = serializers.IntegerField(min_value=1, required=False, default=SCHEMA_VERSION)
     summary_interval = StrictFloatField(min_value=MIN_SUMMARY_INTERVAL, max_value=MAX_SUMMARY_INTERVAL,
                                         required=False)
+    attention = AttentionField()
 
     def validate_last_updated(self, value: float) -> float:
         # A summary dated in the future would refuse every genuine one after it

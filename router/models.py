@@ -28,6 +28,9 @@ class Region(models.Model):
     config_version = models.CharField(max_length=64, blank=True)
     config_subject = models.CharField(max_length=200, blank=True, help_text="the commit's subject line")
     config_since = models.DateTimeField(null=True, blank=True, help_text="first summary on this config")
+    # What the region's own panel says needs attention (regions/attention.py), as its
+    # latest summary carried it: [{kind, severity, text, count}], never task data.
+    attention = models.JSONField(default=list, blank=True, help_text="the region's own 'needs attention' items")
 
     class Meta:
         ordering = ["region_id"]

@@ -6,6 +6,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from console.formatting import COLOURS, badge, when
+from regions.admin.attention import WaitsForFilter
 from regions.admin.base import ReadOnlyAdmin, act_on_each
 from regions.admin.formatting import TASK_COLOURS, attempt_outcome_badge, pretty_json, span, truncated
 from regions.models import CallbackAttempt, CallbackDelivery, Task, TaskAttempt
@@ -98,7 +99,7 @@ class CallbackAttemptInline(admin.TabularInline):
 class TaskAdmin(ReadOnlyAdmin):
     list_display = ("short_id", "capability", "status_badge", "attempts", "agent_link", "queue_wait", "duration",
                     "created", "error_short")
-    list_filter = ("status", "capability")
+    list_filter = ("status", "capability", WaitsForFilter)
     search_fields = ("id", "idempotency_key", "agent", "error")
     fields = ("id", "capability", "status_badge", "status_reason", "attempts", "agent", "target_agent", "priority",
               "timeout", "submitted_by", "idempotency_key", "created", "started", "finished", "queue_wait",

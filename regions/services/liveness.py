@@ -10,6 +10,11 @@ Keys (all under ``m:<region>:``):
   hold     STR   JSON describing an eviction hold, while one is in force
   reaped   STR   unix time of the reaper's last successful tick: a gap longer
                  than a few ticks means Redis (or the reaper) was away
+  router   STR   JSON {"kind", "status", "error", "at"}: the router's latest
+                 refusal of the summary (or its being out of reach), expiring
+                 after a few summary intervals; deleted by an accepted push
+  configok STR   unix time of the latest sync that found the ref on the active
+                 commit: a rejection older than it is no longer in force
   grace    STR   JSON {"until", "reason"}: nobody is evicted before `until`
   timing   STR   JSON {"interval", "ttl", "until"}: the largest heartbeat
                  timing handed out lately; the reaper holds agents to it
@@ -249,6 +254,28 @@ def grace_set(info: dict | None) -> None:
 
 def grace_get() -> dict | None:
     return _record_get("grace")
+
+
+def router_refusal_set(info: dict | None, *, ttl: float = 0) -> None:
+    """Kept for `ttl` seconds (a few summary intervals): a region that stopped
+    pushing altogether does not show an old refusal for ever."""
+    if info is None:
+        client().delete(key("router"))
+    else:
+        client().set(key("router"), json.dumps(info), px=max(int(ttl * 1000), 1000))
+
+
+def router_refusal_get() -> dict | None:
+    return _record_get("router")
+
+
+def config_current_seen_set(*, now: float) -> None:
+    client().set(key("configok"), now)
+
+
+def config_current_seen_get() -> float | None:
+    raw = client().get(key("configok"))
+    return float(raw) if raw else None
 
 
 def config_publish(*, version_id: int) -> None:

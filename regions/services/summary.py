@@ -1,15 +1,16 @@
 """The region's summary for the router (the article's format), and its push."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 import requests
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from project.dbbackends import is_postgresql
-from project.region_summary import MAX_CAPABILITIES
+from project.region_summary import MAX_ATTENTION_ITEMS, MAX_ATTENTION_TEXT, MAX_CAPABILITIES
 from regions.models import Agent, CapabilityCounter, ConfigVersion
 from regions.services import liveness
 from regions.services.config.current import config_current
@@ -34,7 +35,8 @@ _SQL = {
 
 def region_summary_build() -> dict:
     """The summary, from the counters PostgreSQL keeps (models.CapabilityCounter):
-    one small query whatever the fleet size, no scan of the agents."""
+    one small query whatever the fleet size, no scan of the agents; plus the
+    region's attention items (counts and GROUP BYs, regions/attention.py)."""
     config = config_current()
     counts, available = capability_counts()
     # A capability the configuration refuses here is not offered: the router skips it.
@@ -51,7 +53,28 @@ def region_summary_build() -> dict:
         "config_subject": _config_subject(config.sha),
         "schema_version": SCHEMA_VERSION,
         "summary_interval": config.summary_interval,
+        "attention": attention_for_router(),
     }
+
+
+# The router's own answer is not news to it: these stay in the region's panel.
+_NOT_SENT = ("router_refused", "router_unreachable")
+
+
+def attention_for_router() -> list[dict]:
+    """The region's "needs attention" items as the router takes them: kind,
+    severity, text and count (no link, nothing of a task), at most
+    MAX_ATTENTION_ITEMS. A failure to read them never holds the summary back."""
+    from regions.selectors import region_attention
+
+    try:
+        items = region_attention()
+    except (DatabaseError, liveness.RedisError):
+        logger.warning("summary: attention items not read; sent without them", exc_info=True)
+        return []
+    return [{"kind": i["kind"], "severity": i["severity"], "count": min(int(i["count"]), 10 ** 9),
+             "text": "".join(ch for ch in i["text"] if ch.isprintable())[:MAX_ATTENTION_TEXT]}
+            for i in items if i["kind"] not in _NOT_SENT][:MAX_ATTENTION_ITEMS]
 
 
 def capability_counts() -> tuple[dict[str, tuple[int, int]], int]:
@@ -107,6 +130,41 @@ def _due(interval: float) -> bool:
         return True
 
 
+# The router's refusal is kept this many summary intervals (and at least
+# REFUSAL_KEEP_MIN seconds): long enough to be seen between pushes, not for ever
+# once the region stops pushing.
+REFUSAL_KEEP_INTERVALS = 5
+REFUSAL_KEEP_MIN = 60.0
+REFUSAL_TEXT_MAX = 300
+
+
+def _trimmed(text: str) -> str:
+    return "".join(ch for ch in " ".join(text.split()) if ch.isprintable())[:REFUSAL_TEXT_MAX]
+
+
+def _router_error(response: requests.Response) -> str:
+    """The router's own words: its JSON error's message (or its field errors), else the body's start."""
+    try:
+        body = response.json()
+    except ValueError:
+        return _trimmed(response.text)
+    if isinstance(body, dict):
+        words = body.get("detail") or body.get("error") or body
+        words = words if isinstance(words, str) else json.dumps(words, sort_keys=True)
+        if body.get("fields"):  # the router's field errors name what it refused
+            words = f"{words} {json.dumps(body['fields'], sort_keys=True)}"
+        return _trimmed(words)
+    return _trimmed(json.dumps(body))
+
+
+def _refusal_keep(info: dict | None, *, interval: float) -> None:
+    """Kept where the overview reads it (the liveness store); None clears it (an accepted push)."""
+    try:
+        liveness.router_refusal_set(info, ttl=max(REFUSAL_KEEP_INTERVALS * interval, REFUSAL_KEEP_MIN))
+    except liveness.RedisError:
+        logger.warning("router's answer not kept for the overview: liveness store unavailable")
+
+
 def summary_push(*, force: bool = False) -> dict:
     """Send the summary; the router being down is logged and retried next time.
     The region keeps working without it."""
@@ -121,10 +179,15 @@ def summary_push(*, force: bool = False) -> dict:
                                  headers={"Authorization": f"Bearer {settings.REGION_TOKEN}"}, timeout=5)
     except requests.RequestException as exc:
         logger.warning("router unreachable, summary not sent (next try in %ss): %s", interval, exc)
+        _refusal_keep({"kind": "unreachable", "status": None, "error": _trimmed(str(exc)), "at": time.time()},
+                      interval=interval)
         return {"sent": False, "reason": str(exc)}
     if response.status_code != 200:
         logger.warning("router refused the summary: %s %s", response.status_code, response.text[:300])
+        _refusal_keep({"kind": "refused", "status": response.status_code, "error": _router_error(response),
+                       "at": time.time()}, interval=interval)
         return {"sent": False, "status": response.status_code}
+    _refusal_keep(None, interval=interval)
     logger.info("summary pushed to the router (%d agents available)", summary["available_agents"])
     return {"sent": True, "available_agents": summary["available_agents"]}
 

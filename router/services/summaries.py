@@ -38,7 +38,8 @@ def summary_ingest(*, region: Region, summary: Any) -> Region:
     config = summary["config_version"]
     fields = {"available_agents": summary["available_agents"], "capabilities": summary["agent_capabilities_summary"],
               "last_updated": last_updated, "received_at": now, "schema_version": summary["schema_version"],
-              "config_version": config, "config_subject": summary["config_subject"]}
+              "config_version": config, "config_subject": summary["config_subject"],
+              "attention": summary.get("attention") or []}
     if summary.get("summary_interval"):
         fields["summary_interval"] = summary["summary_interval"]
     # One conditional UPDATE: the replay check (newer than the stored one) and

@@ -338,3 +338,45 @@ def test_a_schedule_is_applied_with_the_rest_and_a_region_file_overrides_its_key
     assert config_current().schedules == {"nightly": {**schedule, "priority": 9}}
     repo.commit({"global.yaml": GLOBAL, "regions/unit-1.yaml": {}}, "remove the schedules")
     assert sync(repo).applied and config_current().schedules == {}
+
+
+def test_a_rejected_commit_is_recorded_once_however_many_syncs_see_it(repo):
+    from regions.selectors import region_attention
+
+    good = repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    bad = repo.commit({"global.yaml": {**GLOBAL, "summary_interval": "often"}}, "broken")
+    for _ in range(5):  # the sync tick, every 10 s
+        assert not sync(repo).applied
+    rejected = ConfigVersion.objects.filter(result="rejected")
+    assert [(r.sha, r.ref) for r in rejected] == [(bad, "main")]
+    assert AuditEvent.objects.filter(action="config.rejected").count() == 1
+    item = next(i for i in region_attention() if i["kind"] == "config_rejected")
+    assert item["text"].startswith(f"configuration commit {bad[:12]} rejected: global.yaml: summary_interval")
+    # A commit applied clears it; the same broken commit coming back later is news again.
+    repo.commit({"global.yaml": {**GLOBAL, "summary_interval": 30}}, "fixed")
+    assert sync(repo).applied
+    assert not [i for i in region_attention() if i["kind"] == "config_rejected"]
+    assert sync(repo, ref=bad).applied is False
+    assert ConfigVersion.objects.filter(result="rejected", sha=bad).count() == 2
+    assert ConfigVersion.objects.get(is_active=True).sha != good
+
+
+def test_a_ref_that_cannot_be_fetched_is_recorded_once(repo):
+    repo.commit({"global.yaml": GLOBAL})
+    for _ in range(3):
+        assert not sync(repo, ref="no-such-branch").applied
+    assert ConfigVersion.objects.filter(result="rejected", sha="?").count() == 1
+
+
+def test_a_rejection_is_no_longer_shown_once_the_ref_is_back_on_the_active_commit(repo):
+    from regions.selectors import region_attention
+
+    good = repo.commit({"global.yaml": GLOBAL})
+    sync(repo)
+    repo.commit({"global.yaml": {**GLOBAL, "summary_interval": "often"}}, "broken")
+    sync(repo)
+    assert [i for i in region_attention() if i["kind"] == "config_rejected"]
+    repo.git("reset", "-q", "--hard", good)  # the operator force-pushes main back
+    assert sync(repo).applied is False  # nothing to apply: it runs already
+    assert not [i for i in region_attention() if i["kind"] == "config_rejected"]

@@ -1,11 +1,18 @@
 """`manage.py fleet_status`: the admin home's overview as terminal tables (or
-JSON), from the same selectors. Both roles have the command (console is
-installed in each), each printing its own role's overview."""
+JSON), from the same selectors, its "needs attention" panel first. Both roles
+have the command (console is installed in each), each printing its own role's
+overview. Its exit status says whether anything needs attention (EXIT_*), so
+cron or a monitor can run it."""
 from __future__ import annotations
 
 import json
+import os
+import sys
+from pathlib import Path
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from console.formatting import age_text, exact_time
 from console.overview import overview_data
@@ -30,6 +37,24 @@ def table(headers: list[str], rows: list[list], *, right: set[int] = frozenset()
 
 def _seconds(value: float | None) -> str | None:
     return None if value is None else f"{value:.3f} s"
+
+
+EXIT_NOTHING, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNREADABLE = 0, 1, 2, 3
+DEMO_REGIONS = ("us-east-1", "eu-west-3", "ap-southeast-1", "router")
+
+
+def exit_status(items: list[dict]) -> int:
+    """0: nothing needs attention; 1: warnings only; 2: at least one critical item."""
+    if any(i["severity"] == "critical" for i in items):
+        return EXIT_CRITICAL
+    return EXIT_WARNING if items else EXIT_NOTHING
+
+
+def attention_text(items: list[dict]) -> str:
+    lines = [f"Needs attention ({len(items)})"]
+    lines += [f"  {i['severity'].upper():8}  {i['text']}" + (f"  <{i['href']}>" if i.get("href") else "")
+              for i in items] or ["  Nothing needs attention."]
+    return "\n".join(lines)
 
 
 def region_text(data: dict) -> str:
@@ -109,18 +134,63 @@ def router_text(data: dict) -> str:
 
 
 class Command(BaseCommand):
-    help = "Print the fleet overview of this role (the admin's home) as tables, or --json."
+    help = ("Print the fleet overview of this role (the admin's home) as tables, or --json, its 'needs attention' "
+            "panel first. Exit status: 0 nothing needs attention, 1 warnings only, 2 at least one critical item, "
+            "3 the state could not be read (no database, or not this role's). For `make demo`: --demo eu-west-3 "
+            "(or us-east-1, ap-southeast-1, router) reads that role's database and Redis.")
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", dest="as_json", help="print the overview as JSON")
+        parser.add_argument("--demo", metavar="NAME", help="a role of the running `make demo`: us-east-1, "
+                                                           "eu-west-3, ap-southeast-1 or router")
+        parser.add_argument("--demo-dir", default=str(Path(settings.BASE_DIR) / "var" / "demo"),
+                            help="the demo's --dir (default var/demo)")
 
-    def handle(self, *args, as_json: bool = False, **options):
-        data = overview_data()
+    exit_code = EXIT_NOTHING
+
+    def run_from_argv(self, argv):
+        # From the shell, the status says what needs attention; call_command() returns normally.
+        super().run_from_argv(argv)
+        sys.exit(self.exit_code)
+
+    def handle(self, *args, as_json: bool = False, demo: str | None = None, demo_dir: str = "", **options):
+        if demo:
+            _demo_exec(name=demo, root=Path(demo_dir), as_json=as_json)
+        if settings.ROLE == "region" and "REDIS_URL" not in os.environ:
+            self.stderr.write(f"note: REDIS_URL is not set; liveness is read from {settings.REDIS_URL} "
+                              "(for the demo: --demo <region>)")
+        try:
+            data = overview_data()
+        except DatabaseError as exc:
+            where = settings.DATABASES["default"].get("NAME")
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            who = f"region {settings.REGION_ID}" if settings.ROLE == "region" else "router"
+            raise CommandError(f"cannot read the {who}'s state from the database {where} ({first}): "
+                               "set DATABASE_URL, REDIS_URL and "
+                               "REGION_ID (ROLE=router for the router), or for `make demo`: "
+                               "manage.py fleet_status --demo eu-west-3", returncode=EXIT_UNREADABLE) from None
+        items = data.get("attention", [])
+        self.exit_code = exit_status(items)
         if as_json:
             self.stdout.write(json.dumps(data, default=_plain, indent=2, sort_keys=True))
         else:
             text = router_text(data) if data["role"] == "router" else region_text(data)
-            self.stdout.write(terminal_safe(text))
+            self.stdout.write(terminal_safe(attention_text(items) + "\n\n" + text))
+
+
+def _demo_exec(*, name: str, root: Path, as_json: bool) -> None:
+    """Run the command again with the environment `make demo` wrote for `name`
+    (its database, its Redis): this process's settings are already read."""
+    from regions.management.demo.layout import ENV_FILE, ENV_FILE_KEYS, env_file_read
+
+    path = root / name / ENV_FILE
+    if not path.is_file():
+        raise CommandError(f"no demo environment at {path}: is `make demo` running (with --dir {root})? "
+                           f"Names: {', '.join(DEMO_REGIONS)}", returncode=EXIT_UNREADABLE)
+    env = {k: v for k, v in os.environ.items() if k not in (*ENV_FILE_KEYS, "EXTRA_APPS")}
+    env.update(env_file_read(path))
+    manage = str(Path(settings.BASE_DIR) / "manage.py")
+    os.execve(sys.executable, [sys.executable, manage, "fleet_status", *(["--json"] if as_json else [])], env)
 
 
 def _plain(value):

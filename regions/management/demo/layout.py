@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import socket
 from pathlib import Path
 
@@ -53,6 +54,32 @@ def role_env(*, root: Path, name: str, **extra: str) -> dict:
                ALLOWED_HOSTS="127.0.0.1,localhost", VAR_DIR=str(root / name / "var"),
                STATIC_ROOT=str(root / "static"), **extra)
     (root / name).mkdir(parents=True, exist_ok=True)
+    env_file_write(root / name / ENV_FILE, env)
+    return env
+
+
+# What a command needs to read one role of the demo (`manage.py fleet_status --demo
+# eu-west-3`, or `set -a; . var/demo/eu-west-3/env; set +a`): where its database and
+# its liveness store are. No secret key, no token.
+ENV_FILE = "env"
+ENV_FILE_KEYS = ("DJANGO_SETTINGS_MODULE", "ROLE", "REGION_ID", "REGION_URL", "DATABASE_URL", "REDIS_URL",
+                 "CELERY_BROKER_URL", "VAR_DIR", "ROUTER_URL")
+
+
+def env_file_write(path: Path, env: dict) -> None:
+    """KEY=value lines a shell can source, readable by their owner only."""
+    text = "".join(f"{k}={shlex.quote(env[k])}\n" for k in ENV_FILE_KEYS if k in env)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def env_file_read(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key in ENV_FILE_KEYS:
+            env[key] = "".join(shlex.split(value)) if value else ""
     return env
 
 

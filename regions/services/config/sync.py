@@ -101,10 +101,9 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
         sha, files = config_fetch(repo=repo, ref=ref)
         content = config_parse(files)
     except ConfigError as exc:
-        if not dry_run:
-            if not ConfigVersion.objects.filter(sha=sha or "?", result=ConfigVersion.Result.REJECTED).exists():
-                audit_record(action="config.rejected", target=f"{_without_credentials(repo)}@{ref} {sha[:12] or '?'}",
-                             actor=CONFIG_SYNC, outcome=REFUSED if sha else FAILED, detail=str(exc))
+        if not dry_run and not _rejected_already(repo=repo, ref=ref, sha=sha or "?"):
+            audit_record(action="config.rejected", target=f"{_without_credentials(repo)}@{ref} {sha[:12] or '?'}",
+                         actor=CONFIG_SYNC, outcome=REFUSED if sha else FAILED, detail=str(exc))
             ConfigVersion.objects.create(sha=sha or "?", subject=config_subject(sha=sha) if sha else "", ref=ref,
                                          repo=repo, result=ConfigVersion.Result.REJECTED, error=str(exc),
                                          duration_ms=_ms(started))
@@ -116,6 +115,11 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
     if dry_run or (active is not None and active.sha == sha and not changes):
         if not dry_run:
             config_publish(version_id=active.id)  # re-publish: Redis may have restarted without it
+            # The ref is back on the active commit: a rejection recorded before is no longer in force.
+            try:
+                liveness.config_current_seen_set(now=time.time())
+            except liveness.RedisError:
+                pass  # the panel shows the rejection a while longer; nothing else depends on it
         return SyncResult(sha=sha, applied=False, changes=changes, dry_run=dry_run, duration_ms=_ms(started))
     with transaction.atomic():
         ConfigVersion.objects.filter(is_active=True).update(is_active=False)
@@ -131,6 +135,15 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
     config_current.cache_clear()
     logger.info("configuration %s applied (%d changes)", sha[:12], len(changes))
     return SyncResult(sha=sha, applied=True, changes=changes, duration_ms=_ms(started))
+
+
+def _rejected_already(*, repo: str, ref: str, sha: str) -> bool:
+    """The latest row is this very rejection (repo, ref, sha): the sync tick sees
+    the same broken commit every CONFIG_SYNC_INTERVAL, and it is recorded once,
+    not 360 times an hour. It stays the latest row, which the overview's
+    attention panel reads, until a commit is applied (or another is rejected)."""
+    latest = ConfigVersion.objects.order_by("-created_at", "-id").values("result", "repo", "ref", "sha").first()
+    return latest == {"result": ConfigVersion.Result.REJECTED, "repo": repo, "ref": ref, "sha": sha}
 
 
 def _enforce_blocklist(content: dict) -> None:
