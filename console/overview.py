@@ -45,19 +45,21 @@ def _region(data: dict) -> dict:
     return {
         "agent_rows": [{"state": name, "count": n, "colour": colour} for name, n, colour in rows],
         "agents_total": sum(states.values()),
-        "agents_chart": svg.hbars(rows),
+        "agents_chart": svg.hbars(rows, title="Agents by state"),
         "throughput_chart": svg.columns(throughput, stack=[("succeeded", SUCCEEDED), ("failed", FAILED),
                                                            ("cancelled", CANCELLED)],
-                                        labels=[p["minute"].strftime("%H:%M") for p in throughput]),
+                                        labels=[p["minute"].strftime("%H:%M") for p in throughput],
+                                        title="Tasks finished per minute, last hour"),
         "throughput_total": {key: sum(p[key] for p in throughput) for key in ("succeeded", "failed", "cancelled")},
         "throughput_last_minute": sum(throughput[-2][k] for k in ("succeeded", "failed", "cancelled"))
         if len(throughput) > 1 else 0,
         "wait_chart": svg.lines([("p50", "#2f6fb5", [b["p50"] for b in wait]),
                                  ("p95", "#e07b1a", [b["p95"] for b in wait])],
-                                labels=[b["start"].strftime("%H:%M") for b in wait], unit=" s"),
+                                labels=[b["start"].strftime("%H:%M") for b in wait], unit=" s",
+                                title="Queue wait, p50 and p95 per 5 minutes, last hour"),
         "wait_rows": [{**b, "start_text": b["start"].strftime("%H:%M")} for b in wait if b["count"]],
         "failures_chart": svg.hbars([(c["capability"], c["failed"], FAILED) for c in data["capabilities"]
-                                     if c["failed"]]) if any(c["failed"] for c in data["capabilities"]) else "",
+                                     if c["failed"]], title="Failures by capability, last hour") if any(c["failed"] for c in data["capabilities"]) else "",
         "liveness": liveness,
         "hold": hold,
         "hold_since": exact_time(hold.get("since")) if isinstance(hold, dict) and hold.get("since") else "",
@@ -82,6 +84,7 @@ def _router(data: dict) -> dict:
     return {
         "region_rows": regions,
         "capability_rows": [{**c, "meter": svg.meter(c["idle"], c["count"], width=160)} for c in caps],
-        "capacity_chart": svg.hbars([(c["capability"], c["idle"], "#2e9d57") for c in caps]) if caps else "",
+        "capacity_chart": svg.hbars([(c["capability"], c["idle"], "#2e9d57") for c in caps],
+                                    title="Idle agents per capability, fresh regions") if caps else "",
         "drift": data["drift"],
     }
