@@ -34,8 +34,8 @@ def _seconds(value: float | None) -> str | None:
 
 def region_text(data: dict) -> str:
     agents = data["agents"]
-    states = ["online idle", "online busy", "cordoned", "draining", "offline"]
-    states += [s for s in ("stopping", "stopped") if agents.get(s)]
+    states = ["online idle", "online busy", "cordoned", "draining", "offline", "revoked"]
+    states += [s for s in ("stopped",) if agents.get(s)]
     live = data["liveness"]
     hold = live.get("hold")
     if not live["ok"]:
