@@ -48,6 +48,30 @@ def tasks_by_id(*, user, ids: list[str], see_all: bool = False) -> dict[str, Tas
     return {str(task.id): task for task in task_list(user=user, see_all=see_all).filter(id__in=ids)}
 
 
+def task_wait_reason(task: Task, *, now: datetime | None = None) -> str:
+    """Why the current attempt of an unfinished task is not running yet, from
+    its row (no query): its recorded reason (no agent, held by fair dispatch,
+    requeued, retrying), or where it waits. Empty for a running or finished
+    task. Never the previous attempt's error: that is its attempt's."""
+    from wire.protocol import capability_queue
+
+    if task.status not in Task.PENDING:
+        return ""
+    now = now or timezone.now()
+    reason = task.status_reason
+    if task.status == Task.Status.RETRYING and task.not_before and task.not_before > now:
+        return f"{reason or 'retrying'}; queued again at {task.not_before.astimezone(dt_timezone.utc):%H:%M:%S} UTC"
+    if reason:
+        return reason
+    if task.held:
+        return f"held: beyond its caller's fair share on {task.capability}; sent when one of theirs finishes"
+    if task.dispatched_at is None:
+        return "not on the broker yet: the sweeper sends it"
+    where = f"agent {task.target_agent}" if task.target_agent else f"free agent serving {task.capability}"
+    queue = f"meridian.agent.{task.target_agent}" if task.target_agent else capability_queue(task.capability)
+    return f"queued on {queue} until a {where} takes it"
+
+
 def agent_get(*, agent_id: str) -> Agent | None:
     return Agent.objects.filter(agent_id=agent_id).first()
 
