@@ -53,7 +53,7 @@ def task_wait_reason(task: Task, *, now: datetime | None = None) -> str:
     its row (no query): its recorded reason (no agent, held by fair dispatch,
     requeued, retrying), or where it waits. Empty for a running or finished
     task. Never the previous attempt's error: that is its attempt's."""
-    from wire.protocol import capability_queue
+    from wire.protocol import agent_queue, capability_queue
 
     if task.status not in Task.PENDING:
         return ""
@@ -68,7 +68,7 @@ def task_wait_reason(task: Task, *, now: datetime | None = None) -> str:
     if task.dispatched_at is None:
         return "not on the broker yet: the sweeper sends it"
     where = f"agent {task.target_agent}" if task.target_agent else f"free agent serving {task.capability}"
-    queue = f"meridian.agent.{task.target_agent}" if task.target_agent else capability_queue(task.capability)
+    queue = agent_queue(task.target_agent) if task.target_agent else capability_queue(task.capability)
     return f"queued on {queue} until a {where} takes it"
 
 
