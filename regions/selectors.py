@@ -278,7 +278,8 @@ def broker_queue_depths(*, queues: list[str], url: str | None = None,
     from wire.broker import broker_kind
 
     url = url or settings.CELERY_BROKER_URL
-    options = ({"read_timeout": timeout, "write_timeout": timeout} if broker_kind(url) == "amqp"
+    amqp = broker_kind(url) == "amqp"
+    options = ({"read_timeout": timeout, "write_timeout": timeout} if amqp
                else {"socket_connect_timeout": timeout, "socket_timeout": timeout})
     rows = []
     try:
@@ -288,10 +289,14 @@ def broker_queue_depths(*, queues: list[str], url: str | None = None,
             for name in queues:
                 try:
                     _, messages, consumers = channel.queue_declare(queue=name, passive=True)
-                    rows.append({"queue": name, "messages": messages, "consumers": consumers, "declared": True})
+                    # Redis keeps no consumer count (and the transport answers 0).
+                    rows.append({"queue": name, "messages": messages, "consumers": consumers if amqp else None,
+                                 "declared": True})
                 except conn.channel_errors:
-                    # Not declared yet (404): the broker closed the channel; open another.
-                    rows.append({"queue": name, "messages": None, "consumers": None, "declared": False})
+                    # RabbitMQ: not declared yet (404), and the channel is closed: open another.
+                    # Redis: a queue is a list, gone when empty.
+                    rows.append({"queue": name, "messages": None if amqp else 0, "consumers": None,
+                                 "declared": not amqp})
                     channel = conn.channel()
     except Exception as exc:  # noqa: BLE001 - whatever the transport raises, the overview degrades
         return {"ok": False, "error": f"broker unavailable: {type(exc).__name__}: {exc}"[:300], "queues": []}
