@@ -275,12 +275,15 @@ def broker_queue_depths(*, queues: list[str], url: str | None = None,
     `timeout` is reported, never raised: the page that asks still renders."""
     from kombu import Connection
 
-    from wire.broker import broker_kind
+    from wire.broker import broker_kind, celery_options
 
     url = url or settings.CELERY_BROKER_URL
     amqp = broker_kind(url) == "amqp"
-    options = ({"read_timeout": timeout, "write_timeout": timeout} if amqp
-               else {"socket_connect_timeout": timeout, "socket_timeout": timeout})
+    # The transport options Celery uses with this broker (Redis: one list per
+    # priority band, named with its separator), with short timeouts.
+    options = {**celery_options(url)["broker_transport_options"],
+               **({"read_timeout": timeout, "write_timeout": timeout} if amqp
+                  else {"socket_connect_timeout": timeout, "socket_timeout": timeout})}
     rows = []
     try:
         with Connection(url, connect_timeout=timeout, transport_options=options) as conn:

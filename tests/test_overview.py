@@ -413,6 +413,21 @@ def test_queue_depth_reads_ready_messages_and_consumers_from_rabbitmq(settings):
             queue.delete()
 
 
+def test_queue_depth_on_a_redis_broker_counts_an_empty_queue_as_zero(settings, redis_clean):
+    import redis
+
+    name = "meridian.cap.depth-redis"
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.rpush(name, b"{}", b"{}")
+    client.rpush(f"{name}:3", b"{}")  # a message of priority band 3, as Celery's Redis transport keeps it
+    try:
+        depths = region_selectors.broker_queue_depths(queues=[name, "meridian.cap.empty"], url=settings.REDIS_URL)
+    finally:
+        client.delete(name, f"{name}:3")
+    assert depths["ok"], depths
+    assert [(q["messages"], q["consumers"]) for q in depths["queues"]] == [(3, None), (0, None)]
+
+
 def test_queue_depth_says_the_broker_is_unavailable_in_bounded_time(settings):
     import socket
 
