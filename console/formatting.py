@@ -60,3 +60,17 @@ def badge(label: str, colour: str, title: str = ""):
         '<span class="meridian-badge" title="{}" style="display:inline-block;padding:1px 7px;border-radius:9px;'
         'color:#fff;background:{};font-size:11px;font-weight:600;white-space:nowrap">{}</span>',
         title or label, COLOURS[colour], label)
+
+
+# Long text in a list column: wraps inside the column (even an unbroken run, a
+# URL or a traceback line) instead of widening the table past the screen.
+WRAP_STYLE = "display:inline-block;max-width:32em;white-space:normal;overflow-wrap:anywhere"
+
+
+def wrapped(text: str, limit: int = 160, colour: str = ""):
+    """The start of `text` (up to `limit` characters), wrapping; the whole of it in the title."""
+    if not text:
+        return ""
+    shown = text if len(text) <= limit else text[:limit] + "…"
+    style = f"{WRAP_STYLE};color:{colour}" if colour else WRAP_STYLE
+    return format_html('<span title="{}" style="{}">{}</span>', text, style, shown)

@@ -4,25 +4,42 @@ Each function takes plain numbers and returns markup safe to put in a page;
 every label is escaped. A <title> on each mark is the browser's tooltip."""
 from __future__ import annotations
 
+from itertools import count
+
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 FONT = 'font-family="system-ui, sans-serif" font-size="11"'
+# No font metrics on the server: a bound of a glyph's advance at font-size 11
+# (digits are about 6.1 px), so an axis label always fits left of the plot.
+CHAR_PX = 6.9
 MUTED = "#8a8f98"
+
+
+_ids = count(1)
+
+
+def _open(kind: str, width: int, height: int, title: str, *, font: bool = True) -> str:
+    """The <svg> element of a chart: an image (role="img") named by its first
+    child, a <title>, through aria-labelledby (axe's svg-img-alt). Ids differ
+    per chart drawn by this process, so several charts share a page."""
+    chart_id = f"chart-{next(_ids)}"
+    return (f'<svg class="{kind}" role="img" aria-labelledby="{chart_id}" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg"{" " + FONT if font else ""}>'
+            f'<title id="{chart_id}">{escape(title)}</title>')
 
 
 def _num(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
-def hbars(rows: list[tuple[str, float, str]], *, width: int = 420, label_width: int = 110,
+def hbars(rows: list[tuple[str, float, str]], *, title: str, width: int = 420, label_width: int = 110,
           unit: str = "") -> SafeString:
     """One horizontal bar per (label, value, colour), scaled to the largest value."""
     bar, top = 20, max((value for _, value, _ in rows), default=0) or 1
     span = width - label_width - 50
     height = bar * len(rows) + 4
-    out = [f'<svg class="chart hbars" role="img" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" {FONT}>']
+    out = [_open("chart hbars", width, height, title)]
     for i, (label, value, colour) in enumerate(rows):
         y = i * bar + 2
         w = max(value / top * span, 1 if value else 0)
@@ -36,18 +53,16 @@ def hbars(rows: list[tuple[str, float, str]], *, width: int = 420, label_width: 
     return mark_safe("".join(out))
 
 
-def columns(points: list[dict], *, stack: list[tuple[str, str]], labels: list[str], width: int = 1200,
-            height: int = 140, unit: str = "") -> SafeString:
+def columns(points: list[dict], *, stack: list[tuple[str, str]], labels: list[str], title: str,
+            width: int = 1200, height: int = 140, unit: str = "") -> SafeString:
     """Stacked columns, one per point; `stack` names the keys of each point
     (bottom first) and their colours; `labels` the point's tooltip and x-axis text
     (every tenth shown)."""
-    left, bottom = 34, 18
-    plot_w, plot_h = width - left - 4, height - bottom - 6
     top = max((sum(p[k] or 0 for k, _ in stack) for p in points), default=0) or 1
+    left, bottom = _left(top, unit), 18
+    plot_w, plot_h = width - left - 4, height - bottom - 6
     step = plot_w / max(len(points), 1)
-    out = [f'<svg class="chart columns" role="img" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" {FONT}>',
-           _axis(left, plot_w, plot_h, top, unit)]
+    out = [_open("chart columns", width, height, title), _axis(left, plot_w, plot_h, top, unit)]
     for i, point in enumerate(points):
         x, base = left + i * step, plot_h + 6
         tip = ", ".join(f"{k} {_num(point[k] or 0)}" for k, _ in stack)
@@ -64,18 +79,16 @@ def columns(points: list[dict], *, stack: list[tuple[str, str]], labels: list[st
     return mark_safe("".join(out))
 
 
-def lines(series: list[tuple[str, str, list[float | None]]], *, labels: list[str], width: int = 1200,
-          height: int = 140, unit: str = "") -> SafeString:
+def lines(series: list[tuple[str, str, list[float | None]]], *, labels: list[str], title: str,
+          width: int = 1200, height: int = 140, unit: str = "") -> SafeString:
     """One polyline per (name, colour, values); None leaves a gap. A dot marks
     each value, with its tooltip."""
-    left, bottom = 34, 18
-    plot_w, plot_h = width - left - 10, height - bottom - 6
     top = max((v for _, _, values in series for v in values if v is not None), default=0) or 1
+    left, bottom = _left(top, unit), 18
+    plot_w, plot_h = width - left - 10, height - bottom - 6
     n = max((len(values) for _, _, values in series), default=1)
     step = plot_w / max(n - 1, 1)
-    out = [f'<svg class="chart lines" role="img" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" {FONT}>',
-           _axis(left, plot_w, plot_h, top, unit)]
+    out = [_open("chart lines", width, height, title), _axis(left, plot_w, plot_h, top, unit)]
     for name, colour, values in series:
         run: list[str] = []
         for i, value in enumerate(values + [None]):
@@ -101,10 +114,14 @@ def meter(idle: int, total: int, *, width: int = 90) -> SafeString:
     """idle of total as a small bar: the idle part green, the busy part grey."""
     w = idle / total * width if total else 0
     return mark_safe(
-        f'<svg class="meter" role="img" width="{width}" height="10" viewBox="0 0 {width} 10" '
-        f'xmlns="http://www.w3.org/2000/svg"><title>{idle} idle of {total}</title>'
+        _open("meter", width, 10, f"{idle} idle of {total}", font=False) +
         f'<rect width="{width}" height="10" rx="2" fill="#d5d8dc"/>'
         f'<rect width="{_num(w)}" height="10" rx="2" fill="#2e9d57"/></svg>')
+
+
+def _left(top: float, unit: str) -> int:
+    """The left margin: the widest axis label ("118.2 s") and a gap; 34 at least."""
+    return max(34, int(len(f"{_num(top)}{unit}") * CHAR_PX) + 8)
 
 
 def _axis(left: int, plot_w: float, plot_h: float, top: float, unit: str) -> str:
@@ -113,8 +130,8 @@ def _axis(left: int, plot_w: float, plot_h: float, top: float, unit: str) -> str
             f'<text x="{left - 4}" y="{plot_h + 6}" text-anchor="end" fill="{MUTED}">0</text>')
 
 
-def flow(columns: list[list[tuple[str, str, str]]], *, box_w: int = 96, box_h: int = 22,
-         gap_x: int = 34, gap_y: int = 6) -> SafeString:
+def flow(columns: list[list[tuple[str, str, str]]], *, title: str = "Workflow steps", box_w: int = 96,
+         box_h: int = 22, gap_x: int = 34, gap_y: int = 6) -> SafeString:
     """Steps left to right, one column per step: each box a (label, fill colour,
     tooltip), a group's members stacked in their column; an arrow from every box
     of a column to every box of the next (a fan-out, then a join). Columns of
@@ -128,8 +145,7 @@ def flow(columns: list[list[tuple[str, str, str]]], *, box_w: int = 96, box_h: i
     tallest = max((len(boxes) for boxes in shown), default=1)
     height = tallest * (box_h + gap_y) + gap_y
     width = max(len(shown), 1) * (box_w + gap_x) - gap_x + 8
-    out = [f'<svg class="chart flow" role="img" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" {FONT}>',
+    out = [_open("chart flow", width, height, title),
            '<defs><marker id="flow-arrow" viewBox="0 0 6 6" refX="6" refY="3" markerWidth="6" markerHeight="6" '
            f'orient="auto"><path d="M0,0 L6,3 L0,6 z" fill="{MUTED}"/></marker></defs>']
 

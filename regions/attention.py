@@ -128,7 +128,7 @@ def liveness_items(health: dict) -> list[dict]:
     hold = health.get("hold")
     if hold:
         reason = hold.get("reason", "") if isinstance(hold, dict) else ""
-        return [_item("eviction_hold", WARNING, f"eviction hold in force: silent agents are kept online"
+        return [_item("eviction_hold", WARNING, "eviction hold in force: silent agents are kept online"
                       + (f" ({reason})" if reason else ""), 1, _href(AGENTS, status__exact="online"))]
     return []
 

@@ -100,6 +100,11 @@ class Task(models.Model):
     # step, by the partial unique constraint below, so a step is never created twice.
     workflow_step = models.ForeignKey("WorkflowStep", null=True, blank=True, on_delete=models.SET_NULL,
                                       related_name="tasks", db_index=False)
+    # When the current attempt was queued: a retry (manual or after a failure's
+    # backoff) or a requeue starts a new wait; NULL for the first attempt, queued
+    # when the task was created. Queue wait is started_at minus this.
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="when the current attempt was queued "
+                                                                      "(empty: when the task was created)")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # Completion callback: POSTed, signed, when the task is final (CallbackDelivery).

@@ -56,6 +56,30 @@ def tasks_by_id(*, user, ids: list[str], see_all: bool = False) -> dict[str, Tas
     return {str(task.id): task for task in task_list(user=user, see_all=see_all).filter(id__in=ids)}
 
 
+def task_wait_reason(task: Task, *, now: datetime | None = None) -> str:
+    """Why the current attempt of an unfinished task is not running yet, from
+    its row (no query): its recorded reason (no agent, held by fair dispatch,
+    requeued, retrying), or where it waits. Empty for a running or finished
+    task. Never the previous attempt's error: that is its attempt's."""
+    from wire.protocol import agent_queue, capability_queue
+
+    if task.status not in Task.PENDING:
+        return ""
+    now = now or timezone.now()
+    reason = task.status_reason
+    if task.status == Task.Status.RETRYING and task.not_before and task.not_before > now:
+        return f"{reason or 'retrying'}; queued again at {task.not_before.astimezone(dt_timezone.utc):%H:%M:%S} UTC"
+    if reason:
+        return reason
+    if task.held:
+        return f"held: beyond its caller's fair share on {task.capability}; sent when one of theirs finishes"
+    if task.dispatched_at is None:
+        return "not on the broker yet: the sweeper sends it"
+    where = f"agent {task.target_agent}" if task.target_agent else f"free agent serving {task.capability}"
+    queue = agent_queue(task.target_agent) if task.target_agent else capability_queue(task.capability)
+    return f"queued on {queue} until a {where} takes it"
+
+
 def agent_get(*, agent_id: str) -> Agent | None:
     return Agent.objects.filter(agent_id=agent_id).first()
 
@@ -111,44 +135,71 @@ def region_status() -> dict:
 OVERVIEW_WINDOW = timedelta(hours=1)
 WAIT_BUCKET_SECONDS = 300
 
-# Queue wait (created -> started) per 5-minute bucket: its count, nearest-rank
-# p50 and p95, in one query (window functions: PostgreSQL, and SQLite for the demo).
-_WAIT_SQL = """
+# Queue wait (queued -> started) and run duration (started -> finished) per
+# 5-minute bucket: its count, nearest-rank p50 and p95, in one query each
+# (window functions: PostgreSQL, and SQLite for the demo). A bucket is the
+# minute the span ended in.
+_PERCENTILES_SQL = """
     WITH w AS (
-        SELECT bucket, wait, ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY wait) AS rn,
+        SELECT bucket, value, ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY value) AS rn,
                COUNT(*) OVER (PARTITION BY bucket) AS n
-        FROM (SELECT {bucket} AS bucket, {wait} AS wait FROM regions_task
-              WHERE started_at >= %s AND started_at IS NOT NULL) AS t
+        FROM (SELECT {bucket} AS bucket, {value} AS value FROM regions_task
+              WHERE {end} >= %s AND {end} IS NOT NULL AND {start} IS NOT NULL) AS t
     )
-    SELECT bucket, MAX(n), MAX(CASE WHEN rn = (n + 1) / 2 THEN wait END),
-           MAX(CASE WHEN rn = (95 * n + 99) / 100 THEN wait END)
+    SELECT bucket, MAX(n), MAX(CASE WHEN rn = (n + 1) / 2 THEN value END),
+           MAX(CASE WHEN rn = (95 * n + 99) / 100 THEN value END)
     FROM w GROUP BY bucket"""
-_WAIT_EXPR = {
-    "postgresql": {"bucket": f"FLOOR(EXTRACT(EPOCH FROM started_at) / {WAIT_BUCKET_SECONDS})::bigint",
-                   "wait": "GREATEST(EXTRACT(EPOCH FROM started_at - created_at), 0)"},
-    "sqlite": {"bucket": f"CAST(strftime('%%s', started_at) AS INTEGER) / {WAIT_BUCKET_SECONDS}",
-               "wait": "MAX((julianday(started_at) - julianday(created_at)) * 86400.0, 0)"},
+# The current attempt's wait: from when it was queued (a retry, a requeue, a
+# backoff's end), not from the task's creation (a manual retry two minutes
+# after the failure is no queue wait).
+_WAIT_START = "COALESCE(queued_at, created_at)"
+_SPAN_EXPR = {
+    "postgresql": {"bucket": "FLOOR(EXTRACT(EPOCH FROM {end}) / %d)::bigint" % WAIT_BUCKET_SECONDS,
+                   "value": "GREATEST(EXTRACT(EPOCH FROM {end} - {start}), 0)"},
+    "sqlite": {"bucket": "CAST(strftime('%%%%s', {end}) AS INTEGER) / %d" % WAIT_BUCKET_SECONDS,
+               "value": "MAX((julianday({end}) - julianday({start})) * 86400.0, 0)"},
 }
 
-AGENT_STATES = ("online idle", "online busy", "cordoned", "draining", "offline")
+
+def _span_sql(vendor: str, *, start: str, end: str) -> str | None:
+    expr = _SPAN_EXPR.get(vendor)
+    if expr is None:
+        return None
+    return _PERCENTILES_SQL.format(bucket=expr["bucket"].format(end=end),
+                                   value=expr["value"].format(start=start, end=end), start=start, end=end)
+
+
+_WAIT_SQL = {vendor: _span_sql(vendor, start=_WAIT_START, end="started_at") for vendor in _SPAN_EXPR}
+_RUN_SQL = {vendor: _span_sql(vendor, start="started_at", end="finished_at") for vendor in _SPAN_EXPR}
+
+AGENT_STATES = ("online idle", "online busy", "cordoned", "draining", "offline", "revoked")
+_ONLINE, _KEPT = Q(status=Agent.Status.ONLINE), ~Q(desired=Agent.Desired.STOPPED)
+# Each agent in exactly one state, as the agent list names it
+# (regions.admin.agents.agent_state); the agent list's "state" filter uses the same.
+AGENT_STATE_FILTERS: dict[str, Q] = {
+    "online idle": _ONLINE & Q(desired=Agent.Desired.ACTIVE, busy=False),
+    "online busy": _ONLINE & Q(desired=Agent.Desired.ACTIVE, busy=True),
+    "cordoned": _ONLINE & Q(desired=Agent.Desired.CORDONED),
+    "draining": _ONLINE & Q(desired=Agent.Desired.DRAINING),
+    "offline": Q(status=Agent.Status.OFFLINE) & _KEPT,
+    # Revoked whatever its row's status (it goes offline once it stops): not a lost agent.
+    "revoked": Q(desired=Agent.Desired.STOPPED),
+    "stopped": Q(status=Agent.Status.STOPPED) & _KEPT,  # deregistered: shown when there are any
+}
 
 
 def agent_state_counts() -> dict[str, int]:
     """Agents by the state an operator acts on: online ones by what the region
-    wants of them (cordoned, draining) and whether they run something."""
-    online = Q(status=Agent.Status.ONLINE)
-    active = online & Q(desired=Agent.Desired.ACTIVE)
-    counts = Agent.objects.aggregate(
-        online_idle=Count("id", filter=active & Q(busy=False)),
-        online_busy=Count("id", filter=active & Q(busy=True)),
-        cordoned=Count("id", filter=online & Q(desired=Agent.Desired.CORDONED)),
-        draining=Count("id", filter=online & Q(desired=Agent.Desired.DRAINING)),
-        offline=Count("id", filter=Q(status=Agent.Status.OFFLINE)),
-        # Revoked but still connected, or deregistered: shown when there are any.
-        stopping=Count("id", filter=online & Q(desired=Agent.Desired.STOPPED)),
-        stopped=Count("id", filter=Q(status=Agent.Status.STOPPED)),
-    )
+    wants of them (cordoned, draining) and whether they run something; offline;
+    revoked; stopped. One aggregate query."""
+    counts = Agent.objects.aggregate(**{name.replace(" ", "_"): Count("id", filter=q)
+                                        for name, q in AGENT_STATE_FILTERS.items()})
     return {name.replace("_", " "): n for name, n in counts.items()}
+
+
+def agent_list_in_state(qs: QuerySet[Agent], *, state: str) -> QuerySet[Agent]:
+    """The agents of `qs` in `state` (a key of AGENT_STATE_FILTERS; spaces or underscores)."""
+    return qs.filter(AGENT_STATE_FILTERS[state.replace("_", " ")])
 
 
 def task_throughput(*, since: datetime, until: datetime) -> list[dict]:
@@ -169,13 +220,23 @@ def task_throughput(*, since: datetime, until: datetime) -> list[dict]:
 
 
 def task_queue_wait(*, since: datetime, until: datetime) -> list[dict]:
-    """Queue wait of the tasks started in the window, per 5-minute bucket:
-    [{"start", "count", "p50", "p95"}] (seconds; None for a bucket without starts)."""
-    expr = _WAIT_EXPR.get(connection.vendor)
+    """Queue wait of the attempts started in the window (from when the attempt
+    was queued), per 5-minute bucket: [{"start", "count", "p50", "p95"}]
+    (seconds; None for a bucket without starts)."""
+    return _percentiles(_WAIT_SQL.get(connection.vendor), since=since, until=until)
+
+
+def task_run_duration(*, since: datetime, until: datetime) -> list[dict]:
+    """How long the tasks finished in the window ran (started -> finished), per
+    5-minute bucket: [{"start", "count", "p50", "p95"}] as task_queue_wait."""
+    return _percentiles(_RUN_SQL.get(connection.vendor), since=since, until=until)
+
+
+def _percentiles(sql: str | None, *, since: datetime, until: datetime) -> list[dict]:
     found = {}
-    if expr is not None:
+    if sql is not None:
         with connection.cursor() as cur:
-            cur.execute(_WAIT_SQL.format(**expr), [since])
+            cur.execute(sql, [since])
             found = {int(bucket): (int(n), float(p50), float(p95)) for bucket, n, p50, p95 in cur.fetchall()}
     first = int(since.timestamp()) // WAIT_BUCKET_SECONDS
     last = int(until.timestamp()) // WAIT_BUCKET_SECONDS
@@ -196,6 +257,61 @@ def task_outcomes_by_capability(*, since: datetime) -> list[dict]:
         caps.setdefault(row["capability"], {"capability": row["capability"], "succeeded": 0, "failed": 0})
         caps[row["capability"]][row["status"]] = row["n"]
     return sorted(caps.values(), key=lambda c: (-c["failed"], c["capability"]))
+
+
+BROKER_TIMEOUT_SECONDS = 2.0
+QUEUES_SHOWN = 30
+
+
+def overview_queues(*, capabilities: list[str] = ()) -> list[str]:
+    """The broker queues the overview shows: the orchestrator's two, and one per
+    capability that is served, has tasks in flight or finished some lately
+    (`capabilities`); at most QUEUES_SHOWN."""
+    from regions.services.capabilities import live_capabilities
+    from wire.protocol import CONTROL_QUEUE, REPORTS_QUEUE, capability_queue
+
+    caps = set(capabilities) | live_capabilities()
+    caps |= set(Task.objects.filter(status__in=Task.ACTIVE).values_list("capability", flat=True).distinct())
+    return [CONTROL_QUEUE, REPORTS_QUEUE] + [capability_queue(c) for c in sorted(caps)][:QUEUES_SHOWN - 2]
+
+
+def broker_queue_depths(*, queues: list[str], url: str | None = None,
+                        timeout: float = BROKER_TIMEOUT_SECONDS) -> dict:
+    """Messages ready and consumers of each queue, from the region's broker (a
+    passive declare: nothing is created), as {"ok", "error", "queues": [{"queue",
+    "messages", "consumers", "declared"}]}. A broker that does not answer within
+    `timeout` is reported, never raised: the page that asks still renders."""
+    from kombu import Connection
+
+    from wire.broker import broker_kind, celery_options
+
+    url = url or settings.CELERY_BROKER_URL
+    amqp = broker_kind(url) == "amqp"
+    # The transport options Celery uses with this broker (Redis: one list per
+    # priority band, named with its separator), with short timeouts.
+    options = {**celery_options(url)["broker_transport_options"],
+               **({"read_timeout": timeout, "write_timeout": timeout} if amqp
+                  else {"socket_connect_timeout": timeout, "socket_timeout": timeout})}
+    rows = []
+    try:
+        with Connection(url, connect_timeout=timeout, transport_options=options) as conn:
+            conn.connect()
+            channel = conn.channel()
+            for name in queues:
+                try:
+                    _, messages, consumers = channel.queue_declare(queue=name, passive=True)
+                    # Redis keeps no consumer count (and the transport answers 0).
+                    rows.append({"queue": name, "messages": messages, "consumers": consumers if amqp else None,
+                                 "declared": True})
+                except conn.channel_errors:
+                    # RabbitMQ: not declared yet (404), and the channel is closed: open another.
+                    # Redis: a queue is a list, gone when empty.
+                    rows.append({"queue": name, "messages": None if amqp else 0, "consumers": None,
+                                 "declared": not amqp})
+                    channel = conn.channel()
+    except Exception as exc:  # noqa: BLE001 - whatever the transport raises, the overview degrades
+        return {"ok": False, "error": f"broker unavailable: {type(exc).__name__}: {exc}"[:300], "queues": []}
+    return {"ok": True, "error": "", "queues": rows}
 
 
 def liveness_health() -> dict:
@@ -233,16 +349,20 @@ def fleet_overview(*, now: datetime | None = None) -> dict:
     health = liveness_health()
     dead_count = dead.count()
     behind = [s for s in schedule_list(now=now) if s["behind"]]
+    outcomes = task_outcomes_by_capability(since=since)
     return {
         "role": "region",
         "region_id": settings.REGION_ID,
         "now": now,
+        "since": since,
         "agents": agent_state_counts(),
         "tasks_active": dict(Task.objects.filter(status__in=Task.ACTIVE).values_list("status")
                              .annotate(n=Count("id"))),
         "throughput": task_throughput(since=since, until=now),
         "queue_wait": task_queue_wait(since=since, until=now),
-        "capabilities": task_outcomes_by_capability(since=since),
+        "run_duration": task_run_duration(since=since, until=now),
+        "capabilities": outcomes,
+        "queues": broker_queue_depths(queues=overview_queues(capabilities=[c["capability"] for c in outcomes])),
         "liveness": health,
         "dead_letters": {"count": dead_count,
                          "latest": list(dead.values("received_at", "source", "queue", "reason")[:5])},

@@ -60,7 +60,7 @@ def region_fleet(redis_clean):
 def test_agent_states_are_counted_by_what_an_operator_acts_on(region_fleet):
     counts = region_selectors.agent_state_counts()
     assert {k: counts[k] for k in region_selectors.AGENT_STATES} == {
-        "online idle": 3, "online busy": 2, "cordoned": 1, "draining": 1, "offline": 4}
+        "online idle": 3, "online busy": 2, "cordoned": 1, "draining": 1, "offline": 4, "revoked": 0}
 
 
 def test_queue_wait_is_p50_and_p95_per_five_minutes_and_throughput_per_minute(region_fleet):
@@ -94,10 +94,10 @@ def test_region_overview_is_the_admin_home_with_charts_and_refreshes_itself(regi
     assert page.count("<svg") >= 4  # agents, tasks per minute, queue wait, failures
     assert '<meta http-equiv="refresh" content="10">' in page
     for state, count in (("online idle", 3), ("online busy", 2), ("cordoned", 1), ("draining", 1), ("offline", 4)):
-        assert re.search(rf'data-state="{state}">.*?<td class="num">{count}</td>', page), state
+        assert re.search(rf'data-state="{state}">.*?<td class="num"><a [^>]*>{count}</a></td>', page), state
     assert "holding (hold)" in page and "4 of 7 agents silent" in page
     assert "aaaaaaaaaaaa</code> Raise the echo timeout" in page
-    assert re.search(r"Dead letters \(last hour\): <span class=\"big\">1</span>", page)
+    assert re.search(r"Dead letters \(last hour\): <span class=\"big\"><a [^>]*>1</a></span>", page)
     assert "<script" not in page.split('id="fleet-overview"')[1].split('id="content-main"')[0]
     # The models are still listed below it.
     assert 'id="content-main"' in page and "/admin/regions/agent/" in page
@@ -189,7 +189,7 @@ def test_router_overview_shows_freshness_capacity_commit_and_drift(router_fleet,
     assert "cccccccccccc</code>" in ap and "drift</span>" in ap
     sa = page.split('data-region="sa-east-1"')[1].split("</tr>")[0]
     assert "stale</span>" in sa and "never" in sa
-    assert "3 fresh, 1 stale" in page
+    assert re.search(r">3 fresh</a>, <a [^>]*>1 stale</a>", page)
 
 
 def test_router_overview_sums_idle_capacity_over_fresh_regions(router_fleet):
@@ -233,3 +233,225 @@ def test_summary_parse_bounds_the_subject_and_takes_summaries_without_one():
         inputs.summary_parse({**base, "config_subject": "bad\x07"})
     with pytest.raises(Exception):
         inputs.summary_parse({**base, "config_subject": 12})
+
+
+# --- truthful numbers (issue 19) ----------------------------------------------------------
+
+def test_a_revoked_agent_counts_as_revoked_not_offline(redis_clean):
+    # The agent list calls an agent revoked whatever its row's status (it goes
+    # offline once it stops): the overview must say the same.
+    for agent_id, status in (("gone-1", "offline"), ("gone-2", "online"), ("lost-1", "offline")):
+        Agent.objects.create(agent_id=agent_id, capabilities=["echo"], status=status, token_hash="x" * 64,
+                             desired="stopped" if agent_id.startswith("gone") else "active")
+    counts = region_selectors.agent_state_counts()
+    assert counts["revoked"] == 2 and counts["offline"] == 1
+    assert "revoked" in region_selectors.AGENT_STATES
+    assert sum(counts.values()) == 3, counts
+
+
+def test_fleet_status_and_the_overview_list_revoked_agents_as_their_own_state(admin_client, redis_clean):
+    Agent.objects.create(agent_id="gone-1", capabilities=["echo"], status="offline", desired="stopped",
+                         token_hash="x" * 64)
+    out = StringIO()
+    call_command("fleet_status", stdout=out)
+    text = out.getvalue()
+    assert re.search(r"^revoked\s+1$", text, re.M) and re.search(r"^offline\s+0$", text, re.M), text
+    page = admin_client.get("/admin/").content.decode()
+    assert re.search(r'data-state="revoked">.*?<td class="num">.*?>1<', page, re.S)
+    assert re.search(r'data-state="offline">.*?<td class="num">.*?>0<', page, re.S)
+
+
+def test_queue_wait_counts_from_the_manual_retry_not_from_the_first_submission(redis_clean, monkeypatch):
+    from regions.services.tasks import dispatch
+    from regions.services.tasks.claim import task_claim
+    from regions.services.tasks.retry import task_retry
+
+    monkeypatch.setattr(dispatch.app, "send_task", lambda *a, **kw: None)
+    now = timezone.now()
+    task = Task.objects.create(capability="echo", timeout=60, max_attempts=1, status=Task.Status.FAILED,
+                               error="boom")
+    # Failed 118 s ago; an operator retries it now and an agent starts it at once.
+    Task.objects.filter(pk=task.pk).update(created_at=now - timedelta(seconds=120),
+                                           started_at=now - timedelta(seconds=119),
+                                           finished_at=now - timedelta(seconds=118))
+    task_retry(task=Task.objects.get(pk=task.pk))
+    assert task_claim(task_id=task.id, attempt=2, agent_id="a1").run
+    buckets = [b for b in region_selectors.task_queue_wait(since=now - timedelta(minutes=5),
+                                                           until=timezone.now()) if b["count"]]
+    assert [b["count"] for b in buckets] == [1]
+    assert buckets[0]["p95"] < 5, buckets
+
+
+def test_queue_wait_counts_from_when_the_current_attempt_was_queued(redis_clean):
+    now = timezone.now().replace(second=30)
+    for waited, queued in ((2, 2), (118, 3)):  # the second: created 118 s ago, its attempt queued 3 s ago
+        task = Task.objects.create(capability="echo", timeout=60, max_attempts=2, status=Task.Status.RUNNING)
+        Task.objects.filter(pk=task.pk).update(created_at=now - timedelta(seconds=waited),
+                                               queued_at=now - timedelta(seconds=queued), started_at=now)
+    [bucket] = [b for b in region_selectors.task_queue_wait(since=now - timedelta(minutes=1), until=now)
+                if b["count"]]
+    assert bucket["p95"] == pytest.approx(3, abs=0.01)
+
+
+def test_requeue_and_automatic_retry_set_when_the_new_attempt_is_queued(redis_clean, monkeypatch):
+    from regions.services.tasks import dispatch, requeue
+    from regions.services.tasks.claim import task_claim
+    from regions.services.tasks.outcome import task_fail
+
+    monkeypatch.setattr(dispatch.app, "send_task", lambda *a, **kw: None)
+    monkeypatch.setattr(requeue, "revoke", lambda *a, **kw: None)
+    task = Task.objects.create(capability="echo", timeout=60, max_attempts=3, status=Task.Status.QUEUED)
+    Task.objects.filter(pk=task.pk).update(created_at=timezone.now() - timedelta(minutes=10))
+    assert task_claim(task_id=task.id, attempt=1, agent_id="a1").run
+    before = timezone.now()
+    assert requeue.tasks_requeue_for_agents(agent_ids=["a1"], reason="agent missed its heartbeat TTL") == 1
+    task.refresh_from_db()
+    assert task.queued_at >= before
+    assert task_claim(task_id=task.id, attempt=2, agent_id="a2").run
+    assert task_fail(task_id=task.id, attempt=2, agent_id="a2", error="boom")
+    task.refresh_from_db()
+    assert task.status == Task.Status.RETRYING and task.queued_at == task.not_before  # queued once its backoff ends
+
+
+def test_run_duration_is_p50_and_p95_per_five_minutes(redis_clean):
+    now = timezone.now().replace(second=30)
+    for run in (1, 2, 3, 4, 100):
+        task = Task.objects.create(capability="echo", timeout=600, max_attempts=1, status=Task.Status.SUCCEEDED)
+        Task.objects.filter(pk=task.pk).update(started_at=now - timedelta(seconds=run), finished_at=now)
+    running = Task.objects.create(capability="echo", timeout=600, max_attempts=1, status=Task.Status.RUNNING)
+    Task.objects.filter(pk=running.pk).update(started_at=now - timedelta(seconds=5))
+    [bucket] = [b for b in region_selectors.task_run_duration(since=now - timedelta(minutes=1), until=now)
+                if b["count"]]
+    assert bucket["count"] == 5
+    assert bucket["p50"] == pytest.approx(3, abs=0.01) and bucket["p95"] == pytest.approx(100, abs=0.01)
+
+
+def test_region_overview_charts_have_titles_and_their_numbers_one_click_away(region_fleet, admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    overview = page.split('id="fleet-overview"')[1].split('id="content-main"')[0]
+    charts = re.findall(r"<svg[^>]*>", overview)
+    assert len(charts) >= 5  # agents, throughput, queue wait, run duration, failures
+    for chart in charts:
+        assert 'role="img"' in chart and "aria-labelledby=" in chart, chart
+    for section in ("ov-throughput", "ov-wait", "ov-run"):
+        block = overview.split(f'id="{section}"')[1].split('<div class="module')[0]
+        assert "<details>" in block and "<table>" in block, section
+
+
+def test_every_number_on_the_region_overview_links_to_its_filtered_list(region_fleet, admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    row = page.split('data-state="cordoned"')[1].split("</tr>")[0]
+    assert re.search(r'href="/admin/regions/agent/\?state=cordoned"[^>]*>1</a>', row), row
+    failures = page.split('id="ov-failures"')[1]
+    assert re.search(r'href="/admin/regions/task/\?capability__exact=ocr&amp;status__exact=failed[^"]*"[^>]*>3</a>',
+                     failures), failures[:2000]
+    assert re.search(r'href="/admin/regions/deadletter/[^"]*"[^>]*>1</a>', page)
+    throughput = page.split('id="ov-throughput"')[1].split("</h2>")[0]
+    assert re.search(r'href="/admin/regions/task/\?[^"]*status__exact=succeeded[^"]*"[^>]*>10 succeeded</a>',
+                     throughput), throughput
+
+
+def test_the_links_lead_to_lists_that_show_those_rows(region_fleet, admin_client):
+    import html
+
+    page = admin_client.get("/admin/").content.decode()
+
+    def follow(pattern: str) -> str:
+        href = html.unescape(re.search(pattern, page).group(1))
+        r = admin_client.get(href)
+        assert r.status_code == 200 and "?e=1" not in r.get("Location", ""), href
+        return r.content.decode()
+
+    agents = follow(r'data-state="cordoned">.*?<a href="([^"]+)"')
+    assert "ag-6" in agents and ">ag-1<" not in agents  # the cordoned one, not an online idle one
+    revoked = follow(r'data-state="revoked">.*?<a href="([^"]+)"')
+    assert "ag-6" not in revoked
+    failed = follow(r'<td>ocr</td><td class="num"><a href="([^"]+)"')
+    assert failed.count('class="field-short_id"') == 3  # the old failure is outside the hour
+    succeeded = follow(r'<a href="([^"]+)">10 succeeded</a>')
+    assert succeeded.count('class="field-short_id"') == 10
+    dead = follow(r'Dead letters \(last hour\): <span class="big"><a href="([^"]+)"')
+    assert "undecodable body" in dead
+
+
+def test_router_overview_region_counts_link_to_the_region_list(router_fleet, admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    heading = page.split('id="ov-regions"')[1].split("</h2>")[0]
+    assert re.search(r'href="/admin/router/region/[^"]*"[^>]*>3 fresh</a>', heading), heading
+    assert re.search(r'href="/admin/router/region/[^"]*"[^>]*>1 stale</a>', heading), heading
+    charts = re.findall(r"<svg[^>]*>", page.split('data-role="router"')[1].split('id="content-main"')[0])
+    assert charts and all('aria-labelledby=' in c for c in charts)
+
+
+# --- queue depth from the broker ------------------------------------------------------
+
+def test_queue_depth_reads_ready_messages_and_consumers_from_rabbitmq(settings):
+    import uuid
+
+    from kombu import Connection, Exchange, Producer, Queue
+
+    from tests.harness import wait_for
+
+    name = f"meridian.cap.depth-{uuid.uuid4().hex[:8]}"
+    with Connection(settings.CELERY_BROKER_URL, connect_timeout=5) as conn:
+        channel = conn.channel()
+        queue = Queue(name, Exchange(""), routing_key=name, auto_delete=False)(channel)
+        queue.declare()
+        try:
+            producer = Producer(channel)
+            for i in range(3):
+                producer.publish({"n": i}, routing_key=name)
+
+            def three():
+                depths = region_selectors.broker_queue_depths(queues=[name, "meridian.cap.never-declared"])
+                return depths if depths["ok"] and depths["queues"][0]["messages"] == 3 else None
+
+            depths = wait_for(three, timeout=10, what="3 messages ready")
+            assert depths["queues"][0] == {"queue": name, "messages": 3, "consumers": 0, "declared": True}
+            assert depths["queues"][1]["declared"] is False and depths["queues"][1]["messages"] is None
+        finally:
+            queue.delete()
+
+
+def test_queue_depth_on_a_redis_broker_counts_an_empty_queue_as_zero(settings, redis_clean):
+    import redis
+
+    name = "meridian.cap.depth-redis"
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.rpush(name, b"{}", b"{}")
+    client.rpush(f"{name}:3", b"{}")  # a message of priority band 3, as Celery's Redis transport keeps it
+    try:
+        depths = region_selectors.broker_queue_depths(queues=[name, "meridian.cap.empty"], url=settings.REDIS_URL)
+    finally:
+        client.delete(name, f"{name}:3")
+    assert depths["ok"], depths
+    assert [(q["messages"], q["consumers"]) for q in depths["queues"]] == [(3, None), (0, None)]
+
+
+def test_queue_depth_says_the_broker_is_unavailable_in_bounded_time(settings):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.CELERY_BROKER_URL = f"amqp://guest:guest@127.0.0.1:{port}//"
+    started = time.monotonic()
+    depths = region_selectors.broker_queue_depths(queues=["meridian.control"])
+    assert time.monotonic() - started < 5
+    assert depths["ok"] is False and "broker unavailable" in depths["error"]
+
+
+def test_region_overview_shows_queue_depth_or_a_degraded_cell(region_fleet, admin_client, settings):
+    page = admin_client.get("/admin/").content.decode()
+    block = page.split('id="ov-queues"')[1].split('<div class="module')[0]
+    assert "meridian.control" in block and "meridian.cap.echo" in block
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.CELERY_BROKER_URL = f"amqp://guest:guest@127.0.0.1:{port}//"
+    r = admin_client.get("/admin/")
+    assert r.status_code == 200
+    block = r.content.decode().split('id="ov-queues"')[1].split('<div class="module')[0]
+    assert "broker unavailable" in block

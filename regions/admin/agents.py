@@ -10,6 +10,7 @@ from django.utils.html import format_html, format_html_join
 from console.formatting import age, badge, when
 from project.accounts.audit import audited
 from regions.admin.base import ReadOnlyAdmin
+from regions.admin.filters import AgentStateFilter
 from regions.admin.formatting import TASK_BADGES, attempt_outcome_badge, span, truncated
 from regions.models import Agent, Task, TaskAttempt
 from regions.services import liveness
@@ -75,7 +76,7 @@ def _running_count():
 class AgentAdmin(ReadOnlyAdmin):
     list_display = ("agent_id", "state", "capabilities_list", "slots", "current_tasks", "last_seen_age", "version",
                     "credential", "kind")
-    list_filter = ("status", "desired", "busy", "kind", "version")
+    list_filter = (AgentStateFilter, "status", "desired", "busy", "kind", "version")
     search_fields = ("agent_id", "hostname")
     fields = ("agent_id", "state", "status", "desired", "credential", "capabilities_list", "slots", "current_tasks",
               "version", "hostname", "kind", "last_seen_exact", "registered_at_exact", "offline_since_exact",

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from django.utils.html import format_html
 
-from console.formatting import badge
+from console.formatting import badge, wrapped
 from regions.models import Task, TaskAttempt
 
 
@@ -30,11 +30,8 @@ def pretty_json(value):
 
 
 def truncated(text: str, limit: int = 80):
-    if not text:
-        return ""
-    if len(text) <= limit:
-        return text
-    return format_html('<span title="{}">{}…</span>', text, text[:limit])
+    """The start of `text`, wrapping inside its column; the whole of it in the title."""
+    return wrapped(text, limit)
 
 
 TASK_COLOURS = {

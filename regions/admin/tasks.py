@@ -5,11 +5,12 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from console.formatting import COLOURS, badge, when
+from console.formatting import COLOURS, badge, when, wrapped
 from regions.admin.attention import WaitsForFilter
 from regions.admin.base import ReadOnlyAdmin, act_on_each
-from regions.admin.formatting import TASK_COLOURS, attempt_outcome_badge, pretty_json, span, truncated
+from regions.admin.formatting import TASK_COLOURS, attempt_outcome_badge, pretty_json, span
 from regions.models import CallbackAttempt, CallbackDelivery, Task, TaskAttempt
+from regions.selectors import task_wait_reason
 from regions.services.tasks.cancel import task_cancel
 from regions.services.tasks.retry import task_retry
 
@@ -131,7 +132,8 @@ class TaskAdmin(ReadOnlyAdmin):
 
     @admin.display(description="queue wait")
     def queue_wait(self, obj: Task):
-        return span(obj.created_at, obj.started_at)
+        """The current attempt's: from when it was queued (a retry, a requeue), not from creation."""
+        return span(obj.queued_at or obj.created_at, obj.started_at)
 
     @admin.display(description="duration (region)")
     def duration(self, obj: Task):
@@ -155,12 +157,14 @@ class TaskAdmin(ReadOnlyAdmin):
             return "—"
         return format_html('<a href="{}?q={}">{}</a>', reverse("admin:regions_agent_changelist"), obj.agent, obj.agent)
 
-    @admin.display(description="error (or why it waits)")
+    @admin.display(description="why it waits, or its error")
     def error_short(self, obj: Task):
-        if obj.error:
-            return truncated(obj.error)
-        if obj.status_reason and obj.status in Task.PENDING:
-            return format_html('<span style="color:{}">{}</span>', COLOURS["grey"], truncated(obj.status_reason))
+        # An unfinished task: why its current attempt waits (task.error is the
+        # previous attempt's, kept in its attempt row). A finished one: its error.
+        if obj.status in Task.ACTIVE:
+            return wrapped(task_wait_reason(obj), colour=COLOURS["grey"])
+        if obj.status in (Task.Status.FAILED, Task.Status.CANCELLED):
+            return wrapped(obj.error or obj.status_reason)
         return ""
 
     @admin.display(description="payload")

@@ -7,7 +7,7 @@ from django import forms
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from console.formatting import age, badge, exact_time
+from console.formatting import WRAP_STYLE, age, badge, exact_time
 from router import inputs, selectors
 from router.models import Region
 
@@ -24,10 +24,10 @@ def freshness_badge(region: Region, now: datetime | None = None):
 
 
 def label_chips(labels) -> str:
-    return format_html_join(
+    chips = format_html_join(
         " ", '<span class="mrd-chip" style="display:inline-block;padding:0 6px;border:1px solid #999;'
-        'border-radius:9px;font-size:11px">{}</span>', ((label,) for label in selectors.region_labels(labels))
-    ) or "—"
+        'border-radius:9px;font-size:11px">{}</span>', ((label,) for label in selectors.region_labels(labels)))
+    return format_html('<span style="{}">{}</span>', WRAP_STYLE, chips) if chips else "—"
 
 
 def orchestrator_link(url: str):
@@ -35,7 +35,8 @@ def orchestrator_link(url: str):
     url = (url or "").rstrip("/")
     if not inputs.orchestrator_url(url):
         return url or "—"
-    return format_html('<a href="{}/admin/" target="_blank" rel="noopener noreferrer">{}</a>', url, url)
+    return format_html('<a href="{}/admin/" target="_blank" rel="noopener noreferrer" style="{}">{}</a>', url,
+                       WRAP_STYLE, url)
 
 
 class LabelsField(forms.CharField):

@@ -59,8 +59,8 @@ def attention_text(items: list[dict]) -> str:
 
 def region_text(data: dict) -> str:
     agents = data["agents"]
-    states = ["online idle", "online busy", "cordoned", "draining", "offline"]
-    states += [s for s in ("stopping", "stopped") if agents.get(s)]
+    states = ["online idle", "online busy", "cordoned", "draining", "offline", "revoked"]
+    states += [s for s in ("stopped",) if agents.get(s)]
     live = data["liveness"]
     hold = live.get("hold")
     if not live["ok"]:

@@ -192,11 +192,12 @@ def _fail_owned(task: Task, *, task_id: str, attempt: int, agent_id: str, error:
                 started_at: float | None, capabilities: list[str] | None) -> int:
     now = timezone.now()
     if retryable and task.attempt < task.max_attempts:
+        # Queued again once its backoff ends: the backoff is no queue wait.
+        not_before = now + timedelta(seconds=retry_delay(
+            attempt, config_current().task_definition(task.capability).get("retry_backoff")))
         changed = _owned(task_id, attempt, agent_id, capabilities).update(
             status=Task.Status.RETRYING, attempt=F("attempt") + 1, agent="", error=error,
-            dispatched_at=None, started_at=None,
-            not_before=now + timedelta(seconds=retry_delay(
-                attempt, config_current().task_definition(task.capability).get("retry_backoff"))),
+            dispatched_at=None, started_at=None, not_before=not_before, queued_at=not_before,
             status_reason=f"attempt {attempt} failed; retrying",
         )
     else:

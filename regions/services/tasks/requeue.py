@@ -41,7 +41,7 @@ def tasks_requeue_for_agents(*, agent_ids: list[str], reason: str) -> int:
             continue
         with transaction.atomic():
             if base.update(status=Task.Status.QUEUED, attempt=F("attempt") + 1, agent="",
-                           dispatched_at=None, started_at=None, not_before=None,
+                           dispatched_at=None, started_at=None, not_before=None, queued_at=now,
                            status_reason=f"requeued: {lost}"[:255]):
                 attempt_close(task_id=task.id, number=task.attempt, outcome=TaskAttempt.Outcome.REQUEUED,
                                error=lost, agent_id=task.agent)

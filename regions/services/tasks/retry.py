@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
-from django.db.models.functions import Greatest
+from django.db.models.functions import Greatest, Now
 
 from regions.models import CallbackDelivery, Task
 from regions.services.config.current import config_current
@@ -53,7 +53,7 @@ def task_retry(*, task: Task) -> Task:
             held=turn.held,
             attempt=F("attempt") + 1, max_attempts=Greatest(F("max_attempts"), F("attempt") + 1),
             agent="", claim_id="", error="", result=None, dispatched_at=None, not_before=None,
-            started_at=None, finished_at=None,
+            started_at=None, finished_at=None, queued_at=Now(),  # queue wait counts from here
         )
         if changed:
             if task.callback_url:
