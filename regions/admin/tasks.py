@@ -6,9 +6,10 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from console.formatting import COLOURS, badge, when
-from regions.admin.base import ReadOnlyAdmin, act_on_each
+from regions.admin.base import ReadOnlyAdmin, act_on_each, confirm_page, confirmed, refusals_of
 from regions.admin.formatting import TASK_COLOURS, attempt_outcome_badge, pretty_json, span, truncated
 from regions.models import CallbackAttempt, CallbackDelivery, Task, TaskAttempt
+from regions.services.tasks.actions import task_action_refusal, task_actions_allowed
 from regions.services.tasks.cancel import task_cancel
 from regions.services.tasks.retry import task_retry
 
@@ -170,14 +171,43 @@ class TaskAdmin(ReadOnlyAdmin):
     def result_pretty(self, obj: Task):
         return pretty_json(obj.result)
 
+    def actions_allowed(self, obj: Task) -> list[str]:
+        return task_actions_allowed(obj)
+
+    # Retry stays one click: it only starts a new attempt of a finished task
+    # (nothing running is stopped, nothing is lost). Cancel asks first.
     @admin.action(description="Retry selected failed or cancelled tasks (a new attempt)", permissions=["operate"])
     def retry(self, request, queryset):
         act_on_each(self, request, queryset.defer("payload", "result"), action="task.retry",
                     service=lambda task: task_retry(task=task), noun="task", verb="retried",
                     logged=lambda task: f"retried: attempt {task.attempt}",
+                    refusal=lambda task: task_action_refusal(task, "retry"),
                     only="only failed or cancelled tasks can be.")
 
     @admin.action(description="Cancel selected tasks", permissions=["operate"])
     def cancel(self, request, queryset):
-        act_on_each(self, request, queryset.filter(status__in=Task.ACTIVE).defer("payload", "result"),
-                    action="task.cancel", service=lambda task: task_cancel(task=task), noun="task", verb="cancelled")
+        tasks = list(queryset.defer("payload", "result"))
+        if not confirmed(request):
+            applicable, refused = refusals_of(tasks, lambda task: task_action_refusal(task, "cancel"))
+            page = confirm_page(self, request, applicable, action="cancel", title=f"Cancel {len(applicable)} task(s)?",
+                                lines=[cancel_summary(applicable)], refused=refused,
+                                submit=f"Yes, cancel {len(applicable)} task{'s' if len(applicable) > 1 else ''}")
+            if page is not None:
+                return page
+        act_on_each(self, request, tasks, action="task.cancel", service=lambda task: task_cancel(task=task),
+                    noun="task", verb="cancelled", refusal=lambda task: task_action_refusal(task, "cancel"))
+
+
+def cancel_summary(tasks: list[Task]) -> str:
+    """What task_cancel does to each: a pending task is cancelled before it runs (its
+    message revoked); a running one is cancelled now and its attempt's process on
+    the agent terminated (revoke with terminate)."""
+    running = sum(1 for task in tasks if task.status == Task.Status.RUNNING)
+    pending = len(tasks) - running
+    parts = []
+    if pending:
+        parts.append(f"{pending} queued or waiting {'is' if pending == 1 else 'are'} cancelled")
+    if running:
+        parts.append(f"1 running is cancelled and its agent told to stop it" if running == 1 else
+                     f"{running} running are cancelled and their agents told to stop them")
+    return f"cancel {len(tasks)} task{'s' if len(tasks) != 1 else ''}: " + ", ".join(parts)
