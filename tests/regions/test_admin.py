@@ -630,3 +630,19 @@ def test_every_console_action_is_in_the_audit_trail_with_actor_action_and_target
     assert events == [("user op", "agent.drain", "a1", "done"), ("user op", "agent.cordon", "a1", "done"),
                       ("user op", "agent.uncordon", "a1", "done"), ("user op", "agent.revoke", "a1", "done"),
                       ("user op", "task.cancel", str(task.pk), "done"), ("user op", "task.retry", str(task.pk), "done")]
+
+
+def test_a_registration_token_revoked_or_deleted_in_the_admin_is_in_the_audit_trail(staff):
+    from project.accounts.models import AuditEvent
+    from regions.services.agents.registry import registration_token_create
+
+    kept, _ = registration_token_create(name="rack-7")
+    gone, _ = registration_token_create(name="rack-8")
+    response = staff.post(reverse("admin:regions_registrationtoken_change", args=[kept.pk]),
+                          {"name": "rack-7", "revoked_at_0": "2026-01-01", "revoked_at_1": "00:00:00"})
+    assert response.status_code == 302, response.content[:3000]
+    assert staff.post(reverse("admin:regions_registrationtoken_delete", args=[gone.pk]), {"post": "yes"}) \
+        .status_code == 302
+    assert list(AuditEvent.objects.order_by("id").values_list("actor", "action", "target")) == [
+        ("user op", "token.revoke", f"registration token rack-7 ({kept.prefix}…)"),
+        ("user op", "token.delete", f"registration token rack-8 ({gone.prefix}…)")]
