@@ -125,8 +125,9 @@ class AgentAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     actions = [_set_desired(verb) for verb in AGENT_ACTIONS]
     change_form_template = "admin/regions/change_form_actions.html"
-    console_actions = (("agent_drained", "Drain"), ("agent_cordoned", "Cordon"), ("agent_uncordoned", "Uncordon"),
-                       ("agent_revoked", "Revoke"))
+    # "…": the button asks first (a page saying what will happen).
+    console_actions = (("agent_drained", "Drain…"), ("agent_cordoned", "Cordon"), ("agent_uncordoned", "Uncordon"),
+                       ("agent_revoked", "Revoke…"))
     RECENT_TASKS = 20
 
     def actions_allowed(self, obj: Agent) -> list[str]:

@@ -108,7 +108,7 @@ class TaskAdmin(ReadOnlyAdmin):
     inlines = [TaskAttemptInline, CallbackDeliveryInline, CallbackAttemptInline]
     actions = ["retry", "cancel"]
     change_form_template = "admin/regions/change_form_actions.html"
-    console_actions = (("retry", "Retry"), ("cancel", "Cancel"))
+    console_actions = (("retry", "Retry"), ("cancel", "Cancel…"))  # "…": it asks first
 
     def get_queryset(self, request):
         qs = super().get_queryset(request)

@@ -41,7 +41,7 @@ class WorkflowAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     actions = ["retry", "cancel"]
     change_form_template = "admin/regions/change_form_actions.html"
-    console_actions = (("retry", "Retry"), ("cancel", "Cancel"))
+    console_actions = (("retry", "Retry"), ("cancel", "Cancel…"))  # "…": it asks first
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("submitted_by").prefetch_related("steps__tasks")

@@ -646,3 +646,33 @@ def test_a_registration_token_revoked_or_deleted_in_the_admin_is_in_the_audit_tr
     assert list(AuditEvent.objects.order_by("id").values_list("actor", "action", "target")) == [
         ("user op", "token.revoke", f"registration token rack-7 ({kept.prefix}…)"),
         ("user op", "token.delete", f"registration token rack-8 ({gone.prefix}…)")]
+
+
+def test_an_api_key_deleted_in_the_admin_is_in_the_audit_trail(staff):
+    from project.accounts.models import ApiKey, AuditEvent
+
+    owner, _ = factories.caller("owner")
+    key = ApiKey.objects.get(user=owner)
+    assert staff.post(reverse("admin:accounts_apikey_delete", args=[key.pk]), {"post": "yes"}).status_code == 302
+    assert not ApiKey.objects.filter(pk=key.pk).exists()
+    assert list(AuditEvent.objects.values_list("actor", "action", "target")) == [
+        ("user op", "api_key.delete", f"key {key.prefix}… of owner")]
+
+
+def test_the_rule_of_what_applies_is_pure_and_says_why_not():
+    from regions.services.agents.actions import agent_action_refusal, agent_actions_allowed
+    from regions.services.tasks.actions import task_action_refusal, task_actions_allowed
+
+    def agent(status, desired):
+        return Agent(agent_id="a1", status=status, desired=desired)
+
+    assert agent_actions_allowed(agent("online", "active")) == ["drain", "cordon", "revoke"]
+    assert agent_actions_allowed(agent("online", "draining")) == ["cordon", "uncordon", "revoke"]
+    assert agent_actions_allowed(agent("offline", "stopped")) == ["uncordon"]
+    assert agent_action_refusal(agent("stopped", "active"), "revoke") == \
+        "agent a1 is stopped (deregistered): it runs nothing and heartbeats no more"
+    assert agent_action_refusal(agent("offline", "active"), "drain") == \
+        "agent a1 is offline: only an online agent can be drained"
+    task = Task(status=Task.Status.RETRYING)
+    assert task_actions_allowed(task) == ["cancel"] and "only a failed or cancelled" in task_action_refusal(task,
+                                                                                                          "retry")
