@@ -438,7 +438,8 @@ def test_drain_asks_first_naming_the_tasks_it_lets_finish(staff, redis_clean):
     assert confirm.status_code == 200
     html, text = confirm.content.decode(), _text(confirm)
     assert "agent a1 is running 2 tasks; drain lets them finish, then stops it" in text
-    assert "<h1>" in html and 'name="csrfmiddlewaretoken"' in html and 'name="post" value="yes"' in html
+    assert "<h1>Drain 1 agent(s)?</h1>" in html and 'name="csrfmiddlewaretoken"' in html
+    assert '<form method="post"' in html and 'name="post" value="yes"' in html
     assert 'type="submit"' in html and "Yes, drain 1 agent" in html
     assert f'href="{reverse("admin:regions_agent_changelist")}"' in html and "No, take me back" in html
     agent.refresh_from_db()
