@@ -67,6 +67,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+REFUSALS_SHOWN = 20
+
+
 def confirmed(request) -> bool:
     """The "Yes, I'm sure" form of the confirmation page was sent (Django's delete_selected pattern)."""
     return request.POST.get("post") == "yes"
@@ -81,6 +84,8 @@ def confirm_page(model_admin, request, objects: list, *, action: str, title: str
     if not objects:
         return None
     opts = model_admin.model._meta
+    if len(refused) > REFUSALS_SHOWN:
+        refused = [*refused[:REFUSALS_SHOWN], f"… and {len(refused) - REFUSALS_SHOWN} more"]
     from_detail = bool(request.POST.get("_from_detail")) and len(objects) == 1
     back = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[objects[0].pk]) if from_detail else \
         reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
