@@ -612,6 +612,17 @@ def test_dead_letters_and_other_read_only_pages_cannot_be_deleted(staff, redis_c
         staff.post(reverse(f"admin:regions_{model}_changelist"),
                    {"action": "delete_selected", "_selected_action": [str(row.pk)], "post": "yes"})
         assert type(row).objects.filter(pk=row.pk).exists(), model
+    from regions.models import IngestedRecord
+
+    record = IngestedRecord.objects.create(task=Task.objects.create(capability="ingest", timeout=10, max_attempts=1,
+                                                                    status=Task.Status.SUCCEEDED), line=1, data={})
+    # What a task ingested is its output, not an operator's to add, edit or delete.
+    assert staff.get(reverse("admin:regions_ingestedrecord_add")).status_code == 403
+    assert staff.post(reverse("admin:regions_ingestedrecord_change", args=[record.pk]),
+                      {"task": record.task_id, "line": 2, "data": "{}"}).status_code == 403
+    assert staff.post(reverse("admin:regions_ingestedrecord_delete", args=[record.pk]), {"post": "yes"}) \
+        .status_code == 403
+    assert IngestedRecord.objects.filter(pk=record.pk, line=1).exists()
     audit = AuditEvent.objects.create(actor="user op", action="agent.drain", target="a1")
     assert staff.get(reverse("admin:accounts_auditevent_delete", args=[audit.pk])).status_code == 403
     assert 'value="delete_selected"' not in staff.get(reverse("admin:accounts_auditevent_changelist")).content.decode()
