@@ -183,6 +183,9 @@ class RegionAdmin(ShownOnceAdmin):
 
     # -- actions, through the services
 
+    # One click: it only lets the region's next summary in whatever its date (a
+    # region whose clock went back); nothing is lost, and the summaries after it
+    # set the watermark again. Rotation below asks first: the old token dies.
     @admin.action(description="Reset replay watermark (accept the next summary whatever its date)",
                   permissions=["change"])
     def reset_replay_watermark(self, request, queryset):
