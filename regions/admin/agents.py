@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from console.formatting import age, badge, when
-from regions.admin.base import ReadOnlyAdmin, act_on_each, confirm_page, confirmed, refusals_of
+from regions.admin.base import ReadOnlyAdmin
 from regions.admin.formatting import TASK_BADGES, attempt_outcome_badge, span, truncated
 from regions.models import Agent, Task, TaskAttempt
 from regions.services.agents.actions import agent_action_refusal, agent_actions_allowed
@@ -87,19 +87,14 @@ def _set_desired(verb: str):
     desired, label, description, line = AGENT_ACTIONS[verb]
 
     def action(modeladmin, request, queryset):
-        agents = list(queryset)
-        if line is not None and not confirmed(request):
-            applicable, refused = refusals_of(agents, lambda agent: agent_action_refusal(agent, verb))
-            page = confirm_page(modeladmin, request, applicable, action=f"agent_{label}",
-                                title=f"{verb.capitalize()} {len(applicable)} agent(s)?",
-                                lines=[line(agent) for agent in applicable], refused=refused,
-                                submit=f"Yes, {verb} {len(applicable)} agent{'s' if len(applicable) > 1 else ''}")
-            if page is not None:
-                return page
-        act_on_each(modeladmin, request, agents, action=f"agent.{verb}", noun="agent", verb=label,
-                    service=lambda agent: agent_set_desired(agent_id=agent.agent_id, desired=desired),
-                    logged=lambda agent: f"{label} (desired: {desired})",
-                    refusal=lambda agent: agent_action_refusal(agent, verb), target=lambda agent: agent.agent_id)
+        return modeladmin.act_on_each(
+            request, queryset, action=f"agent.{verb}", noun="agent", verb=label,
+            service=lambda agent: agent_set_desired(agent_id=agent.agent_id, desired=desired),
+            logged=lambda agent: f"{label} (desired: {desired})",
+            refusal=lambda agent: agent_action_refusal(agent, verb), target=lambda agent: agent.agent_id,
+            confirm=None if line is None else lambda agents: (
+                f"{verb.capitalize()} {len(agents)} agent(s)?", [line(agent) for agent in agents],
+                f"Yes, {verb} {len(agents)} agent{'' if len(agents) == 1 else 's'}"))
 
     action.short_description = description
     action.__name__ = f"agent_{label}"

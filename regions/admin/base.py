@@ -57,6 +57,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
                 reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[selected[0]]))
         return response
 
+    def act_on_each(self, request, objects, **kwargs):
+        """act_on_each(self, ...) below: the loop (and the confirmation) of this admin's actions."""
+        return act_on_each(self, request, objects, **kwargs)
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -110,14 +114,27 @@ def refusals_of(objects: Iterable, refusal: Callable[[object], str | None]) -> t
 
 def act_on_each(model_admin, request, objects, *, action: str, service, noun: str, verb: str,
                 logged=None, only: str = "", refusal: Callable[[object], str | None] | None = None,
-                target: Callable[[object], str] = lambda obj: str(obj.pk)) -> None:
+                target: Callable[[object], str] = lambda obj: str(obj.pk),
+                confirm: Callable[[list], tuple[str, list[str], str]] | None = None) -> TemplateResponse | None:
     """An admin action's loop: service(obj) for each object, audited as `action`
     and in the object's History (logged(obj), else the verb); then one message
     with how many, and one naming each refusal: the console's rule first
     (refusal(obj): why the action does not apply, checked on the row as it is
     now, so a forged post is refused, and audited as refused), then the
     service's (InvalidState when the row moved on meanwhile: `only` says which
-    apply; a capability refused since, a rate limit, a quota)."""
+    apply; a capability refused since, a rate limit, a quota).
+
+    confirm: an action that cannot be undone asks first. Unless the post says
+    post=yes, the answer is the confirmation page for the objects the rule lets
+    through, with confirm(those objects) -> (title, lines saying what will
+    happen, the submit button's label); the action returns it."""
+    objects = list(objects)
+    if confirm is not None and not confirmed(request):
+        applicable, refused = refusals_of(objects, refusal or (lambda obj: None))
+        if applicable:
+            title, lines, submit = confirm(applicable)
+            return confirm_page(model_admin, request, applicable, action=request.POST.get("action", ""),
+                                title=title, lines=lines, refused=refused, submit=submit)
     done, not_applicable, refused = 0, 0, []
     for obj in objects:
         try:
@@ -141,3 +158,4 @@ def act_on_each(model_admin, request, objects, *, action: str, service, noun: st
         messages.warning(request, f"{not_applicable} {noun}(s) not {verb}: {only}")
     if refused:
         messages.error(request, f"Not {verb}: " + "; ".join(refused[:10]))
+    return None

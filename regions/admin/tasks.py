@@ -6,12 +6,12 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from console.formatting import COLOURS, badge, when
-from regions.admin.base import ReadOnlyAdmin, act_on_each, confirm_page, confirmed, refusals_of
+from regions.admin.base import ReadOnlyAdmin, act_on_each
 from regions.admin.formatting import TASK_COLOURS, attempt_outcome_badge, pretty_json, span, truncated
 from regions.models import CallbackAttempt, CallbackDelivery, Task, TaskAttempt
-from regions.services.tasks.actions import task_action_refusal, task_actions_allowed
 from regions.services.tasks.cancel import task_cancel
 from regions.services.tasks.retry import task_retry
+from regions.services.tasks.actions import task_action_refusal, task_actions_allowed
 
 
 class TaskAttemptInline(admin.TabularInline):
@@ -186,16 +186,12 @@ class TaskAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Cancel selected tasks", permissions=["operate"])
     def cancel(self, request, queryset):
-        tasks = list(queryset.defer("payload", "result"))
-        if not confirmed(request):
-            applicable, refused = refusals_of(tasks, lambda task: task_action_refusal(task, "cancel"))
-            page = confirm_page(self, request, applicable, action="cancel", title=f"Cancel {len(applicable)} task(s)?",
-                                lines=[cancel_summary(applicable)], refused=refused,
-                                submit=f"Yes, cancel {len(applicable)} task{'s' if len(applicable) > 1 else ''}")
-            if page is not None:
-                return page
-        act_on_each(self, request, tasks, action="task.cancel", service=lambda task: task_cancel(task=task),
-                    noun="task", verb="cancelled", refusal=lambda task: task_action_refusal(task, "cancel"))
+        return self.act_on_each(
+            request, queryset.defer("payload", "result"), action="task.cancel",
+            service=lambda task: task_cancel(task=task), noun="task", verb="cancelled",
+            refusal=lambda task: task_action_refusal(task, "cancel"),
+            confirm=lambda tasks: (f"Cancel {len(tasks)} task(s)?", [cancel_summary(tasks)],
+                                   f"Yes, cancel {_tasks(len(tasks))}"))
 
 
 def cancel_summary(tasks: list[Task]) -> str:
@@ -210,4 +206,8 @@ def cancel_summary(tasks: list[Task]) -> str:
     if running:
         parts.append(f"1 running is cancelled and its agent told to stop it" if running == 1 else
                      f"{running} running are cancelled and their agents told to stop them")
-    return f"cancel {len(tasks)} task{'s' if len(tasks) != 1 else ''}: " + ", ".join(parts)
+    return f"cancel {_tasks(len(tasks))}: " + ", ".join(parts)
+
+
+def _tasks(count: int) -> str:
+    return f"{count} task{'' if count == 1 else 's'}"

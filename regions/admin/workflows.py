@@ -8,7 +8,7 @@ from django.utils.html import format_html, format_html_join
 
 from console.formatting import COLOURS, badge, when
 from console.svg import MUTED, flow
-from regions.admin.base import ReadOnlyAdmin, act_on_each, confirm_page, confirmed, refusals_of
+from regions.admin.base import ReadOnlyAdmin, act_on_each
 from regions.admin.formatting import TASK_COLOURS, pretty_json, span, truncated
 from regions.models import Task, Workflow
 from regions.selectors import workflow_steps
@@ -102,18 +102,12 @@ class WorkflowAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Cancel selected workflows (and their active tasks)", permissions=["operate"])
     def cancel(self, request, queryset):
-        workflows = list(queryset)
-        if not confirmed(request):
-            applicable, refused = refusals_of(workflows, lambda workflow: workflow_action_refusal(workflow, "cancel"))
-            page = confirm_page(self, request, applicable, action="cancel",
-                                title=f"Cancel {len(applicable)} workflow(s)?",
-                                lines=[_cancel_line(workflow) for workflow in applicable], refused=refused,
-                                submit=f"Yes, cancel {len(applicable)} workflow{'s' if len(applicable) > 1 else ''}")
-            if page is not None:
-                return page
-        act_on_each(self, request, workflows, action="workflow.cancel", noun="workflow", verb="cancelled",
-                    service=lambda workflow: workflow_cancel(workflow=workflow),
-                    refusal=lambda workflow: workflow_action_refusal(workflow, "cancel"))
+        return self.act_on_each(
+            request, queryset, action="workflow.cancel", noun="workflow", verb="cancelled",
+            service=lambda workflow: workflow_cancel(workflow=workflow),
+            refusal=lambda workflow: workflow_action_refusal(workflow, "cancel"),
+            confirm=lambda workflows: (f"Cancel {len(workflows)} workflow(s)?", [_cancel_line(w) for w in workflows],
+                                       f"Yes, cancel {len(workflows)} workflow{'' if len(workflows) == 1 else 's'}"))
 
 
 def _cancel_line(workflow: Workflow) -> str:
