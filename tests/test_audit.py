@@ -65,7 +65,7 @@ def staff(client):
 def test_an_admin_action_is_recorded_and_shows_in_the_objects_history(redis_clean, staff):
     factories.agent("a1")
     pk = Agent.objects.get(agent_id="a1").pk
-    staff.post("/admin/regions/agent/", {"action": "agent_revoked", "_selected_action": [str(pk)]})
+    staff.post("/admin/regions/agent/", {"action": "agent_revoked", "_selected_action": [str(pk)], "post": "yes"})
     assert Agent.objects.get(pk=pk).desired == Agent.Desired.STOPPED
     event = AuditEvent.objects.get()
     assert (event.actor, event.action, event.target, event.outcome) == ("user op", "agent.revoke", "a1", "done")

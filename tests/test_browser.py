@@ -274,9 +274,11 @@ def test_draining_an_agent_from_the_admin_finishes_its_task_and_stops_it(fleet, 
     c.page.select_option("select[name=action]", action)
     with c.page.expect_navigation():
         c.page.click("#changelist-form button[name=index], #changelist-form [type=submit][name=index]")
-    if c.page.locator("input[name=post]").count():  # an intermediate "are you sure?" page
-        with c.page.expect_navigation():
-            c.page.click("form:has(input[name=post]) [type=submit]")
+    # Drain asks first, saying what will happen from the agent's state now.
+    assert f"agent {DRAINED} is running 1 task; drain lets them finish" in c.page.inner_text("#content"), \
+        c.page.inner_text("#content")[:1000]
+    with c.page.expect_navigation():
+        c.page.click("form:has(input[name=post]) [type=submit]")
     c.page.wait_for_load_state("load")
     assert c.page.locator(".messagelist").count(), c.page.inner_text("#content")[:1000]
 

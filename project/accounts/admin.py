@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin
 
-from project.accounts.audit import audit_record
+from project.accounts.audit import audit_record, audited
 from project.accounts.models import SCOPES, ApiKey, AuditEvent
 
 
@@ -38,6 +38,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if "scopes" in form.changed_data and before.get("scopes") != obj.scopes:
             audit_record(action="api_key.scopes", target=target, request=request,
                          detail=f"{', '.join(before.get('scopes') or []) or '-'} -> {', '.join(obj.scopes) or '-'}")
+
+    def delete_model(self, request, obj):  # a deleted key is revoked for good: in the trail too
+        with audited(request, "api_key.delete", target=f"key {obj.prefix}… of {obj.user.username}"):
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for key in queryset.select_related("user"):
+            self.delete_model(request, key)
 
 
 @admin.register(AuditEvent)

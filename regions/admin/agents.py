@@ -1,20 +1,19 @@
 """Agents: their state at a glance, and drain, cordon, uncordon and revoke."""
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from console.formatting import age, badge, when
-from project.accounts.audit import audited
 from regions.admin.base import ReadOnlyAdmin
 from regions.admin.filters import AgentStateFilter
 from regions.admin.formatting import TASK_BADGES, attempt_outcome_badge, span, truncated
 from regions.models import Agent, Task, TaskAttempt
-from regions.services import liveness
-from regions.services.agents.registry import NotFound, agent_set_desired
+from regions.services.agents.actions import agent_action_refusal, agent_actions_allowed
+from regions.services.agents.registry import agent_set_desired
 
 
 AGENT_STATES = {
@@ -45,20 +44,58 @@ def agent_state(agent: Agent, running: int | None = None) -> str:
     return "online_busy" if agent.busy or running else "online_idle"
 
 
-def _set_desired(desired: str, verb: str, label: str, description: str):
+def _running_text(count: int) -> str:
+    return "no task" if not count else "1 task" if count == 1 else f"{count} tasks"
+
+
+def _drain_line(agent: Agent) -> str:
+    running = getattr(agent, "running", 0)
+    if not running:
+        return f"agent {agent.agent_id} is running no task; drain stops it at its next heartbeat"
+    return (f"agent {agent.agent_id} is running {_running_text(running)}; drain lets them finish, then stops it "
+            "(it takes no new task meanwhile)")
+
+
+def _revoke_line(agent: Agent) -> str:
+    # What agent_set_desired(STOPPED) does: the token goes at once (the agent's
+    # next heartbeat is refused and it stops; its reports no longer verify), and
+    # its running tasks are requeued by the reaper once the agent is silent
+    # (_reap_orphans), since nothing it reports about them is accepted.
+    running = getattr(agent, "running", 0)
+    line = (f"revoke withdraws {agent.agent_id}'s credential now: it stops at its next heartbeat and must be "
+            "re-admitted (Uncordon) to register again")
+    if running:
+        line += (f"; its {running} running {'task is' if running == 1 else 'tasks are'} requeued (a new attempt "
+                 "elsewhere, or failed when none is left) once the reaper finds it silent: nothing it reports "
+                 "about them is accepted any more")
+    return line
+
+
+# Drain and revoke ask first (what they do cannot be taken back: a drained agent
+# exits, a revoked one loses its credential). Cordon and uncordon stay one click:
+# they only say whether the agent takes new tasks, nothing running is touched, and
+# each undoes the other.
+AGENT_ACTIONS = {
+    # verb: (desired, past tense, menu description, confirmation line or None)
+    "drain": (Agent.Desired.DRAINING, "drained", "Drain: finish current tasks, then stop", _drain_line),
+    "cordon": (Agent.Desired.CORDONED, "cordoned", "Cordon: take no new tasks", None),
+    "uncordon": (Agent.Desired.ACTIVE, "uncordoned", "Uncordon: take tasks again (re-admits a revoked agent)", None),
+    "revoke": (Agent.Desired.STOPPED, "revoked", "Revoke: withdraw the credential and stop now", _revoke_line),
+}
+
+
+def _set_desired(verb: str):
+    desired, label, description, line = AGENT_ACTIONS[verb]
+
     def action(modeladmin, request, queryset):
-        done, failed = 0, []
-        for agent in queryset:
-            try:
-                with audited(request, f"agent.{verb}", target=agent.agent_id):
-                    agent_set_desired(agent_id=agent.agent_id, desired=desired)
-                modeladmin.log_change(request, agent, f"{label} (desired: {desired})")
-                done += 1
-            except (NotFound, liveness.RedisError) as exc:
-                failed.append(f"{agent.agent_id}: {exc}")
-        messages.info(request, f"{done} agent(s) {label}.")
-        if failed:
-            messages.error(request, "Not changed: " + "; ".join(failed[:10]))
+        return modeladmin.act_on_each(
+            request, queryset, action=f"agent.{verb}", noun="agent", verb=label,
+            service=lambda agent: agent_set_desired(agent_id=agent.agent_id, desired=desired),
+            logged=lambda agent: f"{label} (desired: {desired})",
+            refusal=lambda agent: agent_action_refusal(agent, verb), target=lambda agent: agent.agent_id,
+            confirm=None if line is None else lambda agents: (
+                f"{verb.capitalize()} {len(agents)} agent(s)?", [line(agent) for agent in agents],
+                f"Yes, {verb} {len(agents)} agent{'' if len(agents) == 1 else 's'}"))
 
     action.short_description = description
     action.__name__ = f"agent_{label}"
@@ -82,17 +119,15 @@ class AgentAdmin(ReadOnlyAdmin):
               "version", "hostname", "kind", "last_seen_exact", "registered_at_exact", "offline_since_exact",
               "recent_tasks")
     readonly_fields = fields
-    actions = [
-        _set_desired(Agent.Desired.DRAINING, "drain", "drained", "Drain: finish current tasks, then stop"),
-        _set_desired(Agent.Desired.CORDONED, "cordon", "cordoned", "Cordon: take no new tasks"),
-        _set_desired(Agent.Desired.ACTIVE, "uncordon", "uncordoned",
-                     "Uncordon: take tasks again (re-admits a revoked agent)"),
-        _set_desired(Agent.Desired.STOPPED, "revoke", "revoked", "Revoke: withdraw the credential and stop now"),
-    ]
+    actions = [_set_desired(verb) for verb in AGENT_ACTIONS]
     change_form_template = "admin/regions/change_form_actions.html"
-    console_actions = (("agent_drained", "Drain"), ("agent_cordoned", "Cordon"), ("agent_uncordoned", "Uncordon"),
-                       ("agent_revoked", "Revoke"))
+    # "…": the button asks first (a page saying what will happen).
+    console_actions = (("agent_drained", "Drain…"), ("agent_cordoned", "Cordon"), ("agent_uncordoned", "Uncordon"),
+                       ("agent_revoked", "Revoke…"))
     RECENT_TASKS = 20
+
+    def actions_allowed(self, obj: Agent) -> list[str]:
+        return [f"agent_{AGENT_ACTIONS[verb][1]}" for verb in agent_actions_allowed(obj)]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(running=_running_count())

@@ -10,7 +10,9 @@ from regions.models import DeadLetter
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
-    """Read-only: what the region's consumers dropped, and why."""
+    """Read-only: what the region's consumers dropped, and why. Nothing is
+    deleted here either (no delete page, no bulk delete action): they are the
+    evidence of what went wrong."""
 
     list_display = ("received_at", "source", "queue", "task_name", "task_id", "reason_text")
     list_filter = ("source", "queue", "task_name")
@@ -25,4 +27,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

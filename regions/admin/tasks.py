@@ -13,6 +13,7 @@ from regions.models import CallbackAttempt, CallbackDelivery, Task, TaskAttempt
 from regions.selectors import task_wait_reason
 from regions.services.tasks.cancel import task_cancel
 from regions.services.tasks.retry import task_retry
+from regions.services.tasks.actions import task_action_refusal, task_actions_allowed
 
 
 class TaskAttemptInline(admin.TabularInline):
@@ -109,7 +110,7 @@ class TaskAdmin(ReadOnlyAdmin):
     inlines = [TaskAttemptInline, CallbackDeliveryInline, CallbackAttemptInline]
     actions = ["retry", "cancel"]
     change_form_template = "admin/regions/change_form_actions.html"
-    console_actions = (("retry", "Retry"), ("cancel", "Cancel"))
+    console_actions = (("retry", "Retry"), ("cancel", "Cancel…"))  # "…": it asks first
 
     def get_queryset(self, request):
         qs = super().get_queryset(request)
@@ -175,14 +176,43 @@ class TaskAdmin(ReadOnlyAdmin):
     def result_pretty(self, obj: Task):
         return pretty_json(obj.result)
 
+    def actions_allowed(self, obj: Task) -> list[str]:
+        return task_actions_allowed(obj)
+
+    # Retry stays one click: it only starts a new attempt of a finished task
+    # (nothing running is stopped, nothing is lost). Cancel asks first.
     @admin.action(description="Retry selected failed or cancelled tasks (a new attempt)", permissions=["operate"])
     def retry(self, request, queryset):
         act_on_each(self, request, queryset.defer("payload", "result"), action="task.retry",
                     service=lambda task: task_retry(task=task), noun="task", verb="retried",
                     logged=lambda task: f"retried: attempt {task.attempt}",
+                    refusal=lambda task: task_action_refusal(task, "retry"),
                     only="only failed or cancelled tasks can be.")
 
     @admin.action(description="Cancel selected tasks", permissions=["operate"])
     def cancel(self, request, queryset):
-        act_on_each(self, request, queryset.filter(status__in=Task.ACTIVE).defer("payload", "result"),
-                    action="task.cancel", service=lambda task: task_cancel(task=task), noun="task", verb="cancelled")
+        return self.act_on_each(
+            request, queryset.defer("payload", "result"), action="task.cancel",
+            service=lambda task: task_cancel(task=task), noun="task", verb="cancelled",
+            refusal=lambda task: task_action_refusal(task, "cancel"),
+            confirm=lambda tasks: (f"Cancel {len(tasks)} task(s)?", [cancel_summary(tasks)],
+                                   f"Yes, cancel {_tasks(len(tasks))}"))
+
+
+def cancel_summary(tasks: list[Task]) -> str:
+    """What task_cancel does to each: a pending task is cancelled before it runs (its
+    message revoked); a running one is cancelled now and its attempt's process on
+    the agent terminated (revoke with terminate)."""
+    running = sum(1 for task in tasks if task.status == Task.Status.RUNNING)
+    pending = len(tasks) - running
+    parts = []
+    if pending:
+        parts.append(f"{pending} queued or waiting {'is' if pending == 1 else 'are'} cancelled")
+    if running:
+        parts.append(f"1 running is cancelled and its agent told to stop it" if running == 1 else
+                     f"{running} running are cancelled and their agents told to stop them")
+    return f"cancel {_tasks(len(tasks))}: " + ", ".join(parts)
+
+
+def _tasks(count: int) -> str:
+    return f"{count} task{'' if count == 1 else 's'}"

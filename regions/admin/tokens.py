@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from console.shown_once import ShownOnceAdmin
-from project.accounts.audit import audit_record
+from project.accounts.audit import audit_record, audited
 from project.accounts.registration import bounds_describe, uses_describe
 from regions.models import RegistrationToken
 from regions.services.agents.registry import registration_token_create
@@ -55,6 +55,15 @@ class RegistrationTokenAdmin(ShownOnceAdmin):
             hint="Agents trade it for a credential of their own: manage.py run_agent --registration-token … "
                  "(or AGENT_REGISTRATION_TOKEN in their environment).",
             back=reverse("admin:regions_registrationtoken_changelist"))
+
+    # Deleting is in the audit trail too (Django's own confirmation asks first).
+    def delete_model(self, request, obj):
+        with audited(request, "token.delete", target=f"registration token {obj.name} ({obj.prefix}…)"):
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for token in queryset:
+            self.delete_model(request, token)
 
     @admin.display(description="uses")
     def uses_text(self, token):

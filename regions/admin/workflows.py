@@ -10,8 +10,9 @@ from console.formatting import COLOURS, badge, when
 from console.svg import MUTED, flow
 from regions.admin.base import ReadOnlyAdmin, act_on_each
 from regions.admin.formatting import TASK_COLOURS, pretty_json, span, truncated
-from regions.models import Workflow
+from regions.models import Task, Workflow
 from regions.selectors import workflow_steps
+from regions.services.tasks.actions import workflow_action_refusal, workflow_actions_allowed
 from regions.services.workflows.cancel import workflow_cancel
 from regions.services.workflows.retry import workflow_retry
 
@@ -40,7 +41,7 @@ class WorkflowAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     actions = ["retry", "cancel"]
     change_form_template = "admin/regions/change_form_actions.html"
-    console_actions = (("retry", "Retry"), ("cancel", "Cancel"))
+    console_actions = (("retry", "Retry"), ("cancel", "Cancel…"))  # "…": it asks first
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("submitted_by").prefetch_related("steps__tasks")
@@ -88,13 +89,31 @@ class WorkflowAdmin(ReadOnlyAdmin):
     def result_pretty(self, obj: Workflow):
         return pretty_json(obj.result)
 
+    def actions_allowed(self, obj: Workflow) -> list[str]:
+        return workflow_actions_allowed(obj)
+
+    # Retry stays one click (it only starts finished work again); cancel asks first.
     @admin.action(description="Retry selected failed or cancelled workflows", permissions=["operate"])
     def retry(self, request, queryset):
         act_on_each(self, request, queryset, action="workflow.retry", noun="workflow", verb="retried",
                     service=lambda workflow: workflow_retry(workflow=workflow),
+                    refusal=lambda workflow: workflow_action_refusal(workflow, "retry"),
                     only="only failed or cancelled ones can be.")
 
     @admin.action(description="Cancel selected workflows (and their active tasks)", permissions=["operate"])
     def cancel(self, request, queryset):
-        act_on_each(self, request, queryset.filter(status=Workflow.Status.RUNNING), action="workflow.cancel",
-                    service=lambda workflow: workflow_cancel(workflow=workflow), noun="workflow", verb="cancelled")
+        return self.act_on_each(
+            request, queryset, action="workflow.cancel", noun="workflow", verb="cancelled",
+            service=lambda workflow: workflow_cancel(workflow=workflow),
+            refusal=lambda workflow: workflow_action_refusal(workflow, "cancel"),
+            confirm=lambda workflows: (f"Cancel {len(workflows)} workflow(s)?", [_cancel_line(w) for w in workflows],
+                                       f"Yes, cancel {len(workflows)} workflow{'' if len(workflows) == 1 else 's'}"))
+
+
+def _cancel_line(workflow: Workflow) -> str:
+    """What workflow_cancel does: no step starts after it, and its active tasks are cancelled."""
+    statuses = [task["status"] for step in workflow_steps(workflow) for task in step["tasks"]]
+    active = sum(1 for status in statuses if status in Task.ACTIVE)
+    running = statuses.count(Task.Status.RUNNING)
+    return (f"workflow {str(workflow.id)[:8]}: no further step starts; its {active} active task(s) are cancelled"
+            + (f" ({running} running, their agents told to stop them)" if running else ""))

@@ -101,6 +101,17 @@ class ConfigFilter(admin.SimpleListFilter):
         return queryset if value is None else queryset.filter(config_version=value)
 
 
+def _rotation_line(region: Region, now) -> str:
+    """What rotating its token does to a region, from its summaries now."""
+    if region.received_at is None:
+        seen = "it has sent no summary yet"
+    else:
+        state = "stale" if selectors.region_is_stale(region, now) else "fresh"
+        seen = f"its last summary came {age_text((now - region.received_at).total_seconds())} ({state})"
+    return (f"{region.region_id}: {seen}; from now on its summaries are refused until its REGION_TOKEN is the "
+            "new token" + ("" if region.enabled else " (it is disabled: routing skips it anyway)"))
+
+
 SUMMARY_FIELDS = ("available_agents", "capacity_table", "last_updated_exact", "received_at_exact",
                   "freshness", "config_version", "config_subject_text", "config_since_exact", "schema_version",
                   "summary_interval")
@@ -173,6 +184,9 @@ class RegionAdmin(ShownOnceAdmin):
 
     # -- actions, through the services
 
+    # One click: it only lets the region's next summary in whatever its date (a
+    # region whose clock went back); nothing is lost, and the summaries after it
+    # set the watermark again. Rotation below asks first: the old token dies.
     @admin.action(description="Reset replay watermark (accept the next summary whatever its date)",
                   permissions=["change"])
     def reset_replay_watermark(self, request, queryset):
@@ -187,9 +201,12 @@ class RegionAdmin(ShownOnceAdmin):
     def rotate_token(self, request, queryset):
         region_ids = list(queryset.values_list("region_id", flat=True))
         if request.POST.get("post") != "yes":
+            now = timezone.now()
             return TemplateResponse(request, "admin/router/region/rotate_confirm.html", {
                 **self.admin_site.each_context(request), "title": "Rotate summary tokens?",
                 "region_ids": region_ids, "queryset": queryset, "opts": self.model._meta,
+                "lines": [_rotation_line(region, now) for region in queryset.order_by("region_id")],
+                "submit": f"Yes, rotate {len(region_ids)} token{'s' if len(region_ids) != 1 else ''}",
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
                 "ticket_field": TICKET_FIELD, "ticket": new_ticket(),
             })
@@ -207,6 +224,16 @@ class RegionAdmin(ShownOnceAdmin):
                                 hint="The old token no longer works: set the new one as REGION_TOKEN in each "
                                      "region's environment; its summaries are refused until then.",
                                 back=reverse("admin:router_region_changelist"))
+
+    # -- deleting a region is in the audit trail too (Django's own confirmation asks first)
+
+    def delete_model(self, request, obj):
+        with audited(request, "region.delete", target=obj.region_id):
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for region in queryset:
+            self.delete_model(request, region)
 
     # -- columns and read-only fields
 

@@ -3,17 +3,22 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
 from console.formatting import exact_time
 from console.shown_once import ShownOnceAdmin
-from project.accounts.audit import audit_record
+from project.accounts.audit import audit_record, audited
 from project.accounts.registration import bounds_describe, uses_describe
 from router.admin.formatting import LabelsField
 from router.models import RegistrationToken
 from router.services.regions import registration_token_create, registration_token_revoke
 from wire.endpoints import DISCOVER
+
+
+def _name(token: RegistrationToken) -> str:
+    return f"registration token {token.name} ({token.prefix}…)"
 
 
 class RegistrationTokenForm(forms.ModelForm):
@@ -68,13 +73,38 @@ class RegistrationTokenAdmin(ShownOnceAdmin):
 
     @admin.action(description="Revoke selected registration tokens", permissions=["change"])
     def revoke(self, request, queryset):
+        tokens = list(queryset)
+        live = [token for token in tokens if token.revoked_at is None]
+        refused = [f"{_name(token)} is revoked already" for token in tokens if token.revoked_at is not None]
+        if live and request.POST.get("post") != "yes":
+            return TemplateResponse(request, "admin/router/registrationtoken/revoke_confirm.html", {
+                **self.admin_site.each_context(request), "title": f"Revoke {len(live)} registration token(s)?",
+                "opts": self.model._meta, "tokens": live, "refused": refused,
+                "lines": [f"{_name(token)} ({uses_describe(token)}; regions: {', '.join(token.regions) or 'every region'})"
+                          f": no agent can register with it from now on; agents it admitted keep their own "
+                          f"credentials" for token in live],
+                "submit": f"Yes, revoke {len(live)} token{'s' if len(live) != 1 else ''}",
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            })
         revoked = 0
-        for token in queryset:
+        for token in live:
             if registration_token_revoke(token_id=token.pk):
-                audit_record(action="token.revoke", target=f"registration token {token.name} ({token.prefix}…)",
-                             request=request)
+                audit_record(action="token.revoke", target=_name(token), request=request)
                 revoked += 1
+            else:
+                refused.append(f"{_name(token)} is revoked already")
         self.message_user(request, f"{revoked} registration token(s) revoked.", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Not revoked: " + "; ".join(refused[:10]), messages.WARNING)
+
+    # Deleting is in the audit trail too (Django's own confirmation asks first).
+    def delete_model(self, request, obj):
+        with audited(request, "token.delete", target=_name(obj)):
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for token in queryset:
+            self.delete_model(request, token)
 
     @admin.display(description="token", ordering="prefix")
     def prefix_text(self, token):

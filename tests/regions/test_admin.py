@@ -103,12 +103,12 @@ def test_agent_actions_reach_the_agent_through_the_services(staff, redis_clean):
     agent = factories.agent("a1", ["echo"]).agent
     for action, desired in (("agent_drained", "draining"), ("agent_cordoned", "cordoned"),
                             ("agent_uncordoned", "active")):
-        _changelist_post(staff, "agent", action, [agent.pk])
+        _confirmed_post(staff, "agent", action, [agent.pk])
         agent.refresh_from_db()
         assert agent.desired == desired
         # What the agent hears in its next heartbeat reply.
         assert (liveness.client().hget(liveness.key("desired"), "a1") or "active") == desired
-    _changelist_post(staff, "agent", "agent_revoked", [agent.pk])
+    _confirmed_post(staff, "agent", "agent_revoked", [agent.pk])
     agent.refresh_from_db()
     assert agent.desired == "stopped" and agent.token_hash == ""
     assert liveness.client().hget(liveness.key("desired"), "a1") == "stopped"
@@ -169,7 +169,7 @@ def test_retry_action_starts_a_new_attempt_of_a_failed_task_only(staff, redis_cl
 
 def test_cancel_action_cancels_an_active_task(staff, redis_clean):
     task = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED)
-    _changelist_post(staff, "task", "cancel", [task.pk])
+    _confirmed_post(staff, "task", "cancel", [task.pk])
     task.refresh_from_db()
     assert task.status == Task.Status.CANCELLED
 
@@ -267,8 +267,12 @@ def test_admin_drain_action_makes_a_real_agent_finish_its_task_and_stop(region, 
     page = session.get(changelist, timeout=10).text
     assert agent.agent_id in page and "online busy" in page and "1 / 1" in page and running["id"][:8] in page
     (pk,), = region.db_query("SELECT id FROM regions_agent WHERE agent_id = %s", (agent.agent_id,))
-    response = session.post(changelist, data={"action": "agent_drained", "_selected_action": [pk], "index": 0,
-                                              "csrfmiddlewaretoken": session.csrf(page)},
+    confirm = session.post(changelist, data={"action": "agent_drained", "_selected_action": [pk], "index": 0,
+                                             "csrfmiddlewaretoken": session.csrf(page)},
+                           headers={"Referer": changelist}, timeout=10)
+    assert f"agent {agent.agent_id} is running 1 task; drain lets them finish" in confirm.text, confirm.text[:2000]
+    response = session.post(changelist, data={"action": "agent_drained", "_selected_action": [pk], "post": "yes",
+                                              "csrfmiddlewaretoken": session.csrf(confirm.text)},
                             headers={"Referer": changelist}, timeout=10)
     assert response.status_code == 200 and "1 agent(s) drained." in response.text, response.text[:2000]
     later = region.submit("sleep", {"seconds": 0})
@@ -324,7 +328,7 @@ def test_registration_token_added_in_the_admin_is_made_by_the_service_and_shown_
 
 def test_revoked_agent_shows_revoked_and_uncordon_re_admits_it(staff, redis_clean):
     agent = factories.agent("a1", ["echo"]).agent
-    _changelist_post(staff, "agent", "agent_revoked", [agent.pk])
+    _confirmed_post(staff, "agent", "agent_revoked", [agent.pk])
     Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.OFFLINE)  # the reaper, once it went silent
     text = staff.get(reverse("admin:regions_agent_changelist")).content.decode()
     text = text.split('id="result_list"')[1].split("</table>")[0]  # the rows, not the state filter's choices
@@ -401,6 +405,287 @@ def test_workflow_pages_draw_their_steps_and_the_actions_go_through_the_services
     _changelist_post(staff, "workflow", "retry", [workflow.pk])
     workflow.refresh_from_db()
     assert workflow.status == Workflow.Status.RUNNING
-    _changelist_post(staff, "workflow", "cancel", [workflow.pk])
+    _confirmed_post(staff, "workflow", "cancel", [workflow.pk])
     workflow.refresh_from_db()
     assert workflow.status == Workflow.Status.CANCELLED
+
+
+# -- Safe actions: a confirmation naming what will happen, only the actions that
+#    apply (one rule for the buttons and the server), each in the audit trail.
+
+def _confirmed_post(client, model: str, action: str, ids, **extra):
+    """The second step of an action that asks first: its "Yes, I'm sure" form."""
+    return client.post(reverse(f"admin:regions_{model}_changelist"),
+                       {"action": action, "_selected_action": [str(i) for i in ids], "post": "yes", **extra})
+
+
+def _running(agent_id: str, count: int) -> list[Task]:
+    return [Task.objects.create(capability="echo", timeout=10, max_attempts=3, status=Task.Status.RUNNING,
+                                agent=agent_id) for _ in range(count)]
+
+
+def _text(response) -> str:
+    import html
+    import re
+
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", response.content.decode())))
+
+
+def test_drain_asks_first_naming_the_tasks_it_lets_finish(staff, redis_clean):
+    agent = factories.agent("a1", ["echo"]).agent
+    _running("a1", 2)
+    confirm = staff.post(reverse("admin:regions_agent_changelist"),
+                         {"action": "agent_drained", "_selected_action": [agent.pk], "index": 0})
+    assert confirm.status_code == 200
+    html, text = confirm.content.decode(), _text(confirm)
+    assert "agent a1 is running 2 tasks; drain lets them finish, then stops it" in text
+    assert "<h1>Drain 1 agent(s)?</h1>" in html and 'name="csrfmiddlewaretoken"' in html
+    assert '<form method="post"' in html and 'name="post" value="yes"' in html
+    assert 'type="submit"' in html and "Yes, drain 1 agent" in html
+    assert f'href="{reverse("admin:regions_agent_changelist")}"' in html and "No, take me back" in html
+    agent.refresh_from_db()
+    assert agent.desired == Agent.Desired.ACTIVE  # nothing done yet
+    assert _confirmed_post(staff, "agent", "agent_drained", [agent.pk]).status_code == 302
+    agent.refresh_from_db()
+    assert agent.desired == Agent.Desired.DRAINING
+
+
+def test_revoke_asks_first_saying_what_becomes_of_its_running_tasks(staff, redis_clean):
+    agent = factories.agent("a1", ["echo"]).agent
+    _running("a1", 2)
+    confirm = staff.post(reverse("admin:regions_agent_changelist"),
+                         {"action": "agent_revoked", "_selected_action": [agent.pk], "index": 0})
+    text = _text(confirm)
+    assert confirm.status_code == 200 and "revoke withdraws a1's credential now" in text, text[:3000]
+    assert "its 2 running tasks are requeued" in text and 'value="Yes, revoke 1 agent"' in confirm.content.decode()
+    agent.refresh_from_db()
+    assert agent.token_hash and agent.desired == Agent.Desired.ACTIVE
+    _confirmed_post(staff, "agent", "agent_revoked", [agent.pk])
+    agent.refresh_from_db()
+    assert agent.desired == Agent.Desired.STOPPED and agent.token_hash == ""
+
+
+def test_cordon_and_uncordon_stay_one_click(staff, redis_clean):
+    agent = factories.agent("a1", ["echo"]).agent
+    _changelist_post(staff, "agent", "agent_cordoned", [agent.pk])
+    assert Agent.objects.get(pk=agent.pk).desired == Agent.Desired.CORDONED
+    _changelist_post(staff, "agent", "agent_uncordoned", [agent.pk])
+    assert Agent.objects.get(pk=agent.pk).desired == Agent.Desired.ACTIVE
+
+
+def test_cancel_asks_first_saying_what_happens_to_each_task(staff, redis_clean):
+    queued = [Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED)
+              for _ in range(2)]
+    running = _running("a1", 1)
+    done = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.SUCCEEDED)
+    ids = [t.pk for t in (*queued, *running, done)]
+    confirm = staff.post(reverse("admin:regions_task_changelist"),
+                         {"action": "cancel", "_selected_action": [str(i) for i in ids], "index": 0})
+    text = _text(confirm)
+    assert confirm.status_code == 200, confirm.content[:2000]
+    assert "cancel 3 tasks: 2 queued or waiting are cancelled, 1 running is cancelled and its agent told to stop it" \
+        in text, text[:3000]
+    assert f"task {str(done.id)[:8]} is succeeded: only an active task can be cancelled" in text
+    assert Task.objects.filter(status=Task.Status.CANCELLED).count() == 0
+    _confirmed_post(staff, "task", "cancel", ids)
+    assert Task.objects.filter(status=Task.Status.CANCELLED).count() == 3
+    assert Task.objects.get(pk=done.pk).status == Task.Status.SUCCEEDED
+
+
+def test_the_object_page_button_asks_first_and_comes_back_to_the_object(staff, redis_clean):
+    agent = factories.agent("a1", ["echo"]).agent
+    page = reverse("admin:regions_agent_change", args=[agent.pk])
+    confirm = staff.post(reverse("admin:regions_agent_changelist"),
+                         {"action": "agent_drained", "_selected_action": [agent.pk], "index": 0, "_from_detail": 1})
+    html = confirm.content.decode()
+    assert confirm.status_code == 200 and "agent a1 is running no task; drain stops it" in _text(confirm), html[:2000]
+    assert 'name="_from_detail"' in html and f'href="{page}"' in html  # "No, take me back" to the agent
+    assert Agent.objects.get(pk=agent.pk).desired == Agent.Desired.ACTIVE
+    done = _confirmed_post(staff, "agent", "agent_drained", [agent.pk], _from_detail=1)
+    assert done.status_code == 302 and done["Location"] == page
+    assert Agent.objects.get(pk=agent.pk).desired == Agent.Desired.DRAINING
+
+
+def test_the_confirmation_is_csrf_protected(redis_clean):
+    from django.test import Client
+
+    agent = factories.agent("a1", ["echo"]).agent
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(get_user_model().objects.create_superuser("op", "op@example.com", "pw"))
+    forged = _confirmed_post(client, "agent", "agent_revoked", [agent.pk])
+    assert forged.status_code == 403
+    assert Agent.objects.get(pk=agent.pk).token_hash
+
+
+def _buttons(client, model: str, pk) -> set[str]:
+    import re
+
+    html = client.get(reverse(f"admin:regions_{model}_change", args=[pk])).content.decode()
+    return set(re.findall(r'name="action" value="([a-z_]+)"', html))
+
+
+@pytest.mark.parametrize("status, desired, offered", [
+    ("online", "active", {"agent_drained", "agent_cordoned", "agent_revoked"}),
+    ("online", "cordoned", {"agent_drained", "agent_uncordoned", "agent_revoked"}),
+    ("online", "draining", {"agent_cordoned", "agent_uncordoned", "agent_revoked"}),
+    ("offline", "active", {"agent_revoked"}),
+    ("stopped", "active", set()),
+    ("stopped", "cordoned", {"agent_uncordoned"}),
+    ("offline", "stopped", {"agent_uncordoned"}),  # revoked: re-admitting is all that is left
+])
+def test_an_agent_page_offers_only_the_actions_that_apply(staff, redis_clean, status, desired, offered):
+    agent = factories.agent("a1", ["echo"]).agent
+    Agent.objects.filter(pk=agent.pk).update(status=status, desired=desired)
+    assert _buttons(staff, "agent", agent.pk) == offered
+
+
+@pytest.mark.parametrize("status, desired, action", [
+    ("stopped", "active", "agent_drained"), ("offline", "active", "agent_drained"),
+    ("online", "draining", "agent_drained"), ("online", "active", "agent_uncordoned"),
+    ("stopped", "active", "agent_revoked"), ("offline", "stopped", "agent_revoked"),
+])
+def test_a_forged_agent_action_that_does_not_apply_is_refused_and_not_applied(staff, redis_clean, status, desired,
+                                                                               action):
+    from project.accounts.models import AuditEvent
+
+    agent = factories.agent("a1", ["echo"]).agent
+    Agent.objects.filter(pk=agent.pk).update(status=status, desired=desired)
+    before = Agent.objects.filter(pk=agent.pk).values("status", "desired", "token_hash").get()
+    response = _confirmed_post(staff, "agent", action, [agent.pk])
+    assert response.status_code == 302
+    assert Agent.objects.filter(pk=agent.pk).values("status", "desired", "token_hash").get() == before
+    text = _text(staff.get(reverse("admin:regions_agent_changelist")))
+    assert "0 agent(s)" in text and "agent a1 is" in text, text[:3000]
+    assert AuditEvent.objects.get().outcome == "refused"
+
+
+@pytest.mark.parametrize("status, offered", [
+    ("queued", {"cancel"}), ("running", {"cancel"}), ("waiting", {"cancel"}),
+    ("failed", {"retry"}), ("cancelled", {"retry"}), ("succeeded", set()),
+])
+def test_a_task_page_offers_only_the_actions_that_apply(staff, redis_clean, status, offered):
+    task = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=status)
+    assert _buttons(staff, "task", task.pk) == offered
+
+
+def test_a_forged_cancel_of_a_finished_task_or_retry_of_a_running_one_is_refused(staff, redis_clean):
+    done = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.SUCCEEDED)
+    running = _running("a1", 1)[0]
+    _confirmed_post(staff, "task", "cancel", [done.pk])
+    _changelist_post(staff, "task", "retry", [running.pk])
+    assert Task.objects.get(pk=done.pk).status == Task.Status.SUCCEEDED
+    running.refresh_from_db()
+    assert (running.status, running.attempt) == (Task.Status.RUNNING, 1)
+    text = _text(staff.get(reverse("admin:regions_task_changelist")))
+    assert f"task {str(done.id)[:8]} is succeeded: only an active task can be cancelled" in text, text[:3000]
+    assert f"task {str(running.id)[:8]} is running: only a failed or cancelled task can be retried" in text
+
+
+def test_a_workflow_page_offers_only_what_applies_and_cancel_asks_first(staff, redis_clean):
+    from regions.models import Workflow
+
+    running = Workflow.objects.create(status=Workflow.Status.RUNNING)
+    done = Workflow.objects.create(status=Workflow.Status.SUCCEEDED)
+    assert _buttons(staff, "workflow", running.pk) == {"cancel"} and _buttons(staff, "workflow", done.pk) == set()
+    confirm = staff.post(reverse("admin:regions_workflow_changelist"),
+                         {"action": "cancel", "_selected_action": [str(running.pk)], "index": 0})
+    assert confirm.status_code == 200 and "Yes, cancel 1 workflow" in confirm.content.decode()
+    assert Workflow.objects.get(pk=running.pk).status == Workflow.Status.RUNNING
+    _confirmed_post(staff, "workflow", "cancel", [running.pk])
+    assert Workflow.objects.get(pk=running.pk).status == Workflow.Status.CANCELLED
+
+
+def test_dead_letters_and_other_read_only_pages_cannot_be_deleted(staff, redis_clean):
+    from django.utils import timezone
+
+    from project.accounts.models import AuditEvent
+    from regions.models import DeadLetter, ScheduleRun
+
+    rows = {"deadletter": DeadLetter.objects.create(source="reports", queue="q", reason="bad signature"),
+            "configversion": ConfigVersion.objects.create(sha="d" * 40, result=ConfigVersion.Result.APPLIED),
+            "schedulerun": ScheduleRun.objects.create(schedule="nightly", due_at=timezone.now(), outcome="created")}
+    for model, row in rows.items():
+        assert staff.get(reverse(f"admin:regions_{model}_delete", args=[row.pk])).status_code == 403, model
+        assert staff.post(reverse(f"admin:regions_{model}_delete", args=[row.pk]), {"post": "yes"}).status_code \
+            == 403, model
+        listing = staff.get(reverse(f"admin:regions_{model}_changelist")).content.decode()
+        assert 'value="delete_selected"' not in listing, model
+        staff.post(reverse(f"admin:regions_{model}_changelist"),
+                   {"action": "delete_selected", "_selected_action": [str(row.pk)], "post": "yes"})
+        assert type(row).objects.filter(pk=row.pk).exists(), model
+    from regions.models import IngestedRecord
+
+    record = IngestedRecord.objects.create(task=Task.objects.create(capability="ingest", timeout=10, max_attempts=1,
+                                                                    status=Task.Status.SUCCEEDED), line=1, data={})
+    # What a task ingested is its output, not an operator's to add, edit or delete.
+    assert staff.get(reverse("admin:regions_ingestedrecord_add")).status_code == 403
+    assert staff.post(reverse("admin:regions_ingestedrecord_change", args=[record.pk]),
+                      {"task": record.task_id, "line": 2, "data": "{}"}).status_code == 403
+    assert staff.post(reverse("admin:regions_ingestedrecord_delete", args=[record.pk]), {"post": "yes"}) \
+        .status_code == 403
+    assert IngestedRecord.objects.filter(pk=record.pk, line=1).exists()
+    audit = AuditEvent.objects.create(actor="user op", action="agent.drain", target="a1")
+    assert staff.get(reverse("admin:accounts_auditevent_delete", args=[audit.pk])).status_code == 403
+    assert 'value="delete_selected"' not in staff.get(reverse("admin:accounts_auditevent_changelist")).content.decode()
+
+
+def test_every_console_action_is_in_the_audit_trail_with_actor_action_and_target(staff, redis_clean):
+    from project.accounts.models import AuditEvent
+
+    agent = factories.agent("a1", ["echo"]).agent
+    for action in ("agent_drained", "agent_cordoned", "agent_uncordoned"):
+        _confirmed_post(staff, "agent", action, [agent.pk])
+    _confirmed_post(staff, "agent", "agent_revoked", [agent.pk])
+    task = Task.objects.create(capability="echo", timeout=10, max_attempts=1, status=Task.Status.QUEUED)
+    _confirmed_post(staff, "task", "cancel", [task.pk])
+    _confirmed_post(staff, "task", "retry", [task.pk])
+    events = list(AuditEvent.objects.order_by("id").values_list("actor", "action", "target", "outcome"))
+    assert events == [("user op", "agent.drain", "a1", "done"), ("user op", "agent.cordon", "a1", "done"),
+                      ("user op", "agent.uncordon", "a1", "done"), ("user op", "agent.revoke", "a1", "done"),
+                      ("user op", "task.cancel", str(task.pk), "done"), ("user op", "task.retry", str(task.pk), "done")]
+
+
+def test_a_registration_token_revoked_or_deleted_in_the_admin_is_in_the_audit_trail(staff):
+    from project.accounts.models import AuditEvent
+    from regions.services.agents.registry import registration_token_create
+
+    kept, _ = registration_token_create(name="rack-7")
+    gone, _ = registration_token_create(name="rack-8")
+    response = staff.post(reverse("admin:regions_registrationtoken_change", args=[kept.pk]),
+                          {"name": "rack-7", "revoked_at_0": "2026-01-01", "revoked_at_1": "00:00:00"})
+    assert response.status_code == 302, response.content[:3000]
+    assert staff.post(reverse("admin:regions_registrationtoken_delete", args=[gone.pk]), {"post": "yes"}) \
+        .status_code == 302
+    assert list(AuditEvent.objects.order_by("id").values_list("actor", "action", "target")) == [
+        ("user op", "token.revoke", f"registration token rack-7 ({kept.prefix}…)"),
+        ("user op", "token.delete", f"registration token rack-8 ({gone.prefix}…)")]
+
+
+def test_an_api_key_deleted_in_the_admin_is_in_the_audit_trail(staff):
+    from project.accounts.models import ApiKey, AuditEvent
+
+    owner, _ = factories.caller("owner")
+    key = ApiKey.objects.get(user=owner)
+    assert staff.post(reverse("admin:accounts_apikey_delete", args=[key.pk]), {"post": "yes"}).status_code == 302
+    assert not ApiKey.objects.filter(pk=key.pk).exists()
+    assert list(AuditEvent.objects.values_list("actor", "action", "target")) == [
+        ("user op", "api_key.delete", f"key {key.prefix}… of owner")]
+
+
+def test_the_rule_of_what_applies_is_pure_and_says_why_not():
+    from regions.services.agents.actions import agent_action_refusal, agent_actions_allowed
+    from regions.services.tasks.actions import task_action_refusal, task_actions_allowed
+
+    def agent(status, desired):
+        return Agent(agent_id="a1", status=status, desired=desired)
+
+    assert agent_actions_allowed(agent("online", "active")) == ["drain", "cordon", "revoke"]
+    assert agent_actions_allowed(agent("online", "draining")) == ["cordon", "uncordon", "revoke"]
+    assert agent_actions_allowed(agent("offline", "stopped")) == ["uncordon"]
+    assert agent_action_refusal(agent("stopped", "active"), "revoke") == \
+        "agent a1 is stopped (deregistered): it runs nothing and heartbeats no more"
+    assert agent_action_refusal(agent("offline", "active"), "drain") == \
+        "agent a1 is offline: only an online agent can be drained"
+    task = Task(status=Task.Status.RETRYING)
+    assert task_actions_allowed(task) == ["cancel"] and "only a failed or cancelled" in task_action_refusal(task,
+                                                                                                          "retry")

@@ -131,7 +131,8 @@ def test_a_registration_token_added_in_the_admin_is_shown_once_and_checks(admin_
     assert registration_token_check(token).pk == stored.pk
     listing = admin_client.get("/admin/router/registrationtoken/").content.decode()
     assert f"{stored.prefix}…" in listing and stored.token_hash not in listing and token not in listing
-    admin_client.post("/admin/router/registrationtoken/", {"action": "revoke", "_selected_action": [str(stored.pk)]})
+    admin_client.post("/admin/router/registrationtoken/", {"action": "revoke", "_selected_action": [str(stored.pk)],
+                                                           "post": "yes"})
     with pytest.raises(Unauthenticated):
         registration_token_check(token)
 
@@ -205,3 +206,62 @@ def test_the_operator_sets_a_regions_ceiling_and_weight_in_the_change_form(admin
     assert r.status_code == 302
     region.refresh_from_db()
     assert (region.capacity_ceiling, region.weight) == (100, 0.5)
+
+
+def _text(response) -> str:
+    import html
+
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", response.content.decode())))
+
+
+def test_the_rotation_confirmation_names_each_regions_summary_state_and_is_an_accessible_form(admin_client, fleet):
+    ids = [str(pk) for pk in Region.objects.order_by("region_id").values_list("pk", flat=True)]
+    confirm = admin_client.post(CHANGELIST, {"action": "rotate_token", "_selected_action": ids, "index": 0})
+    html, text = confirm.content.decode(), _text(confirm)
+    assert confirm.status_code == 200
+    assert re.search(r"eu-west-3: its last summary came \d+ s ago \(fresh\); from now on its summaries are refused "
+                     r"until its REGION_TOKEN is the new token", text), text[-2000:]
+    assert "us-east-1: its last summary came 10 min ago (stale)" in text, text[-2000:]
+    assert "<h1>" in html and 'name="csrfmiddlewaretoken"' in html and 'value="Yes, rotate 2 tokens"' in html
+    assert f'href="{CHANGELIST}"' in html and "No, take me back" in html
+
+
+def test_revoking_a_registration_token_asks_first_and_is_audited(admin_client):
+    from project.accounts.models import AuditEvent
+    from router.services.regions import registration_token_create
+
+    token, raw = registration_token_create(name="fleet-eu", regions=["eu-west-3"], max_uses=10)
+    url = "/admin/router/registrationtoken/"
+    confirm = admin_client.post(url, {"action": "revoke", "_selected_action": [str(token.pk)], "index": 0})
+    text = _text(confirm)
+    assert confirm.status_code == 200 and "fleet-eu" in text, text[-2000:]
+    assert "no agent can register with it from now on; agents it admitted keep their own credentials" in text
+    assert 'value="Yes, revoke 1 token"' in confirm.content.decode()
+    assert registration_token_check(raw).pk == token.pk  # not yet
+    done = admin_client.post(url, {"action": "revoke", "_selected_action": [str(token.pk)], "post": "yes"})
+    assert done.status_code == 302
+    with pytest.raises(Unauthenticated):
+        registration_token_check(raw)
+    event = AuditEvent.objects.get(action="token.revoke")
+    assert event.actor == "user admin" and event.target == f"registration token fleet-eu ({token.prefix}…)"
+    # Revoked already: nothing to confirm, and said.
+    again = admin_client.post(url, {"action": "revoke", "_selected_action": [str(token.pk)], "post": "yes"},
+                              follow=True)
+    assert f"Not revoked: registration token fleet-eu ({token.prefix}…) is revoked already" in _text(again)
+    assert AuditEvent.objects.filter(action="token.revoke").count() == 1
+
+
+def test_deleting_a_region_or_a_registration_token_is_in_the_audit_trail(admin_client, fleet):
+    from project.accounts.models import AuditEvent
+    from router.services.regions import registration_token_create
+
+    token, _ = registration_token_create(name="old", regions=[])
+    region = Region.objects.get(region_id="us-east-1")
+    assert admin_client.post(f"{CHANGELIST}{region.pk}/delete/", {"post": "yes"}).status_code == 302
+    admin_client.post("/admin/router/registrationtoken/", {"action": "delete_selected",
+                                                           "_selected_action": [str(token.pk)], "post": "yes"})
+    assert not Region.objects.filter(region_id="us-east-1").exists()
+    assert not RegistrationToken.objects.filter(pk=token.pk).exists()
+    assert list(AuditEvent.objects.order_by("id").values_list("actor", "action", "target")) == [
+        ("user admin", "region.delete", "us-east-1"),
+        ("user admin", "token.delete", f"registration token old ({token.prefix}…)")]

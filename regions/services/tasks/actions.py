@@ -1,0 +1,42 @@
+"""Which operator actions apply to a task (and a workflow) in its state: one
+rule, read by the console to offer its buttons and to refuse an action posted
+anyway. The same conditions the services fence their updates on (task_cancel:
+Task.ACTIVE; task_retry: RETRYABLE), so a page drawn before a change meanwhile
+is still refused by the service."""
+from __future__ import annotations
+
+from regions.models import Task, Workflow
+from regions.services.tasks.retry import RETRYABLE
+from regions.services.workflows.retry import RETRYABLE as WORKFLOW_RETRYABLE
+
+TASK_ACTIONS = ("retry", "cancel")
+
+
+def task_action_refusal(task: Task, action: str) -> str | None:
+    """None when `action` applies to `task` as it is, else why not."""
+    name = f"task {str(task.id)[:8]}"
+    if action == "cancel":
+        return None if task.status in Task.ACTIVE else f"{name} is {task.status}: only an active task can be cancelled"
+    if action == "retry":
+        return None if task.status in RETRYABLE else \
+            f"{name} is {task.status}: only a failed or cancelled task can be retried"
+    return f"unknown action {action}"
+
+
+def task_actions_allowed(task: Task) -> list[str]:
+    return [action for action in TASK_ACTIONS if task_action_refusal(task, action) is None]
+
+
+def workflow_action_refusal(workflow: Workflow, action: str) -> str | None:
+    name = f"workflow {str(workflow.id)[:8]}"
+    if action == "cancel":
+        return None if workflow.status == Workflow.Status.RUNNING else \
+            f"{name} is {workflow.status}: only a running workflow can be cancelled"
+    if action == "retry":
+        return None if workflow.status in WORKFLOW_RETRYABLE else \
+            f"{name} is {workflow.status}: only a failed or cancelled workflow can be retried"
+    return f"unknown action {action}"
+
+
+def workflow_actions_allowed(workflow: Workflow) -> list[str]:
+    return [action for action in TASK_ACTIONS if workflow_action_refusal(workflow, action) is None]
