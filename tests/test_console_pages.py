@@ -74,10 +74,11 @@ def test_agent_and_task_lists_update_their_rows_and_counter(admin_client, path):
     assert "#result_list" in script.group(2).split(",") and "p.paginator" in script.group(2).split(",")
 
 
-@pytest.mark.parametrize("path", ["/admin/regions/agent/add/", "/admin/regions/deadletter/", "/admin/login/"])
-def test_other_pages_do_not_update_themselves(admin_client, path):
-    page = admin_client.get(path).content.decode()
-    assert "live.js" not in page
+@pytest.mark.parametrize("path", ["/admin/auth/user/add/", "/admin/regions/deadletter/", "/admin/login/"])
+def test_other_pages_do_not_update_themselves(admin_client, client, path):
+    r = (client if "login" in path else admin_client).get(path)
+    assert r.status_code == 200
+    assert "live.js" not in r.content.decode()
 
 
 def test_the_update_script_is_a_static_file():
@@ -95,6 +96,8 @@ def test_admin_pages_name_a_favicon(admin_client, client, path):
     page = (client if "login" in path else admin_client).get(path).content.decode()
     assert re.search(r'<link rel="icon" href="/static/console/favicon\.svg" type="image/svg\+xml">', page), page[:1500]
     assert finders.find("console/favicon.svg")
+    for name in ("console/console.css", "console/a11y.js"):  # every admin page: accessibility mends
+        assert f"/static/{name}" in page and finders.find(name), name
 
 
 def test_favicon_ico_answers_with_the_icon(client):

@@ -133,13 +133,30 @@
     return true;
   }
 
+  function sameTree(a, b) {
+    if (!sameShape(a, b)) return false;
+    return Array.from(a.childNodes).every((n, i) => sameTree(n, b.childNodes[i]));
+  }
+
+  /* The results table is replaced whole when rows come or go: the admin's actions
+     script listens on its tbody and is handed the new one (no stale listeners). */
+  const WHOLE = new Set(['#result_list']);
+
   function applyPart(selector, doc) {
-    const old = document.querySelector(selector);
+    let old = document.querySelector(selector);
     const fresh = doc.querySelector(selector);
     if (!old || !fresh) return false;
     const focused = document.activeElement;
     const key = focused && focused !== document.body && old.contains(focused) ? focusKey(focused) : null;
-    const replaced = patch(old, fresh);
+    let replaced;
+    if (WHOLE.has(selector) && !sameTree(old, fresh)) {
+      const imported = document.importNode(fresh, true);
+      old.replaceWith(imported);
+      old = imported;
+      replaced = true;
+    } else {
+      replaced = patch(old, fresh);
+    }
     if (key && !old.contains(document.activeElement)) {
       const again = findByKey(old, key);
       if (again) again.focus({preventScroll: true});
