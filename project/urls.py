@@ -4,7 +4,6 @@ from django.http import JsonResponse
 from django.urls import include, path
 from django.views.decorators.http import require_safe
 
-from console.landing import favicon, landing
 from project.metrics import metrics_view
 from project.schema import DocsAssetView, DocsView, SchemaApi
 from wire.endpoints import REGION_API_ROOT
@@ -22,8 +21,7 @@ handler404 = "project.middleware.page_not_found"
 handler500 = "project.middleware.server_error"
 
 urlpatterns = [
-    path("", landing, name="landing"),  # a person typing this process's address: what it is, where to go
-    path("favicon.ico", favicon),
+    path("", include("console.urls")),  # / for a person typing this process's address, and /favicon.ico
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("api/schema", SchemaApi.as_view(), name="schema"),

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from console.formatting import COLOURS, badge, when
+from console.formatting import badge, when
 from regions.admin.base import ReadOnlyAdmin, act_on_each
 from regions.admin.formatting import TASK_COLOURS, attempt_outcome_badge, pretty_json, span, truncated
 from regions.models import CallbackAttempt, CallbackDelivery, Task, TaskAttempt
@@ -159,7 +159,7 @@ class TaskAdmin(ReadOnlyAdmin):
         if obj.error:
             return truncated(obj.error)
         if obj.status_reason and obj.status in Task.PENDING:
-            return format_html('<span style="color:{}">{}</span>', COLOURS["grey"], truncated(obj.status_reason))
+            return format_html('<span class="quiet">{}</span>', truncated(obj.status_reason))  # the theme's quiet grey
         return ""
 
     @admin.display(description="payload")
