@@ -221,9 +221,19 @@
     }
   }
 
+  /* On a narrow screen the charts over time scroll sideways: one alone in its box opens on its
+     latest minutes (a box that also holds a table stays at its left edge, where the table is). */
+  function showLatest() {
+    for (const chart of document.querySelectorAll('#fleet-overview svg.chart.columns, #fleet-overview svg.chart.lines')) {
+      const box = chart.parentElement;
+      if (box.childElementCount === 1 && box.scrollWidth > box.clientWidth) box.scrollLeft = box.scrollWidth;
+    }
+  }
+
   function start() {
     const first = parts.map(s => document.querySelector(s)).find(Boolean);
     if (!first) return;
+    showLatest();
     const anchor = document.querySelector('#fleet-overview') || document.querySelector('#changelist') || first;
     anchor.parentElement.insertBefore(bar, anchor);
     showPaused();
