@@ -7,9 +7,9 @@ from datetime import datetime
 from django.utils import timezone
 from django.utils.html import format_html
 
-# Badge colours: the admin's palette (white text on each passes WCAG AA).
+# Badge colours: white text on each at 4.5:1 or more (WCAG AA; tests/test_console_pages.py).
 COLOURS = {
-    "green": "#1e7e34", "blue": "#0b5ed7", "yellow": "#b58100", "orange": "#d9480f", "red": "#c92a2a",
+    "green": "#1e7e34", "blue": "#0b5ed7", "yellow": "#8a6100", "orange": "#c2410c", "red": "#c92a2a",
     "grey": "#6c757d",
 }
 
@@ -67,10 +67,11 @@ def badge(label: str, colour: str, title: str = ""):
 WRAP_STYLE = "display:inline-block;max-width:32em;white-space:normal;overflow-wrap:anywhere"
 
 
-def wrapped(text: str, limit: int = 160, colour: str = ""):
-    """The start of `text` (up to `limit` characters), wrapping; the whole of it in the title."""
+def wrapped(text: str, limit: int = 160, tone: str = ""):
+    """The start of `text` (up to `limit` characters), wrapping; the whole of it in the title.
+    `tone` "quiet" or "error" takes the admin theme's colour (light and dark keep their contrast)."""
     if not text:
         return ""
     shown = text if len(text) <= limit else text[:limit] + "…"
-    style = f"{WRAP_STYLE};color:{colour}" if colour else WRAP_STYLE
+    style = WRAP_STYLE + {"quiet": ";color:var(--body-quiet-color)", "error": ";color:var(--error-fg)"}.get(tone, "")
     return format_html('<span title="{}" style="{}">{}</span>', text, style, shown)

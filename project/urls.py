@@ -21,6 +21,7 @@ handler404 = "project.middleware.page_not_found"
 handler500 = "project.middleware.server_error"
 
 urlpatterns = [
+    path("", include("console.urls")),  # / for a person typing this process's address, and /favicon.ico
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("api/schema", SchemaApi.as_view(), name="schema"),

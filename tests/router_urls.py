@@ -3,4 +3,4 @@ from django.urls import include, path
 
 from project.metrics import metrics_view
 
-urlpatterns = [path("metrics", metrics_view), path("", include("router.urls"))]
+urlpatterns = [path("", include("console.urls")), path("metrics", metrics_view), path("", include("router.urls"))]

@@ -333,3 +333,236 @@ def test_router_console_logs_in_styled_and_shows_the_region(fleet, console):
         assert "Ingestion: 60 s timeout" in drift and "timeout 120 s for the big feeds" in drift, drift[:2000]
         assert "majority" in drift, drift[:2000]  # eu-west-3 and ap-southeast-1 on the newer commit
         c.screenshot("router-drift")
+
+
+# --- accessibility: axe-core on every console page of both roles ---------------------
+
+AXE = ROOT / "tests" / "vendor" / "axe.min.js"  # axe-core 4.14.1 from npm, MPL-2.0 (tests/vendor/README.md)
+AXE_VERSION = "4.14.1"
+AXE_FAILING_IMPACTS = ("critical", "serious")
+AXE_RUN = """async (only) => {
+    const options = {resultTypes: ['violations']};
+    if (only) options.runOnly = {type: 'rule', values: only};
+    const r = await axe.run(document, options);
+    return {version: axe.version, violations: r.violations.map(v => ({
+        id: v.id, impact: v.impact, help: v.help, url: v.helpUrl,
+        nodes: v.nodes.map(n => ({target: n.target.join(' '), html: n.html.slice(0, 200),
+                                  summary: (n.failureSummary || '').replace(/\\s+/g, ' ')}))}))};
+}"""
+
+
+def axe_violations(page, where: str, only: list[str] | None = None) -> list[str]:
+    """The critical and serious violations axe finds on the page as it is, one
+    line each: page, rule id and impact, what it asks, the element, why."""
+    if not page.evaluate("() => typeof axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    result = page.evaluate(AXE_RUN, only)
+    assert result["version"] == AXE_VERSION, result["version"]
+    found = []
+    for v in result["violations"]:
+        if v["impact"] not in AXE_FAILING_IMPACTS:
+            continue
+        for node in v["nodes"][:6]:
+            found.append(f"{where}: {v['id']} ({v['impact']}): {v['help']}\n"
+                         f"      at {node['target']}: {node['html']}\n      {node['summary']}")
+        if len(v["nodes"]) > 6:
+            found.append(f"{where}: {v['id']}: and {len(v['nodes']) - 6} more elements")
+    return found
+
+
+def _check_page(page, where: str) -> list[str]:
+    """Light theme, every rule; then the dark theme's colours (the admin follows the system's)."""
+    page.emulate_media(color_scheme="light")
+    found = axe_violations(page, f"{where} [light]")
+    # Colours as they settle: the admin's links fade between themes (a 0.15 s transition).
+    page.add_style_tag(content="*, *::before, *::after { transition: none !important; animation: none !important; }")
+    page.emulate_media(color_scheme="dark")
+    found += axe_violations(page, f"{where} [dark]", only=["color-contrast", "link-in-text-block"])
+    page.emulate_media(color_scheme="light")
+    return found
+
+
+def _console_pages(c: Console) -> list[str]:
+    """The overview, each model's change list, one change form per model with a row."""
+    c.open("/admin/")
+    lists = c.page.eval_on_selector_all("#content-main tr[class^='model-'] th a",
+                                        "links => links.map(a => a.getAttribute('href'))")
+    assert len(lists) >= 3, c.page.inner_html("#content-main")[:2000]
+    pages = ["/admin/"]
+    for path in lists:
+        pages.append(path)
+        c.open(path)
+        first = c.page.locator("#result_list tbody tr").first.locator("th a, td a").first
+        if c.page.locator("#result_list tbody tr").count() and first.count():
+            pages.append(first.get_attribute("href"))
+        for extra in c.page.eval_on_selector_all("#content a[href*='drift']", "ls => ls.map(a => a.getAttribute('href'))"):
+            pages.append(extra)
+    return list(dict.fromkeys(pages))
+
+
+@pytest.mark.parametrize("role", ["region", "router"])
+def test_every_console_page_has_no_serious_accessibility_violation(fleet, console, browser, role):
+    """axe-core on the landing page, the login page, the overview and each model's
+    list and change form: none of impact critical or serious, in the light theme
+    and (colours) in the dark one. Was: meta-refresh, color-contrast ×15, svg-img-alt,
+    link-name, empty table headers."""
+    router, region = fleet
+    node = region if role == "region" else router
+    found: list[str] = []
+    anonymous = browser.new_context(viewport={"width": 1600, "height": 900}, base_url=node.url)
+    try:
+        page = anonymous.new_page()
+        for path in ("/", "/admin/login/"):
+            assert page.goto(path).status == 200, path
+            found += _check_page(page, f"{role} {path}")
+    finally:
+        anonymous.close()
+    c = console(node)
+    pages = _console_pages(c)
+    for path in pages:
+        c.open(path)
+        found += _check_page(c.page, f"{role} {path}")
+    record_line = f"axe on {len(pages) + 2} pages of the {role}: {len(found)} critical/serious findings"
+    print(record_line)
+    assert not found, record_line + "\n" + "\n".join(found)
+
+
+# --- 390 px: the overview on a phone ------------------------------------------------
+
+NARROW = {"width": 390, "height": 844}
+MEASURE_NARROW = """() => {
+    const texts = [...document.querySelectorAll('#fleet-overview svg.chart text')].map(t => {
+        const m = t.getScreenCTM();
+        const size = parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b);
+        return {text: t.textContent, size: Math.round(size * 10) / 10};
+    });
+    const badges = [...document.querySelectorAll('.ov-badge, .meridian-badge')].map(b => {
+        const r = b.getBoundingClientRect();
+        return {text: b.textContent, height: r.height, font: parseFloat(getComputedStyle(b).fontSize)};
+    });
+    return {texts, badges};
+}"""
+
+
+@pytest.mark.parametrize("role", ["region", "router"])
+def test_overview_at_390_px_keeps_chart_text_legible_and_badges_on_one_line(fleet, console, role):
+    """Was: chart text shrunk to about 3 px, router badges wrapped letter by letter."""
+    router, region = fleet
+    c = console(region if role == "region" else router)
+    c.page.set_viewport_size(NARROW)
+    paths = ["/admin/"] + (["/admin/router/region/"] if role == "router" else ["/admin/regions/agent/"])
+    for path in paths:
+        c.open(path)
+        measured = c.page.evaluate(MEASURE_NARROW)
+        small = [t for t in measured["texts"] if t["size"] < 9]
+        tall = [b for b in measured["badges"] if b["height"] > 2 * b["font"]]
+        assert not small, (path, small[:10])
+        assert not tall, (path, tall[:10])
+        if path == "/admin/":
+            assert measured["texts"] if role == "region" else True, "no chart text measured"
+            assert measured["badges"], "no badge measured"
+        if path == "/admin/" and role == "region":
+            # The charts over time scroll sideways: one alone in its box (tasks per minute)
+            # opens on its latest minutes, at the right.
+            c.page.wait_for_function("""() => {
+                const alone = [...document.querySelectorAll('#fleet-overview svg.chart.columns, #fleet-overview svg.chart.lines')]
+                    .map(svg => svg.parentElement).filter(box => box.childElementCount === 1);
+                return alone.length && alone.every(box => box.scrollWidth > box.clientWidth
+                                                   && box.scrollLeft + box.clientWidth >= box.scrollWidth - 1); }""",
+                                     timeout=5_000)
+    if role == "region":
+        c.open("/admin/")
+        c.screenshot("region-overview-390px")
+
+
+# --- live pages: in place, keeping focus and open sections; Pause ------------------------
+
+def _number(c: Console, selector: str) -> str:
+    return c.page.inner_text(selector)
+
+
+def test_overview_updates_in_place_keeping_focus_and_open_sections_and_pause_stops_it(fleet, console):
+    router, region = fleet
+    c = console(region)
+    c.open("/admin/")
+    c.page.evaluate("() => { localStorage.removeItem('meridian.live.paused'); }")
+    c.open("/admin/")
+    bar = c.page.locator(".live-bar")
+    assert bar.count() == 1 and "Updated" in bar.inner_text(), c.page.inner_html("#content")[:1500]
+    pause = bar.locator("button.live-pause")
+    assert pause.get_attribute("aria-pressed") == "false"
+    assert c.page.locator(".live-status").get_attribute("aria-live") == "polite"
+    # "Updated N s ago" ticks.
+    c.page.wait_for_function("() => /Updated [1-9]\\d* s ago/.test(document.querySelector('.live-age').textContent)",
+                             timeout=5_000)
+
+    heading = "#ov-throughput h2"
+    before = _number(c, heading)
+    summary = c.page.locator("#ov-wait details summary")
+    assert summary.count() == 1, c.page.inner_html("#ov-wait")
+    summary.click()  # opens it and holds the focus
+    assert c.page.evaluate("() => document.querySelector('#ov-wait details').open")
+    c.page.evaluate("() => { window.__marker = 'same page'; }")
+
+    task = region.submit("echo", {"live": 1})
+    region.wait_task(task["id"])
+    c.page.wait_for_function("([sel, before]) => document.querySelector(sel).innerText !== before",
+                             arg=[heading, before], timeout=30_000)
+    state = c.page.evaluate("""() => ({marker: window.__marker,
+        focused: document.activeElement && document.activeElement.tagName,
+        focusedIn: document.activeElement && document.activeElement.closest('[id]') && document.activeElement.closest('[id]').id,
+        open: document.querySelector('#ov-wait details').open})""")
+    assert state == {"marker": "same page", "focused": "SUMMARY", "focusedIn": "ov-wait", "open": True}, state
+
+    # A failed fetch keeps the page and says so; the next one recovers.
+    c.page.route("**/admin/", lambda route: route.abort())
+    c.page.wait_for_function("() => /Update failed, retrying/.test(document.querySelector('.live-status').textContent)",
+                             timeout=30_000)
+    assert c.page.locator("#ov-throughput svg").count() == 1
+    c.page.unroute("**/admin/")
+    c.page.wait_for_function("() => document.querySelector('.live-status').textContent === ''", timeout=30_000)
+
+    # Paused: nothing changes while the data does; the choice outlives a reload.
+    pause.click()
+    assert pause.get_attribute("aria-pressed") == "true" and "Resume" in pause.inner_text()
+    paused_at = _number(c, heading)
+    task = region.submit("echo", {"live": 2})
+    region.wait_task(task["id"])
+    c.page.wait_for_function("(s) => { const m = /Updated (\\d+)/.exec(document.querySelector('.live-age').textContent);"
+                             " return m && Number(m[1]) >= s; }", arg=25, timeout=40_000)
+    assert _number(c, heading) == paused_at
+    c.open("/admin/")
+    assert c.page.locator(".live-bar button.live-pause").get_attribute("aria-pressed") == "true"
+    c.page.evaluate("() => { window.__marker = 'after reload'; }")
+    c.page.locator(".live-bar button.live-pause").click()  # resume
+    resumed = _number(c, heading)
+    task = region.submit("echo", {"live": 3})
+    region.wait_task(task["id"])
+    c.page.wait_for_function("([sel, before]) => document.querySelector(sel).innerText !== before",
+                             arg=[heading, resumed], timeout=30_000)
+    assert c.page.evaluate("() => window.__marker") == "after reload"
+
+    # The session ends: the page says so and stops asking.
+    c.context.clear_cookies()
+    c.page.wait_for_function("() => /Session expired/.test(document.querySelector('.live-status').textContent)",
+                             timeout=30_000)
+    assert c.page.locator(".live-bar button.live-pause").is_disabled()
+    assert c.page.locator("#ov-throughput svg").count() == 1
+
+
+def test_task_list_gains_a_new_task_without_a_reload(fleet, console):
+    router, region = fleet
+    c = console(region)
+    c.open("/admin/regions/task/")
+    counter = c.page.inner_text("p.paginator")
+    rows = c.page.locator("#result_list tbody tr").count()
+    c.page.evaluate("() => { window.__marker = 'same page'; }")
+    task = region.submit("echo", {"listed": True})
+    c.page.wait_for_function("(before) => document.querySelector('p.paginator').innerText !== before",
+                             arg=counter, timeout=30_000)
+    assert c.page.evaluate("() => window.__marker") == "same page"
+    assert c.page.locator("#result_list tbody tr").count() == rows + 1
+    assert c.page.locator("#result_list", has_text=task["id"][:8]).count() == 1
+    # The actions still work on the new rows: selecting one counts it.
+    c.page.locator("#result_list tbody tr").first.locator("input.action-select").check()
+    assert c.page.inner_text("span.action-counter").startswith("1 of")

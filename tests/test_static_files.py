@@ -70,3 +70,17 @@ def test_every_deployment_collects_the_static_files_before_serving():
     assert re.search(r"^ExecStartPre=\S+python manage\.py collectstatic --noinput", unit, re.M)
     demo = (root / "regions" / "management" / "demo" / "fleet.py").read_text()
     assert demo.index('"collectstatic", "--noinput"') < demo.index('self._start("router-web"')
+
+
+def test_console_files_are_linked_by_hashed_names_and_served_with_their_types(web):
+    """The favicon, the console's stylesheet and scripts (console/static/console/)
+    go through the same collectstatic and WhiteNoise as the admin's own."""
+    page = web.session.get(f"{web.url}/admin/login/", timeout=10).text
+    for name, ext, kind in (("favicon", "svg", "image/svg+xml"), ("console", "css", "text/css"),
+                            ("a11y", "js", "text/javascript")):
+        found = re.search(rf'(/static/console/{name}\.[0-9a-f]{{12}}\.{ext})"', page)
+        assert found, (name, page[:3000])
+        r = web.session.get(f"{web.url}{found.group(1)}", timeout=10)
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith(kind), (name, r.headers)
+    r = web.session.get(f"{web.url}/static/console/live.js", timeout=10)
+    assert r.status_code == 200 and "DOMParser" in r.text

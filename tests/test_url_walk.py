@@ -145,7 +145,7 @@ def test_every_url_refuses_an_anonymous_caller_but_the_documented_open_ones(role
     server = request.getfixturevalue(role)
     urls = _role_urls(server)
     open_ = documented_open_endpoints()
-    assert open_ == {"/healthz"}, "docs/security.md and this test disagree on what is open"
+    assert open_ == {"/healthz", "/", "/favicon.ico"}, "docs/security.md and this test disagree on what is open"
     walked = {u["path"] for u in urls}
     assert open_ <= walked and ADMIN_LOGIN in walked
     assert len(urls) > 10, urls

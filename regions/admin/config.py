@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.html import format_html
 
-from console.formatting import COLOURS, badge, when, wrapped
+from console.formatting import badge, when, wrapped
 from regions.admin.base import ReadOnlyAdmin
 from regions.admin.formatting import pretty_json
 from regions.models import ConfigVersion
@@ -45,7 +45,7 @@ class ConfigVersionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="rejection reason (file: key: problem)")
     def reason(self, obj: ConfigVersion):
-        return wrapped(obj.error, 200, COLOURS["red"])
+        return wrapped(obj.error, 200, "error")
 
     @admin.display(description="changes")
     def changes_pretty(self, obj: ConfigVersion):

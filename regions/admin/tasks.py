@@ -5,15 +5,15 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from console.formatting import COLOURS, badge, when, wrapped
+from console.formatting import badge, when, wrapped
 from regions.admin.attention import WaitsForFilter
 from regions.admin.base import ReadOnlyAdmin, act_on_each
 from regions.admin.formatting import TASK_COLOURS, attempt_outcome_badge, pretty_json, span
 from regions.models import CallbackAttempt, CallbackDelivery, Task, TaskAttempt
 from regions.selectors import task_wait_reason
+from regions.services.tasks.actions import task_action_refusal, task_actions_allowed
 from regions.services.tasks.cancel import task_cancel
 from regions.services.tasks.retry import task_retry
-from regions.services.tasks.actions import task_action_refusal, task_actions_allowed
 
 
 class TaskAttemptInline(admin.TabularInline):
@@ -163,7 +163,7 @@ class TaskAdmin(ReadOnlyAdmin):
         # An unfinished task: why its current attempt waits (task.error is the
         # previous attempt's, kept in its attempt row). A finished one: its error.
         if obj.status in Task.ACTIVE:
-            return wrapped(task_wait_reason(obj), colour=COLOURS["grey"])
+            return wrapped(task_wait_reason(obj), tone="quiet")
         if obj.status in (Task.Status.FAILED, Task.Status.CANCELLED):
             return wrapped(obj.error or obj.status_reason)
         return ""
@@ -195,7 +195,7 @@ class TaskAdmin(ReadOnlyAdmin):
             request, queryset.defer("payload", "result"), action="task.cancel",
             service=lambda task: task_cancel(task=task), noun="task", verb="cancelled",
             refusal=lambda task: task_action_refusal(task, "cancel"),
-            confirm=lambda tasks: (f"Cancel {len(tasks)} task(s)?", [cancel_summary(tasks)],
+            confirm=lambda tasks: (f"Cancel {_tasks(len(tasks))}?", [cancel_summary(tasks)],
                                    f"Yes, cancel {_tasks(len(tasks))}"))
 
 
@@ -209,7 +209,7 @@ def cancel_summary(tasks: list[Task]) -> str:
     if pending:
         parts.append(f"{pending} queued or waiting {'is' if pending == 1 else 'are'} cancelled")
     if running:
-        parts.append(f"1 running is cancelled and its agent told to stop it" if running == 1 else
+        parts.append("1 running is cancelled and its agent told to stop it" if running == 1 else
                      f"{running} running are cancelled and their agents told to stop them")
     return f"cancel {_tasks(len(tasks))}: " + ", ".join(parts)
 
