@@ -101,6 +101,7 @@ def test_region_overview_is_the_admin_home_with_charts_and_refreshes_itself(regi
     assert "<script" not in page.split('id="fleet-overview"')[1].split('id="content-main"')[0]
     # The models are still listed below it.
     assert 'id="content-main"' in page and "/admin/regions/agent/" in page
+    assert 'id="ov-task-finder"' not in page  # the router's
 
 
 def test_view_site_leads_to_the_overview_not_to_a_missing_root(region_fleet, admin_client):
@@ -190,6 +191,14 @@ def test_router_overview_shows_freshness_capacity_commit_and_drift(router_fleet,
     sa = page.split('data-region="sa-east-1"')[1].split("</tr>")[0]
     assert "stale</span>" in sa and "never" in sa
     assert re.search(r">3 fresh</a>, <a [^>]*>1 stale</a>", page)
+
+
+def test_router_overview_offers_the_task_finder_outside_what_updates_itself(router_fleet, admin_client):
+    """The search box sits above the live part (#fleet-overview), so an update never
+    touches what an operator is typing; a region's overview has none (the finder is
+    the router's)."""
+    page = admin_client.get("/admin/").content.decode()
+    assert page.index('id="ov-task-finder"') < page.index('id="fleet-overview"')
 
 
 def test_router_overview_sums_idle_capacity_over_fresh_regions(router_fleet):
