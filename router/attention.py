@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from project.region_summary import (ATTENTION_SEVERITIES, MAX_ATTENTION_COUNT, MAX_ATTENTION_ITEMS,
-                                    MAX_ATTENTION_KIND, MAX_ATTENTION_TEXT)
+                                    MAX_ATTENTION_KIND, MAX_ATTENTION_TEXT, attention_path_ok)
 from router.models import ForwardOutcomes, Region
 from router.selectors import config_drift_groups, forward_penalty, region_capabilities, region_is_stale
 
@@ -36,8 +36,10 @@ def attention_items_clean(value: Any) -> list[dict]:
         kind, severity, text, count = (item.get(k) for k in ("kind", "severity", "text", "count"))
         if (isinstance(kind, str) and 0 < len(kind) <= MAX_ATTENTION_KIND and severity in ATTENTION_SEVERITIES
                 and isinstance(text, str) and text and isinstance(count, int) and not isinstance(count, bool)):
+            path = item.get("path")
             out.append({"kind": kind, "severity": severity, "count": min(max(count, 0), MAX_ATTENTION_COUNT),
-                        "text": "".join(ch for ch in text if ch.isprintable())[:MAX_ATTENTION_TEXT]})
+                        "text": "".join(ch for ch in text if ch.isprintable())[:MAX_ATTENTION_TEXT],
+                        "path": path if attention_path_ok(path) else "/admin/"})
     return out
 
 
@@ -73,9 +75,10 @@ def router_attention(*, now: datetime | None = None) -> list[dict]:
             if not any(c["count"] for c in caps.values()):
                 items.append(_item("region_no_agents", CRITICAL, f"region {name} reports no agent taking work", 0,
                                    href))
-            url = region.orchestrator_url.rstrip("/") + "/admin/"
+            console = region.orchestrator_url.rstrip("/")
             for own in attention_items_clean(region.attention):
-                items.append(_item(own["kind"], own["severity"], f"{name}: {own['text']}", own["count"], url))
+                items.append(_item(own["kind"], own["severity"], f"{name}: {own['text']}", own["count"],
+                                   console + own["path"]))
         penalty = penalties.get(region.pk)
         if majority and region.config_version and region.config_version != majority:
             items.append(_item("config_drift", WARNING, f"region {name} runs configuration "

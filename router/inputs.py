@@ -16,7 +16,8 @@ from django.conf import settings
 from rest_framework import serializers
 
 from project.region_summary import (ATTENTION_SEVERITIES, MAX_ATTENTION_COUNT, MAX_ATTENTION_ITEMS,
-                                    MAX_ATTENTION_KIND, MAX_ATTENTION_TEXT, MAX_CAPABILITIES)
+                                    MAX_ATTENTION_KIND, MAX_ATTENTION_PATH, MAX_ATTENTION_TEXT, MAX_CAPABILITIES,
+                                    attention_path_ok)
 from project.validation import (CAPABILITY_RE, LABEL_RE, BatchItemsField, StrictCharField, StrictRegexField,
                                 StrictSlugField)
 
@@ -116,6 +117,13 @@ class AttentionItemSerializer(serializers.Serializer):
     severity = serializers.ChoiceField(choices=ATTENTION_SEVERITIES)
     text = StrictCharField(max_length=MAX_ATTENTION_TEXT)
     count = serializers.IntegerField(min_value=0, max_value=MAX_ATTENTION_COUNT)
+    path = StrictCharField(max_length=MAX_ATTENTION_PATH, required=False,
+                           help_text="the list in the region's console that shows it (a path under /admin/)")
+
+    def validate_path(self, value: str) -> str:
+        if not attention_path_ok(value):
+            raise serializers.ValidationError("a path under /admin/ (letters, digits and _./?=&%,:+- only)")
+        return value
 
     def validate_text(self, value: str) -> str:
         if not value.isprintable():

@@ -243,6 +243,16 @@ def test_region_console_logs_in_styled_and_shows_overview_and_tasks(fleet, conso
     assert "overview" in body and "agents" in body and "online" in body, body[:1000]
     assert c.page.locator("#content svg").count(), "no chart on the overview"
 
+    # Needs attention: the file_processing task no agent serves, a link to the list that shows it.
+    attention = c.page.locator("#ov-attention")
+    assert attention.count() == 1, body[:1000]
+    line = attention.locator("li[data-kind=no_live_agent]", has_text="file_processing")
+    assert line.count() == 1 and "critical" in line.inner_text(), attention.inner_text()
+    with c.page.expect_navigation():
+        line.locator("a").click()
+    listed = c.page.inner_text("#result_list").lower()
+    assert "file_processing" in listed and "waiting" in listed and "succeeded" not in listed, listed[:2000]
+
     c.open("/admin/regions/task/")
     c.assert_styled()
     rows = c.page.locator("#result_list tbody tr")
@@ -313,6 +323,13 @@ def test_router_console_logs_in_styled_and_shows_the_region(fleet, console):
     c.assert_styled()
     body = c.page.inner_text("#content")
     assert all(r in body for r in (region.region_id, "us-east-1", "ap-southeast-1")), body[:2000]
+    # Every region's attention panel in one list: the region's own item, prefixed
+    # with it and linked to its console; and the stale region.
+    # (the region's next summary carries it: the page updates itself until it shows)
+    c.page.wait_for_function("(t) => document.querySelector('#ov-attention').innerText.includes(t)",
+                             arg=f"{region.region_id}: capability file_processing", timeout=30_000)
+    attention = c.page.inner_text("#ov-attention")
+    assert "region us-east-1 runs configuration" in attention, attention  # the drift, beside it
     c.screenshot("router-overview")
 
     c.open("/admin/router/region/")

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from project.dbbackends import is_postgresql
-from project.region_summary import MAX_ATTENTION_ITEMS, MAX_ATTENTION_TEXT, MAX_CAPABILITIES
+from project.region_summary import MAX_ATTENTION_ITEMS, MAX_ATTENTION_TEXT, MAX_CAPABILITIES, attention_path_ok
 from regions.models import Agent, CapabilityCounter, ConfigVersion
 from regions.services import liveness
 from regions.services.config.current import config_current
@@ -63,7 +63,7 @@ _NOT_SENT = ("router_refused", "router_unreachable")
 
 def attention_for_router() -> list[dict]:
     """The region's "needs attention" items as the router takes them: kind,
-    severity, text and count (no link, nothing of a task), at most
+    severity, text, count and the path of the list that shows it (nothing of a task), at most
     MAX_ATTENTION_ITEMS. A failure to read them never holds the summary back."""
     from regions.selectors import region_attention
 
@@ -73,7 +73,8 @@ def attention_for_router() -> list[dict]:
         logger.warning("summary: attention items not read; sent without them", exc_info=True)
         return []
     return [{"kind": i["kind"], "severity": i["severity"], "count": min(int(i["count"]), 10 ** 9),
-             "text": "".join(ch for ch in i["text"] if ch.isprintable())[:MAX_ATTENTION_TEXT]}
+             "text": "".join(ch for ch in i["text"] if ch.isprintable())[:MAX_ATTENTION_TEXT],
+             **({"path": i["href"]} if attention_path_ok(i["href"]) else {})}
             for i in items if i["kind"] not in _NOT_SENT][:MAX_ATTENTION_ITEMS]
 
 

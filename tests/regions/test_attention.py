@@ -222,7 +222,7 @@ def test_overview_panel_says_when_nothing_needs_attention(redis_clean, admin_cli
     assert "Needs attention (0)" in page and "Nothing needs attention." in page
 
 
-def test_the_summary_carries_the_items_without_links_and_the_router_takes_them(redis_clean):
+def test_the_summary_carries_the_items_with_their_lists_path_and_the_router_takes_them(redis_clean):
     from regions.services.summary import region_summary_build
     from router import inputs
 
@@ -230,7 +230,8 @@ def test_the_summary_carries_the_items_without_links_and_the_router_takes_them(r
     liveness.router_refusal_set({"kind": "refused", "status": 400, "error": "no", "at": time.time()}, ttl=60)
     sent = region_summary_build()["attention"]
     assert [i["kind"] for i in sent] == ["no_agents", "no_live_agent", "waiting_no_agent"]  # not the router's own
-    assert all(set(i) == {"kind", "severity", "text", "count"} for i in sent)
+    assert all(set(i) == {"kind", "severity", "text", "count", "path"} for i in sent)
+    assert all(i["path"].startswith("/admin/regions/") for i in sent)  # a path in this console, no host
     assert inputs.summary_parse(region_summary_build())["attention"] == sent
 
 

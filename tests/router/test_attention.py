@@ -59,6 +59,10 @@ def test_a_summary_carries_its_items_and_the_router_stores_them(regions):
     ([{**ITEM, "kind": "Bad Kind!"}], "kind"),
     ([{k: v for k, v in ITEM.items() if k != "text"}], "text"),
     ([42], "attention"),
+    ([{**ITEM, "path": "https://evil.example/admin/"}], "path"),
+    ([{**ITEM, "path": "//evil.example/admin/"}], "path"),
+    ([{**ITEM, "path": "/admin/\n"}], "path"),
+    ([{**ITEM, "path": "/admin/" + "x" * 300}], "path"),
 ])
 def test_bad_attention_items_are_400_naming_the_field(regions, value, says):
     r = push(regions["eu-west-3"], summary("eu-west-3", attention=value))
@@ -89,6 +93,19 @@ def test_router_lists_stale_empty_drifting_and_failing_regions_and_each_regions_
     assert own["href"] == "http://us-east-1.example:8000/admin/" and own["count"] == 3
     stale = next(i for i in items if "ap-southeast-1: no summary" in i["text"])
     assert stale["href"] == f"/admin/router/region/{Region.objects.get(region_id='ap-southeast-1').pk}/change/"
+
+
+def test_a_regions_item_links_to_the_list_in_its_console_that_shows_it(regions):
+    """The region sends the path of its filtered list (only a path under /admin/):
+    the router links it on the region's own address."""
+    path = "/admin/regions/task/?capability__exact=pdf&status__in=queued%2Cwaiting"
+    assert push(regions["us-east-1"], summary("us-east-1", attention=[{**ITEM, "path": path}])).status_code == 200
+    own = next(i for i in router_attention() if i["text"].startswith("us-east-1: "))
+    assert own["href"] == "http://us-east-1.example:8000" + path
+    # A path stored by other means than a summary is held to the same rule.
+    Region.objects.filter(region_id="us-east-1").update(attention=[{**ITEM, "path": "//evil.example/"}])
+    own = next(i for i in router_attention() if i["text"].startswith("us-east-1: "))
+    assert own["href"] == "http://us-east-1.example:8000/admin/"
 
 
 def test_a_stale_regions_old_items_are_not_shown_and_malformed_stored_items_are_left_out(regions):
