@@ -479,13 +479,12 @@ def test_overview_at_390_px_keeps_chart_text_legible_and_badges_on_one_line(flee
             assert measured["texts"] if role == "region" else True, "no chart text measured"
             assert measured["badges"], "no badge measured"
         if path == "/admin/" and role == "region":
-            # The charts over time scroll sideways: one alone in its box (tasks per minute)
-            # opens on its latest minutes, at the right.
+            # The charts over time scroll sideways, each in its own box, and open on
+            # their latest minutes, at the right.
             c.page.wait_for_function("""() => {
-                const alone = [...document.querySelectorAll('#fleet-overview svg.chart.columns, #fleet-overview svg.chart.lines')]
-                    .map(svg => svg.parentElement).filter(box => box.childElementCount === 1);
-                return alone.length && alone.every(box => box.scrollWidth > box.clientWidth
-                                                   && box.scrollLeft + box.clientWidth >= box.scrollWidth - 1); }""",
+                const boxes = [...document.querySelectorAll('#fleet-overview .ov-chart')];
+                return boxes.length >= 3 && boxes.every(box => box.scrollWidth > box.clientWidth
+                                                        && box.scrollLeft + box.clientWidth >= box.scrollWidth - 1); }""",
                                      timeout=5_000)
     if role == "region":
         c.open("/admin/")

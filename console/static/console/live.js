@@ -221,12 +221,11 @@
     }
   }
 
-  /* On a narrow screen the charts over time scroll sideways: one alone in its box opens on its
-     latest minutes (a box that also holds a table stays at its left edge, where the table is). */
+  /* On a narrow screen the charts over time scroll sideways in their own box
+     (.ov-chart): each opens on its latest minutes, at the right. */
   function showLatest() {
-    for (const chart of document.querySelectorAll('#fleet-overview svg.chart.columns, #fleet-overview svg.chart.lines')) {
-      const box = chart.parentElement;
-      if (box.childElementCount === 1 && box.scrollWidth > box.clientWidth) box.scrollLeft = box.scrollWidth;
+    for (const box of document.querySelectorAll('#fleet-overview .ov-chart')) {
+      if (box.scrollWidth > box.clientWidth) box.scrollLeft = box.scrollWidth;
     }
   }
 
