@@ -254,6 +254,33 @@ def test_the_panel_costs_the_same_queries_whatever_the_number_of_tasks(redis_cle
     assert queries() == few
 
 
+def test_the_windows_over_finished_tasks_read_an_index_not_the_whole_table(redis_clean):
+    """The overview (every 10 s per open page) and each summary read the tasks
+    finished in a window. In a region with days of history, each such query must
+    find its rows through task_finished_idx, not by reading every finished task
+    (a sequential scan, or the status index: nearly every task has succeeded)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from regions.selectors import fleet_overview
+
+    days_ago = timezone.now() - timedelta(days=3)
+    Task.objects.bulk_create(
+        Task(capability="echo", timeout=60, max_attempts=1, status=Task.Status.SUCCEEDED,
+             finished_at=days_ago + timedelta(seconds=i)) for i in range(5000))
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE regions_task")
+    with CaptureQueriesContext(connection) as seen:
+        fleet_overview()
+    windowed = [q["sql"] for q in seen.captured_queries if '"regions_task"."finished_at" >=' in q["sql"]]
+    assert len(windowed) >= 3, [q["sql"][:200] for q in seen.captured_queries]
+    with connection.cursor() as cur:
+        for sql in windowed:
+            cur.execute("EXPLAIN " + sql)
+            plan = "\n".join(row[0] for row in cur.fetchall())
+            assert "task_finished_idx" in plan, (sql, plan)
+
+
 def test_every_link_opens_its_filtered_list(redis_clean, admin_client, monkeypatch):
     from regions.models import ScheduleRun
 
