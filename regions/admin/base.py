@@ -10,6 +10,7 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from console.confirm import confirm_page, confirmed
 from project.accounts.audit import audited
 from project.exceptions import Refused
 from regions.services import liveness
@@ -69,35 +70,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-
-REFUSALS_SHOWN = 20
-
-
-def confirmed(request) -> bool:
-    """The "Yes, I'm sure" form of the confirmation page was sent (Django's delete_selected pattern)."""
-    return request.POST.get("post") == "yes"
-
-
-def confirm_page(model_admin, request, objects: list, *, action: str, title: str, lines: list[str],
-                 refused: list[str], submit: str) -> TemplateResponse | None:
-    """The page an action that cannot be undone answers first: what it will do
-    to each object (lines, from their state now), which selected ones it leaves
-    alone and why (refused), and a form that sends the action again with
-    post=yes. None when nothing selected applies: the caller says why."""
-    if not objects:
-        return None
-    opts = model_admin.model._meta
-    if len(refused) > REFUSALS_SHOWN:
-        refused = [*refused[:REFUSALS_SHOWN], f"… and {len(refused) - REFUSALS_SHOWN} more"]
-    from_detail = bool(request.POST.get("_from_detail")) and len(objects) == 1
-    back = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[objects[0].pk]) if from_detail else \
-        reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
-    return TemplateResponse(request, "admin/regions/action_confirm.html", {
-        **model_admin.admin_site.each_context(request), "title": title, "opts": opts, "lines": lines,
-        "refused": refused, "objects": objects, "action": action, "submit": submit, "back": back,
-        "from_detail": from_detail, "action_checkbox_name": ACTION_CHECKBOX_NAME,
-    })
 
 
 def refusals_of(objects: Iterable, refusal: Callable[[object], str | None]) -> tuple[list, list[str]]:

@@ -13,6 +13,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from console.confirm import confirm_page, confirmed
 from console.formatting import age_text, badge, exact_time
 from console.shown_once import TICKET_FIELD, ShownOnceAdmin, TicketSpent, new_ticket
 from project.accounts.audit import audited
@@ -200,16 +201,17 @@ class RegionAdmin(ShownOnceAdmin):
     @admin.action(description="Rotate summary token (the old one stops working at once)", permissions=["change"])
     def rotate_token(self, request, queryset):
         region_ids = list(queryset.values_list("region_id", flat=True))
-        if request.POST.get("post") != "yes":
+        if not confirmed(request):
             now = timezone.now()
-            return TemplateResponse(request, "admin/router/region/rotate_confirm.html", {
-                **self.admin_site.each_context(request), "title": "Rotate summary tokens?",
-                "region_ids": region_ids, "queryset": queryset, "opts": self.model._meta,
-                "lines": [_rotation_line(region, now) for region in queryset.order_by("region_id")],
-                "submit": f"Yes, rotate {len(region_ids)} token{'s' if len(region_ids) != 1 else ''}",
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-                "ticket_field": TICKET_FIELD, "ticket": new_ticket(),
-            })
+            regions = list(queryset.order_by("region_id"))
+            return confirm_page(
+                self, request, regions, action="rotate_token", title="Rotate summary tokens?",
+                intro="A new summary token is made for each of these regions and shown once on the next page. Each "
+                      "old token stops working at once: the region's summaries are refused (and routing soon skips "
+                      "it as stale) until its REGION_TOKEN is set to the new one.",
+                lines=[_rotation_line(region, now) for region in regions],
+                submit=f"Yes, rotate {len(regions)} token{'s' if len(regions) != 1 else ''}",
+                hidden={TICKET_FIELD: new_ticket()})
         tokens = []
         try:
             with transaction.atomic():

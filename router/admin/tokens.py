@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from console.confirm import confirm_page, confirmed
 from console.formatting import exact_time
 from console.shown_once import ShownOnceAdmin
 from project.accounts.audit import audit_record, audited
@@ -76,16 +76,14 @@ class RegistrationTokenAdmin(ShownOnceAdmin):
         tokens = list(queryset)
         live = [token for token in tokens if token.revoked_at is None]
         refused = [f"{_name(token)} is revoked already" for token in tokens if token.revoked_at is not None]
-        if live and request.POST.get("post") != "yes":
-            return TemplateResponse(request, "admin/router/registrationtoken/revoke_confirm.html", {
-                **self.admin_site.each_context(request), "title": f"Revoke {len(live)} registration token(s)?",
-                "opts": self.model._meta, "tokens": live, "refused": refused,
-                "lines": [f"{_name(token)} ({uses_describe(token)}; regions: {', '.join(token.regions) or 'every region'})"
-                          f": no agent can register with it from now on; agents it admitted keep their own "
-                          f"credentials" for token in live],
-                "submit": f"Yes, revoke {len(live)} token{'s' if len(live) != 1 else ''}",
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-            })
+        if live and not confirmed(request):
+            return confirm_page(
+                self, request, live, action="revoke", title=f"Revoke {len(live)} registration token(s)?",
+                refused=refused,
+                lines=[f"{_name(token)} ({uses_describe(token)}; regions: {', '.join(token.regions) or 'every region'})"
+                       f": no agent can register with it from now on; agents it admitted keep their own "
+                       f"credentials" for token in live],
+                submit=f"Yes, revoke {len(live)} token{'s' if len(live) != 1 else ''}")
         revoked = 0
         for token in live:
             if registration_token_revoke(token_id=token.pk):
