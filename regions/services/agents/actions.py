@@ -13,17 +13,12 @@ def agent_action_refusal(agent: Agent, action: str) -> str | None:
     name, desired, status = agent.agent_id, agent.desired, agent.status
     revoked = desired == Agent.Desired.STOPPED
     live = status == Agent.Status.ONLINE and not revoked
-    if action == "drain":
-        if desired == Agent.Desired.DRAINING and live:
-            return f"agent {name} is already draining"
+    if action in ("drain", "cordon"):
+        want, word = {"drain": (Agent.Desired.DRAINING, "draining"), "cordon": (Agent.Desired.CORDONED, "cordoned")}[action]
+        if desired == want and live:
+            return f"agent {name} is already {word}"
         if not live:
-            return f"agent {name} is {'revoked' if revoked else status}: only an online agent can be drained"
-        return None
-    if action == "cordon":
-        if desired == Agent.Desired.CORDONED and live:
-            return f"agent {name} is already cordoned"
-        if not live:
-            return f"agent {name} is {'revoked' if revoked else status}: only an online agent can be cordoned"
+            return f"agent {name} is {'revoked' if revoked else status}: only an online agent can be {action}ed"
         return None
     if action == "uncordon":
         if desired == Agent.Desired.ACTIVE:

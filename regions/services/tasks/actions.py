@@ -12,15 +12,19 @@ from regions.services.workflows.retry import RETRYABLE as WORKFLOW_RETRYABLE
 TASK_ACTIONS = ("retry", "cancel")
 
 
+def _refusal(name: str, status: str, action: str, *, active, retryable, noun: str) -> str | None:
+    if action == "cancel":
+        return None if status in active else f"{name} is {status}: only {noun} can be cancelled"
+    if action == "retry":
+        return None if status in retryable else f"{name} is {status}: only a failed or cancelled {noun.split()[-1]} " \
+                                                "can be retried"
+    return f"unknown action {action}"
+
+
 def task_action_refusal(task: Task, action: str) -> str | None:
     """None when `action` applies to `task` as it is, else why not."""
-    name = f"task {str(task.id)[:8]}"
-    if action == "cancel":
-        return None if task.status in Task.ACTIVE else f"{name} is {task.status}: only an active task can be cancelled"
-    if action == "retry":
-        return None if task.status in RETRYABLE else \
-            f"{name} is {task.status}: only a failed or cancelled task can be retried"
-    return f"unknown action {action}"
+    return _refusal(f"task {str(task.id)[:8]}", task.status, action, active=Task.ACTIVE, retryable=RETRYABLE,
+                    noun="an active task")
 
 
 def task_actions_allowed(task: Task) -> list[str]:
@@ -28,14 +32,8 @@ def task_actions_allowed(task: Task) -> list[str]:
 
 
 def workflow_action_refusal(workflow: Workflow, action: str) -> str | None:
-    name = f"workflow {str(workflow.id)[:8]}"
-    if action == "cancel":
-        return None if workflow.status == Workflow.Status.RUNNING else \
-            f"{name} is {workflow.status}: only a running workflow can be cancelled"
-    if action == "retry":
-        return None if workflow.status in WORKFLOW_RETRYABLE else \
-            f"{name} is {workflow.status}: only a failed or cancelled workflow can be retried"
-    return f"unknown action {action}"
+    return _refusal(f"workflow {str(workflow.id)[:8]}", workflow.status, action, active=(Workflow.Status.RUNNING,),
+                    retryable=WORKFLOW_RETRYABLE, noun="a running workflow")
 
 
 def workflow_actions_allowed(workflow: Workflow) -> list[str]:
