@@ -53,6 +53,40 @@ def web_command(port: int, workers: int = 2) -> list[str]:
             "-b", f"127.0.0.1:{port}", "-w", str(workers), "--graceful-timeout", "5"]
 
 
+@contextlib.contextmanager
+def json_server(answer):
+    """A real HTTP listener on a free port that answers every GET and POST with
+    answer(method, path, request body) -> (status, a JSON-able body); yields its
+    URL and stops on exit."""
+    import http.server
+    import json
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            status, body = answer(self.command, self.path, self.rfile.read(length) if length else b"")
+            raw = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        do_GET = do_POST = _answer  # noqa: N815 (http.server's names)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def pg_admin(sql: str) -> None:
     conn = psycopg2.connect(dbname="postgres", **PG)
     conn.autocommit = True

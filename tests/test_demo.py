@@ -2,7 +2,6 @@
 three regions on RabbitMQ, runs tasks through the router on real agents,
 restarts what crashes, leaves alone what was told to stop, and stops cleanly on
 SIGINT even as a background job of a script."""
-import http.server
 import json
 import os
 import random
@@ -10,8 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ import requests
 from regions.management.demo import local_services
 from regions.management.supervisor import EX_CONFIG, Restart, Supervisor
 from tests.accounting import record
-from tests.harness import ROOT, RedisServer, rabbitmqctl, wait_for
+from tests.harness import ROOT, RedisServer, json_server, rabbitmqctl, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -129,27 +126,12 @@ def test_demo_falls_back_to_a_redis_broker_with_a_warning_without_rabbitmq(tmp_p
 
 
 def test_run_agent_exits_78_when_registration_is_refused_for_good(tmp_path):
-    class Refuse(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.dumps({"error": "forbidden", "detail": "Agent x is revoked."}).encode()
-            self.send_response(403)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    refusal = {"error": "forbidden", "detail": "Agent x is revoked."}
+    with json_server(lambda *request: (403, refusal)) as url:
         out = subprocess.run(
             [sys.executable, "manage.py", "run_agent", "--capabilities", "echo", "--agent-id", "x",
-             "--router-url", f"http://127.0.0.1:{server.server_port}", "--registration-token", "mrt_x"],
+             "--router-url", url, "--registration-token", "mrt_x"],
             cwd=ROOT, env={**demo_env(), "VAR_DIR": str(tmp_path)}, capture_output=True, text=True, timeout=60)
-    finally:
-        server.shutdown()
     assert out.returncode == EX_CONFIG, out.stderr[-2000:]
     assert "refused registration (403)" in out.stderr
 

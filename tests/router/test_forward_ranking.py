@@ -2,11 +2,8 @@
 region went lately counts in its rank. Regions here are real servers on local
 ports (an HTTP server answering a chosen status, a TCP listener that accepts
 and says nothing, a port nobody listens on); the router runs in-process."""
-import http.server
-import json
 import re
 import socket
-import threading
 import time
 
 import pytest
@@ -37,33 +34,17 @@ def regions_http():
     class Region_:
         def __init__(self, status: int):
             self.status, self.bodies = status, []
-            owner = self
-
-            class Handler(http.server.BaseHTTPRequestHandler):
-                def do_POST(self):
-                    owner.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                    body = json.dumps({"id": "t1"} if owner.status < 300 else {"detail": "busy"}).encode()
-                    self.send_response(owner.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-
-                def log_message(self, *args):
-                    pass
-
-            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-            threading.Thread(target=self.server.serve_forever, daemon=True).start()
+            self._server = harness.json_server(self.answer)
+            self.url = self._server.__enter__()
             made.append(self)
 
-        @property
-        def url(self):
-            return f"http://127.0.0.1:{self.server.server_address[1]}"
+        def answer(self, method, path, body):
+            self.bodies.append(body)
+            return self.status, {"id": "t1"} if self.status < 300 else {"detail": "busy"}
 
     yield Region_
     for region in made:
-        region.server.shutdown()
-        region.server.server_close()
+        region._server.__exit__(None, None, None)
 
 
 @pytest.fixture

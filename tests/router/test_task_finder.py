@@ -27,7 +27,7 @@ from router.services import locate as locate_service
 from router.services.locate import task_locate
 from router.selectors import regions_directory_reset
 from router.services.regions import region_create
-from tests import factories
+from tests import factories, harness
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -255,30 +255,10 @@ def test_a_region_that_stalls_mid_answer_is_a_timeout_within_the_budget(bounds, 
 def test_what_a_region_sends_beyond_the_contract_is_never_shown(admin_client, bounds):
     """A region (an old or a broken one) that answers with the task's data too:
     the router reads the five fields of the contract, checked, and nothing else."""
-    import json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Leaky(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            body = json.dumps({"found": True, "status": "failed", "capability": f"<b>{MARKER}</b>",
-                               "created_at": MARKER, "finished_at": None, "payload": {"note": MARKER},
-                               "error": MARKER, "result": MARKER}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Leaky)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        region_create(region_id="leaky-1", orchestrator_url=f"http://127.0.0.1:{server.server_address[1]}")
+    leak = {"found": True, "status": "failed", "capability": f"<b>{MARKER}</b>", "created_at": MARKER,
+            "finished_at": None, "payload": {"note": MARKER}, "error": MARKER, "result": MARKER}
+    with harness.json_server(lambda *request: (200, leak)) as url:
+        region_create(region_id="leaky-1", orchestrator_url=url)
         r = admin_client.get(FINDER, {"task_id": str(uuid.uuid4())})
         assert "Found in leaky-1" in text(r) and "failed" in text(r)
         assert MARKER not in r.content.decode()
-    finally:
-        server.shutdown()
-        server.server_close()
