@@ -380,3 +380,29 @@ def test_a_rejection_is_no_longer_shown_once_the_ref_is_back_on_the_active_commi
     repo.git("reset", "-q", "--hard", good)  # the operator force-pushes main back
     assert sync(repo).applied is False  # nothing to apply: it runs already
     assert not [i for i in region_attention() if i["kind"] == "config_rejected"]
+
+
+def test_a_rejected_repository_keeps_its_credentials_out_of_every_record(redis_clean):
+    """A repository address with a user and token (https://deploy:token@host/…):
+    git's error, our own, the stored row, the audit trail, the log and the
+    attention item the summary sends to the router carry none of it."""
+    import socket
+
+    from regions.selectors import region_attention
+    from regions.services.config.sync import _credentials_out
+
+    secret = "s3cr3t-token-4411"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: git cannot reach it
+    repo = f"http://deploy:{secret}@127.0.0.1:{port}/cfg.git"
+    result = config_sync(repo=repo, ref="main")
+    assert result.error and not result.applied
+    row = ConfigVersion.objects.get()
+    audit = AuditEvent.objects.get(action="config.rejected")
+    shown = [result.error, row.repo, row.error, audit.target, audit.detail,
+             *(i["text"] for i in region_attention())]
+    assert not [text for text in shown if secret in text or "deploy@" in text], shown
+    assert row.repo == f"http://127.0.0.1:{port}/cfg.git"
+    assert _credentials_out(f"ref 'main' not found in https://deploy:{secret}@git.example/cfg.git", repo) == \
+        "ref 'main' not found in https://git.example/cfg.git"

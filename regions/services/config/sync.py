@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -92,23 +93,35 @@ def _without_credentials(repo: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
 
 
+def _credentials_out(text: str, repo: str) -> str:
+    """`text` (git's error, ours) without the repository's user and token: the
+    error is kept in the database, shown on the attention panel, and sent to the
+    router in the region's summary."""
+    return _CREDENTIALS.sub(r"\1", text.replace(repo, _without_credentials(repo)))
+
+
+_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s'\"]+@", re.IGNORECASE)
+
+
 def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
     """Pull, validate and apply one commit atomically. An invalid commit changes
-    nothing (and is recorded as rejected); the same commit again is a no-op."""
+    nothing (and is recorded as rejected); the same commit again is a no-op.
+    The repository's credentials are used to fetch and kept nowhere."""
     started = time.monotonic()
-    sha = ""
+    sha, shown = "", _without_credentials(repo)
     try:
         sha, files = config_fetch(repo=repo, ref=ref)
         content = config_parse(files)
     except ConfigError as exc:
-        if not dry_run and not _rejected_already(repo=repo, ref=ref, sha=sha or "?"):
-            audit_record(action="config.rejected", target=f"{_without_credentials(repo)}@{ref} {sha[:12] or '?'}",
-                         actor=CONFIG_SYNC, outcome=REFUSED if sha else FAILED, detail=str(exc))
+        error = _credentials_out(str(exc), repo)
+        if not dry_run and not _rejected_already(repo=shown, ref=ref, sha=sha or "?"):
+            audit_record(action="config.rejected", target=f"{shown}@{ref} {sha[:12] or '?'}",
+                         actor=CONFIG_SYNC, outcome=REFUSED if sha else FAILED, detail=error)
             ConfigVersion.objects.create(sha=sha or "?", subject=config_subject(sha=sha) if sha else "", ref=ref,
-                                         repo=repo, result=ConfigVersion.Result.REJECTED, error=str(exc),
+                                         repo=shown, result=ConfigVersion.Result.REJECTED, error=error,
                                          duration_ms=_ms(started))
-        logger.warning("configuration %s@%s rejected: %s", repo, ref, exc)
-        return SyncResult(sha=sha, applied=False, changes=[], error=str(exc), dry_run=dry_run,
+        logger.warning("configuration %s@%s rejected: %s", shown, ref, error)
+        return SyncResult(sha=sha, applied=False, changes=[], error=error, dry_run=dry_run,
                           duration_ms=_ms(started))
     active = ConfigVersion.objects.filter(is_active=True).first()
     changes = config_diff(active.content if active else {}, content)
@@ -123,12 +136,12 @@ def config_sync(*, repo: str, ref: str, dry_run: bool = False) -> SyncResult:
         return SyncResult(sha=sha, applied=False, changes=changes, dry_run=dry_run, duration_ms=_ms(started))
     with transaction.atomic():
         ConfigVersion.objects.filter(is_active=True).update(is_active=False)
-        version = ConfigVersion.objects.create(sha=sha, subject=config_subject(sha=sha), ref=ref, repo=repo,
+        version = ConfigVersion.objects.create(sha=sha, subject=config_subject(sha=sha), ref=ref, repo=shown,
                                                result=ConfigVersion.Result.APPLIED,
                                                content=content, changes=changes, is_active=True,
                                                duration_ms=_ms(started))
         _enforce_blocklist(content)
-        audit_record(action="config.applied", target=f"{_without_credentials(repo)}@{ref} {sha[:12]}", actor=CONFIG_SYNC,
+        audit_record(action="config.applied", target=f"{shown}@{ref} {sha[:12]}", actor=CONFIG_SYNC,
                      detail=f"{len(changes)} changes: " + "; ".join(map(str, changes[:20])))
         # After the commit, never before: a process that sees the new id must find its row.
         transaction.on_commit(lambda: config_publish(version_id=version.id))
