@@ -1,6 +1,7 @@
 """Reads of the region's state."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
@@ -260,6 +261,10 @@ def task_outcomes_by_capability(*, since: datetime) -> list[dict]:
 
 
 BROKER_TIMEOUT_SECONDS = 2.0
+# Every open overview asks every 10 s, in each web worker: the broker's answer
+# (or its silence) serves the asks of the next few seconds in the same process.
+BROKER_DEPTHS_TTL_SECONDS = 5.0
+_depths_seen: dict[tuple, tuple[float, dict]] = {}
 QUEUES_SHOWN = 30
 
 
@@ -277,6 +282,20 @@ def overview_queues(*, capabilities: list[str] = ()) -> list[str]:
 
 def broker_queue_depths(*, queues: list[str], url: str | None = None,
                         timeout: float = BROKER_TIMEOUT_SECONDS) -> dict:
+    """broker_queue_depths_now(), as this process saw it within the last
+    BROKER_DEPTHS_TTL_SECONDS: a broker that does not answer costs an overview
+    `timeout` once in that time, and one connection serves every open page."""
+    url = url or settings.CELERY_BROKER_URL
+    key, now = (url, tuple(queues)), time.monotonic()
+    seen = _depths_seen.get(key)
+    if seen is None or now - seen[0] > BROKER_DEPTHS_TTL_SECONDS:
+        if len(_depths_seen) > 64:
+            _depths_seen.clear()
+        seen = _depths_seen[key] = (now, broker_queue_depths_now(queues=queues, url=url, timeout=timeout))
+    return seen[1]
+
+
+def broker_queue_depths_now(*, queues: list[str], url: str, timeout: float = BROKER_TIMEOUT_SECONDS) -> dict:
     """Messages ready and consumers of each queue, from the region's broker (a
     passive declare: nothing is created), as {"ok", "error", "queues": [{"queue",
     "messages", "consumers", "declared"}]}. A broker that does not answer within
@@ -285,7 +304,6 @@ def broker_queue_depths(*, queues: list[str], url: str | None = None,
 
     from wire.broker import broker_kind, celery_options
 
-    url = url or settings.CELERY_BROKER_URL
     amqp = broker_kind(url) == "amqp"
     # The transport options Celery uses with this broker (Redis: one list per
     # priority band, named with its separator), with short timeouts.
@@ -295,7 +313,7 @@ def broker_queue_depths(*, queues: list[str], url: str | None = None,
     rows = []
     try:
         with Connection(url, connect_timeout=timeout, transport_options=options) as conn:
-            conn.connect()
+            conn.ensure_connection(max_retries=0)  # one attempt (connect() makes two): `timeout` bounds it
             channel = conn.channel()
             for name in queues:
                 try:
