@@ -24,13 +24,17 @@ SEVERITIES = (CRITICAL, WARNING)
 
 # A queued task sent this long ago and still not started: its agents are busy (or lost).
 QUEUED_LONG = timedelta(minutes=5)
+LAST_HOUR = timedelta(hours=1)  # the overview's window, and the panel's
 # Failing above the usual rate: the last hour's share of failures against the 24 h before it.
-FAILING_WINDOW = timedelta(hours=1)
+FAILING_WINDOW = LAST_HOUR
 FAILING_BASELINE = timedelta(hours=24)
 FAILING_MIN_FAILURES = 5  # one failure is not an alarm
 FAILING_FACTOR = 2.0  # at least twice the usual share ...
 FAILING_MARGIN = 0.10  # ... and ten points above it
 MAX_PER_KIND = 10  # lines per kind; the rest summed in one more line
+# The reaper has stopped: no tick for this many of its intervals (and at least this long).
+REAPER_LATE_TICKS = 6
+REAPER_LATE_MIN_SECONDS = 30.0
 
 TASKS = "/admin/regions/task/"
 AGENTS = "/admin/regions/agent/"
@@ -114,23 +118,46 @@ def capabilities_unserved(*, served: set[str]) -> list[dict]:
 
 
 def agents_none(*, live: int | None, fleet: int) -> list[dict]:
-    """No live agent at all: nothing in this region runs anything."""
-    if (live if live is not None else fleet) > 0:
-        return []
-    return [_item("no_agents", CRITICAL, "no live agent in this region: no task can run", 0,
-                  _href(AGENTS, status__exact="online"))]
+    """No live agent at all: nothing in this region runs anything. Live agents
+    that are all cordoned or draining (`fleet`: the capabilities served by an
+    agent taking work is empty): nothing new starts."""
+    if (live if live is not None else fleet) <= 0:
+        return [_item("no_agents", CRITICAL, "no live agent in this region: no task can run", 0,
+                      _href(AGENTS, status__exact="online"))]
+    held = Agent.objects.filter(status=Agent.Status.ONLINE, desired__in=[Agent.Desired.CORDONED,
+                                                                   Agent.Desired.DRAINING]).count() \
+        if fleet == 0 else 0
+    if held:
+        return [_item("agents_held", WARNING, f"{_s(held, 'online agent')}, every one cordoned or draining: "
+                      "no new task can start", held, _href(AGENTS, status__exact="online"))]
+    return []
 
 
-def liveness_items(health: dict) -> list[dict]:
+def liveness_items(health: dict, *, now: datetime) -> list[dict]:
     if not health["ok"]:
         return [_item("liveness_down", CRITICAL, f"{health.get('error') or 'liveness store unavailable'}: "
                       "heartbeats are refused and no agent is evicted", 1, AGENTS)]
+    items = []
+    reaped_at = health.get("reaped_at")
+    late = now.timestamp() - reaped_at if reaped_at else 0.0
+    if late > max(REAPER_LATE_TICKS * settings.REAPER_INTERVAL, REAPER_LATE_MIN_SECONDS):
+        items.append(_item("reaper_stopped", CRITICAL, f"the reaper's last tick was {late:.0f} s ago: a silent "
+                           "agent is not evicted and its tasks are not requeued (is the orchestrator with its "
+                           "clock jobs running?)", 1, _href(AGENTS, status__exact="online")))
     hold = health.get("hold")
     if hold:
         reason = hold.get("reason", "") if isinstance(hold, dict) else ""
-        return [_item("eviction_hold", WARNING, "eviction hold in force: silent agents are kept online"
-                      + (f" ({reason})" if reason else ""), 1, _href(AGENTS, status__exact="online"))]
-    return []
+        items.append(_item("eviction_hold", WARNING, "eviction hold in force: silent agents are kept online"
+                           + (f" ({reason})" if reason else ""), 1, _href(AGENTS, status__exact="online")))
+    return items
+
+
+def broker_items(queues: dict | None) -> list[dict]:
+    """The region's broker did not answer the overview's ask (regions.selectors.broker_queue_depths)."""
+    if queues is None or queues["ok"]:
+        return []
+    return [_item("broker_down", CRITICAL, f"{queues['error']}: no task is sent to an agent and no outcome "
+                  "comes back until it answers", 1, _href(TASKS, status__in=",".join(Task.PENDING)))]
 
 
 def router_items() -> list[dict]:
@@ -168,11 +195,11 @@ def config_rejected() -> list[dict]:
                   _href("/admin/regions/configversion/", result__exact=ConfigVersion.Result.REJECTED))]
 
 
-def dead_letters(*, count: int) -> list[dict]:
+def dead_letters(*, count: int, since: datetime) -> list[dict]:
     if not count:
         return []
     return [_item("dead_letters", WARNING, f"{_s(count, 'dead letter')} in the last hour", count,
-                  "/admin/regions/deadletter/")]
+                  _href("/admin/regions/deadletter/", received_at__gte=since.isoformat()))]
 
 
 def schedules_behind(behind: list[dict]) -> list[dict]:
@@ -202,9 +229,11 @@ def capabilities_failing(*, now: datetime) -> list[dict]:
             items.append(_item("failing", WARNING, f"capability {row['capability']}: {row['failed']} of "
                                f"{row['done']} failed in the last hour ({rate:.0%}; usually {usual:.0%})",
                                row["failed"], _href(TASKS, capability__exact=row["capability"],
-                                                    status__exact=Task.Status.FAILED)))
+                                                    status__exact=Task.Status.FAILED,
+                                                    finished_at__gte=since.isoformat())))
     items.sort(key=lambda i: (-i["count"], i["text"]))
-    return _capped("failing", WARNING, items, what="capabilities failing", href=_href(TASKS, status__exact="failed"))
+    return _capped("failing", WARNING, items, what="capabilities failing",
+                   href=_href(TASKS, status__exact="failed", finished_at__gte=since.isoformat()))
 
 
 def capabilities_served() -> set[str]:
@@ -222,18 +251,19 @@ def capabilities_served() -> set[str]:
 
 
 def attention_items(*, now: datetime, health: dict, dead_count: int, behind: list[dict],
-                    served: set[str]) -> list[dict]:
+                    served: set[str], queues: dict | None) -> list[dict]:
     """Every item, critical first (each kind keeps its order). The reads this
     takes as arguments are the overview's own (regions.selectors.region_attention)."""
     items = [
-        *liveness_items(health),
+        *broker_items(queues),
+        *liveness_items(health, now=now),
         *agents_none(live=health.get("live_agents") if health["ok"] else None, fleet=len(served)),
         *router_items(),
         *config_rejected(),
         *capabilities_unserved(served=served),
         *tasks_waiting(now=now),
         *capabilities_failing(now=now),
-        *dead_letters(count=dead_count),
+        *dead_letters(count=dead_count, since=now - LAST_HOUR),
         *schedules_behind(behind),
     ]
     items.sort(key=lambda i: SEVERITIES.index(i["severity"]))

@@ -11,7 +11,7 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from project.dbbackends import json_list_has
-from regions.attention import attention_items, capabilities_served
+from regions.attention import LAST_HOUR, attention_items, capabilities_served
 from regions.models import (Agent, CallbackAttempt, CallbackDelivery, ConfigVersion, DeadLetter, Task, Workflow,
                             WorkflowStep)
 from regions.services import liveness
@@ -133,7 +133,7 @@ def region_status() -> dict:
 # --- the fleet overview (admin home, manage.py fleet_status) ------------------------
 # Counts and GROUP BYs only: the page costs the same at 100 agents and 100,000.
 
-OVERVIEW_WINDOW = timedelta(hours=1)
+OVERVIEW_WINDOW = LAST_HOUR
 WAIT_BUCKET_SECONDS = 300
 
 # Queue wait (queued -> started) and run duration (started -> finished) per
@@ -346,17 +346,21 @@ def liveness_health() -> dict:
 
 
 def region_attention(*, now: datetime | None = None, health: dict | None = None, dead_count: int | None = None,
-                     behind: list[dict] | None = None) -> list[dict]:
+                     behind: list[dict] | None = None, queues: dict | None = None) -> list[dict]:
     """What needs an operator here (regions/attention.py), critical first; the
     overview passes what it has already read so nothing is read twice."""
+    from wire.protocol import CONTROL_QUEUE
+
     now = now or timezone.now()
+    if queues is None:
+        queues = broker_queue_depths(queues=[CONTROL_QUEUE])
     health = health if health is not None else liveness_health()
     if dead_count is None:
         dead_count = DeadLetter.objects.filter(received_at__gte=now - OVERVIEW_WINDOW).count()
     if behind is None:
         behind = [s for s in schedule_list(now=now) if s["behind"]]
     return attention_items(now=now, health=health, dead_count=dead_count, behind=behind,
-                           served=capabilities_served())
+                           served=capabilities_served(), queues=queues)
 
 
 def fleet_overview(*, now: datetime | None = None) -> dict:
@@ -368,6 +372,7 @@ def fleet_overview(*, now: datetime | None = None) -> dict:
     dead_count = dead.count()
     behind = [s for s in schedule_list(now=now) if s["behind"]]
     outcomes = task_outcomes_by_capability(since=since)
+    queues = broker_queue_depths(queues=overview_queues(capabilities=[c["capability"] for c in outcomes]))
     return {
         "role": "region",
         "region_id": settings.REGION_ID,
@@ -380,13 +385,14 @@ def fleet_overview(*, now: datetime | None = None) -> dict:
         "queue_wait": task_queue_wait(since=since, until=now),
         "run_duration": task_run_duration(since=since, until=now),
         "capabilities": outcomes,
-        "queues": broker_queue_depths(queues=overview_queues(capabilities=[c["capability"] for c in outcomes])),
+        "queues": queues,
         "liveness": health,
         "dead_letters": {"count": dead_count,
                          "latest": list(dead.values("received_at", "source", "queue", "reason")[:5])},
         "config": ConfigVersion.objects.filter(is_active=True).values("sha", "subject", "created_at").first(),
         "schedules_behind": behind,
-        "attention": region_attention(now=now, health=health, dead_count=dead_count, behind=behind),
+        "attention": region_attention(now=now, health=health, dead_count=dead_count, behind=behind,
+                                      queues=queues),
     }
 
 

@@ -60,6 +60,13 @@ def router_attention(*, now: datetime | None = None) -> list[dict]:
     penalties = {row.region_id: penalty for row in ForwardOutcomes.objects.filter(failed_at__gte=since)
                  if (penalty := forward_penalty(row, since=since))}
     items = []
+    if not regions:
+        items.append(_item("no_regions", CRITICAL, "no enabled region: the router has nowhere to route a task", 0,
+                           "/admin/router/region/"))
+    if not settings.ROUTER_SIGNING_KEY:
+        items.append(_item("no_signing_key", CRITICAL, "ROUTER_SIGNING_KEY is not set: the router cannot vouch "
+                           "for a caller to a region, so it forwards nothing (manage.py router_signing_key)", 1,
+                           "/admin/router/region/"))
     for region in regions:
         href = f"/admin/router/region/{region.pk}/change/"
         name = region.region_id
@@ -72,11 +79,13 @@ def router_attention(*, now: datetime | None = None) -> list[dict]:
             items.append(_item("region_stale", CRITICAL, text, 1, href))
         else:
             caps = region_capabilities(region.capabilities)
-            if not any(c["count"] for c in caps.values()):
+            own_items = attention_items_clean(region.attention)
+            # The region says so itself, with a link to its list: one line, not two.
+            if not any(c["count"] for c in caps.values()) and "no_agents" not in {own["kind"] for own in own_items}:
                 items.append(_item("region_no_agents", CRITICAL, f"region {name} reports no agent taking work", 0,
                                    href))
             console = region.orchestrator_url.rstrip("/")
-            for own in attention_items_clean(region.attention):
+            for own in own_items:
                 items.append(_item(own["kind"], own["severity"], f"{name}: {own['text']}", own["count"],
                                    console + own["path"]))
         penalty = penalties.get(region.pk)

@@ -41,6 +41,15 @@ def test_run_bare_it_says_in_one_line_what_to_point_it_at_and_exits_3(tmp_path):
     assert "--demo eu-west-3" in error[0] and "DATABASE_URL" in error[0]
 
 
+def test_any_other_failure_exits_3_not_1_which_means_warnings(tmp_path):
+    """A monitor branches on the status: a crash must not read as "warnings only"."""
+    out = _run(env={**_bare_env(tmp_path), "REDIS_URL": "foo://not-redis"})
+    assert out.returncode == 3, out
+    assert "Traceback" not in out.stderr and "the state could not be read: ValueError" in out.stderr
+    out = _run("--traceback", env={**_bare_env(tmp_path), "REDIS_URL": "foo://not-redis"})
+    assert out.returncode == 1 and "Traceback" in out.stderr
+
+
 def test_demo_without_its_environment_file_is_a_clear_error(tmp_path):
     out = _run("--demo", "eu-west-3", "--demo-dir", str(tmp_path), env=_bare_env(tmp_path))
     assert out.returncode == 3 and "Traceback" not in out.stderr

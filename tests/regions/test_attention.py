@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from datetime import timedelta
+from urllib.parse import urlencode
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -96,7 +97,8 @@ def test_capability_failing_above_its_usual_rate(redis_clean):
     finished("echo", Task.Status.FAILED, timedelta(minutes=10), 1)  # one failure is no alarm
     items = [i for i in region_attention(now=now) if i["kind"] == "failing"]
     assert [i["text"] for i in items] == ["capability ocr: 6 of 10 failed in the last hour (60%; usually 10%)"]
-    assert items[0]["href"] == "/admin/regions/task/?capability__exact=ocr&status__exact=failed"
+    assert items[0]["href"] == "/admin/regions/task/?" + urlencode(
+        {"capability__exact": "ocr", "status__exact": "failed", "finished_at__gte": (now - timedelta(hours=1)).isoformat()})
 
 
 def test_dead_letters_rejected_config_liveness_and_hold(redis_clean, monkeypatch):
@@ -289,6 +291,11 @@ def test_every_link_opens_its_filtered_list(redis_clean, admin_client, monkeypat
         task = _task("ocr", Task.Status.FAILED)
         Task.objects.filter(pk=task.pk).update(finished_at=timezone.now())
     DeadLetter.objects.create(source="orchestrator", queue="q", reason="undecodable")
+    old = DeadLetter.objects.create(source="orchestrator", queue="q", reason="undecodable")
+    DeadLetter.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(hours=2))
+    for status in [Task.Status.FAILED] * 3 + [Task.Status.SUCCEEDED] * 30:  # before the hour the panel counts
+        task = _task("ocr", status)
+        Task.objects.filter(pk=task.pk).update(finished_at=timezone.now() - timedelta(hours=2))
     ConfigVersion.objects.create(sha="f" * 40, result="rejected", error="bad")
     ScheduleRun.objects.create(schedule="nightly", due_at=timezone.now(), outcome="created")
     monkeypatch.setattr("regions.selectors.schedule_list", lambda now=None: [{"name": "nightly", "behind": True}])
@@ -300,3 +307,38 @@ def test_every_link_opens_its_filtered_list(redis_clean, admin_client, monkeypat
         assert r.status_code == 200, (item, r.get("Location"))
     r = admin_client.get(next(i["href"] for i in items if i["kind"] == "schedule_behind"))
     assert "nightly" in r.content.decode()
+    for kind in ("failing", "dead_letters", "waiting_no_agent"):  # the list shows the rows the line counts
+        item = next(i for i in items if i["kind"] == kind)
+        assert admin_client.get(item["href"]).context["cl"].result_count == item["count"], item
+
+
+def test_a_broker_that_does_not_answer_is_critical(redis_clean, settings):
+    import socket
+
+    _agent("a1", ["echo"])
+    _live("a1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens
+    settings.CELERY_BROKER_URL = f"amqp://guest:guest@127.0.0.1:{port}//"
+    item = _kinds(region_attention())["broker_down"]
+    assert item["severity"] == "critical" and "broker unavailable" in item["text"], item
+
+
+def test_a_reaper_that_stopped_ticking_is_critical(redis_clean, settings):
+    _agent("a1", ["echo"])
+    _live("a1")
+    liveness.reaped_set(now=time.time() - 5)
+    assert region_attention() == []
+    liveness.reaped_set(now=time.time() - 10 * max(settings.REAPER_INTERVAL, 30))
+    item = _kinds(region_attention())["reaper_stopped"]
+    assert item["severity"] == "critical" and "not evicted" in item["text"], item
+
+
+def test_live_agents_all_cordoned_or_draining_is_a_warning_even_with_nothing_pending(redis_clean):
+    _agent("c1", ["echo"], desired=Agent.Desired.CORDONED, status=Agent.Status.ONLINE)
+    _agent("d1", ["ocr"], desired=Agent.Desired.DRAINING, status=Agent.Status.ONLINE)
+    _live("c1", "d1")
+    items = region_attention()
+    assert [i["kind"] for i in items] == ["agents_held"], items
+    assert items[0]["text"] == "2 online agents, every one cordoned or draining: no new task can start"

@@ -146,3 +146,25 @@ def test_fleet_status_on_the_router_prints_the_panel_first(regions, settings):
     assert "  WARNING   us-east-1: capability pdf" in text.split("Router as of")[0]
     assert exit_status(router_attention()) == 2  # eu-west-3 and ap-southeast-1 never reported: critical
     assert exit_status([{**ITEM, "severity": "warning"}]) == 1 and exit_status([]) == 0
+
+
+def test_a_router_with_no_enabled_region_or_no_signing_key_needs_attention(settings):
+    assert [i["kind"] for i in router_attention()] == ["no_regions"]
+    region_create(region_id="eu-west-3", orchestrator_url="http://eu-west-3.example:8000")
+    Region.objects.update(enabled=False)
+    assert [i["kind"] for i in router_attention()] == ["no_regions"]
+    Region.objects.update(enabled=True)
+    settings.ROUTER_SIGNING_KEY = ""
+    kinds = [i["kind"] for i in router_attention()]
+    assert "no_signing_key" in kinds and "no_regions" not in kinds, kinds
+
+
+def test_a_region_saying_it_has_no_agent_is_one_line_not_two(regions):
+    own = {"kind": "no_agents", "severity": "critical", "text": "no live agent in this region: no task can run",
+           "count": 0, "path": "/admin/regions/agent/?status__exact=online"}
+    push(regions["eu-west-3"], summary("eu-west-3", caps={}, attention=[own]))
+    push(regions["us-east-1"], summary("us-east-1", caps={}))
+    lines = [(i["kind"], i["text"]) for i in router_attention() if "eu-west-3" in i["text"] or "us-east-1" in i["text"]]
+    assert ("no_agents", "eu-west-3: no live agent in this region: no task can run") in lines
+    assert not [line for line in lines if line[0] == "region_no_agents" and "eu-west-3" in line[1]], lines
+    assert ("region_no_agents", "region us-east-1 reports no agent taking work") in lines

@@ -88,7 +88,7 @@ def region_text(data: dict) -> str:
               [[p["minute"].strftime("%H:%M"), p["succeeded"], p["failed"], p["cancelled"]] for p in done
                if p["succeeded"] or p["failed"] or p["cancelled"]] or [["(none)", 0, 0, 0]], right={1, 2, 3}),
         "",
-        "Queue wait (created -> started) per 5 minutes, last hour",
+        "Queue wait (queued -> started) per 5 minutes, last hour",
         table(["from", "started", "p50", "p95"],
               [[b["start"].strftime("%H:%M"), b["count"], _seconds(b["p50"]), _seconds(b["p95"])] for b in wait]
               or [["(none)", 0, None, None]], right={1, 2, 3}),
@@ -150,7 +150,15 @@ class Command(BaseCommand):
 
     def run_from_argv(self, argv):
         # From the shell, the status says what needs attention; call_command() returns normally.
-        super().run_from_argv(argv)
+        # Whatever else goes wrong is EXIT_UNREADABLE, not Python's 1 (which says "warnings only").
+        try:
+            super().run_from_argv(argv)
+        except Exception as exc:  # noqa: BLE001 - a monitor reads the status: it must not read a crash as 1
+            if "--traceback" in argv:
+                raise
+            self.stderr.write(f"fleet_status: the state could not be read: {type(exc).__name__}: "
+                              f"{str(exc)[:300]} (--traceback for the trace)")
+            sys.exit(EXIT_UNREADABLE)
         sys.exit(self.exit_code)
 
     def handle(self, *args, as_json: bool = False, demo: str | None = None, demo_dir: str = "", **options):
