@@ -124,9 +124,15 @@ def _config_subject(sha: str) -> str:
 
 
 def _due(interval: float) -> bool:
-    """Beat ticks often; push once per configured interval (changeable at run time)."""
+    """Beat ticks often; push once per configured interval (changeable at run
+    time: a mark left under a longer interval than the one now in force does not
+    hold the next summary back for the rest of the longer one)."""
+    px = int(interval * 1000) - 50
     try:
-        return bool(liveness.client().set(liveness.key("summary_due"), 1, nx=True, px=int(interval * 1000) - 50))
+        client, key = liveness.client(), liveness.key("summary_due")
+        if client.set(key, 1, nx=True, px=px):
+            return True
+        return client.pttl(key) > px and bool(client.set(key, 1, px=px))
     except liveness.RedisError:
         return True
 

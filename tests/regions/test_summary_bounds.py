@@ -7,6 +7,7 @@ import pytest
 
 from project.region_summary import MAX_CAPABILITIES
 from regions.models import Agent
+from regions.services import liveness
 from regions.services.config.current import config_current
 from regions.services.summary import region_summary_build
 from router import inputs
@@ -46,3 +47,16 @@ def test_a_summary_within_the_bound_is_sent_whole_without_a_warning(caplog):
         built = region_summary_build()
     assert len(built["agent_capabilities_summary"]) == 200
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_shorter_summary_interval_is_in_force_at_the_next_tick(redis_clean):
+    """A push under a 60 s interval, then the configuration says 3 s: the next
+    tick after 3 s pushes, not the one after 60 s (the demo's first summaries
+    stalled for a minute behind such a mark)."""
+    from regions.services.summary import _due
+
+    assert _due(60.0) is True
+    assert _due(60.0) is False
+    assert _due(3.0) is True      # the mark was set for 60 s: shortened to 3 s
+    assert _due(3.0) is False     # and it holds for those 3 s
+    assert 0 < redis_clean.pttl(liveness.key("summary_due")) <= 3000
