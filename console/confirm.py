@@ -8,6 +8,10 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 REFUSALS_SHOWN = 20
+# A confirmation form carries the ids it was drawn for, unless there are more
+# than this (Django refuses a form of over DATA_UPLOAD_MAX_NUMBER_FIELDS, 1000):
+# then "select all" is sent on, and the action takes the list's filter as it is.
+IDS_CARRIED = 900
 
 
 def confirmed(request) -> bool:
@@ -30,11 +34,14 @@ def confirm_page(model_admin, request, objects: list, *, action: str, title: str
     if len(refused) > REFUSALS_SHOWN:
         refused = [*refused[:REFUSALS_SHOWN], f"… and {len(refused) - REFUSALS_SHOWN} more"]
     from_detail = bool(request.POST.get("_from_detail")) and len(objects) == 1
+    across = request.POST.get("select_across") in ("1", "True", "true") and len(objects) > IDS_CARRIED
     back = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[objects[0].pk]) if from_detail else \
         reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
     return TemplateResponse(request, "admin/action_confirm.html", {
         **model_admin.admin_site.each_context(request), "title": title, "opts": opts, "lines": lines,
-        "refused": refused, "objects": objects, "action": action, "submit": submit, "back": back,
-        "intro": intro, "hidden": {**(hidden or {}), **({"_from_detail": "1"} if from_detail else {})},
+        "refused": refused, "objects": objects[:1] if across else objects, "action": action, "submit": submit,
+        "back": back, "intro": intro, "across": len(objects) if across else 0,
+        "hidden": {**(hidden or {}), **({"_from_detail": "1"} if from_detail else {}),
+                   **({"select_across": "1"} if across else {})},
         "action_checkbox_name": ACTION_CHECKBOX_NAME,
     })

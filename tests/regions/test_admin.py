@@ -492,6 +492,31 @@ def test_cancel_asks_first_saying_what_happens_to_each_task(staff, redis_clean):
     assert Task.objects.get(pk=done.pk).status == Task.Status.SUCCEEDED
 
 
+def test_cancelling_all_1100_tasks_a_filter_selects_goes_through_its_confirmation(staff, redis_clean):
+    """"Select all 1,100" then Cancel: the confirmation form must stay under
+    Django's 1,000 fields (it carried one hidden id per task, and the confirmed
+    post was refused with a 400, cancelling nothing)."""
+    import re
+
+    Task.objects.bulk_create(Task(capability="bulk", timeout=10, max_attempts=1, status=Task.Status.WAITING)
+                             for _ in range(1100))
+    Task.objects.create(capability="other", timeout=10, max_attempts=1, status=Task.Status.WAITING)
+    url = reverse("admin:regions_task_changelist") + "?capability__exact=bulk"
+    page_ids = [str(pk) for pk in Task.objects.filter(capability="bulk").values_list("pk", flat=True)[:100]]
+    confirm = staff.post(url, {"action": "cancel", "_selected_action": page_ids, "index": 0, "select_across": 1})
+    assert confirm.status_code == 200 and "cancel 1100 tasks" in _text(confirm), _text(confirm)[:2000]
+    form = confirm.content.decode().split('<form method="post" aria-labelledby="mrd-confirm-what">')[1]
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.split("</form>")[0])
+    assert len(fields) < 20, len(fields)
+    data: dict[str, list[str]] = {}
+    for name, value in fields:
+        data.setdefault(name, []).append(value)
+    done = staff.post(url, data)
+    assert done.status_code == 302, done.content[:500]
+    assert Task.objects.filter(capability="bulk", status=Task.Status.CANCELLED).count() == 1100
+    assert Task.objects.get(capability="other").status == Task.Status.WAITING
+
+
 def test_the_object_page_button_asks_first_and_comes_back_to_the_object(staff, redis_clean):
     agent = factories.agent("a1", ["echo"]).agent
     page = reverse("admin:regions_agent_change", args=[agent.pk])
