@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,6 +34,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 USERNAME, PASSWORD = "admin", "console-test-password-7f3a"
 DRAINED, STEADY = "console-agent-drain", "console-agent-steady"
 SLEEP_SECONDS = 6  # the drained agent's last task: long enough to be seen draining
+FINDER = "/admin/router/region/find-task/"
 
 
 def _superuser(node: harness.Region) -> None:
@@ -287,6 +289,8 @@ def test_draining_an_agent_from_the_admin_finishes_its_task_and_stops_it(fleet, 
     # Drain asks first, saying what will happen from the agent's state now.
     assert f"agent {DRAINED} is running 1 task; drain lets them finish" in c.page.inner_text("#content"), \
         c.page.inner_text("#content")[:1000]
+    found = _check_page(c.page, "region drain confirmation")
+    assert not found, "\n".join(found)
     with c.page.expect_navigation():
         c.page.click("form:has(input[name=post]) [type=submit]")
     c.page.wait_for_load_state("load")
@@ -436,9 +440,19 @@ def test_every_console_page_has_no_serious_accessibility_violation(fleet, consol
         anonymous.close()
     c = console(node)
     pages = _console_pages(c)
+    if role == "router":  # the task finder, empty and with an answer
+        pages += [FINDER, f"{FINDER}?task_id={uuid.uuid4()}"]
     for path in pages:
         c.open(path)
         found += _check_page(c.page, f"{role} {path}")
+    if role == "router":  # a token shown once, on the page that answers its form
+        c.open("/admin/router/registrationtoken/add/")
+        c.page.fill("input[name=name]", f"axe-{uuid.uuid4().hex[:6]}")
+        with c.page.expect_navigation():
+            c.page.click("input[name=_save]")
+        assert "shown only on this page" in c.page.inner_text("#content"), c.page.inner_text("#content")[:1000]
+        found += _check_page(c.page, "router token shown once")
+        pages.append("token shown once")
     record_line = f"axe on {len(pages) + 2} pages of the {role}: {len(found)} critical/serious findings"
     print(record_line)
     assert not found, record_line + "\n" + "\n".join(found)
