@@ -51,8 +51,9 @@ class FakeAgents:
         conn = Connection(settings.CELERY_BROKER_URL)
         channel = conn.channel()
         own = Queue(agent_queue(agent_id), durable=True, queue_arguments={"x-max-priority": 9}, channel=channel)
+        # As Celery declares it (control_queue_exclusive, True by default).
         control = Queue(agent_control_queue(agent_node_name(agent_id, HOST)), durable=False, auto_delete=True,
-                        channel=channel)
+                        exclusive=True, channel=channel)
         own.declare()
         control.declare()
         Consumer(channel, queues=[control] if cordoned else [own, control], no_ack=True).consume()

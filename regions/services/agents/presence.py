@@ -12,7 +12,10 @@ is cut off from the broker too). Two queues say it, read with a passive declare
   agent takes tasks: still there, with no consumer, once its process is gone;
 - its Celery remote-control queue, ``<node>.celery.pidbox``, consumed on the
   same connection for as long as the process holds it, cordoned or not (a cordon
-  cancels the task consumers, not this one), and deleted with its last consumer.
+  cancels the task consumers, not this one), and deleted with it. Celery makes it
+  exclusive to that connection by default (control_queue_exclusive): a passive
+  declare from elsewhere answers 405 RESOURCE_LOCKED while it is held, 404 once
+  it is gone.
 
 connected: either queue has a consumer. gone: its own queue has none and the
 control queue none or no longer exists. unknown: its own queue does not exist
@@ -37,6 +40,7 @@ logger = logging.getLogger("regions.services.agents")  # the agents' log stream,
 
 CONNECTED, GONE, UNKNOWN = "connected", "gone", "unknown"
 NO_QUEUE = -1  # a passive declare answered 404: no such queue
+NOT_FOUND, RESOURCE_LOCKED = 404, 405
 
 
 def presence_classify(*, own: int | None, control: int | None) -> str:
@@ -98,8 +102,11 @@ def agent_presence_check(*, agent_ids: list[str], timeout: float | None = None,
                 except conn.channel_errors as exc:
                     # The channel is closed with the error: the next read needs another.
                     channel[0] = conn.channel()
-                    if getattr(exc, "code", None) == 404:
+                    code = getattr(exc, "code", None)
+                    if code == NOT_FOUND:
                         return NO_QUEUE
+                    if code == RESOURCE_LOCKED:
+                        return 1  # an exclusive queue, held by its (live) connection
                     raise
 
             for agent_id in todo:
