@@ -266,6 +266,13 @@ EVICTION_LARGE_FLEET = env.int("EVICTION_LARGE_FLEET", default=50)
 EVICTION_SECONDARY_RATE = env.float("EVICTION_SECONDARY_RATE", default=0.01)
 # A hold lasts at most this long: a real mass failure is evicted after it.
 EVICTION_HOLD_MAX_SECONDS = env.float("EVICTION_HOLD_MAX_SECONDS", default=300.0)
+# Before it holds, the reaper asks the broker whether the silent agents still hold
+# their connections (regions/services/agents/presence.py): one whose consumers are
+# gone is dead, and evicted at its TTL, hold or no hold. It asks about at most
+# REAPER_BROKER_CHECK_MAX agents per tick and for at most REAPER_BROKER_CHECK_SECONDS;
+# the rest, and all of them when the broker does not answer, are held as before.
+REAPER_BROKER_CHECK_SECONDS = env.float("REAPER_BROKER_CHECK_SECONDS", default=2.0)
+REAPER_BROKER_CHECK_MAX = env.int("REAPER_BROKER_CHECK_MAX", default=1000)
 # No successful reaper tick for this many reaper intervals (liveness Redis or the
 # reaper away): every agent gets a full TTL of grace before anyone is evicted.
 EVICTION_GRACE_AFTER_TICKS = env.float("EVICTION_GRACE_AFTER_TICKS", default=3.0)

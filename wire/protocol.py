@@ -30,6 +30,21 @@ def agent_queue(agent_id: str) -> str:
     return f"meridian.agent.{agent_id}"
 
 
+def agent_node_name(agent_id: str, host: str) -> str:
+    """The agent's Celery node name (run_agent's worker hostname, what Flower
+    shows): its remote-control queue on the broker is ``<node>.celery.pidbox``,
+    consumed for as long as its process holds its broker connection."""
+    return f"{agent_id}@{host}"
+
+
+def agent_control_queue(node: str) -> str:
+    """Celery's remote-control ("pidbox") queue of a worker node (kombu.pidbox.Mailbox,
+    namespace "celery"): consumed on the worker's broker connection, deleted with
+    its last consumer. The region reads its consumers to tell a dead agent from a
+    frozen one (regions/services/agents/presence.py)."""
+    return f"{node}.celery.pidbox"
+
+
 def message_id(task_id, attempt: int) -> str:
     """One broker message per attempt: the id names both."""
     return f"{task_id}:{attempt}"

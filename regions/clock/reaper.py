@@ -17,6 +17,14 @@ Kubernetes' node lifecycle controller (--unhealthy-zone-threshold,
   region, not the agents; a small fleet has too few agents to tell the two apart,
   so it waits). A hold ends after EVICTION_HOLD_MAX_SECONDS: a real mass failure
   is then evicted.
+- Dead or frozen: before it holds (or limits), the reaper asks the broker whether
+  the silent agents still hold their connections (regions/services/agents/
+  presence.py). A killed process's connection closes at once; a frozen or
+  partitioned one's stays. An agent whose consumers are gone is dead: it does not
+  count as silent for the rule and is evicted at its TTL, hold or no hold. A hold
+  is for silence *with* live connections, and for the agents the broker could not
+  tell about (HTTP agents, a Redis broker, a broker that does not answer within
+  REAPER_BROKER_CHECK_SECONDS: the hold as before, with the reason in it).
 - A lone agent (a fleet of 1) that goes silent is evicted normally: there is no
   mass to tell a fault of the region from the death of the agent, and holding
   would leave its tasks stuck for the whole hold. (Its silence during an outage
@@ -40,10 +48,15 @@ from django.utils import timezone
 
 from regions.models import Agent
 from regions.services import liveness
+from regions.services.agents.presence import BrokerPresence, agent_presence_check
 from regions.services.config.current import HeartbeatTiming, config_current
 from regions.services.tasks.requeue import tasks_requeue_for_agents
 
 logger = logging.getLogger("regions.services.agents")  # the agents' log stream, whichever module writes
+
+# Why an agent was evicted, as its requeued tasks and the log record it.
+SILENT = "agent missed its heartbeat TTL"
+DEAD = "agent missed its heartbeat TTL and its broker connection is gone (dead)"
 
 
 def liveness_seed(*, now: float) -> int:
@@ -129,48 +142,87 @@ def agent_reap(*, now: float) -> dict:
     missing = liveness.expired(cutoff=cutoff)  # oldest silence first
     silent = max(liveness.silent_count(cutoff=now - (ttl - interval)), len(missing))
     rule = eviction_rule(silent=silent, fleet=total)
+    dead: set[str] = set()
+    presence = None
+    if rule.mode != "normal":
+        rule, dead, presence = _rule_corroborated(rule=rule, silent=silent, total=total,
+                                                  cutoff=now - (ttl - interval))
+    dead_missing = [a for a in missing if a in dead]  # evicted at their TTL, hold or no hold
     previous = liveness.hold_get()
     if rule.mode == "normal":
         if previous:
             # The fleet is heard again: the agents still silent get a full TTL to be heard
             # too, instead of being evicted by the tick that sees the others back first.
+            # (Not the dead: nothing will be heard of them.)
             liveness.hold_set(None)
             logger.warning("eviction hold lifted (%d of %d agents still silent)", silent, total)
             grace = _grace_grant(now=now, ttl=ttl, reason=f"eviction hold lifted with {silent} of {total} "
                                                            "agents still silent")
+            evicted = _evict(agent_ids=dead_missing, cutoff=cutoff, dead=dead)
             liveness.reaped_set(now=now)
-            return {"evicted": [], "held": False, "grace": grace["reason"]}
+            return {"evicted": evicted, "dead": evicted, "held": False, "grace": grace["reason"]}
     else:
         since = previous["since"] if previous else now
         if now - since < settings.EVICTION_HOLD_MAX_SECONDS:
-            info = {"since": since, "checked": now, "missing": len(missing), "silent": silent, "online": total,
-                    "mode": rule.mode, "reason": rule.reason}
-            if previous is None or (previous.get("silent"), previous.get("mode")) != (silent, rule.mode):
+            info = {"since": since, "checked": now, "missing": len(missing) - len(dead_missing),
+                    "silent": silent - len(dead), "dead": len(dead), "online": total, "mode": rule.mode,
+                    "reason": rule.reason, "broker": presence.summary()}
+            if previous is None or (previous.get("silent"), previous.get("mode")) != (info["silent"], rule.mode):
                 logger.warning("eviction hold: %s", rule.reason)
             liveness.hold_set(info)
-            missing = missing[:rule.limit]
+            missing = dead_missing + [a for a in missing if a not in dead][:rule.limit]
             if not missing:
                 liveness.reaped_set(now=now)
-                return {"evicted": [], "held": True, "missing": info["missing"], "silent": silent}
+                return {"evicted": [], "dead": [], "held": True, "missing": info["missing"],
+                        "silent": info["silent"]}
         else:
             logger.error("eviction hold expired after %gs with %d of %d agents still silent: evicting them",
                          settings.EVICTION_HOLD_MAX_SECONDS, silent, total)
             liveness.hold_set(None)
             rule = EvictionRule("normal")
-    evicted = liveness.evict(agent_ids=missing, cutoff=cutoff)
-    if evicted:
-        when = timezone.now()
-        Agent.objects.filter(agent_id__in=evicted, status=Agent.Status.ONLINE).update(
-            status=Agent.Status.OFFLINE, offline_since=when, busy=False
-        )
-        requeued = tasks_requeue_for_agents(agent_ids=evicted, reason="agent missed its heartbeat TTL")
-        logger.warning("marked %d agents offline (%s); requeued %d tasks", len(evicted),
-                       ", ".join(evicted[:10]), requeued)
-        for agent_id in evicted:
-            logger.info("agent %s offline: missed its heartbeat TTL", agent_id, extra={"agent": agent_id})
+    evicted = _evict(agent_ids=missing, cutoff=cutoff, dead=dead)
     orphans = _reap_orphans(now=now, cutoff=cutoff) if rule.mode == "normal" else []
     liveness.reaped_set(now=now)
-    return {"evicted": evicted + orphans, "held": rule.mode == "hold", "limited": rule.mode == "limited"}
+    return {"evicted": evicted + orphans, "dead": [a for a in evicted if a in dead], "held": rule.mode == "hold",
+            "limited": rule.mode == "limited"}
+
+
+def _rule_corroborated(*, rule: EvictionRule, silent: int, total: int,
+                       cutoff: float) -> tuple[EvictionRule, set[str], BrokerPresence]:
+    """The rule once the broker has said which silent agents are dead (their
+    connections gone): they leave both the silent and the fleet, and the rule is
+    taken again over the rest. What the broker could not tell stays silent."""
+    silent_ids = liveness.expired(cutoff=cutoff, limit=settings.REAPER_BROKER_CHECK_MAX)
+    presence = agent_presence_check(agent_ids=silent_ids)
+    dead = set(presence.gone)
+    if presence.error:
+        logger.warning("reaper: the broker could not say whether %d silent agents are alive (%s): they count "
+                       "as silent", len(presence.unknown), presence.error)
+    if dead:
+        rule = eviction_rule(silent=silent - len(dead), fleet=total - len(dead))
+    note = (f"{len(dead)} silent agents dead (broker connection gone), evicted at their TTL; "
+            if dead else "") + presence.summary()
+    return EvictionRule(rule.mode, rule.limit, f"{rule.reason}; {note}" if rule.reason else note), dead, presence
+
+
+def _evict(*, agent_ids: list[str], cutoff: float, dead: set[str]) -> list[str]:
+    """Mark these expired agents offline and requeue their tasks, recording why:
+    dead (the broker saw their connection close) or silent only."""
+    evicted = liveness.evict(agent_ids=agent_ids, cutoff=cutoff)
+    if not evicted:
+        return []
+    Agent.objects.filter(agent_id__in=evicted, status=Agent.Status.ONLINE).update(
+        status=Agent.Status.OFFLINE, offline_since=timezone.now(), busy=False
+    )
+    for reason, group in ((DEAD, [a for a in evicted if a in dead]), (SILENT, [a for a in evicted if a not in dead])):
+        if not group:
+            continue
+        requeued = tasks_requeue_for_agents(agent_ids=group, reason=reason)
+        logger.warning("marked %d agents offline (%s): %s; requeued %d tasks", len(group), ", ".join(group[:10]),
+                       reason, requeued)
+        for agent_id in group:
+            logger.info("agent %s offline: %s", agent_id, reason.removeprefix("agent "), extra={"agent": agent_id})
+    return evicted
 
 
 def _grace_check(*, now: float, ttl: float, interval: float) -> dict | None:

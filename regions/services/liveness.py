@@ -188,8 +188,11 @@ def live_count() -> int:
     return client().zcard(key("live"))
 
 
-def expired(*, cutoff: float) -> list[str]:
-    return client().zrangebyscore(key("live"), "-inf", cutoff)
+def expired(*, cutoff: float, limit: int | None = None) -> list[str]:
+    """Agents last heard at or before `cutoff`, oldest first (at most `limit`)."""
+    if limit is None:
+        return client().zrangebyscore(key("live"), "-inf", cutoff)
+    return client().zrangebyscore(key("live"), "-inf", cutoff, start=0, num=limit)
 
 
 def silent_count(*, cutoff: float) -> int:

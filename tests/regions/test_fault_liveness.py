@@ -1,20 +1,26 @@
 """Liveness faults on real processes: the region's liveness Redis away for 20 s
-(back with its data, or empty), and a small fleet frozen (SIGSTOP) past its TTL.
-No healthy agent is evicted, nobody registers a ghost, and every task runs once.
+(back with its data, or empty), a small fleet frozen (SIGSTOP) past its TTL, and
+most of a small fleet killed (kill -9) at once. No healthy agent is evicted,
+nobody registers a ghost, every task runs once, and the dead are told from the
+frozen by their broker connections: held when frozen, evicted at TTL + tick when
+killed.
 
 Every test prints a FAULT line with its figures."""
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 
 import pytest
 import redis
 import requests
+from kombu import Connection
 
 from tests.accounting import Ledger, record
 from tests.harness import FAST, REGISTRATION_TOKEN, holds_for, wait_for
+from wire.protocol import agent_control_queue, agent_node_name, agent_queue
 
 pytestmark = pytest.mark.faults
 
@@ -229,6 +235,8 @@ def test_a_small_fleet_frozen_past_its_ttl_is_held_and_runs_each_task_once(fresh
         first = wait_for(lambda: watcher.seen or ((h := hold()) and h["missing"] == silent and h), TTL + 15,
                          what=f"a hold with all {silent} frozen agents past their TTL (or an eviction)")
         assert not watcher.seen, f"evicted while frozen: {watcher.seen}\n{region.orchestrator.tail()}"
+        # Frozen Celery agents keep their broker connections; the HTTP agents hold none to ask about.
+        assert first["dead"] == 0 and f"0 gone, 3 connected, {silent - 3} unknown" in first["broker"], first
         wait_for(lambda: hold()["checked"] >= first["checked"] + 2 * TICK, 10, what="two more reaper ticks")
     finally:
         for w in workers:
@@ -252,3 +260,120 @@ def test_a_small_fleet_frozen_past_its_ttl_is_held_and_runs_each_task_once(fresh
     assert all(r["status"] == "succeeded" and r["attempt"] == 1 for r in rows.values()), rows
     assert {t: ledger.finishes[t] for t in ids} == {t: [1] for t in ids}  # each ran once, to the end
     assert "eviction hold lifted" in log
+
+
+# The region's default timing: a dead agent is requeued within TTL + one reaper tick.
+DEFAULT_TIMING = {"HEARTBEAT_INTERVAL": "5", "HEARTBEAT_TTL": "15", "REAPER_INTERVAL": "5"}
+DEFAULT_TTL, DEFAULT_TICK = float(DEFAULT_TIMING["HEARTBEAT_TTL"]), float(DEFAULT_TIMING["REAPER_INTERVAL"])
+DEAD_BOUND = DEFAULT_TTL + DEFAULT_TICK
+
+
+def _consumers(region, agent_id: str, control: bool = False) -> int | str | None:
+    """Consumers of the agent's own queue (or of its Celery control queue), read
+    from the region's RabbitMQ vhost; None: no such queue; "locked": an exclusive
+    queue held by another connection (Celery's control queue, while its worker lives)."""
+    name = agent_control_queue(agent_node_name(agent_id, socket.gethostname())) if control else agent_queue(agent_id)
+    with Connection(region.vhost.url(), connect_timeout=2) as conn:
+        try:
+            return conn.channel().queue_declare(queue=name, passive=True)[2]
+        except conn.channel_errors as exc:
+            return {404: None, 405: "locked"}[exc.code]
+
+
+def test_dead_or_frozen_a_frozen_fleet_is_held_and_two_of_three_killed_are_requeued_within_ttl_plus_tick(
+        fresh_region, watch_offline):
+    """Three Celery agents at the region's default timing (interval 5 s, TTL 15 s,
+    reaper tick 5 s), a task running on each. All three frozen past their TTL:
+    held, nobody evicted (they keep their broker connections). Thawed, then two
+    of them kill -9ed: 2 of 3 silent at once is a hold by silence alone, but their
+    broker connections are gone, so they are evicted at TTL + tick and the
+    survivor runs their tasks."""
+    region = fresh_region(**DEFAULT_TIMING)
+    workers = [region.agent("sleep", agent_id=f"dof-{i}") for i in range(3)]
+    by_id = {w.agent_id: w for w in workers}
+
+    def run_one_each(seconds: float) -> dict[str, str]:
+        ids = [region.submit("sleep", {"seconds": seconds}, max_attempts=3)["id"] for _ in workers]
+        rows = wait_for(lambda: (r := [region.task(t) for t in ids]) and all(x["status"] == "running" for x in r)
+                        and len({x["agent"] for x in r}) == 3 and r, 30, what="a task running on each agent")
+        return {x["agent"]: x["id"] for x in rows}
+
+    def hold():
+        return region.call("GET", "/api/v1/region/status").json()["liveness"]["eviction_hold"]
+
+    # --- frozen: held -----------------------------------------------------------
+    frozen_tasks = run_one_each(3)
+    watcher = watch_offline(region)
+    log_offset = region.orchestrator.log.stat().st_size
+    frozen_at = time.monotonic()
+    for w in workers:
+        w.signal(signal.SIGSTOP)
+    try:
+        first = wait_for(lambda: watcher.seen or ((h := hold()) and h["missing"] == 3 and h), DEAD_BOUND + 15,
+                         interval=0.5, what="a hold with all 3 frozen agents past their TTL (or an eviction)")
+        assert not watcher.seen, f"evicted while frozen: {watcher.seen}\n{region.orchestrator.tail()}"
+        wait_for(lambda: hold()["checked"] >= first["checked"] + 2 * DEFAULT_TICK, 15, interval=0.5,
+                 what="two more reaper ticks")
+        held = hold()
+        connected = [(_consumers(region, a), _consumers(region, a, control=True)) for a in by_id]
+    finally:
+        for w in workers:
+            w.signal(signal.SIGCONT)
+    frozen_s = time.monotonic() - frozen_at
+    assert first["dead"] == 0 and "0 gone, 3 connected" in first["broker"], first
+    assert held["dead"] == 0 and not watcher.seen and connected == [(1, "locked")] * 3, (held, watcher.seen, connected)
+    wait_for(lambda: hold() is None, 15, what="the hold lifted")
+    lifted_wall = time.time()
+    frozen_rows = {t: region.wait_task(t, timeout=30) for t in frozen_tasks.values()}
+    assert all(r["status"] == "succeeded" and r["attempt"] == 1 for r in frozen_rows.values()), frozen_rows
+    frozen_log = _log_since(region.orchestrator, log_offset)
+    # The grace granted when the hold lifted (one TTL) is over before anyone is killed.
+    wait_for(lambda: _reaped_after(region, lifted_wall + DEFAULT_TTL + 1), 40,
+             interval=0.5, what="the grace after the hold over")
+    assert watcher.stop() == {} and not watcher.errors, (watcher.seen, watcher.errors[:3])
+
+    # --- killed: evicted at TTL + tick ------------------------------------------
+    running = run_one_each(8)
+    survivor, victims = workers[0], workers[1:]
+    log_offset = region.orchestrator.log.stat().st_size
+    killed_wall, killed_at = time.time(), time.monotonic()
+    for w in victims:
+        w.signal(signal.SIGKILL)
+    last_beats = _redis(region).zmscore(f"m:{region.region_id}:live", [w.agent_id for w in victims])
+    gone = wait_for(lambda: all(_consumers(region, w.agent_id) == 0 and _consumers(region, w.agent_id, control=True)
+                                is None for w in victims) and time.monotonic(), 10,
+                    interval=0.05, what="RabbitMQ to drop the killed agents' consumers")
+    victim_tasks = [running[w.agent_id] for w in victims]
+
+    def requeued_at() -> dict[str, float] | None:
+        rows = region.db_query("SELECT task_id::text, extract(epoch FROM finished_at) FROM regions_taskattempt "
+                               "WHERE number = 1 AND outcome = 'requeued' AND task_id::text = ANY(%s)",
+                               (victim_tasks,))
+        return len(rows) == len(victim_tasks) and {t: float(at) for t, at in rows}
+
+    try:
+        requeued = wait_for(requeued_at, DEAD_BOUND + 15, interval=0.2, what="the killed agents' tasks requeued")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_log_since(region.orchestrator, log_offset)[-3000:]}") from None
+    rows = {t: region.wait_task(t, timeout=60) for t in victim_tasks}
+    done_s = time.monotonic() - killed_at
+    log = _log_since(region.orchestrator, log_offset)
+    after = {t: at - killed_wall for t, at in requeued.items()}
+    after_beat = {t: at - max(last_beats) for t, at in requeued.items()}
+    statuses = {a: region.agent_info(a)["status"] for a in by_id}
+    ledger = Ledger.from_logs([w.log for w in workers])
+
+    record(f"FAULT dead-or-frozen: frozen 3 of 3 for {frozen_s:.1f}s -> held, evicted=0; kill -9 2 of 3 -> "
+           f"consumers gone {gone - killed_at:.1f}s, requeued after {min(after.values()):.1f}-"
+           f"{max(after.values()):.1f}s ({max(after_beat.values()):.1f}s after their last beat; bound "
+           f"{DEAD_BOUND:g}s), done by the survivor {done_s:.1f}s after the kill, "
+           f"completed_twice={len(ledger.completed_twice())}")
+    assert "agents offline" not in frozen_log, frozen_log[-3000:]
+    # TTL + one tick from the last beat, which came before the kill; the slack is the
+    # tick's own lateness (beat's schedule, the reap's run time), not another tick.
+    assert max(after_beat.values()) <= DEAD_BOUND + 1 and max(after.values()) <= DEAD_BOUND + 1, (after, log[-3000:])
+    assert all(r["status"] == "succeeded" and r["attempt"] == 2 and r["agent"] == survivor.agent_id
+               for r in rows.values()), rows
+    assert "eviction hold:" not in log and "broker connection is gone (dead)" in log, log[-3000:]
+    assert statuses == {survivor.agent_id: "online", **{w.agent_id: "offline" for w in victims}}, statuses
+    assert ledger.completed_twice() == []

@@ -15,6 +15,7 @@ from agents.handlers import HandlerLoadError, handler_modules, handlers_load
 from project.celery import app
 from wire.broker import BROKER_ENV_OVERRIDES, celery_options
 from wire.endpoints import REGISTRATION_GRANT
+from wire.protocol import agent_node_name
 
 # How long registration is retried (503, 429, a 409 while the id's old entry is
 # still online, the router or region unreachable) before the agent gives up.
@@ -93,7 +94,7 @@ class Command(BaseCommand):
                           f"{', '.join(modules)}, consuming {', '.join(reg['queues'])}")
         sys.stdout.flush()
         worker = app.Worker(
-            hostname=f"{agent_id}@{host}", queues=reg["queues"], concurrency=concurrency, pool=pool,
+            hostname=agent_node_name(agent_id, host), queues=reg["queues"], concurrency=concurrency, pool=pool,
             loglevel=loglevel, optimization="fair",
             # Celery's monitoring (Flower, `celery events`; docs/flower.md): worker-heartbeat
             # events always, at the interval the region gave (Flower shows the agent online,
