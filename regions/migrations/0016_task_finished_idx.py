@@ -3,8 +3,13 @@
 from django.conf import settings
 from django.db import migrations, models
 
+from project.dbbackends.operations import AddIndexConcurrentlyOnPostgreSQL
+
 
 class Migration(migrations.Migration):
+    # regions_task is the busiest table: the index is built CONCURRENTLY on
+    # PostgreSQL (writes go on meanwhile), which cannot run in a transaction.
+    atomic = False
 
     dependencies = [
         ('regions', '0015_task_queued_at'),
@@ -12,7 +17,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrentlyOnPostgreSQL(
             model_name='task',
             index=models.Index(condition=models.Q(('finished_at__isnull', False)), fields=['finished_at'], name='task_finished_idx'),
         ),

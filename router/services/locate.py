@@ -11,18 +11,23 @@ time, and gunicorn kills it past 30 s. A region that did not answer is named
 with why, so "not found" says where it was not looked for."""
 from __future__ import annotations
 
+import http.client
+import io
 import json
+import os
 import re
+import socket
+import ssl
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
 
-import requests
+import requests.certs
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
-from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
 
 from project.accounts.assertions import LOCATE, assertion_sign
 from project.validation import CAPABILITY_RE
@@ -147,23 +152,126 @@ def task_locate(*, task_id: uuid.UUID, operator: str = "router") -> TaskLocation
 
 
 def _ask(*, region_id: str, url: str, task_id: str, assertion: str, timeout: float) -> RegionAnswer:
+    """One region's answer within `timeout` in all, however the region paces its
+    bytes: the request, the headers and the body share one deadline (a per-read
+    timeout let a region that drips one byte at a time hold the thread and its
+    socket long after the page answered). Connecting, and a TLS handshake (one
+    deadline of its own in the ssl module), are each bounded by `timeout` too."""
+    deadline = time.monotonic() + timeout
+    parts = urlsplit(url.rstrip("/"))
     try:
-        response = requests.get(f"{url.rstrip('/')}/api/v1/tasks/{task_id}/locate", timeout=(timeout, timeout),
-                                headers={"Authorization": f"Bearer {assertion}", "Accept": "application/json"},
-                                allow_redirects=False, stream=True)
-        with response:
-            body = response.raw.read(_ANSWER_MAX + 1, decode_content=True)
-    except (requests.Timeout, TimeoutError, ReadTimeoutError):  # before its answer, or in the middle of it
+        connection = _connection(parts, timeout=timeout, deadline=deadline)
+    except ValueError:  # not an http(s) URL, or a bad port
+        return RegionAnswer(region_id=region_id, outcome=UNREACHABLE)
+    try:
+        try:
+            connection.connect()
+        except TimeoutError:
+            return RegionAnswer(region_id=region_id, outcome=TIMEOUT)
+        except OSError:  # refused, no route, no such host, a TLS failure
+            return RegionAnswer(region_id=region_id, outcome=UNREACHABLE)
+        connection.request("GET", f"{parts.path}/api/v1/tasks/{task_id}/locate",
+                           headers={"Authorization": f"Bearer {assertion}", "Accept": "application/json"})
+        response = connection.getresponse()
+        body = response.read(_ANSWER_MAX + 1)
+    except TimeoutError:  # before its answer, or in the middle of it
         return RegionAnswer(region_id=region_id, outcome=TIMEOUT)
-    except requests.RequestException as exc:
-        return RegionAnswer(region_id=region_id, outcome=TIMEOUT if _timed_out(exc) else UNREACHABLE)
-    except (HTTPError, OSError):  # the connection dropped in the middle of the answer
+    except (http.client.HTTPException, OSError):  # not HTTP, or the connection dropped in the middle
         return RegionAnswer(region_id=region_id, outcome=ERROR)
-    if response.status_code in (401, 403):
+    finally:
+        connection.release()  # the socket ends with the ask, read to its end or not
+    if response.status in (401, 403):
         return RegionAnswer(region_id=region_id, outcome=REFUSED)
-    if response.status_code != 200 or len(body) > _ANSWER_MAX:
+    if response.status != 200 or len(body) > _ANSWER_MAX:
         return RegionAnswer(region_id=region_id, outcome=ERROR)
     return _answer_read(region_id=region_id, url=url, task_id=task_id, body=body)
+
+
+class _DeadlineSocket:
+    """A connected socket (plain or TLS) whose every wait ends at `deadline`:
+    before each send and each receive its timeout is set to the time left, so
+    the whole exchange, not each read, is bounded. http.client uses sendall,
+    makefile and close of its socket, nothing else once connected."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self._sock, self._deadline = sock, deadline
+
+    def _wait_left(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self._sock.settimeout(left)
+
+    def sendall(self, data) -> None:
+        self._wait_left()
+        self._sock.sendall(data)
+
+    def recv_into(self, buffer) -> int:
+        self._wait_left()
+        return self._sock.recv_into(buffer)
+
+    def makefile(self, mode: str = "rb", *args, **kwargs) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self))
+
+    def close(self) -> None:
+        """Nothing: http.client closes its socket as soon as the headers say the
+        connection ends, and reads the body from it after (a real socket stays
+        open while a file made from it is). _Deadlined.release() closes it."""
+
+    def release(self) -> None:
+        self._sock.close()
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, sock: _DeadlineSocket):
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._sock.recv_into(buffer)
+
+
+class _Deadlined:
+    """An http.client connection whose socket, once connected, is a _DeadlineSocket."""
+
+    def __init__(self, *args, deadline: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._deadline, self._deadline_socket = deadline, None
+
+    def connect(self) -> None:
+        super().connect()  # over TLS, the handshake too: within the connect timeout
+        self.sock = self._deadline_socket = _DeadlineSocket(self.sock, self._deadline)
+
+    def release(self) -> None:
+        """The connection and its socket closed, whatever was read."""
+        self.close()
+        if self._deadline_socket is not None:
+            self._deadline_socket.release()
+            self._deadline_socket = None
+
+
+class _DeadlineHTTP(_Deadlined, http.client.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPS(_Deadlined, http.client.HTTPSConnection):
+    pass
+
+
+def _connection(parts, *, timeout: float, deadline: float) -> http.client.HTTPConnection:
+    """No redirect is followed and no proxy from the environment is used: the
+    router asks the region's own URL. A certificate is checked against the CA
+    bundle requests would use for the router's other calls to regions."""
+    if not parts.hostname or parts.scheme not in ("http", "https"):
+        raise ValueError(parts.scheme)
+    if parts.scheme == "https":
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or requests.certs.where()
+        context = ssl.create_default_context(**{"capath" if os.path.isdir(bundle) else "cafile": bundle})
+        return _DeadlineHTTPS(parts.hostname, parts.port, timeout=timeout, deadline=deadline, context=context)
+    return _DeadlineHTTP(parts.hostname, parts.port, timeout=timeout, deadline=deadline)
 
 
 def _answer_read(*, region_id: str, url: str, task_id: str, body: bytes) -> RegionAnswer:
@@ -194,10 +302,3 @@ def _time(value) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed is not None and parsed.tzinfo is not None else None
-
-
-def _timed_out(exc: requests.RequestException) -> bool:
-    cause = exc.args[0] if exc.args else None
-    if isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError):
-        return False  # refused or no route: unreachable
-    return "timed out" in str(exc).lower()

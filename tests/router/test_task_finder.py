@@ -47,10 +47,14 @@ def bounds(settings):
 @pytest.fixture
 def silent():
     """Listeners that accept a connection, read the request and never answer
-    (or send `reply`, the start of an answer, and nothing more)."""
+    (or send `reply`, the start of an answer, and nothing more, or drip the rest,
+    or the rest at once a little later)."""
     made = []
 
-    def make(reply: bytes = b"") -> str:
+    def make(reply: bytes = b"", drip: float = 0.0, rest: bytes = b"") -> str:
+        """drip: after `reply`, one more byte every `drip` seconds, for as long as
+        the connection is open (each within any read timeout, none ever the end);
+        or, with `rest`, that after `drip` seconds, and the connection closed."""
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
@@ -66,6 +70,20 @@ def silent():
                 except OSError:
                     return
                 held.append(conn)
+                if drip:
+                    threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+        def trickle(conn):
+            try:
+                while True:
+                    time.sleep(drip)
+                    if rest:
+                        conn.sendall(rest)
+                        conn.close()
+                        return
+                    conn.sendall(b" ")
+            except OSError:  # closed by the router, or by the fixture
+                return
 
         threading.Thread(target=serve, daemon=True).start()
         made.append((sock, held))
@@ -167,7 +185,7 @@ def unasked(bounds):
 @pytest.mark.parametrize("typed", ["nope", "12345", "<script>alert(1)</script>", "a" * 500, "6ba7b810-9dad",
                                    "\x00", " "])
 def test_anything_but_a_uuid_is_a_form_error_and_asks_no_region(admin_client, unasked, typed, monkeypatch):
-    monkeypatch.setattr(locate_service.requests, "get", lambda *a, **k: pytest.fail("a region was asked"))
+    monkeypatch.setattr(locate_service, "_ask", lambda **k: pytest.fail("a region was asked"))
     r = admin_client.get(FINDER, {"task_id": typed})
     assert r.status_code == 200, r.content
     assert "A task id is a UUID" in text(r)
@@ -181,7 +199,7 @@ def test_anything_but_a_uuid_is_a_form_error_and_asks_no_region(admin_client, un
 
 @pytest.mark.django_db
 def test_the_empty_page_shows_the_form_and_asks_nobody(admin_client, unasked, monkeypatch):
-    monkeypatch.setattr(locate_service.requests, "get", lambda *a, **k: pytest.fail("a region was asked"))
+    monkeypatch.setattr(locate_service, "_ask", lambda **k: pytest.fail("a region was asked"))
     r = admin_client.get(FINDER)
     assert r.status_code == 200 and 'name="task_id"' in r.content.decode()
 
@@ -262,3 +280,43 @@ def test_what_a_region_sends_beyond_the_contract_is_never_shown(admin_client, bo
         r = admin_client.get(FINDER, {"task_id": str(uuid.uuid4())})
         assert "Found in leaky-1" in text(r) and "failed" in text(r)
         assert MARKER not in r.content.decode()
+
+
+def locate_threads(before: set) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t not in before and t.name.startswith("router-locate") and t.is_alive()]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    b"HTTP/1.1 200 OK\r\nX-Slow: ",  # the headers themselves, one byte at a time
+], ids=["answer", "headers"])
+def test_a_region_that_drips_its_answer_leaves_no_thread_behind(settings, silent, reply):
+    """Each byte comes within the read timeout, none is ever the last: the ask
+    is bounded in total (the budget), not per read, and its thread and socket
+    end with the lookup instead of living on in the background."""
+    settings.ROUTER_LOCATE_TIMEOUT_SECONDS = 0.5
+    settings.ROUTER_LOCATE_BUDGET_SECONDS = 1.0
+    for n in range(3):
+        region_create(region_id=f"drip-{n}", orchestrator_url=silent(reply=reply, drip=0.2))
+    before = set(threading.enumerate())
+    started = time.monotonic()
+    found = task_locate(task_id=uuid.uuid4())
+    assert time.monotonic() - started < 1.0 + 1.0
+    assert {(a.region_id, a.outcome) for a in found.silent} == {(f"drip-{n}", "timeout") for n in range(3)}
+    deadline = time.monotonic() + 1.0
+    while locate_threads(before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert locate_threads(before) == []
+
+
+@pytest.mark.django_db
+def test_an_answer_whose_body_comes_after_its_headers_is_read(bounds, silent):
+    """HTTP/1.0, the connection closed after the answer: http.client lets go of
+    its socket once the headers are read, and the body still comes from it."""
+    body = b'{"found": true, "status": "failed", "capability": "echo"}'
+    region_create(region_id="paced", orchestrator_url=silent(
+        reply=b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body),
+        drip=0.2, rest=body))
+    found = task_locate(task_id=uuid.uuid4())
+    assert [(a.region_id, a.status, a.capability) for a in found.found] == [("paced", "failed", "echo")], found
