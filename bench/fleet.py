@@ -108,6 +108,9 @@ class Fleet:
         # statistics
         self.ok = 0
         self.errors: dict[str, int] = {}
+        # Beats whose first try failed (a kept-alive connection closed under it):
+        # what an agent sending each beat once would have lost; resent here.
+        self.first_try_failed: dict[str, int] = {}
         self.latency: list[float] = []
         self.lateness: list[float] = []
         self.intervals_seen: dict[float, int] = {}
@@ -153,6 +156,9 @@ class Fleet:
                     if writer is not None:
                         writer.close()
                     reader = writer = None
+                    if attempt == 0:
+                        name = type(exc).__name__
+                        self.first_try_failed[name] = self.first_try_failed.get(name, 0) + 1
                     if attempt == 2:
                         status, body, done = None, b"", time.time()
                         self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
@@ -395,6 +401,7 @@ def report(args, fleet: Fleet, watch: OfflineWatch, result: dict, evicted_logged
           f"{len(false_offline):>9} {len(silent_ids):>6} {len(delays):>8} {median(delays):>7.2f}s "
           f"{max(delays or [float('nan')]):>7.2f}s {bound:>5.0f}s")
     print(f"intervals handed out: {intervals}; TTL handed out {fleet.ttl_seen:g}s; errors {fleet.errors}; "
+          f"first tries failed (resent) {fleet.first_try_failed}; "
           f"reaper logged {evicted_logged} evictions ({len(silent_ids)} expected); seeding {seeded_in:.1f}s; "
           f"database read {watch.reads} times; simulator CPU {time.process_time():.1f}s "
           f"({time.process_time() / max(fleet.ok, 1) * 1e6:.0f} us/beat); total {time.time() - started:.0f}s")

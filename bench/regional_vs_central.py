@@ -28,7 +28,8 @@ session kept alive between beats) by probe agents registered with real
 tokens and beating at the region's interval, besides the real agents' own
 beats. A second set of probes opens a new connection per beat: what a
 check-in costs when the idle keep-alive connection was closed in between
-(gunicorn's keepalive is 5 s, the default heartbeat interval too).
+(as it was when gunicorn's keepalive equalled the heartbeat interval, 5 s; it is
+longer than any interval now, settings.WEB_KEEPALIVE_SECONDS).
 Submit->start: from the caller's POST /api/v1/tasks to the region granting
 the agent's claim (Task.started_at; the handler starts one one-way delay
 later), on one machine and one clock.
@@ -337,8 +338,8 @@ Here the regional p50 is {warm_regional:.1f} ms: s = {server:.1f} ms of server a
 so distance alone can buy {by_distance:.1f}%; on an idle box s is a few ms and it is
 over 90%. The article's orchestrator (Flask, a PostgreSQL UPDATE per check-in,
 overloaded) kept a larger server-side share that moving it does not change.
-A check-in whose kept-alive connection was closed (gunicorn's keepalive is 5 s,
-an agent beats every 5 s or more) pays the TCP handshake too: 2 RTTs.
+A check-in whose kept-alive connection was closed (a web restart, a keep-alive
+shorter than the interval) pays the TCP handshake too: 2 RTTs.
 Submit->start crosses the link several times ("extra RTTs" = central - regional
 p50 over the RTT difference): the caller's POST reaches the region (0.5 RTT),
 the broker's answer to the agent's waiting BRPOP (0.5), kombu's Redis transport

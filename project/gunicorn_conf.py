@@ -13,8 +13,9 @@ A client is dropped when its headers take longer than WEB_HEADER_TIMEOUT
 seconds or its body stops arriving for WEB_BODY_TIMEOUT seconds (nginx's
 client_header_timeout and client_body_timeout, which uvicorn lacks).
 Connections are not capped here: each stalled one costs a socket (the worker's
-open-file limit) until its timeout. Command-line options (-b, -w) override the
-values below.
+open-file limit) until its timeout, each idle kept-alive one until `keepalive`
+(docs/architecture.md, "Serving": the open-file limit the web needs).
+Command-line options (-b, -w) override the values below.
 """
 from __future__ import annotations
 
@@ -22,8 +23,11 @@ import json
 import logging
 import os
 
+from django.conf import settings
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")  # read lazily, at `keepalive` below
 
 wsgi_app = "project.asgi:application"
 worker_class = "project.gunicorn_conf.MeridianWorker"
@@ -32,8 +36,10 @@ workers = int(os.environ.get("WEB_WORKERS", "4"))
 # A worker whose event loop has not checked in for this long is restarted.
 timeout = 30
 graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "10"))
-# Idle keep-alive connections are closed after this long (agents reconnect).
-keepalive = 5
+# Idle keep-alive connections are closed after this long: longer than any
+# heartbeat interval the region hands out (settings.WEB_KEEPALIVE_SECONDS), so an
+# agent's connection is not closed just as its next beat goes out.
+keepalive = settings.WEB_KEEPALIVE_SECONDS
 # gunicorn's control socket has one default path per user: every server on a
 # host would share it. Nothing here uses it.
 control_socket_disable = True

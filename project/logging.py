@@ -75,6 +75,31 @@ class ClientFault(logging.Filter):
         return True
 
 
+class BrokerAckOnClosedConnection(logging.Filter):
+    """celery.worker.request and celery.worker.consumer.consumer: a task that
+    finished while the broker was away (a restart, a cut link) is acked once the
+    consumer is back, on the channel that closed with the old connection. kombu
+    logs that at CRITICAL with a traceback (Message.ack_log_error, which catches
+    only the transport's connection errors), paging someone on every broker
+    restart though nothing is wrong: the unacked message is delivered again, and
+    the region refuses an attempt that is finished or superseded (the agent's
+    claim, the fenced report). So it is one WARNING line that says so, without
+    the traceback. Every other CRITICAL line stays one."""
+
+    TEMPLATES = {"Couldn't ack %r, reason:%r": "ack", "Couldn't reject %r, reason: %r": "reject"}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        verb = self.TEMPLATES.get(record.msg) if isinstance(record.msg, str) else None
+        if verb is None or not isinstance(record.args, tuple) or len(record.args) != 2:
+            return True
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        record.msg = (f"could not {verb} message %r: the broker connection it came on is closed (%r). The "
+                      "broker delivers it again, and the region refuses it if its attempt is finished or "
+                      "superseded: nothing runs twice, nothing to do")
+        return True
+
+
 def logging_config(*, log_format: str = "text", level: str = "INFO", region: str | None = None) -> dict:
     """settings.LOGGING for LOG_FORMAT=text|json."""
     if log_format not in ("text", "json"):
@@ -83,11 +108,16 @@ def logging_config(*, log_format: str = "text", level: str = "INFO", region: str
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"context": {"()": "project.logging.ContextFilter", "region": region},
-                    "client_fault": {"()": "project.logging.ClientFault"}},
+                    "client_fault": {"()": "project.logging.ClientFault"},
+                    "broker_ack": {"()": "project.logging.BrokerAckOnClosedConnection"}},
         "formatters": {"text": {"()": "project.logging.TextFormatter", "format": TEXT_FORMAT}, "json": {"()": "project.logging.JsonFormatter"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format,
                                  "filters": ["context", "client_fault"]}},
         "root": {"handlers": ["console"], "level": level},
         # axes: a lockout is a WARNING; its INFO chatter (each failed login, its start) is not kept.
-        "loggers": {"django.server": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+        "loggers": {"django.server": {"level": "WARNING"}, "axes": {"level": "WARNING"},
+                    # On the loggers kombu's ack is given, not on a handler: a Celery
+                    # worker replaces the root logger's handlers with its own.
+                    "celery.worker.request": {"filters": ["broker_ack"]},
+                    "celery.worker.consumer.consumer": {"filters": ["broker_ack"]}},
     }

@@ -4,6 +4,7 @@ ROLE=region runs a regional orchestrator (REGION_ID names it); ROLE=router runs
 the Global Task Router. Defaults are for local use only: SQLite and Redis on
 localhost. The real deployment sets DATABASE_URL to PostgreSQL.
 """
+import math
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -241,6 +242,17 @@ HEARTBEAT_TTL = env.float("HEARTBEAT_TTL", default=15.0)
 # agents.heartbeat_interval_max).
 HEARTBEAT_BUDGET_PER_SECOND = env.float("HEARTBEAT_BUDGET_PER_SECOND", default=4000.0)
 HEARTBEAT_INTERVAL_MAX = env.float("HEARTBEAT_INTERVAL_MAX", default=60.0)
+# The web closes a kept-alive connection idle for this long (project/gunicorn_conf.py).
+# Longer than the longest interval handed to agents (the bounded-chatter cap
+# above): when it equalled the interval (5 s), an agent reused its connection
+# just as the web closed it and about 1 beat in 55 was lost to a reset. The 5 s
+# margin covers what an agent does between a reply and its next wait (the
+# outbox, the desired state) on a busy machine. A configuration repository that
+# raises agents.heartbeat_interval_max above this costs a handshake per beat,
+# not a lost beat (a connection closed well before it is reused is seen closed
+# and replaced); raise HEARTBEAT_INTERVAL_MAX in the web's environment with it.
+# Each kept connection holds an open file in a web worker (docs/architecture.md).
+WEB_KEEPALIVE_SECONDS = math.ceil(max(HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL_MAX)) + 5
 # Web processes batch heartbeats into Redis this often; 0 writes each one through.
 HEARTBEAT_FLUSH_SECONDS = env.float("HEARTBEAT_FLUSH_SECONDS", default=0.2)
 REAPER_INTERVAL = env.float("REAPER_INTERVAL", default=5.0)

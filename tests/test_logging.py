@@ -118,3 +118,36 @@ def test_a_line_break_in_a_message_cannot_forge_a_text_log_line():
         log.removeHandler(handler)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1 and "boom\\n2026-11-29" in lines[0]
+
+
+def test_an_ack_on_a_closed_broker_connection_is_one_warning_line_and_other_criticals_stay(tmp_path):
+    """kombu's CRITICAL with a traceback for each ack a broker restart left
+    without its channel paged someone for nothing (the message comes back and
+    the region refuses its finished attempt). Real process: the filter is on
+    celery's logger in settings.LOGGING. With Celery's own worker log format:
+    tests/regions/test_fault_broker.py."""
+    code = """if True:
+        import django; django.setup()
+        from amqp.exceptions import RecoverableConnectionError
+        from celery.worker.request import logger
+        from kombu.message import Message
+
+        class Closed:
+            no_ack_consumers = None
+            def basic_ack(self, *args, **kwargs):
+                raise RecoverableConnectionError('connection already closed')
+
+        Message(channel=Closed(), delivery_tag=7).ack_log_error(logger, (RecoverableConnectionError,))
+        logger.critical('something that needs a person')
+    """
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "ROLE": "region", "EXTRA_APPS": "regions,agents",
+           "STATIC_ROOT": str(tmp_path)}
+    env.pop("LOG_FORMAT", None)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2, out.stderr
+    assert " WARNING celery.worker.request could not ack message 7: the broker connection it came on is closed " \
+           "(RecoverableConnectionError(None, 'connection already closed', None, ''))." in lines[0], lines
+    assert "delivers it again" in lines[0]
+    assert " CRITICAL celery.worker.request something that needs a person" in lines[1], lines

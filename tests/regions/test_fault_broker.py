@@ -87,9 +87,49 @@ def test_broker_down_under_load_with_and_without_its_data(fresh_region):
                 succeeded=succeeded, completed_twice=len(twice), stale=len(stale),
                 crashes=len(set(exited) | set(unrecoverable)))
         assert not exited and not unrecoverable, region.logs()
+        # A restart pages nobody: an ack that lost its channel is a WARNING (the test below).
+        paged = [line for p in workers for line in p.log.read_text(errors="replace").splitlines()
+                 if "CRITICAL/" in line]
+        assert not paged, paged
         assert not submit_errors, submit_errors  # the API accepts while the broker is away (outbox)
         assert succeeded == len(ids), {t: v for t, v in final.items() if v[0] != "succeeded"}
         assert not twice and not stale
+    finally:
+        proxy.close()
+        vhost.delete()
+
+
+
+ACK_WARNING = "could not ack message"
+
+
+def test_an_ack_on_a_closed_broker_connection_is_one_warning_not_a_critical(fresh_region):
+    """A task that finishes while the broker is away is acked once the consumer
+    is back, on the channel that closed: kombu logs that at CRITICAL with a
+    traceback, paging someone for nothing. Meridian logs it once at WARNING with
+    what happens next (the broker delivers the message again; the region's claim
+    refuses the finished attempt), and that is what happens."""
+    vhost = RabbitVhost(f"meridian-test-ackwarning-{os.getpid()}")
+    proxy = TcpProxy(RabbitVhost.HOST, RabbitVhost.PORT)
+    try:
+        region = fresh_region(CELERY_BROKER_URL=vhost.url(proxy.port))
+        agent = region.agent("sleep", agent_id="ack-1")
+        task = region.submit("sleep", {"seconds": 2})
+        region.wait_task(task["id"], statuses=("running",))
+        proxy.cut()
+        region.wait_task(task["id"])  # finished and reported over HTTP; its ack waits for the consumer
+        proxy.restore()
+        log = lambda: agent.log.read_text(errors="replace")  # noqa: E731
+        wait_for(lambda: "Couldn't ack" in log() or ACK_WARNING in log(), 60, what="the failed ack logged")
+        wait_for(lambda: f"skipping task {task['id']}" in log(), 60, what="the message delivered again, refused")
+        lines = log().splitlines()
+        assert not [line for line in lines if "CRITICAL/" in line or "Couldn't ack" in line], log()
+        at = [i for i, line in enumerate(lines) if ACK_WARNING in line]
+        assert len(at) == 1 and "WARNING/" in lines[at[0]], log()
+        assert at[0] + 1 == len(lines) or lines[at[0] + 1].startswith("["), log()  # no traceback follows
+        assert region.task(task["id"])["status"] == "succeeded"
+        assert Ledger.from_logs([agent.log]).finishes[task["id"]] == [1]
+        assert agent.alive()
     finally:
         proxy.close()
         vhost.delete()
