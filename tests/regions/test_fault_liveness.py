@@ -144,6 +144,21 @@ def _reaped_after(region, wall: float) -> bool:
     return value is not None and float(value) > wall
 
 
+
+def _wait_ticks(hold, first: dict, ticks: int, timeout: float) -> None:
+    """Wait until the hold has been re-checked `ticks` more times: distinct
+    `checked` stamps, not first + n * interval (beat ticks jitter by a few ms,
+    so a timestamp comparison could need one tick more than it says)."""
+    seen = {first["checked"]}
+
+    def more():
+        h = hold()
+        assert h, "the hold lifted while the fleet was still frozen"
+        seen.add(h["checked"])
+        return len(seen) > ticks
+
+    wait_for(more, timeout, interval=0.2, what=f"{ticks} more reaper ticks")
+
 def _log_since(proc, offset: int) -> str:
     with open(proc.log, "rb") as f:
         f.seek(offset)
@@ -237,7 +252,7 @@ def test_a_small_fleet_frozen_past_its_ttl_is_held_and_runs_each_task_once(fresh
         assert not watcher.seen, f"evicted while frozen: {watcher.seen}\n{region.orchestrator.tail()}"
         # Frozen Celery agents keep their broker connections; the HTTP agents hold none to ask about.
         assert first["dead"] == 0 and f"0 gone, 3 connected, {silent - 3} unknown" in first["broker"], first
-        wait_for(lambda: hold()["checked"] >= first["checked"] + 2 * TICK, 10, what="two more reaper ticks")
+        _wait_ticks(hold, first, 2, 10)
     finally:
         for w in workers:
             w.signal(signal.SIGCONT)
@@ -312,8 +327,7 @@ def test_dead_or_frozen_a_frozen_fleet_is_held_and_two_of_three_killed_are_reque
         first = wait_for(lambda: watcher.seen or ((h := hold()) and h["missing"] == 3 and h), DEAD_BOUND + 15,
                          interval=0.5, what="a hold with all 3 frozen agents past their TTL (or an eviction)")
         assert not watcher.seen, f"evicted while frozen: {watcher.seen}\n{region.orchestrator.tail()}"
-        wait_for(lambda: hold()["checked"] >= first["checked"] + 2 * DEFAULT_TICK, 15, interval=0.5,
-                 what="two more reaper ticks")
+        _wait_ticks(hold, first, 2, 2 * DEFAULT_TICK + 5)
         held = hold()
         connected = [(_consumers(region, a), _consumers(region, a, control=True)) for a in by_id]
     finally:
