@@ -32,7 +32,8 @@ def _beat_schedule() -> dict:
         "sweep": every("regions.task_sweep", settings.SWEEPER_INTERVAL),
         "schedules": every("regions.schedules_tick", settings.SCHEDULE_TICK_SECONDS),
         "dead-letters": every("regions.dead_letters_prune", 600.0),
-        "audit": every("regions.audit_prune", 86400.0),
+        # Hourly: beat's schedule lives in memory, and an orchestrator restarted daily would never prune.
+        "audit": every("regions.audit_prune", 3600.0),
         "callbacks": every("regions.callback_sweep", settings.CALLBACK_SWEEP_INTERVAL),
     }
     if settings.ROUTER_URL:

@@ -256,6 +256,11 @@ WEB_KEEPALIVE_SECONDS = math.ceil(max(HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL_MAX
 # Web processes batch heartbeats into Redis this often; 0 writes each one through.
 HEARTBEAT_FLUSH_SECONDS = env.float("HEARTBEAT_FLUSH_SECONDS", default=0.2)
 REAPER_INTERVAL = env.float("REAPER_INTERVAL", default=5.0)
+# The clock lease (regions/services/leadership.py): of the orchestrators started
+# with --beat, the holder runs the clock jobs and renews this often; a standby
+# takes over at most LEASE + RENEW seconds after the holder stops renewing.
+ORCHESTRATOR_LEASE_SECONDS = env.float("ORCHESTRATOR_LEASE_SECONDS", default=5.0)
+ORCHESTRATOR_LEASE_RENEW_SECONDS = env.float("ORCHESTRATOR_LEASE_RENEW_SECONDS", default=1.0)
 # The reaper evicts only while the region's web (where heartbeats arrive) answers
 # here; empty disables the check.
 REAPER_WEB_CHECK_URL = env.str("REAPER_WEB_CHECK_URL", default=f"{REGION_URL}/healthz")

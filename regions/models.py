@@ -427,3 +427,37 @@ class WorkflowStep(models.Model):
 
     def __str__(self) -> str:
         return f"step {self.index}" + (f".{self.member}" if self.in_group else "")
+
+
+class ClockLease(models.Model):
+    """Who runs the region's clock jobs (reaper, sweeper, summaries, schedules,
+    configuration sync...): one row, held by one orchestrator at a time and renewed
+    every second or so. Each takeover raises `token` by one, and every database
+    write a clock job makes first checks, in its own transaction, that the token it
+    was sent with is still this one (regions/services/leadership.py): a leader that
+    was paused past its lease and wakes up is fenced, not obeyed."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    holder = models.CharField(max_length=200)
+    token = models.BigIntegerField(default=0)
+    acquired_at = models.DateTimeField()
+    renewed_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder} (token {self.token})"
+
+
+class Orchestrator(models.Model):
+    """An orchestrator process standing for the clock lease, as it last said so
+    (every lease renewal or attempt): the overview's leader and standbys."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -4,10 +4,11 @@ The periodic ones (reap, flush, sweep, summary, config) are acked on receipt:
 a lost tick is harmless (the next one comes), and a late ack after the broker
 restarted can fail inside kombu in a way that stalls the worker's pool.
 Reports stay acks_late: they must not be lost."""
+import contextlib
 import functools
 import logging
 
-from celery import shared_task
+from celery import current_task, shared_task
 from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
@@ -16,7 +17,7 @@ from regions.clock.liveness_flush import liveness_flush
 from regions.clock.reaper import agent_reap, web_unreachable
 from regions.clock.schedules import schedules_tick
 from regions.clock.sweep import task_sweep
-from regions.services import liveness, reports
+from regions.services import leadership, liveness, reports
 from wire import deadletter
 from wire.protocol import CONTROL_QUEUE, REPORT_TASK, REPORTS_QUEUE
 
@@ -24,19 +25,37 @@ logger = logging.getLogger(__name__)
 
 
 def clock_job(fn):
-    """A periodic tick: while the region's database is away (the same test the
-    API's 503 uses) it skips, with one line in the log, instead of a traceback
-    per tick (the next tick retries). Any other database error is a bug: raised.
-    A tick takes no arguments: a message that brings some is not beat's (a
-    dead letter)."""
+    """A periodic tick, run under the clock lease token its message carries
+    (leadership.fenced): once another orchestrator has taken the lease, the
+    tick's next database write is refused and the tick skips. A message without
+    a token was not sent by the lease holder's beat: skipped (called in-process,
+    as tests do, it runs unfenced). While the region's database is away (the same
+    test the API's 503 uses) it skips, with one line in the log, instead of a
+    traceback per tick (the next tick retries). Any other database error is a
+    bug: raised. A tick takes no arguments: a message that brings some is not
+    beat's (a dead letter)."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
         if args or kwargs:
             deadletter.record(queue=CONTROL_QUEUE, reason=f"{fn.__name__} takes no arguments",
                               task_name=fn.__name__, body=repr((args, kwargs))[:2000])
             return {"skipped": "dead letter"}
+        request = current_task.request if current_task else None
+        if request is None or request.called_directly:
+            fence = contextlib.nullcontext()
+        else:
+            token = request.get(leadership.FENCE_HEADER, (request.headers or {}).get(leadership.FENCE_HEADER))
+            if not isinstance(token, int) or isinstance(token, bool):
+                logger.warning("%s skipped: no clock lease token (not sent by the lease holder's beat)",
+                               fn.__name__)
+                return {"skipped": "no clock lease token"}
+            fence = leadership.fenced(token)
         try:
-            return fn()
+            with fence:
+                return fn()
+        except leadership.Fenced as exc:
+            logger.warning("%s skipped: %s", fn.__name__, exc)
+            return {"skipped": "fenced"}
         except DatabaseError as exc:
             if not database_unavailable(exc):
                 raise

@@ -50,6 +50,7 @@ from regions.models import Agent
 from regions.services import liveness
 from regions.services.agents.presence import BrokerPresence, agent_presence_check
 from regions.services.config.current import HeartbeatTiming, config_current
+from regions.services.leadership import fence_check
 from regions.services.tasks.requeue import tasks_requeue_for_agents
 
 logger = logging.getLogger("regions.services.agents")  # the agents' log stream, whichever module writes
@@ -207,7 +208,11 @@ def _rule_corroborated(*, rule: EvictionRule, silent: int, total: int,
 
 def _evict(*, agent_ids: list[str], cutoff: float, dead: set[str]) -> list[str]:
     """Mark these expired agents offline and requeue their tasks, recording why:
-    dead (the broker saw their connection close) or silent only."""
+    dead (the broker saw their connection close) or silent only. A reaper whose
+    clock lease has moved on stops before it touches the live set (the database
+    writes after are fenced anyway; an agent evicted from Redis but not from the
+    database is an orphan the next reap finds)."""
+    fence_check()
     evicted = liveness.evict(agent_ids=agent_ids, cutoff=cutoff)
     if not evicted:
         return []

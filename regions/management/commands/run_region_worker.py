@@ -1,9 +1,10 @@
-"""The region's own Celery worker: task reports from agents, and (with --beat) the
-reaper, the liveness flush and the outbox sweeper."""
+"""The region's own Celery worker: task reports from agents, and (with --beat) a
+candidate for the clock lease: of all the region's orchestrators started with
+--beat, the one holding the lease sends the clock jobs (reaper, liveness flush,
+sweeper, summaries, schedules, configuration sync); every orchestrator runs them."""
 import sys
-from pathlib import Path
 
-from django.conf import settings
+from celery import signals
 from django.core.management.base import BaseCommand
 
 from project.celery import app
@@ -15,7 +16,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--concurrency", type=int, default=2)
-        parser.add_argument("--beat", action="store_true", help="embed Celery beat (one per region)")
+        parser.add_argument("--beat", action="store_true",
+                            help="stand for the clock lease (any number per region: one leads, the others stand by)")
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args, concurrency, beat, loglevel, **options):
@@ -29,12 +31,28 @@ class Command(BaseCommand):
         # who can publish on the region's broker (every agent) could cancel its
         # consumers or shut it down with one broadcast, and no supervisor would see.
         app.conf.worker_enable_remote_control = False
-        schedule = Path(settings.VAR_DIR) / f"celerybeat-{settings.REGION_ID}"
-        schedule.parent.mkdir(parents=True, exist_ok=True)
+        if beat:
+            _beat_with_the_worker()
         worker = app.Worker(
             hostname="orchestrator@%h", queues=[CONTROL_QUEUE, REPORTS_QUEUE], concurrency=concurrency,
-            beat=beat, loglevel=loglevel, without_mingle=True, without_gossip=True, without_heartbeat=True,
-            schedule_filename=str(schedule),
+            loglevel=loglevel, without_mingle=True, without_gossip=True, without_heartbeat=True,
         )
         worker.start()
         sys.exit(worker.exitcode or 0)
+
+
+def _beat_with_the_worker() -> None:
+    """Beat as a thread of the worker's main process, from the moment the worker
+    is ready (its pool forked) until it shuts down (the lease released then)."""
+    from regions.clock.beat import beat_thread
+
+    running = []
+
+    @signals.worker_ready.connect(weak=False)
+    def start(**kwargs):
+        running.append(beat_thread(app))
+
+    @signals.worker_shutdown.connect(weak=False)
+    def stop(**kwargs):
+        for service in running:
+            service.stop()

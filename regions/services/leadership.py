@@ -1,0 +1,168 @@
+"""The clock lease: any number of orchestrators per region, one runs the clock jobs.
+
+Every orchestrator started with --beat stands for the lease (one ClockLease row).
+The holder renews it every ORCHESTRATOR_LEASE_RENEW_SECONDS; when it stops
+renewing (killed, frozen, cut from the database) the lease runs out after
+ORCHESTRATOR_LEASE_SECONDS and the first standby to ask takes it, raising the
+token by one. Time is the database's (statement_timestamp() on PostgreSQL), so
+orchestrators on hosts with skewed clocks agree on when a lease ends.
+
+Only the holder's beat sends clock jobs, each with the token in a message header
+(FENCE_HEADER). Whichever orchestrator's worker runs the job runs it `fenced`:
+before each database write it makes, the job checks in the write's own
+transaction that the token is still the lease's, holding a share lock on the row
+until that transaction ends (PostgreSQL; on SQLite the check is itself a write, and
+SQLite has one writer at a time). A takeover updates the row, so it waits for
+writes already checked to commit, and every write after it fails the check
+(`Fenced`): a leader paused past its lease that wakes up cannot act on it. This is
+Kubernetes' leader election with a fencing token (Kleppmann's "How to do
+distributed locking").
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from regions.models import ClockLease, Orchestrator
+
+logger = logging.getLogger(__name__)
+
+CLOCK = "clock"
+FENCE_HEADER = "meridian_fence"
+# Statements that change rows (a CTE may hide one).
+_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
+
+
+class Fenced(Exception):
+    """A clock job's lease token is no longer the lease's: another orchestrator took it."""
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    held: bool
+    token: int | None     # ours when held
+    leader: str           # the holder as the row says ("" when nobody ever held it)
+    expires_at: datetime | None
+
+
+def db_now() -> datetime:
+    """The database's clock (SQLite, the demo's single-host store, has the host's)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement_timestamp()")
+            return cursor.fetchone()[0]
+    return timezone.now()
+
+
+def lease_keep(*, holder: str, token: int | None, started_at: datetime) -> LeaseState:
+    """Renew our lease, or take it if it has run out; say who leads otherwise.
+
+    `token` is the one we hold (None when standing by). A holder that let its own
+    lease run out takes it again under a new token, as anyone else would."""
+    with transaction.atomic():
+        now = db_now()
+        until = now + timedelta(seconds=settings.ORCHESTRATOR_LEASE_SECONDS)
+        Orchestrator.objects.update_or_create(name=holder, defaults={"seen_at": now},
+                                              create_defaults={"started_at": started_at, "seen_at": now})
+        lease, _ = ClockLease.objects.select_for_update().get_or_create(
+            name=CLOCK, defaults={"holder": "", "token": 0, "acquired_at": now, "renewed_at": now, "expires_at": now})
+        if token is not None and lease.holder == holder and lease.token == token and lease.expires_at > now:
+            ClockLease.objects.filter(name=CLOCK, holder=holder, token=token).update(renewed_at=now, expires_at=until)
+            return LeaseState(True, token, holder, until)
+        if lease.expires_at <= now:
+            # Compare-and-set on the token: of two standbys racing, one takes it.
+            taken = ClockLease.objects.filter(name=CLOCK, token=lease.token, expires_at__lte=now).update(
+                holder=holder, token=lease.token + 1, acquired_at=now, renewed_at=now, expires_at=until)
+            if taken:
+                logger.warning("took the clock lease (token %d)%s", lease.token + 1,
+                               f" from {lease.holder}, {(now - lease.expires_at).total_seconds():.1f}s after it "
+                               f"ran out" if lease.holder else "")
+                return LeaseState(True, lease.token + 1, holder, until)
+        return LeaseState(False, None, lease.holder, lease.expires_at)
+
+
+def lease_release(*, holder: str, token: int) -> bool:
+    """End our lease now (a clean shutdown), so a standby need not wait it out."""
+    with transaction.atomic():
+        now = db_now()
+        released = ClockLease.objects.filter(name=CLOCK, holder=holder, token=token, expires_at__gt=now).update(
+            expires_at=now)
+        Orchestrator.objects.filter(name=holder).delete()
+    return bool(released)
+
+
+# --- fencing ---------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def _check(conn, token: int) -> None:
+    table = conn.ops.quote_name(ClockLease._meta.db_table)
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            # A share lock: writes checked against this token commit before any takeover does.
+            cursor.execute(f"SELECT token FROM {table} WHERE name = %s FOR SHARE", [CLOCK])
+            row = cursor.fetchone()
+            current = row[0] if row else None
+        else:
+            cursor.execute(f"UPDATE {table} SET token = token WHERE name = %s AND token = %s", [CLOCK, token])
+            current = token if cursor.rowcount == 1 else "another"
+    if current != token:
+        raise Fenced(f"clock lease token {token} is no longer the lease's ({current})")
+
+
+class _Fence:
+    """A database execute wrapper: every write checks the token in its transaction."""
+
+    def __init__(self, token: int):
+        self.token = token
+        self.checking = False
+
+    def __call__(self, execute, sql, params, many, context):
+        if self.checking or not _WRITE.match(sql):
+            return execute(sql, params, many, context)
+        conn = context["connection"]
+        if conn.in_atomic_block:
+            self._checked(conn)
+            return execute(sql, params, many, context)
+        with transaction.atomic(using=conn.alias):
+            self._checked(conn)
+            return execute(sql, params, many, context)
+
+    def _checked(self, conn) -> None:
+        self.checking = True
+        try:
+            _check(conn, self.token)
+        finally:
+            self.checking = False
+
+
+@contextmanager
+def fenced(token: int):
+    """Run a clock job under `token`: each of its database writes raises Fenced
+    once the lease has moved on."""
+    previous = getattr(_local, "fence", None)
+    _local.fence = fence = _Fence(token)
+    try:
+        with connection.execute_wrapper(fence):
+            yield
+    finally:
+        _local.fence = previous
+
+
+def fence_check() -> None:
+    """Raise Fenced now if this thread runs a clock job whose lease has moved on:
+    for a job about to write somewhere other than the database (Redis, the broker)."""
+    fence = getattr(_local, "fence", None)
+    if fence is None:
+        return
+    with transaction.atomic():
+        fence._checked(connection)
