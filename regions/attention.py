@@ -133,6 +133,19 @@ def agents_none(*, live: int | None, fleet: int) -> list[dict]:
     return []
 
 
+def clock_items(clock: dict | None) -> list[dict]:
+    """Nobody has held the clock lease for longer than a takeover takes
+    (regions.selectors.clock_leadership): no orchestrator runs the clock jobs."""
+    if not clock or clock["leader"] or clock["expires_in"] is None:
+        return []
+    out = -clock["expires_in"]
+    if out <= settings.ORCHESTRATOR_LEASE_SECONDS + settings.ORCHESTRATOR_LEASE_RENEW_SECONDS:
+        return []
+    return [_item("clock_unled", CRITICAL, f"no orchestrator has held the clock lease for {out:.0f} s (last "
+                  f"{clock['last_leader']}): no clock job runs (reaper, sweeper, summaries, schedules); is an "
+                  "orchestrator with --beat running and reaching the database?", 1, "/admin/#ov-clock")]
+
+
 def liveness_items(health: dict, *, now: datetime) -> list[dict]:
     if not health["ok"]:
         return [_item("liveness_down", CRITICAL, f"{health.get('error') or 'liveness store unavailable'}: "
@@ -251,11 +264,12 @@ def capabilities_served() -> set[str]:
 
 
 def attention_items(*, now: datetime, health: dict, dead_count: int, behind: list[dict],
-                    served: set[str], queues: dict | None) -> list[dict]:
+                    served: set[str], queues: dict | None, clock: dict | None = None) -> list[dict]:
     """Every item, critical first (each kind keeps its order). The reads this
     takes as arguments are the overview's own (regions.selectors.region_attention)."""
     items = [
         *broker_items(queues),
+        *clock_items(clock),
         *liveness_items(health, now=now),
         *agents_none(live=health.get("live_agents") if health["ok"] else None, fleet=len(served)),
         *router_items(),

@@ -127,7 +127,32 @@ def region_status() -> dict:
         status["liveness"] = {"ok": True, "live_agents": liveness.live_count(), "eviction_hold": liveness.hold_get()}
     except liveness.RedisError as exc:
         status["liveness"] = {"ok": False, "error": f"liveness store unavailable: {exc}"}
+    status["clock"] = clock_leadership()
     return status
+
+
+def clock_leadership() -> dict:
+    """Who runs the clock jobs (the clock lease, regions/services/leadership.py)
+    and the orchestrators heard standing for it lately, on the database's clock."""
+    from regions.models import ClockLease, Orchestrator
+    from regions.services.leadership import CLOCK, db_now
+
+    now = db_now()
+    recent = now - timedelta(seconds=3 * settings.ORCHESTRATOR_LEASE_SECONDS + 2)
+    lease = ClockLease.objects.filter(name=CLOCK).first()
+    held = lease is not None and lease.expires_at > now
+    leader = lease.holder if held else ""
+    heard = list(Orchestrator.objects.filter(seen_at__gte=recent).values_list("name", "seen_at"))
+    return {
+        "leader": leader,
+        "last_leader": lease.holder if lease else "",
+        "token": lease.token if lease else 0,
+        "expires_in": round((lease.expires_at - now).total_seconds(), 1) if lease else None,
+        "leading_since": lease.acquired_at if held else None,
+        "orchestrators": [{"name": name, "leading": name == leader, "seen_s_ago": round((now - seen).total_seconds(), 1)}
+                          for name, seen in heard],
+        "standbys": [name for name, _ in heard if name != leader],
+    }
 
 
 # --- the fleet overview (admin home, manage.py fleet_status) ------------------------
@@ -346,7 +371,8 @@ def liveness_health() -> dict:
 
 
 def region_attention(*, now: datetime | None = None, health: dict | None = None, dead_count: int | None = None,
-                     behind: list[dict] | None = None, queues: dict | None = None) -> list[dict]:
+                     behind: list[dict] | None = None, queues: dict | None = None,
+                     clock: dict | None = None) -> list[dict]:
     """What needs an operator here (regions/attention.py), critical first; the
     overview passes what it has already read so nothing is read twice."""
     from wire.protocol import CONTROL_QUEUE
@@ -360,7 +386,8 @@ def region_attention(*, now: datetime | None = None, health: dict | None = None,
     if behind is None:
         behind = [s for s in schedule_list(now=now) if s["behind"]]
     return attention_items(now=now, health=health, dead_count=dead_count, behind=behind,
-                           served=capabilities_served(), queues=queues)
+                           served=capabilities_served(), queues=queues,
+                           clock=clock if clock is not None else clock_leadership())
 
 
 def fleet_overview(*, now: datetime | None = None) -> dict:
@@ -373,6 +400,7 @@ def fleet_overview(*, now: datetime | None = None) -> dict:
     behind = [s for s in schedule_list(now=now) if s["behind"]]
     outcomes = task_outcomes_by_capability(since=since)
     queues = broker_queue_depths(queues=overview_queues(capabilities=[c["capability"] for c in outcomes]))
+    clock = clock_leadership()
     return {
         "role": "region",
         "region_id": settings.REGION_ID,
@@ -387,12 +415,13 @@ def fleet_overview(*, now: datetime | None = None) -> dict:
         "capabilities": outcomes,
         "queues": queues,
         "liveness": health,
+        "clock": clock,
         "dead_letters": {"count": dead_count,
                          "latest": list(dead.values("received_at", "source", "queue", "reason")[:5])},
         "config": ConfigVersion.objects.filter(is_active=True).values("sha", "subject", "created_at").first(),
         "schedules_behind": behind,
         "attention": region_attention(now=now, health=health, dead_count=dead_count, behind=behind,
-                                      queues=queues),
+                                      queues=queues, clock=clock),
     }
 
 

@@ -26,6 +26,7 @@ REGISTRATION_TOKEN = "test-registration-token"
 FAST = {
     "HEARTBEAT_INTERVAL": "0.5", "HEARTBEAT_TTL": "2", "REAPER_INTERVAL": "0.5",
     "SWEEPER_INTERVAL": "0.5", "LIVENESS_FLUSH_INTERVAL": "1", "TASK_RETRY_BACKOFF_BASE": "0.5",
+    "ORCHESTRATOR_LEASE_SECONDS": "2", "ORCHESTRATOR_LEASE_RENEW_SECONDS": "0.5",
 }
 
 
@@ -367,10 +368,12 @@ class Region:
         wait_for(self._healthy, 30, what=f"{self.region_id} web server")
         return self.web
 
-    def start_orchestrator(self) -> Proc:
-        self.orchestrator = self._spawn("orchestrator", [sys.executable, "manage.py", "run_region_worker",
-                                                         "--beat", "--concurrency", "2"])
-        return self.orchestrator
+    def start_orchestrator(self, name: str = "orchestrator") -> Proc:
+        """An orchestrator standing for the clock lease; the first one is .orchestrator."""
+        proc = self._spawn(name, [sys.executable, "manage.py", "run_region_worker", "--beat", "--concurrency", "2"])
+        if name == "orchestrator":
+            self.orchestrator = proc
+        return proc
 
     def start(self, api_key: str | None = None) -> "Region":
         self.start_web()

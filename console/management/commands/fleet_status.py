@@ -71,12 +71,18 @@ def region_text(data: dict) -> str:
                  f"HOLDING ({hold.get('mode')}) since {exact_time(hold.get('since'))}: {hold.get('reason')}"
                  if hold else "none")
     config = data["config"]
+    clock = data["clock"]
+    clock_text = (f"led by {clock['leader']} (token {clock['token']}, lease {clock['expires_in']:g} s left)"
+                  if clock["leader"] else "NOBODY holds the lease" + (f" (last {clock['last_leader']})"
+                                                                      if clock["last_leader"] else ""))
+    clock_text += f"; standing by: {', '.join(clock['standbys']) or 'none'}"
     done = data["throughput"]
     wait = [b for b in data["queue_wait"] if b["count"]]
     parts = [
         f"Region {data['region_id']} as of {exact_time(data['now'])}",
         f"Liveness store: {health}",
         f"Eviction hold: {hold_text}",
+        f"Clock jobs: {clock_text}",
         f"Configuration: {config['sha'][:12] + ' ' + config['subject'] if config else 'none applied'}",
         f"Dead letters (last hour): {data['dead_letters']['count']}",
         "",
