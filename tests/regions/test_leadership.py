@@ -144,3 +144,21 @@ def test_a_clock_job_runs_only_under_the_leases_token():
     assert _clock_write.apply(headers={FENCE_HEADER: 2}).get() == "wrote"
     assert _clock_write() == "wrote"
     assert DeadLetter.objects.count() == 3
+
+
+def test_the_status_names_the_leader_and_the_standbys_and_attention_says_when_nobody_leads():
+    from regions.attention import clock_items
+    from regions.selectors import clock_leadership
+
+    assert clock_leadership()["leader"] == "" and clock_items(clock_leadership()) == []  # never held: the reaper item
+    _keep("a")
+    _keep("b")
+    clock = clock_leadership()
+    assert (clock["leader"], clock["token"], clock["standbys"]) == ("a", 1, ["b"])
+    assert clock_items(clock) == []
+    ClockLease.objects.filter(name=leadership.CLOCK).update(expires_at=timezone.now() - timedelta(seconds=2))
+    assert clock_items(clock_leadership()) == []  # a takeover is due, not late
+    ClockLease.objects.filter(name=leadership.CLOCK).update(expires_at=timezone.now() - timedelta(seconds=60))
+    [item] = clock_items(clock_leadership())
+    assert item["severity"] == "critical" and "no orchestrator has held the clock lease for 60 s (last a)" in \
+        item["text"], item

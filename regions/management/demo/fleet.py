@@ -110,7 +110,9 @@ class Fleet:
         for region_id, region in self.regions.items():
             port = region["url"].rsplit(":", 1)[1]
             self._start(f"{region_id}-web", region["env"], *layout.web_args(port=port))
+            # Two orchestrators per region: one runs the clock jobs, the other stands by (both take reports).
             self._start(f"{region_id}-orchestrator", region["env"], *layout.orchestrator_args())
+            self._start(f"{region_id}-orchestrator-standby", region["env"], *layout.orchestrator_args())
         for url in [router_url] + [r["url"] for r in self.regions.values()]:
             self._wait(lambda u=url: traffic.get_ok(f"{u}/healthz") is not None, 30, f"{url} to answer")
         for region_id, region in self.regions.items():
