@@ -358,7 +358,7 @@ def test_sigint_stops_a_background_demo_and_every_process_it_started(demo):
     os.kill(demo.status()["pid"], signal.SIGINT)
     assert demo.shell.wait(90) == 0, demo.text()[-3000:]
     text = demo.text()
-    assert "stopping…" in text and "stopped 14 processes" in text
+    assert "stopping…" in text and "stopped 17 processes" in text  # 3 × (web, 2 orchestrators), router, 7 agents
     wait_for(lambda: not [pid for pid, cmd in processes.items() if _alive(pid, cmd)], 10,
              what="every process the demo started to be gone")
     # Agents first: they deregistered while their regions still answered.
