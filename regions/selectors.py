@@ -325,33 +325,22 @@ def broker_queue_depths_now(*, queues: list[str], url: str, timeout: float = BRO
     passive declare: nothing is created), as {"ok", "error", "queues": [{"queue",
     "messages", "consumers", "declared"}]}. A broker that does not answer within
     `timeout` is reported, never raised: the page that asks still renders."""
-    from kombu import Connection
-
-    from wire.broker import broker_kind, celery_options
+    from wire.broker import QueueRefused, broker_kind, queue_inspector
 
     amqp = broker_kind(url) == "amqp"
-    # The transport options Celery uses with this broker (Redis: one list per
-    # priority band, named with its separator), with short timeouts.
-    options = {**celery_options(url)["broker_transport_options"],
-               **({"read_timeout": timeout, "write_timeout": timeout} if amqp
-                  else {"socket_connect_timeout": timeout, "socket_timeout": timeout})}
     rows = []
     try:
-        with Connection(url, connect_timeout=timeout, transport_options=options) as conn:
-            conn.ensure_connection(max_retries=0)  # one attempt (connect() makes two): `timeout` bounds it
-            channel = conn.channel()
+        with queue_inspector(url, timeout=timeout) as ask:
             for name in queues:
                 try:
-                    _, messages, consumers = channel.queue_declare(queue=name, passive=True)
+                    messages, consumers = ask(name)
                     # Redis keeps no consumer count (and the transport answers 0).
                     rows.append({"queue": name, "messages": messages, "consumers": consumers if amqp else None,
                                  "declared": True})
-                except conn.channel_errors:
-                    # RabbitMQ: not declared yet (404), and the channel is closed: open another.
-                    # Redis: a queue is a list, gone when empty.
+                except QueueRefused:
+                    # RabbitMQ: not declared yet (404). Redis: a queue is a list, gone when empty.
                     rows.append({"queue": name, "messages": None if amqp else 0, "consumers": None,
                                  "declared": not amqp})
-                    channel = conn.channel()
     except Exception as exc:  # noqa: BLE001 - whatever the transport raises, the overview degrades
         return {"ok": False, "error": f"broker unavailable: {type(exc).__name__}: {exc}"[:300], "queues": []}
     return {"ok": True, "error": "", "queues": rows}

@@ -12,6 +12,8 @@ their region handed them, not with whatever their environment says.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 # Environment variables Celery reads *before* its configuration: an agent must
 # never let one of them override the broker of the region it joined.
 BROKER_ENV_OVERRIDES = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL")
@@ -61,3 +63,41 @@ def message_priority(url: str, priority: int) -> int:
     """Meridian's priority (9 = most urgent) as the broker understands it:
     RabbitMQ serves the highest number first, kombu's Redis bands the lowest."""
     return priority if broker_kind(url) == "amqp" else MAX_PRIORITY - priority
+
+
+class QueueRefused(Exception):
+    """A passive declare refused: `code` 404 (no such queue), 405 (exclusive to
+    another connection, which holds it); Redis: no such list (an empty queue)."""
+
+    def __init__(self, code: int | None):
+        super().__init__(f"queue declare refused ({code})")
+        self.code = code
+
+
+@contextmanager
+def queue_inspector(url: str, *, timeout: float):
+    """One short-lived connection for asking about queues without creating any:
+    yields ask(name) -> (messages ready, consumers), raising QueueRefused when the
+    broker refuses. One connection attempt, every read bounded by `timeout`; a
+    refusal closes the channel, so the next ask opens another."""
+    from kombu import Connection
+
+    amqp = broker_kind(url) == "amqp"
+    # The transport options Celery uses with this broker (Redis: one list per
+    # priority band, named with its separator), with short timeouts.
+    options = {**celery_options(url)["broker_transport_options"],
+               **({"read_timeout": timeout, "write_timeout": timeout} if amqp
+                  else {"socket_connect_timeout": timeout, "socket_timeout": timeout})}
+    with Connection(url, connect_timeout=timeout, transport_options=options) as conn:
+        conn.ensure_connection(max_retries=0)  # one attempt (connect() makes two): `timeout` bounds it
+        channel = [conn.channel()]
+
+        def ask(name: str) -> tuple[int, int]:
+            try:
+                _, messages, consumers = channel[0].queue_declare(queue=name, passive=True)
+                return messages, consumers
+            except conn.channel_errors as exc:
+                channel[0] = conn.channel()
+                raise QueueRefused(getattr(exc, "code", None)) from exc
+
+        yield ask

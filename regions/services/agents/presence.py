@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from regions.models import Agent
-from wire.broker import broker_kind, celery_options
+from wire.broker import QueueRefused, broker_kind, queue_inspector
 from wire.protocol import agent_control_queue, agent_node_name, agent_queue
 
 logger = logging.getLogger("regions.services.agents")  # the agents' log stream, whichever module writes
@@ -86,26 +86,18 @@ def agent_presence_check(*, agent_ids: list[str], timeout: float | None = None,
     todo = [a for a in agent_ids if a in hosts]
     if not todo:
         return result
-    from kombu import Connection
-
     deadline = time.monotonic() + timeout
-    options = {**celery_options(url)["broker_transport_options"], "read_timeout": timeout, "write_timeout": timeout}
     done = 0
     try:
-        with Connection(url, connect_timeout=timeout, transport_options=options) as conn:
-            conn.ensure_connection(max_retries=0)  # one attempt: the next tick is the retry
-            channel = [conn.channel()]
+        with queue_inspector(url, timeout=timeout) as ask:
 
             def consumers(name: str) -> int:
                 try:
-                    return channel[0].queue_declare(queue=name, passive=True)[2]
-                except conn.channel_errors as exc:
-                    # The channel is closed with the error: the next read needs another.
-                    channel[0] = conn.channel()
-                    code = getattr(exc, "code", None)
-                    if code == NOT_FOUND:
+                    return ask(name)[1]
+                except QueueRefused as exc:
+                    if exc.code == NOT_FOUND:
                         return NO_QUEUE
-                    if code == RESOURCE_LOCKED:
+                    if exc.code == RESOURCE_LOCKED:
                         return 1  # an exclusive queue, held by its (live) connection
                     raise
 
