@@ -88,6 +88,68 @@ def json_server(answer):
         server.server_close()
 
 
+class Quiet:
+    """A listener of silent_listener(): its port and the connections it holds."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.held: list = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def silent_listener(reply: bytes = b"", drip: float = 0.0, rest: bytes = b""):
+    """A real listener on a free port that accepts every connection and never
+    answers: a peer that is up and says nothing (a hung broker, region or router).
+    With `reply`: reads the request and sends that, the start of an answer, and
+    nothing more; with `drip`: then one more byte every `drip` seconds for as long
+    as the connection is open (each within any read timeout, none ever the end),
+    or, with `rest`, that after `drip` seconds and the connection closed. Yields
+    a Quiet; closes the listener and every connection on exit."""
+    import socket
+    import threading
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1000)
+    quiet = Quiet(sock.getsockname()[1])
+
+    def trickle(conn):
+        try:
+            while True:
+                time.sleep(drip)
+                if rest:
+                    conn.sendall(rest)
+                    conn.close()
+                    return
+                conn.sendall(b" ")
+        except OSError:  # closed by the peer, or on exit
+            return
+
+    def serve():
+        while True:
+            try:
+                conn, _ = sock.accept()
+                if reply:
+                    conn.recv(65536)
+                    conn.sendall(reply)
+            except OSError:
+                return
+            quiet.held.append(conn)
+            if drip:
+                threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield quiet
+    finally:
+        for s in [sock, *quiet.held]:
+            s.close()
+
+
 def pg_admin(sql: str) -> None:
     conn = psycopg2.connect(dbname="postgres", **PG)
     conn.autocommit = True

@@ -17,6 +17,7 @@ from regions.services import liveness
 from router import inputs
 from router.services.regions import region_create
 from router.services.summaries import summary_ingest
+from tests.harness import silent_listener
 
 pytestmark = pytest.mark.django_db
 
@@ -454,31 +455,12 @@ def test_queue_depth_asks_a_silent_broker_once_per_few_seconds_per_process(setti
     """Each open overview asks every 10 s in each web worker: a broker that does
     not answer costs the timeout once in BROKER_DEPTHS_TTL_SECONDS, not on every
     page (a real listener that accepts and never answers counts the attempts)."""
-    import socket
-    import threading
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted = []
-
-    def serve():
-        while True:
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=serve, daemon=True).start()
-    url = f"amqp://guest:guest@127.0.0.1:{listener.getsockname()[1]}//"
-    try:
+    with silent_listener() as quiet:
+        url = f"amqp://guest:guest@127.0.0.1:{quiet.port}//"
         first = region_selectors.broker_queue_depths(queues=["meridian.control"], url=url, timeout=0.5)
         again = region_selectors.broker_queue_depths(queues=["meridian.control"], url=url, timeout=0.5)
         assert first["ok"] is False and again == first
-        assert len(accepted) == 1  # one attempt, and the second ask is answered from it
-    finally:
-        for sock in [listener, *accepted]:
-            sock.close()
+        assert len(quiet.held) == 1  # one attempt, and the second ask is answered from it
 
 
 def test_region_overview_shows_queue_depth_or_a_degraded_cell(region_fleet, admin_client, settings):

@@ -2,8 +2,6 @@
 hung RabbitMQ, a black-holed path): the batch stops sending at the first
 refusal and leaves the rest to the sweeper, so it costs one connection timeout,
 not one per item (500 items would otherwise hold the request half an hour)."""
-import socket
-import threading
 
 import pytest
 from rest_framework.test import APIClient
@@ -11,6 +9,7 @@ from rest_framework.test import APIClient
 from regions.models import Task
 from regions.services.tasks import dispatch
 from tests import factories
+from tests.harness import silent_listener
 
 pytestmark = pytest.mark.django_db
 
@@ -25,30 +24,15 @@ def api(redis_clean):
 
 @pytest.fixture
 def hung_broker(monkeypatch):
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1000)
-    held = []
-
-    def accept():
-        while True:
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    url = f"amqp://guest:guest@127.0.0.1:{server.getsockname()[1]}//"
-    app = dispatch.app
-    monkeypatch.setattr(app.conf, "broker_url", url)
-    monkeypatch.setattr(app.conf, "broker_write_url", url)
-    saved = app._pool, app.amqp._producer_pool
-    app._pool, app.amqp._producer_pool = None, None
-    yield held
-    app._pool, app.amqp._producer_pool = saved
-    server.close()
-    for conn in held:
-        conn.close()
+    with silent_listener() as quiet:
+        url = f"amqp://guest:guest@127.0.0.1:{quiet.port}//"
+        app = dispatch.app
+        monkeypatch.setattr(app.conf, "broker_url", url)
+        monkeypatch.setattr(app.conf, "broker_write_url", url)
+        saved = app._pool, app.amqp._producer_pool
+        app._pool, app.amqp._producer_pool = None, None
+        yield quiet.held
+        app._pool, app.amqp._producer_pool = saved
 
 
 def test_a_hung_broker_costs_a_batch_one_timeout_not_one_per_item(api, hung_broker,

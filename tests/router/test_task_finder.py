@@ -11,6 +11,7 @@ listener that accepts and never answers, and the live server again under
 another region's name (it refuses an assertion made for another region).
 tests/router/test_task_finder_live.py does the same against real region
 processes."""
+import contextlib
 import socket
 import threading
 import time
@@ -46,53 +47,10 @@ def bounds(settings):
 
 @pytest.fixture
 def silent():
-    """Listeners that accept a connection, read the request and never answer
-    (or send `reply`, the start of an answer, and nothing more, or drip the rest,
-    or the rest at once a little later)."""
-    made = []
-
-    def make(reply: bytes = b"", drip: float = 0.0, rest: bytes = b"") -> str:
-        """drip: after `reply`, one more byte every `drip` seconds, for as long as
-        the connection is open (each within any read timeout, none ever the end);
-        or, with `rest`, that after `drip` seconds, and the connection closed."""
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        held = []
-
-        def serve():
-            while True:
-                try:
-                    conn, _ = sock.accept()
-                    if reply:
-                        conn.recv(65536)
-                        conn.sendall(reply)
-                except OSError:
-                    return
-                held.append(conn)
-                if drip:
-                    threading.Thread(target=trickle, args=(conn,), daemon=True).start()
-
-        def trickle(conn):
-            try:
-                while True:
-                    time.sleep(drip)
-                    if rest:
-                        conn.sendall(rest)
-                        conn.close()
-                        return
-                    conn.sendall(b" ")
-            except OSError:  # closed by the router, or by the fixture
-                return
-
-        threading.Thread(target=serve, daemon=True).start()
-        made.append((sock, held))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-    yield make
-    for sock, held in made:
-        for s in [sock, *held]:
-            s.close()
+    """Listeners that accept a connection and never answer (harness.silent_listener:
+    or answer a start, drip, or the rest later); make(...) -> its URL."""
+    with contextlib.ExitStack() as stack:
+        yield lambda reply=b"", drip=0.0, rest=b"": stack.enter_context(harness.silent_listener(reply, drip, rest)).url
 
 
 def closed_port() -> str:

@@ -6,7 +6,6 @@ it, names the regions that did not answer, and shows nothing of the task's
 data; the region's locate answer carries none either."""
 import re
 import socket
-import threading
 import time
 import uuid
 from html import unescape
@@ -47,22 +46,8 @@ def regions(region_template):
 @pytest.fixture
 def silent():
     """A listener that accepts and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    held = []
-
-    def serve():
-        while True:
-            try:
-                held.append(sock.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    for s in [sock, *held]:
-        s.close()
+    with harness.silent_listener() as quiet:
+        yield quiet.url
 
 
 @pytest.fixture
