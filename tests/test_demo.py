@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from regions.management.demo import local_services
+from regions.management.demo import layout, local_services
 from regions.management.supervisor import EX_CONFIG, Restart, Supervisor
 from tests.accounting import record
 from tests.harness import ROOT, RedisServer, json_server, rabbitmqctl, wait_for
@@ -274,6 +274,10 @@ def test_demo_runs_tasks_across_three_regions(demo):
     # Residency held: eu tasks ran in eu-west-3 only.
     eu_rows = [line for line in text.splitlines() if " data_ingestion " in line and " eu " in line]
     assert eu_rows and all(line.strip().startswith("eu-west-3") for line in eu_rows)
+    # A demo of another prefix beside the default one shares no Redis with it (nor with the machine's).
+    redis_urls = {layout.env_file_read(demo.root / "demo" / region / "env")["REDIS_URL"] for region in REGIONS}
+    assert not any(url.startswith("redis://127.0.0.1:6379/") for url in redis_urls), redis_urls
+    assert "redis" in demo.status()["processes"]
 
 
 def test_killed_agent_and_orchestrator_are_restarted_and_work_resumes(demo):
@@ -358,7 +362,8 @@ def test_sigint_stops_a_background_demo_and_every_process_it_started(demo):
     os.kill(demo.status()["pid"], signal.SIGINT)
     assert demo.shell.wait(90) == 0, demo.text()[-3000:]
     text = demo.text()
-    assert "stopping…" in text and "stopped 17 processes" in text  # 3 × (web, 2 orchestrators), router, 7 agents
+    # 3 × (web, 2 orchestrators), the router, 7 agents and (another prefix than the default) its redis-server
+    assert "stopping…" in text and "stopped 18 processes" in text
     wait_for(lambda: not [pid for pid, cmd in processes.items() if _alive(pid, cmd)], 10,
              what="every process the demo started to be gone")
     # Agents first: they deregistered while their regions still answered.

@@ -10,7 +10,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from regions.management.demo.fleet import demo_run
+from regions.management.demo.fleet import DEFAULT_VHOST_PREFIX, demo_run
 from regions.management.demo.layout import DemoError
 
 
@@ -25,8 +25,9 @@ class Command(BaseCommand):
                             help="stop once the tasks are done (for tests and CI)")
         parser.add_argument("--broker", choices=["auto", "rabbitmq", "redis"], default="auto",
                             help="auto: RabbitMQ if it answers, else Redis (with a warning)")
-        parser.add_argument("--vhost-prefix", default="meridian-demo",
-                            help="RabbitMQ vhosts are <prefix>-<region>")
+        parser.add_argument("--vhost-prefix", default=DEFAULT_VHOST_PREFIX,
+                            help="RabbitMQ vhosts are <prefix>-<region>; another prefix than the default is another "
+                                 "demo beside it, with a redis-server of its own as well")
         parser.add_argument("--status-file", default=None,
                             help="write every process's state (pid, state, restarts, crashes) here as JSON")
 

@@ -56,6 +56,10 @@ def demo_run(*, root: Path, base_port: int, tasks: int, exit_after_tasks: bool, 
         fleet.stop_all()
 
 
+# Another prefix is another demo beside this one: it gets a redis-server of its own too.
+DEFAULT_VHOST_PREFIX = "meridian-demo"
+
+
 class Fleet:
     def __init__(self, *, root: Path, status_file: Path | None, say: Callable[[str], None]):
         self.root, self.status_file, self.say = root, status_file, say
@@ -77,7 +81,7 @@ class Fleet:
                               status_file=self.status_file, say=self.say)
         self.sup.publish(phase="starting", pid=os.getpid(), dir=str(self.root))
         ports = layout.ports_free(base=base_port, n=1 + len(REGIONS))
-        redis_base = self._redis()
+        redis_base = self._redis(own=vhost_prefix != DEFAULT_VHOST_PREFIX, base_port=base_port)
         brokers = local_services.brokers_prepare(mode=broker, vhost_prefix=vhost_prefix, redis_base=redis_base,
                                                  say=self.say)
         self.registration_token = token_generate("mrt")
@@ -165,12 +169,19 @@ class Fleet:
         self._manage(env, "create_api_key", "demo", "--staff", f"--key={self.api_key}")
         self._superuser(env)
 
-    def _redis(self) -> str:
-        if local_services.redis_answers(6379):
+    def _redis(self, *, own: bool, base_port: int) -> str:
+        """The shared Redis on 6379 when it answers, unless `own`: a second demo
+        (another vhost prefix) sharing it would share its regions' liveness keys,
+        each demo's reaper reading the other's agents and its start wiping them."""
+        shared = local_services.redis_answers(6379)
+        if shared and not own:
             return "redis://127.0.0.1:6379"
         if not shutil.which("redis-server"):
+            if shared:
+                self.say("warning: redis-server is not installed: this demo shares 127.0.0.1:6379 with any other")
+                return "redis://127.0.0.1:6379"
             raise DemoError("liveness needs Redis: none answers on 127.0.0.1:6379 and redis-server is not installed")
-        port = layout.ports_free(base=6390, n=1)[0]
+        port = layout.ports_free(base=base_port + 90, n=1)[0]
         (self.root / "redis").mkdir(parents=True, exist_ok=True)
         self.sup.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                  "--appendonly", "no", "--dir", str(self.root / "redis")], os.environ.copy())
