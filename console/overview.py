@@ -12,8 +12,6 @@ from django.urls import reverse
 from console.formatting import age_text, exact_time
 from console import svg
 
-REFRESH_SECONDS = 10
-
 STATE_COLOURS = {"online idle": "#2e9d57", "online busy": "#2f6fb5", "cordoned": "#d6a100", "draining": "#e07b1a",
                  "offline": "#9aa0a6", "revoked": "#ba2121", "stopped": "#5f6368"}
 SUCCEEDED, FAILED, CANCELLED = "#2e9d57", "#ba2121", "#9aa0a6"
@@ -33,7 +31,8 @@ def overview_data(role: str | None = None) -> dict:
 
 def overview_context() -> dict:
     data = overview_data()
-    context = {"overview": data, "refresh_seconds": REFRESH_SECONDS, "now_text": exact_time(data["now"]),
+    context = {"overview": data, "refresh_seconds": settings.OVERVIEW_REFRESH_SECONDS,
+               "now_text": exact_time(data["now"]),
                "attention": data.get("attention", [])}
     context.update(_router(data) if data["role"] == "router" else _region(data))
     return context

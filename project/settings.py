@@ -256,6 +256,8 @@ WEB_KEEPALIVE_SECONDS = math.ceil(max(HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL_MAX
 # Web processes batch heartbeats into Redis this often; 0 writes each one through.
 HEARTBEAT_FLUSH_SECONDS = env.float("HEARTBEAT_FLUSH_SECONDS", default=0.2)
 REAPER_INTERVAL = env.float("REAPER_INTERVAL", default=5.0)
+# Open overviews fetch themselves this often (console/static/console/live.js; at least 2 s).
+OVERVIEW_REFRESH_SECONDS = env.int("OVERVIEW_REFRESH_SECONDS", default=10)
 # The clock lease (regions/services/leadership.py): of the orchestrators started
 # with --beat, the holder runs the clock jobs and renews this often; a standby
 # takes over at most LEASE + RENEW seconds after the holder stops renewing.
