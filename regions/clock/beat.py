@@ -18,7 +18,7 @@ import time
 
 from celery import beat
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import Error, close_old_connections
 from django.utils import timezone
 
 from regions.services.leadership import FENCE_HEADER, lease_keep, lease_release
@@ -60,11 +60,13 @@ class LeaderScheduler(beat.Scheduler):
         try:
             close_old_connections()
             state = lease_keep(holder=self.holder, token=self.token, started_at=self.started_at)
-        except DatabaseError as exc:
-            line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        except Exception as exc:  # noqa: BLE001 - the beat thread must outlive any failure; the next renewal retries
+            text = str(exc).strip()
+            line = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
             if line != self._store_error:
-                logger.warning("clock lease: database unavailable (%s); %s", line,
-                               "leading until the lease runs out" if self.leading() else "standing by")
+                log = logger.warning if isinstance(exc, Error) else logger.exception
+                log("clock lease: could not ask the database (%s); %s", line,
+                    "leading until the lease runs out" if self.leading() else "standing by")
             self._store_error = line
             return
         self._store_error = ""
@@ -95,7 +97,7 @@ class LeaderScheduler(beat.Scheduler):
                 close_old_connections()
                 if lease_release(holder=self.holder, token=self.token):
                     logger.warning("released the clock lease (token %d)", self.token)
-            except DatabaseError as exc:
+            except Error as exc:
                 logger.warning("clock lease not released (%s): a standby takes it when it runs out", exc)
             self.token = None
         super().close()

@@ -216,3 +216,8 @@ def test_region_rides_out_a_postgres_restart_with_503s_and_loses_no_task(private
     assert not refused_heartbeats, (
         f"{len(refused_heartbeats)} of {len(outage_heartbeats)} heartbeats refused while PostgreSQL was down "
         f"(they need no database): {refused_heartbeats[:3]}")
+    # The orchestrator's beat outlived the outage: it said so once, and leads the clock jobs again (or still).
+    log = region.orchestrator.log.read_text(errors="replace")
+    assert "clock lease: could not ask the database" in log, region.orchestrator.tail()
+    wait_for(lambda: region.call("GET", "/api/v1/region/status").json()["clock"]["leader"], 15,
+             what="the clock lease held again after the outage")
