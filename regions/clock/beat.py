@@ -71,9 +71,7 @@ class LeaderScheduler(beat.Scheduler):
             return
         self._store_error = ""
         if state.held:
-            if self.token != state.token:
-                logger.warning("leading the clock jobs as %s (token %d)", self.holder, state.token)
-            self.token = state.token
+            self.token = state.token  # (lease_keep logs a new token)
             self._valid_until = asked + settings.ORCHESTRATOR_LEASE_SECONDS - settings.ORCHESTRATOR_LEASE_RENEW_SECONDS
         else:
             if self.token is not None:

@@ -82,9 +82,12 @@ def lease_keep(*, holder: str, token: int | None, started_at: datetime) -> Lease
             taken = ClockLease.objects.filter(name=CLOCK, token=lease.token, expires_at__lte=now).update(
                 holder=holder, token=lease.token + 1, acquired_at=now, renewed_at=now, expires_at=until)
             if taken:
-                logger.warning("took the clock lease (token %d)%s", lease.token + 1,
-                               f" from {lease.holder}, {(now - lease.expires_at).total_seconds():.1f}s after it "
-                               f"ran out" if lease.holder else "")
+                # Taking it over from another holder is news; the first holder of a region, or one taking
+                # back a lease it let run out, is not.
+                (logger.warning if lease.holder not in ("", holder) else logger.info)(
+                    "took the clock lease as %s (token %d)%s", holder, lease.token + 1,
+                    f" from {lease.holder}, {(now - lease.expires_at).total_seconds():.1f}s after it ran out"
+                    if lease.holder else "")
                 return LeaseState(True, lease.token + 1, holder, until)
         return LeaseState(False, None, lease.holder, lease.expires_at)
 
