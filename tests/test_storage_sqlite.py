@@ -25,6 +25,7 @@ MODULES = [
     "tests/regions/test_task_no_agent.py",
     "tests/regions/test_fleet_scale.py",
     "tests/regions/test_migration_task_finished_idx.py",
+    "tests/regions/test_leadership.py",
     "tests/router",
     "tests/test_overview.py",
     "tests/test_storage_sqlite.py::test_the_tests_run_on_the_database_asked_for",

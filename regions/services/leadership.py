@@ -11,8 +11,9 @@ Only the holder's beat sends clock jobs, each with the token in a message header
 (FENCE_HEADER). Whichever orchestrator's worker runs the job runs it `fenced`:
 before each database write it makes, the job checks in the write's own
 transaction that the token is still the lease's, holding a share lock on the row
-until that transaction ends (PostgreSQL; on SQLite the check is itself a write, and
-SQLite has one writer at a time). A takeover updates the row, so it waits for
+until that transaction ends (PostgreSQL; on SQLite, the demo's one-host store, the
+check is itself a write, SQLite has one writer at a time, and a write outside a
+transaction is checked just before it). A takeover updates the row, so it waits for
 writes already checked to commit, and every write after it fails the check
 (`Fenced`): a leader paused past its lease that wakes up cannot act on it. This is
 Kubernetes' leader election with a fencing token (Kleppmann's "How to do
@@ -133,7 +134,9 @@ class _Fence:
         if self.checking or not _WRITE.match(sql):
             return execute(sql, params, many, context)
         conn = context["connection"]
-        if conn.in_atomic_block:
+        if conn.in_atomic_block or conn.vendor == "sqlite":
+            # SQLite (the demo's one-host store) cannot commit while a write's RETURNING rows are
+            # unread: a write outside a transaction is checked just before it, not in its transaction.
             self._checked(conn)
             return execute(sql, params, many, context)
         with transaction.atomic(using=conn.alias):

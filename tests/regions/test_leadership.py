@@ -84,6 +84,7 @@ def test_a_write_under_a_stale_token_is_refused_in_or_out_of_a_transaction():
                                                                             "new leader"]
 
 
+@pytest.mark.postgresql  # the share lock; SQLite has one writer at a time
 def test_a_takeover_waits_for_a_checked_write_to_commit_and_fences_every_write_after():
     """The share lock: a write checked under token 1 commits before token 2 exists."""
     _keep("a")
