@@ -260,7 +260,9 @@ REAPER_INTERVAL = env.float("REAPER_INTERVAL", default=5.0)
 OVERVIEW_REFRESH_SECONDS = env.int("OVERVIEW_REFRESH_SECONDS", default=10)
 # The clock lease (regions/services/leadership.py): of the orchestrators started
 # with --beat, the holder runs the clock jobs and renews this often; a standby
-# takes over at most LEASE + RENEW seconds after the holder stops renewing.
+# takes over at most LEASE + RENEW seconds after the holder stops renewing (one
+# LEASE more if a frozen process left a clock-job transaction open: the server
+# ends such a transaction after LEASE idle seconds, and a takeover waits for it).
 ORCHESTRATOR_LEASE_SECONDS = env.float("ORCHESTRATOR_LEASE_SECONDS", default=5.0)
 ORCHESTRATOR_LEASE_RENEW_SECONDS = env.float("ORCHESTRATOR_LEASE_RENEW_SECONDS", default=1.0)
 # The reaper evicts only while the region's web (where heartbeats arrive) answers

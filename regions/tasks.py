@@ -27,9 +27,11 @@ logger = logging.getLogger(__name__)
 def clock_job(fn):
     """A periodic tick, run under the clock lease token its message carries
     (leadership.fenced): once another orchestrator has taken the lease, the
-    tick's next database write is refused and the tick skips. A message without
-    a token was not sent by the lease holder's beat: skipped (called in-process,
-    as tests do, it runs unfenced). While the region's database is away (the same
+    tick skips, before it starts or at its next database write. A message
+    without a token was not sent by a lease holder's beat: skipped (called
+    in-process, as tests do, it runs unfenced). The token is a fence, not a
+    credential: whoever can publish on the region's broker can send a tick with
+    the current one, as they always could send a tick. While the region's database is away (the same
     test the API's 503 uses) it skips, with one line in the log, instead of a
     traceback per tick (the next tick retries). Any other database error is a
     bug: raised. A tick takes no arguments: a message that brings some is not
@@ -45,16 +47,19 @@ def clock_job(fn):
             fence = contextlib.nullcontext()
         else:
             token = request.get(leadership.FENCE_HEADER, (request.headers or {}).get(leadership.FENCE_HEADER))
-            if not isinstance(token, int) or isinstance(token, bool):
-                logger.warning("%s skipped: no clock lease token (not sent by the lease holder's beat)",
+            if not isinstance(token, int) or isinstance(token, bool) or not 0 < token < 2 ** 63:
+                logger.warning("%s skipped: no clock lease token (not sent by a lease holder's beat)",
                                fn.__name__)
                 return {"skipped": "no clock lease token"}
             fence = leadership.fenced(token)
         try:
             with fence:
+                # Up front too: a tick queued before the lease moved on does no read, Redis or HTTP work.
+                leadership.fence_check()
                 return fn()
         except leadership.Fenced as exc:
-            logger.warning("%s skipped: %s", fn.__name__, exc)
+            # Expected around a handover (ticks already queued): not a warning.
+            logger.info("%s skipped: %s", fn.__name__, exc)
             return {"skipped": "fenced"}
         except DatabaseError as exc:
             if not database_unavailable(exc):

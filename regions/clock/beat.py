@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import secrets
 import socket
 import time
 
@@ -27,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def orchestrator_name() -> str:
-    return f"orchestrator@{socket.gethostname()}:{os.getpid()}"
+    # A restarted container keeps its hostname and, as PID 1, its pid: the suffix tells the two apart.
+    return f"orchestrator-{secrets.token_hex(3)}@{socket.gethostname()}:{os.getpid()}"
 
 
 class LeaderScheduler(beat.Scheduler):
@@ -51,7 +53,11 @@ class LeaderScheduler(beat.Scheduler):
     def tick(self, *args, **kwargs):
         if time.monotonic() >= self._next_keep:
             self.keep()
-        delay = super().tick(*args, **kwargs)
+        try:
+            delay = super().tick(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - e.g. the broker connection beat opens: the thread must go on
+            logger.exception("beat tick failed; the next one retries")
+            delay = settings.ORCHESTRATOR_LEASE_RENEW_SECONDS
         return max(0.0, min(delay, self._next_keep - time.monotonic()))
 
     def keep(self) -> None:
@@ -94,7 +100,7 @@ class LeaderScheduler(beat.Scheduler):
             try:
                 close_old_connections()
                 if lease_release(holder=self.holder, token=self.token):
-                    logger.warning("released the clock lease (token %d)", self.token)
+                    logger.info("released the clock lease (token %d)", self.token)
             except Error as exc:
                 logger.warning("clock lease not released (%s): a standby takes it when it runs out", exc)
             self.token = None

@@ -11,7 +11,9 @@ Only the holder's beat sends clock jobs, each with the token in a message header
 (FENCE_HEADER). Whichever orchestrator's worker runs the job runs it `fenced`:
 before each database write it makes, the job checks in the write's own
 transaction that the token is still the lease's, holding a share lock on the row
-until that transaction ends (PostgreSQL; on SQLite, the demo's one-host store, the
+until that transaction ends (PostgreSQL's FOR KEY SHARE, which renewals do not wait
+for; a transaction left idle by a frozen process is ended by the server after a
+lease's length; on SQLite, the demo's one-host store, the
 check is itself a write, SQLite has one writer at a time, and a write outside a
 transaction is checked just before it). A takeover updates the row, so it waits for
 writes already checked to commit, and every write after it fails the check
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from regions.models import ClockLease, Orchestrator
@@ -67,30 +69,51 @@ def lease_keep(*, holder: str, token: int | None, started_at: datetime) -> Lease
     """Renew our lease, or take it if it has run out; say who leads otherwise.
 
     `token` is the one we hold (None when standing by). A holder that let its own
-    lease run out takes it again under a new token, as anyone else would."""
+    lease run out takes it again under a new token, as anyone else would. Never
+    waits longer than a renewal interval for a lock (PostgreSQL's lock_timeout)."""
     with transaction.atomic():
+        _set_local("lock_timeout", settings.ORCHESTRATOR_LEASE_RENEW_SECONDS)
         now = db_now()
         until = now + timedelta(seconds=settings.ORCHESTRATOR_LEASE_SECONDS)
         Orchestrator.objects.update_or_create(name=holder, defaults={"seen_at": now},
                                               create_defaults={"started_at": started_at, "seen_at": now})
-        lease, _ = ClockLease.objects.select_for_update().get_or_create(
-            name=CLOCK, defaults={"holder": "", "token": 0, "acquired_at": now, "renewed_at": now, "expires_at": now})
-        if token is not None and lease.holder == holder and lease.token == token and lease.expires_at > now:
-            ClockLease.objects.filter(name=CLOCK, holder=holder, token=token).update(renewed_at=now, expires_at=until)
+        # A renewal changes no key column: PostgreSQL takes FOR NO KEY UPDATE, which the fenced
+        # writes' FOR KEY SHARE neither waits for nor blocks. Only a takeover waits for them.
+        if token is not None and ClockLease.objects.filter(
+                name=CLOCK, holder=holder, token=token, expires_at__gt=now).update(renewed_at=now, expires_at=until):
             return LeaseState(True, token, holder, until)
-        if lease.expires_at <= now:
-            # Compare-and-set on the token: of two standbys racing, one takes it.
-            taken = ClockLease.objects.filter(name=CLOCK, token=lease.token, expires_at__lte=now).update(
-                holder=holder, token=lease.token + 1, acquired_at=now, renewed_at=now, expires_at=until)
-            if taken:
-                # Taking it over from another holder is news; the first holder of a region, or one taking
-                # back a lease it let run out, is not.
-                (logger.warning if lease.holder not in ("", holder) else logger.info)(
-                    "took the clock lease as %s (token %d)%s", holder, lease.token + 1,
-                    f" from {lease.holder}, {(now - lease.expires_at).total_seconds():.1f}s after it ran out"
-                    if lease.holder else "")
-                return LeaseState(True, lease.token + 1, holder, until)
-        return LeaseState(False, None, lease.holder, lease.expires_at)
+        lease, _ = ClockLease.objects.get_or_create(
+            name=CLOCK, defaults={"holder": "", "token": 0, "acquired_at": now, "renewed_at": now, "expires_at": now})
+        if lease.expires_at > now:
+            return LeaseState(False, None, lease.holder, lease.expires_at)
+        try:
+            with transaction.atomic():
+                # FOR UPDATE: waits for every clock-job transaction still writing under the old token.
+                lease = ClockLease.objects.select_for_update().get(name=CLOCK)
+        except OperationalError:  # lock_timeout: they are still at it (the next renewal asks again)
+            logger.info("clock lease takeover waits: clock jobs of token %d are still in their transactions",
+                        lease.token)
+            return LeaseState(False, None, lease.holder, lease.expires_at)
+        now = db_now()
+        if lease.expires_at > now:  # renewed, or taken by another standby, meanwhile
+            return LeaseState(False, None, lease.holder, lease.expires_at)
+        until = now + timedelta(seconds=settings.ORCHESTRATOR_LEASE_SECONDS)
+        ClockLease.objects.filter(name=CLOCK, token=lease.token).update(
+            holder=holder, token=lease.token + 1, acquired_at=now, renewed_at=now, expires_at=until)
+        Orchestrator.objects.filter(seen_at__lt=now - timedelta(days=1)).delete()  # processes long gone
+        # Taking it over from another holder is news; the first holder of a region is not.
+        (logger.warning if lease.holder not in ("", holder) else logger.info)(
+            "took the clock lease as %s (token %d)%s", holder, lease.token + 1,
+            f" from {lease.holder}, {(now - lease.expires_at).total_seconds():.1f}s after it ran out"
+            if lease.holder else "")
+        return LeaseState(True, lease.token + 1, holder, until)
+
+
+def _set_local(name: str, seconds: float) -> None:
+    """A PostgreSQL setting for the rest of this transaction (SET LOCAL)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config(%s, %s, true)", [name, f"{max(1, int(seconds * 1000))}ms"])
 
 
 def lease_release(*, holder: str, token: int) -> bool:
@@ -112,8 +135,12 @@ def _check(conn, token: int) -> None:
     table = conn.ops.quote_name(ClockLease._meta.db_table)
     with conn.cursor() as cursor:
         if conn.vendor == "postgresql":
-            # A share lock: writes checked against this token commit before any takeover does.
-            cursor.execute(f"SELECT token FROM {table} WHERE name = %s FOR SHARE", [CLOCK])
+            # A key-share lock until this transaction ends: a takeover (FOR UPDATE) waits for it,
+            # a renewal does not. A transaction left open by a frozen process would hold the takeover
+            # for as long as the server lets it idle: a lease's length here.
+            cursor.execute(f"SELECT token, set_config('idle_in_transaction_session_timeout', %s, true) "
+                           f"FROM {table} WHERE name = %s FOR KEY SHARE",
+                           [f"{max(1, int(settings.ORCHESTRATOR_LEASE_SECONDS * 1000))}ms", CLOCK])
             row = cursor.fetchone()
             current = row[0] if row else None
         else:
@@ -129,9 +156,10 @@ class _Fence:
     def __init__(self, token: int):
         self.token = token
         self.checking = False
+        self.paused = False
 
     def __call__(self, execute, sql, params, many, context):
-        if self.checking or not _WRITE.match(sql):
+        if self.checking or self.paused or not _WRITE.match(sql):
             return execute(sql, params, many, context)
         conn = context["connection"]
         if conn.in_atomic_block or conn.vendor == "sqlite":
@@ -162,6 +190,23 @@ def fenced(token: int):
             yield
     finally:
         _local.fence = previous
+
+
+@contextmanager
+def unfenced():
+    """Writes that record a side effect already made (a callback POSTed, a send
+    the broker refused) even after the lease moved on: refusing them would lose
+    the record, not undo the effect. Their own guards (a row's lease token, the
+    attempt) still apply."""
+    fence = getattr(_local, "fence", None)
+    if fence is None:
+        yield
+        return
+    paused, fence.paused = fence.paused, True
+    try:
+        yield
+    finally:
+        fence.paused = paused
 
 
 def fence_check() -> None:

@@ -497,3 +497,34 @@ def test_the_demo_configuration_allows_callbacks_to_its_loopback_receivers(tmp_p
     example = config_parse({"global.yaml": (Path(settings.BASE_DIR) / "examples" / "config-repo" / "global.yaml")
                             .read_text()})
     assert guard.allow_list(example["callbacks"]["allowed_hosts"]).empty  # the example allows none
+
+
+def test_a_callback_posted_before_the_clock_lease_moved_on_is_recorded_and_not_posted_again(
+        api, sent, allow, secret, receiver, monkeypatch):
+    """The sweep is a clock job, fenced on its lease token: a takeover while its
+    POST is under way must not lose the record of a POST already made (the
+    receiver got it), which would leave the delivery pending to be POSTed again
+    (an independent review found it so)."""
+    from regions.models import ClockLease
+    from regions.services import leadership
+    from regions.services.callbacks import deliver
+
+    hook = receiver()
+    allow("127.0.0.1")
+    submitted_and_finished(api, hook.url)
+    assert leadership.lease_keep(holder="a", token=None, started_at=timezone.now()).token == 1
+    real_send = deliver._send
+
+    def send_then_lose_the_lease(target, **kwargs):
+        code = real_send(target, **kwargs)
+        with leadership.unfenced():  # another orchestrator's writes
+            ClockLease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+            assert leadership.lease_keep(holder="b", token=None, started_at=timezone.now()).token == 2
+        return code
+
+    monkeypatch.setattr(deliver, "_send", send_then_lose_the_lease)
+    with leadership.fenced(1):
+        callbacks_deliver_due(now=timezone.now(), batch=10)
+    assert len(hook.requests) == 1
+    assert CallbackAttempt.objects.count() == 1
+    assert CallbackDelivery.objects.get().state == CallbackDelivery.State.DELIVERED

@@ -163,3 +163,43 @@ def test_the_status_names_the_leader_and_the_standbys_and_attention_says_when_no
     [item] = clock_items(clock_leadership())
     assert item["severity"] == "critical" and "no orchestrator has held the clock lease for 60 s (last a)" in \
         item["text"], item
+
+
+@pytest.mark.postgresql  # row locks and the server's idle-in-transaction timeout
+def test_a_frozen_clock_job_transaction_delays_a_takeover_by_one_lease_at_most_and_never_commits(settings):
+    """A clock-job transaction left open (its orchestrator frozen: a paused VM,
+    SIGSTOP; the frozen one need not be the leader) holds its key-share lock: a
+    takeover waits for it, each attempt at most a renewal interval, until the
+    server ends the idle session after a lease's length; its write never commits.
+    Renewals do not wait for it at all. (Before: every renewal and takeover waited
+    for the server's own 60 s idle limit; an independent review found it.)"""
+    settings.ORCHESTRATOR_LEASE_SECONDS, settings.ORCHESTRATOR_LEASE_RENEW_SECONDS = 2.0, 0.5
+    assert _keep("a").token == 1
+    in_tx, outcome = threading.Event(), {}
+
+    def frozen_job():
+        try:
+            with fenced(1), transaction.atomic():
+                _letter("written by a job that froze before its commit")
+                in_tx.set()
+                time.sleep(5)  # stopped, idle in transaction
+        except Exception as exc:  # noqa: BLE001 - the server ended the session
+            outcome["error"] = type(exc).__name__
+        finally:
+            connection.close()
+
+    job = threading.Thread(target=frozen_job)
+    job.start()
+    assert in_tx.wait(10)
+    renewed_at = time.monotonic()
+    assert _keep("a", 1).held and time.monotonic() - renewed_at < 0.4  # a renewal does not wait
+    frozen_at = time.monotonic()
+    _run_out()
+    state = _keep("b")
+    while not state.held and time.monotonic() - frozen_at < 10:
+        assert time.monotonic() - frozen_at < 10
+        state = _keep("b")
+    took = time.monotonic() - frozen_at
+    job.join(10)
+    assert state.held and state.token == 2 and took < 2.0 + 2 * 0.5 + 1.0, took
+    assert outcome.get("error") and DeadLetter.objects.count() == 0, outcome

@@ -33,6 +33,7 @@ from regions.models import CallbackAttempt, CallbackDelivery, Task
 from regions.services import liveness
 from regions.services.callbacks import guard
 from regions.services.callbacks.secret import callback_secrets_of
+from regions.services.leadership import unfenced
 from regions.services.callbacks.signature import (ATTEMPT_HEADER, DELIVERY_HEADER, EVENT, EVENT_HEADER,
                                                   SIGNATURE_HEADER, callback_signature)
 
@@ -236,8 +237,9 @@ def _send(target: guard.Target, *, body: bytes, headers: dict) -> int:
 def _record(delivery: CallbackDelivery, *, token: str, now, outcome: str | None, code: int | None, error: str,
             duration_ms: int = 0) -> None:
     """The attempt's row, and the delivery's next step if the lease is still
-    this sender's. outcome None: the window is over, no attempt was made."""
-    with transaction.atomic():
+    this sender's. outcome None: the window is over, no attempt was made.
+    Recorded even when the clock lease moved on meanwhile (the POST is made)."""
+    with unfenced(), transaction.atomic():
         row = CallbackDelivery.objects.select_for_update().select_related("task").get(id=delivery.id)
         fields = ["attempts"]
         if outcome is not None:

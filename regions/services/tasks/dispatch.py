@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from project.celery import app
 from regions.models import Task
+from regions.services.leadership import unfenced
 from wire.broker import message_priority
 from wire.protocol import (EXECUTE_TASK, agent_queue, capability_queue, execute_kwargs, hard_time_limit,
                            message_id)
@@ -60,7 +61,9 @@ def send_or_release(task: Task, *, dispatched_at, producer=None) -> bool:
                                       "interval_max": 0.2},
         )
     except Exception as exc:  # broker down: kombu raises several types
-        Task.objects.filter(id=task.id, attempt=task.attempt, dispatched_at=dispatched_at).update(dispatched_at=None)
+        with unfenced():  # the claim is released even by a sweeper whose clock lease moved on
+            Task.objects.filter(id=task.id, attempt=task.attempt, dispatched_at=dispatched_at).update(
+                dispatched_at=None)
         logger.warning("dispatch of task %s deferred, broker unavailable: %s", task.id, exc,
                        extra={"task": str(task.id)})
         return False
