@@ -43,7 +43,7 @@ class LeaderScheduler(beat.Scheduler):
         self.leader = ""
         self._valid_until = 0.0
         self._next_keep = 0.0
-        self._store_error = ""
+        self._store_error = self._tick_error = ""
         super().__init__(*args, **kwargs)
 
     def leading(self) -> bool:
@@ -55,8 +55,12 @@ class LeaderScheduler(beat.Scheduler):
             self.keep()
         try:
             delay = super().tick(*args, **kwargs)
-        except Exception:  # noqa: BLE001 - e.g. the broker connection beat opens: the thread must go on
-            logger.exception("beat tick failed; the next one retries")
+            self._tick_error = ""
+        except Exception as exc:  # noqa: BLE001 - e.g. the broker connection beat opens: the thread must go on
+            line = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+            if line != self._tick_error:
+                logger.warning("beat tick failed (%s); the next one retries", line)
+            self._tick_error = line
             delay = settings.ORCHESTRATOR_LEASE_RENEW_SECONDS
         return max(0.0, min(delay, self._next_keep - time.monotonic()))
 
@@ -86,6 +90,11 @@ class LeaderScheduler(beat.Scheduler):
                 logger.info("standing by: %s runs the clock jobs", state.leader or "nobody")
             self.token = None
         self.leader = state.leader
+
+    def _ensure_connected(self):
+        # One attempt, not Celery's retry-forever (broker_connection_max_retries): a broker away at
+        # start would hold this thread, and the lease's renewals with it. The next tick tries again.
+        return self.connection.ensure_connection(max_retries=1)
 
     def apply_entry(self, entry, producer=None):
         if not self.leading():

@@ -203,3 +203,40 @@ def test_a_frozen_clock_job_transaction_delays_a_takeover_by_one_lease_at_most_a
     job.join(10)
     assert state.held and state.token == 2 and took < 2.0 + 2 * 0.5 + 1.0, took
     assert outcome.get("error") and DeadLetter.objects.count() == 0, outcome
+
+
+def test_beat_asks_for_the_lease_and_sends_nothing_while_the_broker_is_away(settings, caplog):
+    """The beat thread's scheduler, in process, against a broker nobody answers
+    on: its tick says so once and goes on, the lease is still renewed, and it does
+    not retry the connection forever (Celery's default would hold the thread, and
+    the renewals with it)."""
+    from regions.clock.beat import LeaderScheduler
+    from project.celery import app
+    from tests.harness import silent_listener
+
+    saved = app.conf.broker_connection_timeout
+    with silent_listener() as quiet:
+        settings.ORCHESTRATOR_LEASE_RENEW_SECONDS = 0.2
+        app.conf.broker_connection_timeout = 0.5
+        scheduler = LeaderScheduler(app=app)
+        scheduler.update_from_dict({"reap": {"task": "regions.agent_reap", "schedule": 0.1}})
+        scheduler.connection = app.connection_for_write(f"amqp://guest:guest@127.0.0.1:{quiet.port}//")
+
+        def ticks():
+            try:
+                for _ in range(3):
+                    scheduler.tick()
+                    time.sleep(0.25)
+            finally:
+                connection.close()
+
+        ticking = threading.Thread(target=ticks, daemon=True)
+        try:
+            ticking.start()
+            ticking.join(30)
+            assert not ticking.is_alive(), "beat's tick is still trying to connect"
+        finally:
+            app.conf.broker_connection_timeout = saved
+    assert len(quiet.held) >= 1  # it did try the broker
+    assert scheduler.leading() and ClockLease.objects.get().token == scheduler.token == 1
+    assert sum("beat tick failed" in r.message for r in caplog.records) == 1, caplog.text
