@@ -18,7 +18,7 @@ venv: $(BIN)/.installed
 test: venv
 	bin/ensure-services
 	bin/ensure-browser
-	$(BIN)/python -m pytest -q --durations=30 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=60 $(PYTEST_ARGS)
 
 test-fast: venv
 	bin/ensure-services
