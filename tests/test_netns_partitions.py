@@ -44,6 +44,10 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 CUT_SECONDS = float(os.environ.get("MERIDIAN_NETNS_CUT_SECONDS", "20"))
 DB_CUT_SECONDS = float(os.environ.get("MERIDIAN_NETNS_DB_CUT_SECONDS", "15"))
 RECOVERY_BOUND = 30.0  # seconds from the heal until the last task of the trickle has succeeded
+# One task every TRICKLE_EVERY s: after a 20 s cut the one agent (2 slots, 0.3 s
+# tasks) drains a backlog of ~40, which takes 6-12 s on a busy 2-core machine
+# (one every 0.25 s made it 13-23 s, too near the bound).
+TRICKLE_EVERY = 0.5
 
 
 class NetRegion(harness.Region):
@@ -157,7 +161,7 @@ class Trickle:
     test process (the root namespace), on a thread, until stop(); only what
     the region accepted (201) is counted."""
 
-    def __init__(self, region: NetRegion, every: float = 0.25, capability: str = "sleep"):
+    def __init__(self, region: NetRegion, every: float = TRICKLE_EVERY, capability: str = "sleep"):
         self.region, self.every, self.capability = region, every, capability
         self.accepted: list[str] = []
         self.refused = 0
@@ -227,7 +231,7 @@ def _account(region: NetRegion, scenario: str, ids: list[str], healed_at: float,
     return final
 
 
-def _partition(region: NetRegion, cut, heal, seconds: float, during=None, every: float = 0.25) \
+def _partition(region: NetRegion, cut, heal, seconds: float, during=None, every: float = TRICKLE_EVERY) \
         -> tuple[list[str], float, int]:
     """A trickle before, during and just after a cut of `seconds`; returns the
     accepted ids, the moment of the heal, and how many were refused. `during`,
@@ -310,7 +314,9 @@ def test_region_cut_from_the_router_keeps_working_and_its_summaries_resume(fleet
     rt = router.host
     cut_pairs = [(rt, eu.hosts["web"]), (rt, eu.hosts["orchestrator"])]
     before = router.regions()["eu-west-3"]["received_at"]
-    answers: list[tuple[int, str | None, float]] = []
+    answers: list[tuple[int, str | None, float]] = []     # through the router, anywhere
+    eu_answers: list[tuple[int, str | None, float]] = []  # through the router, residency eu
+    first_eu_detail = ""
 
     def cut():
         for a, b in cut_pairs:
@@ -320,18 +326,24 @@ def test_region_cut_from_the_router_keeps_working_and_its_summaries_resume(fleet
         for a, b in cut_pairs:
             lab.unblock(a, b)
 
-    with Trickle(eu, every=0.25) as trickle:
+    with Trickle(eu) as trickle:
         time.sleep(2)
         cut()
         try:
             deadline = time.monotonic() + CUT_SECONDS
+            pinned = True  # the first one right after the cut, while eu's summary is still fresh
             while time.monotonic() < deadline:
                 started = time.monotonic()
-                r = router.call("POST", "/api/v1/tasks", json={"capability": "echo", "payload": {"via": "router"}})
-                body = r.json() if r.headers.get("Content-Type", "").startswith("application/json") else {}
-                answers.append((r.status_code, body.get("region_id"), time.monotonic() - started))
+                body = {"capability": "echo", "payload": {"via": "router"}, **({"residency": "eu"} if pinned else {})}
+                r = router.call("POST", "/api/v1/tasks", json=body)
+                answer = r.json() if r.headers.get("Content-Type", "").startswith("application/json") else {}
+                (eu_answers if pinned else answers).append(
+                    (r.status_code, answer.get("region_id"), time.monotonic() - started))
+                if pinned and len(eu_answers) == 1:
+                    first_eu_detail = str(answer.get("detail") or answer)[:160]
                 if r.status_code == 201:
-                    us.wait_task(body["task"]["id"], timeout=20)
+                    us.wait_task(answer["task"]["id"], timeout=20)
+                pinned = not pinned
                 time.sleep(0.5)
             stale_seen = router.regions()["eu-west-3"]["stale"]
         finally:
@@ -342,12 +354,15 @@ def test_region_cut_from_the_router_keeps_working_and_its_summaries_resume(fleet
              what="eu's summaries resume at the router")
     summaries_back = time.monotonic() - healed
     record(f"NETNS router<->eu cut {CUT_SECONDS:g}s: router answers {sorted({(s, g) for s, g, _ in answers}, key=str)} "
-           f"slowest {max(d for _, _, d in answers):.1f}s; eu stale at the router during the cut: {stale_seen}; "
+           f"slowest {max(d for _, _, d in answers):.1f}s; residency eu {sorted({s for s, _, _ in eu_answers})} "
+           f"slowest {max(d for _, _, d in eu_answers):.1f}s (the first: {first_eu_detail!r}); eu stale at the router during the cut: {stale_seen}; "
            f"summaries back {summaries_back:.1f}s after the heal")
     # Through the router: landed in us, or refused with an answer (never eu, never a hang).
     assert answers and all(s == 201 and g == "us-east-1" or 400 <= s < 600 and s != 201 for s, g, _ in answers), answers
     assert all(d < 15 for _, _, d in answers), answers
     assert any(s == 201 and g == "us-east-1" for s, g, _ in answers)
+    # Pinned to the region cut off: refused with an answer, quickly, never accepted.
+    assert eu_answers and all(400 <= s < 600 and d < 15 for s, _, d in eu_answers), eu_answers
     assert stale_seen
     _account(eu, f"netns router<->eu link cut {CUT_SECONDS:g}s (eu's own tasks)", trickle.accepted, healed,
              procs=_procs(eu))
