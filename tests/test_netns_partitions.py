@@ -222,6 +222,11 @@ def _account(region: NetRegion, scenario: str, ids: list[str], healed_at: float,
     exits = [p.name for p in (procs if procs is not None else region.procs) if not p.alive()]
     figures(scenario=scenario, submitted=len(ids), succeeded=succeeded, completed_twice=len(twice),
             stale=len(stale), recovery=recovery, crashes=len(exits))
+    # Whether the cut put any task through a second attempt (requeued by the reaper,
+    # or a message given back): the case where "completed twice" could happen at all.
+    requeued = _requeued(region, final)
+    record(f"NETNS {scenario}: {len(requeued)} tasks requeued (a second attempt made), "
+           f"{sum(1 for a in ledger.starts.values() if len(a) > 1)} started more than once")
     assert ids, "the trickle had nothing accepted: the scenario proves nothing"
     assert succeeded == len(ids), {t: r for t, r in final.items() if r["status"] != "succeeded"}
     assert not twice, [(t, ledger.finishes[t]) for t in twice[:5]]
@@ -231,14 +236,23 @@ def _account(region: NetRegion, scenario: str, ids: list[str], healed_at: float,
     return final
 
 
-def _partition(region: NetRegion, cut, heal, seconds: float, during=None, every: float = TRICKLE_EVERY) \
-        -> tuple[list[str], float, int]:
+def _requeued(region: NetRegion, final: dict) -> set[str]:
+    """The tasks the orchestrator gave a second attempt (the reaper's log line),
+    whatever their final attempt (a late success of the first one stands)."""
+    text = region.orchestrator.log.read_text(errors="replace") if region.orchestrator else ""
+    return {t for t in final if f"task {t} requeued after attempt" in text}
+
+
+def _partition(region: NetRegion, cut, heal, seconds: float, during=None, every: float = TRICKLE_EVERY,
+               prime=None) -> tuple[list[str], float, int]:
     """A trickle before, during and just after a cut of `seconds`; returns the
     accepted ids, the moment of the heal, and how many were refused. `during`,
     called once the cut is in place, checks that the cut is felt (a no-op cut
     must fail the test, not pass it)."""
     with Trickle(region, every=every) as trickle:
         time.sleep(2)
+        if prime:
+            trickle.accepted.extend(prime())
         cut()
         cut_at = time.monotonic()
         try:
@@ -265,13 +279,21 @@ def test_agents_host_cut_from_the_region_for_20s_loses_nothing_and_runs_nothing_
     lab, router, eu, us = fleet
     host = eu.hosts["agents"]
 
+    def prime() -> list[str]:
+        """Two long tasks running on the agent when it is cut off: the reaper gives
+        them a second attempt while the first runs on, unheard (the double-run window)."""
+        ids = [eu.submit("sleep", {"seconds": 4}, max_attempts=10)["id"] for _ in range(2)]
+        wait_for(lambda: all(eu.task(t)["status"] == "running" for t in ids), 15, what="both long tasks running")
+        return ids
+
     def felt():  # the reaper sees the agent go silent and evicts it (its tasks requeued)
         wait_for(lambda: eu.agent_info("eu-agent-1")["status"] != "online", CUT_SECONDS - 2,
                  what="the cut-off agent evicted")
 
     ids, healed, refused = _partition(eu, lambda: lab.link_down(host), lambda: lab.link_up(host), CUT_SECONDS,
-                                      during=felt)
-    _account(eu, f"netns agents link down {CUT_SECONDS:g}s", ids, healed, procs=_procs(eu))
+                                      during=felt, prime=prime)
+    final = _account(eu, f"netns agents link down {CUT_SECONDS:g}s", ids, healed, procs=_procs(eu))
+    assert _requeued(eu, final), "no task was given a second attempt: the double-run window never opened"
     wait_for(lambda: eu.agent_info("eu-agent-1")["status"] == "online", 20, what="the agent online again")
 
 
