@@ -75,11 +75,14 @@ class TcpProxy:
     kept through a cut, so clients reconnect to the same address afterwards.
     """
 
-    def __init__(self, target_host: str, target_port: int, port: int = 0):
+    def __init__(self, target_host: str, target_port: int, port: int = 0, listen_host: str = "127.0.0.1"):
+        """listen_host: another local address to listen on (tests/netns.py: the
+        root side of a veth, for processes in network namespaces)."""
         self.target = (target_host, target_port)
+        self.listen_host = listen_host
         self._listener = socket.socket()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", port))
+        self._listener.bind((listen_host, port))
         self._listener.listen(128)
         self._listener.setblocking(False)
         self.port = self._listener.getsockname()[1]
@@ -129,7 +132,7 @@ class TcpProxy:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<TcpProxy 127.0.0.1:{self.port} -> {self.target[0]}:{self.target[1]}{' CUT' if self._cut else ''}>"
+        return f"<TcpProxy {self.listen_host}:{self.port} -> {self.target[0]}:{self.target[1]}{' CUT' if self._cut else ''}>"
 
     # --- the loop thread --------------------------------------------------------
     def _command(self, name: str) -> None:
