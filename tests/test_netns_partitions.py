@@ -331,6 +331,50 @@ def test_orchestrator_cut_from_its_database_for_15s_loses_nothing(fleet):
     _account(eu, f"netns orchestrator database link cut {DB_CUT_SECONDS:g}s", ids, healed, procs=_procs(eu))
 
 
+def test_a_standby_on_another_host_takes_the_clock_jobs_when_the_leader_is_cut_from_the_database(fleet):
+    """A second orchestrator of eu on a host of its own. The leader's database
+    link cut: it cannot renew, the standby takes the clock lease once it runs out
+    (FAST timing: 2 s, renewed every 0.5 s) and runs the clock jobs; healed, the
+    old leader finds its lease gone and stands by. Nothing accepted meanwhile is
+    lost or run twice."""
+    lab, router, eu, us = fleet
+
+    def clock():
+        return eu.call("GET", "/api/v1/region/status").json()["clock"]
+
+    leader = wait_for(lambda: clock()["leader"], 15, what="eu's clock lease held")
+    eu.hosts["standby"] = lab.host("eus")
+    eu.proxy_env["standby"] = {**eu._proxies("standby"), "AGENT_BROKER_URL": eu.proxy_env["agents"]["AGENT_BROKER_URL"]}
+    standby = eu._spawn_on("standby", "orchestrator-standby", [
+        sys.executable, "manage.py", "run_region_worker", "--beat", "--concurrency", "2"])
+    try:
+        wait_for(lambda: len(clock()["standbys"]) == 1, 30, what="the standby heard")
+        proxy = eu.links["orchestrator"]["db"]
+        took = {}
+
+        def felt():  # the standby leads, and the reaper ticks under it
+            cut_at = time.monotonic()
+            new = wait_for(lambda: (c := clock())["leader"] not in ("", leader) and c, 15, interval=0.1,
+                           what="the standby taking the clock lease")
+            took["s"] = time.monotonic() - cut_at
+            took["token"] = new["token"]
+            ticks = _log_count(standby, "Sending due task reap")
+            wait_for(lambda: _log_count(standby, "Sending due task reap") > ticks, 10, what="a tick from the standby")
+
+        ids, healed, refused = _partition(eu, proxy.cut, proxy.restore, DB_CUT_SECONDS, during=felt)
+        _account(eu, f"netns leader cut from its database {DB_CUT_SECONDS:g}s, standby on another host",
+                 ids, healed, procs=[*_procs(eu), standby])
+        wait_for(lambda: "lost the clock lease" in eu.orchestrator.log.read_text(errors="replace"), 15,
+                 what="the old leader standing by after the heal")
+        assert clock()["token"] == took["token"] and clock()["leader"] != leader
+        record(f"NETNS standby: leader cut from its database -> standby led after {took['s']:.1f}s "
+               f"(lease 2 s, renewed every 0.5 s); healed, the old leader stands by")
+        assert took["s"] < 2.0 + 0.5 + 2.0, took
+    finally:
+        standby.stop()  # a clean stop hands the lease back at once
+    wait_for(lambda: clock()["leader"] and not clock()["standbys"], 20, what="eu led by its first orchestrator again")
+
+
 def test_region_cut_from_the_router_keeps_working_and_its_summaries_resume(fleet):
     lab, router, eu, us = fleet
     rt = router.host
