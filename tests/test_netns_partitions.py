@@ -94,19 +94,11 @@ class NetRegion(harness.Region):
             sys.executable, "manage.py", "run_region_worker", "--beat", "--concurrency", "2"])
         return self.orchestrator
 
-    def agent(self, capabilities: str | None, agent_id: str | None = None, concurrency: int = 1,
-              wait: bool = True, **_) -> harness.Proc:
-        agent_id = agent_id or f"ag-{uuid.uuid4().hex[:6]}"
-        proc = self._spawn_on("agents", f"agent-{agent_id}", [
-            sys.executable, "manage.py", "run_agent", "--agent-id", agent_id,
-            *(["--capabilities", capabilities] if capabilities else []),
-            "--concurrency", str(concurrency), "--region-url", self.url, "--loglevel", "INFO"])
-        proc.agent_id = agent_id
-        if wait:
-            wait_for(lambda: "ready." in proc.log.read_text(errors="replace") or not proc.alive(), 60,
-                     what=f"agent {agent_id} ready")
-            assert proc.alive(), proc.tail()
-        return proc
+    def _spawn(self, name: str, args: list[str], env: dict | None = None) -> harness.Proc:
+        if name.startswith("agent-"):  # harness.Region.agent's: on the agents' host, through its proxies
+            return super()._spawn(name, self.lab.exec_args(self.hosts["agents"], args),
+                                  {**(env or {}), **self.proxy_env["agents"]})
+        return super()._spawn(name, args, env)
 
 
 class NetRouter(harness.Router):
