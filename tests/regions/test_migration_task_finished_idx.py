@@ -41,5 +41,5 @@ def test_the_finished_at_index_migrates_back_and_forth():
     assert INDEX in indexes()
     call_command("migrate", "regions", "0015", verbosity=0)
     assert INDEX not in indexes()
-    call_command("migrate", "regions", "0016", verbosity=0)
+    call_command("migrate", "regions", verbosity=0)  # to the latest: later tests need the later tables
     assert INDEX in indexes()
