@@ -193,6 +193,11 @@ class Template:
     leaves it to that caller."""
 
     owned = True
+    # The operator's and a caller's API keys, made once in the template (its clones
+    # have them, hashed as ever): a region or router started from it spends no
+    # `manage.py create_api_key` process on them. None: a template reused from
+    # MERIDIAN_TEMPLATE_<ROLE>, whose servers make their own.
+    api_key = user_key = None
 
     def __init__(self, role: str = "region"):
         reuse = os.environ.get(f"MERIDIAN_TEMPLATE_{role.upper()}")
@@ -214,6 +219,10 @@ class Template:
         static = subprocess.Popen([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT,
                                   env={**env, "STATIC_ROOT": self.static_root})
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        self.api_key, self.user_key = (
+            subprocess.run([sys.executable, "manage.py", "create_api_key", *args], cwd=ROOT, env=env, check=True,
+                           capture_output=True, text=True).stdout.strip()
+            for args in (("operator", "--staff"), ("caller",)))
         if static.wait(120):
             raise RuntimeError(f"collectstatic failed ({static.returncode})")
 
@@ -391,6 +400,7 @@ class Region:
         self.dir = Path(tempfile.mkdtemp(prefix=f"meridian-{self.region_id}-"))
         self.db = f"mt_{self.region_id.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
         self.own_db = database_url is None
+        self.template = template
         self.database_url = database_url or pg_url(self.db)
         if self.own_db:
             pg_admin(f"CREATE DATABASE {self.db} TEMPLATE {template.name}")
@@ -438,11 +448,30 @@ class Region:
         return proc
 
     def start(self, api_key: str | None = None) -> "Region":
+        """api_key: the operator's key to import (one the router knows too);
+        otherwise the template's. Returns once the web answers and the orchestrator
+        consumes and runs the clock jobs (the two start side by side)."""
+        orchestrator = self.start_orchestrator()
         self.start_web()
-        self.start_orchestrator()
-        self.api_key = self.manage("create_api_key", "operator", "--staff", *(["--key", api_key] if api_key else []))
-        self.user_key = self.manage("create_api_key", "caller")
+        self._keys(api_key)
+        self.wait_leading(orchestrator)
         return self
+
+    def wait_leading(self, orchestrator: Proc, timeout: float = 40) -> None:
+        """Until the orchestrator consumes (Celery's "ready.") and holds the clock lease."""
+        wait_for(lambda: "ready." in orchestrator.log.read_text(errors="replace") or not orchestrator.alive(),
+                 timeout, what=f"{self.region_id} orchestrator ready")
+        assert orchestrator.alive(), orchestrator.tail()
+        wait_for(lambda: self.db_query("SELECT 1 FROM regions_clocklease WHERE expires_at > now()"), timeout,
+                 what=f"{self.region_id} clock lease held")
+
+    def _keys(self, api_key: str | None) -> None:
+        cloned = self.own_db and self.template.api_key is not None  # the template's keys are in its database
+        if api_key or not cloned:
+            self.api_key = self.manage("create_api_key", "operator", "--staff", *(["--key", api_key] if api_key else []))
+        else:
+            self.api_key = self.template.api_key
+        self.user_key = self.template.user_key if cloned else self.manage("create_api_key", "caller")
 
     def _healthy(self) -> bool:
         try:
@@ -468,7 +497,11 @@ class Region:
         return proc
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
+        """The test is over: every process killed at once (a test that checks a
+        graceful stop makes it itself, Proc.stop), then its stores dropped."""
+        for proc in self.procs:
+            proc.signal(signal.SIGKILL)
+        for proc in self.procs:
             proc.stop()
         self.redis.stop()
         if self.vhost:
@@ -564,8 +597,7 @@ class Router(Region):
 
     def start(self, api_key: str | None = None) -> "Router":
         self.start_web()
-        self.api_key = self.manage("create_api_key", "operator", "--staff")
-        self.user_key = self.manage("create_api_key", "caller")
+        self._keys(api_key)
         self.manage("router_add_registration_token", "--token", REGISTRATION_TOKEN)
         return self
 

@@ -252,7 +252,7 @@ def demo(tmp_path_factory):
 
 @pytest.mark.faults
 def test_soak_keeps_every_process_up_and_completes_every_task(demo):
-    out = subprocess.run([sys.executable, "bench/soak.py", "--attach", str(demo.status_file), "--seconds", "60",
+    out = subprocess.run([sys.executable, "bench/soak.py", "--attach", str(demo.status_file), "--seconds", "30",
                           "--rate", "4", "--drain", "60"],
                          cwd=ROOT, env=demo_env(), capture_output=True, text=True, timeout=240)
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH soak ")), "")
