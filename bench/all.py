@@ -36,6 +36,7 @@ from tests.harness import ROOT, Template  # noqa: E402
 BENCHMARKS = [
     ("tasks", ("region",)),
     ("heartbeat", ("region",)),
+    ("hotpath", ("region",)),
     ("route", ("router",)),
     ("fleet", ()),
     ("summary", ()),  # writes its agents into its template: it must have one of its own

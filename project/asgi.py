@@ -45,6 +45,7 @@ django_application = get_wsgi_application()
 from django.conf import settings  # noqa: E402  (configured by the line above)
 
 from project.waiting import WaitHub, held_answer, wait_asked  # noqa: E402
+from project.lean import lean_for_agents  # noqa: E402
 from project.turns import FairTurns, flow_of  # noqa: E402
 from wire.endpoints import HEARTBEAT, REPORT  # noqa: E402
 
@@ -250,7 +251,7 @@ def _wait_hub() -> WaitHub | None:
 
 
 wait_hub = _wait_hub()
-application = wsgi_after_body(django_application, settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+application = wsgi_after_body(lean_for_agents(django_application), settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
                               default_limit=settings.WEB_BODY_LIMIT, budget=settings.WEB_BUFFER_BUDGET,
                               hub=wait_hub, turns=FairTurns())
 

@@ -28,10 +28,14 @@ class Endpoint:
         """The absolute path, with the route's parameters filled in."""
         return f"/{self.root}{self.route.format(**params)}"
 
+    @property
+    def pattern(self) -> str:
+        """The absolute path as a regular expression (a parameter: anything but a slash)."""
+        return re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(f"/{self.root}{self.route}"))
+
     def matches(self, path: str) -> bool:
-        """Whether a request's path is this endpoint's (a parameter: anything but a slash)."""
-        pattern = re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(f"/{self.root}{self.route}"))
-        return re.fullmatch(pattern, path) is not None
+        """Whether a request's path is this endpoint's."""
+        return re.fullmatch(self.pattern, path) is not None
 
 
 # Agent -> region, each with its own bearer credential (registration with the

@@ -1,0 +1,57 @@
+"""The agent protocol's hot path: an agent's heartbeat, claim and report go
+through a Django handler of their own, with only the middleware a bearer-token
+request needs; every other path takes the whole stack (settings.MIDDLEWARE).
+
+Left out for these three, and why nothing is lost:
+- sessions, CSRF, authentication and messages: an agent sends no cookie and
+  authenticates with its token in the view (a plain view, or DRF's
+  AgentTokenAuthentication, which reads no session);
+- django-axes: it guards the admin's login form;
+- WhiteNoise: these are not static files;
+- CommonMiddleware: its slash redirects and user-agent ban; these routes are
+  exact and an agent's client never follows a redirect;
+- clickjacking: a JSON answer to an agent is never framed.
+Kept: errors as JSON and a database down as 503 (project/middleware.py), and
+the security headers every answer carries.
+
+Measured per request, in-process (bench/hotpath.py): the middleware left out
+was about a third of a heartbeat's time in Django."""
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.core.handlers.wsgi import WSGIHandler
+
+from wire.endpoints import CLAIM, HEARTBEAT, REPORT
+
+LEAN_MIDDLEWARE = (
+    "project.middleware.ApiErrorMiddleware",
+    "project.middleware.DatabaseUnavailableMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+)
+LEAN_ENDPOINTS = (HEARTBEAT, CLAIM, REPORT)
+
+
+class LeanHandler(WSGIHandler):
+    """Django's WSGI handler with only LEAN_MIDDLEWARE (in settings.MIDDLEWARE's order)."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = [m for m in full if m in LEAN_MIDDLEWARE]
+        try:
+            super().load_middleware(is_async)
+        finally:
+            settings.MIDDLEWARE = full
+
+
+def lean_for_agents(full_app, lean_app=None):
+    """A WSGI application: the agent protocol's paths to `lean_app` (a
+    LeanHandler by default), every other path to `full_app`."""
+    lean_app = lean_app or LeanHandler()
+    match = re.compile("(?:%s)" % "|".join(e.pattern for e in LEAN_ENDPOINTS)).fullmatch
+
+    def app(environ, start_response):
+        return (lean_app if match(environ["PATH_INFO"]) else full_app)(environ, start_response)
+
+    return app
