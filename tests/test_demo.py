@@ -259,7 +259,7 @@ def test_soak_keeps_every_process_up_and_completes_every_task(demo):
     assert out.returncode == 0 and line.endswith(" ok restarts=0 crashes=0"), out.stdout[-3000:] + out.stderr[-2000:]
     completed, submitted = int(line.split()[2]), int(line.split("ref=")[1].split()[0])
     record(f"FAULT demo soak 30s through the router: {line}")
-    assert completed == submitted >= 200
+    assert completed == submitted >= 100  # 4 a second for 30 s
 
 
 def test_demo_runs_tasks_across_three_regions(demo):

@@ -18,8 +18,8 @@ from tests.harness import RabbitVhost, wait_for
 
 pytestmark = pytest.mark.faults
 
-# Three outages (with, without, with its data) in CI; more with MERIDIAN_FAULT_REPETITIONS.
-REPETITIONS = int(os.environ.get("MERIDIAN_FAULT_REPETITIONS", "3"))
+# Two outages (with its data, without) in CI; more with MERIDIAN_FAULT_REPETITIONS.
+REPETITIONS = int(os.environ.get("MERIDIAN_FAULT_REPETITIONS", "2"))
 OUTAGE_SECONDS = float(os.environ.get("MERIDIAN_BROKER_OUTAGE_SECONDS", "20"))
 TERMINAL = ("succeeded", "failed", "cancelled")
 
