@@ -8,14 +8,13 @@ Left out for these three, and why nothing is lost:
   AgentTokenAuthentication, which reads no session);
 - django-axes: it guards the admin's login form;
 - WhiteNoise: these are not static files;
-- CommonMiddleware: its slash redirects and user-agent ban; these routes are
-  exact and an agent's client never follows a redirect;
 - clickjacking: a JSON answer to an agent is never framed.
-Kept: errors as JSON and a database down as 503 (project/middleware.py), and
-the security headers every answer carries.
+Kept: errors as JSON and a database down as 503 (project/middleware.py), the
+security headers every answer carries, and CommonMiddleware: it checks the Host
+header against ALLOWED_HOSTS (400 otherwise), as on every other path.
 
 Measured per request, in-process (bench/hotpath.py): the middleware left out
-was about a third of a heartbeat's time in Django."""
+was about a third of a heartbeat's time in Django (BENCHMARKS.md)."""
 from __future__ import annotations
 
 import re
@@ -29,6 +28,7 @@ LEAN_MIDDLEWARE = (
     "project.middleware.ApiErrorMiddleware",
     "project.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
 )
 LEAN_ENDPOINTS = (HEARTBEAT, CLAIM, REPORT)
 

@@ -116,6 +116,12 @@ def test_a_heartbeat_claim_and_report_answer_through_it_as_through_the_whole_sta
         for endpoint in (CLAIM, REPORT):  # DRF views: a body they refuse, named, never a 500
             status, _, body = call(app, "POST", endpoint.url(agent_id="lean-1"), b"{}", token=reg.token)
             assert status == 400 and json.loads(body)["error"], body
+        # A Host the region does not serve: refused as on every path (ALLOWED_HOSTS).
+        bad_host = {**environ("POST", beat, b'{"busy": 0}', token=reg.token), "HTTP_HOST": "evil.example"}
+        started = {}
+        result = app(bad_host, lambda status, headers, exc_info=None: started.update(status=status))
+        assert started["status"].startswith("400") and json.loads(b"".join(result))["error"] == "bad_request"
+        result.close()
     # Neither sets a cookie or varies on one: nothing read a session.
     status, headers, _ = call(lean, "POST", beat, b'{"busy": 0}', token=reg.token)
     assert status == 200 and "set-cookie" not in headers and "cookie" not in headers.get("vary", "").lower()
