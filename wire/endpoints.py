@@ -11,6 +11,7 @@ API for people, not what an agent calls: they stay in regions/api/urls.py.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ class Endpoint:
         """The absolute path, with the route's parameters filled in."""
         return f"/{self.root}{self.route.format(**params)}"
 
-    @property
+    @functools.cached_property  # matched on every request the web serves (project/asgi.py)
     def pattern(self) -> str:
         """The absolute path as a regular expression (a parameter: anything but a slash)."""
         return re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(f"/{self.root}{self.route}"))
