@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Two test processes (pytest-xdist); the fault scenarios run in one of them, in turn (tests/conftest.py).
+XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 
 .PHONY: venv test test-fast demo bench clean
 
@@ -18,11 +20,11 @@ venv: $(BIN)/.installed
 test: venv
 	bin/ensure-services
 	bin/ensure-browser
-	$(BIN)/python -m pytest -q --durations=60 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) --durations=60 $(PYTEST_ARGS)
 
 test-fast: venv
 	bin/ensure-services
-	$(BIN)/python -m pytest -q -m "not integration and not faults and not browser" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) -m "not integration and not faults and not browser" $(PYTEST_ARGS)
 
 demo: venv
 	$(BIN)/python manage.py demo

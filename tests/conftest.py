@@ -37,6 +37,42 @@ def pytest_runtest_teardown(item):
     _running.clear()
 
 
+# `make test` runs two test processes side by side (pytest-xdist, --dist loadgroup). The fault
+# scenarios, whose bounds are timings, run one after another in one of them, from the start; every
+# other module runs whole in either, so a module's region starts once.
+FAULTS_GROUP = "faults"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = FAULTS_GROUP if item.get_closest_marker("faults") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    yield
+    items.sort(key=lambda item: item.get_closest_marker("faults") is None)  # stable: the rest keep their order
+
+
+def pytest_sessionfinish(session):
+    """A test process of an -n run hands its fault figures to the one that prints the summary."""
+    if hasattr(session.config, "workeroutput"):
+        from tests.accounting import RECORDED
+
+        session.config.workeroutput["fault_figures"] = list(RECORDED)
+
+
+class _FaultFiguresFromWorkers:
+    @staticmethod
+    def pytest_testnodedown(node, error):
+        from tests.accounting import RECORDED
+
+        RECORDED.extend(getattr(node, "workeroutput", {}).get("fault_figures", []))
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_FaultFiguresFromWorkers())
+
+
 @pytest.fixture
 def redis_clean():
     """The real Redis (test database 15), emptied around each test."""

@@ -34,8 +34,12 @@ def _private_redis() -> str:
 
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/meridian")
-if "REDIS_URL" not in os.environ:
+# Each test process of an -n run has its own (they inherit the environment of the one that
+# started them); a pytest this process starts (tests/test_storage_sqlite.py) shares its parent's.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+if "REDIS_URL" not in os.environ or os.environ.get("MERIDIAN_UNIT_REDIS_OF", _worker) != _worker:
     os.environ["REDIS_URL"] = _private_redis()
+    os.environ["MERIDIAN_UNIT_REDIS_OF"] = _worker
 os.environ.setdefault("REGION_ID", "unit-1")
 # A vhost of its own on the real RabbitMQ (bin/ensure-services creates it).
 os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/meridian-unit")

@@ -60,7 +60,8 @@ def test_a_retimed_signature_does_not_verify():
         verify_callback(BODY, forged, SECRET)
 
 
-@pytest.mark.parametrize("header", ["", "garbage", "t=abc,v1=00", "v1=00", f"t={int(time.time())}", None])
+@pytest.mark.parametrize("header", ["", "garbage", "t=abc,v1=00", "v1=00", f"t={int(time.time())}", None],
+                         ids=["empty", "garbage", "t-not-a-number", "no-t", "no-v1", "none"])
 def test_refuses_a_missing_or_malformed_header(header):
     with pytest.raises(CallbackVerificationError, match="Meridian-Signature"):
         verify_callback(BODY, header, SECRET)
