@@ -1,7 +1,6 @@
 """A task reference works from the router alone: its reads and actions are
 redirected (307) to the owning region, never proxied; a batch is forwarded
 whole to one region that serves every capability in it."""
-import uuid
 
 import pytest
 from rest_framework.test import APIClient
