@@ -11,7 +11,13 @@ costs ~100 ms of JSON alone, which a route query behind it would wait for.
 
 Each entry carries the moment it turns stale, so a route query does one dict
 lookup per region and no per-region arithmetic. Capabilities stay as stored,
-clamped when read: clamping 500 x 200 entries up front would triple a reload. Readers get an immutable tuple: a refresh
+clamped when read: clamping 500 x 200 entries up front would triple a reload.
+
+A snapshot also indexes the regions by the capabilities their summaries name,
+so a route reads only the regions that serve the capability. A summary that
+names the same capabilities as the region's previous one (the common case)
+leaves the index as it was; one that adds or drops some rebuilds those
+capabilities' entries only. Readers get an immutable snapshot: a refresh
 replaces it, never mutates what a reader iterates.
 """
 from __future__ import annotations
@@ -20,7 +26,7 @@ import copy
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +42,6 @@ STALE_AFTER_INTERVALS = 3
 # Summaries committed out of order by concurrent requests: look back this far.
 _LOOKBACK = timedelta(seconds=5)
 _lock = threading.Lock()
-_cache: dict = {"shape": None, "last": None, "regions": {}, "entries": (), "checked": -math.inf, "forwarded": None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +56,65 @@ class DirectoryEntry:
         return self.stale_after is None or now > self.stale_after
 
 
-def directory_entries() -> tuple[DirectoryEntry, ...]:
-    """The enabled regions, by region_id, as of at most DIRECTORY_CHECK_SECONDS ago."""
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """One snapshot of the enabled regions."""
+
+    entries: tuple[DirectoryEntry, ...]  # by region_id
+    by_pk: dict[int, DirectoryEntry]
+    by_region_id: dict[str, DirectoryEntry]
+    serving: dict[str, tuple[int, ...]]  # capability -> pks of the regions whose summary names it, by region_id
+
+    @classmethod
+    def of(cls, by_pk: dict[int, DirectoryEntry], serving: dict[str, tuple[int, ...]] | None = None) -> "Directory":
+        entries = tuple(sorted(by_pk.values(), key=lambda e: e.region.region_id))
+        if serving is None:
+            index: dict[str, list[int]] = {}
+            for entry in entries:
+                for name in entry.caps:
+                    index.setdefault(name, []).append(entry.region.pk)
+            serving = {name: tuple(pks) for name, pks in index.items()}
+        return cls(entries=entries, by_pk=by_pk, by_region_id={e.region.region_id: e for e in entries},
+                   serving=serving)
+
+    def with_changes(self, by_pk: dict[int, DirectoryEntry], changed) -> "Directory":
+        """The snapshot of `by_pk`, which differs from this one's in the regions
+        `changed` (pks) only: the index is rebuilt for the capabilities whose
+        serving regions changed, and kept for all others."""
+        touched: set[str] = set()
+        for pk in changed:
+            before, after = self.by_pk.get(pk), by_pk.get(pk)
+            touched |= (before.caps.keys() if before else set()) ^ (after.caps.keys() if after else set())
+        fresh = Directory.of(by_pk, self.serving)
+        if not touched:
+            return fresh
+        serving = dict(self.serving)
+        for name in touched:
+            pks = tuple(e.region.pk for e in fresh.entries if name in e.caps)
+            if pks:
+                serving[name] = pks
+            else:
+                serving.pop(name, None)
+        return replace(fresh, serving=serving)
+
+
+_EMPTY = Directory(entries=(), by_pk={}, by_region_id={}, serving={})
+_cache: dict = {"shape": None, "last": None, "directory": _EMPTY, "checked": -math.inf, "forwarded": None}
+
+
+def directory() -> Directory:
+    """The enabled regions as of at most DIRECTORY_CHECK_SECONDS ago."""
     now = time.monotonic()
     if now - _cache["checked"] >= DIRECTORY_CHECK_SECONDS:
         with _lock:
             if now - _cache["checked"] >= DIRECTORY_CHECK_SECONDS:
                 _refresh(now)
-    return _cache["entries"]
+    return _cache["directory"]
+
+
+def directory_entries() -> tuple[DirectoryEntry, ...]:
+    """The enabled regions, by region_id, as of at most DIRECTORY_CHECK_SECONDS ago."""
+    return directory().entries
 
 
 def regions_directory() -> list[Region]:
@@ -70,26 +126,20 @@ def _refresh(now: float) -> None:
     stats = Region.objects.aggregate(n=Count("id"), ids=Max("id"), on=Count("id", filter=Q(enabled=True)),
                                      last=Max("received_at"), forwarded=Max("forward_outcomes__at"))
     shape = (stats["n"], stats["ids"], stats["on"])
-    regions = _cache["regions"]
+    current = _cache["directory"]
     if shape != _cache["shape"]:
-        regions = {r.pk: directory_entry(r) for r in Region.objects.filter(enabled=True)}
+        _cache["directory"] = Directory.of({r.pk: directory_entry(r) for r in Region.objects.filter(enabled=True)})
     elif stats["last"] != _cache["last"] and stats["last"] is not None:
         since = (_cache["last"] or stats["last"]) - _LOOKBACK
         recent = Region.objects.filter(enabled=True, received_at__gte=since).values_list("pk", "received_at")
+        regions = current.by_pk
         changed = [pk for pk, received in recent if pk not in regions or regions[pk].region.received_at != received]
         if changed:
-            regions = {**regions, **{r.pk: directory_entry(r) for r in Region.objects.filter(pk__in=changed,
-                                                                                           enabled=True)}}
-    _publish(regions)
+            fresh = {r.pk: directory_entry(r) for r in Region.objects.filter(pk__in=changed, enabled=True)}
+            _cache["directory"] = current.with_changes({**regions, **fresh}, fresh)
     if stats["forwarded"] != _cache["forwarded"]:  # a forward's outcome recorded (here or elsewhere)
         _penalties_read()
     _cache.update(shape=shape, last=stats["last"], checked=now, forwarded=stats["forwarded"])
-
-
-def _publish(regions: dict) -> None:
-    if regions is not _cache["regions"]:
-        _cache["regions"] = regions
-        _cache["entries"] = tuple(sorted(regions.values(), key=lambda e: e.region.region_id))
 
 
 def directory_put(region: Region) -> None:
@@ -97,19 +147,20 @@ def directory_put(region: Region) -> None:
     ingested): routing here sees it at once, without re-reading anything."""
     entry = directory_entry(copy.copy(region))
     with _lock:
-        if _cache["shape"] is None or region.pk not in _cache["regions"]:
+        current = _cache["directory"]
+        if _cache["shape"] is None or region.pk not in current.by_pk:
             return  # not loaded yet, or a region the directory does not hold: the next refresh decides
         if not region.enabled:
             return
-        current = _cache["regions"][region.pk].region.received_at
-        if current and region.received_at and region.received_at < current:
+        received = current.by_pk[region.pk].region.received_at
+        if received and region.received_at and region.received_at < received:
             return  # a newer summary is already here
-        _publish({**_cache["regions"], region.pk: entry})
+        _cache["directory"] = current.with_changes({**current.by_pk, region.pk: entry}, (region.pk,))
 
 
 def regions_directory_reset() -> None:
     with _lock:
-        _cache.update(shape=None, last=None, regions={}, entries=(), checked=-math.inf, forwarded=None)
+        _cache.update(shape=None, last=None, directory=_EMPTY, checked=-math.inf, forwarded=None)
         _penalties.update(by_region={}, stale=False)
 
 

@@ -92,9 +92,9 @@ class RouteApi(APIView):
         # Why the other regions were passed over, for the first ROUTE_SKIPPED_SHOWN of them
         # (by region id) and how many there were: at 500 regions the full list was
         # most of the answer's bytes and of its time.
-        shown = dict(sorted(answer.skipped.items())[:ROUTE_SKIPPED_SHOWN])
+        shown, total = answer.skipped_first(ROUTE_SKIPPED_SHOWN)
         return Response({"capability": query.validated_data["capability"], "regions": answer.regions,
-                         "skipped": shown, "skipped_total": len(answer.skipped)})
+                         "skipped": shown, "skipped_total": total})
 
 
 class TaskForwardApi(APIView):

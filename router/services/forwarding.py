@@ -12,7 +12,7 @@ from django.conf import settings
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from project.accounts.assertions import FORWARD, assertion_sign, router_signing_key
-from router.selectors import directory_entries
+from router.selectors import directory
 from router.services.outcomes import forward_outcome_of_status, forward_outcome_record
 from router.services.refusals import ForwardBudgetSpent, ForwardUncertain, NoRegion, NoSigningKey, NotFound
 from router.services.routing import route, route_all
@@ -130,7 +130,7 @@ def task_redirect(*, region_id: str, path: str, query: str) -> str:
     carries the answer: task data and results never cross it. A stale region
     is still named (its summaries may lag while it serves); a disabled or
     unknown one is not."""
-    entry = next((e for e in directory_entries() if e.region.region_id == region_id), None)
+    entry = directory().by_region_id.get(region_id)
     if entry is None:
         raise NotFound(f"No region {region_id} (unknown or disabled).", region_id=region_id)
     return f"{entry.region.orchestrator_url}{path}{f'?{query}' if query else ''}"

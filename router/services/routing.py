@@ -13,20 +13,59 @@ from django.conf import settings
 from django.utils import timezone
 
 from router.models import AddressRule, Region
-from router.selectors import (DirectoryEntry, ForwardPenalty, capability_counts, directory_entries,
+from router.selectors import (DirectoryEntry, ForwardPenalty, capability_counts, directory, directory_entries,
                               forward_penalties, region_is_stale)
 from router.services.refusals import Forbidden, NoRegion, RouterError
 
 logger = logging.getLogger("router.services")  # the router's log stream, whichever module writes
 
 
+_STALE = "stale: no summary for more than 3 intervals"
+
+
 @dataclass
 class RouteAnswer:
+    """The ranked regions, and why the others were passed over. A route reads
+    only the regions whose summary names the capability (or the pinned one):
+    `passed_over` holds those of them it passed over; the directory's other
+    regions are named only when asked (skipped_first, skipped)."""
+
     regions: list[dict]
-    skipped: dict[str, str] = field(default_factory=dict)
+    passed_over: dict[str, str] = field(default_factory=dict)
+    capability: str = ""
+    residency: str | None = None
+    directory: tuple[DirectoryEntry, ...] = ()  # every region, by region_id, when the route read only some
+    serving: tuple[int, ...] = ()  # the pks of the regions it read
+    now: datetime | None = None
 
+    def _unread_reason(self, entry: DirectoryEntry) -> str:
+        """Why a region the route did not read was passed over, as route says it of one it reads."""
+        if entry.stale_after is None or self.now > entry.stale_after:
+            return _STALE
+        if self.residency and self.residency not in entry.region.labels:
+            return f"residency: not labelled {self.residency}"
+        return f"no agent serves {self.capability}"
 
-_STALE = "stale: no summary for more than 3 intervals"
+    def skipped_first(self, limit: int) -> tuple[dict[str, str], int]:
+        """The first `limit` regions passed over, by region id, with why; and how many were."""
+        if not self.directory:  # a pinned route: the one region
+            return dict(sorted(self.passed_over.items())[:limit]), len(self.passed_over)
+        read = set(self.serving)
+        shown: dict[str, str] = {}
+        for entry in self.directory:
+            if len(shown) >= limit:
+                break
+            region_id = entry.region.region_id
+            if region_id in self.passed_over:
+                shown[region_id] = self.passed_over[region_id]
+            elif entry.region.pk not in read:
+                shown[region_id] = self._unread_reason(entry)
+        return shown, len(self.passed_over) + len(self.directory) - len(read)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Every region passed over, by region id, with why."""
+        return self.skipped_first(len(self.directory) + len(self.passed_over))[0]
 
 
 def _healthy_entries(now: datetime) -> tuple[list[DirectoryEntry], dict[str, str]]:
@@ -55,17 +94,25 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
     the ceiling, weighted, less the share of recent forwards that failed), then
     by freshness. Residency is a hard constraint, and so is a pinned region.
 
-    One pass over the cached directory, one dict lookup per region: at 500
+    One pass over the regions that name the capability in the cached
+    directory's index (selectors.Directory), one dict lookup per region: at 500
     regions x 200 capabilities a query costs well under a millisecond, and the
     number of capabilities does not enter it."""
     now = timezone.now()
     pinned = region
-    entries = directory_entries()
-    if pinned:
-        entries = [e for e in entries if e.region.region_id == pinned]
+    snapshot = directory()
     skipped: dict[str, str] = {}
-    if pinned and not entries:
-        skipped[pinned] = "no such region (or disabled)"
+    if pinned:
+        entries = [snapshot.by_region_id[pinned]] if pinned in snapshot.by_region_id else []
+        if not entries:
+            skipped[pinned] = "no such region (or disabled)"
+        answer = RouteAnswer(regions=[], passed_over=skipped)
+    else:
+        # Only the regions whose summary names the capability: the others are passed over unread.
+        serving = snapshot.serving.get(capability, ())
+        entries = [snapshot.by_pk[pk] for pk in serving]
+        answer = RouteAnswer(regions=[], passed_over=skipped, capability=capability, residency=residency,
+                             directory=snapshot.entries, serving=serving, now=now)
     not_resident = f"residency: not labelled {residency}"
     not_served = f"no agent serves {capability}"
     penalties = forward_penalties()
@@ -92,15 +139,15 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         else:
             skipped[region.region_id] = not_served
     if not candidates:
-        why = "; ".join(f"{r}: {reason}" for r, reason in sorted(skipped.items())) or "no regions registered"
+        why = "; ".join(f"{r}: {reason}" for r, reason in sorted(answer.skipped.items())) or "no regions registered"
         raise NoRegion(f"No eligible region for capability {capability}"
                        f"{f' with residency {residency}' if residency else ''}"
-                       f"{f' in region {pinned}' if pinned else ''} ({why}).", skipped=skipped)
+                       f"{f' in region {pinned}' if pinned else ''} ({why}).", skipped=answer.skipped)
     # The `count` best by (that key, freshness), ties in region_id order: sorted(..., reverse=True)[:count].
     # A region weighed 0 is chosen only when no other serves; one failing most of its
     # forwards ranks after every region that does not.
     best = heapq.nlargest(count, candidates, key=lambda c: (c[0], c[1]))
-    return RouteAnswer(regions=[{
+    answer.regions = [{
         "region_id": region.region_id,
         "orchestrator_url": region.orchestrator_url,
         "idle": idle,
@@ -108,7 +155,8 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         "labels": region.labels,
         "summary_age_seconds": round((now - received).total_seconds(), 3),
         **_forward_failures(penalty),
-    } for _, received, region, total, idle, penalty in best], skipped=skipped)
+    } for _, received, region, total, idle, penalty in best]
+    return answer
 
 
 def _forward_failures(penalty: ForwardPenalty | None) -> dict:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 from django.utils import timezone
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from rest_framework import serializers
 
 from router import inputs, selectors
@@ -176,3 +176,82 @@ def test_a_region_cannot_attract_more_than_its_operator_set_ceiling_allows(fleet
     assert region_pick(capabilities=["echo"], hint=None, client_ip=None, allowed=None).region_id == "r3"
     region_create(region_id="r1", orchestrator_url="http://r1.example:8000", labels=["eu"])  # a re-key
     assert Region.objects.get(region_id="r1").capacity_ceiling == 100  # keeps the operator's hold
+
+
+# --- the per-capability index (issue 21) ------------------------------------------------
+
+def _brute_force(capability, residency=None):
+    """What a route over every region says, without the index: the regions that
+    serve, and why each other region was passed over (route's reasons, in its order)."""
+    now = timezone.now()
+    served, skipped = set(), {}
+    for entry in selectors.Directory.of({r.pk: selectors.directory_entry(r)
+                                         for r in Region.objects.filter(enabled=True)}).entries:
+        region_id = entry.region.region_id
+        counts = selectors.capability_counts(entry.caps, capability)
+        if entry.stale(now):
+            skipped[region_id] = "stale: no summary for more than 3 intervals"
+        elif residency and residency not in entry.region.labels:
+            skipped[region_id] = f"residency: not labelled {residency}"
+        elif counts and counts["count"] > 0:
+            served.add(region_id)
+        else:
+            skipped[region_id] = f"no agent serves {capability}"
+    return served, skipped
+
+
+CAPS = ("echo", "sleep", "resize", "ocr")
+
+
+# One fleet for every example (each goes on from where the last left it): the claims hold after any change.
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["r1", "r2", "r3"]),
+                          st.dictionaries(st.sampled_from(CAPS), st.integers(0, 3), max_size=4)),
+                min_size=1, max_size=12))
+def test_the_capability_index_answers_as_a_pass_over_every_region(fleet_for_hypothesis, changes):
+    """Summaries that add and drop capabilities, in this process and (a row
+    written behind the directory's back) in another: every route and every
+    skipped reason is what a pass over every region gives."""
+    fleet, clock = fleet_for_hypothesis
+    for i, (region_id, caps) in enumerate(changes):
+        counts = {name: {"count": n, "idle": n} for name, n in caps.items()}
+        if i % 3 == 2:  # another process's summary: read back on the next check
+            Region.objects.filter(region_id=region_id).update(capabilities=counts, received_at=timezone.now())
+            selectors._cache["checked"] = -float("inf")
+        else:
+            clock[0] += 1
+            push(fleet, region_id, counts, at=clock[0])
+        for capability in CAPS:
+            for residency in (None, "eu"):
+                served, skipped = _brute_force(capability, residency)
+                try:
+                    answer = route(capability=capability, residency=residency, count=3)
+                except NoRegion as refused:
+                    assert not served and refused.extra["skipped"] == skipped
+                    continue
+                assert {r["region_id"] for r in answer.regions} == served
+                assert answer.skipped == skipped
+                assert answer.skipped_first(1) == (dict(list(skipped.items())[:1]), len(skipped))
+
+
+@pytest.fixture
+def fleet_for_hypothesis(fleet):
+    """The fleet, summarized once (no region stale), with a summary clock that only moves forward."""
+    clock = [time.time()]
+    for region_id in fleet:
+        clock[0] += 1
+        push(fleet, region_id, {}, at=clock[0])
+    return fleet, clock
+
+
+def test_a_route_reads_only_the_regions_that_name_the_capability(fleet, monkeypatch):
+    push(fleet, "r1", {"echo": {"count": 1, "idle": 1}})
+    push(fleet, "r2", {"sleep": {"count": 1, "idle": 1}})
+    push(fleet, "r3", {"sleep": {"count": 2, "idle": 2}})
+    route(capability="echo")  # the directory loaded
+    snapshot = selectors.directory()
+    assert snapshot.serving == {"echo": (fleet["r1"].pk,), "sleep": (fleet["r2"].pk, fleet["r3"].pk)}
+    push(fleet, "r2", {"sleep": {"count": 3, "idle": 3}})  # the same capabilities: the index is kept as it was
+    assert selectors.directory().serving is snapshot.serving
+    push(fleet, "r1", {"sleep": {"count": 1, "idle": 1}})  # echo dropped, sleep added
+    assert selectors.directory().serving == {"sleep": (fleet["r1"].pk, fleet["r2"].pk, fleet["r3"].pk)}
