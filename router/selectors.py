@@ -51,6 +51,8 @@ class DirectoryEntry:
     region: Region  # operator fields cleaned (region_clean)
     caps: dict  # region.capabilities as stored ({} if not an object): entries are clamped as read
     stale_after: datetime | None  # received_at + 3 intervals; None: never summarized
+    pk: int  # region.pk and region.region_id, read once: Model.pk is a property, a route reads it per region
+    region_id: str
 
     def stale(self, now: datetime) -> bool:
         return self.stale_after is None or now > self.stale_after
@@ -67,15 +69,14 @@ class Directory:
 
     @classmethod
     def of(cls, by_pk: dict[int, DirectoryEntry], serving: dict[str, tuple[int, ...]] | None = None) -> "Directory":
-        entries = tuple(sorted(by_pk.values(), key=lambda e: e.region.region_id))
+        entries = tuple(sorted(by_pk.values(), key=lambda e: e.region_id))
         if serving is None:
             index: dict[str, list[int]] = {}
             for entry in entries:
                 for name in entry.caps:
-                    index.setdefault(name, []).append(entry.region.pk)
+                    index.setdefault(name, []).append(entry.pk)
             serving = {name: tuple(pks) for name, pks in index.items()}
-        return cls(entries=entries, by_pk=by_pk, by_region_id={e.region.region_id: e for e in entries},
-                   serving=serving)
+        return cls(entries=entries, by_pk=by_pk, by_region_id={e.region_id: e for e in entries}, serving=serving)
 
     def with_changes(self, by_pk: dict[int, DirectoryEntry], changed) -> "Directory":
         """The snapshot of `by_pk`, which differs from this one's in the regions
@@ -90,7 +91,7 @@ class Directory:
             return fresh
         serving = dict(self.serving)
         for name in touched:
-            pks = tuple(e.region.pk for e in fresh.entries if name in e.caps)
+            pks = tuple(e.pk for e in fresh.entries if name in e.caps)
             if pks:
                 serving[name] = pks
             else:
@@ -238,7 +239,7 @@ def directory_entry(region: Region) -> DirectoryEntry:
     stale_after = None
     if region.received_at is not None:
         stale_after = region.received_at + timedelta(seconds=STALE_AFTER_INTERVALS * region.summary_interval)
-    return DirectoryEntry(region=region, caps=caps, stale_after=stale_after)
+    return DirectoryEntry(region=region, caps=caps, stale_after=stale_after, pk=region.pk, region_id=region.region_id)
 
 
 def region_list() -> list[Region]:

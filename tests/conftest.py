@@ -135,6 +135,15 @@ def router_template():
     template.drop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _urlconf_of_the_test_settings():
+    """project.urls picks the role's API when it is imported: here, under the test
+    settings' role (a region), never first inside a test that sets settings.ROLE to
+    "router" (its region API would then be missing for the rest of the process:
+    the live server's /api/v1/... answered 404 in whichever test came next)."""
+    import project.urls  # noqa: F401
+
+
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """In-process tests share one process: start each with empty caches."""

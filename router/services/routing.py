@@ -50,17 +50,18 @@ class RouteAnswer:
         """The first `limit` regions passed over, by region id, with why; and how many were."""
         if not self.directory:  # a pinned route: the one region
             return dict(sorted(self.passed_over.items())[:limit]), len(self.passed_over)
-        read = set(self.serving)
+        total = len(self.passed_over) + len(self.directory) - len(self.serving)
         shown: dict[str, str] = {}
-        for entry in self.directory:
-            if len(shown) >= limit:
-                break
-            region_id = entry.region.region_id
-            if region_id in self.passed_over:
-                shown[region_id] = self.passed_over[region_id]
-            elif entry.region.pk not in read:
-                shown[region_id] = self._unread_reason(entry)
-        return shown, len(self.passed_over) + len(self.directory) - len(read)
+        if total:
+            read = set(self.serving)
+            for entry in self.directory:
+                if len(shown) >= limit:
+                    break
+                if entry.region_id in self.passed_over:
+                    shown[entry.region_id] = self.passed_over[entry.region_id]
+                elif entry.pk not in read:
+                    shown[entry.region_id] = self._unread_reason(entry)
+        return shown, total
 
     @property
     def skipped(self) -> dict[str, str]:
@@ -116,37 +117,40 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
     not_resident = f"residency: not labelled {residency}"
     not_served = f"no agent serves {capability}"
     penalties = forward_penalties()
+    default_ceiling = settings.ROUTER_REGION_CEILING
     candidates = []
-    for entry in entries:
-        region = entry.region
+    for position, entry in enumerate(entries):
         if entry.stale_after is None or now > entry.stale_after:
-            skipped[region.region_id] = _STALE
-        elif residency and residency not in region.labels:
-            skipped[region.region_id] = not_resident
+            skipped[entry.region_id] = _STALE
+        elif residency and residency not in entry.region.labels:
+            skipped[entry.region_id] = not_resident
         elif (type(cap := entry.caps.get(capability)) is dict and type(total := cap.get("count")) is int
               and total > 0 and type(idle := cap.get("idle", 0)) is int):
-            # selectors.capability_counts inlined (a call per region would be most of the query)
-            ceiling = region_ceiling(region)
+            # selectors.capability_counts and region_ceiling inlined (a call per region would be most of the query)
+            region = entry.region
+            ceiling = region.capacity_ceiling or default_ceiling
             if not 0 <= idle <= total <= ceiling:  # beyond what the operator believes (or a row before the bounds)
                 total = min(total, ceiling)
                 idle = min(max(idle, 0), total)
-            # Larger first: not failing most forwards, weighed above 0, weighted idle agents
-            # less the share of recent forwards that failed, then the fewer failures.
-            penalty = penalties.get(region.pk) if penalties else None
+            penalty = penalties.get(entry.pk) if penalties else None
             rate = penalty.rate if penalty else 0.0
-            candidates.append(((rate <= FAILING_RATE, region.weight > 0, idle * region.weight * (1.0 - rate), -rate),
-                               region.received_at, region, total, idle, penalty))
+            weight = region.weight
+            # Larger first: not failing most forwards, weighed above 0, weighted idle agents
+            # less the share of recent forwards that failed, the fewer failures, the fresher;
+            # then the earlier region_id (-position: entries are in region_id order).
+            candidates.append((rate <= FAILING_RATE, weight > 0, idle * weight * (1.0 - rate), -rate,
+                               region.received_at, -position, region, total, idle, penalty))
         else:
-            skipped[region.region_id] = not_served
+            skipped[entry.region_id] = not_served
     if not candidates:
         why = "; ".join(f"{r}: {reason}" for r, reason in sorted(answer.skipped.items())) or "no regions registered"
         raise NoRegion(f"No eligible region for capability {capability}"
                        f"{f' with residency {residency}' if residency else ''}"
                        f"{f' in region {pinned}' if pinned else ''} ({why}).", skipped=answer.skipped)
-    # The `count` best by (that key, freshness), ties in region_id order: sorted(..., reverse=True)[:count].
-    # A region weighed 0 is chosen only when no other serves; one failing most of its
-    # forwards ranks after every region that does not.
-    best = heapq.nlargest(count, candidates, key=lambda c: (c[0], c[1]))
+    # The `count` best, compared as tuples (no key function: the comparison stays in C; -position
+    # is unique, so nothing after it is compared). A region weighed 0 is chosen only when no
+    # other serves; one failing most of its forwards ranks after every region that does not.
+    best = heapq.nlargest(count, candidates)
     answer.regions = [{
         "region_id": region.region_id,
         "orchestrator_url": region.orchestrator_url,
@@ -155,7 +159,7 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         "labels": region.labels,
         "summary_age_seconds": round((now - received).total_seconds(), 3),
         **_forward_failures(penalty),
-    } for _, received, region, total, idle, penalty in best]
+    } for *_, received, _position, region, total, idle, penalty in best]
     return answer
 
 
