@@ -13,6 +13,11 @@ Kept: errors as JSON and a database down as 503 (project/middleware.py), the
 security headers every answer carries, and CommonMiddleware: it checks the Host
 header against ALLOWED_HOSTS (400 otherwise), as on every other path.
 
+A caller's route query at the router (GET /api/v1/route) takes it too when it
+carries no cookie: it authenticates with an API key in the view (DRF's
+ApiKeyAuthentication). With a cookie it may be a console user's session, which
+needs the session and authentication middleware: the whole stack.
+
 Measured per request, in-process (bench/hotpath.py): the middleware left out
 was about a third of a heartbeat's time in Django (BENCHMARKS.md)."""
 from __future__ import annotations
@@ -31,6 +36,7 @@ LEAN_MIDDLEWARE = (
     "django.middleware.common.CommonMiddleware",
 )
 LEAN_ENDPOINTS = (HEARTBEAT, CLAIM, REPORT)
+LEAN_WITHOUT_COOKIE = frozenset({"/api/v1/route"})  # router/urls.py
 
 
 class LeanHandler(WSGIHandler):
@@ -46,12 +52,14 @@ class LeanHandler(WSGIHandler):
 
 
 def lean_for_agents(full_app, lean_app=None):
-    """A WSGI application: the agent protocol's paths to `lean_app` (a
-    LeanHandler by default), every other path to `full_app`."""
+    """A WSGI application: the agent protocol's paths, and a route query without
+    a cookie, to `lean_app` (a LeanHandler by default); every other request to `full_app`."""
     lean_app = lean_app or LeanHandler()
     match = re.compile("(?:%s)" % "|".join(e.pattern for e in LEAN_ENDPOINTS)).fullmatch
 
     def app(environ, start_response):
-        return (lean_app if match(environ["PATH_INFO"]) else full_app)(environ, start_response)
+        path = environ["PATH_INFO"]
+        lean = match(path) or (path in LEAN_WITHOUT_COOKIE and "HTTP_COOKIE" not in environ)
+        return (lean_app if lean else full_app)(environ, start_response)
 
     return app

@@ -1,6 +1,7 @@
 """The agent protocol's hot path (project/lean.py): heartbeat, claim and report
-run through a Django handler with only the middleware they need, and answer as
-they do through the whole stack."""
+(and a caller's route query at the router, without a cookie) run through a
+Django handler with only the middleware they need, and answer as they do
+through the whole stack."""
 import io
 import json
 import sys
@@ -12,8 +13,9 @@ from tests import factories
 from wire.endpoints import CLAIM, HEARTBEAT, REPORT
 
 
-def environ(method: str, path: str, body: bytes = b"", token: str | None = None, host: str = "127.0.0.1") -> dict:
-    env = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+def environ(method: str, path: str, body: bytes = b"", token: str | None = None, host: str = "127.0.0.1",
+            query: str = "") -> dict:
+    env = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
            "SERVER_PORT": "80", "HTTP_HOST": host, "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http",
            "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "CONTENT_LENGTH": str(len(body)),
            "CONTENT_TYPE": "application/json"}
@@ -51,6 +53,11 @@ def test_only_the_agent_protocols_paths_take_the_lean_handler():
     for path in lean + full:
         app({"PATH_INFO": path}, None)
     assert taken == ["lean"] * len(lean) + ["full"] * len(full)
+    taken.clear()
+    app({"PATH_INFO": "/api/v1/route"}, None)  # an API key's route query
+    app({"PATH_INFO": "/api/v1/route", "HTTP_COOKIE": "sessionid=x"}, None)  # perhaps a console user's session
+    app({"PATH_INFO": "/api/v1/route/"}, None)
+    assert taken == ["lean", "full", "full"]
 
 
 SEEN = []
@@ -122,3 +129,32 @@ def test_a_heartbeat_claim_and_report_answer_through_it_as_through_the_whole_sta
     # Neither sets a cookie or varies on one: nothing read a session.
     status, headers, _ = call(lean, "POST", beat, b'{"busy": 0}', token=reg.token)
     assert status == 200 and "set-cookie" not in headers and "cookie" not in headers.get("vary", "").lower()
+
+
+@pytest.mark.django_db
+def test_a_route_query_answers_through_it_as_through_the_whole_stack(settings, redis_clean, in_request_cycle):
+    from django.core.wsgi import get_wsgi_application
+
+    from router.services.regions import region_create
+    from router.services.summaries import summary_ingest
+    from tests.router.test_api import summary
+
+    settings.ROOT_URLCONF = "tests.router_urls"
+    region, _ = region_create(region_id="eu-west-3", labels=["eu"], orchestrator_url="http://eu-west-3.example:8000")
+    summary_ingest(region=region, summary=summary("eu-west-3", caps={"echo": {"count": 2, "idle": 1}}))
+    _, key = factories.caller("router-caller")
+    full, lean = get_wsgi_application(), LeanHandler()
+    answers = []
+    for app in (full, lean):
+        got = [call(app, "GET", "/api/v1/route", token=key, query=query)
+               for query in ("capability=echo", "capability=echo&residency=us", "capability=Echo", "count=2")]
+        got.append(call(app, "GET", "/api/v1/route", token="mk_wrong", query="capability=echo"))
+        got.append(call(app, "POST", "/api/v1/route", token=key, query="capability=echo"))
+        answers.append([(status, json.loads(body)) for status, _, body in got])
+        assert [status for status, _, _ in got] == [200, 503, 400, 400, 401, 405]
+    full_answers, lean_answers = answers
+    for (status, full_body), (_, lean_body) in zip(full_answers, lean_answers):
+        if status == 200:  # the summary's age moves on between the two
+            for body in (full_body, lean_body):
+                body["regions"][0].pop("summary_age_seconds")
+        assert full_body == lean_body

@@ -178,3 +178,30 @@ def test_any_summary_through_the_api_is_answered_in_json_and_leaves_reads_workin
                 route(capability=capability)
             except NoRegion:
                 pass
+
+
+# A route query's fast path (router/views.py) reads what the serializer reads, or leaves it to the serializer.
+ROUTE_QUERY_VALUES = {
+    "capability": st.sampled_from(["echo", "e", "a" * 64, "a" * 65, " echo", "echo\n", "Echo", ""]) | text,
+    "residency": st.sampled_from(["eu", "eu-west", "-eu", "EU", " eu", ""]) | text,
+    "count": st.integers(-5, 120).map(str) | st.sampled_from(["03", "1.0", "\u00b3", " 3", "3\n", ""]) | text,
+    "other": text,
+}
+
+
+@BOUNDED
+@given(st.fixed_dictionaries({}, optional={name: st.lists(values, min_size=1, max_size=2)
+                                           for name, values in ROUTE_QUERY_VALUES.items()}))
+def test_a_plain_route_query_reads_as_the_serializer_reads_it(fields):
+    from django.http import QueryDict
+
+    from router.views import RouteApi, _route_query_plain
+
+    params = QueryDict(mutable=True)
+    for name, values in fields.items():
+        params.setlist(name, values)
+    plain = _route_query_plain(params)
+    serializer = RouteApi.QuerySerializer(data=params)
+    if plain is not None:
+        assert serializer.is_valid(), (params, serializer.errors)
+        assert plain == dict(serializer.validated_data)
