@@ -7,11 +7,11 @@ Left out for these three, and why nothing is lost:
   authenticates with its token in the view (a plain view, or DRF's
   AgentTokenAuthentication, which reads no session);
 - django-axes: it guards the admin's login form;
-- WhiteNoise: these are not static files;
-- clickjacking: a JSON answer to an agent is never framed.
+- WhiteNoise: these are not static files.
 Kept: errors as JSON and a database down as 503 (project/middleware.py), the
-security headers every answer carries, and CommonMiddleware: it checks the Host
-header against ALLOWED_HOSTS (400 otherwise), as on every other path.
+security headers every answer carries (X-Frame-Options included), and
+CommonMiddleware: it checks the Host header against ALLOWED_HOSTS (400
+otherwise), as on every other path.
 
 A caller's route query at the router (GET /api/v1/route) takes it too when it
 carries no cookie: it authenticates with an API key in the view (DRF's
@@ -34,6 +34,7 @@ LEAN_MIDDLEWARE = (
     "project.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 )
 LEAN_ENDPOINTS = (HEARTBEAT, CLAIM, REPORT)
 LEAN_WITHOUT_COOKIE = frozenset({"/api/v1/route"})  # router/urls.py

@@ -37,19 +37,24 @@ def pytest_runtest_teardown(item):
     _running.clear()
 
 
-# `make test` runs two test processes side by side (pytest-xdist, --dist loadgroup). The fault
-# scenarios, whose bounds are timings, run one after another in one of them, from the start; every
-# other module runs whole in either, so a module's region starts once.
+# `make test` runs two test processes side by side (pytest-xdist, --dist loadgroup). The modules
+# with a fault scenario (whose bounds are timings) run one after another in one of them, from the
+# start; every other module runs whole in either. Either way a module runs whole in one process, so
+# its module fixtures (a region, the demo) start once.
 FAULTS_GROUP = "faults"
+
+
+def _module(item) -> str:
+    return item.nodeid.split("::")[0]
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_collection_modifyitems(config, items):
+    with_faults = {_module(item) for item in items if item.get_closest_marker("faults")}
     for item in items:
-        group = FAULTS_GROUP if item.get_closest_marker("faults") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(FAULTS_GROUP if _module(item) in with_faults else _module(item)))
     yield
-    items.sort(key=lambda item: item.get_closest_marker("faults") is None)  # stable: the rest keep their order
+    items.sort(key=lambda item: _module(item) not in with_faults)  # stable: each module's tests keep their order
 
 
 def pytest_sessionfinish(session):

@@ -36,9 +36,16 @@ def _private_redis() -> str:
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/meridian")
 # Each test process of an -n run has its own (they inherit the environment of the one that
 # started them); a pytest this process starts (tests/test_storage_sqlite.py) shares its parent's.
+# A REDIS_URL given from outside is used as given, a database of its own per test process (15, 14, ...).
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
 if "REDIS_URL" not in os.environ or os.environ.get("MERIDIAN_UNIT_REDIS_OF", _worker) != _worker:
     os.environ["REDIS_URL"] = _private_redis()
+    os.environ["MERIDIAN_UNIT_REDIS_OF"] = _worker
+elif "MERIDIAN_UNIT_REDIS_OF" not in os.environ and _worker != "main":
+    from urllib.parse import urlsplit, urlunsplit  # noqa: E402
+
+    _given = urlsplit(os.environ["REDIS_URL"])
+    os.environ["REDIS_URL"] = urlunsplit(_given._replace(path=f"/{15 - int(_worker.removeprefix('gw')) % 16}"))
     os.environ["MERIDIAN_UNIT_REDIS_OF"] = _worker
 os.environ.setdefault("REGION_ID", "unit-1")
 # A vhost of its own on the real RabbitMQ (bin/ensure-services creates it).

@@ -113,7 +113,7 @@ def test_a_heartbeat_claim_and_report_answer_through_it_as_through_the_whole_sta
     for app in (full, lean):
         status, headers, body = call(app, "POST", beat, json.dumps({"busy": 0}).encode(), token=reg.token)
         assert status == 200 and json.loads(body)["desired"] == "active", body
-        assert headers["x-content-type-options"] == "nosniff"  # the security headers stay
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"  # they stay
         # A wrong token, a bad body, a wrong method: the same JSON refusals.
         assert call(app, "POST", beat, b"{}", token="at_wrong")[0] == 401
         status, _, body = call(app, "POST", beat, b"[", token=reg.token)
@@ -152,6 +152,8 @@ def test_a_route_query_answers_through_it_as_through_the_whole_stack(settings, r
         got.append(call(app, "POST", "/api/v1/route", token=key, query="capability=echo"))
         answers.append([(status, json.loads(body)) for status, _, body in got])
         assert [status for status, _, _ in got] == [200, 503, 400, 400, 401, 405]
+        assert all(headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+                   for _, headers, _ in got)
     full_answers, lean_answers = answers
     for (status, full_body), (_, lean_body) in zip(full_answers, lean_answers):
         if status == 200:  # the summary's age moves on between the two
