@@ -38,8 +38,8 @@ class RouteAnswer:
     serving: tuple[int, ...] = ()  # the pks of the regions it read
     now: datetime | None = None
 
-    def _unread_reason(self, entry: DirectoryEntry) -> str:
-        """Why a region the route did not read was passed over, as route says it of one it reads."""
+    def why_passed_over(self, entry: DirectoryEntry) -> str:
+        """Why the route passed over a region, read or not: stale, then not resident, then not serving."""
         if entry.stale_after is None or self.now > entry.stale_after:
             return _STALE
         if self.residency and self.residency not in entry.region.labels:
@@ -60,7 +60,7 @@ class RouteAnswer:
                 if entry.region_id in self.passed_over:
                     shown[entry.region_id] = self.passed_over[entry.region_id]
                 elif entry.pk not in read:
-                    shown[entry.region_id] = self._unread_reason(entry)
+                    shown[entry.region_id] = self.why_passed_over(entry)
         return shown, total
 
     @property
@@ -103,29 +103,23 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
     pinned = region
     snapshot = directory()
     skipped: dict[str, str] = {}
+    answer = RouteAnswer(regions=[], passed_over=skipped, capability=capability, residency=residency, now=now)
     if pinned:
         entries = [snapshot.by_region_id[pinned]] if pinned in snapshot.by_region_id else []
         if not entries:
             skipped[pinned] = "no such region (or disabled)"
-        answer = RouteAnswer(regions=[], passed_over=skipped)
     else:
         # Only the regions whose summary names the capability: the others are passed over unread.
-        serving = snapshot.serving.get(capability, ())
-        entries = [snapshot.by_pk[pk] for pk in serving]
-        answer = RouteAnswer(regions=[], passed_over=skipped, capability=capability, residency=residency,
-                             directory=snapshot.entries, serving=serving, now=now)
-    not_resident = f"residency: not labelled {residency}"
-    not_served = f"no agent serves {capability}"
+        answer.directory, answer.serving = snapshot.entries, snapshot.serving.get(capability, ())
+        entries = [snapshot.by_pk[pk] for pk in answer.serving]
     penalties = forward_penalties()
     default_ceiling = settings.ROUTER_REGION_CEILING
     candidates = []
     for position, entry in enumerate(entries):
-        if entry.stale_after is None or now > entry.stale_after:
-            skipped[entry.region_id] = _STALE
-        elif residency and residency not in entry.region.labels:
-            skipped[entry.region_id] = not_resident
-        elif (type(cap := entry.caps.get(capability)) is dict and type(total := cap.get("count")) is int
-              and total > 0 and type(idle := cap.get("idle", 0)) is int):
+        if (entry.stale_after is not None and now <= entry.stale_after
+                and not (residency and residency not in entry.region.labels)
+                and type(cap := entry.caps.get(capability)) is dict and type(total := cap.get("count")) is int
+                and total > 0 and type(idle := cap.get("idle", 0)) is int):
             # selectors.capability_counts and region_ceiling inlined (a call per region would be most of the query)
             region = entry.region
             ceiling = region.capacity_ceiling or default_ceiling
@@ -141,7 +135,7 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
             candidates.append((rate <= FAILING_RATE, weight > 0, idle * weight * (1.0 - rate), -rate,
                                region.received_at, -position, region, total, idle, penalty))
         else:
-            skipped[entry.region_id] = not_served
+            skipped[entry.region_id] = answer.why_passed_over(entry)
     if not candidates:
         why = "; ".join(f"{r}: {reason}" for r, reason in sorted(answer.skipped.items())) or "no regions registered"
         raise NoRegion(f"No eligible region for capability {capability}"
