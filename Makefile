@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Two test processes (pytest-xdist); the fault scenarios run in one of them, in turn (tests/conftest.py).
+# Two test processes (pytest-xdist); the modules with a fault scenario run in one of them, in turn (tests/conftest.py).
 XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 
 .PHONY: venv test test-fast demo bench clean

@@ -75,6 +75,7 @@ class UpdateRegionalStatusApi(APIView):
 
 
 ROUTE_SKIPPED_SHOWN = 20
+ROUTE_COUNT_DEFAULT, ROUTE_COUNT_MAX = 3, 50
 _CAPABILITY = re.compile(CAPABILITY_RE.removeprefix("^").removesuffix("$")).fullmatch
 _LABEL = re.compile(LABEL_RE.removeprefix("^").removesuffix("$")).fullmatch
 _COUNT = re.compile(r"[1-9][0-9]?").fullmatch
@@ -88,9 +89,9 @@ def _route_query_plain(params) -> dict | None:
     capability, residency, count = params.get("capability"), params.get("residency"), params.get("count")
     if capability is None or not _CAPABILITY(capability) or (residency is not None and not _LABEL(residency)):
         return None
-    if count is not None and not (_COUNT(count) and int(count) <= 50):
+    if count is not None and not (_COUNT(count) and int(count) <= ROUTE_COUNT_MAX):
         return None
-    query = {"capability": capability, "count": int(count) if count is not None else 3}
+    query = {"capability": capability, "count": int(count) if count is not None else ROUTE_COUNT_DEFAULT}
     if residency is not None:
         query["residency"] = residency
     return query
@@ -103,7 +104,8 @@ class RouteApi(APIView):
     class QuerySerializer(serializers.Serializer):
         capability = serializers.RegexField(CAPABILITY_RE)
         residency = serializers.RegexField(LABEL_RE, required=False)
-        count = serializers.IntegerField(min_value=1, max_value=50, required=False, default=3)
+        count = serializers.IntegerField(min_value=1, max_value=ROUTE_COUNT_MAX, required=False,
+                                         default=ROUTE_COUNT_DEFAULT)
 
     @extend_schema(parameters=[QuerySerializer], responses={200: dict, **errors(400, 401, 403, 503)})
     def get(self, request):

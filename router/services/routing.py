@@ -40,7 +40,7 @@ class RouteAnswer:
 
     def why_passed_over(self, entry: DirectoryEntry) -> str:
         """Why the route passed over a region, read or not: stale, then not resident, then not serving."""
-        if entry.stale_after is None or self.now > entry.stale_after:
+        if entry.stale(self.now):
             return _STALE
         if self.residency and self.residency not in entry.region.labels:
             return f"residency: not labelled {self.residency}"
@@ -137,10 +137,11 @@ def route(*, capability: str, residency: str | None = None, region: str | None =
         else:
             skipped[entry.region_id] = answer.why_passed_over(entry)
     if not candidates:
-        why = "; ".join(f"{r}: {reason}" for r, reason in sorted(answer.skipped.items())) or "no regions registered"
+        everyone = answer.skipped  # by region id
+        why = "; ".join(f"{r}: {reason}" for r, reason in everyone.items()) or "no regions registered"
         raise NoRegion(f"No eligible region for capability {capability}"
                        f"{f' with residency {residency}' if residency else ''}"
-                       f"{f' in region {pinned}' if pinned else ''} ({why}).", skipped=answer.skipped)
+                       f"{f' in region {pinned}' if pinned else ''} ({why}).", skipped=everyone)
     # The `count` best, compared as tuples (no key function: the comparison stays in C; -position
     # is unique, so nothing after it is compared). A region weighed 0 is chosen only when no
     # other serves; one failing most of its forwards ranks after every region that does not.
